@@ -1,0 +1,187 @@
+//! A connection's queue of whole frames waiting for the socket.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use crate::frame::Frame;
+
+/// The frames queued for one connection, in send order, and how far the first is written.
+///
+/// The IO layer asks for up to N slices ([`OutboundQueue::io_slices`]), hands them to one
+/// `writev`, and reports how many bytes the kernel took ([`OutboundQueue::consume`]). Frames
+/// are shared, so queueing one costs a reference count, never a copy; the queue's ring keeps its
+/// capacity, so steady traffic allocates nothing.
+#[derive(Debug, Default)]
+pub struct OutboundQueue {
+    frames: VecDeque<Frame>,
+    /// Bytes of the front frame already written.
+    front_written: usize,
+    /// Bytes queued and not yet written.
+    queued_bytes: usize,
+}
+
+impl OutboundQueue {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, frame: Frame) {
+        self.queued_bytes += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Frames queued, the partly written one included.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Whether the front frame is partly written: anything queued now must wait behind it.
+    pub fn is_mid_frame(&self) -> bool {
+        self.front_written > 0
+    }
+
+    /// Fills `slices` with the unwritten bytes, front first; returns how many it filled.
+    pub fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut filled = 0;
+        for (slot, frame) in slices.iter_mut().zip(self.frames.iter()) {
+            let start = if filled == 0 { self.front_written } else { 0 };
+            *slot = IoSlice::new(&frame[start..]);
+            filled += 1;
+        }
+        filled
+    }
+
+    /// Marks `written` bytes as sent, dropping the frames that are now complete; returns how
+    /// many whole frames that completed.
+    pub fn consume(&mut self, mut written: usize) -> usize {
+        debug_assert!(written <= self.queued_bytes);
+        self.queued_bytes -= written;
+        let mut completed = 0;
+        while written > 0 {
+            let Some(front) = self.frames.front() else { break };
+            let left = front.len() - self.front_written;
+            if written >= left {
+                written -= left;
+                self.front_written = 0;
+                self.frames.pop_front();
+                completed += 1;
+            } else {
+                self.front_written += written;
+                written = 0;
+            }
+        }
+        completed
+    }
+
+    /// Drops every frame (the connection is gone).
+    pub fn clear(&mut self) {
+        self.frames.clear();
+        self.front_written = 0;
+        self.queued_bytes = 0;
+    }
+
+    /// Heap bytes held by the ring itself (frames are shared and not counted).
+    pub fn ring_bytes(&self) -> usize {
+        self.frames.capacity() * std::mem::size_of::<Frame>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Writes at most `budget` bytes of the queue's slices, as a socket would.
+    fn write_some(queue: &mut OutboundQueue, max_slices: usize, budget: usize, sink: &mut Vec<u8>) {
+        let mut slices = vec![IoSlice::new(&[]); max_slices];
+        let n = queue.io_slices(&mut slices);
+        let mut taken = 0;
+        for s in &slices[..n] {
+            let take = s.len().min(budget - taken);
+            sink.extend_from_slice(&s[..take]);
+            taken += take;
+            if taken == budget {
+                break;
+            }
+        }
+        queue.consume(taken);
+    }
+
+    #[test]
+    fn partial_writes_resume_mid_frame() {
+        let mut q = OutboundQueue::new();
+        q.push(Frame::from_bytes(b"hello"));
+        q.push(Frame::from_bytes(b"world!"));
+        assert_eq!(q.queued_bytes(), 11);
+        let mut out = Vec::new();
+        write_some(&mut q, 8, 3, &mut out);
+        assert!(q.is_mid_frame());
+        write_some(&mut q, 8, 4, &mut out);
+        assert_eq!(q.len(), 1);
+        write_some(&mut q, 8, 100, &mut out);
+        assert_eq!(out, b"helloworld!");
+        assert!(q.is_empty());
+        assert_eq!(q.queued_bytes(), 0);
+        assert!(!q.is_mid_frame());
+    }
+
+    #[test]
+    fn queued_frames_share_the_buffer() {
+        let frame = Frame::from_bytes(b"tick");
+        let mut queues: Vec<OutboundQueue> = (0..10).map(|_| OutboundQueue::new()).collect();
+        for q in &mut queues {
+            q.push(frame.clone());
+        }
+        assert_eq!(frame.share_count(), 11);
+        queues.clear();
+        assert_eq!(frame.share_count(), 1);
+    }
+
+    proptest! {
+        /// Whatever the interleaving of pushes and partial writes, the bytes written are the
+        /// frames, whole and in order.
+        #[test]
+        fn bytes_out_are_the_frames_in_order(
+            ops in proptest::collection::vec(
+                prop_oneof![
+                    (1usize..40).prop_map(Op::Push),
+                    (1usize..4, 0usize..60).prop_map(|(s, b)| Op::Write(s, b)),
+                ],
+                0..200,
+            )
+        ) {
+            let mut q = OutboundQueue::new();
+            let mut expected = Vec::new();
+            let mut out = Vec::new();
+            for (i, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Push(len) => {
+                        let bytes: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8).collect();
+                        expected.extend_from_slice(&bytes);
+                        q.push(Frame::from_bytes(&bytes));
+                    }
+                    Op::Write(slices, budget) => write_some(&mut q, slices, budget, &mut out),
+                }
+                prop_assert_eq!(q.queued_bytes(), expected.len() - out.len());
+            }
+            write_some(&mut q, 1024, usize::MAX / 2, &mut out);
+            prop_assert_eq!(out, expected);
+            prop_assert!(q.is_empty());
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push(usize),
+        Write(usize, usize),
+    }
+}

@@ -1,0 +1,275 @@
+//! Who is subscribed to what.
+//!
+//! Each connection owns a [`SymbolSet`], the source of truth for its subscriptions. Each
+//! reactor keeps a [`SubscriptionIndex`] from symbol to the connections subscribed to it, so
+//! fanning out a tick costs its number of deliveries, never the number of connections.
+
+use crate::symbol::SymbolId;
+
+/// The symbols one connection is subscribed to.
+///
+/// Universes run to tens of thousands of symbols while a client watches a few dozen, so the set
+/// starts as a small sorted vector (4 bytes a symbol) and turns into a flat bitmap over the
+/// universe only once that is smaller (more than `universe / 32` symbols). It turns back when it
+/// shrinks below half of that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SymbolSet {
+    repr: Repr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Repr {
+    Sparse(Vec<u32>),
+    Dense { words: Vec<u64>, len: usize },
+}
+
+impl Default for SymbolSet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SymbolSet {
+    pub const fn new() -> Self {
+        SymbolSet { repr: Repr::Sparse(Vec::new()) }
+    }
+
+    fn dense_threshold(universe: usize) -> usize {
+        (universe / 32).max(8)
+    }
+
+    /// Adds `id`; returns whether it was new. `universe` is the size of the symbol table.
+    pub fn insert(&mut self, id: SymbolId, universe: usize) -> bool {
+        debug_assert!(id.index() < universe);
+        let added = match &mut self.repr {
+            Repr::Sparse(ids) => match ids.binary_search(&id.0) {
+                Ok(_) => false,
+                Err(pos) => {
+                    ids.insert(pos, id.0);
+                    true
+                }
+            },
+            Repr::Dense { words, len } => {
+                let (w, bit) = (id.index() / 64, 1u64 << (id.index() % 64));
+                let fresh = words[w] & bit == 0;
+                words[w] |= bit;
+                *len += usize::from(fresh);
+                fresh
+            }
+        };
+        if let Repr::Sparse(ids) = &self.repr {
+            if ids.len() > Self::dense_threshold(universe) {
+                let mut words = vec![0u64; universe.div_ceil(64)];
+                for &i in ids {
+                    words[i as usize / 64] |= 1 << (i % 64);
+                }
+                self.repr = Repr::Dense { words, len: ids.len() };
+            }
+        }
+        added
+    }
+
+    /// Removes `id`; returns whether it was there.
+    pub fn remove(&mut self, id: SymbolId) -> bool {
+        let removed = match &mut self.repr {
+            Repr::Sparse(ids) => match ids.binary_search(&id.0) {
+                Ok(pos) => {
+                    ids.remove(pos);
+                    if ids.len() < ids.capacity() / 4 {
+                        ids.shrink_to(ids.len() * 2);
+                    }
+                    true
+                }
+                Err(_) => false,
+            },
+            Repr::Dense { words, len } => {
+                let (w, bit) = (id.index() / 64, 1u64 << (id.index() % 64));
+                match words.get_mut(w) {
+                    Some(word) if *word & bit != 0 => {
+                        *word &= !bit;
+                        *len -= 1;
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        };
+        if let Repr::Dense { words, len } = &self.repr {
+            let universe = words.len() * 64;
+            if *len < Self::dense_threshold(universe) / 2 {
+                self.repr = Repr::Sparse(self.iter().map(|s| s.0).collect());
+            }
+        }
+        removed
+    }
+
+    pub fn contains(&self, id: SymbolId) -> bool {
+        match &self.repr {
+            Repr::Sparse(ids) => ids.binary_search(&id.0).is_ok(),
+            Repr::Dense { words, .. } => words
+                .get(id.index() / 64)
+                .is_some_and(|w| w & (1 << (id.index() % 64)) != 0),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.repr {
+            Repr::Sparse(ids) => ids.len(),
+            Repr::Dense { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The symbols in ascending id order.
+    pub fn iter(&self) -> impl Iterator<Item = SymbolId> + '_ {
+        let (sparse, dense) = match &self.repr {
+            Repr::Sparse(ids) => (Some(ids.iter().map(|&i| SymbolId(i))), None),
+            Repr::Dense { words, .. } => (
+                None,
+                Some(words.iter().enumerate().flat_map(|(w, &word)| {
+                    BitIter(word).map(move |bit| SymbolId((w * 64 + bit) as u32))
+                })),
+            ),
+        };
+        sparse.into_iter().flatten().chain(dense.into_iter().flatten())
+    }
+
+    /// Heap bytes held by the set.
+    pub fn heap_bytes(&self) -> usize {
+        match &self.repr {
+            Repr::Sparse(ids) => ids.capacity() * 4,
+            Repr::Dense { words, .. } => words.capacity() * 8,
+        }
+    }
+
+    /// Empties the set and returns what it held.
+    pub fn take(&mut self) -> SymbolSet {
+        std::mem::take(self)
+    }
+}
+
+struct BitIter(u64);
+
+impl Iterator for BitIter {
+    type Item = usize;
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let bit = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some(bit)
+    }
+}
+
+/// Key of a connection inside one reactor.
+pub type ConnKey = u32;
+
+/// Symbol -> the connections of one reactor subscribed to it.
+///
+/// Kept in step with the connections' [`SymbolSet`]s by the reactor: every insert or remove in a
+/// set is mirrored here, and a closing connection removes itself from every symbol it held.
+#[derive(Debug, Clone)]
+pub struct SubscriptionIndex {
+    subscribers: Vec<Vec<ConnKey>>,
+    total: usize,
+}
+
+impl SubscriptionIndex {
+    pub fn new(symbols: usize) -> Self {
+        Self { subscribers: vec![Vec::new(); symbols], total: 0 }
+    }
+
+    pub fn add(&mut self, symbol: SymbolId, conn: ConnKey) {
+        self.subscribers[symbol.index()].push(conn);
+        self.total += 1;
+    }
+
+    /// Removes `conn` from `symbol`'s subscribers (order is not kept).
+    pub fn remove(&mut self, symbol: SymbolId, conn: ConnKey) {
+        let subs = &mut self.subscribers[symbol.index()];
+        if let Some(pos) = subs.iter().position(|&c| c == conn) {
+            subs.swap_remove(pos);
+            self.total -= 1;
+        }
+    }
+
+    /// The connections subscribed to `symbol`.
+    pub fn subscribers(&self, symbol: SymbolId) -> &[ConnKey] {
+        &self.subscribers[symbol.index()]
+    }
+
+    /// Number of (symbol, connection) pairs.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn small_sets_stay_sparse_and_grow_into_a_bitmap() {
+        let universe = 10_000;
+        let mut set = SymbolSet::new();
+        for i in 0..20 {
+            assert!(set.insert(SymbolId(i * 7), universe));
+        }
+        assert!(!set.insert(SymbolId(7), universe));
+        assert!(set.heap_bytes() <= 32 * 4, "a few dozen symbols stay a small vector");
+        for i in 0..1_000 {
+            set.insert(SymbolId(i), universe);
+        }
+        assert!(set.heap_bytes() <= universe / 8 + 8, "a large set is a bitmap");
+        // The 20 multiples of 7 were all below 1,000 already.
+        assert_eq!(set.len(), 1_000);
+        for i in 0..1_000 {
+            set.remove(SymbolId(i));
+        }
+        assert!(set.is_empty());
+        assert_eq!(set.heap_bytes(), 0, "an emptied set goes back to a vector");
+    }
+
+    proptest! {
+        #[test]
+        fn behaves_like_a_set(ops in proptest::collection::vec((any::<bool>(), 0u32..600), 0..800)) {
+            let universe = 600;
+            let mut set = SymbolSet::new();
+            let mut model = BTreeSet::new();
+            for (insert, id) in ops {
+                if insert {
+                    prop_assert_eq!(set.insert(SymbolId(id), universe), model.insert(id));
+                } else {
+                    prop_assert_eq!(set.remove(SymbolId(id)), model.remove(&id));
+                }
+                prop_assert_eq!(set.len(), model.len());
+            }
+            let listed: Vec<u32> = set.iter().map(|s| s.0).collect();
+            let expected: Vec<u32> = model.iter().copied().collect();
+            prop_assert_eq!(listed, expected);
+            for id in 0..universe as u32 {
+                prop_assert_eq!(set.contains(SymbolId(id)), model.contains(&id));
+            }
+        }
+    }
+
+    #[test]
+    fn index_tracks_subscribers() {
+        let mut index = SubscriptionIndex::new(3);
+        index.add(SymbolId(1), 10);
+        index.add(SymbolId(1), 11);
+        index.add(SymbolId(2), 10);
+        assert_eq!(index.subscribers(SymbolId(1)), &[10, 11]);
+        index.remove(SymbolId(1), 10);
+        index.remove(SymbolId(1), 99);
+        assert_eq!(index.subscribers(SymbolId(1)), &[11]);
+        assert_eq!(index.subscribers(SymbolId(0)), &[] as &[ConnKey]);
+        assert_eq!(index.total(), 2);
+    }
+}
