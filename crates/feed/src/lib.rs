@@ -1,1 +1,8 @@
+//! Upstream sources and the ingest thread.
+//!
+//! A source produces normalized [`Tick`](tickgate_core::Tick)s; the ingest thread stamps each
+//! with its per-symbol sequence number, records it in the last-value cache, encodes its frame
+//! once, and hands it to every reactor over bounded channels. The feed never blocks on a
+//! reactor: see [`fanout`].
 
+pub mod sim;

@@ -1,1 +1,17 @@
-pub mod x {}
+//! tickgate's wire protocol, sans IO.
+//!
+//! - [`command`]: client commands, parsed from text frames with simd-json.
+//! - [`message`]: server messages, encoded straight into byte buffers (no intermediate values).
+//! - [`ws`]: server-to-client WebSocket frames, built once and shared by every client.
+//!
+//! docs/PROTOCOL.md is the specification; this crate implements it. Nothing here reads a
+//! socket, a clock or a thread: inputs are bytes and values, outputs are bytes.
+
+pub mod command;
+pub mod json;
+pub mod message;
+pub mod ws;
+
+pub use command::{Command, CommandError, Request, RequestId, parse_command};
+pub use message::ErrorCode;
+pub use ws::{CloseCode, FrameBuilder, close_frame};

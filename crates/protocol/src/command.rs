@@ -1,0 +1,201 @@
+//! Client commands: one JSON object per text frame.
+//!
+//! ```json
+//! {"op":"subscribe","symbols":["AAPL","MSFT"],"id":1}
+//! {"op":"unsubscribe","symbols":["AAPL"],"id":2}
+//! {"op":"list_symbols","id":3}
+//! {"op":"list_subscriptions","id":4}
+//! ```
+//!
+//! Parsing is in place with simd-json, so the buffer must be mutable. Anything malformed is a
+//! [`CommandError`] whose message says, for a person, what was wrong; it keeps the request id
+//! whenever one could be read, so the client can match the error to its request.
+
+use std::borrow::Cow;
+
+use simd_json::{BorrowedValue, StaticNode};
+
+/// Longest string id accepted, in characters.
+pub const MAX_ID_CHARS: usize = 64;
+
+/// A request id, kept as the JSON text to echo back verbatim (`42`, `"abc"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(String);
+
+impl RequestId {
+    /// The id as JSON, ready to be written into a reply.
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One parsed client command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command<'a> {
+    Subscribe { symbols: Vec<Cow<'a, str>> },
+    Unsubscribe { symbols: Vec<Cow<'a, str>> },
+    ListSymbols,
+    ListSubscriptions,
+}
+
+impl Command<'_> {
+    /// The op name, as on the wire.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Command::Subscribe { .. } => "subscribe",
+            Command::Unsubscribe { .. } => "unsubscribe",
+            Command::ListSymbols => "list_symbols",
+            Command::ListSubscriptions => "list_subscriptions",
+        }
+    }
+}
+
+/// A command with the id to echo in its reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request<'a> {
+    pub id: Option<RequestId>,
+    pub command: Command<'a>,
+}
+
+/// A command that could not be understood: answered with error code `bad_request`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CommandError {
+    pub id: Option<RequestId>,
+    pub message: String,
+}
+
+impl CommandError {
+    fn new(id: Option<RequestId>, message: impl Into<String>) -> Self {
+        Self { id, message: message.into() }
+    }
+}
+
+/// Parses one command from the bytes of a text frame (modified in place).
+pub fn parse_command(buf: &mut [u8]) -> Result<Request<'_>, CommandError> {
+    let value = simd_json::to_borrowed_value(buf)
+        .map_err(|e| CommandError::new(None, format!("not valid JSON: {e}")))?;
+    let BorrowedValue::Object(object) = value else {
+        return Err(CommandError::new(None, "a command is a JSON object, e.g. {\"op\":\"subscribe\",\"symbols\":[\"AAPL\"]}"));
+    };
+    let mut object = *object;
+    let id = match object.remove("id") {
+        None | Some(BorrowedValue::Static(StaticNode::Null)) => None,
+        Some(value) => Some(parse_id(&value)?),
+    };
+    let op = match object.remove("op") {
+        Some(BorrowedValue::String(op)) => op,
+        Some(_) => return Err(CommandError::new(id, "field \"op\" must be a string")),
+        None => return Err(CommandError::new(id, "missing field \"op\"")),
+    };
+    let command = match op.as_ref() {
+        "subscribe" => Command::Subscribe { symbols: take_symbols(&mut object, &id)? },
+        "unsubscribe" => Command::Unsubscribe { symbols: take_symbols(&mut object, &id)? },
+        "list_symbols" => Command::ListSymbols,
+        "list_subscriptions" => Command::ListSubscriptions,
+        other => {
+            let mut shown: String = other.chars().take(32).collect();
+            if shown.len() < other.len() {
+                shown.push('…');
+            }
+            return Err(CommandError::new(
+                id,
+                format!(
+                    "unknown op {shown:?}; expected subscribe, unsubscribe, list_symbols or list_subscriptions"
+                ),
+            ));
+        }
+    };
+    Ok(Request { id, command })
+}
+
+fn parse_id(value: &BorrowedValue<'_>) -> Result<RequestId, CommandError> {
+    let mut json = Vec::with_capacity(16);
+    match value {
+        BorrowedValue::Static(StaticNode::I64(n)) => crate::json::write_i64(&mut json, *n),
+        BorrowedValue::Static(StaticNode::U64(n)) => crate::json::write_u64(&mut json, *n),
+        BorrowedValue::Static(StaticNode::F64(n)) if n.is_finite() => json.extend_from_slice(n.to_string().as_bytes()),
+        BorrowedValue::String(s) if s.chars().count() <= MAX_ID_CHARS => crate::json::write_str(&mut json, s),
+        BorrowedValue::String(_) => {
+            return Err(CommandError::new(None, format!("field \"id\" is longer than {MAX_ID_CHARS} characters")));
+        }
+        _ => return Err(CommandError::new(None, "field \"id\" must be a number or a string")),
+    }
+    // Only ASCII digits, signs, '.', 'e' and escaped UTF-8 text were written.
+    Ok(RequestId(String::from_utf8(json).unwrap_or_default()))
+}
+
+fn take_symbols<'a>(
+    object: &mut simd_json::value::borrowed::Object<'a>,
+    id: &Option<RequestId>,
+) -> Result<Vec<Cow<'a, str>>, CommandError> {
+    let not_list = || CommandError::new(id.clone(), "field \"symbols\" must be an array of strings, e.g. [\"AAPL\"]");
+    match object.remove("symbols") {
+        Some(BorrowedValue::Array(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                BorrowedValue::String(s) => Ok(s),
+                _ => Err(not_list()),
+            })
+            .collect(),
+        Some(_) => Err(not_list()),
+        None => Err(CommandError::new(id.clone(), "missing field \"symbols\"")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Request<'static>, CommandError> {
+        let buf: &'static mut [u8] = Box::leak(text.as_bytes().to_vec().into_boxed_slice());
+        parse_command(buf)
+    }
+
+    fn id(json: &str) -> Option<RequestId> {
+        Some(RequestId(json.to_string()))
+    }
+
+    #[test]
+    fn parses_every_op() {
+        let r = parse(r#"{"op":"subscribe","symbols":["AAPL","MSFT"],"id":1}"#).unwrap();
+        assert_eq!(r.id, id("1"));
+        assert_eq!(r.command, Command::Subscribe { symbols: vec!["AAPL".into(), "MSFT".into()] });
+        let r = parse(r#"{"id":"req-\"7\"","op":"unsubscribe","symbols":[]}"#).unwrap();
+        assert_eq!(r.id, id(r#""req-\"7\"""#));
+        assert_eq!(r.command, Command::Unsubscribe { symbols: vec![] });
+        assert_eq!(parse(r#"{"op":"list_symbols"}"#).unwrap().command, Command::ListSymbols);
+        let r = parse(r#"{"op":"list_subscriptions","id":-2.5,"extra":true}"#).unwrap();
+        assert_eq!((r.id, r.command), (id("-2.5"), Command::ListSubscriptions));
+    }
+
+    #[test]
+    fn explains_what_is_wrong_and_keeps_the_id() {
+        let cases = [
+            ("not json", None, "not valid JSON"),
+            ("[1,2]", None, "a command is a JSON object"),
+            (r#"{"id":1}"#, id("1"), "missing field \"op\""),
+            (r#"{"op":7,"id":2}"#, id("2"), "field \"op\" must be a string"),
+            (r#"{"op":"buy","id":3}"#, id("3"), "unknown op \"buy\""),
+            (r#"{"op":"subscribe","id":4}"#, id("4"), "missing field \"symbols\""),
+            (r#"{"op":"subscribe","symbols":"AAPL","id":5}"#, id("5"), "must be an array of strings"),
+            (r#"{"op":"subscribe","symbols":[1],"id":6}"#, id("6"), "must be an array of strings"),
+            (r#"{"op":"subscribe","symbols":[],"id":{}}"#, None, "must be a number or a string"),
+        ];
+        for (text, want_id, want_message) in cases {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.id, want_id, "{text}");
+            assert!(err.message.contains(want_message), "{text}: {}", err.message);
+        }
+        let long_id = format!(r#"{{"op":"list_symbols","id":"{}"}}"#, "x".repeat(65));
+        assert!(parse(&long_id).unwrap_err().message.contains("longer than 64"));
+    }
+
+    #[test]
+    fn never_panics_on_arbitrary_bytes() {
+        proptest::proptest!(|(bytes in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..256))| {
+            let mut buf = bytes;
+            let _ = parse_command(&mut buf);
+        });
+    }
+}

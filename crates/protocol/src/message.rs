@@ -1,0 +1,251 @@
+//! Server messages, encoded straight into a byte buffer.
+//!
+//! Every function appends one JSON object to `out`. Symbol names come from the symbol table,
+//! whose names never need escaping; anything that came from a client is escaped.
+
+use tickgate_core::decimal::format_fixed;
+use tickgate_core::{LastValues, SymbolInfo, Tick, TickKind};
+
+use crate::command::RequestId;
+use crate::json::{write_str, write_u64};
+
+/// Machine-readable error codes of `{"type":"error"}` replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The command could not be understood.
+    BadRequest,
+    /// Some symbols of a subscribe or unsubscribe are not in the universe.
+    UnknownSymbol,
+    /// The client sent a binary frame; the protocol is JSON text.
+    UnsupportedFrame,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownSymbol => "unknown_symbol",
+            ErrorCode::UnsupportedFrame => "unsupported_frame",
+        }
+    }
+}
+
+fn open(out: &mut Vec<u8>, kind: &str) {
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.push(b'"');
+}
+
+fn write_id(out: &mut Vec<u8>, id: Option<&RequestId>) {
+    if let Some(id) = id {
+        out.extend_from_slice(b",\"id\":");
+        out.extend_from_slice(id.as_json().as_bytes());
+    }
+}
+
+/// `{"type":"welcome","server":"tickgate","version":..,"session":..,"time":..}`
+pub fn welcome(out: &mut Vec<u8>, version: &str, session: &str, time_ns: u64) {
+    open(out, "welcome");
+    out.extend_from_slice(b",\"server\":\"tickgate\",\"version\":");
+    write_str(out, version);
+    out.extend_from_slice(b",\"session\":");
+    write_str(out, session);
+    out.extend_from_slice(b",\"time\":");
+    write_u64(out, time_ns);
+    out.push(b'}');
+}
+
+/// A reply listing symbols: `subscribed`, `unsubscribed`, `symbols` or `subscriptions`.
+pub fn symbol_list<'s>(
+    out: &mut Vec<u8>,
+    kind: &str,
+    id: Option<&RequestId>,
+    symbols: impl IntoIterator<Item = &'s str>,
+) {
+    open(out, kind);
+    write_id(out, id);
+    out.extend_from_slice(b",\"symbols\":[");
+    for (i, s) in symbols.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, s);
+    }
+    out.extend_from_slice(b"]}");
+}
+
+/// `{"type":"error","id":..,"code":..,"message":..}` with optional `symbols`.
+pub fn error<'s>(
+    out: &mut Vec<u8>,
+    id: Option<&RequestId>,
+    code: ErrorCode,
+    message: &str,
+    symbols: impl IntoIterator<Item = &'s str>,
+) {
+    open(out, "error");
+    write_id(out, id);
+    out.extend_from_slice(b",\"code\":\"");
+    out.extend_from_slice(code.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"message\":");
+    write_str(out, message);
+    let mut symbols = symbols.into_iter().peekable();
+    if symbols.peek().is_some() {
+        out.extend_from_slice(b",\"symbols\":[");
+        for (i, s) in symbols.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(out, s);
+        }
+        out.push(b']');
+    }
+    out.push(b'}');
+}
+
+fn field_fixed(out: &mut Vec<u8>, name: &str, mantissa: i64, scale: u8) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":\"");
+    format_fixed(out, mantissa, scale);
+    out.push(b'"');
+}
+
+fn field_u64(out: &mut Vec<u8>, name: &str, v: u64) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    write_u64(out, v);
+}
+
+fn tick_values(out: &mut Vec<u8>, info: &SymbolInfo, kind: &TickKind) {
+    match *kind {
+        TickKind::Trade { price, size } => {
+            field_fixed(out, "price", price, info.price_scale);
+            field_fixed(out, "size", size, info.size_scale);
+        }
+        TickKind::Quote { bid, bid_size, ask, ask_size } => {
+            field_fixed(out, "bid", bid, info.price_scale);
+            field_fixed(out, "bid_size", bid_size, info.size_scale);
+            field_fixed(out, "ask", ask, info.price_scale);
+            field_fixed(out, "ask_size", ask_size, info.size_scale);
+        }
+    }
+}
+
+/// A live event: `{"type":"trade",...}` or `{"type":"quote",...}`.
+pub fn event(out: &mut Vec<u8>, info: &SymbolInfo, tick: &Tick) {
+    open(out, if tick.kind.is_trade() { "trade" } else { "quote" });
+    out.extend_from_slice(b",\"symbol\":\"");
+    out.extend_from_slice(info.name.as_bytes());
+    out.push(b'"');
+    field_u64(out, "seq", tick.seq);
+    tick_values(out, info, &tick.kind);
+    field_u64(out, "ts", tick.ts);
+    field_u64(out, "gw_ts", tick.gw_ts);
+    out.push(b'}');
+}
+
+/// `{"type":"snapshot","symbol":..,"seq":..,"trade":{..}|null,"quote":{..}|null}`: the state
+/// of a symbol as of `seq`; live events continue from `seq + 1`.
+pub fn snapshot(out: &mut Vec<u8>, info: &SymbolInfo, values: &LastValues) {
+    open(out, "snapshot");
+    out.extend_from_slice(b",\"symbol\":\"");
+    out.extend_from_slice(info.name.as_bytes());
+    out.push(b'"');
+    field_u64(out, "seq", values.seq);
+    for (name, tick) in [("trade", &values.trade), ("quote", &values.quote)] {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        match tick {
+            None => out.extend_from_slice(b"null"),
+            Some(tick) => {
+                out.push(b'{');
+                write_key_u64(out, "seq", tick.seq);
+                tick_values(out, info, &tick.kind);
+                field_u64(out, "ts", tick.ts);
+                field_u64(out, "gw_ts", tick.gw_ts);
+                out.push(b'}');
+            }
+        }
+    }
+    out.push(b'}');
+}
+
+fn write_key_u64(out: &mut Vec<u8>, name: &str, v: u64) {
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    write_u64(out, v);
+}
+
+/// `{"type":"gap","symbol":..,"from_seq":..,"to_seq":..,"reason":..}`: the client will not
+/// receive events `from_seq..=to_seq` of the symbol; a snapshot follows.
+pub fn gap(out: &mut Vec<u8>, info: &SymbolInfo, from_seq: u64, to_seq: u64, reason: &str) {
+    open(out, "gap");
+    out.extend_from_slice(b",\"symbol\":\"");
+    out.extend_from_slice(info.name.as_bytes());
+    out.push(b'"');
+    field_u64(out, "from_seq", from_seq);
+    field_u64(out, "to_seq", to_seq);
+    out.extend_from_slice(b",\"reason\":");
+    write_str(out, reason);
+    out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+    use tickgate_core::{AssetClass, SymbolId};
+
+    fn aapl() -> SymbolInfo {
+        SymbolInfo { name: "AAPL".into(), class: AssetClass::Equity, price_scale: 2, size_scale: 0 }
+    }
+
+    fn encode(f: impl FnOnce(&mut Vec<u8>)) -> Value {
+        let mut out = Vec::new();
+        f(&mut out);
+        serde_json::from_slice(&out).expect("valid JSON")
+    }
+
+    fn trade() -> Tick {
+        Tick { symbol: SymbolId(0), seq: 42, ts: 1_700_000_000_000_000_000, gw_ts: 1_700_000_000_000_100_000, kind: TickKind::Trade { price: 18712, size: 100 } }
+    }
+
+    #[test]
+    fn events_carry_exact_decimal_strings() {
+        assert_eq!(
+            encode(|o| event(o, &aapl(), &trade())),
+            json!({"type":"trade","symbol":"AAPL","seq":42,"price":"187.12","size":"100","ts":1_700_000_000_000_000_000u64,"gw_ts":1_700_000_000_000_100_000u64})
+        );
+        let quote = Tick { seq: 43, kind: TickKind::Quote { bid: 18711, bid_size: 3, ask: 18713, ask_size: 5 }, ..trade() };
+        let v = encode(|o| event(o, &aapl(), &quote));
+        assert_eq!(v["type"], "quote");
+        assert_eq!((v["bid"].as_str(), v["ask"].as_str(), v["ask_size"].as_str()), (Some("187.11"), Some("187.13"), Some("5")));
+    }
+
+    #[test]
+    fn snapshot_holds_last_trade_and_quote() {
+        let values = LastValues { seq: 42, trade: Some(trade()), quote: None };
+        let v = encode(|o| snapshot(o, &aapl(), &values));
+        assert_eq!(v["type"], "snapshot");
+        assert_eq!(v["seq"], 42);
+        assert_eq!(v["trade"]["price"], "187.12");
+        assert_eq!(v["trade"]["seq"], 42);
+        assert_eq!(v["quote"], Value::Null);
+    }
+
+    #[test]
+    fn replies_echo_the_id_verbatim() {
+        let id = crate::parse_command(&mut br#"{"op":"list_symbols","id":"a\"b"}"#.to_vec()).unwrap().id;
+        let v = encode(|o| symbol_list(o, "subscribed", id.as_ref(), ["AAPL", "MSFT"]));
+        assert_eq!(v, json!({"type":"subscribed","id":"a\"b","symbols":["AAPL","MSFT"]}));
+        let v = encode(|o| error(o, None, ErrorCode::UnknownSymbol, "unknown \"ZZZ\"", ["ZZZ\n"]));
+        assert_eq!(v, json!({"type":"error","code":"unknown_symbol","message":"unknown \"ZZZ\"","symbols":["ZZZ\n"]}));
+        let v = encode(|o| welcome(o, "0.1.0", "r0-1", 5));
+        assert_eq!(v, json!({"type":"welcome","server":"tickgate","version":"0.1.0","session":"r0-1","time":5}));
+        let v = encode(|o| gap(o, &aapl(), 3, 9, "gateway_overload"));
+        assert_eq!(v, json!({"type":"gap","symbol":"AAPL","from_seq":3,"to_seq":9,"reason":"gateway_overload"}));
+    }
+}

@@ -1,0 +1,143 @@
+//! Server-to-client WebSocket frames (RFC 6455 §5.2).
+//!
+//! Frames from a server are never masked, so one buffer serves every client. A
+//! [`FrameBuilder`] keeps a scratch buffer with room for the largest header in front of the
+//! payload: the payload is encoded once, the header written in front of it, and the whole frame
+//! copied once into a shared [`Frame`].
+
+use tickgate_core::Frame;
+
+/// Largest header of an unmasked frame: 2 bytes + 8 bytes of extended length.
+pub const MAX_HEADER_LEN: usize = 10;
+
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+const FIN: u8 = 0x80;
+
+/// Writes the header of an unmasked, final frame into the end of `dst`; returns its length.
+fn write_header(dst: &mut [u8; MAX_HEADER_LEN], opcode: u8, payload_len: usize) -> usize {
+    let first = FIN | opcode;
+    if payload_len < 126 {
+        dst[8] = first;
+        dst[9] = payload_len as u8;
+        2
+    } else if payload_len <= usize::from(u16::MAX) {
+        dst[6] = first;
+        dst[7] = 126;
+        dst[8..10].copy_from_slice(&(payload_len as u16).to_be_bytes());
+        4
+    } else {
+        dst[0] = first;
+        dst[1] = 127;
+        dst[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+        10
+    }
+}
+
+/// Builds text frames from payloads encoded in place, reusing one scratch buffer.
+#[derive(Debug)]
+pub struct FrameBuilder {
+    scratch: Vec<u8>,
+}
+
+impl Default for FrameBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FrameBuilder {
+    pub fn new() -> Self {
+        Self { scratch: Vec::with_capacity(512) }
+    }
+
+    /// Encodes a payload with `encode` and returns it as one complete text frame.
+    pub fn text(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> Frame {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&[0; MAX_HEADER_LEN]);
+        encode(&mut self.scratch);
+        let payload_len = self.scratch.len() - MAX_HEADER_LEN;
+        let mut header = [0u8; MAX_HEADER_LEN];
+        let header_len = write_header(&mut header, OP_TEXT, payload_len);
+        let start = MAX_HEADER_LEN - header_len;
+        self.scratch[start..MAX_HEADER_LEN].copy_from_slice(&header[start..]);
+        Frame::from_bytes(&self.scratch[start..])
+    }
+
+    /// The payload of the last frame built (for tests and logs).
+    pub fn last_payload(&self) -> &[u8] {
+        self.scratch.get(MAX_HEADER_LEN..).unwrap_or_default()
+    }
+}
+
+/// Close codes tickgate sends (RFC 6455 §7.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum CloseCode {
+    Normal = 1000,
+    GoingAway = 1001,
+    ProtocolError = 1002,
+    InvalidPayload = 1007,
+    PolicyViolation = 1008,
+    MessageTooBig = 1009,
+    InternalError = 1011,
+}
+
+/// A close frame with `code` and a reason (cut to fit the 123 bytes a control frame allows).
+pub fn close_frame(code: CloseCode, reason: &str) -> Frame {
+    let mut cut = reason.len().min(123);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let reason = &reason.as_bytes()[..cut];
+    let mut frame = Vec::with_capacity(4 + reason.len());
+    frame.push(FIN | OP_CLOSE);
+    frame.push((2 + reason.len()) as u8);
+    frame.extend_from_slice(&(code as u16).to_be_bytes());
+    frame.extend_from_slice(reason);
+    Frame::from_bytes(&frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes an unmasked frame: (fin+opcode byte, payload).
+    fn decode(frame: &[u8]) -> (u8, &[u8]) {
+        assert_eq!(frame[1] & 0x80, 0, "server frames are unmasked");
+        let (len, offset) = match frame[1] & 0x7f {
+            126 => (u16::from_be_bytes([frame[2], frame[3]]) as usize, 4),
+            127 => (u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize, 10),
+            n => (n as usize, 2),
+        };
+        assert_eq!(frame.len(), offset + len, "one whole frame");
+        (frame[0], &frame[offset..])
+    }
+
+    #[test]
+    fn text_frames_use_the_shortest_length_encoding() {
+        let mut builder = FrameBuilder::new();
+        for len in [0usize, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
+            let frame = builder.text(|out| out.extend(std::iter::repeat_n(b'x', len)));
+            let header_len = frame.len() - len;
+            assert_eq!(header_len, if len < 126 { 2 } else if len <= 65_535 { 4 } else { 10 });
+            let (first, payload) = decode(&frame);
+            assert_eq!(first, 0x81);
+            assert_eq!(payload.len(), len);
+        }
+    }
+
+    #[test]
+    fn close_frames_carry_code_and_a_cut_reason() {
+        let frame = close_frame(CloseCode::PolicyViolation, "slow consumer");
+        let (first, payload) = decode(&frame);
+        assert_eq!(first, 0x88);
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1008);
+        assert_eq!(&payload[2..], b"slow consumer");
+        let long = "é".repeat(100);
+        let frame = close_frame(CloseCode::GoingAway, &long);
+        let (_, payload) = decode(&frame);
+        assert!(payload.len() <= 125);
+        assert!(std::str::from_utf8(&payload[2..]).is_ok(), "cut on a character boundary");
+    }
+}
