@@ -55,9 +55,7 @@ pub fn parse_fixed(text: &str, scale: u8) -> Result<i64, DecimalError> {
         if !d.is_ascii_digit() {
             return Err(DecimalError::InvalidCharacter);
         }
-        m.checked_mul(10)
-            .and_then(|m| m.checked_add(i64::from(d - b'0')))
-            .ok_or(DecimalError::Overflow)
+        m.checked_mul(10).and_then(|m| m.checked_add(i64::from(d - b'0'))).ok_or(DecimalError::Overflow)
     };
     for &d in int_part {
         mantissa = push(mantissa, d)?;

@@ -4,7 +4,8 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
-/// The bytes of one whole server-to-client WebSocket frame (header and payload).
+/// The bytes of one whole server-to-client WebSocket frame (header and payload), or of another
+/// unit that must leave whole, such as an HTTP response head.
 ///
 /// Server frames are unmasked, so the same bytes go to every client: a frame is built once and
 /// cloning it only bumps a reference count. Nothing ever copies or re-encodes it per client.

@@ -82,6 +82,15 @@ impl OutboundQueue {
         completed
     }
 
+    /// Drops every frame not yet started, keeping a partly written front frame so the byte
+    /// stream stays whole; returns the bytes dropped.
+    pub fn discard_unstarted(&mut self) -> usize {
+        let keep = usize::from(self.front_written > 0);
+        let dropped: usize = self.frames.drain(keep..).map(|f| f.len()).sum();
+        self.queued_bytes -= dropped;
+        dropped
+    }
+
     /// Drops every frame (the connection is gone).
     pub fn clear(&mut self) {
         self.frames.clear();
@@ -132,6 +141,21 @@ mod tests {
         assert!(q.is_empty());
         assert_eq!(q.queued_bytes(), 0);
         assert!(!q.is_mid_frame());
+    }
+
+    #[test]
+    fn discarding_keeps_a_partly_written_frame() {
+        let mut q = OutboundQueue::new();
+        for bytes in [&b"abc"[..], b"de", b"f"] {
+            q.push(Frame::from_bytes(bytes));
+        }
+        let mut out = Vec::new();
+        write_some(&mut q, 8, 1, &mut out);
+        assert_eq!(q.discard_unstarted(), 3);
+        q.push(Frame::from_bytes(b"Z"));
+        write_some(&mut q, 8, 100, &mut out);
+        assert_eq!(out, b"abcZ");
+        assert_eq!(q.queued_bytes(), 0);
     }
 
     #[test]

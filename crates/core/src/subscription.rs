@@ -106,9 +106,7 @@ impl SymbolSet {
     pub fn contains(&self, id: SymbolId) -> bool {
         match &self.repr {
             Repr::Sparse(ids) => ids.binary_search(&id.0).is_ok(),
-            Repr::Dense { words, .. } => words
-                .get(id.index() / 64)
-                .is_some_and(|w| w & (1 << (id.index() % 64)) != 0),
+            Repr::Dense { words, .. } => words.get(id.index() / 64).is_some_and(|w| w & (1 << (id.index() % 64)) != 0),
         }
     }
 
@@ -129,9 +127,12 @@ impl SymbolSet {
             Repr::Sparse(ids) => (Some(ids.iter().map(|&i| SymbolId(i))), None),
             Repr::Dense { words, .. } => (
                 None,
-                Some(words.iter().enumerate().flat_map(|(w, &word)| {
-                    BitIter(word).map(move |bit| SymbolId((w * 64 + bit) as u32))
-                })),
+                Some(
+                    words
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(w, &word)| BitIter(word).map(move |bit| SymbolId((w * 64 + bit) as u32))),
+                ),
             ),
         };
         sparse.into_iter().flatten().chain(dense.into_iter().flatten())

@@ -39,7 +39,9 @@ pub struct SymbolInfo {
 /// Why a symbol could not be added to the table.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SymbolError {
-    #[error("symbol name {0:?} is empty, longer than {MAX_SYMBOL_LEN} bytes, or has a character other than A-Z, 0-9, '.', '-', '_', '/'")]
+    #[error(
+        "symbol name {0:?} is empty, longer than {MAX_SYMBOL_LEN} bytes, or has a character other than A-Z, 0-9, '.', '-', '_', '/'"
+    )]
     InvalidName(String),
     #[error("symbol {0:?} is listed twice")]
     Duplicate(String),
@@ -53,9 +55,7 @@ pub enum SymbolError {
 pub fn is_valid_symbol_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_SYMBOL_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_' | b'/'))
+        && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_' | b'/'))
 }
 
 /// The symbol universe, built once and then read-only.

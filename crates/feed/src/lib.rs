@@ -5,4 +5,6 @@
 //! once, and hands it to every reactor over bounded channels. The feed never blocks on a
 //! reactor: see [`fanout`].
 
+pub mod fanout;
+pub mod ingest;
 pub mod sim;

@@ -73,10 +73,13 @@ impl CommandError {
 
 /// Parses one command from the bytes of a text frame (modified in place).
 pub fn parse_command(buf: &mut [u8]) -> Result<Request<'_>, CommandError> {
-    let value = simd_json::to_borrowed_value(buf)
-        .map_err(|e| CommandError::new(None, format!("not valid JSON: {e}")))?;
+    let value =
+        simd_json::to_borrowed_value(buf).map_err(|e| CommandError::new(None, format!("not valid JSON: {e}")))?;
     let BorrowedValue::Object(object) = value else {
-        return Err(CommandError::new(None, "a command is a JSON object, e.g. {\"op\":\"subscribe\",\"symbols\":[\"AAPL\"]}"));
+        return Err(CommandError::new(
+            None,
+            "a command is a JSON object, e.g. {\"op\":\"subscribe\",\"symbols\":[\"AAPL\"]}",
+        ));
     };
     let mut object = *object;
     let id = match object.remove("id") {
@@ -100,9 +103,7 @@ pub fn parse_command(buf: &mut [u8]) -> Result<Request<'_>, CommandError> {
             }
             return Err(CommandError::new(
                 id,
-                format!(
-                    "unknown op {shown:?}; expected subscribe, unsubscribe, list_symbols or list_subscriptions"
-                ),
+                format!("unknown op {shown:?}; expected subscribe, unsubscribe, list_symbols or list_subscriptions"),
             ));
         }
     };

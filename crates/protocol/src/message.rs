@@ -210,7 +210,13 @@ mod tests {
     }
 
     fn trade() -> Tick {
-        Tick { symbol: SymbolId(0), seq: 42, ts: 1_700_000_000_000_000_000, gw_ts: 1_700_000_000_000_100_000, kind: TickKind::Trade { price: 18712, size: 100 } }
+        Tick {
+            symbol: SymbolId(0),
+            seq: 42,
+            ts: 1_700_000_000_000_000_000,
+            gw_ts: 1_700_000_000_000_100_000,
+            kind: TickKind::Trade { price: 18712, size: 100 },
+        }
     }
 
     #[test]
@@ -219,10 +225,14 @@ mod tests {
             encode(|o| event(o, &aapl(), &trade())),
             json!({"type":"trade","symbol":"AAPL","seq":42,"price":"187.12","size":"100","ts":1_700_000_000_000_000_000u64,"gw_ts":1_700_000_000_000_100_000u64})
         );
-        let quote = Tick { seq: 43, kind: TickKind::Quote { bid: 18711, bid_size: 3, ask: 18713, ask_size: 5 }, ..trade() };
+        let quote =
+            Tick { seq: 43, kind: TickKind::Quote { bid: 18711, bid_size: 3, ask: 18713, ask_size: 5 }, ..trade() };
         let v = encode(|o| event(o, &aapl(), &quote));
         assert_eq!(v["type"], "quote");
-        assert_eq!((v["bid"].as_str(), v["ask"].as_str(), v["ask_size"].as_str()), (Some("187.11"), Some("187.13"), Some("5")));
+        assert_eq!(
+            (v["bid"].as_str(), v["ask"].as_str(), v["ask_size"].as_str()),
+            (Some("187.11"), Some("187.13"), Some("5"))
+        );
     }
 
     #[test]

@@ -38,6 +38,7 @@ fn write_header(dst: &mut [u8; MAX_HEADER_LEN], opcode: u8, payload_len: usize) 
 #[derive(Debug)]
 pub struct FrameBuilder {
     scratch: Vec<u8>,
+    built: u64,
 }
 
 impl Default for FrameBuilder {
@@ -48,7 +49,7 @@ impl Default for FrameBuilder {
 
 impl FrameBuilder {
     pub fn new() -> Self {
-        Self { scratch: Vec::with_capacity(512) }
+        Self { scratch: Vec::with_capacity(512), built: 0 }
     }
 
     /// Encodes a payload with `encode` and returns it as one complete text frame.
@@ -61,7 +62,13 @@ impl FrameBuilder {
         let header_len = write_header(&mut header, OP_TEXT, payload_len);
         let start = MAX_HEADER_LEN - header_len;
         self.scratch[start..MAX_HEADER_LEN].copy_from_slice(&header[start..]);
+        self.built += 1;
         Frame::from_bytes(&self.scratch[start..])
+    }
+
+    /// Frames built by this builder so far.
+    pub fn frames_built(&self) -> u64 {
+        self.built
     }
 
     /// The payload of the last frame built (for tests and logs).
@@ -120,7 +127,16 @@ mod tests {
         for len in [0usize, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
             let frame = builder.text(|out| out.extend(std::iter::repeat_n(b'x', len)));
             let header_len = frame.len() - len;
-            assert_eq!(header_len, if len < 126 { 2 } else if len <= 65_535 { 4 } else { 10 });
+            assert_eq!(
+                header_len,
+                if len < 126 {
+                    2
+                } else if len <= 65_535 {
+                    4
+                } else {
+                    10
+                }
+            );
             let (first, payload) = decode(&frame);
             assert_eq!(first, 0x81);
             assert_eq!(payload.len(), len);

@@ -1,1 +1,16 @@
+//! tickgate's IO layer: the reactors, their connections, the HTTP routes, and the wiring that
+//! starts a [`Gateway`].
+//!
+//! Everything that decides *what* to send lives in the sans-IO crates (tickgate-core and
+//! tickgate-protocol); this crate only moves bytes between them and sockets. Each reactor thread
+//! owns its sockets outright: nothing on the per-message path takes a lock.
 
+pub mod config;
+pub mod connection;
+pub mod gateway;
+pub mod http;
+pub mod reactor;
+pub mod stats;
+
+pub use config::{Config, ConfigError};
+pub use gateway::{Gateway, GatewayStats, StartError};

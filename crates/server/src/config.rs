@@ -1,0 +1,225 @@
+//! The gateway's configuration: every setting, its default, and its validation.
+//!
+//! config/default.toml lists the same settings with the same defaults and a comment each; a
+//! test keeps the two in step.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+use tickgate_feed::sim::SimConfig;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub limits: LimitsConfig,
+    pub sim: SimConfig,
+    pub log: LogConfig,
+}
+
+/// `[server]`: where to listen and how many reactors.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the WebSocket endpoint (`/ws`) and the HTTP routes.
+    pub listen: SocketAddr,
+    /// Reactor threads; 0 means one per available core.
+    pub reactors: usize,
+    /// Pin reactor i to core i (modulo the number of cores).
+    pub pin_cores: bool,
+    /// Capacity, in ticks, of each reactor's channel from the ingest thread.
+    pub channel_capacity: usize,
+    /// How long shutdown waits for clients to take their close frame, in milliseconds.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            reactors: 0,
+            pin_cores: true,
+            channel_capacity: 65_536,
+            shutdown_grace_ms: 5_000,
+        }
+    }
+}
+
+/// `[limits]`: per-connection resources.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest client message (and frame), in bytes; larger ones are closed with 1009.
+    pub max_message_size: usize,
+    /// Bytes of the per-connection read buffer, allocated at the upgrade.
+    pub read_buffer_size: usize,
+    /// Largest HTTP request head, in bytes; larger ones get 431.
+    pub max_request_head: usize,
+    /// Bytes queued for one connection past which it is closed with 1008 "slow consumer".
+    pub outbound_hard_limit: usize,
+    /// How long a closing connection may take to receive its close frame and hang up, in ms.
+    pub close_linger_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: 16 * 1024,
+            read_buffer_size: 1024,
+            max_request_head: 8 * 1024,
+            outbound_hard_limit: 1024 * 1024,
+            close_linger_ms: 2_000,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Default level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into() }
+    }
+}
+
+/// A configuration that cannot be used, with the key and the reason on one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message} (at `{snippet}`)")]
+    Parse { path: String, line: usize, column: usize, message: String, snippet: String },
+    #[error("{path}: {message}")]
+    ParseNoSpan { path: String, message: String },
+    #[error("{key} {reason}")]
+    Invalid { key: &'static str, reason: String },
+    #[error(transparent)]
+    Sim(#[from] tickgate_feed::sim::SimConfigError),
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, reason: reason.into() }
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().replace('\n', " ");
+            match e.span() {
+                Some(span) => {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+                    let line_end = text[line_start..].find('\n').map_or(text.len(), |i| line_start + i);
+                    ConfigError::Parse {
+                        path: origin.to_string(),
+                        line,
+                        column: span.start - line_start + 1,
+                        message,
+                        snippet: text[line_start..line_end].trim().to_string(),
+                    }
+                }
+                None => ConfigError::ParseNoSpan { path: origin.to_string(), message },
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value's range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.reactors > 1024 {
+            return Err(invalid(
+                "server.reactors",
+                format!("must be at most 1024 (0 = one per core), got {}", s.reactors),
+            ));
+        }
+        if !(16..=1 << 24).contains(&s.channel_capacity) {
+            return Err(invalid(
+                "server.channel_capacity",
+                format!("must be between 16 and 16777216 ticks, got {}", s.channel_capacity),
+            ));
+        }
+        let l = &self.limits;
+        if !(128..=64 << 20).contains(&l.max_message_size) {
+            return Err(invalid(
+                "limits.max_message_size",
+                format!("must be between 128 bytes and 64 MiB, got {}", l.max_message_size),
+            ));
+        }
+        if !(64..=1 << 20).contains(&l.read_buffer_size) {
+            return Err(invalid(
+                "limits.read_buffer_size",
+                format!("must be between 64 bytes and 1 MiB, got {}", l.read_buffer_size),
+            ));
+        }
+        if !(512..=1 << 20).contains(&l.max_request_head) {
+            return Err(invalid(
+                "limits.max_request_head",
+                format!("must be between 512 bytes and 1 MiB, got {}", l.max_request_head),
+            ));
+        }
+        if l.outbound_hard_limit < 16 * 1024 {
+            return Err(invalid(
+                "limits.outbound_hard_limit",
+                format!("must be at least 16384 bytes, got {}", l.outbound_hard_limit),
+            ));
+        }
+        self.sim.validate()?;
+        Ok(())
+    }
+
+    /// Reactor threads to run: the configured number, or one per available core.
+    pub fn reactor_count(&self) -> usize {
+        match self.server.reactors {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_key_on_one_line() {
+        let cases = [
+            ("[server]\nreactors = \"two\"\n", "2:12", "reactors = \"two\""),
+            ("[server]\nlisten = \"nowhere\"\n", "2:10", "listen"),
+            ("[limits]\nmax_mesage_size = 10\n", "2:1", "unknown field `max_mesage_size`"),
+            ("[server]\nreactors = 5000\n", "", "server.reactors must be at most 1024"),
+            ("[limits]\nmax_message_size = 10\n", "", "limits.max_message_size must be between"),
+            ("[sim]\nrate = -1.0\n", "", "sim.rate"),
+        ];
+        for (text, position, needle) in cases {
+            let err = Config::from_toml(text, "test.toml").unwrap_err().to_string();
+            assert!(!err.contains('\n'), "one line: {err}");
+            assert!(err.contains(needle), "{err:?} should contain {needle:?}");
+            assert!(err.contains(position), "{err:?} should contain {position:?}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_default_file_is_the_built_in_default() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/default.toml");
+        let config = Config::from_file(Path::new(path)).expect("config/default.toml is valid");
+        assert_eq!(config, Config::default(), "config/default.toml and Config::default() must agree");
+    }
+}

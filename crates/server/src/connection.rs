@@ -1,0 +1,176 @@
+//! One client connection as its reactor holds it.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use tickgate_core::{Frame, OutboundQueue, SymbolSet};
+use tungstenite::WebSocket;
+
+/// Most slices handed to one `writev`: about 10 KB of ticks, where one call costs about the same
+/// as a call with one frame.
+pub const MAX_IOV: usize = 64;
+
+/// The socket and the outbound queue: the stream tungstenite runs on.
+///
+/// `Read` reads the socket. `Write` appends to the outbound queue (tungstenite only ever writes
+/// whole control frames, pongs and closes, so they queue between whole tick frames), and
+/// `flush` does nothing: the reactor writes the queue out with [`ConnIo::write_out`].
+#[derive(Debug)]
+pub struct ConnIo {
+    pub sock: TcpStream,
+    pub out: OutboundQueue,
+}
+
+/// Where [`ConnIo::write_out`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Everything queued is written.
+    Drained,
+    /// The kernel buffer is full; resume on writable readiness.
+    Blocked,
+}
+
+impl ConnIo {
+    /// Writes the queue with as many frames per `writev` as fit; returns where it stopped and
+    /// counts calls and bytes.
+    pub fn write_out(&mut self, calls: &mut u64, bytes: &mut u64) -> io::Result<WriteOutcome> {
+        loop {
+            if self.out.is_empty() {
+                return Ok(WriteOutcome::Drained);
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let n = self.out.io_slices(&mut slices);
+            match self.sock.write_vectored(&slices[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => {
+                    self.out.consume(written);
+                    *calls += 1;
+                    *bytes += written as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(WriteOutcome::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Read for ConnIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.sock.read(buf)
+    }
+}
+
+impl Write for ConnIo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.push(Frame::from_bytes(buf));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Why a connection ended, for counters and the close log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent a close frame.
+    ClientClose,
+    /// The client went away without a close frame (EOF, reset).
+    ClientVanished,
+    /// Broke RFC 6455 (1002).
+    ProtocolError,
+    /// Text that is not UTF-8 (1007).
+    InvalidUtf8,
+    /// A message over the size limit (1009).
+    MessageTooBig,
+    /// Fell more than the outbound hard limit behind (1008).
+    SlowConsumer,
+    /// A plain HTTP request, answered.
+    HttpAnswered,
+    /// The gateway is shutting down (1001).
+    Shutdown,
+    /// A socket error.
+    IoError,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClientClose => "client_close",
+            CloseReason::ClientVanished => "client_vanished",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::InvalidUtf8 => "invalid_utf8",
+            CloseReason::MessageTooBig => "message_too_big",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::HttpAnswered => "http_answered",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::IoError => "io_error",
+        }
+    }
+}
+
+/// A connection on its way out: no more data frames, only what is queued and the close.
+#[derive(Debug)]
+pub struct Closing {
+    pub reason: CloseReason,
+    /// Past this the socket is dropped whatever its state.
+    pub deadline: Instant,
+    /// The write side is shut down (everything queued, the close frame included, is out).
+    pub fin_sent: bool,
+}
+
+/// Where the connection is in its life.
+///
+/// Nearly every connection lives in `Ws`, so it is kept inline: boxing it would save nothing
+/// and add a pointer chase to every delivery.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Phase {
+    /// Reading the HTTP request head.
+    Http { io: ConnIo, head: Vec<u8> },
+    /// Upgraded.
+    Ws(WebSocket<ConnIo>),
+    /// Transient, while moving from one phase to the next.
+    Moving,
+}
+
+/// One client connection.
+#[derive(Debug)]
+pub struct Connection {
+    pub phase: Phase,
+    /// Source of truth for this connection's subscriptions (mirrored in the reactor's index).
+    pub subs: SymbolSet,
+    /// Queued in the reactor's list of connections to flush this turn.
+    pub dirty: bool,
+    pub closing: Option<Closing>,
+    pub peer: SocketAddr,
+    pub session: u64,
+    pub opened: Instant,
+}
+
+impl Connection {
+    pub fn new(sock: TcpStream, peer: SocketAddr, session: u64, now: Instant) -> Self {
+        Self {
+            phase: Phase::Http { io: ConnIo { sock, out: OutboundQueue::new() }, head: Vec::new() },
+            subs: SymbolSet::new(),
+            dirty: false,
+            closing: None,
+            peer,
+            session,
+            opened: now,
+        }
+    }
+
+    /// The socket and queue, whatever the phase.
+    pub fn io(&mut self) -> Option<&mut ConnIo> {
+        match &mut self.phase {
+            Phase::Http { io, .. } => Some(io),
+            Phase::Ws(ws) => Some(ws.get_mut()),
+            Phase::Moving => None,
+        }
+    }
+}

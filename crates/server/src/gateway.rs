@@ -1,0 +1,164 @@
+//! Wiring: the symbol universe, the listeners, the reactors and the ingest thread.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use mio::net::TcpListener;
+use mio::{Poll, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+use tickgate_core::SymbolTable;
+use tickgate_feed::fanout::{LinkStats, reactor_channel};
+use tickgate_feed::ingest::{Ingest, IngestStats, spawn_sim};
+use tickgate_feed::sim::{SimMarket, universe};
+
+use crate::config::{Config, ConfigError};
+use crate::reactor::{Reactor, ReactorSetup, WAKER};
+use crate::stats::ReactorStats;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start {what}: {source}")]
+    Thread { what: &'static str, source: std::io::Error },
+}
+
+/// Everything the gateway counts, shared read-only with metrics and tests.
+#[derive(Debug, Clone)]
+pub struct GatewayStats {
+    pub ingest: Arc<IngestStats>,
+    pub reactors: Vec<Arc<ReactorStats>>,
+    /// One per reactor: the ingest side of its channel.
+    pub links: Vec<Arc<LinkStats>>,
+}
+
+/// A running gateway. Dropping it shuts it down.
+#[derive(Debug)]
+pub struct Gateway {
+    local_addr: SocketAddr,
+    symbols: Arc<SymbolTable>,
+    stats: GatewayStats,
+    shutdown: Arc<AtomicBool>,
+    wakers: Vec<Arc<Waker>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Validates `config`, binds the listeners and starts every thread.
+    pub fn start(config: Config) -> Result<Self, StartError> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let symbols = Arc::new(universe(&config.sim));
+        let reactors = config.reactor_count();
+        let listeners = bind_reuseport(config.server.listen, reactors)?;
+        let local_addr =
+            listeners[0].local_addr().map_err(|source| StartError::Listen { addr: config.server.listen, source })?;
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let thread_err = |what| move |source| StartError::Thread { what, source };
+
+        let mut gateway = Gateway {
+            local_addr,
+            symbols: symbols.clone(),
+            stats: GatewayStats { ingest: Arc::new(IngestStats::default()), reactors: Vec::new(), links: Vec::new() },
+            shutdown: shutdown.clone(),
+            wakers: Vec::new(),
+            threads: Vec::new(),
+        };
+        let mut links = Vec::with_capacity(reactors);
+        for (id, listener) in listeners.into_iter().enumerate() {
+            let poll = Poll::new().map_err(thread_err("a reactor's poll"))?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(thread_err("a reactor's waker"))?);
+            let (link, inbox, link_stats) = reactor_channel(config.server.channel_capacity, waker.clone());
+            links.push(link);
+            let stats = Arc::new(ReactorStats::default());
+            gateway.stats.reactors.push(stats.clone());
+            gateway.stats.links.push(link_stats);
+            gateway.wakers.push(waker);
+            let setup = ReactorSetup {
+                id,
+                poll,
+                listener,
+                inbox,
+                symbols: symbols.clone(),
+                config: config.clone(),
+                stats,
+                shutdown: shutdown.clone(),
+                core: if config.server.pin_cores && !cores.is_empty() { Some(cores[id % cores.len()]) } else { None },
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("tickgate-reactor-{id}"))
+                .spawn(move || match Reactor::new(setup) {
+                    Ok(reactor) => reactor.run(),
+                    Err(e) => tracing::error!(reactor = id, error = %e, "reactor failed to start"),
+                })
+                .map_err(thread_err("a reactor thread"))?;
+            gateway.threads.push(handle);
+        }
+        let market = SimMarket::new(&config.sim, &symbols);
+        let ingest = Ingest::new(symbols.clone(), links, gateway.stats.ingest.clone());
+        gateway.threads.push(spawn_sim(market, ingest, shutdown).map_err(thread_err("the ingest thread"))?);
+        Ok(gateway)
+    }
+
+    /// The address the gateway listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn symbols(&self) -> &Arc<SymbolTable> {
+        &self.symbols
+    }
+
+    pub fn stats(&self) -> &GatewayStats {
+        &self.stats
+    }
+
+    /// Stops accepting, sends every client close 1001 "going away", waits for the clients to
+    /// take it (up to `server.shutdown_grace_ms`), and joins every thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+        for waker in &self.wakers {
+            let _ = waker.wake();
+        }
+        for handle in self.threads.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One listening socket per reactor on the same address, with SO_REUSEPORT: the kernel spreads
+/// new connections over them, and no accepted socket ever crosses threads.
+fn bind_reuseport(addr: SocketAddr, count: usize) -> Result<Vec<TcpListener>, StartError> {
+    let mut bound = addr;
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 0..count {
+        let listen_err = |source| StartError::Listen { addr, source };
+        let socket = Socket::new(Domain::for_address(bound), Type::STREAM, Some(Protocol::TCP)).map_err(listen_err)?;
+        socket.set_reuse_address(true).map_err(listen_err)?;
+        socket.set_reuse_port(true).map_err(listen_err)?;
+        socket.set_nonblocking(true).map_err(listen_err)?;
+        socket.bind(&bound.into()).map_err(listen_err)?;
+        socket.listen(4096).map_err(listen_err)?;
+        let std_listener: std::net::TcpListener = socket.into();
+        // With port 0, the first bind picks the port and the others join it.
+        bound = std_listener.local_addr().map_err(listen_err)?;
+        listeners.push(TcpListener::from_std(std_listener));
+    }
+    Ok(listeners)
+}

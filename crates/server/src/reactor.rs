@@ -1,0 +1,708 @@
+//! One reactor: a pinned thread with its own `mio::Poll`, its listener, its connections.
+//!
+//! The loop, once per turn:
+//! 1. `poll` (sleeping only when the ingest channel is empty, see [`ReactorInbox::park`]);
+//! 2. accept until `WouldBlock`; read every readable connection until `WouldBlock` (mio is
+//!    edge-triggered: a readiness event must be drained), answering commands as they come;
+//! 3. drain a batch of ticks from the ingest channel and queue each tick's shared frame on its
+//!    subscribers' queues;
+//! 4. write every connection that got something, many frames per `writev`;
+//! 5. housekeeping: publish counters, drop connections whose close took too long, shutdown.
+//!
+//! Nothing here is shared with another thread except the channel and the counters.
+
+use std::io::{self, Read};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use tickgate_core::subscription::ConnKey;
+use tickgate_core::{Frame, LastValueCache, SubscriptionIndex, SymbolId, SymbolTable};
+use tickgate_feed::fanout::{FanoutMsg, ReactorInbox};
+use tickgate_feed::ingest::wall_clock_ns;
+use tickgate_protocol::{CloseCode, Command, ErrorCode, FrameBuilder, close_frame, message, parse_command};
+use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::{Message, WebSocket};
+
+use crate::config::Config;
+use crate::connection::{CloseReason, Closing, Connection, Phase, WriteOutcome};
+use crate::http::{self, Parsed, Route};
+use crate::stats::{ReactorStats, TurnCounters};
+
+pub const LISTENER: Token = Token(usize::MAX - 1);
+pub const WAKER: Token = Token(usize::MAX - 2);
+
+/// Most ingest messages taken per turn, so sockets are served between large bursts.
+const MAX_FANOUT_PER_TURN: usize = 16 * 1024;
+/// How long `poll` sleeps when nothing happens: the housekeeping period.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+/// Bytes read from a socket per `read` while in the HTTP phase or draining.
+const READ_CHUNK: usize = 2048;
+
+/// What a reactor needs from the gateway.
+#[derive(Debug)]
+pub struct ReactorSetup {
+    pub id: usize,
+    pub poll: Poll,
+    pub listener: TcpListener,
+    pub inbox: ReactorInbox,
+    pub symbols: Arc<SymbolTable>,
+    pub config: Arc<Config>,
+    pub stats: Arc<ReactorStats>,
+    pub shutdown: Arc<AtomicBool>,
+    /// Pin to this core, if any.
+    pub core: Option<core_affinity::CoreId>,
+}
+
+/// The reactor's state. Connections live in a slab whose keys are their mio tokens.
+#[derive(Debug)]
+pub struct Reactor {
+    id: usize,
+    poll: Poll,
+    listener: TcpListener,
+    inbox: ReactorInbox,
+    symbols: Arc<SymbolTable>,
+    config: Arc<Config>,
+    stats: Arc<ReactorStats>,
+    shutdown: Arc<AtomicBool>,
+    ws_config: WebSocketConfig,
+    conns: Slab<Connection>,
+    index: SubscriptionIndex,
+    /// Last values as of the last tick this reactor fanned out: snapshots come from here, so
+    /// they line up exactly with the stream that follows them.
+    lvc: LastValueCache,
+    /// Connections with something queued this turn.
+    dirty: Vec<ConnKey>,
+    /// Connections on their way out, checked against their deadline.
+    closing: Vec<ConnKey>,
+    /// Connections over the outbound hard limit, found during fan-out.
+    over_limit: Vec<ConnKey>,
+    builder: FrameBuilder,
+    command_buf: Vec<u8>,
+    next_session: u64,
+    turn: TurnCounters,
+    now: Instant,
+    /// Set once shutdown has begun: (deadline).
+    draining_until: Option<Instant>,
+}
+
+impl Reactor {
+    pub fn new(setup: ReactorSetup) -> io::Result<Self> {
+        let ReactorSetup { id, poll, mut listener, inbox, symbols, config, stats, shutdown, core } = setup;
+        if let Some(core) = core {
+            if !core_affinity::set_for_current(core) {
+                tracing::warn!(reactor = id, core = core.id, "could not pin reactor to its core");
+            }
+        }
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let limits = &config.limits;
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(limits.read_buffer_size)
+            .write_buffer_size(0)
+            .max_message_size(Some(limits.max_message_size))
+            .max_frame_size(Some(limits.max_message_size));
+        let n = symbols.len();
+        Ok(Self {
+            id,
+            poll,
+            listener,
+            inbox,
+            symbols,
+            config,
+            stats,
+            shutdown,
+            ws_config,
+            conns: Slab::with_capacity(1024),
+            index: SubscriptionIndex::new(n),
+            lvc: LastValueCache::new(n),
+            dirty: Vec::with_capacity(1024),
+            closing: Vec::new(),
+            over_limit: Vec::new(),
+            builder: FrameBuilder::new(),
+            command_buf: Vec::with_capacity(1024),
+            next_session: 0,
+            turn: TurnCounters::default(),
+            now: Instant::now(),
+            draining_until: None,
+        })
+    }
+
+    /// Runs until shutdown has closed every connection or its grace period is over.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut last_housekeeping = Instant::now();
+        loop {
+            let timeout = if self.inbox.park() { IDLE_POLL } else { Duration::ZERO };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(reactor = self.id, error = %e, "poll failed; reactor stops");
+                    break;
+                }
+            }
+            self.inbox.unpark();
+            self.now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(key) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.on_readable(key);
+                        }
+                        if event.is_writable() {
+                            self.mark_dirty(key);
+                        }
+                    }
+                }
+            }
+            self.fan_out();
+            self.flush_dirty();
+            self.turn.turns += 1;
+            if self.now.duration_since(last_housekeeping) >= IDLE_POLL / 2 || self.draining_until.is_some() {
+                last_housekeeping = self.now;
+                if self.housekeeping() {
+                    break;
+                }
+            }
+        }
+        self.publish_stats();
+    }
+
+    // ---- accept and read ----
+
+    fn accept(&mut self) {
+        if self.draining_until.is_some() {
+            return;
+        }
+        loop {
+            match self.listener.accept() {
+                Ok((mut sock, peer)) => {
+                    if let Err(e) = sock.set_nodelay(true) {
+                        tracing::debug!(%peer, error = %e, "set_nodelay failed");
+                    }
+                    let entry = self.conns.vacant_entry();
+                    let key = entry.key();
+                    if let Err(e) =
+                        self.poll.registry().register(&mut sock, Token(key), Interest::READABLE | Interest::WRITABLE)
+                    {
+                        tracing::warn!(%peer, error = %e, "cannot register connection");
+                        continue;
+                    }
+                    self.next_session += 1;
+                    entry.insert(Connection::new(sock, peer, self.next_session, self.now));
+                    self.turn.accepted += 1;
+                    // The request may already be there; with edge triggers, read it now.
+                    self.on_readable(key);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Out of file descriptors or similar: leave the rest in the backlog.
+                    tracing::warn!(reactor = self.id, error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_readable(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.closing.is_some() {
+            self.read_discarding(key);
+            return;
+        }
+        if matches!(conn.phase, Phase::Http { .. }) {
+            self.read_http(key);
+        }
+        if matches!(self.conns.get(key), Some(Connection { phase: Phase::Ws(_), closing: None, .. })) {
+            self.read_ws(key);
+        }
+    }
+
+    /// Reads the request head and answers it or upgrades.
+    fn read_http(&mut self, key: usize) {
+        let max_head = self.config.limits.max_request_head;
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Phase::Http { io, head } = &mut conn.phase else { return };
+        let mut chunk = [0u8; READ_CHUNK];
+        let parsed = loop {
+            let room = (max_head - head.len().min(max_head)).min(READ_CHUNK);
+            if room == 0 {
+                break http::parse_and_route(head, max_head);
+            }
+            match io.sock.read(&mut chunk[..room]) {
+                Ok(0) => {
+                    self.remove(key, CloseReason::ClientVanished);
+                    return;
+                }
+                Ok(n) => {
+                    head.extend_from_slice(&chunk[..n]);
+                    if let Parsed::Complete(route) = http::parse_and_route(head, max_head) {
+                        break Parsed::Complete(route);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.remove(key, CloseReason::ClientVanished);
+                    return;
+                }
+            }
+        };
+        match parsed {
+            Parsed::Partial => {}
+            Parsed::Complete(Route::Respond(response)) => {
+                io.out.push(Frame::from_bytes(&response));
+                self.turn.http_responses += 1;
+                self.begin_close(key, None, CloseReason::HttpAnswered);
+            }
+            Parsed::Complete(Route::Upgrade { response, head_len }) => self.upgrade(key, &response, head_len),
+        }
+    }
+
+    fn upgrade(&mut self, key: usize, response: &[u8], head_len: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Phase::Http { mut io, head } = std::mem::replace(&mut conn.phase, Phase::Moving) else { return };
+        io.out.push(Frame::from_bytes(response));
+        let early = head[head_len..].to_vec();
+        let ws = WebSocket::from_partially_read(io, early, Role::Server, Some(self.ws_config));
+        conn.phase = Phase::Ws(ws);
+        self.turn.upgraded += 1;
+        let session = format!("r{}-{}", self.id, conn.session);
+        let welcome =
+            self.builder.text(|out| message::welcome(out, env!("CARGO_PKG_VERSION"), &session, wall_clock_ns()));
+        self.reply(key, welcome);
+    }
+
+    /// Reads WebSocket messages until the socket would block.
+    fn read_ws(&mut self, key: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else { return };
+            if conn.closing.is_some() {
+                return;
+            }
+            let Phase::Ws(ws) = &mut conn.phase else { return };
+            let result = ws.read();
+            if !ws.get_ref().out.is_empty() {
+                // tungstenite queued a pong or a close reply.
+                self.mark_dirty(key);
+            }
+            match result {
+                Ok(Message::Text(text)) => {
+                    self.command_buf.clear();
+                    self.command_buf.extend_from_slice(text.as_bytes());
+                    self.on_command(key);
+                }
+                Ok(Message::Binary(_)) => {
+                    self.turn.command_errors += 1;
+                    let frame = self.builder.text(|out| {
+                        message::error(
+                            out,
+                            None,
+                            ErrorCode::UnsupportedFrame,
+                            "binary frames are not supported: send JSON commands in text frames",
+                            [],
+                        )
+                    });
+                    self.reply(key, frame);
+                }
+                Ok(Message::Close(_)) => {
+                    // tungstenite has queued the close reply.
+                    self.begin_close(key, None, CloseReason::ClientClose);
+                    return;
+                }
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.on_ws_error(key, e);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_ws_error(&mut self, key: usize, error: tungstenite::Error) {
+        use tungstenite::error::{CapacityError, ProtocolError};
+        let (code, reason, text) = match &error {
+            tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+            | tungstenite::Error::ConnectionClosed
+            | tungstenite::Error::AlreadyClosed => {
+                self.remove(key, CloseReason::ClientVanished);
+                return;
+            }
+            tungstenite::Error::Io(_) => {
+                self.remove(key, CloseReason::IoError);
+                return;
+            }
+            tungstenite::Error::Protocol(e) => (CloseCode::ProtocolError, CloseReason::ProtocolError, e.to_string()),
+            tungstenite::Error::Utf8(_) => {
+                (CloseCode::InvalidPayload, CloseReason::InvalidUtf8, "invalid UTF-8 in text message".to_string())
+            }
+            tungstenite::Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => (
+                CloseCode::MessageTooBig,
+                CloseReason::MessageTooBig,
+                format!("message of {size} bytes is over the limit of {max_size}"),
+            ),
+            tungstenite::Error::Capacity(e) => (CloseCode::MessageTooBig, CloseReason::MessageTooBig, e.to_string()),
+            other => (CloseCode::ProtocolError, CloseReason::ProtocolError, other.to_string()),
+        };
+        self.turn.protocol_closes += 1;
+        tracing::debug!(reactor = self.id, error = %error, "closing connection for a protocol error");
+        self.begin_close(key, Some((code, &text)), reason);
+    }
+
+    // ---- commands ----
+
+    fn on_command(&mut self, key: usize) {
+        self.turn.commands += 1;
+        let mut buf = std::mem::take(&mut self.command_buf);
+        match parse_command(&mut buf) {
+            Err(err) => {
+                self.turn.command_errors += 1;
+                let frame = self
+                    .builder
+                    .text(|out| message::error(out, err.id.as_ref(), ErrorCode::BadRequest, &err.message, []));
+                self.reply(key, frame);
+            }
+            Ok(request) => {
+                let id = request.id.as_ref();
+                match &request.command {
+                    Command::Subscribe { symbols } => {
+                        let (known, unknown) = self.resolve(symbols);
+                        let universe = self.symbols.len();
+                        if !known.is_empty() {
+                            let conn = &mut self.conns[key];
+                            for &symbol in &known {
+                                if conn.subs.insert(symbol, universe) {
+                                    self.index.add(symbol, key as ConnKey);
+                                }
+                            }
+                            let symbols = &self.symbols;
+                            let frame = self.builder.text(|out| {
+                                message::symbol_list(
+                                    out,
+                                    "subscribed",
+                                    id,
+                                    known.iter().map(|&s| &*symbols.get(s).name),
+                                )
+                            });
+                            self.reply(key, frame);
+                            for &symbol in &known {
+                                let info = self.symbols.get(symbol);
+                                let values = self.lvc.get(symbol);
+                                let frame = self.builder.text(|out| message::snapshot(out, info, values));
+                                self.reply(key, frame);
+                            }
+                        }
+                        self.reply_unknown(key, id, &unknown);
+                    }
+                    Command::Unsubscribe { symbols } => {
+                        let (known, unknown) = self.resolve(symbols);
+                        if !known.is_empty() {
+                            let conn = &mut self.conns[key];
+                            for &symbol in &known {
+                                if conn.subs.remove(symbol) {
+                                    self.index.remove(symbol, key as ConnKey);
+                                }
+                            }
+                            let symbols = &self.symbols;
+                            let frame = self.builder.text(|out| {
+                                message::symbol_list(
+                                    out,
+                                    "unsubscribed",
+                                    id,
+                                    known.iter().map(|&s| &*symbols.get(s).name),
+                                )
+                            });
+                            self.reply(key, frame);
+                        }
+                        self.reply_unknown(key, id, &unknown);
+                    }
+                    Command::ListSymbols => {
+                        let symbols = &self.symbols;
+                        let frame = self.builder.text(|out| {
+                            message::symbol_list(out, "symbols", id, symbols.iter().map(|(_, s)| &*s.name))
+                        });
+                        self.reply(key, frame);
+                    }
+                    Command::ListSubscriptions => {
+                        let symbols = &self.symbols;
+                        let subs = &self.conns[key].subs;
+                        let frame = self.builder.text(|out| {
+                            message::symbol_list(out, "subscriptions", id, subs.iter().map(|s| &*symbols.get(s).name))
+                        });
+                        self.reply(key, frame);
+                    }
+                }
+            }
+        }
+        self.command_buf = buf;
+    }
+
+    /// Splits requested names into known ids (deduplicated, in request order) and unknown names.
+    fn resolve<'a>(&self, names: &'a [std::borrow::Cow<'a, str>]) -> (Vec<SymbolId>, Vec<&'a str>) {
+        let mut known = Vec::with_capacity(names.len());
+        let mut unknown = Vec::new();
+        for name in names {
+            match self.symbols.lookup(name) {
+                Some(id) if !known.contains(&id) => known.push(id),
+                Some(_) => {}
+                None => unknown.push(name.as_ref()),
+            }
+        }
+        (known, unknown)
+    }
+
+    fn reply_unknown(&mut self, key: usize, id: Option<&tickgate_protocol::RequestId>, unknown: &[&str]) {
+        if unknown.is_empty() {
+            return;
+        }
+        self.turn.command_errors += 1;
+        let shown = unknown.iter().take(5).map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+        let more = if unknown.len() > 5 { format!(" and {} more", unknown.len() - 5) } else { String::new() };
+        let text = format!("unknown symbols: {shown}{more}; list_symbols gives the universe");
+        let frame =
+            self.builder.text(|out| message::error(out, id, ErrorCode::UnknownSymbol, &text, unknown.iter().copied()));
+        self.reply(key, frame);
+    }
+
+    /// Queues a frame for one connection.
+    fn reply(&mut self, key: usize, frame: Frame) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.closing.is_some() {
+            return;
+        }
+        if let Some(io) = conn.io() {
+            io.out.push(frame);
+            self.turn.replies += 1;
+            self.mark_dirty(key);
+        }
+    }
+
+    // ---- fan-out and write ----
+
+    /// Takes a batch of ticks from the ingest channel and queues each on its subscribers.
+    fn fan_out(&mut self) {
+        let hard_limit = self.config.limits.outbound_hard_limit;
+        for _ in 0..MAX_FANOUT_PER_TURN {
+            let Some(msg) = self.inbox.try_recv() else { break };
+            match msg {
+                FanoutMsg::Tick { tick, frame } => {
+                    self.lvc.record(&tick);
+                    let subscribers = self.index.subscribers(tick.symbol);
+                    self.turn.deliveries += subscribers.len() as u64;
+                    for &key in subscribers {
+                        let conn = &mut self.conns[key as usize];
+                        let Phase::Ws(ws) = &mut conn.phase else { continue };
+                        let out = &mut ws.get_mut().out;
+                        out.push(frame.clone());
+                        // Record the crossing once, not every tick past it.
+                        if out.queued_bytes() > hard_limit && out.queued_bytes() - frame.len() <= hard_limit {
+                            self.over_limit.push(key);
+                        }
+                        if !conn.dirty {
+                            conn.dirty = true;
+                            self.dirty.push(key);
+                        }
+                    }
+                }
+                FanoutMsg::Resync { symbol, from_seq, to_seq, values } => {
+                    self.lvc.replace(symbol, values);
+                    let info = self.symbols.get(symbol);
+                    let gap = self.builder.text(|out| message::gap(out, info, from_seq, to_seq, "gateway_overload"));
+                    let snapshot = self.builder.text(|out| message::snapshot(out, info, &values));
+                    let subscribers = self.index.subscribers(symbol);
+                    self.turn.gaps_sent += subscribers.len() as u64;
+                    for &key in subscribers {
+                        let conn = &mut self.conns[key as usize];
+                        if let Phase::Ws(ws) = &mut conn.phase {
+                            ws.get_mut().out.push(gap.clone());
+                            ws.get_mut().out.push(snapshot.clone());
+                        }
+                        if !conn.dirty {
+                            conn.dirty = true;
+                            self.dirty.push(key);
+                        }
+                    }
+                }
+            }
+        }
+        while let Some(key) = self.over_limit.pop() {
+            if self.conns.get(key as usize).is_some_and(|c| c.closing.is_none()) {
+                self.turn.slow_consumer_closes += 1;
+                self.begin_close(
+                    key as usize,
+                    Some((CloseCode::PolicyViolation, "slow consumer")),
+                    CloseReason::SlowConsumer,
+                );
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key as ConnKey);
+            }
+        }
+    }
+
+    /// Writes every connection that has something queued.
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &key in &dirty {
+            self.flush(key as usize);
+        }
+        // Keep the list's capacity for the next turn.
+        dirty.clear();
+        dirty.append(&mut self.dirty);
+        self.dirty = dirty;
+    }
+
+    fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        conn.dirty = false;
+        let Some(io) = conn.io() else { return };
+        let outcome = io.write_out(&mut self.turn.write_calls, &mut self.turn.bytes_written);
+        match outcome {
+            Ok(WriteOutcome::Blocked) => {}
+            Ok(WriteOutcome::Drained) => {
+                if let Some(closing) = &mut conn.closing {
+                    if !closing.fin_sent {
+                        closing.fin_sent = true;
+                        // Everything, the close frame included, is out: send FIN, then wait for
+                        // the client to hang up so our close is not lost to a reset.
+                        if let Some(io) = conn.io() {
+                            let _ = io.sock.shutdown(Shutdown::Write);
+                        }
+                    }
+                }
+            }
+            Err(_) => self.remove(key, CloseReason::IoError),
+        }
+    }
+
+    // ---- closing ----
+
+    /// Starts closing: unsubscribes, queues the close frame (if any), and lets the queue drain
+    /// within the linger deadline.
+    fn begin_close(&mut self, key: usize, close: Option<(CloseCode, &str)>, reason: CloseReason) {
+        let linger = Duration::from_millis(self.config.limits.close_linger_ms);
+        let deadline = self.now + linger;
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.closing.is_some() {
+            return;
+        }
+        for symbol in conn.subs.take().iter() {
+            self.index.remove(symbol, key as ConnKey);
+        }
+        if let Some(io) = conn.io() {
+            if reason == CloseReason::SlowConsumer {
+                io.out.discard_unstarted();
+            }
+            if let Some((code, text)) = close {
+                io.out.push(close_frame(code, text));
+            }
+        }
+        conn.closing = Some(Closing { reason, deadline, fin_sent: false });
+        self.closing.push(key as ConnKey);
+        self.mark_dirty(key);
+    }
+
+    /// Reads and discards what a closing client still sends, until it hangs up.
+    fn read_discarding(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(io) = conn.io() else { return };
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            match io.sock.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let reason = conn.closing.as_ref().map_or(CloseReason::ClientVanished, |c| c.reason);
+        self.remove(key, reason);
+    }
+
+    /// Drops a connection and everything it held.
+    fn remove(&mut self, key: usize, reason: CloseReason) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        let mut conn = self.conns.remove(key);
+        for symbol in conn.subs.take().iter() {
+            self.index.remove(symbol, key as ConnKey);
+        }
+        let reason = conn.closing.as_ref().map_or(reason, |c| c.reason);
+        if let Some(io) = conn.io() {
+            let _ = self.poll.registry().deregister(&mut io.sock);
+        }
+        self.turn.closed += 1;
+        tracing::debug!(
+            reactor = self.id,
+            peer = %conn.peer,
+            session = conn.session,
+            duration_ms = self.now.saturating_duration_since(conn.opened).as_millis() as u64,
+            reason = reason.as_str(),
+            "connection closed"
+        );
+    }
+
+    // ---- housekeeping ----
+
+    /// Publishes counters, enforces close deadlines, runs shutdown. Returns true when the reactor
+    /// should stop.
+    fn housekeeping(&mut self) -> bool {
+        let now = self.now;
+        let mut i = 0;
+        while i < self.closing.len() {
+            let key = self.closing[i] as usize;
+            match self.conns.get(key).and_then(|c| c.closing.as_ref()) {
+                Some(closing) if closing.deadline <= now => {
+                    self.closing.swap_remove(i);
+                    self.remove(key, CloseReason::IoError);
+                }
+                Some(_) => i += 1,
+                None => {
+                    self.closing.swap_remove(i);
+                }
+            }
+        }
+        if self.shutdown.load(Ordering::Relaxed) && self.draining_until.is_none() {
+            let grace = Duration::from_millis(self.config.server.shutdown_grace_ms);
+            self.draining_until = Some(now + grace);
+            let _ = self.poll.registry().deregister(&mut self.listener);
+            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                match self.conns[key].phase {
+                    Phase::Ws(_) => {
+                        self.begin_close(key, Some((CloseCode::GoingAway, "going away")), CloseReason::Shutdown)
+                    }
+                    _ => self.remove(key, CloseReason::Shutdown),
+                }
+            }
+            self.flush_dirty();
+        }
+        self.publish_stats();
+        match self.draining_until {
+            Some(deadline) => self.conns.is_empty() || now >= deadline,
+            None => false,
+        }
+    }
+
+    fn publish_stats(&mut self) {
+        self.stats.counters.add(&self.turn);
+        self.turn = TurnCounters::default();
+        self.stats.connections.store(self.conns.len() as u64, Ordering::Relaxed);
+        self.stats.subscriptions.store(self.index.total() as u64, Ordering::Relaxed);
+    }
+}
