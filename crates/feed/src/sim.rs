@@ -65,11 +65,23 @@ pub struct SimConfig {
     pub rate: f64,
     /// Share of events that are trades (the rest are quotes), 0..=1.
     pub trade_ratio: f64,
+    /// How events spread over symbols.
+    pub activity: Activity,
+}
+
+/// How the simulated market spreads its events over symbols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activity {
+    /// Skewed like a real market: a few symbols take most events (Zipf-Mandelbrot weights).
+    Zipf,
+    /// Every symbol equally busy: what benchmarks use, so every server sees the same load.
+    Uniform,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
-        Self { seed: 42, symbols: 500, rate: 5000.0, trade_ratio: 0.3 }
+        Self { seed: 42, symbols: 500, rate: 5000.0, trade_ratio: 0.3, activity: Activity::Zipf }
     }
 }
 
@@ -567,7 +579,10 @@ impl SimMarket {
         for (r, &(_, i)) in order.iter().enumerate() {
             rank[i] = r as u64;
         }
-        let weights: Vec<u64> = rank.iter().map(|&r| ACTIVITY_SCALE / (r + ZIPF_OFFSET)).collect();
+        let weights: Vec<u64> = match config.activity {
+            Activity::Zipf => rank.iter().map(|&r| ACTIVITY_SCALE / (r + ZIPF_OFFSET)).collect(),
+            Activity::Uniform => vec![ACTIVITY_SCALE / ZIPF_OFFSET; n],
+        };
         let cumulative: Vec<u64> = weights
             .iter()
             .scan(0u64, |sum, &w| {
@@ -656,7 +671,7 @@ mod tests {
     use tickgate_core::symbol::is_valid_symbol_name;
 
     fn config(seed: u64, symbols: usize, rate: f64, trade_ratio: f64) -> SimConfig {
-        SimConfig { seed, symbols, rate, trade_ratio }
+        SimConfig { seed, symbols, rate, trade_ratio, activity: Activity::Zipf }
     }
 
     fn market(config: &SimConfig) -> (SymbolTable, SimMarket) {
@@ -1058,5 +1073,20 @@ mod tests {
             check_events(&table, &ticks, 7);
             prop_assert_eq!(&ticks, &events(&c, 3000));
         }
+    }
+
+    #[test]
+    fn uniform_activity_spreads_events_evenly() {
+        let config = SimConfig { symbols: 20, rate: 1_000.0, activity: Activity::Uniform, ..SimConfig::default() };
+        let table = universe(&config);
+        let mut market = SimMarket::new(&config, &table);
+        let mut out = Vec::new();
+        market.poll(Duration::from_secs(200), 0, 200_000, &mut out);
+        let mut counts = vec![0u32; 20];
+        for t in &out {
+            counts[t.symbol.index()] += 1;
+        }
+        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(f64::from(*max) / f64::from(*min) < 1.15, "even spread: {counts:?}");
     }
 }
