@@ -14,3 +14,4 @@ pub mod stats;
 
 pub use config::{Config, ConfigError};
 pub use gateway::{Gateway, GatewayStats, StartError};
+pub use tickgate_feed::sim::{Activity, SimConfig};

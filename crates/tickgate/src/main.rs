@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use tickgate_server::{Config, Gateway};
+use tickgate_server::{Activity, Config, Gateway};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -36,6 +36,9 @@ struct Args {
     /// Simulated universe size (overrides sim.symbols).
     #[arg(long, value_name = "N")]
     sim_symbols: Option<usize>,
+    /// How simulated events spread over symbols: zipf or uniform (overrides sim.activity).
+    #[arg(long, value_name = "ACTIVITY", value_parser = parse_activity)]
+    sim_activity: Option<Activity>,
     /// Seed of the simulated market (overrides sim.seed).
     #[arg(long, value_name = "SEED")]
     sim_seed: Option<u64>,
@@ -108,6 +111,9 @@ fn load(args: &Args) -> Result<Config, String> {
     if let Some(n) = args.sim_symbols {
         config.sim.symbols = n;
     }
+    if let Some(activity) = args.sim_activity {
+        config.sim.activity = activity;
+    }
     if let Some(seed) = args.sim_seed {
         config.sim.seed = seed;
     }
@@ -116,6 +122,14 @@ fn load(args: &Args) -> Result<Config, String> {
     }
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
+}
+
+fn parse_activity(text: &str) -> Result<Activity, String> {
+    match text {
+        "zipf" => Ok(Activity::Zipf),
+        "uniform" => Ok(Activity::Uniform),
+        other => Err(format!("{other:?} is not an activity: use zipf or uniform")),
+    }
 }
 
 fn init_logging(level: &str) {
