@@ -3,7 +3,8 @@
 //! This crate holds the plain data structures that the rest of tickgate drives: the symbol
 //! table, the normalized [`Tick`] with exact fixed-point prices, the per-symbol
 //! [`Sequencer`] and [`LastValueCache`], the per-connection [`SymbolSet`] and the per-reactor
-//! [`SubscriptionIndex`], and the per-connection [`OutboundQueue`] of shared [`Frame`]s.
+//! [`SubscriptionIndex`], the per-connection [`OutboundQueue`] of shared [`Frame`]s, and the
+//! [`Outbox`] that applies a connection's byte budget and slow-consumer [`Policy`].
 //!
 //! It never touches a socket, a thread or a clock: time, bytes and events come in as arguments,
 //! so everything here is tested without a network.
@@ -12,6 +13,7 @@ pub mod decimal;
 pub mod frame;
 pub mod market;
 pub mod outbound;
+pub mod outbox;
 pub mod subscription;
 pub mod symbol;
 pub mod tick;
@@ -19,7 +21,8 @@ pub mod tick;
 pub use decimal::{DecimalError, format_fixed, parse_fixed};
 pub use frame::Frame;
 pub use market::{LastValueCache, LastValues, Sequencer};
-pub use outbound::OutboundQueue;
+pub use outbound::{EntryId, OutboundQueue};
+pub use outbox::{Budget, MissedSpan, Outbox, Policy, Verdict};
 pub use subscription::{SubscriptionIndex, SymbolSet};
 pub use symbol::{AssetClass, SymbolError, SymbolId, SymbolInfo, SymbolTable};
 pub use tick::{Tick, TickKind};

@@ -18,16 +18,39 @@ pub struct OutboundQueue {
     front_written: usize,
     /// Bytes queued and not yet written.
     queued_bytes: usize,
+    /// Frames ever pushed: the id of the next frame.
+    pushed: u64,
+    /// Frames ever written out completely: the id of the front frame.
+    completed: u64,
 }
+
+/// Identifies one pushed frame for as long as it is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryId(u64);
 
 impl OutboundQueue {
     pub fn new() -> Self {
         Self::default()
     }
 
-    pub fn push(&mut self, frame: Frame) {
+    pub fn push(&mut self, frame: Frame) -> EntryId {
         self.queued_bytes += frame.len();
         self.frames.push_back(frame);
+        self.pushed += 1;
+        EntryId(self.pushed - 1)
+    }
+
+    /// Replaces a queued frame that has not started to be written; false if it is gone or
+    /// already partly written.
+    pub fn replace(&mut self, id: EntryId, frame: Frame) -> bool {
+        let first_replaceable = self.completed + u64::from(self.front_written > 0);
+        if id.0 < first_replaceable || id.0 >= self.pushed {
+            return false;
+        }
+        let slot = &mut self.frames[(id.0 - self.completed) as usize];
+        self.queued_bytes = self.queued_bytes - slot.len() + frame.len();
+        *slot = frame;
+        true
     }
 
     pub fn is_empty(&self) -> bool {
@@ -73,6 +96,7 @@ impl OutboundQueue {
                 written -= left;
                 self.front_written = 0;
                 self.frames.pop_front();
+                self.completed += 1;
                 completed += 1;
             } else {
                 self.front_written += written;
@@ -88,6 +112,7 @@ impl OutboundQueue {
         let keep = usize::from(self.front_written > 0);
         let dropped: usize = self.frames.drain(keep..).map(|f| f.len()).sum();
         self.queued_bytes -= dropped;
+        self.pushed = self.completed + keep as u64;
         dropped
     }
 
@@ -96,6 +121,7 @@ impl OutboundQueue {
         self.frames.clear();
         self.front_written = 0;
         self.queued_bytes = 0;
+        self.completed = self.pushed;
     }
 
     /// Heap bytes held by the ring itself (frames are shared and not counted).
@@ -141,6 +167,24 @@ mod tests {
         assert!(q.is_empty());
         assert_eq!(q.queued_bytes(), 0);
         assert!(!q.is_mid_frame());
+    }
+
+    #[test]
+    fn only_unstarted_frames_can_be_replaced() {
+        let mut q = OutboundQueue::new();
+        let a = q.push(Frame::from_bytes(b"aaaa"));
+        let b = q.push(Frame::from_bytes(b"bbbb"));
+        let mut out = Vec::new();
+        write_some(&mut q, 8, 2, &mut out);
+        assert!(!q.replace(a, Frame::from_bytes(b"AA")), "partly written");
+        assert!(q.replace(b, Frame::from_bytes(b"BBBBBB")));
+        assert_eq!(q.queued_bytes(), 2 + 6);
+        write_some(&mut q, 8, 100, &mut out);
+        assert_eq!(out, b"aaaaBBBBBB");
+        assert!(!q.replace(b, Frame::from_bytes(b"x")), "already written");
+        let c = q.push(Frame::from_bytes(b"c"));
+        q.clear();
+        assert!(!q.replace(c, Frame::from_bytes(b"x")), "cleared");
     }
 
     #[test]

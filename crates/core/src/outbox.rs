@@ -1,0 +1,505 @@
+//! A connection's outbox: its queue of frames, its byte budget, and what happens to a client
+//! that cannot keep up.
+//!
+//! Below the soft watermark every event is queued in order (the fast path: one reference-count
+//! bump). Above it the connection's [`Policy`] applies:
+//!
+//! - [`Policy::Conflate`]: quotes are state, so a queued quote that has not started to be
+//!   written and is still the last queued event of its symbol is *replaced* by the newer quote,
+//!   which then says how many it superseded (`"conflated":n`). Replacing only the last event of
+//!   the symbol keeps each symbol's order: seq never goes back. Trades are events and are never
+//!   merged: while the queue is under the trade limit (halfway between the watermarks) they are
+//!   queued; past it they are dropped.
+//! - [`Policy::Drop`]: every new event is dropped until the queue drains below the soft
+//!   watermark.
+//! - [`Policy::Disconnect`]: the connection is closed (1008 "slow consumer").
+//!
+//! A dropped event opens (or extends) a missed span for its symbol, and every later event of
+//! that symbol is dropped into the same span until the span is announced: once the queue is
+//! below the soft watermark, [`Outbox::take_gaps`] hands the spans to the reactor, which sends
+//! a `gap` message and a fresh `snapshot` for each. So a client can rely on this: seq never goes
+//! back, and every seq it did not receive is either a quote superseded by a later quote it did
+//! receive, or inside a gap announced before the jump.
+//!
+//! Past the hard watermark, or with no write progress for the write deadline, the verdict is
+//! [`Verdict::Disconnect`]. Control frames (replies, snapshots, gaps, pongs, closes) are never
+//! dropped by any policy; they go straight into the queue with [`Outbox::push_control`].
+//!
+//! Sans IO: the reactor passes `now` in and does the writing.
+
+use std::time::{Duration, Instant};
+
+use crate::frame::Frame;
+use crate::outbound::{EntryId, OutboundQueue};
+use crate::symbol::SymbolId;
+use crate::tick::Tick;
+
+/// What to do with a client that falls behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Replace superseded quotes; drop trades only past the trade limit, announcing them.
+    #[default]
+    Conflate,
+    /// Drop new events until the queue drains, announcing them.
+    Drop,
+    /// Close the connection with 1008 "slow consumer".
+    Disconnect,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Conflate => "conflate",
+            Policy::Drop => "drop",
+            Policy::Disconnect => "disconnect",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "conflate" => Some(Policy::Conflate),
+            "drop" => Some(Policy::Drop),
+            "disconnect" => Some(Policy::Disconnect),
+            _ => None,
+        }
+    }
+}
+
+/// A connection's byte budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Queued bytes past which the policy applies.
+    pub soft: usize,
+    /// Queued bytes past which the connection is closed.
+    pub hard: usize,
+    /// Longest time with bytes queued and none written before the connection is closed.
+    pub write_deadline: Duration,
+}
+
+impl Budget {
+    /// Queued bytes past which a conflating connection drops trades.
+    pub fn trade_limit(&self) -> usize {
+        self.soft + (self.hard - self.soft) / 2
+    }
+}
+
+/// Events `from_seq..=to_seq` of `symbol` that a connection will not receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissedSpan {
+    pub symbol: SymbolId,
+    pub from_seq: u64,
+    pub to_seq: u64,
+}
+
+/// What became of one offered event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Queued,
+    /// Replaced a superseded quote.
+    Conflated,
+    /// Not delivered; it is in a missed span to be announced.
+    Dropped,
+    /// The connection must be closed as a slow consumer.
+    Disconnect,
+}
+
+/// A quote that a newer quote of the same symbol may still replace.
+#[derive(Debug, Clone, Copy)]
+struct Replaceable {
+    symbol: SymbolId,
+    entry: EntryId,
+    /// Quotes it already superseded.
+    superseded: u32,
+}
+
+/// A connection's queue with its slow-consumer state.
+#[derive(Debug)]
+pub struct Outbox {
+    pub queue: OutboundQueue,
+    pub policy: Policy,
+    replaceable: Vec<Replaceable>,
+    missed: Vec<MissedSpan>,
+    /// Last time bytes were written, or the queue became non-empty.
+    last_progress: Instant,
+}
+
+impl Outbox {
+    pub fn new(policy: Policy, now: Instant) -> Self {
+        Self { queue: OutboundQueue::new(), policy, replaceable: Vec::new(), missed: Vec::new(), last_progress: now }
+    }
+
+    /// Offers one live event. `frame` is the shared frame; `reencode(n)` builds this client's
+    /// own copy of the event saying it superseded `n` quotes (only called when conflating).
+    #[inline]
+    pub fn offer(
+        &mut self,
+        tick: &Tick,
+        frame: &Frame,
+        budget: &Budget,
+        now: Instant,
+        reencode: impl FnOnce(u32) -> Frame,
+    ) -> Verdict {
+        let queued = self.queue.queued_bytes();
+        if queued < budget.soft && self.missed.is_empty() {
+            if queued == 0 {
+                self.last_progress = now;
+            }
+            if !self.replaceable.is_empty() {
+                self.replaceable.clear();
+            }
+            self.queue.push(frame.clone());
+            return Verdict::Queued;
+        }
+        self.offer_behind(tick, frame, budget, reencode)
+    }
+
+    #[cold]
+    fn offer_behind(
+        &mut self,
+        tick: &Tick,
+        frame: &Frame,
+        budget: &Budget,
+        reencode: impl FnOnce(u32) -> Frame,
+    ) -> Verdict {
+        if let Some(span) = self.missed.iter_mut().find(|s| s.symbol == tick.symbol) {
+            span.to_seq = tick.seq;
+            return Verdict::Dropped;
+        }
+        let queued = self.queue.queued_bytes();
+        if queued >= budget.hard {
+            return Verdict::Disconnect;
+        }
+        if queued < budget.soft {
+            // Below the soft watermark but with spans waiting to be announced (see take_gaps).
+            // A quote tracked earlier must not be replaced past this event.
+            self.replaceable.clear();
+            self.queue.push(frame.clone());
+            return Verdict::Queued;
+        }
+        match self.policy {
+            Policy::Disconnect => Verdict::Disconnect,
+            Policy::Drop => self.miss(tick),
+            Policy::Conflate if tick.kind.is_trade() => {
+                self.replaceable.retain(|r| r.symbol != tick.symbol);
+                if queued + frame.len() <= budget.trade_limit() {
+                    self.queue.push(frame.clone());
+                    Verdict::Queued
+                } else {
+                    self.miss(tick)
+                }
+            }
+            Policy::Conflate => {
+                if let Some(pos) = self.replaceable.iter().position(|r| r.symbol == tick.symbol) {
+                    let r = self.replaceable[pos];
+                    let superseded = r.superseded + 1;
+                    if self.queue.replace(r.entry, reencode(superseded)) {
+                        self.replaceable[pos].superseded = superseded;
+                        return Verdict::Conflated;
+                    }
+                    self.replaceable.swap_remove(pos);
+                }
+                if queued + frame.len() > budget.hard {
+                    return self.miss(tick);
+                }
+                let entry = self.queue.push(frame.clone());
+                self.replaceable.push(Replaceable { symbol: tick.symbol, entry, superseded: 0 });
+                Verdict::Queued
+            }
+        }
+    }
+
+    fn miss(&mut self, tick: &Tick) -> Verdict {
+        self.replaceable.retain(|r| r.symbol != tick.symbol);
+        self.missed.push(MissedSpan { symbol: tick.symbol, from_seq: tick.seq, to_seq: tick.seq });
+        Verdict::Dropped
+    }
+
+    /// Queues a frame that no policy drops (replies, snapshots, gaps, pongs, closes).
+    pub fn push_control(&mut self, frame: Frame, now: Instant) {
+        if self.queue.is_empty() {
+            self.last_progress = now;
+        }
+        self.queue.push(frame);
+    }
+
+    /// Records that `written` bytes went out at `now`.
+    pub fn wrote(&mut self, written: usize, now: Instant) {
+        if written > 0 {
+            self.queue.consume(written);
+            self.last_progress = now;
+        }
+    }
+
+    /// The missed spans to announce, once the queue is below the soft watermark. The caller
+    /// queues a `gap` and a `snapshot` for each, with [`Outbox::push_control`].
+    pub fn take_gaps(&mut self, budget: &Budget) -> Option<Vec<MissedSpan>> {
+        if self.missed.is_empty() || self.queue.queued_bytes() >= budget.soft {
+            return None;
+        }
+        Some(std::mem::take(&mut self.missed))
+    }
+
+    /// Whether spans are waiting to be announced.
+    pub fn has_gaps(&self) -> bool {
+        !self.missed.is_empty()
+    }
+
+    /// Forgets everything owed for `symbol` (the client unsubscribed from it).
+    pub fn forget(&mut self, symbol: SymbolId) {
+        self.missed.retain(|s| s.symbol != symbol);
+        self.replaceable.retain(|r| r.symbol != symbol);
+    }
+
+    /// Whether bytes have waited longer than the write deadline with none written.
+    pub fn is_stalled(&self, budget: &Budget, now: Instant) -> bool {
+        !self.queue.is_empty() && now.saturating_duration_since(self.last_progress) >= budget.write_deadline
+    }
+
+    /// Whether the queue is past the hard watermark.
+    pub fn is_over(&self, budget: &Budget) -> bool {
+        self.queue.queued_bytes() > budget.hard
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tick::TickKind;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+    use std::io::IoSlice;
+
+    // Frames in these tests: [len][kind][symbol][seq: 8][conflated: 4], len counting itself.
+    const GAP: u8 = b'G';
+    const SNAP: u8 = b'S';
+
+    fn encode(kind: u8, symbol: u32, seq: u64, conflated: u32, pad: usize) -> Frame {
+        let mut b = vec![0u8; 15 + pad];
+        b[0] = b.len() as u8;
+        b[1] = kind;
+        b[2] = symbol as u8;
+        b[3..11].copy_from_slice(&seq.to_be_bytes());
+        b[11..15].copy_from_slice(&conflated.to_be_bytes());
+        Frame::from_bytes(&b)
+    }
+
+    fn tick(symbol: u32, seq: u64, trade: bool) -> Tick {
+        let kind = if trade {
+            TickKind::Trade { price: 1, size: 1 }
+        } else {
+            TickKind::Quote { bid: 1, bid_size: 1, ask: 2, ask_size: 1 }
+        };
+        Tick { symbol: SymbolId(symbol), seq, ts: 0, gw_ts: 0, kind }
+    }
+
+    fn budget() -> Budget {
+        Budget { soft: 200, hard: 600, write_deadline: Duration::from_secs(10) }
+    }
+
+    /// The world around one outbox: a feed with per-symbol seq, and a client reading bytes.
+    struct Harness {
+        outbox: Outbox,
+        budget: Budget,
+        seq: BTreeMap<u32, u64>,
+        kind_of: BTreeMap<(u32, u64), bool>,
+        bytes: Vec<u8>,
+        now: Instant,
+        disconnected: bool,
+    }
+
+    impl Harness {
+        fn new(policy: Policy) -> Self {
+            Self {
+                outbox: Outbox::new(policy, Instant::now()),
+                budget: budget(),
+                seq: BTreeMap::new(),
+                kind_of: BTreeMap::new(),
+                bytes: Vec::new(),
+                now: Instant::now(),
+                disconnected: false,
+            }
+        }
+
+        fn event(&mut self, symbol: u32, trade: bool, pad: usize) {
+            if self.disconnected {
+                return;
+            }
+            let seq = self.seq.entry(symbol).or_default();
+            *seq += 1;
+            let t = tick(symbol, *seq, trade);
+            self.kind_of.insert((symbol, t.seq), trade);
+            let kind = if trade { b'T' } else { b'Q' };
+            let frame = encode(kind, symbol, t.seq, 0, pad);
+            let v = self.outbox.offer(&t, &frame, &self.budget, self.now, |n| encode(kind, symbol, t.seq, n, pad));
+            if v == Verdict::Disconnect {
+                self.disconnected = true;
+            }
+        }
+
+        fn write(&mut self, max: usize) {
+            let mut slices = [IoSlice::new(&[]); 8];
+            let n = self.outbox.queue.io_slices(&mut slices);
+            let mut taken = 0;
+            for s in &slices[..n] {
+                let take = s.len().min(max - taken);
+                self.bytes.extend_from_slice(&s[..take]);
+                taken += take;
+            }
+            self.outbox.wrote(taken, self.now);
+            self.recover();
+        }
+
+        fn drain(&mut self) {
+            for _ in 0..10_000 {
+                self.write(1 << 20);
+                if self.outbox.queue.is_empty() && !self.outbox.has_gaps() {
+                    return;
+                }
+            }
+            panic!("the outbox does not drain");
+        }
+
+        fn recover(&mut self) {
+            if let Some(spans) = self.outbox.take_gaps(&self.budget) {
+                for s in spans {
+                    self.outbox.push_control(encode(GAP, s.symbol.0, s.from_seq, s.to_seq as u32, 0), self.now);
+                    self.outbox.push_control(encode(SNAP, s.symbol.0, s.to_seq, 0, 0), self.now);
+                }
+            }
+        }
+
+        /// Parses the client's bytes and checks the contract; returns per-symbol accounted seqs.
+        fn check(&self) -> BTreeMap<u32, Vec<u64>> {
+            let mut next: BTreeMap<u32, u64> = BTreeMap::new();
+            let mut accounted: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+            let mut at = 0;
+            while at < self.bytes.len() {
+                let len = self.bytes[at] as usize;
+                assert!(at + len <= self.bytes.len(), "whole frames only");
+                let f = &self.bytes[at..at + len];
+                let (kind, symbol) = (f[1], u32::from(f[2]));
+                let seq = u64::from_be_bytes(f[3..11].try_into().unwrap());
+                let extra = u32::from_be_bytes(f[11..15].try_into().unwrap());
+                let expect = next.entry(symbol).or_insert(1);
+                let acc = accounted.entry(symbol).or_default();
+                match kind {
+                    GAP => {
+                        assert_eq!(seq, *expect, "a gap starts where the stream stopped");
+                        acc.extend(seq..=u64::from(extra));
+                        *expect = u64::from(extra) + 1;
+                    }
+                    SNAP => assert_eq!(seq + 1, *expect, "the snapshot follows its gap"),
+                    _ => {
+                        assert!(seq >= *expect, "seq never goes back");
+                        let skipped = seq - *expect;
+                        assert_eq!(u64::from(extra), skipped, "every skipped seq is a superseded quote");
+                        for s in *expect..seq {
+                            assert!(!self.kind_of[&(symbol, s)], "a trade was merged away: {symbol}/{s}");
+                        }
+                        acc.extend(*expect..=seq);
+                        *expect = seq + 1;
+                    }
+                }
+                at += len;
+            }
+            accounted
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Event { symbol: u32, trade: bool, pad: usize },
+        Write(usize),
+    }
+
+    fn ops() -> impl Strategy<Value = Vec<Op>> {
+        proptest::collection::vec(
+            prop_oneof![
+                4 => (0u32..4, any::<bool>(), 0usize..40).prop_map(|(symbol, trade, pad)| Op::Event { symbol, trade, pad }),
+                1 => (0usize..300).prop_map(Op::Write),
+            ],
+            0..400,
+        )
+    }
+
+    proptest! {
+        /// For any interleaving of events and partial writes, under any policy: whole frames,
+        /// seq never back, every skip explained, and once drained, every event accounted for
+        /// exactly once.
+        #[test]
+        fn delivered_plus_announced_cover_every_event_once(ops in ops(), policy in prop_oneof![Just(Policy::Conflate), Just(Policy::Drop), Just(Policy::Disconnect)]) {
+            let mut h = Harness::new(policy);
+            for op in ops {
+                match op {
+                    Op::Event { symbol, trade, pad } => h.event(symbol, trade, pad),
+                    Op::Write(n) => h.write(n),
+                }
+                prop_assert!(h.outbox.queue.queued_bytes() <= h.budget.hard + 64 * 2, "bounded by the hard watermark");
+            }
+            h.drain();
+            let accounted = h.check();
+            if !h.disconnected {
+                for (symbol, last) in &h.seq {
+                    let got = accounted.get(symbol).cloned().unwrap_or_default();
+                    let want: Vec<u64> = (1..=*last).collect();
+                    prop_assert_eq!(got, want, "symbol {}", symbol);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn conflation_replaces_the_last_quote_and_counts() {
+        let mut h = Harness::new(Policy::Conflate);
+        for _ in 0..20 {
+            h.event(0, false, 0);
+        }
+        // 13 quotes of 15 bytes reach the soft watermark (200); the rest replace the last one.
+        assert!(h.outbox.queue.len() <= 15);
+        h.drain();
+        let accounted = h.check();
+        assert_eq!(accounted[&0], (1..=20).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn drop_policy_announces_a_gap_and_a_snapshot_once_drained() {
+        let mut h = Harness::new(Policy::Drop);
+        for _ in 0..30 {
+            h.event(1, true, 0);
+        }
+        assert!(h.outbox.has_gaps());
+        h.drain();
+        let tail: Vec<u8> = h.bytes.chunks(15).rev().take(2).map(|f| f[1]).collect();
+        assert_eq!(tail, [SNAP, GAP], "a gap, then a snapshot, at the end");
+        h.check();
+    }
+
+    #[test]
+    fn disconnect_policy_and_the_hard_watermark_disconnect() {
+        let mut h = Harness::new(Policy::Disconnect);
+        for _ in 0..20 {
+            h.event(0, true, 0);
+        }
+        assert!(h.disconnected);
+        let mut h = Harness::new(Policy::Conflate);
+        for _ in 0..100 {
+            h.outbox.push_control(encode(SNAP, 0, 0, 0, 40), h.now);
+        }
+        assert!(h.outbox.is_over(&h.budget));
+        h.event(0, false, 0);
+        assert!(h.disconnected, "past the hard watermark every event disconnects");
+    }
+
+    #[test]
+    fn a_queue_without_progress_stalls_after_the_deadline() {
+        let t0 = Instant::now();
+        let b = budget();
+        let mut o = Outbox::new(Policy::Conflate, t0 - Duration::from_secs(3600));
+        assert!(!o.is_stalled(&b, t0), "an empty queue never stalls");
+        o.offer(&tick(0, 1, true), &encode(b'T', 0, 1, 0, 0), &b, t0, |_| unreachable!());
+        assert!(!o.is_stalled(&b, t0 + Duration::from_secs(9)));
+        assert!(o.is_stalled(&b, t0 + Duration::from_secs(10)));
+        o.wrote(3, t0 + Duration::from_secs(10));
+        assert!(!o.is_stalled(&b, t0 + Duration::from_secs(19)));
+    }
+}
