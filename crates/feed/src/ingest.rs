@@ -70,7 +70,7 @@ impl Ingest {
             self.sequencer.stamp(tick);
             self.lvc.record(tick);
             let info = self.symbols.get(tick.symbol);
-            let frame = self.builder.text(|out| message::event(out, info, tick));
+            let frame = self.builder.text(|out| message::event(out, info, tick, 0));
             for link in &mut self.links {
                 link.publish(tick, &frame);
             }

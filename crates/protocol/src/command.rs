@@ -14,6 +14,7 @@
 use std::borrow::Cow;
 
 use simd_json::{BorrowedValue, StaticNode};
+use tickgate_core::Policy;
 
 /// Longest string id accepted, in characters.
 pub const MAX_ID_CHARS: usize = 64;
@@ -32,8 +33,14 @@ impl RequestId {
 /// One parsed client command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command<'a> {
-    Subscribe { symbols: Vec<Cow<'a, str>> },
-    Unsubscribe { symbols: Vec<Cow<'a, str>> },
+    /// Subscribe; `policy` chooses this connection's slow-consumer policy.
+    Subscribe {
+        symbols: Vec<Cow<'a, str>>,
+        policy: Option<Policy>,
+    },
+    Unsubscribe {
+        symbols: Vec<Cow<'a, str>>,
+    },
     ListSymbols,
     ListSubscriptions,
 }
@@ -92,7 +99,22 @@ pub fn parse_command(buf: &mut [u8]) -> Result<Request<'_>, CommandError> {
         None => return Err(CommandError::new(id, "missing field \"op\"")),
     };
     let command = match op.as_ref() {
-        "subscribe" => Command::Subscribe { symbols: take_symbols(&mut object, &id)? },
+        "subscribe" => {
+            let policy = match object.remove("policy") {
+                None | Some(BorrowedValue::Static(StaticNode::Null)) => None,
+                Some(BorrowedValue::String(name)) => match Policy::parse(&name) {
+                    Some(policy) => Some(policy),
+                    None => {
+                        return Err(CommandError::new(
+                            id,
+                            "field \"policy\" must be \"conflate\", \"drop\" or \"disconnect\"",
+                        ));
+                    }
+                },
+                Some(_) => return Err(CommandError::new(id, "field \"policy\" must be a string")),
+            };
+            Command::Subscribe { symbols: take_symbols(&mut object, &id)?, policy }
+        }
         "unsubscribe" => Command::Unsubscribe { symbols: take_symbols(&mut object, &id)? },
         "list_symbols" => Command::ListSymbols,
         "list_subscriptions" => Command::ListSubscriptions,
@@ -161,7 +183,9 @@ mod tests {
     fn parses_every_op() {
         let r = parse(r#"{"op":"subscribe","symbols":["AAPL","MSFT"],"id":1}"#).unwrap();
         assert_eq!(r.id, id("1"));
-        assert_eq!(r.command, Command::Subscribe { symbols: vec!["AAPL".into(), "MSFT".into()] });
+        assert_eq!(r.command, Command::Subscribe { symbols: vec!["AAPL".into(), "MSFT".into()], policy: None });
+        let r = parse(r#"{"op":"subscribe","symbols":["AAPL"],"policy":"drop"}"#).unwrap();
+        assert_eq!(r.command, Command::Subscribe { symbols: vec!["AAPL".into()], policy: Some(Policy::Drop) });
         let r = parse(r#"{"id":"req-\"7\"","op":"unsubscribe","symbols":[]}"#).unwrap();
         assert_eq!(r.id, id(r#""req-\"7\"""#));
         assert_eq!(r.command, Command::Unsubscribe { symbols: vec![] });
@@ -182,6 +206,11 @@ mod tests {
             (r#"{"op":"subscribe","symbols":"AAPL","id":5}"#, id("5"), "must be an array of strings"),
             (r#"{"op":"subscribe","symbols":[1],"id":6}"#, id("6"), "must be an array of strings"),
             (r#"{"op":"subscribe","symbols":[],"id":{}}"#, None, "must be a number or a string"),
+            (
+                r#"{"op":"subscribe","symbols":[],"policy":"never","id":7}"#,
+                id("7"),
+                "\"conflate\", \"drop\" or \"disconnect\"",
+            ),
         ];
         for (text, want_id, want_message) in cases {
             let err = parse(text).unwrap_err();

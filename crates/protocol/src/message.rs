@@ -74,6 +74,21 @@ pub fn symbol_list<'s>(
     out.extend_from_slice(b"]}");
 }
 
+/// `{"type":"subscribed","id":..,"symbols":[..],"policy":..}`: the symbols now subscribed and
+/// the connection's slow-consumer policy.
+pub fn subscribed<'s>(
+    out: &mut Vec<u8>,
+    id: Option<&RequestId>,
+    symbols: impl IntoIterator<Item = &'s str>,
+    policy: tickgate_core::Policy,
+) {
+    symbol_list(out, "subscribed", id, symbols);
+    out.pop();
+    out.extend_from_slice(b",\"policy\":\"");
+    out.extend_from_slice(policy.as_str().as_bytes());
+    out.extend_from_slice(b"\"}");
+}
+
 /// `{"type":"error","id":..,"code":..,"message":..}` with optional `symbols`.
 pub fn error<'s>(
     out: &mut Vec<u8>,
@@ -132,14 +147,18 @@ fn tick_values(out: &mut Vec<u8>, info: &SymbolInfo, kind: &TickKind) {
     }
 }
 
-/// A live event: `{"type":"trade",...}` or `{"type":"quote",...}`.
-pub fn event(out: &mut Vec<u8>, info: &SymbolInfo, tick: &Tick) {
+/// A live event: `{"type":"trade",...}` or `{"type":"quote",...}`. A quote sent to a slow
+/// client in place of `conflated` earlier quotes it superseded says so (`"conflated":n`).
+pub fn event(out: &mut Vec<u8>, info: &SymbolInfo, tick: &Tick, conflated: u32) {
     open(out, if tick.kind.is_trade() { "trade" } else { "quote" });
     out.extend_from_slice(b",\"symbol\":\"");
     out.extend_from_slice(info.name.as_bytes());
     out.push(b'"');
     field_u64(out, "seq", tick.seq);
     tick_values(out, info, &tick.kind);
+    if conflated > 0 {
+        field_u64(out, "conflated", u64::from(conflated));
+    }
     field_u64(out, "ts", tick.ts);
     field_u64(out, "gw_ts", tick.gw_ts);
     out.push(b'}');
@@ -222,13 +241,15 @@ mod tests {
     #[test]
     fn events_carry_exact_decimal_strings() {
         assert_eq!(
-            encode(|o| event(o, &aapl(), &trade())),
+            encode(|o| event(o, &aapl(), &trade(), 0)),
             json!({"type":"trade","symbol":"AAPL","seq":42,"price":"187.12","size":"100","ts":1_700_000_000_000_000_000u64,"gw_ts":1_700_000_000_000_100_000u64})
         );
         let quote =
             Tick { seq: 43, kind: TickKind::Quote { bid: 18711, bid_size: 3, ask: 18713, ask_size: 5 }, ..trade() };
-        let v = encode(|o| event(o, &aapl(), &quote));
+        let v = encode(|o| event(o, &aapl(), &quote, 0));
         assert_eq!(v["type"], "quote");
+        assert_eq!(v.get("conflated"), None);
+        assert_eq!(encode(|o| event(o, &aapl(), &quote, 3))["conflated"], 3);
         assert_eq!(
             (v["bid"].as_str(), v["ask"].as_str(), v["ask_size"].as_str()),
             (Some("187.11"), Some("187.13"), Some("5"))
@@ -251,6 +272,8 @@ mod tests {
         let id = crate::parse_command(&mut br#"{"op":"list_symbols","id":"a\"b"}"#.to_vec()).unwrap().id;
         let v = encode(|o| symbol_list(o, "subscribed", id.as_ref(), ["AAPL", "MSFT"]));
         assert_eq!(v, json!({"type":"subscribed","id":"a\"b","symbols":["AAPL","MSFT"]}));
+        let v = encode(|o| subscribed(o, None, ["AAPL"], tickgate_core::Policy::Drop));
+        assert_eq!(v, json!({"type":"subscribed","symbols":["AAPL"],"policy":"drop"}));
         let v = encode(|o| error(o, None, ErrorCode::UnknownSymbol, "unknown \"ZZZ\"", ["ZZZ\n"]));
         assert_eq!(v, json!({"type":"error","code":"unknown_symbol","message":"unknown \"ZZZ\"","symbols":["ZZZ\n"]}));
         let v = encode(|o| welcome(o, "0.1.0", "r0-1", 5));

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use serde::Deserialize;
+use tickgate_core::{Budget, Policy};
 use tickgate_feed::sim::SimConfig;
 
 /// The whole configuration file.
@@ -33,6 +34,9 @@ pub struct ServerConfig {
     pub channel_capacity: usize,
     /// How long shutdown waits for clients to take their close frame, in milliseconds.
     pub shutdown_grace_ms: u64,
+    /// SO_SNDBUF of client sockets in bytes; 0 keeps the kernel's autotuning. A cap bounds the
+    /// kernel memory a stalled client can hold and makes the outbound budget bite sooner.
+    pub socket_send_buffer: usize,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +47,7 @@ impl Default for ServerConfig {
             pin_cores: true,
             channel_capacity: 65_536,
             shutdown_grace_ms: 5_000,
+            socket_send_buffer: 0,
         }
     }
 }
@@ -57,8 +62,14 @@ pub struct LimitsConfig {
     pub read_buffer_size: usize,
     /// Largest HTTP request head, in bytes; larger ones get 431.
     pub max_request_head: usize,
+    /// Bytes queued for one connection past which its slow-consumer policy applies.
+    pub outbound_soft_limit: usize,
     /// Bytes queued for one connection past which it is closed with 1008 "slow consumer".
     pub outbound_hard_limit: usize,
+    /// How long bytes may wait with none written before the connection is closed with 1008, in ms.
+    pub write_deadline_ms: u64,
+    /// Slow-consumer policy of connections that do not choose one: conflate, drop or disconnect.
+    pub slow_consumer_policy: String,
     /// How long a closing connection may take to receive its close frame and hang up, in ms.
     pub close_linger_ms: u64,
 }
@@ -69,7 +80,10 @@ impl Default for LimitsConfig {
             max_message_size: 16 * 1024,
             read_buffer_size: 1024,
             max_request_head: 8 * 1024,
+            outbound_soft_limit: 256 * 1024,
             outbound_hard_limit: 1024 * 1024,
+            write_deadline_ms: 10_000,
+            slow_consumer_policy: "conflate".into(),
             close_linger_ms: 2_000,
         }
     }
@@ -175,14 +189,49 @@ impl Config {
                 format!("must be between 512 bytes and 1 MiB, got {}", l.max_request_head),
             ));
         }
-        if l.outbound_hard_limit < 16 * 1024 {
+        if l.outbound_soft_limit < 4 * 1024 {
+            return Err(invalid(
+                "limits.outbound_soft_limit",
+                format!("must be at least 4096 bytes, got {}", l.outbound_soft_limit),
+            ));
+        }
+        if l.outbound_hard_limit < 2 * l.outbound_soft_limit {
             return Err(invalid(
                 "limits.outbound_hard_limit",
-                format!("must be at least 16384 bytes, got {}", l.outbound_hard_limit),
+                format!(
+                    "must be at least twice limits.outbound_soft_limit ({}), got {}",
+                    l.outbound_soft_limit, l.outbound_hard_limit
+                ),
+            ));
+        }
+        if l.write_deadline_ms < 100 {
+            return Err(invalid(
+                "limits.write_deadline_ms",
+                format!("must be at least 100 ms, got {}", l.write_deadline_ms),
+            ));
+        }
+        if Policy::parse(&l.slow_consumer_policy).is_none() {
+            return Err(invalid(
+                "limits.slow_consumer_policy",
+                format!("must be \"conflate\", \"drop\" or \"disconnect\", got {:?}", l.slow_consumer_policy),
             ));
         }
         self.sim.validate()?;
         Ok(())
+    }
+
+    /// The per-connection byte budget.
+    pub fn budget(&self) -> Budget {
+        Budget {
+            soft: self.limits.outbound_soft_limit,
+            hard: self.limits.outbound_hard_limit,
+            write_deadline: std::time::Duration::from_millis(self.limits.write_deadline_ms),
+        }
+    }
+
+    /// The slow-consumer policy of connections that do not choose one.
+    pub fn default_policy(&self) -> Policy {
+        Policy::parse(&self.limits.slow_consumer_policy).unwrap_or_default()
     }
 
     /// Reactor threads to run: the configured number, or one per available core.
@@ -207,6 +256,8 @@ mod tests {
             ("[server]\nreactors = 5000\n", "", "server.reactors must be at most 1024"),
             ("[limits]\nmax_message_size = 10\n", "", "limits.max_message_size must be between"),
             ("[sim]\nrate = -1.0\n", "", "sim.rate"),
+            ("[limits]\nslow_consumer_policy = \"pray\"\n", "", "limits.slow_consumer_policy must be"),
+            ("[limits]\noutbound_hard_limit = 300000\n", "", "limits.outbound_hard_limit must be at least twice"),
         ];
         for (text, position, needle) in cases {
             let err = Config::from_toml(text, "test.toml").unwrap_err().to_string();

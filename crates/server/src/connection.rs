@@ -5,22 +5,23 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use mio::net::TcpStream;
-use tickgate_core::{Frame, OutboundQueue, SymbolSet};
+use tickgate_core::{Frame, Outbox, Policy, SymbolSet};
 use tungstenite::WebSocket;
 
 /// Most slices handed to one `writev`: about 10 KB of ticks, where one call costs about the same
 /// as a call with one frame.
 pub const MAX_IOV: usize = 64;
 
-/// The socket and the outbound queue: the stream tungstenite runs on.
+/// The socket and the outbox: the stream tungstenite runs on.
 ///
-/// `Read` reads the socket. `Write` appends to the outbound queue (tungstenite only ever writes
-/// whole control frames, pongs and closes, so they queue between whole tick frames), and
-/// `flush` does nothing: the reactor writes the queue out with [`ConnIo::write_out`].
+/// `Read` reads the socket. `Write` appends to the outbox as a control frame that no policy
+/// drops (tungstenite only ever writes whole control frames, pongs and closes, so they queue
+/// between whole tick frames), and `flush` does nothing: the reactor writes the queue out with
+/// [`ConnIo::write_out`].
 #[derive(Debug)]
 pub struct ConnIo {
     pub sock: TcpStream,
-    pub out: OutboundQueue,
+    pub out: Outbox,
 }
 
 /// Where [`ConnIo::write_out`] stopped.
@@ -35,17 +36,17 @@ pub enum WriteOutcome {
 impl ConnIo {
     /// Writes the queue with as many frames per `writev` as fit; returns where it stopped and
     /// counts calls and bytes.
-    pub fn write_out(&mut self, calls: &mut u64, bytes: &mut u64) -> io::Result<WriteOutcome> {
+    pub fn write_out(&mut self, now: Instant, calls: &mut u64, bytes: &mut u64) -> io::Result<WriteOutcome> {
         loop {
-            if self.out.is_empty() {
+            if self.out.queue.is_empty() {
                 return Ok(WriteOutcome::Drained);
             }
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let n = self.out.io_slices(&mut slices);
+            let n = self.out.queue.io_slices(&mut slices);
             match self.sock.write_vectored(&slices[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => {
-                    self.out.consume(written);
+                    self.out.wrote(written, now);
                     *calls += 1;
                     *bytes += written as u64;
                 }
@@ -65,7 +66,7 @@ impl Read for ConnIo {
 
 impl Write for ConnIo {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out.push(Frame::from_bytes(buf));
+        self.out.push_control(Frame::from_bytes(buf), Instant::now());
         Ok(buf.len())
     }
 
@@ -153,9 +154,9 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(sock: TcpStream, peer: SocketAddr, session: u64, now: Instant) -> Self {
+    pub fn new(sock: TcpStream, peer: SocketAddr, session: u64, policy: Policy, now: Instant) -> Self {
         Self {
-            phase: Phase::Http { io: ConnIo { sock, out: OutboundQueue::new() }, head: Vec::new() },
+            phase: Phase::Http { io: ConnIo { sock, out: Outbox::new(policy, now) }, head: Vec::new() },
             subs: SymbolSet::new(),
             dirty: false,
             closing: None,

@@ -21,7 +21,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tickgate_core::subscription::ConnKey;
-use tickgate_core::{Frame, LastValueCache, SubscriptionIndex, SymbolId, SymbolTable};
+use tickgate_core::{Budget, Frame, LastValueCache, Policy, SubscriptionIndex, SymbolId, SymbolTable, Verdict};
 use tickgate_feed::fanout::{FanoutMsg, ReactorInbox};
 use tickgate_feed::ingest::wall_clock_ns;
 use tickgate_protocol::{CloseCode, Command, ErrorCode, FrameBuilder, close_frame, message, parse_command};
@@ -70,6 +70,8 @@ pub struct Reactor {
     stats: Arc<ReactorStats>,
     shutdown: Arc<AtomicBool>,
     ws_config: WebSocketConfig,
+    budget: Budget,
+    default_policy: Policy,
     conns: Slab<Connection>,
     index: SubscriptionIndex,
     /// Last values as of the last tick this reactor fanned out: snapshots come from here, so
@@ -106,6 +108,7 @@ impl Reactor {
             .max_message_size(Some(limits.max_message_size))
             .max_frame_size(Some(limits.max_message_size));
         let n = symbols.len();
+        let (budget, default_policy) = (config.budget(), config.default_policy());
         Ok(Self {
             id,
             poll,
@@ -116,6 +119,8 @@ impl Reactor {
             stats,
             shutdown,
             ws_config,
+            budget,
+            default_policy,
             conns: Slab::with_capacity(1024),
             index: SubscriptionIndex::new(n),
             lvc: LastValueCache::new(n),
@@ -184,6 +189,12 @@ impl Reactor {
                     if let Err(e) = sock.set_nodelay(true) {
                         tracing::debug!(%peer, error = %e, "set_nodelay failed");
                     }
+                    let send_buffer = self.config.server.socket_send_buffer;
+                    if send_buffer > 0 {
+                        if let Err(e) = socket2::SockRef::from(&sock).set_send_buffer_size(send_buffer) {
+                            tracing::debug!(%peer, error = %e, "setting SO_SNDBUF failed");
+                        }
+                    }
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
                     if let Err(e) =
@@ -193,7 +204,7 @@ impl Reactor {
                         continue;
                     }
                     self.next_session += 1;
-                    entry.insert(Connection::new(sock, peer, self.next_session, self.now));
+                    entry.insert(Connection::new(sock, peer, self.next_session, self.default_policy, self.now));
                     self.turn.accepted += 1;
                     // The request may already be there; with edge triggers, read it now.
                     self.on_readable(key);
@@ -256,7 +267,7 @@ impl Reactor {
         match parsed {
             Parsed::Partial => {}
             Parsed::Complete(Route::Respond(response)) => {
-                io.out.push(Frame::from_bytes(&response));
+                io.out.push_control(Frame::from_bytes(&response), self.now);
                 self.turn.http_responses += 1;
                 self.begin_close(key, None, CloseReason::HttpAnswered);
             }
@@ -267,7 +278,7 @@ impl Reactor {
     fn upgrade(&mut self, key: usize, response: &[u8], head_len: usize) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let Phase::Http { mut io, head } = std::mem::replace(&mut conn.phase, Phase::Moving) else { return };
-        io.out.push(Frame::from_bytes(response));
+        io.out.push_control(Frame::from_bytes(response), self.now);
         let early = head[head_len..].to_vec();
         let ws = WebSocket::from_partially_read(io, early, Role::Server, Some(self.ws_config));
         conn.phase = Phase::Ws(ws);
@@ -287,7 +298,7 @@ impl Reactor {
             }
             let Phase::Ws(ws) = &mut conn.phase else { return };
             let result = ws.read();
-            if !ws.get_ref().out.is_empty() {
+            if !ws.get_ref().out.queue.is_empty() {
                 // tungstenite queued a pong or a close reply.
                 self.mark_dirty(key);
             }
@@ -372,11 +383,20 @@ impl Reactor {
             Ok(request) => {
                 let id = request.id.as_ref();
                 match &request.command {
-                    Command::Subscribe { symbols } => {
+                    Command::Subscribe { symbols, policy } => {
                         let (known, unknown) = self.resolve(symbols);
                         let universe = self.symbols.len();
-                        if !known.is_empty() {
-                            let conn = &mut self.conns[key];
+                        let conn = &mut self.conns[key];
+                        let policy = match conn.io() {
+                            Some(io) => {
+                                if let Some(policy) = policy {
+                                    io.out.policy = *policy;
+                                }
+                                io.out.policy
+                            }
+                            None => self.default_policy,
+                        };
+                        if !known.is_empty() || unknown.is_empty() {
                             for &symbol in &known {
                                 if conn.subs.insert(symbol, universe) {
                                     self.index.add(symbol, key as ConnKey);
@@ -384,12 +404,7 @@ impl Reactor {
                             }
                             let symbols = &self.symbols;
                             let frame = self.builder.text(|out| {
-                                message::symbol_list(
-                                    out,
-                                    "subscribed",
-                                    id,
-                                    known.iter().map(|&s| &*symbols.get(s).name),
-                                )
+                                message::subscribed(out, id, known.iter().map(|&s| &*symbols.get(s).name), policy)
                             });
                             self.reply(key, frame);
                             for &symbol in &known {
@@ -408,6 +423,9 @@ impl Reactor {
                             for &symbol in &known {
                                 if conn.subs.remove(symbol) {
                                     self.index.remove(symbol, key as ConnKey);
+                                }
+                                if let Some(io) = conn.io() {
+                                    io.out.forget(symbol);
                                 }
                             }
                             let symbols = &self.symbols;
@@ -478,7 +496,7 @@ impl Reactor {
             return;
         }
         if let Some(io) = conn.io() {
-            io.out.push(frame);
+            io.out.push_control(frame, self.now);
             self.turn.replies += 1;
             self.mark_dirty(key);
         }
@@ -486,24 +504,31 @@ impl Reactor {
 
     // ---- fan-out and write ----
 
-    /// Takes a batch of ticks from the ingest channel and queues each on its subscribers.
+    /// Takes a batch of ticks from the ingest channel and offers each to its subscribers'
+    /// outboxes.
     fn fan_out(&mut self) {
-        let hard_limit = self.config.limits.outbound_hard_limit;
+        let budget = self.budget;
+        let now = self.now;
         for _ in 0..MAX_FANOUT_PER_TURN {
             let Some(msg) = self.inbox.try_recv() else { break };
             match msg {
                 FanoutMsg::Tick { tick, frame } => {
                     self.lvc.record(&tick);
                     let subscribers = self.index.subscribers(tick.symbol);
-                    self.turn.deliveries += subscribers.len() as u64;
+                    let info = self.symbols.get(tick.symbol);
+                    let builder = &mut self.builder;
                     for &key in subscribers {
                         let conn = &mut self.conns[key as usize];
                         let Phase::Ws(ws) = &mut conn.phase else { continue };
                         let out = &mut ws.get_mut().out;
-                        out.push(frame.clone());
-                        // Record the crossing once, not every tick past it.
-                        if out.queued_bytes() > hard_limit && out.queued_bytes() - frame.len() <= hard_limit {
-                            self.over_limit.push(key);
+                        let verdict = out.offer(&tick, &frame, &budget, now, |superseded| {
+                            builder.text(|o| message::event(o, info, &tick, superseded))
+                        });
+                        match verdict {
+                            Verdict::Queued => self.turn.deliveries += 1,
+                            Verdict::Conflated => self.turn.conflated += 1,
+                            Verdict::Dropped => self.turn.dropped += 1,
+                            Verdict::Disconnect => self.over_limit.push(key),
                         }
                         if !conn.dirty {
                             conn.dirty = true;
@@ -517,12 +542,16 @@ impl Reactor {
                     let gap = self.builder.text(|out| message::gap(out, info, from_seq, to_seq, "gateway_overload"));
                     let snapshot = self.builder.text(|out| message::snapshot(out, info, &values));
                     let subscribers = self.index.subscribers(symbol);
-                    self.turn.gaps_sent += subscribers.len() as u64;
+                    self.turn.overload_gaps_sent += subscribers.len() as u64;
                     for &key in subscribers {
                         let conn = &mut self.conns[key as usize];
                         if let Phase::Ws(ws) = &mut conn.phase {
-                            ws.get_mut().out.push(gap.clone());
-                            ws.get_mut().out.push(snapshot.clone());
+                            let out = &mut ws.get_mut().out;
+                            // Whatever this connection still owed for the symbol is inside the
+                            // span announced now.
+                            out.forget(symbol);
+                            out.push_control(gap.clone(), now);
+                            out.push_control(snapshot.clone(), now);
                         }
                         if !conn.dirty {
                             conn.dirty = true;
@@ -533,14 +562,14 @@ impl Reactor {
             }
         }
         while let Some(key) = self.over_limit.pop() {
-            if self.conns.get(key as usize).is_some_and(|c| c.closing.is_none()) {
-                self.turn.slow_consumer_closes += 1;
-                self.begin_close(
-                    key as usize,
-                    Some((CloseCode::PolicyViolation, "slow consumer")),
-                    CloseReason::SlowConsumer,
-                );
-            }
+            self.close_slow_consumer(key as usize);
+        }
+    }
+
+    fn close_slow_consumer(&mut self, key: usize) {
+        if self.conns.get(key).is_some_and(|c| c.closing.is_none()) {
+            self.turn.slow_consumer_closes += 1;
+            self.begin_close(key, Some((CloseCode::PolicyViolation, "slow consumer")), CloseReason::SlowConsumer);
         }
     }
 
@@ -566,10 +595,31 @@ impl Reactor {
     }
 
     fn flush(&mut self, key: usize) {
+        let now = self.now;
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.dirty = false;
         let Some(io) = conn.io() else { return };
-        let outcome = io.write_out(&mut self.turn.write_calls, &mut self.turn.bytes_written);
+        let mut outcome = io.write_out(now, &mut self.turn.write_calls, &mut self.turn.bytes_written);
+        if conn.closing.is_none() {
+            // Drained below the soft watermark: announce what the policy dropped, then write on.
+            if let Some(spans) = conn.io().and_then(|io| io.out.take_gaps(&self.budget)) {
+                for span in spans {
+                    let info = self.symbols.get(span.symbol);
+                    let values = self.lvc.get(span.symbol);
+                    let gap =
+                        self.builder.text(|out| message::gap(out, info, span.from_seq, span.to_seq, "slow_consumer"));
+                    let snapshot = self.builder.text(|out| message::snapshot(out, info, values));
+                    if let Some(io) = conn.io() {
+                        io.out.push_control(gap, now);
+                        io.out.push_control(snapshot, now);
+                    }
+                    self.turn.slow_gaps_sent += 1;
+                }
+                if let (Ok(_), Some(io)) = (&outcome, conn.io()) {
+                    outcome = io.write_out(now, &mut self.turn.write_calls, &mut self.turn.bytes_written);
+                }
+            }
+        }
         match outcome {
             Ok(WriteOutcome::Blocked) => {}
             Ok(WriteOutcome::Drained) => {
@@ -602,12 +652,13 @@ impl Reactor {
         for symbol in conn.subs.take().iter() {
             self.index.remove(symbol, key as ConnKey);
         }
+        let now = self.now;
         if let Some(io) = conn.io() {
             if reason == CloseReason::SlowConsumer {
-                io.out.discard_unstarted();
+                io.out.queue.discard_unstarted();
             }
             if let Some((code, text)) = close {
-                io.out.push(close_frame(code, text));
+                io.out.push_control(close_frame(code, text), now);
             }
         }
         conn.closing = Some(Closing { reason, deadline, fin_sent: false });
@@ -676,6 +727,23 @@ impl Reactor {
                     self.closing.swap_remove(i);
                 }
             }
+        }
+        // Slow consumers: no write progress within the deadline, or past the hard watermark.
+        let budget = self.budget;
+        let mut queued_bytes = 0;
+        let slow: Vec<usize> = self
+            .conns
+            .iter_mut()
+            .filter_map(|(k, c)| {
+                let closing = c.closing.is_some();
+                let io = c.io()?;
+                queued_bytes += io.out.queue.queued_bytes() as u64;
+                (!closing && (io.out.is_stalled(&budget, now) || io.out.is_over(&budget))).then_some(k)
+            })
+            .collect();
+        self.stats.queued_bytes.store(queued_bytes, Ordering::Relaxed);
+        for key in slow {
+            self.close_slow_consumer(key);
         }
         if self.shutdown.load(Ordering::Relaxed) && self.draining_until.is_none() {
             let grace = Duration::from_millis(self.config.server.shutdown_grace_ms);

@@ -33,8 +33,13 @@ counters! {
         upgraded,
         /// Connections closed, for any reason.
         closed,
-        /// Tick frames queued to clients (one per subscriber per tick).
+        /// Tick frames queued to clients (one per subscriber per tick, less what was conflated
+        /// or dropped).
         deliveries,
+        /// Quotes that replaced a superseded quote queued for a slow client.
+        conflated,
+        /// Events not queued for a slow client (announced later with a gap).
+        dropped,
         /// Per-client frames queued (replies, snapshots, gaps).
         replies,
         /// `writev` calls that wrote something.
@@ -49,8 +54,10 @@ counters! {
         protocol_closes,
         /// Connections closed with 1008 for falling too far behind.
         slow_consumer_closes,
+        /// Gap messages sent to slow clients for events their policy dropped.
+        slow_gaps_sent,
         /// Gap messages sent to clients after this reactor fell behind the feed.
-        gaps_sent,
+        overload_gaps_sent,
         /// HTTP requests answered without an upgrade (health checks, 400s, 404s).
         http_responses,
         /// Loop turns (a reactor that stops turning is stuck).
@@ -66,4 +73,6 @@ pub struct ReactorStats {
     pub connections: AtomicU64,
     /// Subscriptions held by its connections (gauge).
     pub subscriptions: AtomicU64,
+    /// Bytes queued for its connections and not yet written (gauge).
+    pub queued_bytes: AtomicU64,
 }

@@ -37,7 +37,7 @@ fn unknown_symbols_are_named_and_the_known_ones_still_subscribe() {
     let gateway = start_gateway(|_| {});
     let mut client = TestClient::connect(gateway.local_addr());
     client.send_json(json!({"op":"subscribe","symbols":["NOPE","AAPL","ZZZZ9"],"id":5}));
-    assert_eq!(client.recv(), json!({"type":"subscribed","id":5,"symbols":["AAPL"]}));
+    assert_eq!(client.recv(), json!({"type":"subscribed","id":5,"symbols":["AAPL"],"policy":"conflate"}));
     assert_eq!(client.recv()["type"], "snapshot");
     let err = client.recv_type("error");
     assert_eq!(err["code"], "unknown_symbol");

@@ -18,7 +18,17 @@ fn totals(stats: &GatewayStats) -> Totals {
     Totals {
         frames: stats.ingest.frames_built.load(Ordering::Relaxed),
         ticks: stats.ingest.ticks.load(Ordering::Relaxed),
-        deliveries: stats.reactors.iter().map(|r| r.counters.deliveries.load(Ordering::Relaxed)).sum(),
+        // Every offer of a tick to a subscriber: queued, conflated or dropped by a slow reader.
+        deliveries: stats
+            .reactors
+            .iter()
+            .map(|r| {
+                let c = &r.counters;
+                c.deliveries.load(Ordering::Relaxed)
+                    + c.conflated.load(Ordering::Relaxed)
+                    + c.dropped.load(Ordering::Relaxed)
+            })
+            .sum(),
     }
 }
 

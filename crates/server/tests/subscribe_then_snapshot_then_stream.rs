@@ -15,7 +15,7 @@ fn snapshot_then_contiguous_stream_of_only_subscribed_symbols() {
     let mut client = TestClient::connect(gateway.local_addr());
     client.send_json(json!({"op":"subscribe","symbols":wanted,"id":7}));
     let reply = client.recv();
-    assert_eq!(reply, json!({"type":"subscribed","id":7,"symbols":wanted}));
+    assert_eq!(reply, json!({"type":"subscribed","id":7,"symbols":wanted,"policy":"conflate"}));
 
     let mut next_seq: HashMap<String, u64> = HashMap::new();
     for name in &wanted {

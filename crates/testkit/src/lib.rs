@@ -44,7 +44,19 @@ pub struct TestClient {
 impl TestClient {
     /// Connects to `ws://addr/ws` and reads the welcome.
     pub fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).expect("tcp connect");
+        Self::connect_stream(TcpStream::connect(addr).expect("tcp connect"), addr)
+    }
+
+    /// Connects with a small receive buffer (set before connecting, so the window stays small):
+    /// a client that reads slowly or not at all backs up into the server quickly.
+    pub fn connect_with_receive_buffer(addr: SocketAddr, bytes: usize) -> Self {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        socket.connect(&addr.into()).expect("tcp connect");
+        Self::connect_stream(socket.into(), addr)
+    }
+
+    fn connect_stream(stream: TcpStream, addr: SocketAddr) -> Self {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         let (ws, _) = tungstenite::client(format!("ws://{addr}/ws"), stream).expect("websocket handshake");
         let mut client = TestClient { ws, welcome: Value::Null };
