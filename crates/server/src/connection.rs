@@ -99,6 +99,23 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every reason, in the order of [`CloseReason::index`].
+    pub const ALL: [CloseReason; 9] = [
+        CloseReason::ClientClose,
+        CloseReason::ClientVanished,
+        CloseReason::ProtocolError,
+        CloseReason::InvalidUtf8,
+        CloseReason::MessageTooBig,
+        CloseReason::SlowConsumer,
+        CloseReason::HttpAnswered,
+        CloseReason::Shutdown,
+        CloseReason::IoError,
+    ];
+
+    pub fn index(self) -> usize {
+        Self::ALL.iter().position(|&r| r == self).unwrap_or(0)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::ClientClose => "client_close",
@@ -151,6 +168,8 @@ pub struct Connection {
     pub peer: SocketAddr,
     pub session: u64,
     pub opened: Instant,
+    /// Accepted on the admin listener: only the operational routes are served.
+    pub admin: bool,
 }
 
 impl Connection {
@@ -163,6 +182,7 @@ impl Connection {
             peer,
             session,
             opened: now,
+            admin: false,
         }
     }
 

@@ -322,7 +322,11 @@ impl Reactor {
                     self.reply(key, frame);
                 }
                 Ok(Message::Close(_)) => {
-                    // tungstenite has queued the close reply.
+                    // tungstenite holds its close reply until the next write: flushing moves it
+                    // into the outbox (its error only says the connection is now closing).
+                    if let Some(Connection { phase: Phase::Ws(ws), .. }) = self.conns.get_mut(key) {
+                        let _ = ws.flush();
+                    }
                     self.begin_close(key, None, CloseReason::ClientClose);
                     return;
                 }

@@ -2,8 +2,13 @@
 //!
 //! A reactor counts into plain locals during a loop turn and publishes them here once per turn
 //! (one relaxed atomic add per counter), so the per-message path touches no shared memory.
+//! Events that are not per message (closes, HTTP answers, commands) count straight into atomics.
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use hdrhistogram::Histogram;
 
 macro_rules! counters {
     ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident,)* }) => {
@@ -44,6 +49,8 @@ counters! {
         replies,
         /// `writev` calls that wrote something.
         write_calls,
+        /// Whole frames completed by those calls (frames per call = this / write_calls).
+        frames_written,
         /// Bytes handed to the kernel.
         bytes_written,
         /// Client commands received.
@@ -65,10 +72,65 @@ counters! {
     }
 }
 
+/// HTTP statuses counted for requests answered without an upgrade.
+pub const HTTP_STATUSES: [u16; 7] = [200, 400, 404, 405, 431, 500, 503];
+
+/// Client command ops counted, the last for commands that could not be parsed.
+pub const COMMAND_OPS: [&str; 5] = ["subscribe", "unsubscribe", "list_symbols", "list_subscriptions", "invalid"];
+
+/// Per-second histograms kept for the latency figures: the last ten seconds.
+pub const LATENCY_WINDOW_SECONDS: usize = 10;
+
+/// The last seconds of one latency histogram, published by its reactor once a second and
+/// merged by whoever serves /metrics (the only lock, taken once a second, never per message).
+#[derive(Debug, Default)]
+pub struct LatencyWindow {
+    seconds: Mutex<VecDeque<Histogram<u64>>>,
+}
+
+/// A histogram of nanoseconds, 1 µs to 60 s, two significant digits (1%).
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1_000, 60_000_000_000, 2).expect("valid histogram bounds")
+}
+
+impl LatencyWindow {
+    /// Adds one second's histogram, dropping the oldest past the window.
+    pub fn publish(&self, second: &Histogram<u64>) {
+        let mut seconds = self.seconds.lock().unwrap_or_else(|e| e.into_inner());
+        if seconds.len() == LATENCY_WINDOW_SECONDS {
+            seconds.pop_front();
+        }
+        seconds.push_back(second.clone());
+    }
+
+    /// Adds the window into `into`.
+    pub fn merge_into(&self, into: &mut Histogram<u64>) {
+        let seconds = self.seconds.lock().unwrap_or_else(|e| e.into_inner());
+        for h in seconds.iter() {
+            let _ = into.add(h);
+        }
+    }
+}
+
 /// Counters and gauges of one reactor.
 #[derive(Debug, Default)]
 pub struct ReactorStats {
     pub counters: ReactorCounters,
+    /// Connections closed, by [`CloseReason::index`](crate::connection::CloseReason::index).
+    pub closed_by_reason: [AtomicU64; 9],
+    /// HTTP responses by status, in the order of [`HTTP_STATUSES`].
+    pub http_by_status: [AtomicU64; HTTP_STATUSES.len()],
+    /// Client commands by op ([`COMMAND_OPS`]) and result (0 ok, 1 error).
+    pub commands: [[AtomicU64; 2]; COMMAND_OPS.len()],
+    /// Ingest-to-kernel latency of deliveries, last ten seconds.
+    pub delivery_latency: LatencyWindow,
+    /// Time to fan out and write one batch of ticks, last ten seconds.
+    pub fanout_time: LatencyWindow,
+    /// Ticks waiting in the reactor's channel (gauge).
+    pub channel_depth: AtomicU64,
+    /// Wall-clock ns of the reactor's last housekeeping pass: a reactor whose heartbeat is old
+    /// is stuck.
+    pub heartbeat_ns: AtomicU64,
     /// Open connections (gauge).
     pub connections: AtomicU64,
     /// Subscriptions held by its connections (gauge).

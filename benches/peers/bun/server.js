@@ -1,0 +1,83 @@
+// Peer: Bun's built-in WebSocket server (uWebSockets underneath) with its pub/sub, the way Bun's
+// documentation does fan-out: each connection `ws.subscribe(symbol)`s to one topic per symbol and
+// the generator calls `server.publish(symbol, json)` once per tick. uWebSockets keeps the topic
+// tree, frames the message once and queues it for every subscriber, corking each socket's writes.
+//
+// Settings that matter for the comparison:
+// - perMessageDeflate: false (as every peer and tickgate: ticks go out uncompressed).
+// - backpressureLimit: 16 MiB per connection (Bun's default, set explicitly; --max-buffered) with
+//   closeOnBackpressureLimit: false: past the limit uWebSockets drops the message for that socket
+//   silently and keeps the connection, the closest to the other peers' policies.
+// - idleTimeout 120 s and sendPings true (Bun's defaults): an idle client is pinged, and closed
+//   only if it does not answer.
+//
+// Run: node_modules/.bin/bun benches/peers/bun/server.js --port 9001 --symbols-file symbols.txt
+
+import { handleCommand, loadSymbols, onShutdown, parseArgs, startGenerator } from "../common/ticks.js";
+
+const USAGE = `usage: bun server.js [--host 127.0.0.1] [--port 9001] [--symbols-file FILE] [--rate 5000]
+                     [--max-buffered 16777216]`;
+const opts = parseArgs(
+  process.argv.slice(2),
+  { host: "127.0.0.1", port: 9001, symbolsFile: "", rate: 5000, maxBuffered: 16 * 1024 * 1024 },
+  USAGE,
+);
+
+if (typeof Bun === "undefined") {
+  process.stderr.write("bun/server.js runs under Bun: node_modules/.bin/bun bun/server.js\n");
+  process.exit(2);
+}
+
+const NAME = "bun";
+const symbols = loadSymbols(opts.symbolsFile);
+const known = new Set(symbols);
+const WELCOME = `{"type":"welcome","server":"${NAME}"}`;
+
+const server = Bun.serve({
+  hostname: opts.host,
+  port: opts.port,
+  fetch(req, server) {
+    // Any path upgrades (the benchmark uses /ws).
+    if (server.upgrade(req)) return undefined;
+    return new Response("WebSocket only\n", { status: 426 });
+  },
+  websocket: {
+    perMessageDeflate: false,
+    backpressureLimit: opts.maxBuffered,
+    closeOnBackpressureLimit: false,
+    idleTimeout: 120,
+    sendPings: true,
+    open(ws) {
+      ws.send(WELCOME);
+    },
+    message(ws, message) {
+      if (typeof message !== "string") return;
+      const replies = handleCommand(
+        message,
+        known,
+        (s) => ws.subscribe(s),
+        (s) => ws.unsubscribe(s),
+      );
+      for (const r of replies) ws.send(r);
+    },
+    // Topics are left by uWebSockets itself when a socket closes.
+    close() {},
+  },
+});
+
+const gen = startGenerator({
+  symbols,
+  rate: opts.rate,
+  emit(_i, symbol, json) {
+    // A string publishes a text frame (a Buffer would be binary).
+    server.publish(symbol, json);
+  },
+});
+process.stdout.write(`ready ${NAME} port=${server.port}\n`);
+
+onShutdown(() => {
+  gen.stop();
+  process.stderr.write(`${NAME}: ticks=${gen.ticks}\n`);
+  server.stop(true);
+  process.exit(0);
+});
