@@ -222,12 +222,13 @@ impl Outbox {
         self.queue.push(frame);
     }
 
-    /// Records that `written` bytes went out at `now`.
-    pub fn wrote(&mut self, written: usize, now: Instant) {
-        if written > 0 {
-            self.queue.consume(written);
-            self.last_progress = now;
+    /// Records that `written` bytes went out at `now`; returns how many frames that completed.
+    pub fn wrote(&mut self, written: usize, now: Instant) -> usize {
+        if written == 0 {
+            return 0;
         }
+        self.last_progress = now;
+        self.queue.consume(written)
     }
 
     /// The missed spans to announce, once the queue is below the soft watermark. The caller

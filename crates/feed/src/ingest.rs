@@ -28,6 +28,31 @@ pub struct IngestStats {
     pub batches: AtomicU64,
     /// Wall-clock ns of the last published batch (0 before any).
     pub last_batch_ns: AtomicU64,
+    /// Wall-clock ns of the ingest loop's last turn: an old heartbeat means the thread is stuck.
+    pub heartbeat_ns: AtomicU64,
+    /// Set while the source is paused by an operator ([`FeedControl`]).
+    pub paused: AtomicBool,
+}
+
+/// Operator control of the built-in simulated market: pausing it stops the ticks (the gateway
+/// then reports the feed as not delivering on /readyz), resuming carries on from where it was.
+#[derive(Debug, Clone)]
+pub struct FeedControl {
+    stats: Arc<IngestStats>,
+}
+
+impl FeedControl {
+    pub fn new(stats: Arc<IngestStats>) -> Self {
+        Self { stats }
+    }
+
+    pub fn pause(&self) {
+        self.stats.paused.store(true, Ordering::Relaxed);
+    }
+
+    pub fn resume(&self) {
+        self.stats.paused.store(false, Ordering::Relaxed);
+    }
 }
 
 /// Nanoseconds since the Unix epoch, from the wall clock.
@@ -110,11 +135,20 @@ pub fn spawn_sim(
     mut ingest: Ingest,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<thread::JoinHandle<()>> {
+    let stats = ingest.stats.clone();
     thread::Builder::new().name("tickgate-ingest".into()).spawn(move || {
-        let start = Instant::now();
+        // The market's clock: time since start, less the time spent paused.
+        let mut start = Instant::now();
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while !shutdown.load(Ordering::Relaxed) {
             let now_ns = wall_clock_ns();
+            stats.heartbeat_ns.store(now_ns, Ordering::Relaxed);
+            if stats.paused.load(Ordering::Relaxed) {
+                thread::sleep(MAX_SLEEP);
+                start += MAX_SLEEP;
+                ingest.flush();
+                continue;
+            }
             batch.clear();
             market.poll(start.elapsed(), now_ns, MAX_BATCH, &mut batch);
             if batch.is_empty() {

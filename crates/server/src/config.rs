@@ -26,6 +26,9 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address of the WebSocket endpoint (`/ws`) and the HTTP routes.
     pub listen: SocketAddr,
+    /// Separate address for /metrics, /readyz and /healthz, kept private; when set, the public
+    /// address no longer serves /metrics and /readyz.
+    pub admin_listen: Option<SocketAddr>,
     /// Reactor threads; 0 means one per available core.
     pub reactors: usize,
     /// Pin reactor i to core i (modulo the number of cores).
@@ -43,6 +46,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: None,
             reactors: 0,
             pin_cores: true,
             channel_capacity: 65_536,

@@ -24,6 +24,16 @@ pub struct ConnIo {
     pub out: Outbox,
 }
 
+/// What [`ConnIo::write_out`] did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WriteCounts {
+    /// `writev` calls that wrote something.
+    pub calls: u64,
+    pub bytes: u64,
+    /// Whole frames completed.
+    pub frames: u64,
+}
+
 /// Where [`ConnIo::write_out`] stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {
@@ -36,7 +46,7 @@ pub enum WriteOutcome {
 impl ConnIo {
     /// Writes the queue with as many frames per `writev` as fit; returns where it stopped and
     /// counts calls and bytes.
-    pub fn write_out(&mut self, now: Instant, calls: &mut u64, bytes: &mut u64) -> io::Result<WriteOutcome> {
+    pub fn write_out(&mut self, now: Instant, counts: &mut WriteCounts) -> io::Result<WriteOutcome> {
         loop {
             if self.out.queue.is_empty() {
                 return Ok(WriteOutcome::Drained);
@@ -46,9 +56,9 @@ impl ConnIo {
             match self.sock.write_vectored(&slices[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => {
-                    self.out.wrote(written, now);
-                    *calls += 1;
-                    *bytes += written as u64;
+                    counts.frames += self.out.wrote(written, now) as u64;
+                    counts.calls += 1;
+                    counts.bytes += written as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(WriteOutcome::Blocked),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -170,6 +180,8 @@ pub struct Connection {
     pub opened: Instant,
     /// Accepted on the admin listener: only the operational routes are served.
     pub admin: bool,
+    /// Frames written to this client, for the close log line.
+    pub frames_sent: u64,
 }
 
 impl Connection {
@@ -183,6 +195,7 @@ impl Connection {
             session,
             opened: now,
             admin: false,
+            frames_sent: 0,
         }
     }
 

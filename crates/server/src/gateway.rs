@@ -10,10 +10,11 @@ use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 use tickgate_core::SymbolTable;
 use tickgate_feed::fanout::{LinkStats, reactor_channel};
-use tickgate_feed::ingest::{Ingest, IngestStats, spawn_sim};
+use tickgate_feed::ingest::{FeedControl, Ingest, IngestStats, spawn_sim, wall_clock_ns};
 use tickgate_feed::sim::{SimMarket, universe};
 
 use crate::config::{Config, ConfigError};
+use crate::metrics::Telemetry;
 use crate::reactor::{Reactor, ReactorSetup, WAKER};
 use crate::stats::ReactorStats;
 
@@ -41,8 +42,10 @@ pub struct GatewayStats {
 #[derive(Debug)]
 pub struct Gateway {
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     symbols: Arc<SymbolTable>,
     stats: GatewayStats,
+    telemetry: Arc<Telemetry>,
     shutdown: Arc<AtomicBool>,
     wakers: Vec<Arc<Waker>>,
     threads: Vec<JoinHandle<()>>,
@@ -62,24 +65,49 @@ impl Gateway {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let thread_err = |what| move |source| StartError::Thread { what, source };
 
-        let mut gateway = Gateway {
-            local_addr,
-            symbols: symbols.clone(),
-            stats: GatewayStats { ingest: Arc::new(IngestStats::default()), reactors: Vec::new(), links: Vec::new() },
-            shutdown: shutdown.clone(),
-            wakers: Vec::new(),
-            threads: Vec::new(),
+        let admin_listener = match config.server.admin_listen {
+            Some(addr) => Some(bind_reuseport(addr, 1)?.remove(0)),
+            None => None,
         };
+        let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+
+        // Every reactor's poll, waker, channel and counters first, so the telemetry that every
+        // reactor serves can see all of them.
+        let mut polls = Vec::with_capacity(reactors);
         let mut links = Vec::with_capacity(reactors);
-        for (id, listener) in listeners.into_iter().enumerate() {
+        let mut inboxes = Vec::with_capacity(reactors);
+        let mut wakers = Vec::with_capacity(reactors);
+        let mut stats =
+            GatewayStats { ingest: Arc::new(IngestStats::default()), reactors: Vec::new(), links: Vec::new() };
+        for _ in 0..reactors {
             let poll = Poll::new().map_err(thread_err("a reactor's poll"))?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(thread_err("a reactor's waker"))?);
             let (link, inbox, link_stats) = reactor_channel(config.server.channel_capacity, waker.clone());
+            polls.push(poll);
             links.push(link);
-            let stats = Arc::new(ReactorStats::default());
-            gateway.stats.reactors.push(stats.clone());
-            gateway.stats.links.push(link_stats);
-            gateway.wakers.push(waker);
+            inboxes.push(inbox);
+            wakers.push(waker);
+            stats.reactors.push(Arc::new(ReactorStats::default()));
+            stats.links.push(link_stats);
+        }
+        let telemetry = Arc::new(Telemetry {
+            stats: stats.clone(),
+            symbols: symbols.len(),
+            source_rate: config.sim.rate,
+            started_ns: wall_clock_ns(),
+        });
+        let mut gateway = Gateway {
+            local_addr,
+            admin_addr,
+            symbols: symbols.clone(),
+            stats,
+            telemetry: telemetry.clone(),
+            shutdown: shutdown.clone(),
+            wakers,
+            threads: Vec::new(),
+        };
+        let mut admin_listener = admin_listener;
+        for (id, ((listener, poll), inbox)) in listeners.into_iter().zip(polls).zip(inboxes).enumerate() {
             let setup = ReactorSetup {
                 id,
                 poll,
@@ -87,9 +115,11 @@ impl Gateway {
                 inbox,
                 symbols: symbols.clone(),
                 config: config.clone(),
-                stats,
+                stats: gateway.stats.reactors[id].clone(),
                 shutdown: shutdown.clone(),
                 core: if config.server.pin_cores && !cores.is_empty() { Some(cores[id % cores.len()]) } else { None },
+                admin_listener: if id == 0 { admin_listener.take() } else { None },
+                telemetry: telemetry.clone(),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("tickgate-reactor-{id}"))
@@ -109,6 +139,21 @@ impl Gateway {
     /// The address the gateway listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The admin port's address, when one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// What /metrics and /readyz report.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// Pauses and resumes the simulated market.
+    pub fn feed_control(&self) -> FeedControl {
+        FeedControl::new(self.stats.ingest.clone())
     }
 
     pub fn symbols(&self) -> &Arc<SymbolTable> {

@@ -17,6 +17,20 @@ pub enum Route {
     Upgrade { response: Vec<u8>, head_len: usize },
     /// Send this response and close.
     Respond(Vec<u8>),
+    /// Answer with the Prometheus metrics.
+    Metrics,
+    /// Answer with readiness: 200 or 503 and a JSON body.
+    Ready,
+}
+
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// The public port: the WebSocket endpoint and /healthz, plus /metrics and /readyz unless an
+    /// admin port serves those.
+    Public { operational: bool },
+    /// The admin port: /healthz, /readyz, /metrics only.
+    Admin,
 }
 
 /// Outcome of looking at the bytes received so far.
@@ -28,7 +42,7 @@ pub enum Parsed {
 }
 
 /// Parses the request head in `buf` (which holds at most `max_head` bytes) and routes it.
-pub fn parse_and_route(buf: &[u8], max_head: usize) -> Parsed {
+pub fn parse_and_route(buf: &[u8], max_head: usize, surface: Surface) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
@@ -38,7 +52,7 @@ pub fn parse_and_route(buf: &[u8], max_head: usize) -> Parsed {
             "request head too large\n",
         ))),
         Ok(httparse::Status::Partial) => Parsed::Partial,
-        Ok(httparse::Status::Complete(head_len)) => Parsed::Complete(route(&req, head_len)),
+        Ok(httparse::Status::Complete(head_len)) => Parsed::Complete(route(&req, head_len, surface)),
         Err(httparse::Error::TooManyHeaders) => Parsed::Complete(Route::Respond(response(
             431,
             "Request Header Fields Too Large",
@@ -54,14 +68,21 @@ fn header<'h>(req: &'h httparse::Request<'_, '_>, name: &str) -> Option<&'h [u8]
     req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
 }
 
-fn route(req: &httparse::Request<'_, '_>, head_len: usize) -> Route {
+fn route(req: &httparse::Request<'_, '_>, head_len: usize, surface: Surface) -> Route {
     let method = req.method.unwrap_or("");
     let target = req.path.unwrap_or("/");
     let path = target.split('?').next().unwrap_or(target);
     if method != "GET" && method != "HEAD" {
         return Route::Respond(response(405, "Method Not Allowed", "only GET is served here\n"));
     }
+    let operational = matches!(surface, Surface::Admin | Surface::Public { operational: true });
     match path {
+        "/healthz" => Route::Respond(response(200, "OK", "ok\n")),
+        "/readyz" if operational => Route::Ready,
+        "/metrics" if operational => Route::Metrics,
+        _ if surface == Surface::Admin => {
+            Route::Respond(response(404, "Not Found", "the admin port serves /healthz, /readyz and /metrics\n"))
+        }
         "/ws" => {
             let wants_upgrade = header(req, "upgrade").is_some_and(|v| v.eq_ignore_ascii_case(b"websocket"));
             if !wants_upgrade {
@@ -74,7 +95,6 @@ fn route(req: &httparse::Request<'_, '_>, head_len: usize) -> Route {
             }
             upgrade(req, head_len)
         }
-        "/healthz" => Route::Respond(response(200, "OK", "ok\n")),
         "/" => Route::Respond(response(
             200,
             "OK",
@@ -117,11 +137,21 @@ fn upgrade(req: &httparse::Request<'_, '_>, head_len: usize) -> Route {
 
 /// A complete `Connection: close` response with a plain-text body.
 pub fn response(status: u16, reason: &str, body: &str) -> Vec<u8> {
+    response_typed(status, reason, "text/plain; charset=utf-8", body)
+}
+
+/// A complete `Connection: close` response with a body of the given content type.
+pub fn response_typed(status: u16, reason: &str, content_type: &str, body: &str) -> Vec<u8> {
     format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
+}
+
+/// The status code of a response built here.
+pub fn status_of(response: &[u8]) -> u16 {
+    response.get(9..12).and_then(|s| std::str::from_utf8(s).ok()).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -129,10 +159,29 @@ mod tests {
     use super::*;
 
     fn respond(raw: &str) -> String {
-        match parse_and_route(raw.as_bytes(), 8192) {
+        match parse_and_route(raw.as_bytes(), 8192, PUBLIC) {
             Parsed::Complete(Route::Respond(bytes)) => String::from_utf8(bytes).unwrap(),
             other => panic!("expected a response, got {other:?}"),
         }
+    }
+
+    const PUBLIC: Surface = Surface::Public { operational: true };
+
+    #[test]
+    fn operational_routes_follow_the_surface() {
+        let route = |raw: &str, surface| match parse_and_route(raw.as_bytes(), 8192, surface) {
+            Parsed::Complete(Route::Metrics) => "metrics".to_string(),
+            Parsed::Complete(Route::Ready) => "ready".to_string(),
+            Parsed::Complete(Route::Respond(r)) => status_of(&r).to_string(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(route("GET /metrics HTTP/1.1\r\n\r\n", PUBLIC), "metrics");
+        assert_eq!(route("GET /readyz HTTP/1.1\r\n\r\n", PUBLIC), "ready");
+        let public_only = Surface::Public { operational: false };
+        assert_eq!(route("GET /metrics HTTP/1.1\r\n\r\n", public_only), "404");
+        assert_eq!(route("GET /healthz HTTP/1.1\r\n\r\n", public_only), "200");
+        assert_eq!(route("GET /metrics HTTP/1.1\r\n\r\n", Surface::Admin), "metrics");
+        assert_eq!(route("GET /ws HTTP/1.1\r\n\r\n", Surface::Admin), "404");
     }
 
     const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -141,7 +190,7 @@ mod tests {
     fn upgrades_a_valid_websocket_request() {
         let mut raw = UPGRADE.as_bytes().to_vec();
         raw.extend_from_slice(&[0x81, 0x80]);
-        match parse_and_route(&raw, 8192) {
+        match parse_and_route(&raw, 8192, PUBLIC) {
             Parsed::Complete(Route::Upgrade { response, head_len }) => {
                 let text = String::from_utf8(response).unwrap();
                 assert!(text.starts_with("HTTP/1.1 101"), "{text}");
@@ -167,13 +216,13 @@ mod tests {
 
     #[test]
     fn limits_the_head() {
-        assert!(matches!(parse_and_route(b"GET /ws HTTP/1.1\r\nHost: x\r\n", 8192), Parsed::Partial));
+        assert!(matches!(parse_and_route(b"GET /ws HTTP/1.1\r\nHost: x\r\n", 8192, PUBLIC), Parsed::Partial));
         let long = format!("GET /ws HTTP/1.1\r\nX: {}", "a".repeat(600));
         assert!(respond_limited(&long, 512).starts_with("HTTP/1.1 431"));
     }
 
     fn respond_limited(raw: &str, max: usize) -> String {
-        match parse_and_route(raw.as_bytes(), max) {
+        match parse_and_route(raw.as_bytes(), max, PUBLIC) {
             Parsed::Complete(Route::Respond(bytes)) => String::from_utf8(bytes).unwrap(),
             other => panic!("{other:?}"),
         }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod connection;
 pub mod gateway;
 pub mod http;
+pub mod metrics;
 pub mod reactor;
 pub mod stats;
 

@@ -29,15 +29,23 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use crate::config::Config;
-use crate::connection::{CloseReason, Closing, Connection, Phase, WriteOutcome};
-use crate::http::{self, Parsed, Route};
-use crate::stats::{ReactorStats, TurnCounters};
+use crate::connection::{CloseReason, Closing, Connection, Phase, WriteCounts, WriteOutcome};
+use crate::http::{self, Parsed, Route, Surface};
+use crate::metrics::Telemetry;
+use crate::stats::{COMMAND_OPS, HTTP_STATUSES, ReactorStats, TurnCounters, latency_histogram};
 
 pub const LISTENER: Token = Token(usize::MAX - 1);
 pub const WAKER: Token = Token(usize::MAX - 2);
+pub const ADMIN_LISTENER: Token = Token(usize::MAX - 3);
+
+/// How often a reactor publishes its latency histograms.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// Most ingest messages taken per turn, so sockets are served between large bursts.
 const MAX_FANOUT_PER_TURN: usize = 16 * 1024;
+/// Most deliveries offered per turn (checked between ticks), for the same reason: a turn with
+/// popular symbols ends after this many offers, and the rest of the channel waits one turn.
+const MAX_OFFERS_PER_TURN: usize = 64 * 1024;
 /// How long `poll` sleeps when nothing happens: the housekeeping period.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Bytes read from a socket per `read` while in the HTTP phase or draining.
@@ -56,6 +64,9 @@ pub struct ReactorSetup {
     pub shutdown: Arc<AtomicBool>,
     /// Pin to this core, if any.
     pub core: Option<core_affinity::CoreId>,
+    /// The admin port's listener (reactor 0 only, when configured).
+    pub admin_listener: Option<TcpListener>,
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// The reactor's state. Connections live in a slab whose keys are their mio tokens.
@@ -90,17 +101,45 @@ pub struct Reactor {
     now: Instant,
     /// Set once shutdown has begun: (deadline).
     draining_until: Option<Instant>,
+    admin_listener: Option<TcpListener>,
+    telemetry: Arc<Telemetry>,
+    /// This turn's writes.
+    writes: WriteCounts,
+    /// (gw_ts, deliveries) of the ticks fanned out this turn, timed once they are written.
+    fanned_out: Vec<(u64, u64)>,
+    /// This second's ingest-to-kernel latencies (ns) and fan-out batch times.
+    latency: hdrhistogram::Histogram<u64>,
+    fanout_time: hdrhistogram::Histogram<u64>,
+    last_publish: Instant,
+    /// Rate limit of repeated warnings: when the last was logged, and how many were held back.
+    warned_at: Option<Instant>,
+    warnings_held: u64,
 }
 
 impl Reactor {
     pub fn new(setup: ReactorSetup) -> io::Result<Self> {
-        let ReactorSetup { id, poll, mut listener, inbox, symbols, config, stats, shutdown, core } = setup;
+        let ReactorSetup {
+            id,
+            poll,
+            mut listener,
+            inbox,
+            symbols,
+            config,
+            stats,
+            shutdown,
+            core,
+            mut admin_listener,
+            telemetry,
+        } = setup;
         if let Some(core) = core {
             if !core_affinity::set_for_current(core) {
                 tracing::warn!(reactor = id, core = core.id, "could not pin reactor to its core");
             }
         }
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        if let Some(admin) = &mut admin_listener {
+            poll.registry().register(admin, ADMIN_LISTENER, Interest::READABLE)?;
+        }
         let limits = &config.limits;
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(limits.read_buffer_size)
@@ -133,6 +172,15 @@ impl Reactor {
             turn: TurnCounters::default(),
             now: Instant::now(),
             draining_until: None,
+            admin_listener,
+            telemetry,
+            writes: WriteCounts::default(),
+            fanned_out: Vec::with_capacity(MAX_FANOUT_PER_TURN),
+            latency: latency_histogram(),
+            fanout_time: latency_histogram(),
+            last_publish: Instant::now(),
+            warned_at: None,
+            warnings_held: 0,
         })
     }
 
@@ -152,7 +200,8 @@ impl Reactor {
             self.now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(),
+                    LISTENER => self.accept(false),
+                    ADMIN_LISTENER => self.accept(true),
                     WAKER => {}
                     Token(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -164,8 +213,10 @@ impl Reactor {
                     }
                 }
             }
+            let fanout_started = self.now;
             self.fan_out();
             self.flush_dirty();
+            self.time_deliveries(fanout_started);
             self.turn.turns += 1;
             if self.now.duration_since(last_housekeeping) >= IDLE_POLL / 2 || self.draining_until.is_some() {
                 last_housekeeping = self.now;
@@ -179,12 +230,16 @@ impl Reactor {
 
     // ---- accept and read ----
 
-    fn accept(&mut self) {
+    fn accept(&mut self, admin: bool) {
         if self.draining_until.is_some() {
             return;
         }
         loop {
-            match self.listener.accept() {
+            let accepted = match (&self.admin_listener, admin) {
+                (Some(listener), true) => listener.accept(),
+                _ => self.listener.accept(),
+            };
+            match accepted {
                 Ok((mut sock, peer)) => {
                     if let Err(e) = sock.set_nodelay(true) {
                         tracing::debug!(%peer, error = %e, "set_nodelay failed");
@@ -204,7 +259,9 @@ impl Reactor {
                         continue;
                     }
                     self.next_session += 1;
-                    entry.insert(Connection::new(sock, peer, self.next_session, self.default_policy, self.now));
+                    let mut conn = Connection::new(sock, peer, self.next_session, self.default_policy, self.now);
+                    conn.admin = admin;
+                    entry.insert(conn);
                     self.turn.accepted += 1;
                     // The request may already be there; with edge triggers, read it now.
                     self.on_readable(key);
@@ -213,7 +270,9 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // Out of file descriptors or similar: leave the rest in the backlog.
-                    tracing::warn!(reactor = self.id, error = %e, "accept failed");
+                    if let Some(held) = self.may_warn() {
+                        tracing::warn!(reactor = self.id, error = %e, held_back = held, "accept failed");
+                    }
                     return;
                 }
             }
@@ -237,13 +296,15 @@ impl Reactor {
     /// Reads the request head and answers it or upgrades.
     fn read_http(&mut self, key: usize) {
         let max_head = self.config.limits.max_request_head;
+        let has_admin = self.config.server.admin_listen.is_some();
         let Some(conn) = self.conns.get_mut(key) else { return };
+        let surface = if conn.admin { Surface::Admin } else { Surface::Public { operational: !has_admin } };
         let Phase::Http { io, head } = &mut conn.phase else { return };
         let mut chunk = [0u8; READ_CHUNK];
         let parsed = loop {
             let room = (max_head - head.len().min(max_head)).min(READ_CHUNK);
             if room == 0 {
-                break http::parse_and_route(head, max_head);
+                break http::parse_and_route(head, max_head, surface);
             }
             match io.sock.read(&mut chunk[..room]) {
                 Ok(0) => {
@@ -252,7 +313,7 @@ impl Reactor {
                 }
                 Ok(n) => {
                     head.extend_from_slice(&chunk[..n]);
-                    if let Parsed::Complete(route) = http::parse_and_route(head, max_head) {
+                    if let Parsed::Complete(route) = http::parse_and_route(head, max_head, surface) {
                         break Parsed::Complete(route);
                     }
                 }
@@ -264,15 +325,27 @@ impl Reactor {
                 }
             }
         };
-        match parsed {
-            Parsed::Partial => {}
-            Parsed::Complete(Route::Respond(response)) => {
-                io.out.push_control(Frame::from_bytes(&response), self.now);
-                self.turn.http_responses += 1;
-                self.begin_close(key, None, CloseReason::HttpAnswered);
+        let response = match parsed {
+            Parsed::Partial => return,
+            Parsed::Complete(Route::Upgrade { response, head_len }) => return self.upgrade(key, &response, head_len),
+            Parsed::Complete(Route::Respond(response)) => response,
+            Parsed::Complete(Route::Metrics) => match crate::metrics::render(&self.telemetry, wall_clock_ns()) {
+                Ok(text) => http::response_typed(200, "OK", "text/plain; version=0.0.4; charset=utf-8", &text),
+                Err(e) => http::response(500, "Internal Server Error", &format!("cannot render metrics: {e}\n")),
+            },
+            Parsed::Complete(Route::Ready) => {
+                let readiness = crate::metrics::readiness(&self.telemetry, wall_clock_ns());
+                let (status, reason) = if readiness.ready() { (200, "OK") } else { (503, "Service Unavailable") };
+                http::response_typed(status, reason, "application/json", &readiness.body)
             }
-            Parsed::Complete(Route::Upgrade { response, head_len }) => self.upgrade(key, &response, head_len),
+        };
+        let status = http::status_of(&response);
+        if let Some(i) = HTTP_STATUSES.iter().position(|&s| s == status) {
+            self.stats.http_by_status[i].fetch_add(1, Ordering::Relaxed);
         }
+        io.out.push_control(Frame::from_bytes(&response), self.now);
+        self.turn.http_responses += 1;
+        self.begin_close(key, None, CloseReason::HttpAnswered);
     }
 
     fn upgrade(&mut self, key: usize, response: &[u8], head_len: usize) {
@@ -350,8 +423,14 @@ impl Reactor {
                 self.remove(key, CloseReason::ClientVanished);
                 return;
             }
-            tungstenite::Error::Io(_) => {
-                self.remove(key, CloseReason::IoError);
+            tungstenite::Error::Io(e) => {
+                let reason = match e.kind() {
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => {
+                        CloseReason::ClientVanished
+                    }
+                    _ => CloseReason::IoError,
+                };
+                self.remove(key, reason);
                 return;
             }
             tungstenite::Error::Protocol(e) => (CloseCode::ProtocolError, CloseReason::ProtocolError, e.to_string()),
@@ -375,17 +454,20 @@ impl Reactor {
 
     fn on_command(&mut self, key: usize) {
         self.turn.commands += 1;
+        let errors_before = self.turn.command_errors;
         let mut buf = std::mem::take(&mut self.command_buf);
-        match parse_command(&mut buf) {
+        let op = match parse_command(&mut buf) {
             Err(err) => {
                 self.turn.command_errors += 1;
                 let frame = self
                     .builder
                     .text(|out| message::error(out, err.id.as_ref(), ErrorCode::BadRequest, &err.message, []));
                 self.reply(key, frame);
+                "invalid"
             }
             Ok(request) => {
                 let id = request.id.as_ref();
+                let op = request.command.op();
                 match &request.command {
                     Command::Subscribe { symbols, policy } => {
                         let (known, unknown) = self.resolve(symbols);
@@ -461,9 +543,13 @@ impl Reactor {
                         self.reply(key, frame);
                     }
                 }
+                op
             }
-        }
+        };
         self.command_buf = buf;
+        let op_index = COMMAND_OPS.iter().position(|&o| o == op).unwrap_or(COMMAND_OPS.len() - 1);
+        let result = usize::from(self.turn.command_errors > errors_before);
+        self.stats.commands[op_index][result].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Splits requested names into known ids (deduplicated, in request order) and unknown names.
@@ -513,7 +599,11 @@ impl Reactor {
     fn fan_out(&mut self) {
         let budget = self.budget;
         let now = self.now;
+        let mut offers = 0;
         for _ in 0..MAX_FANOUT_PER_TURN {
+            if offers >= MAX_OFFERS_PER_TURN {
+                break;
+            }
             let Some(msg) = self.inbox.try_recv() else { break };
             match msg {
                 FanoutMsg::Tick { tick, frame } => {
@@ -521,6 +611,8 @@ impl Reactor {
                     let subscribers = self.index.subscribers(tick.symbol);
                     let info = self.symbols.get(tick.symbol);
                     let builder = &mut self.builder;
+                    self.fanned_out.push((tick.gw_ts, subscribers.len() as u64));
+                    offers += subscribers.len();
                     for &key in subscribers {
                         let conn = &mut self.conns[key as usize];
                         let Phase::Ws(ws) = &mut conn.phase else { continue };
@@ -577,6 +669,37 @@ impl Reactor {
         }
     }
 
+    /// Times this turn's ticks from their ingest to the end of the write pass that handed them
+    /// to the kernel: one histogram entry per tick, weighted by its deliveries.
+    fn time_deliveries(&mut self, fanout_started: Instant) {
+        if self.fanned_out.is_empty() {
+            return;
+        }
+        let written_ns = wall_clock_ns();
+        for &(gw_ts, deliveries) in &self.fanned_out {
+            if deliveries > 0 {
+                let _ = self.latency.record_n(written_ns.saturating_sub(gw_ts).max(1_000), deliveries);
+            }
+        }
+        self.fanned_out.clear();
+        let _ = self.fanout_time.record((fanout_started.elapsed().as_nanos() as u64).max(1_000));
+    }
+
+    /// Whether a repeated warning may be logged now (at most one a second); returns how many
+    /// were held back since the last one.
+    fn may_warn(&mut self) -> Option<u64> {
+        match self.warned_at {
+            Some(at) if self.now.duration_since(at) < Duration::from_secs(1) => {
+                self.warnings_held += 1;
+                None
+            }
+            _ => {
+                self.warned_at = Some(self.now);
+                Some(std::mem::take(&mut self.warnings_held))
+            }
+        }
+    }
+
     fn mark_dirty(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
             if !conn.dirty {
@@ -603,7 +726,8 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.dirty = false;
         let Some(io) = conn.io() else { return };
-        let mut outcome = io.write_out(now, &mut self.turn.write_calls, &mut self.turn.bytes_written);
+        let frames_before = self.writes.frames;
+        let mut outcome = io.write_out(now, &mut self.writes);
         if conn.closing.is_none() {
             // Drained below the soft watermark: announce what the policy dropped, then write on.
             if let Some(spans) = conn.io().and_then(|io| io.out.take_gaps(&self.budget)) {
@@ -620,10 +744,11 @@ impl Reactor {
                     self.turn.slow_gaps_sent += 1;
                 }
                 if let (Ok(_), Some(io)) = (&outcome, conn.io()) {
-                    outcome = io.write_out(now, &mut self.turn.write_calls, &mut self.turn.bytes_written);
+                    outcome = io.write_out(now, &mut self.writes);
                 }
             }
         }
+        conn.frames_sent += self.writes.frames - frames_before;
         match outcome {
             Ok(WriteOutcome::Blocked) => {}
             Ok(WriteOutcome::Drained) => {
@@ -702,14 +827,18 @@ impl Reactor {
             let _ = self.poll.registry().deregister(&mut io.sock);
         }
         self.turn.closed += 1;
-        tracing::debug!(
-            reactor = self.id,
-            peer = %conn.peer,
-            session = conn.session,
-            duration_ms = self.now.saturating_duration_since(conn.opened).as_millis() as u64,
-            reason = reason.as_str(),
-            "connection closed"
-        );
+        self.stats.closed_by_reason[reason.index()].fetch_add(1, Ordering::Relaxed);
+        if matches!(conn.phase, Phase::Ws(_)) {
+            tracing::info!(
+                reactor = self.id,
+                peer = %conn.peer,
+                session = conn.session,
+                duration_ms = self.now.saturating_duration_since(conn.opened).as_millis() as u64,
+                frames_sent = conn.frames_sent,
+                reason = reason.as_str(),
+                "connection closed"
+            );
+        }
     }
 
     // ---- housekeeping ----
@@ -772,8 +901,21 @@ impl Reactor {
     }
 
     fn publish_stats(&mut self) {
+        self.turn.write_calls += self.writes.calls;
+        self.turn.bytes_written += self.writes.bytes;
+        self.turn.frames_written += self.writes.frames;
+        self.writes = WriteCounts::default();
         self.stats.counters.add(&self.turn);
         self.turn = TurnCounters::default();
+        self.stats.heartbeat_ns.store(wall_clock_ns(), Ordering::Relaxed);
+        self.stats.channel_depth.store(self.inbox.len() as u64, Ordering::Relaxed);
+        if self.now.duration_since(self.last_publish) >= PUBLISH_EVERY {
+            self.last_publish = self.now;
+            self.stats.delivery_latency.publish(&self.latency);
+            self.stats.fanout_time.publish(&self.fanout_time);
+            self.latency.reset();
+            self.fanout_time.reset();
+        }
         self.stats.connections.store(self.conns.len() as u64, Ordering::Relaxed);
         self.stats.subscriptions.store(self.index.total() as u64, Ordering::Relaxed);
     }

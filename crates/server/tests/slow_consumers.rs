@@ -76,6 +76,9 @@ fn healthy(gateway: &Gateway, symbols: &[String]) -> Healthy {
 fn a_stalled_client_is_cut_off_and_the_healthy_ones_see_no_gap() {
     let gateway = start_gateway(|c| {
         tight_budget(c);
+        // Room for healthy readers on a busy machine; the stalled one is cut by the deadline.
+        c.limits.outbound_soft_limit = 256 * 1024;
+        c.limits.outbound_hard_limit = 1024 * 1024;
         c.limits.write_deadline_ms = 1_000;
     });
     let symbols = names(&gateway, 20);
@@ -95,7 +98,7 @@ fn a_stalled_client_is_cut_off_and_the_healthy_ones_see_no_gap() {
     let cut_after = started.elapsed();
     assert!(cut_after < Duration::from_secs(8), "cut off by the deadline, not later: {cut_after:?}");
     // 5 connections' budgets at most (the gauge is sampled, so this is what it saw).
-    assert!(max_queued <= 5 * 64 * 1024 + 16 * 1024, "queued bytes bounded by the budgets: {max_queued}");
+    assert!(max_queued <= 5 * 1024 * 1024, "queued bytes bounded by the budgets: {max_queued}");
     eventually("its connection and subscriptions are freed", || {
         let r = &gateway.stats().reactors[0];
         r.connections.load(Ordering::Relaxed) == 4 && r.subscriptions.load(Ordering::Relaxed) == 4 * 5

@@ -1,0 +1,255 @@
+//! What the gateway reports about itself: `/metrics` (Prometheus text format, built with the
+//! prometheus crate from the reactors' and the ingest thread's counters) and `/readyz`.
+//!
+//! Rendering reads atomics and merges the reactors' latency windows; it runs on whichever
+//! reactor received the scrape, a few times a minute, never on the per-message path. Labels are
+//! bounded: per reactor, per close reason, per op; never per connection or per symbol.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hdrhistogram::Histogram;
+use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::connection::CloseReason;
+use crate::gateway::GatewayStats;
+use crate::stats::{COMMAND_OPS, HTTP_STATUSES, ReactorCounters, latency_histogram};
+
+/// Everything /metrics and /readyz read, shared by every reactor.
+#[derive(Debug)]
+pub struct Telemetry {
+    pub stats: GatewayStats,
+    pub symbols: usize,
+    /// Expected ticks per second of the source (for the feed's liveness threshold).
+    pub source_rate: f64,
+    pub started_ns: u64,
+}
+
+/// A heartbeat older than this means a thread is stuck.
+const HEARTBEAT_LIMIT_NS: u64 = 2_000_000_000;
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+fn age_ns(now_ns: u64, then_ns: u64) -> u64 {
+    if then_ns == 0 { u64::MAX } else { now_ns.saturating_sub(then_ns) }
+}
+
+/// The answer of /readyz.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub feed_ok: bool,
+    pub reactors_ok: bool,
+    /// JSON saying which part is not ready.
+    pub body: String,
+}
+
+impl Readiness {
+    pub fn ready(&self) -> bool {
+        self.feed_ok && self.reactors_ok
+    }
+}
+
+/// Whether the feed is delivering and every reactor is turning.
+pub fn readiness(t: &Telemetry, now_ns: u64) -> Readiness {
+    let ingest = &t.stats.ingest;
+    let heartbeat_age = age_ns(now_ns, load(&ingest.heartbeat_ns));
+    let last_tick_age = age_ns(now_ns, load(&ingest.last_batch_ns));
+    let paused = ingest.paused.load(Ordering::Relaxed);
+    // A quiet market is not a dead one: allow twenty expected intervals, at least five seconds.
+    let tick_limit_ns = (20.0 / t.source_rate * 1e9).max(5e9) as u64;
+    let feed_ok = !paused && heartbeat_age < HEARTBEAT_LIMIT_NS && last_tick_age < tick_limit_ns;
+    let reactors: Vec<serde_json::Value> = t
+        .stats
+        .reactors
+        .iter()
+        .enumerate()
+        .map(|(id, r)| {
+            let age = age_ns(now_ns, load(&r.heartbeat_ns));
+            serde_json::json!({"id": id, "ok": age < HEARTBEAT_LIMIT_NS, "heartbeat_age_ms": ms(age)})
+        })
+        .collect();
+    let reactors_ok = reactors.iter().all(|r| r["ok"] == true);
+    let body = serde_json::json!({
+        "ready": feed_ok && reactors_ok,
+        "feed": {
+            "ok": feed_ok,
+            "source": "sim",
+            "paused": paused,
+            "last_tick_age_ms": ms(last_tick_age),
+            "heartbeat_age_ms": ms(heartbeat_age),
+        },
+        "reactors": reactors,
+    });
+    Readiness { feed_ok, reactors_ok, body: body.to_string() + "\n" }
+}
+
+fn ms(ns: u64) -> serde_json::Value {
+    if ns == u64::MAX { serde_json::Value::Null } else { serde_json::json!(ns / 1_000_000) }
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
+    let registry = Registry::new();
+    let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+        let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+        registry.register(Box::new(c.clone()))?;
+        Ok(c)
+    };
+    let gauge = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+        let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+        registry.register(Box::new(g.clone()))?;
+        Ok(g)
+    };
+    let float_gauge = |name: &str, help: &str, labels: &[&str]| -> Result<GaugeVec, prometheus::Error> {
+        let g = GaugeVec::new(Opts::new(name, help), labels)?;
+        registry.register(Box::new(g.clone()))?;
+        Ok(g)
+    };
+    let s = &t.stats;
+
+    let build = gauge("tickgate_build_info", "Version of the running gateway (always 1).", &["version"])?;
+    build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    float_gauge("tickgate_uptime_seconds", "Seconds since the gateway started.", &[])?
+        .with_label_values(&[] as &[&str])
+        .set(now_ns.saturating_sub(t.started_ns) as f64 / 1e9);
+    gauge("tickgate_symbols", "Symbols in the universe.", &[])?.with_label_values(&[] as &[&str]).set(t.symbols as i64);
+
+    // Per-reactor counters.
+    type Field = fn(&ReactorCounters) -> &AtomicU64;
+    let per_reactor: [(&str, &str, Field); 12] = [
+        ("tickgate_connections_accepted_total", "TCP connections accepted.", |c| &c.accepted),
+        ("tickgate_connections_upgraded_total", "Connections upgraded to WebSocket.", |c| &c.upgraded),
+        ("tickgate_messages_sent_total", "Tick messages queued to clients (one per subscriber per tick).", |c| {
+            &c.deliveries
+        }),
+        ("tickgate_replies_sent_total", "Per-client messages queued: replies, snapshots, gaps.", |c| &c.replies),
+        ("tickgate_bytes_sent_total", "Bytes handed to the kernel.", |c| &c.bytes_written),
+        ("tickgate_write_calls_total", "writev calls that wrote something.", |c| &c.write_calls),
+        ("tickgate_frames_written_total", "Whole frames written (frames per call = this / write calls).", |c| {
+            &c.frames_written
+        }),
+        ("tickgate_conflated_total", "Quotes that replaced a superseded quote queued for a slow client.", |c| {
+            &c.conflated
+        }),
+        ("tickgate_dropped_total", "Events a slow client's policy dropped (each announced in a gap).", |c| &c.dropped),
+        ("tickgate_slow_consumer_disconnects_total", "Connections closed with 1008 slow consumer.", |c| {
+            &c.slow_consumer_closes
+        }),
+        ("tickgate_protocol_closes_total", "Connections closed with 1002, 1007 or 1009.", |c| &c.protocol_closes),
+        ("tickgate_reactor_turns_total", "Reactor loop turns.", |c| &c.turns),
+    ];
+    for (name, help, field) in per_reactor {
+        let c = counter(name, help, &["reactor"])?;
+        for (id, r) in s.reactors.iter().enumerate() {
+            c.with_label_values(&[&id.to_string()]).inc_by(load(field(&r.counters)));
+        }
+    }
+    let gaps = counter("tickgate_gaps_sent_total", "Gap messages sent to clients, by reason.", &["reason"])?;
+    let sum = |f: Field| s.reactors.iter().map(|r| load(f(&r.counters))).sum::<u64>();
+    gaps.with_label_values(&["slow_consumer"]).inc_by(sum(|c| &c.slow_gaps_sent));
+    gaps.with_label_values(&["gateway_overload"]).inc_by(sum(|c| &c.overload_gaps_sent));
+
+    let closed = counter("tickgate_connections_closed_total", "Connections closed, by reason.", &["reason"])?;
+    for reason in CloseReason::ALL {
+        let n: u64 = s.reactors.iter().map(|r| load(&r.closed_by_reason[reason.index()])).sum();
+        closed.with_label_values(&[reason.as_str()]).inc_by(n);
+    }
+    let http = counter(
+        "tickgate_http_responses_total",
+        "HTTP requests answered without an upgrade (health checks, scrapes, refused handshakes), by status.",
+        &["status"],
+    )?;
+    for (i, status) in HTTP_STATUSES.iter().enumerate() {
+        let n: u64 = s.reactors.iter().map(|r| load(&r.http_by_status[i])).sum();
+        http.with_label_values(&[&status.to_string()]).inc_by(n);
+    }
+    let commands = counter("tickgate_commands_total", "Client commands, by op and result.", &["op", "result"])?;
+    for (i, op) in COMMAND_OPS.iter().enumerate() {
+        for (j, result) in ["ok", "error"].iter().enumerate() {
+            let n: u64 = s.reactors.iter().map(|r| load(&r.commands[i][j])).sum();
+            commands.with_label_values(&[op, result]).inc_by(n);
+        }
+    }
+
+    // Ingest.
+    counter("tickgate_ticks_ingested_total", "Ticks taken from the source, sequenced and published.", &["source"])?
+        .with_label_values(&["sim"])
+        .inc_by(load(&s.ingest.ticks));
+    counter("tickgate_frames_built_total", "Tick frames encoded (one per tick, whatever the fan-out).", &[])?
+        .with_label_values(&[] as &[&str])
+        .inc_by(load(&s.ingest.frames_built));
+    let missed = counter(
+        "tickgate_reactor_ticks_missed_total",
+        "Ticks a reactor's full channel could not take (announced to its clients as gaps).",
+        &["reactor"],
+    )?;
+    let wakes =
+        counter("tickgate_reactor_wakes_total", "Wake-ups the ingest thread sent a parked reactor.", &["reactor"])?;
+    for (id, l) in s.links.iter().enumerate() {
+        missed.with_label_values(&[&id.to_string()]).inc_by(load(&l.ticks_missed));
+        wakes.with_label_values(&[&id.to_string()]).inc_by(load(&l.wakes));
+    }
+    let feed_up = gauge("tickgate_feed_up", "1 while the feed is delivering, else 0.", &["source"])?;
+    feed_up.with_label_values(&["sim"]).set(i64::from(readiness(t, now_ns).feed_ok));
+    float_gauge("tickgate_feed_last_tick_age_seconds", "Seconds since the last tick from the source.", &["source"])?
+        .with_label_values(&["sim"])
+        .set(age_ns(now_ns, load(&s.ingest.last_batch_ns)).min(u64::MAX / 2) as f64 / 1e9);
+
+    // Per-reactor gauges.
+    let connections = gauge("tickgate_connections", "Open connections.", &["reactor"])?;
+    let subscriptions = gauge("tickgate_subscriptions", "Subscriptions held by open connections.", &["reactor"])?;
+    let queued =
+        gauge("tickgate_outbound_queued_bytes", "Bytes queued for clients and not yet written.", &["reactor"])?;
+    let depth = gauge(
+        "tickgate_channel_depth",
+        "Ticks waiting in the reactor's channel from the ingest thread.",
+        &["reactor"],
+    )?;
+    let heartbeat = float_gauge(
+        "tickgate_reactor_heartbeat_age_seconds",
+        "Seconds since the reactor's last housekeeping pass (stuck if large).",
+        &["reactor"],
+    )?;
+    for (id, r) in s.reactors.iter().enumerate() {
+        let id = id.to_string();
+        connections.with_label_values(&[&id]).set(load(&r.connections) as i64);
+        subscriptions.with_label_values(&[&id]).set(load(&r.subscriptions) as i64);
+        queued.with_label_values(&[&id]).set(load(&r.queued_bytes) as i64);
+        depth.with_label_values(&[&id]).set(load(&r.channel_depth) as i64);
+        heartbeat.with_label_values(&[&id]).set(age_ns(now_ns, load(&r.heartbeat_ns)).min(u64::MAX / 2) as f64 / 1e9);
+    }
+
+    // Latency windows, merged over the reactors.
+    let windows = [
+        (
+            "tickgate_delivery_latency_seconds",
+            "Ingest to kernel hand-off of each delivery, over the last ten seconds (quantile 1 = max).",
+            "tickgate_delivery_latency_window_count",
+            "Deliveries in the latency window.",
+        ),
+        (
+            "tickgate_fanout_batch_seconds",
+            "Time to fan out and write one batch of ticks, over the last ten seconds (quantile 1 = max).",
+            "tickgate_fanout_batch_window_count",
+            "Batches in the fan-out window.",
+        ),
+    ];
+    for (i, (name, help, count_name, count_help)) in windows.into_iter().enumerate() {
+        let mut merged: Histogram<u64> = latency_histogram();
+        for r in &s.reactors {
+            let w = if i == 0 { &r.delivery_latency } else { &r.fanout_time };
+            w.merge_into(&mut merged);
+        }
+        let q = float_gauge(name, help, &["quantile"])?;
+        for (label, quantile) in [("0.5", 0.5), ("0.9", 0.9), ("0.99", 0.99), ("0.999", 0.999), ("1", 1.0)] {
+            let v = if merged.is_empty() { 0 } else { merged.value_at_quantile(quantile) };
+            q.with_label_values(&[label]).set(v as f64 / 1e9);
+        }
+        gauge(count_name, count_help, &[])?.with_label_values(&[] as &[&str]).set(merged.len() as i64);
+    }
+
+    let mut out = Vec::with_capacity(16 * 1024);
+    TextEncoder::new().encode(&registry.gather(), &mut out)?;
+    Ok(String::from_utf8(out).unwrap_or_default())
+}
