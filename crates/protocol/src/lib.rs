@@ -14,4 +14,4 @@ pub mod ws;
 
 pub use command::{Command, CommandError, Request, RequestId, parse_command};
 pub use message::ErrorCode;
-pub use ws::{CloseCode, FrameBuilder, close_frame};
+pub use ws::{CloseCode, FrameBuilder, close_frame, data_frame, ping_frame};

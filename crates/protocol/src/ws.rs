@@ -11,7 +11,9 @@ use tickgate_core::Frame;
 pub const MAX_HEADER_LEN: usize = 10;
 
 const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
 const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
 const FIN: u8 = 0x80;
 
 /// Writes the header of an unmasked, final frame into the end of `dst`; returns its length.
@@ -75,6 +77,21 @@ impl FrameBuilder {
     pub fn last_payload(&self) -> &[u8] {
         self.scratch.get(MAX_HEADER_LEN..).unwrap_or_default()
     }
+}
+
+/// One whole unfragmented text or binary frame carrying `payload` (used by the echo route).
+pub fn data_frame(text: bool, payload: &[u8]) -> Frame {
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let header_len = write_header(&mut header, if text { OP_TEXT } else { OP_BINARY }, payload.len());
+    let mut frame = Vec::with_capacity(header_len + payload.len());
+    frame.extend_from_slice(&header[MAX_HEADER_LEN - header_len..]);
+    frame.extend_from_slice(payload);
+    Frame::from_bytes(&frame)
+}
+
+/// A ping frame with an empty payload.
+pub fn ping_frame() -> Frame {
+    Frame::from_bytes(&[FIN | OP_PING, 0])
 }
 
 /// Close codes tickgate sends (RFC 6455 §7.4.1).
@@ -141,6 +158,16 @@ mod tests {
             assert_eq!(first, 0x81);
             assert_eq!(payload.len(), len);
         }
+    }
+
+    #[test]
+    fn data_and_ping_frames() {
+        let frame = data_frame(false, &[1, 2, 3]);
+        assert_eq!(decode(&frame), (0x82, &[1u8, 2, 3][..]));
+        let big = vec![7u8; 70_000];
+        let frame = data_frame(true, &big);
+        assert_eq!(decode(&frame), (0x81, &big[..]));
+        assert_eq!(&*ping_frame(), &[0x89, 0]);
     }
 
     #[test]

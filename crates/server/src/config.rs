@@ -37,6 +37,9 @@ pub struct ServerConfig {
     pub channel_capacity: usize,
     /// How long shutdown waits for clients to take their close frame, in milliseconds.
     pub shutdown_grace_ms: u64,
+    /// Serve `/echo`, a WebSocket endpoint that echoes every message through the real connection
+    /// path, for protocol conformance tests. Off in production.
+    pub echo_route: bool,
     /// SO_SNDBUF of client sockets in bytes; 0 keeps the kernel's autotuning. A cap bounds the
     /// kernel memory a stalled client can hold and makes the outbound budget bite sooner.
     pub socket_send_buffer: usize,
@@ -52,6 +55,7 @@ impl Default for ServerConfig {
             channel_capacity: 65_536,
             shutdown_grace_ms: 5_000,
             socket_send_buffer: 0,
+            echo_route: false,
         }
     }
 }

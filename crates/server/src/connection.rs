@@ -182,6 +182,8 @@ pub struct Connection {
     pub admin: bool,
     /// Frames written to this client, for the close log line.
     pub frames_sent: u64,
+    /// Upgraded on the echo route: messages are echoed, not parsed as commands.
+    pub echo: bool,
 }
 
 impl Connection {
@@ -196,6 +198,7 @@ impl Connection {
             opened: now,
             admin: false,
             frames_sent: 0,
+            echo: false,
         }
     }
 

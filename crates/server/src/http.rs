@@ -14,7 +14,7 @@ const MAX_HEADERS: usize = 32;
 pub enum Route {
     /// Switch to WebSocket: send `response` (the 101), then treat the bytes after the head as
     /// WebSocket frames.
-    Upgrade { response: Vec<u8>, head_len: usize },
+    Upgrade { response: Vec<u8>, head_len: usize, echo: bool },
     /// Send this response and close.
     Respond(Vec<u8>),
     /// Answer with the Prometheus metrics.
@@ -27,8 +27,8 @@ pub enum Route {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Surface {
     /// The public port: the WebSocket endpoint and /healthz, plus /metrics and /readyz unless an
-    /// admin port serves those.
-    Public { operational: bool },
+    /// admin port serves those, plus the echo endpoint when it is turned on.
+    Public { operational: bool, echo: bool },
     /// The admin port: /healthz, /readyz, /metrics only.
     Admin,
 }
@@ -75,7 +75,8 @@ fn route(req: &httparse::Request<'_, '_>, head_len: usize, surface: Surface) -> 
     if method != "GET" && method != "HEAD" {
         return Route::Respond(response(405, "Method Not Allowed", "only GET is served here\n"));
     }
-    let operational = matches!(surface, Surface::Admin | Surface::Public { operational: true });
+    let operational = matches!(surface, Surface::Admin | Surface::Public { operational: true, .. });
+    let echo = matches!(surface, Surface::Public { echo: true, .. });
     match path {
         "/healthz" => Route::Respond(response(200, "OK", "ok\n")),
         "/readyz" if operational => Route::Ready,
@@ -83,6 +84,7 @@ fn route(req: &httparse::Request<'_, '_>, head_len: usize, surface: Surface) -> 
         _ if surface == Surface::Admin => {
             Route::Respond(response(404, "Not Found", "the admin port serves /healthz, /readyz and /metrics\n"))
         }
+        "/echo" if echo => upgrade(req, head_len, true),
         "/ws" => {
             let wants_upgrade = header(req, "upgrade").is_some_and(|v| v.eq_ignore_ascii_case(b"websocket"));
             if !wants_upgrade {
@@ -93,20 +95,18 @@ fn route(req: &httparse::Request<'_, '_>, head_len: usize, surface: Surface) -> 
                      and send {\"op\":\"subscribe\",\"symbols\":[\"AAPL\"]}. See docs/PROTOCOL.md.\n",
                 ));
             }
-            upgrade(req, head_len)
+            upgrade(req, head_len, false)
         }
-        "/" => Route::Respond(response(
-            200,
-            "OK",
-            "tickgate market-data gateway\n\nWebSocket endpoint: /ws\nHealth: /healthz\n",
-        )),
+        "/" | "/index.html" => {
+            Route::Respond(response_typed(200, "OK", "text/html; charset=utf-8", include_str!("../assets/index.html")))
+        }
         _ => {
             Route::Respond(response(404, "Not Found", &format!("no route for {path}; the WebSocket endpoint is /ws\n")))
         }
     }
 }
 
-fn upgrade(req: &httparse::Request<'_, '_>, head_len: usize) -> Route {
+fn upgrade(req: &httparse::Request<'_, '_>, head_len: usize, echo: bool) -> Route {
     let mut builder =
         http::Request::builder().method("GET").uri(req.path.unwrap_or("/ws")).version(match req.version {
             Some(0) => http::Version::HTTP_10,
@@ -123,7 +123,7 @@ fn upgrade(req: &httparse::Request<'_, '_>, head_len: usize) -> Route {
         Ok(accept) => {
             let mut out = Vec::with_capacity(160);
             match tungstenite::handshake::server::write_response(&mut out, &accept) {
-                Ok(()) => Route::Upgrade { response: out, head_len },
+                Ok(()) => Route::Upgrade { response: out, head_len, echo },
                 Err(e) => Route::Respond(response(
                     500,
                     "Internal Server Error",
@@ -165,7 +165,7 @@ mod tests {
         }
     }
 
-    const PUBLIC: Surface = Surface::Public { operational: true };
+    const PUBLIC: Surface = Surface::Public { operational: true, echo: false };
 
     #[test]
     fn operational_routes_follow_the_surface() {
@@ -177,7 +177,8 @@ mod tests {
         };
         assert_eq!(route("GET /metrics HTTP/1.1\r\n\r\n", PUBLIC), "metrics");
         assert_eq!(route("GET /readyz HTTP/1.1\r\n\r\n", PUBLIC), "ready");
-        let public_only = Surface::Public { operational: false };
+        let public_only = Surface::Public { operational: false, echo: false };
+        assert_eq!(route("GET /echo HTTP/1.1\r\n\r\n", public_only), "404", "off unless turned on");
         assert_eq!(route("GET /metrics HTTP/1.1\r\n\r\n", public_only), "404");
         assert_eq!(route("GET /healthz HTTP/1.1\r\n\r\n", public_only), "200");
         assert_eq!(route("GET /metrics HTTP/1.1\r\n\r\n", Surface::Admin), "metrics");
@@ -191,7 +192,7 @@ mod tests {
         let mut raw = UPGRADE.as_bytes().to_vec();
         raw.extend_from_slice(&[0x81, 0x80]);
         match parse_and_route(&raw, 8192, PUBLIC) {
-            Parsed::Complete(Route::Upgrade { response, head_len }) => {
+            Parsed::Complete(Route::Upgrade { response, head_len, .. }) => {
                 let text = String::from_utf8(response).unwrap();
                 assert!(text.starts_with("HTTP/1.1 101"), "{text}");
                 assert!(text.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "RFC 6455 sample accept key: {text}");
@@ -210,7 +211,7 @@ mod tests {
         assert!(respond("GET /nope HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
         assert!(respond("GET /healthz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
         assert!(respond("POST /ws HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
-        assert!(respond("GET / HTTP/1.1\r\n\r\n").contains("/ws"));
+        assert!(respond("GET / HTTP/1.1\r\n\r\n").contains("text/html"));
         assert!(respond("\x16\x03\x01garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
     }
 

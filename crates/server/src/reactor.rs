@@ -24,7 +24,7 @@ use tickgate_core::subscription::ConnKey;
 use tickgate_core::{Budget, Frame, LastValueCache, Policy, SubscriptionIndex, SymbolId, SymbolTable, Verdict};
 use tickgate_feed::fanout::{FanoutMsg, ReactorInbox};
 use tickgate_feed::ingest::wall_clock_ns;
-use tickgate_protocol::{CloseCode, Command, ErrorCode, FrameBuilder, close_frame, message, parse_command};
+use tickgate_protocol::{CloseCode, Command, ErrorCode, FrameBuilder, close_frame, data_frame, message, parse_command};
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
@@ -37,6 +37,15 @@ use crate::stats::{COMMAND_OPS, HTTP_STATUSES, ReactorStats, TurnCounters, laten
 pub const LISTENER: Token = Token(usize::MAX - 1);
 pub const WAKER: Token = Token(usize::MAX - 2);
 pub const ADMIN_LISTENER: Token = Token(usize::MAX - 3);
+
+/// WebSocket limits of the echo route: the conformance cases send messages of up to 16 MiB.
+fn echo_ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(16 << 20))
+}
 
 /// How often a reactor publishes its latency histograms.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
@@ -298,7 +307,11 @@ impl Reactor {
         let max_head = self.config.limits.max_request_head;
         let has_admin = self.config.server.admin_listen.is_some();
         let Some(conn) = self.conns.get_mut(key) else { return };
-        let surface = if conn.admin { Surface::Admin } else { Surface::Public { operational: !has_admin } };
+        let surface = if conn.admin {
+            Surface::Admin
+        } else {
+            Surface::Public { operational: !has_admin, echo: self.config.server.echo_route }
+        };
         let Phase::Http { io, head } = &mut conn.phase else { return };
         let mut chunk = [0u8; READ_CHUNK];
         let parsed = loop {
@@ -327,7 +340,9 @@ impl Reactor {
         };
         let response = match parsed {
             Parsed::Partial => return,
-            Parsed::Complete(Route::Upgrade { response, head_len }) => return self.upgrade(key, &response, head_len),
+            Parsed::Complete(Route::Upgrade { response, head_len, echo }) => {
+                return self.upgrade(key, &response, head_len, echo);
+            }
             Parsed::Complete(Route::Respond(response)) => response,
             Parsed::Complete(Route::Metrics) => match crate::metrics::render(&self.telemetry, wall_clock_ns()) {
                 Ok(text) => http::response_typed(200, "OK", "text/plain; version=0.0.4; charset=utf-8", &text),
@@ -348,14 +363,19 @@ impl Reactor {
         self.begin_close(key, None, CloseReason::HttpAnswered);
     }
 
-    fn upgrade(&mut self, key: usize, response: &[u8], head_len: usize) {
+    fn upgrade(&mut self, key: usize, response: &[u8], head_len: usize, echo: bool) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let Phase::Http { mut io, head } = std::mem::replace(&mut conn.phase, Phase::Moving) else { return };
         io.out.push_control(Frame::from_bytes(response), self.now);
         let early = head[head_len..].to_vec();
-        let ws = WebSocket::from_partially_read(io, early, Role::Server, Some(self.ws_config));
+        let config = if echo { echo_ws_config() } else { self.ws_config };
+        let ws = WebSocket::from_partially_read(io, early, Role::Server, Some(config));
         conn.phase = Phase::Ws(ws);
+        conn.echo = echo;
         self.turn.upgraded += 1;
+        if echo {
+            return;
+        }
         let session = format!("r{}-{}", self.id, conn.session);
         let welcome =
             self.builder.text(|out| message::welcome(out, env!("CARGO_PKG_VERSION"), &session, wall_clock_ns()));
@@ -369,6 +389,7 @@ impl Reactor {
             if conn.closing.is_some() {
                 return;
             }
+            let echo = conn.echo;
             let Phase::Ws(ws) = &mut conn.phase else { return };
             let result = ws.read();
             if !ws.get_ref().out.queue.is_empty() {
@@ -376,6 +397,14 @@ impl Reactor {
                 self.mark_dirty(key);
             }
             match result {
+                Ok(Message::Text(text)) if echo => {
+                    let frame = data_frame(true, text.as_bytes());
+                    self.reply(key, frame);
+                }
+                Ok(Message::Binary(data)) if echo => {
+                    let frame = data_frame(false, &data);
+                    self.reply(key, frame);
+                }
                 Ok(Message::Text(text)) => {
                     self.command_buf.clear();
                     self.command_buf.extend_from_slice(text.as_bytes());
@@ -869,9 +898,12 @@ impl Reactor {
             .iter_mut()
             .filter_map(|(k, c)| {
                 let closing = c.closing.is_some();
+                let echo = c.echo;
                 let io = c.io()?;
                 queued_bytes += io.out.queue.queued_bytes() as u64;
-                (!closing && (io.out.is_stalled(&budget, now) || io.out.is_over(&budget))).then_some(k)
+                // Echo connections carry conformance messages of up to 16 MiB: only the deadline applies.
+                let over = io.out.is_over(&budget) && !echo;
+                (!closing && (io.out.is_stalled(&budget, now) || over)).then_some(k)
             })
             .collect();
         self.stats.queued_bytes.store(queued_bytes, Ordering::Relaxed);
