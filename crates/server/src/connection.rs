@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 use tickgate_core::{Frame, Outbox, Policy, SymbolSet};
+use tickgate_protocol::inbound::Utf8Watch;
 use tungstenite::WebSocket;
 
 /// Most slices handed to one `writev`: about 10 KB of ticks, where one call costs about the same
@@ -22,6 +23,10 @@ pub const MAX_IOV: usize = 64;
 pub struct ConnIo {
     pub sock: TcpStream,
     pub out: Outbox,
+    /// Checks text messages' UTF-8 as their bytes arrive (fail fast, RFC 6455 §8.1).
+    pub utf8: Utf8Watch,
+    /// Set when `utf8` saw invalid text: the reactor closes with 1007.
+    pub invalid_utf8: bool,
 }
 
 /// What [`ConnIo::write_out`] did.
@@ -70,7 +75,11 @@ impl ConnIo {
 
 impl Read for ConnIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.sock.read(buf)
+        let n = self.sock.read(buf)?;
+        if !self.invalid_utf8 && self.utf8.feed(&buf[..n]).is_err() {
+            self.invalid_utf8 = true;
+        }
+        Ok(n)
     }
 }
 
@@ -189,7 +198,10 @@ pub struct Connection {
 impl Connection {
     pub fn new(sock: TcpStream, peer: SocketAddr, session: u64, policy: Policy, now: Instant) -> Self {
         Self {
-            phase: Phase::Http { io: ConnIo { sock, out: Outbox::new(policy, now) }, head: Vec::new() },
+            phase: Phase::Http {
+                io: ConnIo { sock, out: Outbox::new(policy, now), utf8: Utf8Watch::new(), invalid_utf8: false },
+                head: Vec::new(),
+            },
             subs: SymbolSet::new(),
             dirty: false,
             closing: None,

@@ -368,6 +368,10 @@ impl Reactor {
         let Phase::Http { mut io, head } = std::mem::replace(&mut conn.phase, Phase::Moving) else { return };
         io.out.push_control(Frame::from_bytes(response), self.now);
         let early = head[head_len..].to_vec();
+        // Bytes that came with the request head are WebSocket frames already.
+        if io.utf8.feed(&early).is_err() {
+            io.invalid_utf8 = true;
+        }
         let config = if echo { echo_ws_config() } else { self.ws_config };
         let ws = WebSocket::from_partially_read(io, early, Role::Server, Some(config));
         conn.phase = Phase::Ws(ws);
@@ -433,7 +437,15 @@ impl Reactor {
                     return;
                 }
                 Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Everything valid has been handled; invalid text seen in a frame not yet
+                    // complete fails the connection now rather than once it is all in.
+                    let invalid = matches!(self.conns.get(key), Some(Connection { phase: Phase::Ws(ws), .. }) if ws.get_ref().invalid_utf8);
+                    if invalid {
+                        self.on_ws_error(key, tungstenite::Error::Utf8(String::from("invalid UTF-8")));
+                    }
+                    return;
+                }
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.on_ws_error(key, e);

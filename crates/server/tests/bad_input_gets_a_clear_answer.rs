@@ -110,3 +110,19 @@ fn plain_http_gets_400_on_the_endpoint_and_404_elsewhere() {
     let r = http_request(addr, &format!("GET /ws HTTP/1.1\r\nX-Junk: {}\r\n\r\n", "a".repeat(10_000)));
     assert!(r.starts_with("HTTP/1.1 431"), "{r}");
 }
+
+#[test]
+fn invalid_utf8_fails_fast_before_the_frame_is_complete() {
+    let gateway = start_gateway(|_| {});
+    let mut raw = RawClient::connect(gateway.local_addr());
+    // A masked text frame announcing 1,000 bytes, of which only the first 12 are sent, the
+    // eleventh of them invalid UTF-8.
+    let mask = [1u8, 2, 3, 4];
+    let mut start = vec![0x81, 0x80 | 126, 0x03, 0xe8];
+    start.extend_from_slice(&mask);
+    let payload = b"0123456789\xc0x";
+    start.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    std::io::Write::write_all(&mut raw.stream, &start).unwrap();
+    let (code, _) = raw.read_close().expect("closed without waiting for the rest of the frame");
+    assert_eq!(code, 1007);
+}
