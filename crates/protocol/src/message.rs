@@ -18,6 +18,10 @@ pub enum ErrorCode {
     UnknownSymbol,
     /// The client sent a binary frame; the protocol is JSON text.
     UnsupportedFrame,
+    /// The client sends commands faster than its allowance; this one was not executed.
+    RateLimited,
+    /// A subscribe would exceed the connection's maximum of subscriptions.
+    TooManySubscriptions,
 }
 
 impl ErrorCode {
@@ -26,6 +30,8 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::UnknownSymbol => "unknown_symbol",
             ErrorCode::UnsupportedFrame => "unsupported_frame",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
         }
     }
 }

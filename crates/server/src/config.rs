@@ -80,6 +80,24 @@ pub struct LimitsConfig {
     pub slow_consumer_policy: String,
     /// How long a closing connection may take to receive its close frame and hang up, in ms.
     pub close_linger_ms: u64,
+    /// How long a client has to complete the HTTP upgrade, in ms; slower ones get 408.
+    pub handshake_timeout_ms: u64,
+    /// Open connections in the whole gateway past which new ones get 503.
+    pub max_connections: usize,
+    /// Open connections from one IP address past which new ones get 429; 0 = no limit.
+    pub max_connections_per_ip: usize,
+    /// Messages a client may send per second on average (token bucket).
+    pub messages_per_second: f64,
+    /// Messages a client may send in a burst.
+    pub message_burst: u32,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// A connection silent this long gets a ping, in ms.
+    pub ping_interval_ms: u64,
+    /// A connection silent this long (no message, no pong) is closed, in ms.
+    pub idle_timeout_ms: u64,
+    /// Origins allowed to open WebSockets (e.g. "https://app.example.com"); empty = any.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for LimitsConfig {
@@ -93,6 +111,15 @@ impl Default for LimitsConfig {
             write_deadline_ms: 10_000,
             slow_consumer_policy: "conflate".into(),
             close_linger_ms: 2_000,
+            handshake_timeout_ms: 5_000,
+            max_connections: 19_000,
+            max_connections_per_ip: 0,
+            messages_per_second: 20.0,
+            message_burst: 50,
+            max_subscriptions: 1024,
+            ping_interval_ms: 30_000,
+            idle_timeout_ms: 75_000,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -216,6 +243,30 @@ impl Config {
             return Err(invalid(
                 "limits.write_deadline_ms",
                 format!("must be at least 100 ms, got {}", l.write_deadline_ms),
+            ));
+        }
+        if !(l.messages_per_second.is_finite() && l.messages_per_second > 0.0) || l.message_burst == 0 {
+            return Err(invalid(
+                "limits.messages_per_second",
+                format!(
+                    "and limits.message_burst must be positive, got {} and {}",
+                    l.messages_per_second, l.message_burst
+                ),
+            ));
+        }
+        if l.idle_timeout_ms <= l.ping_interval_ms {
+            return Err(invalid(
+                "limits.idle_timeout_ms",
+                format!(
+                    "must be longer than limits.ping_interval_ms ({}), got {}",
+                    l.ping_interval_ms, l.idle_timeout_ms
+                ),
+            ));
+        }
+        if l.max_connections == 0 || l.max_subscriptions == 0 || l.handshake_timeout_ms == 0 {
+            return Err(invalid(
+                "limits",
+                "max_connections, max_subscriptions and handshake_timeout_ms must be positive".to_string(),
             ));
         }
         if Policy::parse(&l.slow_consumer_policy).is_none() {

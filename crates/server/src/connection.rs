@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use mio::net::TcpStream;
-use tickgate_core::{Frame, Outbox, Policy, SymbolSet};
+use tickgate_core::{Frame, Outbox, Policy, SymbolSet, TokenBucket};
 use tickgate_protocol::inbound::Utf8Watch;
 use tungstenite::WebSocket;
 
@@ -115,11 +115,19 @@ pub enum CloseReason {
     Shutdown,
     /// A socket error.
     IoError,
+    /// Kept sending past its message allowance (1008).
+    RateLimit,
+    /// Silent past the idle timeout, pings unanswered (1008).
+    IdleTimeout,
+    /// Did not complete the HTTP upgrade in time (408).
+    HandshakeTimeout,
+    /// Refused by a connection limit (503 or 429).
+    Refused,
 }
 
 impl CloseReason {
     /// Every reason, in the order of [`CloseReason::index`].
-    pub const ALL: [CloseReason; 9] = [
+    pub const ALL: [CloseReason; 13] = [
         CloseReason::ClientClose,
         CloseReason::ClientVanished,
         CloseReason::ProtocolError,
@@ -129,6 +137,10 @@ impl CloseReason {
         CloseReason::HttpAnswered,
         CloseReason::Shutdown,
         CloseReason::IoError,
+        CloseReason::RateLimit,
+        CloseReason::IdleTimeout,
+        CloseReason::HandshakeTimeout,
+        CloseReason::Refused,
     ];
 
     pub fn index(self) -> usize {
@@ -146,6 +158,10 @@ impl CloseReason {
             CloseReason::HttpAnswered => "http_answered",
             CloseReason::Shutdown => "shutdown",
             CloseReason::IoError => "io_error",
+            CloseReason::RateLimit => "rate_limit",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::Refused => "refused",
         }
     }
 }
@@ -193,10 +209,20 @@ pub struct Connection {
     pub frames_sent: u64,
     /// Upgraded on the echo route: messages are echoed, not parsed as commands.
     pub echo: bool,
+    /// Counted in by the admission limits (refused connections are not).
+    pub admitted: bool,
+    /// The client's message allowance.
+    pub bucket: TokenBucket,
+    /// Messages refused in a row for the rate limit.
+    pub strikes: u32,
+    /// Last time anything came from the client (a message, a pong).
+    pub last_inbound: Instant,
+    /// Last time we pinged it.
+    pub last_ping: Instant,
 }
 
 impl Connection {
-    pub fn new(sock: TcpStream, peer: SocketAddr, session: u64, policy: Policy, now: Instant) -> Self {
+    pub fn new(sock: TcpStream, peer: SocketAddr, session: u64, policy: Policy, burst: u32, now: Instant) -> Self {
         Self {
             phase: Phase::Http {
                 io: ConnIo { sock, out: Outbox::new(policy, now), utf8: Utf8Watch::new(), invalid_utf8: false },
@@ -211,6 +237,11 @@ impl Connection {
             admin: false,
             frames_sent: 0,
             echo: false,
+            admitted: false,
+            bucket: TokenBucket::new(burst, now),
+            strikes: 0,
+            last_inbound: now,
+            last_ping: now,
         }
     }
 

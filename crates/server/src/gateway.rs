@@ -13,6 +13,7 @@ use tickgate_feed::fanout::{LinkStats, reactor_channel};
 use tickgate_feed::ingest::{FeedControl, Ingest, IngestStats, spawn_sim, wall_clock_ns};
 use tickgate_feed::sim::{SimMarket, universe};
 
+use crate::admission::Admission;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Telemetry;
 use crate::reactor::{Reactor, ReactorSetup, WAKER};
@@ -107,6 +108,7 @@ impl Gateway {
             threads: Vec::new(),
         };
         let mut admin_listener = admin_listener;
+        let admission = Arc::new(Admission::new(config.limits.max_connections, config.limits.max_connections_per_ip));
         for (id, ((listener, poll), inbox)) in listeners.into_iter().zip(polls).zip(inboxes).enumerate() {
             let setup = ReactorSetup {
                 id,
@@ -120,6 +122,7 @@ impl Gateway {
                 core: if config.server.pin_cores && !cores.is_empty() { Some(cores[id % cores.len()]) } else { None },
                 admin_listener: if id == 0 { admin_listener.take() } else { None },
                 telemetry: telemetry.clone(),
+                admission: admission.clone(),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("tickgate-reactor-{id}"))

@@ -42,7 +42,7 @@ pub enum Parsed {
 }
 
 /// Parses the request head in `buf` (which holds at most `max_head` bytes) and routes it.
-pub fn parse_and_route(buf: &[u8], max_head: usize, surface: Surface) -> Parsed {
+pub fn parse_and_route(buf: &[u8], max_head: usize, surface: Surface, allowed_origins: &[String]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
@@ -52,7 +52,22 @@ pub fn parse_and_route(buf: &[u8], max_head: usize, surface: Surface) -> Parsed 
             "request head too large\n",
         ))),
         Ok(httparse::Status::Partial) => Parsed::Partial,
-        Ok(httparse::Status::Complete(head_len)) => Parsed::Complete(route(&req, head_len, surface)),
+        Ok(httparse::Status::Complete(head_len)) => {
+            // Browsers always send Origin; native clients send none and are not checked (the
+            // allow-list guards against other sites' pages, not against programs).
+            if let (false, true, Some(origin)) =
+                (allowed_origins.is_empty(), wants_websocket(&req), header(&req, "origin"))
+            {
+                if !allowed_origins.iter().any(|o| o.as_bytes() == origin) {
+                    return Parsed::Complete(Route::Respond(response(
+                        403,
+                        "Forbidden",
+                        "this origin may not open WebSockets here (see limits.allowed_origins)\n",
+                    )));
+                }
+            }
+            Parsed::Complete(route(&req, head_len, surface))
+        }
         Err(httparse::Error::TooManyHeaders) => Parsed::Complete(Route::Respond(response(
             431,
             "Request Header Fields Too Large",
@@ -62,6 +77,10 @@ pub fn parse_and_route(buf: &[u8], max_head: usize, surface: Surface) -> Parsed 
             Parsed::Complete(Route::Respond(response(400, "Bad Request", &format!("malformed HTTP request: {e}\n"))))
         }
     }
+}
+
+fn wants_websocket(req: &httparse::Request<'_, '_>) -> bool {
+    header(req, "upgrade").is_some_and(|v| v.eq_ignore_ascii_case(b"websocket"))
 }
 
 fn header<'h>(req: &'h httparse::Request<'_, '_>, name: &str) -> Option<&'h [u8]> {
@@ -86,8 +105,7 @@ fn route(req: &httparse::Request<'_, '_>, head_len: usize, surface: Surface) -> 
         }
         "/echo" if echo => upgrade(req, head_len, true),
         "/ws" => {
-            let wants_upgrade = header(req, "upgrade").is_some_and(|v| v.eq_ignore_ascii_case(b"websocket"));
-            if !wants_upgrade {
+            if !wants_websocket(req) {
                 return Route::Respond(response(
                     400,
                     "Bad Request",
@@ -159,7 +177,7 @@ mod tests {
     use super::*;
 
     fn respond(raw: &str) -> String {
-        match parse_and_route(raw.as_bytes(), 8192, PUBLIC) {
+        match parse_and_route(raw.as_bytes(), 8192, PUBLIC, &[]) {
             Parsed::Complete(Route::Respond(bytes)) => String::from_utf8(bytes).unwrap(),
             other => panic!("expected a response, got {other:?}"),
         }
@@ -169,7 +187,7 @@ mod tests {
 
     #[test]
     fn operational_routes_follow_the_surface() {
-        let route = |raw: &str, surface| match parse_and_route(raw.as_bytes(), 8192, surface) {
+        let route = |raw: &str, surface| match parse_and_route(raw.as_bytes(), 8192, surface, &[]) {
             Parsed::Complete(Route::Metrics) => "metrics".to_string(),
             Parsed::Complete(Route::Ready) => "ready".to_string(),
             Parsed::Complete(Route::Respond(r)) => status_of(&r).to_string(),
@@ -191,7 +209,7 @@ mod tests {
     fn upgrades_a_valid_websocket_request() {
         let mut raw = UPGRADE.as_bytes().to_vec();
         raw.extend_from_slice(&[0x81, 0x80]);
-        match parse_and_route(&raw, 8192, PUBLIC) {
+        match parse_and_route(&raw, 8192, PUBLIC, &[]) {
             Parsed::Complete(Route::Upgrade { response, head_len, .. }) => {
                 let text = String::from_utf8(response).unwrap();
                 assert!(text.starts_with("HTTP/1.1 101"), "{text}");
@@ -217,13 +235,13 @@ mod tests {
 
     #[test]
     fn limits_the_head() {
-        assert!(matches!(parse_and_route(b"GET /ws HTTP/1.1\r\nHost: x\r\n", 8192, PUBLIC), Parsed::Partial));
+        assert!(matches!(parse_and_route(b"GET /ws HTTP/1.1\r\nHost: x\r\n", 8192, PUBLIC, &[]), Parsed::Partial));
         let long = format!("GET /ws HTTP/1.1\r\nX: {}", "a".repeat(600));
         assert!(respond_limited(&long, 512).starts_with("HTTP/1.1 431"));
     }
 
     fn respond_limited(raw: &str, max: usize) -> String {
-        match parse_and_route(raw.as_bytes(), max, PUBLIC) {
+        match parse_and_route(raw.as_bytes(), max, PUBLIC, &[]) {
             Parsed::Complete(Route::Respond(bytes)) => String::from_utf8(bytes).unwrap(),
             other => panic!("{other:?}"),
         }

@@ -5,6 +5,7 @@
 //! tickgate-protocol); this crate only moves bytes between them and sockets. Each reactor thread
 //! owns its sockets outright: nothing on the per-message path takes a lock.
 
+pub mod admission;
 pub mod config;
 pub mod connection;
 pub mod gateway;

@@ -117,7 +117,7 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
 
     // Per-reactor counters.
     type Field = fn(&ReactorCounters) -> &AtomicU64;
-    let per_reactor: [(&str, &str, Field); 12] = [
+    let per_reactor: &[(&str, &str, Field)] = &[
         ("tickgate_connections_accepted_total", "TCP connections accepted.", |c| &c.accepted),
         ("tickgate_connections_upgraded_total", "Connections upgraded to WebSocket.", |c| &c.upgraded),
         ("tickgate_messages_sent_total", "Tick messages queued to clients (one per subscriber per tick).", |c| {
@@ -138,8 +138,16 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         }),
         ("tickgate_protocol_closes_total", "Connections closed with 1002, 1007 or 1009.", |c| &c.protocol_closes),
         ("tickgate_reactor_turns_total", "Reactor loop turns.", |c| &c.turns),
+        ("tickgate_rate_limited_total", "Client messages refused for the rate limit.", |c| &c.rate_limited),
+        ("tickgate_subscriptions_refused_total", "Subscriptions refused for the per-connection maximum.", |c| {
+            &c.subscriptions_refused
+        }),
+        ("tickgate_connections_refused_total", "Connections refused by a connection limit (503 or 429).", |c| {
+            &c.connections_refused
+        }),
+        ("tickgate_pings_sent_total", "Keepalive pings sent to silent connections.", |c| &c.pings_sent),
     ];
-    for (name, help, field) in per_reactor {
+    for &(name, help, field) in per_reactor {
         let c = counter(name, help, &["reactor"])?;
         for (id, r) in s.reactors.iter().enumerate() {
             c.with_label_values(&[&id.to_string()]).inc_by(load(field(&r.counters)));

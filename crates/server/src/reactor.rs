@@ -24,10 +24,13 @@ use tickgate_core::subscription::ConnKey;
 use tickgate_core::{Budget, Frame, LastValueCache, Policy, SubscriptionIndex, SymbolId, SymbolTable, Verdict};
 use tickgate_feed::fanout::{FanoutMsg, ReactorInbox};
 use tickgate_feed::ingest::wall_clock_ns;
-use tickgate_protocol::{CloseCode, Command, ErrorCode, FrameBuilder, close_frame, data_frame, message, parse_command};
+use tickgate_protocol::{
+    CloseCode, Command, ErrorCode, FrameBuilder, close_frame, data_frame, message, parse_command, ping_frame,
+};
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
+use crate::admission::{Admission, Refusal};
 use crate::config::Config;
 use crate::connection::{CloseReason, Closing, Connection, Phase, WriteCounts, WriteOutcome};
 use crate::http::{self, Parsed, Route, Surface};
@@ -45,6 +48,18 @@ fn echo_ws_config() -> WebSocketConfig {
         .write_buffer_size(0)
         .max_message_size(Some(64 << 20))
         .max_frame_size(Some(16 << 20))
+}
+
+/// How often a reactor passes over every connection's timers.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+
+/// What a sweep found a connection needs.
+#[derive(Debug, Clone, Copy)]
+enum Sweep {
+    SlowConsumer,
+    HandshakeTimeout,
+    IdleTimeout,
+    Pinged,
 }
 
 /// How often a reactor publishes its latency histograms.
@@ -76,6 +91,7 @@ pub struct ReactorSetup {
     /// The admin port's listener (reactor 0 only, when configured).
     pub admin_listener: Option<TcpListener>,
     pub telemetry: Arc<Telemetry>,
+    pub admission: Arc<Admission>,
 }
 
 /// The reactor's state. Connections live in a slab whose keys are their mio tokens.
@@ -112,6 +128,9 @@ pub struct Reactor {
     draining_until: Option<Instant>,
     admin_listener: Option<TcpListener>,
     telemetry: Arc<Telemetry>,
+    admission: Arc<Admission>,
+    /// Last pass over every connection's timers (handshake, keepalive, write deadline).
+    last_sweep: Instant,
     /// This turn's writes.
     writes: WriteCounts,
     /// (gw_ts, deliveries) of the ticks fanned out this turn, timed once they are written.
@@ -139,6 +158,7 @@ impl Reactor {
             core,
             mut admin_listener,
             telemetry,
+            admission,
         } = setup;
         if let Some(core) = core {
             if !core_affinity::set_for_current(core) {
@@ -183,6 +203,8 @@ impl Reactor {
             draining_until: None,
             admin_listener,
             telemetry,
+            admission,
+            last_sweep: Instant::now(),
             writes: WriteCounts::default(),
             fanned_out: Vec::with_capacity(MAX_FANOUT_PER_TURN),
             latency: latency_histogram(),
@@ -268,10 +290,18 @@ impl Reactor {
                         continue;
                     }
                     self.next_session += 1;
-                    let mut conn = Connection::new(sock, peer, self.next_session, self.default_policy, self.now);
+                    let burst = self.config.limits.message_burst;
+                    let mut conn = Connection::new(sock, peer, self.next_session, self.default_policy, burst, self.now);
                     conn.admin = admin;
+                    // The admin port is for operators and is not counted against clients' limits.
+                    let refusal = if admin { None } else { self.admission.admit(peer.ip()).err() };
+                    conn.admitted = !admin && refusal.is_none();
                     entry.insert(conn);
                     self.turn.accepted += 1;
+                    if let Some(refusal) = refusal {
+                        self.refuse(key, refusal);
+                        continue;
+                    }
                     // The request may already be there; with edge triggers, read it now.
                     self.on_readable(key);
                 }
@@ -286,6 +316,30 @@ impl Reactor {
                 }
             }
         }
+    }
+
+    /// Answers a connection a limit refused, and closes it.
+    fn refuse(&mut self, key: usize, refusal: Refusal) {
+        let response = match refusal {
+            Refusal::Full => http::response(
+                503,
+                "Service Unavailable",
+                "the gateway is at its connection limit (limits.max_connections); retry later\n",
+            ),
+            Refusal::PerAddress => http::response(
+                429,
+                "Too Many Requests",
+                "too many connections from your address (limits.max_connections_per_ip)\n",
+            ),
+        };
+        self.turn.connections_refused += 1;
+        if let Some(i) = HTTP_STATUSES.iter().position(|&s| s == http::status_of(&response)) {
+            self.stats.http_by_status[i].fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(io) = self.conns.get_mut(key).and_then(|c| c.io()) {
+            io.out.push_control(Frame::from_bytes(&response), self.now);
+        }
+        self.begin_close(key, None, CloseReason::Refused);
     }
 
     fn on_readable(&mut self, key: usize) {
@@ -317,7 +371,7 @@ impl Reactor {
         let parsed = loop {
             let room = (max_head - head.len().min(max_head)).min(READ_CHUNK);
             if room == 0 {
-                break http::parse_and_route(head, max_head, surface);
+                break http::parse_and_route(head, max_head, surface, &self.config.limits.allowed_origins);
             }
             match io.sock.read(&mut chunk[..room]) {
                 Ok(0) => {
@@ -326,7 +380,9 @@ impl Reactor {
                 }
                 Ok(n) => {
                     head.extend_from_slice(&chunk[..n]);
-                    if let Parsed::Complete(route) = http::parse_and_route(head, max_head, surface) {
+                    if let Parsed::Complete(route) =
+                        http::parse_and_route(head, max_head, surface, &self.config.limits.allowed_origins)
+                    {
                         break Parsed::Complete(route);
                     }
                 }
@@ -396,6 +452,38 @@ impl Reactor {
             let echo = conn.echo;
             let Phase::Ws(ws) = &mut conn.phase else { return };
             let result = ws.read();
+            if result.is_ok() {
+                conn.last_inbound = self.now;
+            }
+            // Every client message spends a token (echo connections run conformance suites).
+            if let (Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_)), false) = (&result, echo) {
+                let limits = &self.config.limits;
+                if conn.bucket.allow(self.now, limits.messages_per_second, limits.message_burst) {
+                    conn.strikes = 0;
+                } else {
+                    conn.strikes += 1;
+                    self.turn.rate_limited += 1;
+                    if conn.strikes > limits.message_burst {
+                        self.begin_close(
+                            key,
+                            Some((CloseCode::PolicyViolation, "rate limit exceeded")),
+                            CloseReason::RateLimit,
+                        );
+                        return;
+                    }
+                    let frame = self.builder.text(|out| {
+                        message::error(
+                            out,
+                            None,
+                            ErrorCode::RateLimited,
+                            "too many messages: this one was not executed (limits.messages_per_second)",
+                            [],
+                        )
+                    });
+                    self.reply(key, frame);
+                    continue;
+                }
+            }
             if !ws.get_ref().out.queue.is_empty() {
                 // tungstenite queued a pong or a close reply.
                 self.mark_dirty(key);
@@ -523,12 +611,21 @@ impl Reactor {
                             }
                             None => self.default_policy,
                         };
-                        if !known.is_empty() || unknown.is_empty() {
-                            for &symbol in &known {
+                        let max_subscriptions = self.config.limits.max_subscriptions;
+                        let mut refused = Vec::new();
+                        let mut known = known;
+                        known.retain(|&symbol| {
+                            if conn.subs.contains(symbol) || conn.subs.len() < max_subscriptions {
                                 if conn.subs.insert(symbol, universe) {
                                     self.index.add(symbol, key as ConnKey);
                                 }
+                                true
+                            } else {
+                                refused.push(symbol);
+                                false
                             }
+                        });
+                        if !known.is_empty() || (unknown.is_empty() && refused.is_empty()) {
                             let symbols = &self.symbols;
                             let frame = self.builder.text(|out| {
                                 message::subscribed(out, id, known.iter().map(|&s| &*symbols.get(s).name), policy)
@@ -540,6 +637,26 @@ impl Reactor {
                                 let frame = self.builder.text(|out| message::snapshot(out, info, values));
                                 self.reply(key, frame);
                             }
+                        }
+                        if !refused.is_empty() {
+                            self.turn.subscriptions_refused += refused.len() as u64;
+                            self.turn.command_errors += 1;
+                            let symbols = &self.symbols;
+                            let text = format!(
+                                "{} symbols not subscribed: a connection holds at most {} (limits.max_subscriptions)",
+                                refused.len(),
+                                max_subscriptions
+                            );
+                            let frame = self.builder.text(|out| {
+                                message::error(
+                                    out,
+                                    id,
+                                    ErrorCode::TooManySubscriptions,
+                                    &text,
+                                    refused.iter().map(|&s| &*symbols.get(s).name),
+                                )
+                            });
+                            self.reply(key, frame);
                         }
                         self.reply_unknown(key, id, &unknown);
                     }
@@ -869,6 +986,9 @@ impl Reactor {
         }
         self.turn.closed += 1;
         self.stats.closed_by_reason[reason.index()].fetch_add(1, Ordering::Relaxed);
+        if conn.admitted {
+            self.admission.release(conn.peer.ip());
+        }
         if matches!(conn.phase, Phase::Ws(_)) {
             tracing::info!(
                 reactor = self.id,
@@ -902,25 +1022,9 @@ impl Reactor {
                 }
             }
         }
-        // Slow consumers: no write progress within the deadline, or past the hard watermark.
-        let budget = self.budget;
-        let mut queued_bytes = 0;
-        let slow: Vec<usize> = self
-            .conns
-            .iter_mut()
-            .filter_map(|(k, c)| {
-                let closing = c.closing.is_some();
-                let echo = c.echo;
-                let io = c.io()?;
-                queued_bytes += io.out.queue.queued_bytes() as u64;
-                // Echo connections carry conformance messages of up to 16 MiB: only the deadline applies.
-                let over = io.out.is_over(&budget) && !echo;
-                (!closing && (io.out.is_stalled(&budget, now) || over)).then_some(k)
-            })
-            .collect();
-        self.stats.queued_bytes.store(queued_bytes, Ordering::Relaxed);
-        for key in slow {
-            self.close_slow_consumer(key);
+        if now.duration_since(self.last_sweep) >= SWEEP_EVERY {
+            self.last_sweep = now;
+            self.sweep(now);
         }
         if self.shutdown.load(Ordering::Relaxed) && self.draining_until.is_none() {
             let grace = Duration::from_millis(self.config.server.shutdown_grace_ms);
@@ -942,6 +1046,69 @@ impl Reactor {
             Some(deadline) => self.conns.is_empty() || now >= deadline,
             None => false,
         }
+    }
+
+    /// One pass over every connection's timers and budgets: slow consumers (no write progress
+    /// within the deadline, or past the hard watermark), handshakes that take too long, and
+    /// keepalive (ping the silent, close the unresponsive).
+    fn sweep(&mut self, now: Instant) {
+        let budget = self.budget;
+        let limits = &self.config.limits;
+        let handshake_timeout = Duration::from_millis(limits.handshake_timeout_ms);
+        let ping_interval = Duration::from_millis(limits.ping_interval_ms);
+        let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
+        let mut queued_bytes = 0;
+        let mut actions = Vec::new();
+        for (key, c) in self.conns.iter_mut() {
+            let closing = c.closing.is_some();
+            let (echo, opened, last_inbound, last_ping) = (c.echo, c.opened, c.last_inbound, c.last_ping);
+            let upgraded = matches!(c.phase, Phase::Ws(_));
+            let Some(io) = c.io() else { continue };
+            queued_bytes += io.out.queue.queued_bytes() as u64;
+            if closing {
+                continue;
+            }
+            // Echo connections carry conformance messages of up to 16 MiB: only the deadline applies.
+            let over = io.out.is_over(&budget) && !echo;
+            if io.out.is_stalled(&budget, now) || over {
+                actions.push((key, Sweep::SlowConsumer));
+            } else if !upgraded && now.duration_since(opened) >= handshake_timeout {
+                actions.push((key, Sweep::HandshakeTimeout));
+            } else if upgraded && now.duration_since(last_inbound) >= idle_timeout {
+                actions.push((key, Sweep::IdleTimeout));
+            } else if upgraded
+                && now.duration_since(last_inbound) >= ping_interval
+                && now.duration_since(last_ping) >= ping_interval
+            {
+                io.out.push_control(ping_frame(), now);
+                c.last_ping = now;
+                actions.push((key, Sweep::Pinged));
+            }
+        }
+        self.stats.queued_bytes.store(queued_bytes, Ordering::Relaxed);
+        for (key, action) in actions {
+            match action {
+                Sweep::SlowConsumer => self.close_slow_consumer(key),
+                Sweep::HandshakeTimeout => {
+                    let response = http::response(408, "Request Timeout", "the upgrade took too long\n");
+                    if let Some(i) = HTTP_STATUSES.iter().position(|&s| s == 408) {
+                        self.stats.http_by_status[i].fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Some(io) = self.conns.get_mut(key).and_then(|c| c.io()) {
+                        io.out.push_control(Frame::from_bytes(&response), now);
+                    }
+                    self.begin_close(key, None, CloseReason::HandshakeTimeout);
+                }
+                Sweep::IdleTimeout => {
+                    self.begin_close(key, Some((CloseCode::PolicyViolation, "idle timeout")), CloseReason::IdleTimeout)
+                }
+                Sweep::Pinged => {
+                    self.turn.pings_sent += 1;
+                    self.mark_dirty(key);
+                }
+            }
+        }
+        self.flush_dirty();
     }
 
     fn publish_stats(&mut self) {

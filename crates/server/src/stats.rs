@@ -69,11 +69,19 @@ counters! {
         http_responses,
         /// Loop turns (a reactor that stops turning is stuck).
         turns,
+        /// Client messages refused for the rate limit (answered with error rate_limited).
+        rate_limited,
+        /// Subscriptions refused for the per-connection maximum.
+        subscriptions_refused,
+        /// Connections refused by a connection limit (503 or 429).
+        connections_refused,
+        /// Pings sent to silent connections.
+        pings_sent,
     }
 }
 
 /// HTTP statuses counted for requests answered without an upgrade.
-pub const HTTP_STATUSES: [u16; 7] = [200, 400, 404, 405, 431, 500, 503];
+pub const HTTP_STATUSES: [u16; 10] = [200, 400, 403, 404, 405, 408, 429, 431, 500, 503];
 
 /// Client command ops counted, the last for commands that could not be parsed.
 pub const COMMAND_OPS: [&str; 5] = ["subscribe", "unsubscribe", "list_symbols", "list_subscriptions", "invalid"];
@@ -117,7 +125,7 @@ impl LatencyWindow {
 pub struct ReactorStats {
     pub counters: ReactorCounters,
     /// Connections closed, by [`CloseReason::index`](crate::connection::CloseReason::index).
-    pub closed_by_reason: [AtomicU64; 9],
+    pub closed_by_reason: [AtomicU64; 13],
     /// HTTP responses by status, in the order of [`HTTP_STATUSES`].
     pub http_by_status: [AtomicU64; HTTP_STATUSES.len()],
     /// Client commands by op ([`COMMAND_OPS`]) and result (0 ok, 1 error).
