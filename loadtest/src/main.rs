@@ -242,7 +242,15 @@ fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool) -> Result<(), Strin
             "{}: rate {rate}/s, {} connections x {} of {} symbols",
             load.name, load.connections, load.per_client, load.symbols
         );
-        let measured = run::run(&params).map_err(|e| format!("run at rate {rate}: {e}"))?;
+        let measured = match run::run(&params) {
+            Ok(measured) => measured,
+            Err(e) => {
+                // Keep what the earlier steps measured.
+                eprintln!("{}: run at rate {rate} failed: {e}", load.name);
+                drop(server);
+                break;
+            }
+        };
         drop(server);
         let expected = rate * load.connections as f64 * (load.per_client.min(load.symbols) as f64)
             / load.symbols as f64

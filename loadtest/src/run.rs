@@ -143,6 +143,9 @@ struct Client {
     carry: Vec<u8>,
     /// Bytes waiting to be written (handshake, subscribe, pongs).
     out: Vec<u8>,
+    /// The subscribe frame, sent once the upgrade is accepted (a client must not send frames
+    /// before the 101, RFC 6455 §4.1).
+    subscribe: Vec<u8>,
     tracker: SeqTracker,
     slow: bool,
     delivered: u64,
@@ -273,8 +276,8 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                 Ok(mut sock) => {
                     let token = Token(clients.len());
                     poll.registry().register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)?;
-                    let mut out = handshake.clone().into_bytes();
-                    let subscribe = format!(
+                    let out = handshake.clone().into_bytes();
+                    let subscribe_json = format!(
                         "{{\"op\":\"subscribe\",\"symbols\":[{}]}}",
                         symbols
                             .iter()
@@ -282,13 +285,15 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                             .collect::<Vec<_>>()
                             .join(",")
                     );
-                    write_client_frame(&mut out, 1, subscribe.as_bytes(), (rng.next() as u32).to_le_bytes());
+                    let mut subscribe = Vec::new();
+                    write_client_frame(&mut subscribe, 1, subscribe_json.as_bytes(), (rng.next() as u32).to_le_bytes());
                     clients.push(Client {
                         sock,
                         state: State::Connecting,
                         started: now,
                         carry: Vec::new(),
                         out,
+                        subscribe,
                         tracker: SeqTracker::new(&symbols),
                         slow: false,
                         delivered: 0,
@@ -446,6 +451,12 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                             c.state = State::Open;
                             open += 1;
                             at = pos + 4;
+                            // Now the subscribe may go; write it at once (edge-triggered: no
+                            // further writable event would come for an idle socket).
+                            c.out.append(&mut c.subscribe);
+                            if let Ok(n) = c.sock.write(&c.out) {
+                                c.out.drain(..n);
+                            }
                         }
                     }
                 }
@@ -531,7 +542,12 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                 cpu_ns_per_delivery: if delivered > 0 { cpu_s * 1e9 / delivered as f64 } else { 0.0 },
                 rss_before_connect: before.rss_bytes,
                 rss_connected,
-                rss_per_connection: (rss_connected as f64 - before.rss_bytes as f64) / params.connections.max(1) as f64,
+                // Only meaningful when every client connected.
+                rss_per_connection: if connect_hist.len() as usize == params.connections {
+                    (rss_connected as f64 - before.rss_bytes as f64) / params.connections.max(1) as f64
+                } else {
+                    f64::NAN
+                },
                 rss_end: e.rss_bytes,
             })
         }

@@ -43,6 +43,10 @@ pub enum Command<'a> {
     },
     ListSymbols,
     ListSubscriptions,
+    /// Authenticate with a token (when the gateway requires it and none came at the handshake).
+    Auth {
+        token: Cow<'a, str>,
+    },
 }
 
 impl Command<'_> {
@@ -53,6 +57,7 @@ impl Command<'_> {
             Command::Unsubscribe { .. } => "unsubscribe",
             Command::ListSymbols => "list_symbols",
             Command::ListSubscriptions => "list_subscriptions",
+            Command::Auth { .. } => "auth",
         }
     }
 }
@@ -118,6 +123,10 @@ pub fn parse_command(buf: &mut [u8]) -> Result<Request<'_>, CommandError> {
         "unsubscribe" => Command::Unsubscribe { symbols: take_symbols(&mut object, &id)? },
         "list_symbols" => Command::ListSymbols,
         "list_subscriptions" => Command::ListSubscriptions,
+        "auth" => match object.remove("token") {
+            Some(BorrowedValue::String(token)) => Command::Auth { token },
+            _ => return Err(CommandError::new(id, "field \"token\" must be a string")),
+        },
         other => {
             let mut shown: String = other.chars().take(32).collect();
             if shown.len() < other.len() {
@@ -125,7 +134,9 @@ pub fn parse_command(buf: &mut [u8]) -> Result<Request<'_>, CommandError> {
             }
             return Err(CommandError::new(
                 id,
-                format!("unknown op {shown:?}; expected subscribe, unsubscribe, list_symbols or list_subscriptions"),
+                format!(
+                    "unknown op {shown:?}; expected subscribe, unsubscribe, list_symbols, list_subscriptions or auth"
+                ),
             ));
         }
     };
@@ -192,6 +203,9 @@ mod tests {
         assert_eq!(parse(r#"{"op":"list_symbols"}"#).unwrap().command, Command::ListSymbols);
         let r = parse(r#"{"op":"list_subscriptions","id":-2.5,"extra":true}"#).unwrap();
         assert_eq!((r.id, r.command), (id("-2.5"), Command::ListSubscriptions));
+        let r = parse(r#"{"op":"auth","token":"abc.def"}"#).unwrap();
+        assert_eq!(r.command, Command::Auth { token: "abc.def".into() });
+        assert!(parse(r#"{"op":"auth"}"#).unwrap_err().message.contains("token"));
     }
 
     #[test]

@@ -22,6 +22,12 @@ pub enum ErrorCode {
     RateLimited,
     /// A subscribe would exceed the connection's maximum of subscriptions.
     TooManySubscriptions,
+    /// The gateway requires authentication first.
+    Unauthenticated,
+    /// The token was refused.
+    AuthFailed,
+    /// The user is not entitled to some of the symbols.
+    NotEntitled,
 }
 
 impl ErrorCode {
@@ -32,6 +38,9 @@ impl ErrorCode {
             ErrorCode::UnsupportedFrame => "unsupported_frame",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::AuthFailed => "auth_failed",
+            ErrorCode::NotEntitled => "not_entitled",
         }
     }
 }
@@ -49,8 +58,9 @@ fn write_id(out: &mut Vec<u8>, id: Option<&RequestId>) {
     }
 }
 
-/// `{"type":"welcome","server":"tickgate","version":..,"session":..,"time":..}`
-pub fn welcome(out: &mut Vec<u8>, version: &str, session: &str, time_ns: u64) {
+/// `{"type":"welcome","server":"tickgate","version":..,"session":..,"time":..}`, with
+/// `"auth":"required"` when the client must authenticate before anything else.
+pub fn welcome(out: &mut Vec<u8>, version: &str, session: &str, time_ns: u64, auth_required: bool) {
     open(out, "welcome");
     out.extend_from_slice(b",\"server\":\"tickgate\",\"version\":");
     write_str(out, version);
@@ -58,6 +68,23 @@ pub fn welcome(out: &mut Vec<u8>, version: &str, session: &str, time_ns: u64) {
     write_str(out, session);
     out.extend_from_slice(b",\"time\":");
     write_u64(out, time_ns);
+    if auth_required {
+        out.extend_from_slice(b",\"auth\":\"required\"");
+    }
+    out.push(b'}');
+}
+
+/// `{"type":"authenticated","id":..,"user":..,"expires":<unix seconds>|null}`
+pub fn authenticated(out: &mut Vec<u8>, id: Option<&RequestId>, user: &str, expires: Option<u64>) {
+    open(out, "authenticated");
+    write_id(out, id);
+    out.extend_from_slice(b",\"user\":");
+    write_str(out, user);
+    out.extend_from_slice(b",\"expires\":");
+    match expires {
+        Some(t) => write_u64(out, t),
+        None => out.extend_from_slice(b"null"),
+    }
     out.push(b'}');
 }
 
@@ -282,7 +309,7 @@ mod tests {
         assert_eq!(v, json!({"type":"subscribed","symbols":["AAPL"],"policy":"drop"}));
         let v = encode(|o| error(o, None, ErrorCode::UnknownSymbol, "unknown \"ZZZ\"", ["ZZZ\n"]));
         assert_eq!(v, json!({"type":"error","code":"unknown_symbol","message":"unknown \"ZZZ\"","symbols":["ZZZ\n"]}));
-        let v = encode(|o| welcome(o, "0.1.0", "r0-1", 5));
+        let v = encode(|o| welcome(o, "0.1.0", "r0-1", 5, false));
         assert_eq!(v, json!({"type":"welcome","server":"tickgate","version":"0.1.0","session":"r0-1","time":5}));
         let v = encode(|o| gap(o, &aapl(), 3, 9, "gateway_overload"));
         assert_eq!(v, json!({"type":"gap","symbol":"AAPL","from_seq":3,"to_seq":9,"reason":"gateway_overload"}));

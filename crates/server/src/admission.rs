@@ -24,12 +24,19 @@ pub struct Admission {
     max_per_ip: usize,
     open: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    per_user: Mutex<HashMap<String, usize>>,
 }
 
 impl Admission {
     /// `max_per_ip` 0 means no per-address limit.
     pub fn new(max_total: usize, max_per_ip: usize) -> Self {
-        Self { max_total, max_per_ip, open: AtomicUsize::new(0), per_ip: Mutex::new(HashMap::new()) }
+        Self {
+            max_total,
+            max_per_ip,
+            open: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            per_user: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Counts a new connection from `ip` in, unless a limit refuses it.
@@ -61,6 +68,28 @@ impl Admission {
                 if *count == 0 {
                     per_ip.remove(&ip);
                 }
+            }
+        }
+    }
+
+    /// Counts an authenticated connection of `user` in, unless the user's own limit refuses it.
+    pub fn admit_user(&self, user: &str, limit: Option<usize>) -> bool {
+        let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        let count = per_user.entry(user.to_string()).or_insert(0);
+        if limit.is_some_and(|max| *count >= max) {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// Counts an authenticated connection of `user` out.
+    pub fn release_user(&self, user: &str) {
+        let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = per_user.get_mut(user) {
+            *count -= 1;
+            if *count == 0 {
+                per_user.remove(user);
             }
         }
     }

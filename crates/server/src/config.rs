@@ -17,7 +17,52 @@ pub struct Config {
     pub server: ServerConfig,
     pub limits: LimitsConfig,
     pub sim: SimConfig,
+    pub auth: AuthConfig,
     pub log: LogConfig,
+}
+
+/// `[auth]`: who may connect and which symbols each user may receive.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Require a token from every client.
+    pub enabled: bool,
+    /// "HS256" (with `jwt_secret`), "RS256" or "ES256" (with `jwt_public_key_file`), or "" for
+    /// API keys only.
+    pub jwt_algorithm: String,
+    /// The HS256 shared secret (at least 32 bytes).
+    pub jwt_secret: String,
+    /// PEM public key for RS256 or ES256.
+    pub jwt_public_key_file: Option<std::path::PathBuf>,
+    /// Static API keys, for simple deployments.
+    pub api_keys: Vec<ApiKey>,
+    /// How long a client that brought no token at the handshake has to send
+    /// `{"op":"auth","token":..}`, in ms.
+    pub auth_timeout_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            jwt_algorithm: String::new(),
+            jwt_secret: String::new(),
+            jwt_public_key_file: None,
+            api_keys: Vec::new(),
+            auth_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// One static API key.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    pub key: String,
+    pub user: String,
+    /// Symbol patterns the key is entitled to: "AAPL", "BTC-*", "*".
+    pub symbols: Vec<String>,
+    pub max_connections: Option<usize>,
 }
 
 /// `[server]`: where to listen and how many reactors.
@@ -276,6 +321,7 @@ impl Config {
             ));
         }
         self.sim.validate()?;
+        crate::auth::Authenticator::from_config(&self.auth)?;
         Ok(())
     }
 

@@ -9,6 +9,8 @@ use tickgate_core::{Frame, Outbox, Policy, SymbolSet, TokenBucket};
 use tickgate_protocol::inbound::Utf8Watch;
 use tungstenite::WebSocket;
 
+use crate::auth::Principal;
+
 /// Most slices handed to one `writev`: about 10 KB of ticks, where one call costs about the same
 /// as a call with one frame.
 pub const MAX_IOV: usize = 64;
@@ -123,11 +125,28 @@ pub enum CloseReason {
     HandshakeTimeout,
     /// Refused by a connection limit (503 or 429).
     Refused,
+    /// No valid token within the deadline, or a refused one (1008).
+    AuthFailed,
+    /// Its token expired (1008).
+    TokenExpired,
+}
+
+/// Where a connection stands with authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthState {
+    /// Authentication is off.
+    Open,
+    /// Authentication is on and no token came with the handshake: only `auth` is accepted
+    /// until the deadline.
+    Pending {
+        deadline: Instant,
+    },
+    Authenticated(Principal),
 }
 
 impl CloseReason {
     /// Every reason, in the order of [`CloseReason::index`].
-    pub const ALL: [CloseReason; 13] = [
+    pub const ALL: [CloseReason; 15] = [
         CloseReason::ClientClose,
         CloseReason::ClientVanished,
         CloseReason::ProtocolError,
@@ -141,6 +160,8 @@ impl CloseReason {
         CloseReason::IdleTimeout,
         CloseReason::HandshakeTimeout,
         CloseReason::Refused,
+        CloseReason::AuthFailed,
+        CloseReason::TokenExpired,
     ];
 
     pub fn index(self) -> usize {
@@ -162,6 +183,8 @@ impl CloseReason {
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::HandshakeTimeout => "handshake_timeout",
             CloseReason::Refused => "refused",
+            CloseReason::AuthFailed => "auth_failed",
+            CloseReason::TokenExpired => "token_expired",
         }
     }
 }
@@ -219,6 +242,7 @@ pub struct Connection {
     pub last_inbound: Instant,
     /// Last time we pinged it.
     pub last_ping: Instant,
+    pub auth: AuthState,
 }
 
 impl Connection {
@@ -242,6 +266,7 @@ impl Connection {
             strikes: 0,
             last_inbound: now,
             last_ping: now,
+            auth: AuthState::Open,
         }
     }
 

@@ -14,6 +14,7 @@ use tickgate_feed::ingest::{FeedControl, Ingest, IngestStats, spawn_sim, wall_cl
 use tickgate_feed::sim::{SimMarket, universe};
 
 use crate::admission::Admission;
+use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Telemetry;
 use crate::reactor::{Reactor, ReactorSetup, WAKER};
@@ -108,6 +109,7 @@ impl Gateway {
             threads: Vec::new(),
         };
         let mut admin_listener = admin_listener;
+        let authenticator = Authenticator::from_config(&config.auth)?.map(Arc::new);
         let admission = Arc::new(Admission::new(config.limits.max_connections, config.limits.max_connections_per_ip));
         for (id, ((listener, poll), inbox)) in listeners.into_iter().zip(polls).zip(inboxes).enumerate() {
             let setup = ReactorSetup {
@@ -123,6 +125,7 @@ impl Gateway {
                 admin_listener: if id == 0 { admin_listener.take() } else { None },
                 telemetry: telemetry.clone(),
                 admission: admission.clone(),
+                authenticator: authenticator.clone(),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("tickgate-reactor-{id}"))

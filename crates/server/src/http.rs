@@ -14,7 +14,7 @@ const MAX_HEADERS: usize = 32;
 pub enum Route {
     /// Switch to WebSocket: send `response` (the 101), then treat the bytes after the head as
     /// WebSocket frames.
-    Upgrade { response: Vec<u8>, head_len: usize, echo: bool },
+    Upgrade { response: Vec<u8>, head_len: usize, echo: bool, token: Option<String> },
     /// Send this response and close.
     Respond(Vec<u8>),
     /// Answer with the Prometheus metrics.
@@ -141,7 +141,7 @@ fn upgrade(req: &httparse::Request<'_, '_>, head_len: usize, echo: bool) -> Rout
         Ok(accept) => {
             let mut out = Vec::with_capacity(160);
             match tungstenite::handshake::server::write_response(&mut out, &accept) {
-                Ok(()) => Route::Upgrade { response: out, head_len, echo },
+                Ok(()) => Route::Upgrade { response: out, head_len, echo, token: token(req) },
                 Err(e) => Route::Respond(response(
                     500,
                     "Internal Server Error",
@@ -151,6 +151,46 @@ fn upgrade(req: &httparse::Request<'_, '_>, head_len: usize, echo: bool) -> Rout
         }
         Err(reason) => Route::Respond(response(400, "Bad Request", &format!("invalid WebSocket upgrade: {reason}\n"))),
     }
+}
+
+/// The client's token: `Authorization: Bearer TOKEN`, or `?token=TOKEN` in the URL.
+fn token(req: &httparse::Request<'_, '_>) -> Option<String> {
+    if let Some(value) = header(req, "authorization") {
+        let value = std::str::from_utf8(value).ok()?.trim();
+        if let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) {
+            return Some(token.trim().to_string());
+        }
+    }
+    let query = req.path?.split_once('?')?.1;
+    query.split('&').find_map(|pair| pair.strip_prefix("token=")).map(percent_decode)
+}
+
+/// Decodes `%XX` escapes and `+` in a query value; a malformed escape stays as it is.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+        match (escaped, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, b) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A complete `Connection: close` response with a plain-text body.
@@ -218,6 +258,21 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn tokens_come_from_the_header_or_the_query() {
+        let token_of = |raw: &str| match parse_and_route(raw.as_bytes(), 8192, PUBLIC, &[]) {
+            Parsed::Complete(Route::Upgrade { token, .. }) => token,
+            other => panic!("{other:?}"),
+        };
+        let with = |path: &str, extra: &str| {
+            UPGRADE.replace("GET /ws ", &format!("GET {path} ")).replace("Host: x\r\n", &format!("Host: x\r\n{extra}"))
+        };
+        assert_eq!(token_of(&with("/ws", "Authorization: Bearer abc.def\r\n")), Some("abc.def".into()));
+        assert_eq!(token_of(&with("/ws?x=1&token=a%2Bb.c", "")), Some("a+b.c".into()));
+        assert_eq!(token_of(&with("/ws", "")), None);
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
     }
 
     #[test]

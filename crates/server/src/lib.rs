@@ -6,6 +6,7 @@
 //! owns its sockets outright: nothing on the per-message path takes a lock.
 
 pub mod admission;
+pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod gateway;

@@ -146,6 +146,8 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
             &c.connections_refused
         }),
         ("tickgate_pings_sent_total", "Keepalive pings sent to silent connections.", |c| &c.pings_sent),
+        ("tickgate_auth_failures_total", "Tokens refused, or not presented in time.", |c| &c.auth_failures),
+        ("tickgate_not_entitled_total", "Subscriptions refused for lack of entitlement.", |c| &c.not_entitled),
     ];
     for &(name, help, field) in per_reactor {
         let c = counter(name, help, &["reactor"])?;

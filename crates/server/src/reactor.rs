@@ -31,8 +31,9 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use crate::admission::{Admission, Refusal};
+use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::connection::{CloseReason, Closing, Connection, Phase, WriteCounts, WriteOutcome};
+use crate::connection::{AuthState, CloseReason, Closing, Connection, Phase, WriteCounts, WriteOutcome};
 use crate::http::{self, Parsed, Route, Surface};
 use crate::metrics::Telemetry;
 use crate::stats::{COMMAND_OPS, HTTP_STATUSES, ReactorStats, TurnCounters, latency_histogram};
@@ -58,6 +59,8 @@ const SWEEP_EVERY: Duration = Duration::from_millis(250);
 enum Sweep {
     SlowConsumer,
     HandshakeTimeout,
+    AuthTimeout,
+    TokenExpired,
     IdleTimeout,
     Pinged,
 }
@@ -92,6 +95,7 @@ pub struct ReactorSetup {
     pub admin_listener: Option<TcpListener>,
     pub telemetry: Arc<Telemetry>,
     pub admission: Arc<Admission>,
+    pub authenticator: Option<Arc<Authenticator>>,
 }
 
 /// The reactor's state. Connections live in a slab whose keys are their mio tokens.
@@ -129,6 +133,7 @@ pub struct Reactor {
     admin_listener: Option<TcpListener>,
     telemetry: Arc<Telemetry>,
     admission: Arc<Admission>,
+    authenticator: Option<Arc<Authenticator>>,
     /// Last pass over every connection's timers (handshake, keepalive, write deadline).
     last_sweep: Instant,
     /// This turn's writes.
@@ -159,6 +164,7 @@ impl Reactor {
             mut admin_listener,
             telemetry,
             admission,
+            authenticator,
         } = setup;
         if let Some(core) = core {
             if !core_affinity::set_for_current(core) {
@@ -204,6 +210,7 @@ impl Reactor {
             admin_listener,
             telemetry,
             admission,
+            authenticator,
             last_sweep: Instant::now(),
             writes: WriteCounts::default(),
             fanned_out: Vec::with_capacity(MAX_FANOUT_PER_TURN),
@@ -396,8 +403,16 @@ impl Reactor {
         };
         let response = match parsed {
             Parsed::Partial => return,
-            Parsed::Complete(Route::Upgrade { response, head_len, echo }) => {
-                return self.upgrade(key, &response, head_len, echo);
+            Parsed::Complete(Route::Upgrade { response, head_len, echo, token }) => {
+                match self.authorize(token.as_deref()) {
+                    Ok(auth) => {
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            conn.auth = auth;
+                        }
+                        return self.upgrade(key, &response, head_len, echo);
+                    }
+                    Err(refusal) => refusal,
+                }
             }
             Parsed::Complete(Route::Respond(response)) => response,
             Parsed::Complete(Route::Metrics) => match crate::metrics::render(&self.telemetry, wall_clock_ns()) {
@@ -414,7 +429,9 @@ impl Reactor {
         if let Some(i) = HTTP_STATUSES.iter().position(|&s| s == status) {
             self.stats.http_by_status[i].fetch_add(1, Ordering::Relaxed);
         }
-        io.out.push_control(Frame::from_bytes(&response), self.now);
+        if let Some(io) = self.conns.get_mut(key).and_then(|c| c.io()) {
+            io.out.push_control(Frame::from_bytes(&response), self.now);
+        }
         self.turn.http_responses += 1;
         self.begin_close(key, None, CloseReason::HttpAnswered);
     }
@@ -437,9 +454,35 @@ impl Reactor {
             return;
         }
         let session = format!("r{}-{}", self.id, conn.session);
-        let welcome =
-            self.builder.text(|out| message::welcome(out, env!("CARGO_PKG_VERSION"), &session, wall_clock_ns()));
+        let auth_required = matches!(conn.auth, AuthState::Pending { .. });
+        let welcome = self
+            .builder
+            .text(|out| message::welcome(out, env!("CARGO_PKG_VERSION"), &session, wall_clock_ns(), auth_required));
         self.reply(key, welcome);
+    }
+
+    /// Decides a new WebSocket's authentication from the token it brought (if any): the state
+    /// to start in, or the HTTP response that refuses it (401 for a bad token, 429 past the
+    /// user's connection limit).
+    fn authorize(&mut self, token: Option<&str>) -> Result<AuthState, Vec<u8>> {
+        let Some(authenticator) = &self.authenticator else { return Ok(AuthState::Open) };
+        let Some(token) = token else {
+            let wait = Duration::from_millis(self.config.auth.auth_timeout_ms);
+            return Ok(AuthState::Pending { deadline: self.now + wait });
+        };
+        match authenticator.verify(token) {
+            Ok(principal) => {
+                if !self.admission.admit_user(&principal.user, principal.max_connections) {
+                    self.turn.connections_refused += 1;
+                    return Err(http::response(429, "Too Many Requests", "too many connections for this user\n"));
+                }
+                Ok(AuthState::Authenticated(principal))
+            }
+            Err(e) => {
+                self.turn.auth_failures += 1;
+                Err(http::response(401, "Unauthorized", &format!("{e}\n")))
+            }
+        }
     }
 
     /// Reads WebSocket messages until the socket would block.
@@ -594,12 +637,38 @@ impl Reactor {
                 self.reply(key, frame);
                 "invalid"
             }
+            Ok(request) if self.needs_auth(key, &request.command) => {
+                self.turn.command_errors += 1;
+                let frame = self.builder.text(|out| {
+                    message::error(
+                        out,
+                        request.id.as_ref(),
+                        ErrorCode::Unauthenticated,
+                        "authenticate first: {\"op\":\"auth\",\"token\":\"...\"}",
+                        [],
+                    )
+                });
+                self.reply(key, frame);
+                request.command.op()
+            }
             Ok(request) => {
                 let id = request.id.as_ref();
                 let op = request.command.op();
                 match &request.command {
+                    Command::Auth { token } => self.on_auth(key, id, token),
                     Command::Subscribe { symbols, policy } => {
-                        let (known, unknown) = self.resolve(symbols);
+                        let (mut known, unknown) = self.resolve(symbols);
+                        let mut not_entitled = Vec::new();
+                        if let AuthState::Authenticated(principal) = &self.conns[key].auth {
+                            let symbols = &self.symbols;
+                            known.retain(|&s| {
+                                let ok = principal.entitled(&symbols.get(s).name);
+                                if !ok {
+                                    not_entitled.push(s);
+                                }
+                                ok
+                            });
+                        }
                         let universe = self.symbols.len();
                         let conn = &mut self.conns[key];
                         let policy = match conn.io() {
@@ -613,7 +682,6 @@ impl Reactor {
                         };
                         let max_subscriptions = self.config.limits.max_subscriptions;
                         let mut refused = Vec::new();
-                        let mut known = known;
                         known.retain(|&symbol| {
                             if conn.subs.contains(symbol) || conn.subs.len() < max_subscriptions {
                                 if conn.subs.insert(symbol, universe) {
@@ -625,7 +693,7 @@ impl Reactor {
                                 false
                             }
                         });
-                        if !known.is_empty() || (unknown.is_empty() && refused.is_empty()) {
+                        if !known.is_empty() || (unknown.is_empty() && refused.is_empty() && not_entitled.is_empty()) {
                             let symbols = &self.symbols;
                             let frame = self.builder.text(|out| {
                                 message::subscribed(out, id, known.iter().map(|&s| &*symbols.get(s).name), policy)
@@ -637,6 +705,17 @@ impl Reactor {
                                 let frame = self.builder.text(|out| message::snapshot(out, info, values));
                                 self.reply(key, frame);
                             }
+                        }
+                        if !not_entitled.is_empty() {
+                            self.turn.command_errors += 1;
+                            self.turn.not_entitled += not_entitled.len() as u64;
+                            let symbols = &self.symbols;
+                            let names: Vec<&str> = not_entitled.iter().map(|&s| &*symbols.get(s).name).collect();
+                            let text = format!("not entitled to {}", names.join(", "));
+                            let frame = self.builder.text(|out| {
+                                message::error(out, id, ErrorCode::NotEntitled, &text, names.iter().copied())
+                            });
+                            self.reply(key, frame);
                         }
                         if !refused.is_empty() {
                             self.turn.subscriptions_refused += refused.len() as u64;
@@ -708,6 +787,43 @@ impl Reactor {
         let op_index = COMMAND_OPS.iter().position(|&o| o == op).unwrap_or(COMMAND_OPS.len() - 1);
         let result = usize::from(self.turn.command_errors > errors_before);
         self.stats.commands[op_index][result].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the connection must authenticate before `command`.
+    fn needs_auth(&self, key: usize, command: &Command<'_>) -> bool {
+        matches!(self.conns.get(key).map(|c| &c.auth), Some(AuthState::Pending { .. }))
+            && !matches!(command, Command::Auth { .. })
+    }
+
+    /// `{"op":"auth"}`: authenticates a connection that brought no token at the handshake.
+    fn on_auth(&mut self, key: usize, id: Option<&tickgate_protocol::RequestId>, token: &str) {
+        let refusal = match (&self.authenticator, self.conns.get(key).map(|c| &c.auth)) {
+            (None, _) => Some("authentication is not enabled on this gateway".to_string()),
+            (Some(_), Some(AuthState::Authenticated(_))) => Some("already authenticated".to_string()),
+            (Some(authenticator), _) => match authenticator.verify(token) {
+                Ok(principal) if self.admission.admit_user(&principal.user, principal.max_connections) => {
+                    let frame =
+                        self.builder.text(|out| message::authenticated(out, id, &principal.user, principal.expires_at));
+                    if let Some(conn) = self.conns.get_mut(key) {
+                        conn.auth = AuthState::Authenticated(principal);
+                    }
+                    self.reply(key, frame);
+                    None
+                }
+                Ok(_) => Some("too many connections for this user".to_string()),
+                Err(e) => Some(e.to_string()),
+            },
+        };
+        let Some(reason) = refusal else { return };
+        self.turn.command_errors += 1;
+        let closing = matches!(self.conns.get(key).map(|c| &c.auth), Some(AuthState::Pending { .. }));
+        let code = if self.authenticator.is_some() && closing { ErrorCode::AuthFailed } else { ErrorCode::BadRequest };
+        let frame = self.builder.text(|out| message::error(out, id, code, &reason, []));
+        self.reply(key, frame);
+        if closing {
+            self.turn.auth_failures += 1;
+            self.begin_close(key, Some((CloseCode::PolicyViolation, "authentication failed")), CloseReason::AuthFailed);
+        }
     }
 
     /// Splits requested names into known ids (deduplicated, in request order) and unknown names.
@@ -989,6 +1105,9 @@ impl Reactor {
         if conn.admitted {
             self.admission.release(conn.peer.ip());
         }
+        if let AuthState::Authenticated(principal) = &conn.auth {
+            self.admission.release_user(&principal.user);
+        }
         if matches!(conn.phase, Phase::Ws(_)) {
             tracing::info!(
                 reactor = self.id,
@@ -1059,10 +1178,14 @@ impl Reactor {
         let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
         let mut queued_bytes = 0;
         let mut actions = Vec::new();
+        let now_secs = wall_clock_ns() / 1_000_000_000;
         for (key, c) in self.conns.iter_mut() {
             let closing = c.closing.is_some();
             let (echo, opened, last_inbound, last_ping) = (c.echo, c.opened, c.last_inbound, c.last_ping);
             let upgraded = matches!(c.phase, Phase::Ws(_));
+            let auth_timeout = matches!(c.auth, AuthState::Pending { deadline } if deadline <= now);
+            let token_expired =
+                matches!(&c.auth, AuthState::Authenticated(p) if p.expires_at.is_some_and(|t| t <= now_secs));
             let Some(io) = c.io() else { continue };
             queued_bytes += io.out.queue.queued_bytes() as u64;
             if closing {
@@ -1074,6 +1197,10 @@ impl Reactor {
                 actions.push((key, Sweep::SlowConsumer));
             } else if !upgraded && now.duration_since(opened) >= handshake_timeout {
                 actions.push((key, Sweep::HandshakeTimeout));
+            } else if auth_timeout {
+                actions.push((key, Sweep::AuthTimeout));
+            } else if token_expired {
+                actions.push((key, Sweep::TokenExpired));
             } else if upgraded && now.duration_since(last_inbound) >= idle_timeout {
                 actions.push((key, Sweep::IdleTimeout));
             } else if upgraded
@@ -1099,6 +1226,19 @@ impl Reactor {
                     }
                     self.begin_close(key, None, CloseReason::HandshakeTimeout);
                 }
+                Sweep::AuthTimeout => {
+                    self.turn.auth_failures += 1;
+                    self.begin_close(
+                        key,
+                        Some((CloseCode::PolicyViolation, "authentication required")),
+                        CloseReason::AuthFailed,
+                    )
+                }
+                Sweep::TokenExpired => self.begin_close(
+                    key,
+                    Some((CloseCode::PolicyViolation, "token expired")),
+                    CloseReason::TokenExpired,
+                ),
                 Sweep::IdleTimeout => {
                     self.begin_close(key, Some((CloseCode::PolicyViolation, "idle timeout")), CloseReason::IdleTimeout)
                 }

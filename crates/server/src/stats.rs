@@ -77,11 +77,15 @@ counters! {
         connections_refused,
         /// Pings sent to silent connections.
         pings_sent,
+        /// Tokens refused, or not presented in time.
+        auth_failures,
+        /// Subscriptions refused for lack of entitlement.
+        not_entitled,
     }
 }
 
 /// HTTP statuses counted for requests answered without an upgrade.
-pub const HTTP_STATUSES: [u16; 10] = [200, 400, 403, 404, 405, 408, 429, 431, 500, 503];
+pub const HTTP_STATUSES: [u16; 11] = [200, 400, 401, 403, 404, 405, 408, 429, 431, 500, 503];
 
 /// Client command ops counted, the last for commands that could not be parsed.
 pub const COMMAND_OPS: [&str; 5] = ["subscribe", "unsubscribe", "list_symbols", "list_subscriptions", "invalid"];
@@ -125,7 +129,7 @@ impl LatencyWindow {
 pub struct ReactorStats {
     pub counters: ReactorCounters,
     /// Connections closed, by [`CloseReason::index`](crate::connection::CloseReason::index).
-    pub closed_by_reason: [AtomicU64; 13],
+    pub closed_by_reason: [AtomicU64; 15],
     /// HTTP responses by status, in the order of [`HTTP_STATUSES`].
     pub http_by_status: [AtomicU64; HTTP_STATUSES.len()],
     /// Client commands by op ([`COMMAND_OPS`]) and result (0 ok, 1 error).

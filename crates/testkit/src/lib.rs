@@ -56,6 +56,32 @@ impl TestClient {
         Self::connect_stream(socket.into(), addr)
     }
 
+    /// Connects to `ws://addr{path}` with extra request headers; the handshake's result is
+    /// returned so tests can see refusals.
+    pub fn try_connect_with(
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, tungstenite::Error> {
+        use tungstenite::client::IntoClientRequest;
+        let stream = TcpStream::connect(addr).expect("tcp connect");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut request = format!("ws://{addr}{path}").into_client_request()?;
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                value.parse().expect("header value"),
+            );
+        }
+        let (ws, _) = tungstenite::client(request, stream).map_err(|e| match e {
+            tungstenite::HandshakeError::Failure(e) => e,
+            tungstenite::HandshakeError::Interrupted(_) => tungstenite::Error::ConnectionClosed,
+        })?;
+        let mut client = TestClient { ws, welcome: Value::Null };
+        client.welcome = client.recv();
+        Ok(client)
+    }
+
     fn connect_stream(stream: TcpStream, addr: SocketAddr) -> Self {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         let (ws, _) = tungstenite::client(format!("ws://{addr}/ws"), stream).expect("websocket handshake");
