@@ -245,10 +245,12 @@ impl Outbox {
         !self.missed.is_empty()
     }
 
-    /// Forgets everything owed for `symbol` (the client unsubscribed from it).
-    pub fn forget(&mut self, symbol: SymbolId) {
-        self.missed.retain(|s| s.symbol != symbol);
+    /// Forgets everything owed for `symbol` and returns the span that was still to be
+    /// announced, if any (the client unsubscribed, or a wider gap is announced now).
+    pub fn forget(&mut self, symbol: SymbolId) -> Option<MissedSpan> {
         self.replaceable.retain(|r| r.symbol != symbol);
+        let pos = self.missed.iter().position(|s| s.symbol == symbol)?;
+        Some(self.missed.swap_remove(pos))
     }
 
     /// Whether bytes have waited longer than the write deadline with none written.

@@ -195,7 +195,16 @@ impl Drop for Gateway {
 
 /// One listening socket per reactor on the same address, with SO_REUSEPORT: the kernel spreads
 /// new connections over them, and no accepted socket ever crosses threads.
+///
+/// SO_REUSEPORT would also let a second gateway join a port that one already serves, silently
+/// splitting its clients: a plain bind first makes sure nobody listens there.
 fn bind_reuseport(addr: SocketAddr, count: usize) -> Result<Vec<TcpListener>, StartError> {
+    if addr.port() != 0 {
+        let listen_err = |source| StartError::Listen { addr, source };
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(listen_err)?;
+        probe.set_reuse_address(true).map_err(listen_err)?;
+        probe.bind(&addr.into()).map_err(listen_err)?;
+    }
     let mut bound = addr;
     let mut listeners = Vec::with_capacity(count);
     for _ in 0..count {

@@ -52,6 +52,21 @@ pub fn parse_and_route(buf: &[u8], max_head: usize, surface: Surface, allowed_or
             "request head too large\n",
         ))),
         Ok(httparse::Status::Partial) => Parsed::Partial,
+        Ok(httparse::Status::Complete(head_len)) if req.method == Some("HEAD") => {
+            // The same answer as GET, without the body; HEAD never upgrades.
+            match route(&req, head_len, surface) {
+                Route::Upgrade { .. } => Parsed::Complete(Route::Respond(response(
+                    400,
+                    "Bad Request",
+                    "a WebSocket upgrade must be a GET\n",
+                ))),
+                Route::Respond(full) => {
+                    let head_end = full.windows(4).position(|w| w == b"\r\n\r\n").map_or(full.len(), |p| p + 4);
+                    Parsed::Complete(Route::Respond(full[..head_end].to_vec()))
+                }
+                other => Parsed::Complete(other),
+            }
+        }
         Ok(httparse::Status::Complete(head_len)) => {
             // Browsers always send Origin; native clients send none and are not checked (the
             // allow-list guards against other sites' pages, not against programs).
@@ -284,6 +299,9 @@ mod tests {
         assert!(respond("GET /nope HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
         assert!(respond("GET /healthz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
         assert!(respond("POST /ws HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+        let head = respond("HEAD /healthz HTTP/1.1\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"), "no body: {head:?}");
+        assert!(respond(&UPGRADE.replace("GET", "HEAD")).starts_with("HTTP/1.1 400"), "HEAD never upgrades");
         assert!(respond("GET / HTTP/1.1\r\n\r\n").contains("text/html"));
         assert!(respond("\x16\x03\x01garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
     }

@@ -741,14 +741,15 @@ impl Reactor {
                     }
                     Command::Unsubscribe { symbols } => {
                         let (known, unknown) = self.resolve(symbols);
-                        if !known.is_empty() {
+                        if !known.is_empty() || unknown.is_empty() {
                             let conn = &mut self.conns[key];
                             for &symbol in &known {
                                 if conn.subs.remove(symbol) {
                                     self.index.remove(symbol, key as ConnKey);
                                 }
                                 if let Some(io) = conn.io() {
-                                    io.out.forget(symbol);
+                                    // Unsubscribed: what it missed no longer matters.
+                                    let _ = io.out.forget(symbol);
                                 }
                             }
                             let symbols = &self.symbols;
@@ -917,10 +918,18 @@ impl Reactor {
                         let conn = &mut self.conns[key as usize];
                         if let Phase::Ws(ws) = &mut conn.phase {
                             let out = &mut ws.get_mut().out;
-                            // Whatever this connection still owed for the symbol is inside the
-                            // span announced now.
-                            out.forget(symbol);
-                            out.push_control(gap.clone(), now);
+                            // A span this connection's policy dropped just before is announced
+                            // together with the reactor's: one gap from its start, then the
+                            // snapshot. (Rare: a slow client on an overloaded reactor.)
+                            match out.forget(symbol) {
+                                Some(owed) => {
+                                    let merged = self.builder.text(|o| {
+                                        message::gap(o, info, owed.from_seq.min(from_seq), to_seq, "gateway_overload")
+                                    });
+                                    out.push_control(merged, now);
+                                }
+                                None => out.push_control(gap.clone(), now),
+                            }
                             out.push_control(snapshot.clone(), now);
                         }
                         if !conn.dirty {

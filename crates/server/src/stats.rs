@@ -1,7 +1,8 @@
 //! Counters each reactor publishes for metrics, health checks and tests.
 //!
-//! A reactor counts into plain locals during a loop turn and publishes them here once per turn
-//! (one relaxed atomic add per counter), so the per-message path touches no shared memory.
+//! A reactor counts into plain locals and publishes them here at each housekeeping pass (about
+//! every 50 ms; one relaxed atomic add per counter), so the per-message path touches no shared
+//! memory.
 //! Events that are not per message (closes, HTTP answers, commands) count straight into atomics.
 
 use std::collections::VecDeque;
