@@ -91,7 +91,8 @@ pub struct ServerFigures {
     pub cpu_ns_per_delivery: f64,
     pub rss_before_connect: u64,
     pub rss_connected: u64,
-    /// (RSS with every client connected and subscribed − RSS before) / connections.
+    /// (RSS with every client connected and subscribed, after the warm-up − RSS before) /
+    /// connections.
     pub rss_per_connection: f64,
     pub rss_end: u64,
 }
@@ -315,9 +316,6 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
         // Phases: everyone connected -> warm up -> window -> done.
         if connected_at.is_none() && clients.len() == params.connections && in_flight == 0 {
             connected_at = Some(now);
-            if let Some(pid) = params.server_pid {
-                rss_connected = procfs::sample(Some(pid))?.rss_bytes;
-            }
         }
         if let (Some(at), None) = (connected_at, window) {
             if now.duration_since(at) >= params.warmup {
@@ -330,6 +328,8 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                 }
                 latency.reset();
                 let server = params.server_pid.map(|p| procfs::sample(Some(p))).transpose()?;
+                // Memory with every client connected and subscribed, after the warm-up settled.
+                rss_connected = server.map_or(0, |s| s.rss_bytes);
                 window = Some((now, server, procfs::sample(None)?));
                 window_end = Some(now + params.duration);
             }

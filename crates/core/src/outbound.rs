@@ -22,6 +22,8 @@ pub struct OutboundQueue {
     pushed: u64,
     /// Frames ever written out completely: the id of the front frame.
     completed: u64,
+    /// Most frames queued at once since the last [`OutboundQueue::trim`].
+    peak: usize,
 }
 
 /// Identifies one pushed frame for as long as it is queued.
@@ -36,6 +38,7 @@ impl OutboundQueue {
     pub fn push(&mut self, frame: Frame) -> EntryId {
         self.queued_bytes += frame.len();
         self.frames.push_back(frame);
+        self.peak = self.peak.max(self.frames.len());
         self.pushed += 1;
         EntryId(self.pushed - 1)
     }
@@ -104,6 +107,16 @@ impl OutboundQueue {
             }
         }
         completed
+    }
+
+    /// Gives back ring memory the connection has not needed since the last call: an idle
+    /// connection ends up with none, a steady one keeps what its bursts use, so neither
+    /// allocates per message. Meant to be called every few hundred milliseconds.
+    pub fn trim(&mut self) {
+        if self.frames.capacity() > 2 * self.peak.max(self.frames.len()) {
+            self.frames.shrink_to(self.peak.max(self.frames.len()));
+        }
+        self.peak = self.frames.len();
     }
 
     /// Drops every frame not yet started, keeping a partly written front frame so the byte
@@ -185,6 +198,29 @@ mod tests {
         let c = q.push(Frame::from_bytes(b"c"));
         q.clear();
         assert!(!q.replace(c, Frame::from_bytes(b"x")), "cleared");
+    }
+
+    #[test]
+    fn trimming_frees_what_an_idle_queue_no_longer_uses() {
+        let mut q = OutboundQueue::new();
+        for _ in 0..20 {
+            q.push(Frame::from_bytes(b"x"));
+        }
+        q.consume(20);
+        q.trim();
+        assert!(q.ring_bytes() > 0, "the burst was in this period");
+        q.trim();
+        assert_eq!(q.ring_bytes(), 0, "idle for a whole period: nothing kept");
+        q.push(Frame::from_bytes(b"y"));
+        q.push(Frame::from_bytes(b"y"));
+        q.consume(2);
+        q.trim();
+        let steady = q.ring_bytes();
+        q.push(Frame::from_bytes(b"y"));
+        q.push(Frame::from_bytes(b"y"));
+        q.consume(2);
+        q.trim();
+        assert_eq!(q.ring_bytes(), steady, "a steady queue keeps its ring");
     }
 
     #[test]

@@ -138,10 +138,10 @@ pub enum AuthState {
     Open,
     /// Authentication is on and no token came with the handshake: only `auth` is accepted
     /// until the deadline.
-    Pending {
-        deadline: Instant,
-    },
-    Authenticated(Principal),
+    Pending { deadline: Instant },
+    /// Boxed: most deployments run without authentication, and every connection pays for the
+    /// inline size of this enum.
+    Authenticated(Box<Principal>),
 }
 
 impl CloseReason {

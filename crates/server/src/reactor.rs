@@ -183,6 +183,7 @@ impl Reactor {
             .max_frame_size(Some(limits.max_message_size));
         let n = symbols.len();
         let (budget, default_policy) = (config.budget(), config.default_policy());
+        let slab_capacity = config.limits.max_connections / config.reactor_count() + 16;
         Ok(Self {
             id,
             poll,
@@ -195,7 +196,9 @@ impl Reactor {
             ws_config,
             budget,
             default_policy,
-            conns: Slab::with_capacity(1024),
+            // Sized for this reactor's share of the connection limit up front: the memory is only
+            // touched as connections arrive, and the slab never moves 700-byte entries around.
+            conns: Slab::with_capacity(slab_capacity),
             index: SubscriptionIndex::new(n),
             lvc: LastValueCache::new(n),
             dirty: Vec::with_capacity(1024),
@@ -476,7 +479,7 @@ impl Reactor {
                     self.turn.connections_refused += 1;
                     return Err(http::response(429, "Too Many Requests", "too many connections for this user\n"));
                 }
-                Ok(AuthState::Authenticated(principal))
+                Ok(AuthState::Authenticated(Box::new(principal)))
             }
             Err(e) => {
                 self.turn.auth_failures += 1;
@@ -806,7 +809,7 @@ impl Reactor {
                     let frame =
                         self.builder.text(|out| message::authenticated(out, id, &principal.user, principal.expires_at));
                     if let Some(conn) = self.conns.get_mut(key) {
-                        conn.auth = AuthState::Authenticated(principal);
+                        conn.auth = AuthState::Authenticated(Box::new(principal));
                     }
                     self.reply(key, frame);
                     None
@@ -1197,6 +1200,7 @@ impl Reactor {
                 matches!(&c.auth, AuthState::Authenticated(p) if p.expires_at.is_some_and(|t| t <= now_secs));
             let Some(io) = c.io() else { continue };
             queued_bytes += io.out.queue.queued_bytes() as u64;
+            io.out.queue.trim();
             if closing {
                 continue;
             }
