@@ -7,4 +7,5 @@
 
 pub mod fanout;
 pub mod ingest;
+pub mod normalize;
 pub mod sim;

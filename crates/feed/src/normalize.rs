@@ -1,0 +1,291 @@
+//! Upstream ticks in tickgate's own input schema, parsed with simd-json and normalized into
+//! [`Tick`]s, or rejected with a counted reason. Sans IO: bytes and the time come in.
+//!
+//! One JSON object per message (a line on TCP or in a recording):
+//!
+//! ```json
+//! {"type":"trade","symbol":"AAPL","price":"187.12","size":"100","ts":1700000000000000000,"seq":42}
+//! {"type":"quote","symbol":"AAPL","bid":"187.11","bid_size":"300","ask":"187.13","ask_size":"200","ts":1700000000000000000}
+//! ```
+//!
+//! Prices and sizes are decimal strings (or integers), exact at the symbol's scale: a value
+//! with more digits than the scale allows is rejected, never rounded. `ts` is the exchange time
+//! in ns since the Unix epoch. `seq`, when present, is the upstream's own sequence number per
+//! symbol; one going back is rejected, one jumping ahead is reported as an upstream gap.
+
+use std::collections::HashMap;
+
+use simd_json::{BorrowedValue, StaticNode};
+use tickgate_core::{SymbolId, SymbolTable, Tick, TickKind, parse_fixed};
+
+/// Why an upstream message was not turned into a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reject {
+    /// Not JSON, or not an object.
+    Malformed,
+    /// A required field is missing.
+    MissingField(&'static str),
+    /// A field has the wrong type.
+    WrongType(&'static str),
+    /// `type` is neither trade nor quote.
+    UnknownType,
+    /// The symbol is not in the universe (or the mapping table).
+    UnknownSymbol,
+    /// A price or size is not an exact decimal at the symbol's scale.
+    BadDecimal(&'static str),
+    /// A price is zero or negative.
+    NonPositivePrice,
+    /// A size is negative.
+    NegativeSize,
+    /// The exchange timestamp is too far from now.
+    TimestampSkew,
+    /// The upstream sequence number went back.
+    SeqBackwards,
+}
+
+impl Reject {
+    /// Every reason, for metrics.
+    pub const REASONS: [&'static str; 10] = [
+        "malformed",
+        "missing_field",
+        "wrong_type",
+        "unknown_type",
+        "unknown_symbol",
+        "bad_decimal",
+        "non_positive_price",
+        "negative_size",
+        "timestamp_skew",
+        "seq_backwards",
+    ];
+
+    /// The metric label of this reason (an entry of [`Reject::REASONS`]).
+    pub fn reason(self) -> &'static str {
+        Self::REASONS[self.index()]
+    }
+
+    pub fn index(self) -> usize {
+        match self {
+            Reject::Malformed => 0,
+            Reject::MissingField(_) => 1,
+            Reject::WrongType(_) => 2,
+            Reject::UnknownType => 3,
+            Reject::UnknownSymbol => 4,
+            Reject::BadDecimal(_) => 5,
+            Reject::NonPositivePrice => 6,
+            Reject::NegativeSize => 7,
+            Reject::TimestampSkew => 8,
+            Reject::SeqBackwards => 9,
+        }
+    }
+}
+
+impl std::fmt::Display for Reject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reject::MissingField(field) => write!(f, "missing field {field:?}"),
+            Reject::WrongType(field) => write!(f, "field {field:?} has the wrong type"),
+            Reject::BadDecimal(field) => write!(f, "field {field:?} is not an exact decimal at the symbol's scale"),
+            other => f.write_str(other.reason()),
+        }
+    }
+}
+
+/// A normalized tick, and the upstream gap it revealed (events the upstream skipped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Normalized {
+    pub tick: Tick,
+    /// Upstream sequence numbers skipped before this one (`from..=to`), if any.
+    pub upstream_gap: Option<(u64, u64)>,
+}
+
+/// Turns upstream messages into ticks for one source.
+#[derive(Debug)]
+pub struct Normalizer {
+    /// Upstream name -> symbol (the table's own names, plus configured aliases).
+    names: HashMap<Box<str>, SymbolId>,
+    symbols: std::sync::Arc<SymbolTable>,
+    /// Largest accepted distance between `ts` and now, in ns.
+    max_skew_ns: u64,
+    /// Last upstream seq per symbol (0 = none yet).
+    last_seq: Vec<u64>,
+}
+
+impl Normalizer {
+    /// `aliases` maps upstream names to the universe's (e.g. "BTCUSDT" -> "BTC-USD").
+    pub fn new(symbols: std::sync::Arc<SymbolTable>, aliases: &HashMap<String, String>, max_skew_ns: u64) -> Self {
+        let mut names: HashMap<Box<str>, SymbolId> = symbols.iter().map(|(id, s)| (s.name.clone(), id)).collect();
+        for (upstream, ours) in aliases {
+            if let Some(id) = symbols.lookup(ours) {
+                names.insert(upstream.as_str().into(), id);
+            }
+        }
+        let n = symbols.len();
+        Self { names, symbols, max_skew_ns, last_seq: vec![0; n] }
+    }
+
+    /// Normalizes one message (modified in place by the parser). `now_ns` is the wall clock.
+    pub fn normalize(&mut self, message: &mut [u8], now_ns: u64) -> Result<Normalized, Reject> {
+        let value = simd_json::to_borrowed_value(message).map_err(|_| Reject::Malformed)?;
+        let BorrowedValue::Object(object) = value else { return Err(Reject::Malformed) };
+        let text = |field: &'static str| -> Result<&str, Reject> {
+            match object.get(field) {
+                Some(BorrowedValue::String(s)) => Ok(s.as_ref()),
+                Some(_) => Err(Reject::WrongType(field)),
+                None => Err(Reject::MissingField(field)),
+            }
+        };
+        let symbol_name = text("symbol")?;
+        let symbol = *self.names.get(symbol_name).ok_or(Reject::UnknownSymbol)?;
+        let info = self.symbols.get(symbol);
+        let decimal = |field: &'static str, scale: u8| -> Result<i64, Reject> {
+            match object.get(field) {
+                Some(BorrowedValue::String(s)) => parse_fixed(s, scale).map_err(|_| Reject::BadDecimal(field)),
+                Some(BorrowedValue::Static(StaticNode::I64(n))) => scaled(*n, scale).ok_or(Reject::BadDecimal(field)),
+                Some(BorrowedValue::Static(StaticNode::U64(n))) => {
+                    i64::try_from(*n).ok().and_then(|n| scaled(n, scale)).ok_or(Reject::BadDecimal(field))
+                }
+                // Floats cannot say exactly which decimal they mean.
+                Some(_) => Err(Reject::WrongType(field)),
+                None => Err(Reject::MissingField(field)),
+            }
+        };
+        let uint = |field: &'static str| -> Result<Option<u64>, Reject> {
+            match object.get(field) {
+                None | Some(BorrowedValue::Static(StaticNode::Null)) => Ok(None),
+                Some(BorrowedValue::Static(StaticNode::U64(n))) => Ok(Some(*n)),
+                Some(BorrowedValue::Static(StaticNode::I64(n))) if *n >= 0 => Ok(Some(*n as u64)),
+                Some(_) => Err(Reject::WrongType(field)),
+            }
+        };
+        let kind = match text("type")? {
+            "trade" => {
+                let price = decimal("price", info.price_scale)?;
+                let size = decimal("size", info.size_scale)?;
+                if price <= 0 {
+                    return Err(Reject::NonPositivePrice);
+                }
+                if size < 0 {
+                    return Err(Reject::NegativeSize);
+                }
+                TickKind::Trade { price, size }
+            }
+            "quote" => {
+                let bid = decimal("bid", info.price_scale)?;
+                let bid_size = decimal("bid_size", info.size_scale)?;
+                let ask = decimal("ask", info.price_scale)?;
+                let ask_size = decimal("ask_size", info.size_scale)?;
+                if bid <= 0 || ask <= 0 {
+                    return Err(Reject::NonPositivePrice);
+                }
+                if bid_size < 0 || ask_size < 0 {
+                    return Err(Reject::NegativeSize);
+                }
+                TickKind::Quote { bid, bid_size, ask, ask_size }
+            }
+            _ => return Err(Reject::UnknownType),
+        };
+        let ts = uint("ts")?.ok_or(Reject::MissingField("ts"))?;
+        if ts.abs_diff(now_ns) > self.max_skew_ns {
+            return Err(Reject::TimestampSkew);
+        }
+        let upstream_gap = match uint("seq")? {
+            None => None,
+            Some(seq) => {
+                let last = &mut self.last_seq[symbol.index()];
+                if *last != 0 && seq <= *last {
+                    return Err(Reject::SeqBackwards);
+                }
+                let gap = (*last != 0 && seq > *last + 1).then(|| (*last + 1, seq - 1));
+                *last = seq;
+                gap
+            }
+        };
+        Ok(Normalized { tick: Tick { symbol, seq: 0, ts, gw_ts: 0, kind }, upstream_gap })
+    }
+}
+
+fn scaled(n: i64, scale: u8) -> Option<i64> {
+    10i64.checked_pow(u32::from(scale)).and_then(|f| n.checked_mul(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tickgate_core::{AssetClass, SymbolInfo};
+
+    const NOW: u64 = 1_700_000_000_000_000_000;
+
+    fn normalizer() -> Normalizer {
+        let mut table = SymbolTable::new();
+        for (name, price_scale, size_scale) in [("AAPL", 2, 0), ("BTC-USD", 2, 8)] {
+            table.insert(SymbolInfo { name: name.into(), class: AssetClass::Equity, price_scale, size_scale }).unwrap();
+        }
+        let aliases = HashMap::from([("BTCUSDT".to_string(), "BTC-USD".to_string())]);
+        Normalizer::new(Arc::new(table), &aliases, 60_000_000_000)
+    }
+
+    fn run(n: &mut Normalizer, text: &str) -> Result<Normalized, Reject> {
+        n.normalize(&mut text.as_bytes().to_vec(), NOW)
+    }
+
+    #[test]
+    fn good_messages_come_out_exact() {
+        let mut n = normalizer();
+        let t = run(&mut n, &format!(r#"{{"type":"trade","symbol":"AAPL","price":"187.12","size":100,"ts":{NOW}}}"#))
+            .unwrap();
+        assert_eq!(t.tick.kind, TickKind::Trade { price: 18712, size: 100 });
+        let q = run(
+            &mut n,
+            &format!(r#"{{"type":"quote","symbol":"BTCUSDT","bid":"64000.5","bid_size":"0.00012345","ask":"64001","ask_size":"1","ts":{NOW}}}"#),
+        )
+        .unwrap();
+        assert_eq!(q.tick.symbol, SymbolId(1), "mapped through the alias");
+        assert_eq!(
+            q.tick.kind,
+            TickKind::Quote { bid: 6_400_050, bid_size: 12_345, ask: 6_400_100, ask_size: 100_000_000 }
+        );
+    }
+
+    #[test]
+    fn bad_messages_are_rejected_with_their_reason() {
+        let mut n = normalizer();
+        let cases = [
+            ("nope", Reject::Malformed),
+            ("[1]", Reject::Malformed),
+            (r#"{"type":"trade","price":"1","size":"1","ts":1}"#, Reject::MissingField("symbol")),
+            (r#"{"type":"trade","symbol":"ZZZ","price":"1","size":"1","ts":1}"#, Reject::UnknownSymbol),
+            (r#"{"type":"cancel","symbol":"AAPL","ts":1}"#, Reject::UnknownType),
+            (r#"{"type":"trade","symbol":"AAPL","price":"1.001","size":"1","ts":1}"#, Reject::BadDecimal("price")),
+            (r#"{"type":"trade","symbol":"AAPL","price":1.5,"size":"1","ts":1}"#, Reject::WrongType("price")),
+            (r#"{"type":"trade","symbol":"AAPL","price":"NaN","size":"1","ts":1}"#, Reject::BadDecimal("price")),
+            (r#"{"type":"trade","symbol":"AAPL","price":"0","size":"1","ts":1}"#, Reject::NonPositivePrice),
+            (r#"{"type":"trade","symbol":"AAPL","price":"1","size":"-1","ts":1}"#, Reject::NegativeSize),
+            (r#"{"type":"trade","symbol":"AAPL","price":"1","size":"1","ts":1}"#, Reject::TimestampSkew),
+            (r#"{"type":"trade","symbol":"AAPL","price":"1","size":"1"}"#, Reject::MissingField("ts")),
+        ];
+        for (text, want) in cases {
+            assert_eq!(run(&mut n, text), Err(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn upstream_sequence_gaps_and_reversals_are_caught() {
+        let mut n = normalizer();
+        let msg =
+            |seq: u64| format!(r#"{{"type":"trade","symbol":"AAPL","price":"1","size":"1","ts":{NOW},"seq":{seq}}}"#);
+        assert_eq!(run(&mut n, &msg(10)).unwrap().upstream_gap, None);
+        assert_eq!(run(&mut n, &msg(11)).unwrap().upstream_gap, None);
+        assert_eq!(run(&mut n, &msg(15)).unwrap().upstream_gap, Some((12, 14)));
+        assert_eq!(run(&mut n, &msg(15)), Err(Reject::SeqBackwards));
+    }
+
+    #[test]
+    fn never_panics() {
+        proptest::proptest!(|(bytes in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..300))| {
+            let mut n = normalizer();
+            let mut buf = bytes;
+            let _ = n.normalize(&mut buf, NOW);
+        });
+    }
+}
