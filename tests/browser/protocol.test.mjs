@@ -1,0 +1,166 @@
+// How the page applies the protocol, driven message by message by a scripted gateway: seq order,
+// conflated quotes, gaps and the snapshot after them, an unannounced seq jump, unknown symbols,
+// a 1008 slow-consumer close, and the disconnect button. (dashboard.test.mjs runs the page
+// against the real gateway; these are the cases the real one only produces under load.)
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { artifact, launchBrowser, openPage, rowSymbols, sleep, waitInPage } from './helpers.mjs';
+import { startScriptedGateway } from './scripted-gateway.mjs';
+
+const UNIVERSE = ['AAPL', 'MSFT', 'BTC-USD', 'JPM'];
+const nowNs = () => (BigInt(Date.now()) * 1000000n).toString();
+
+// Raw text, as the gateway writes it: ts and gw_ts are integers past 2^53.
+const trade = (symbol, seq, price) =>
+  `{"type":"trade","symbol":"${symbol}","seq":${seq},"price":"${price}","size":"10","ts":${nowNs()},"gw_ts":${nowNs()}}`;
+const quote = (symbol, seq, bid, ask, conflated) =>
+  `{"type":"quote","symbol":"${symbol}","seq":${seq},"bid":"${bid}","bid_size":"3","ask":"${ask}","ask_size":"4"` +
+  `${conflated ? `,"conflated":${conflated}` : ''},"ts":${nowNs()},"gw_ts":${nowNs()}}`;
+const snapshot = (symbol, seq, price) =>
+  `{"type":"snapshot","symbol":"${symbol}","seq":${seq},` +
+  `"trade":{"seq":${seq - 1},"price":"${price}","size":"5","ts":${nowNs()},"gw_ts":${nowNs()}},` +
+  `"quote":{"seq":${seq},"bid":"99.99","bid_size":"3","ask":"100.01","ask_size":"4","ts":${nowNs()},"gw_ts":${nowNs()}}}`;
+
+let gw;
+let browser;
+let page;
+
+before(async () => {
+  gw = await startScriptedGateway({ universe: UNIVERSE, snapshot: (s) => snapshot(s, 10, '100.00') });
+  browser = await launchBrowser();
+  page = await openPage(browser.context);
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (gw) await gw.close();
+});
+
+const value = (id) => page.getAttribute(`[data-testid="${id}"]`, 'data-value');
+const text = (id) => page.textContent(`[data-testid="${id}"]`);
+const rowState = (symbol) => page.getAttribute(`[data-testid="row-${symbol}"]`, 'data-state');
+function until(what, fn, arg, timeout) {
+  return waitInPage(page, what, fn, arg, { timeout });
+}
+function valueIs(id, expected) {
+  return until(`${id} = ${expected}`, ([id, expected]) =>
+    document.querySelector(`[data-testid="${id}"]`)?.dataset.value === expected, [id, expected]);
+}
+function stateIs(symbol, expected) {
+  return until(`row ${symbol} ${expected}`, ([symbol, expected]) =>
+    document.querySelector(`[data-testid="row-${symbol}"]`)?.dataset.state === expected, [symbol, expected]);
+}
+
+test('the defaults are cut to the universe, subscribed once it is known, and filled by snapshots', async () => {
+  await page.goto(gw.url);
+  await stateIs('BTC-USD', 'live');
+  assert.deepEqual(await rowSymbols(page), ['AAPL', 'MSFT', 'BTC-USD']);
+  const subscribe = await gw.waitForCommand((c) => c.op === 'subscribe');
+  assert.deepEqual(subscribe.symbols, ['AAPL', 'MSFT', 'BTC-USD']);
+  assert.equal(await value('price-AAPL'), '100.00');
+  assert.equal(await value('bid-AAPL'), '99.99');
+  assert.equal(await value('ask-AAPL'), '100.01');
+  assert.equal(await text('change-AAPL'), '0.00');
+});
+
+test('events apply in seq order: duplicates are ignored, a conflated quote accounts for what it replaced', async () => {
+  gw.client.send(trade('AAPL', 11, '101.50'));
+  await valueIs('price-AAPL', '101.50');
+  assert.equal(await text('change-AAPL'), '+1.50');
+  assert.equal(await text('change-pct-AAPL'), '+1.50%');
+  gw.client.send(trade('AAPL', 11, '999.00')); // seen already: ignored
+  gw.client.send(quote('AAPL', 12, '101.40', '101.60'));
+  await valueIs('bid-AAPL', '101.40');
+  assert.equal(await value('price-AAPL'), '101.50');
+  gw.client.send(trade('AAPL', 13, '99.25'));
+  await valueIs('price-AAPL', '99.25');
+  assert.equal(await text('change-AAPL'), '−0.75');
+  // Quotes 14 and 15 were superseded by 16.
+  gw.client.send(quote('AAPL', 16, '99.20', '99.30', 2));
+  await valueIs('bid-AAPL', '99.20');
+  assert.equal(await rowState('AAPL'), 'live');
+  await until('conflated 2', () => document.querySelector('[data-testid=conflated]').textContent === '2');
+  assert.equal(await text('gaps'), '0');
+});
+
+test('a gap marks the row stale until the snapshot that follows; the gap is counted and shown', async () => {
+  gw.client.send('{"type":"gap","symbol":"AAPL","from_seq":17,"to_seq":20,"reason":"slow_consumer"}');
+  await stateIs('AAPL', 'stale');
+  assert.equal(await text('gaps'), '1');
+  assert.match(await text('notice-gap'), /AAPL missed seq 17–20 \(this page fell behind the feed\)/);
+  gw.client.send(trade('AAPL', 21, '150.00')); // not applied: the row waits for its snapshot
+  await sleep(400);
+  assert.equal(await value('price-AAPL'), '99.25');
+  assert.equal(await rowState('AAPL'), 'stale');
+  gw.client.send(snapshot('AAPL', 25, '105.00'));
+  await stateIs('AAPL', 'live');
+  assert.equal(await value('price-AAPL'), '105.00');
+  gw.client.send(trade('AAPL', 26, '105.25'));
+  await valueIs('price-AAPL', '105.25');
+  assert.equal(await page.getAttribute('[data-testid="row-AAPL"]', 'data-seq'), '26');
+});
+
+test('a seq jump no gap announced resubscribes for a fresh snapshot', async () => {
+  const before = gw.commands.length;
+  gw.client.send(trade('AAPL', 30, '106.00')); // 27 expected
+  await gw.waitForCommand((c) => c.op === 'subscribe' && c.symbols.join() === 'AAPL', before);
+  await until('gaps 2', () => document.querySelector('[data-testid=gaps]').textContent === '2');
+  assert.match(await text('notice-seq'), /AAPL skipped seq 27–29/);
+  // The scripted gateway's snapshot is at seq 10, price 100.00.
+  await valueIs('price-AAPL', '100.00');
+  assert.equal(await rowState('AAPL'), 'live');
+});
+
+test('adding a symbol subscribes it; removing unsubscribes', async () => {
+  const before = gw.commands.length;
+  await page.fill('[data-testid=add-input]', 'JPM');
+  await page.keyboard.press('Enter');
+  await stateIs('JPM', 'live');
+  await gw.waitForCommand((c) => c.op === 'subscribe' && c.symbols.join() === 'JPM', before);
+  await page.click('[data-testid="remove-MSFT"]');
+  await gw.waitForCommand((c) => c.op === 'unsubscribe' && c.symbols.join() === 'MSFT', before);
+  // A late event of a removed symbol is ignored.
+  gw.client.send(trade('MSFT', 11, '1.00'));
+  assert.deepEqual(await rowSymbols(page), ['AAPL', 'BTC-USD', 'JPM']);
+});
+
+test('a 1008 slow-consumer close is shown plainly; the page reconnects and resubscribes', async () => {
+  const clientsBefore = gw.clients.length;
+  const before = gw.commands.length;
+  gw.client.close(1008, 'slow consumer');
+  await until('status reconnecting', () =>
+    document.querySelector('[data-testid=status]').dataset.state === 'reconnecting');
+  assert.match(await text('close-info'), /^1008 slow consumer$/);
+  assert.match(await text('notice-slow'), /Slow consumer:.*1008 slow consumer/);
+  await page.screenshot({ path: artifact('dashboard-slow-consumer.png') });
+  await until('status live', () => document.querySelector('[data-testid=status]').dataset.state === 'live');
+  assert.equal(gw.clients.length, clientsBefore + 1);
+  const resubscribed = await gw.waitForCommand((c) => c.op === 'subscribe', before);
+  assert.deepEqual(resubscribed.symbols, ['AAPL', 'BTC-USD', 'JPM']);
+  await stateIs('JPM', 'live');
+  assert.equal(await page.getAttribute('[data-testid="row-JPM"]', 'data-epoch'), '2');
+});
+
+test('a stored symbol the gateway does not have is marked unknown', async () => {
+  await page.evaluate(() => localStorage.setItem('tickgate.watchlist', JSON.stringify(['AAPL', 'GONE'])));
+  await page.reload();
+  await stateIs('GONE', 'unknown');
+  await stateIs('AAPL', 'live');
+  assert.match(await text('notice-unknown'), /GONE is not in this gateway's universe/);
+});
+
+test('the disconnect button closes; connect comes back', async () => {
+  const toggle = page.locator('[data-testid=connection-toggle]');
+  assert.equal((await toggle.textContent()).trim(), 'Disconnect');
+  await toggle.click();
+  await until('status closed', () => document.querySelector('[data-testid=status]').dataset.state === 'closed');
+  assert.equal((await text('status')).trim(), 'closed: disconnected by you');
+  await sleep(700); // no reconnect behind the user's back
+  assert.equal(await page.getAttribute('[data-testid=status]', 'data-state'), 'closed');
+  assert.equal((await toggle.textContent()).trim(), 'Connect');
+  await toggle.click();
+  await until('status live', () => document.querySelector('[data-testid=status]').dataset.state === 'live');
+  await stateIs('AAPL', 'live');
+  assert.deepEqual(page.errors, [], 'no uncaught errors in the page');
+});

@@ -1,0 +1,156 @@
+// A scripted stand-in for tickgate: serves crates/server/assets/index.html at / and speaks the
+// gateway's WebSocket protocol on /ws, sending exactly what a test tells it to. It lets the tests
+// drive the page through what the real gateway only does under load: gaps, conflated quotes,
+// seq jumps and a 1008 slow-consumer close.
+//
+// The WebSocket side is the minimum of RFC 6455 a browser needs: the handshake, unmasked text
+// frames out, masked frames in (text, close, ping), no fragmentation or extensions.
+
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import { INDEX_HTML } from './helpers.mjs';
+
+const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+
+function frame(opcode, payload) {
+  const len = payload.length;
+  const head = len < 126 ? Buffer.from([0x80 | opcode, len])
+    : len < 65536 ? Buffer.from([0x80 | opcode, 126, len >> 8, len & 0xff])
+      : Buffer.concat([Buffer.from([0x80 | opcode, 127]), (() => { const b = Buffer.alloc(8); b.writeBigUInt64BE(BigInt(len)); return b; })()]);
+  return Buffer.concat([head, payload]);
+}
+
+class Client {
+  constructor(socket, server) {
+    this.socket = socket;
+    this.server = server;
+    this.buffer = Buffer.alloc(0);
+    this.closed = false;
+    socket.on('data', (data) => this.onData(data));
+    socket.on('close', () => { this.closed = true; });
+    socket.on('error', () => { this.closed = true; });
+  }
+
+  onData(data) {
+    this.buffer = Buffer.concat([this.buffer, data]);
+    for (;;) {
+      const b = this.buffer;
+      if (b.length < 2) return;
+      const opcode = b[0] & 0x0f;
+      let len = b[1] & 0x7f;
+      let at = 2;
+      if (len === 126) {
+        if (b.length < 4) return;
+        len = b.readUInt16BE(2);
+        at = 4;
+      } else if (len === 127) {
+        if (b.length < 10) return;
+        len = Number(b.readBigUInt64BE(2));
+        at = 10;
+      }
+      const masked = (b[1] & 0x80) !== 0;
+      const mask = masked ? b.subarray(at, at + 4) : null;
+      if (masked) at += 4;
+      if (b.length < at + len) return;
+      const payload = Buffer.from(b.subarray(at, at + len));
+      if (mask) for (let i = 0; i < payload.length; i += 1) payload[i] ^= mask[i & 3];
+      this.buffer = b.subarray(at + len);
+      if (opcode === 0x1) this.server.onCommand(this, JSON.parse(payload.toString('utf8')));
+      else if (opcode === 0x9) this.socket.write(frame(0xa, payload));
+      else if (opcode === 0x8) {
+        if (!this.closed) this.socket.end(frame(0x8, payload.subarray(0, 2)));
+        this.closed = true;
+      }
+    }
+  }
+
+  send(message) {
+    if (this.closed) return;
+    this.socket.write(frame(0x1, Buffer.from(typeof message === 'string' ? message : JSON.stringify(message))));
+  }
+
+  close(code, reason) {
+    if (this.closed) return;
+    const payload = Buffer.concat([Buffer.from([code >> 8, code & 0xff]), Buffer.from(reason)]);
+    this.socket.write(frame(0x8, payload));
+    this.closed = true;
+    setTimeout(() => this.socket.destroy(), 200);
+  }
+}
+
+/**
+ * Starts the scripted gateway on 127.0.0.1 (a free port). `universe` answers list_symbols and
+ * `snapshot(symbol)` the snapshot sent after each subscribe. Every command received is kept in
+ * `commands`, every client in `clients`.
+ */
+export async function startScriptedGateway({ universe, snapshot }) {
+  const html = fs.readFileSync(INDEX_HTML);
+  const commands = [];
+  const clients = [];
+  const waiters = [];
+  const server = http.createServer((req, res) => {
+    if (req.url === '/' || req.url === '/index.html') {
+      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' });
+      res.end(html);
+    } else {
+      res.writeHead(404, { 'Content-Type': 'text/plain' });
+      res.end('not found\n');
+    }
+  });
+  const scripted = {
+    commands,
+    clients,
+    get client() { return clients.at(-1); },
+    onCommand(client, command) {
+      commands.push(command);
+      const reply = (m) => client.send(m);
+      const id = command.id === undefined ? {} : { id: command.id };
+      if (command.op === 'list_symbols') reply({ type: 'symbols', ...id, symbols: universe });
+      if (command.op === 'subscribe') {
+        // As tickgate does: the known symbols are subscribed (each gets a snapshot), the unknown
+        // ones are named in an unknown_symbol error.
+        const known = command.symbols.filter((s) => universe.includes(s));
+        const unknown = command.symbols.filter((s) => !universe.includes(s));
+        if (known.length || !unknown.length) {
+          reply({ type: 'subscribed', ...id, symbols: known, policy: 'conflate' });
+          for (const s of known) reply(snapshot(s));
+        }
+        if (unknown.length) {
+          reply({ type: 'error', ...id, code: 'unknown_symbol', message: 'unknown symbols', symbols: unknown });
+        }
+      }
+      if (command.op === 'unsubscribe') reply({ type: 'unsubscribed', ...id, symbols: command.symbols });
+      for (const w of waiters.splice(0)) w();
+    },
+    /** The first command from index `from` on that matches pred, once it has arrived. */
+    async waitForCommand(pred, from = 0, timeout = 10000) {
+      const deadline = Date.now() + timeout;
+      for (;;) {
+        const found = commands.slice(from).find(pred);
+        if (found) return found;
+        if (Date.now() > deadline) throw new Error(`no matching command; got ${JSON.stringify(commands)}`);
+        await new Promise((resolve) => { waiters.push(resolve); setTimeout(resolve, 100); });
+      }
+    },
+    async close() {
+      for (const c of clients) c.socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+  server.on('upgrade', (req, socket) => {
+    if (req.url !== '/ws') {
+      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    const accept = crypto.createHash('sha1').update(req.headers['sec-websocket-key'] + GUID).digest('base64');
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+      `Sec-WebSocket-Accept: ${accept}\r\n\r\n`);
+    const client = new Client(socket, scripted);
+    clients.push(client);
+    client.send({ type: 'welcome', server: 'tickgate', version: 'scripted', session: `s${clients.length}`, time: 0 });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  scripted.url = `http://127.0.0.1:${server.address().port}`;
+  return scripted;
+}
