@@ -149,7 +149,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_message_size: 16 * 1024,
-            read_buffer_size: 256,
+            read_buffer_size: 128,
             max_request_head: 8 * 1024,
             outbound_soft_limit: 256 * 1024,
             outbound_hard_limit: 1024 * 1024,

@@ -123,7 +123,11 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         ("tickgate_messages_sent_total", "Tick messages queued to clients (one per subscriber per tick).", |c| {
             &c.deliveries
         }),
-        ("tickgate_replies_sent_total", "Per-client messages queued: replies, snapshots, gaps.", |c| &c.replies),
+        (
+            "tickgate_replies_sent_total",
+            "Per-client messages queued: replies to commands and their snapshots, welcomes, rate-limit errors.",
+            |c| &c.replies,
+        ),
         ("tickgate_bytes_sent_total", "Bytes handed to the kernel.", |c| &c.bytes_written),
         ("tickgate_write_calls_total", "writev calls that wrote something.", |c| &c.write_calls),
         ("tickgate_frames_written_total", "Whole frames written (frames per call = this / write calls).", |c| {
@@ -234,13 +238,13 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     let windows = [
         (
             "tickgate_delivery_latency_seconds",
-            "Ingest to kernel hand-off of each delivery, over the last ten seconds (quantile 1 = max).",
+            "Ingest to the end of the write pass that handed each delivery to the kernel (frames waiting for a full socket included at that point), last ten seconds (quantile 1 = max).",
             "tickgate_delivery_latency_window_count",
             "Deliveries in the latency window.",
         ),
         (
             "tickgate_fanout_batch_seconds",
-            "Time to fan out and write one batch of ticks, over the last ten seconds (quantile 1 = max).",
+            "One reactor turn that fanned out ticks: its socket events, fan-out and writes, last ten seconds (quantile 1 = max).",
             "tickgate_fanout_batch_window_count",
             "Batches in the fan-out window.",
         ),

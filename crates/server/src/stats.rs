@@ -89,7 +89,8 @@ counters! {
 pub const HTTP_STATUSES: [u16; 11] = [200, 400, 401, 403, 404, 405, 408, 429, 431, 500, 503];
 
 /// Client command ops counted, the last for commands that could not be parsed.
-pub const COMMAND_OPS: [&str; 5] = ["subscribe", "unsubscribe", "list_symbols", "list_subscriptions", "invalid"];
+pub const COMMAND_OPS: [&str; 6] =
+    ["subscribe", "unsubscribe", "list_symbols", "list_subscriptions", "auth", "invalid"];
 
 /// Per-second histograms kept for the latency figures: the last ten seconds.
 pub const LATENCY_WINDOW_SECONDS: usize = 10;

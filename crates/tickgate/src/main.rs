@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use std::io::{IsTerminal, Write};
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tickgate_server::{Activity, Config, Gateway};
 
@@ -57,7 +59,15 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config.is_some() {
-        println!("{config:#?}");
+        let mut shown = config.clone();
+        if !shown.auth.jwt_secret.is_empty() {
+            shown.auth.jwt_secret = "<redacted>".into();
+        }
+        for key in &mut shown.auth.api_keys {
+            key.key = "<redacted>".into();
+        }
+        // A closed pipe (`| head`) is not an error worth a panic.
+        let _ = writeln!(std::io::stdout(), "{shown:#?}");
         return ExitCode::SUCCESS;
     }
     init_logging(&config.log.level);
@@ -73,7 +83,8 @@ fn main() -> ExitCode {
     println!("tickgate listening: WebSocket ws://{addr}/ws");
     println!("open http://{addr}");
 
-    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+    // SIGHUP (a closed terminal, or an operator) shuts down gracefully too.
+    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(signals) => signals,
         Err(e) => {
             eprintln!("tickgate: cannot install signal handlers: {e}");
@@ -136,5 +147,9 @@ fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .init();
 }
