@@ -133,6 +133,7 @@ impl Ingest {
 pub fn spawn_sim(
     mut market: SimMarket,
     mut ingest: Ingest,
+    batch_interval: Duration,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<thread::JoinHandle<()>> {
     let stats = ingest.stats.clone();
@@ -150,13 +151,17 @@ pub fn spawn_sim(
                 continue;
             }
             batch.clear();
-            market.poll(start.elapsed(), now_ns, MAX_BATCH, &mut batch);
+            let polled_at = start.elapsed();
+            market.poll(polled_at, now_ns, MAX_BATCH, &mut batch);
             if batch.is_empty() {
                 ingest.flush();
             } else {
                 ingest.publish_batch(&mut batch, now_ns);
             }
-            let wait = market.next_due().saturating_sub(start.elapsed()).min(MAX_SLEEP);
+            // Next release: when the next event is due, but not sooner than one batch interval
+            // after this one, so events due in between leave together.
+            let next_release = market.next_due().max(polled_at + batch_interval);
+            let wait = next_release.saturating_sub(start.elapsed()).min(MAX_SLEEP);
             if !wait.is_zero() {
                 thread::sleep(wait);
             }

@@ -67,6 +67,9 @@ pub struct SimConfig {
     pub trade_ratio: f64,
     /// How events spread over symbols.
     pub activity: Activity,
+    /// Microseconds between two releases of due events (0: release each as soon as it is due).
+    /// Releasing in batches lets a reactor write several frames per system call.
+    pub batch_interval_us: u64,
 }
 
 /// How the simulated market spreads its events over symbols.
@@ -81,7 +84,14 @@ pub enum Activity {
 
 impl Default for SimConfig {
     fn default() -> Self {
-        Self { seed: 42, symbols: 500, rate: 5000.0, trade_ratio: 0.3, activity: Activity::Zipf }
+        Self {
+            seed: 42,
+            symbols: 500,
+            rate: 5000.0,
+            trade_ratio: 0.3,
+            activity: Activity::Zipf,
+            batch_interval_us: 1000,
+        }
     }
 }
 
@@ -98,6 +108,8 @@ pub enum SimConfigError {
     RateOutOfRange(f64),
     #[error("sim.trade_ratio must be a number from 0 to 1, got {0}")]
     InvalidTradeRatio(f64),
+    #[error("sim.batch_interval_us must be at most 100000, got {0}")]
+    BatchIntervalTooLong(u64),
 }
 
 impl SimConfig {
@@ -117,6 +129,9 @@ impl SimConfig {
         }
         if !(0.0..=1.0).contains(&self.trade_ratio) {
             return Err(SimConfigError::InvalidTradeRatio(self.trade_ratio));
+        }
+        if self.batch_interval_us > 100_000 {
+            return Err(SimConfigError::BatchIntervalTooLong(self.batch_interval_us));
         }
         Ok(())
     }
@@ -671,7 +686,7 @@ mod tests {
     use tickgate_core::symbol::is_valid_symbol_name;
 
     fn config(seed: u64, symbols: usize, rate: f64, trade_ratio: f64) -> SimConfig {
-        SimConfig { seed, symbols, rate, trade_ratio, activity: Activity::Zipf }
+        SimConfig { seed, symbols, rate, trade_ratio, activity: Activity::Zipf, batch_interval_us: 1000 }
     }
 
     fn market(config: &SimConfig) -> (SymbolTable, SimMarket) {

@@ -82,6 +82,9 @@ pub struct ServerConfig {
     pub channel_capacity: usize,
     /// How long shutdown waits for clients to take their close frame, in milliseconds.
     pub shutdown_grace_ms: u64,
+    /// TCP_NODELAY on client sockets: each write leaves at once rather than waiting to be
+    /// merged with the next (Nagle's algorithm).
+    pub tcp_nodelay: bool,
     /// Serve `/echo`, a WebSocket endpoint that echoes every message through the real connection
     /// path, for protocol conformance tests. Off in production.
     pub echo_route: bool,
@@ -101,6 +104,7 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 5_000,
             socket_send_buffer: 0,
             echo_route: false,
+            tcp_nodelay: true,
         }
     }
 }

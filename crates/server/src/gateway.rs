@@ -138,7 +138,10 @@ impl Gateway {
         }
         let market = SimMarket::new(&config.sim, &symbols);
         let ingest = Ingest::new(symbols.clone(), links, gateway.stats.ingest.clone());
-        gateway.threads.push(spawn_sim(market, ingest, shutdown).map_err(thread_err("the ingest thread"))?);
+        let batch_interval = std::time::Duration::from_micros(config.sim.batch_interval_us);
+        gateway
+            .threads
+            .push(spawn_sim(market, ingest, batch_interval, shutdown).map_err(thread_err("the ingest thread"))?);
         Ok(gateway)
     }
 

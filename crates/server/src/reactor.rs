@@ -282,7 +282,7 @@ impl Reactor {
             };
             match accepted {
                 Ok((mut sock, peer)) => {
-                    if let Err(e) = sock.set_nodelay(true) {
+                    if let Err(e) = sock.set_nodelay(self.config.server.tcp_nodelay) {
                         tracing::debug!(%peer, error = %e, "set_nodelay failed");
                     }
                     let send_buffer = self.config.server.socket_send_buffer;
