@@ -7,5 +7,6 @@
 
 pub mod command;
 pub mod http;
+pub mod normalize;
 pub mod outbox;
 pub mod utf8;
