@@ -103,6 +103,10 @@ struct LoadArgs {
     /// Share of clients that stop reading when the window starts.
     #[arg(long, default_value_t = 0.0)]
     slow_share: f64,
+    /// Subscription changes per second during the window (unsubscribe one symbol, subscribe
+    /// another, on a random client).
+    #[arg(long, default_value_t = 0.0)]
+    churn: f64,
     /// Connections opened per second (0 = as fast as possible: a connect storm).
     #[arg(long, default_value_t = 0.0)]
     connect_rate: f64,
@@ -234,6 +238,7 @@ fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool) -> Result<(), Strin
             warmup: Duration::from_secs_f64(load.warmup),
             duration: Duration::from_secs_f64(load.duration),
             slow_share: load.slow_share,
+            churn_per_s: load.churn,
             seed: load.seed,
             server_pid: server.as_ref().map(|s| s.0.id()).or(load.server_pid),
             progress: !load.quiet,

@@ -45,6 +45,9 @@ pub struct RunParams {
     pub duration: Duration,
     /// Share of clients that stop reading when the window starts.
     pub slow_share: f64,
+    /// Subscription changes per second during the window (each: a client unsubscribes one of its
+    /// symbols and subscribes another).
+    pub churn_per_s: f64,
     pub seed: u64,
     /// Server process to measure (CPU, RSS).
     pub server_pid: Option<u32>,
@@ -120,6 +123,8 @@ pub struct RunResult {
     pub closes: BTreeMap<u16, u64>,
     /// Connections that ended without a close frame.
     pub dropped: u64,
+    /// Subscription changes made during the window.
+    pub churns: u64,
     pub server: Option<ServerFigures>,
     pub loadtest_cpu_s: f64,
     /// Load generator CPU over the window as a share of one core (near 1.0: saturated).
@@ -259,6 +264,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
     let mut window_end: Option<Instant> = None;
     let mut last_progress = Instant::now();
     let mut progress_count = 0u64;
+    let mut churns = 0u64;
 
     loop {
         let now = Instant::now();
@@ -336,6 +342,35 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
         }
         if window_end.is_some_and(|end| now >= end) {
             break;
+        }
+        // Subscription churn, spread evenly over the window.
+        if let (Some((window_start, ..)), true) = (window, params.churn_per_s > 0.0) {
+            let due = (now.duration_since(window_start).as_secs_f64() * params.churn_per_s) as u64;
+            while churns < due && n_universe > params.symbols_per_client {
+                churns += 1;
+                let i = (rng.next() % clients.len() as u64) as usize;
+                let c = &mut clients[i];
+                if c.state != State::Open || c.slow {
+                    continue;
+                }
+                let held: Vec<u32> = c.tracker.symbols().collect();
+                let Some(&old) = held.get((rng.next() % held.len().max(1) as u64) as usize) else { continue };
+                let new = loop {
+                    let s = (rng.next() % n_universe as u64) as u32;
+                    if !held.contains(&s) {
+                        break s;
+                    }
+                };
+                let ops = format!("{{\"op\":\"unsubscribe\",\"symbols\":[\"{}\"]}}", params.universe[old as usize]);
+                write_client_frame(&mut c.out, 1, ops.as_bytes(), (rng.next() as u32).to_le_bytes());
+                let ops = format!("{{\"op\":\"subscribe\",\"symbols\":[\"{}\"]}}", params.universe[new as usize]);
+                write_client_frame(&mut c.out, 1, ops.as_bytes(), (rng.next() as u32).to_le_bytes());
+                c.tracker.remove(old);
+                c.tracker.add(new);
+                if let Ok(n) = c.sock.write(&c.out) {
+                    c.out.drain(..n);
+                }
+            }
         }
         if connected_at.is_none() && now.duration_since(start) > Duration::from_secs(120) {
             return Err(io::Error::new(
@@ -580,6 +615,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
         slow_seq,
         closes,
         dropped,
+        churns,
         server,
         loadtest_cpu_s,
         loadtest_core_share: loadtest_cpu_s / window_s,
@@ -665,6 +701,7 @@ mod tests {
             warmup: Duration::from_millis(100),
             duration: Duration::from_millis(1500),
             slow_share: 0.0,
+            churn_per_s: 0.0,
             seed: 1,
             server_pid: None,
             progress: false,

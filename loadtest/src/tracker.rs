@@ -46,6 +46,23 @@ impl SeqTracker {
         next.iter_mut().find(|(s, _)| *s == symbol).map(|(_, n)| n)
     }
 
+    /// The symbols tracked.
+    pub fn symbols(&self) -> impl Iterator<Item = u32> + '_ {
+        self.next.iter().map(|(s, _)| *s)
+    }
+
+    /// Starts tracking `symbol` (just subscribed: its snapshot sets the sequence).
+    pub fn add(&mut self, symbol: u32) {
+        if !self.next.iter().any(|(s, _)| *s == symbol) {
+            self.next.push((symbol, 0));
+        }
+    }
+
+    /// Stops tracking `symbol` (unsubscribed; events still in flight count as unexpected).
+    pub fn remove(&mut self, symbol: u32) {
+        self.next.retain(|(s, _)| *s != symbol);
+    }
+
     /// A snapshot as of `seq`: events continue from `seq + 1`.
     pub fn on_snapshot(&mut self, symbol: u32, seq: u64) {
         if let Some(next) = Self::slot(&mut self.next, symbol) {
