@@ -9,7 +9,8 @@ use tickgate_core::{LastValueCache, Sequencer, SymbolTable, Tick};
 use tickgate_protocol::{FrameBuilder, message};
 
 use crate::fanout::ReactorLink;
-use crate::sim::SimMarket;
+use crate::replay::{Recorder, RejectCounts};
+use crate::source::Source;
 
 /// Most events taken from the source in one batch.
 pub const MAX_BATCH: usize = 4096;
@@ -32,6 +33,8 @@ pub struct IngestStats {
     pub heartbeat_ns: AtomicU64,
     /// Set while the source is paused by an operator ([`FeedControl`]).
     pub paused: AtomicBool,
+    /// Upstream messages the source rejected, by [`crate::normalize::Reject::index`].
+    pub rejected: Arc<RejectCounts>,
 }
 
 /// Operator control of the built-in simulated market: pausing it stops the ticks (the gateway
@@ -129,11 +132,13 @@ impl Ingest {
     }
 }
 
-/// Runs the simulated market into `ingest` on a new thread until `shutdown` is set.
-pub fn spawn_sim(
-    mut market: SimMarket,
+/// Runs `source` into `ingest` on a new thread until `shutdown` is set, writing every published
+/// tick to `recorder` if there is one.
+pub fn spawn_source(
+    mut market: Box<dyn Source>,
     mut ingest: Ingest,
     batch_interval: Duration,
+    mut recorder: Option<Recorder>,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<thread::JoinHandle<()>> {
     let stats = ingest.stats.clone();
@@ -157,14 +162,26 @@ pub fn spawn_sim(
                 ingest.flush();
             } else {
                 ingest.publish_batch(&mut batch, now_ns);
+                if let Some(rec) = &mut recorder {
+                    let symbols = &ingest.symbols;
+                    if let Err(e) = batch.iter().try_for_each(|t| rec.record(symbols, t)) {
+                        tracing::error!(error = %e, "recording failed; recording stops");
+                        recorder = None;
+                    }
+                }
             }
             // Next release: when the next event is due, but not sooner than one batch interval
             // after this one, so events due in between leave together.
-            let next_release = market.next_due().max(polled_at + batch_interval);
+            // A finished source (the end of a recording) leaves the loop idling: the feed is then
+            // reported as not delivering.
+            let next_release = market.next_due().unwrap_or(polled_at + MAX_SLEEP).max(polled_at + batch_interval);
             let wait = next_release.saturating_sub(start.elapsed()).min(MAX_SLEEP);
             if !wait.is_zero() {
                 thread::sleep(wait);
             }
+        }
+        if let Some(rec) = &mut recorder {
+            let _ = rec.flush();
         }
         ingest.wake_all();
     })

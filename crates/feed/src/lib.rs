@@ -8,4 +8,6 @@
 pub mod fanout;
 pub mod ingest;
 pub mod normalize;
+pub mod replay;
 pub mod sim;
+pub mod source;

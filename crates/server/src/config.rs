@@ -17,8 +17,31 @@ pub struct Config {
     pub server: ServerConfig,
     pub limits: LimitsConfig,
     pub sim: SimConfig,
+    pub feed: FeedConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+}
+
+/// `[feed]`: where ticks come from, and whether to record them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedConfig {
+    /// "sim" (the built-in simulated market) or "replay" (a recording).
+    pub source: String,
+    /// The recording to replay (JSON lines, `.gz` for gzip), in the sim universe's symbols.
+    pub replay_path: Option<std::path::PathBuf>,
+    /// 1.0 plays at the recorded pace, 10.0 ten times faster, 0 as fast as possible.
+    pub replay_speed: f64,
+    /// Start over at the end of the recording.
+    pub replay_loop: bool,
+    /// Write every published tick to this file (replayable; `.gz` for gzip).
+    pub record_path: Option<std::path::PathBuf>,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        Self { source: "sim".into(), replay_path: None, replay_speed: 1.0, replay_loop: false, record_path: None }
+    }
 }
 
 /// `[auth]`: who may connect and which symbols each user may receive.
@@ -325,6 +348,24 @@ impl Config {
             ));
         }
         self.sim.validate()?;
+        let f = &self.feed;
+        match f.source.as_str() {
+            "sim" => {}
+            "replay" => match &f.replay_path {
+                Some(path) if path.is_file() => {}
+                Some(path) => {
+                    return Err(invalid("feed.replay_path", format!("{} is not a readable file", path.display())));
+                }
+                None => return Err(invalid("feed.replay_path", "is required with feed.source = \"replay\"")),
+            },
+            other => return Err(invalid("feed.source", format!("must be \"sim\" or \"replay\", got {other:?}"))),
+        }
+        if !(f.replay_speed.is_finite() && f.replay_speed >= 0.0) {
+            return Err(invalid(
+                "feed.replay_speed",
+                format!("must be 0 or a positive number, got {}", f.replay_speed),
+            ));
+        }
         crate::auth::Authenticator::from_config(&self.auth)?;
         Ok(())
     }

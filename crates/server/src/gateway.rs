@@ -10,8 +10,10 @@ use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 use tickgate_core::SymbolTable;
 use tickgate_feed::fanout::{LinkStats, reactor_channel};
-use tickgate_feed::ingest::{FeedControl, Ingest, IngestStats, spawn_sim, wall_clock_ns};
+use tickgate_feed::ingest::{FeedControl, Ingest, IngestStats, spawn_source, wall_clock_ns};
+use tickgate_feed::replay::{Recorder, Replay};
 use tickgate_feed::sim::{SimMarket, universe};
+use tickgate_feed::source::Source;
 
 use crate::admission::Admission;
 use crate::auth::Authenticator;
@@ -29,6 +31,8 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("cannot start {what}: {source}")]
     Thread { what: &'static str, source: std::io::Error },
+    #[error("feed file {path}: {source}")]
+    Feed { path: std::path::PathBuf, source: std::io::Error },
 }
 
 /// Everything the gateway counts, shared read-only with metrics and tests.
@@ -95,7 +99,8 @@ impl Gateway {
         let telemetry = Arc::new(Telemetry {
             stats: stats.clone(),
             symbols: symbols.len(),
-            source_rate: config.sim.rate,
+            source_rate: if config.feed.source == "sim" { config.sim.rate } else { 1.0 },
+            source: if config.feed.source == "replay" { "replay" } else { "sim" },
             started_ns: wall_clock_ns(),
         });
         let mut gateway = Gateway {
@@ -136,12 +141,32 @@ impl Gateway {
                 .map_err(thread_err("a reactor thread"))?;
             gateway.threads.push(handle);
         }
-        let market = SimMarket::new(&config.sim, &symbols);
+        let source: Box<dyn Source> = match (config.feed.source.as_str(), &config.feed.replay_path) {
+            ("replay", Some(path)) => {
+                let replay = Replay::open(
+                    path,
+                    symbols.clone(),
+                    config.feed.replay_speed,
+                    config.feed.replay_loop,
+                    gateway.stats.ingest.rejected.clone(),
+                )
+                .map_err(|source| StartError::Feed { path: path.clone(), source })?;
+                Box::new(replay)
+            }
+            _ => Box::new(SimMarket::new(&config.sim, &symbols)),
+        };
+        let recorder = match &config.feed.record_path {
+            Some(path) => {
+                Some(Recorder::create(path).map_err(|source| StartError::Feed { path: path.clone(), source })?)
+            }
+            None => None,
+        };
         let ingest = Ingest::new(symbols.clone(), links, gateway.stats.ingest.clone());
         let batch_interval = std::time::Duration::from_micros(config.sim.batch_interval_us);
-        gateway
-            .threads
-            .push(spawn_sim(market, ingest, batch_interval, shutdown).map_err(thread_err("the ingest thread"))?);
+        gateway.threads.push(
+            spawn_source(source, ingest, batch_interval, recorder, shutdown)
+                .map_err(thread_err("the ingest thread"))?,
+        );
         Ok(gateway)
     }
 

@@ -21,6 +21,8 @@ pub struct Telemetry {
     pub symbols: usize,
     /// Expected ticks per second of the source (for the feed's liveness threshold).
     pub source_rate: f64,
+    /// The source's name in metrics and /readyz.
+    pub source: &'static str,
     pub started_ns: u64,
 }
 
@@ -74,7 +76,7 @@ pub fn readiness(t: &Telemetry, now_ns: u64) -> Readiness {
         "ready": feed_ok && reactors_ok,
         "feed": {
             "ok": feed_ok,
-            "source": "sim",
+            "source": t.source,
             "paused": paused,
             "last_tick_age_ms": ms(last_tick_age),
             "heartbeat_age_ms": ms(heartbeat_age),
@@ -188,8 +190,16 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
 
     // Ingest.
     counter("tickgate_ticks_ingested_total", "Ticks taken from the source, sequenced and published.", &["source"])?
-        .with_label_values(&["sim"])
+        .with_label_values(&[t.source])
         .inc_by(load(&s.ingest.ticks));
+    let rejected = counter(
+        "tickgate_ticks_rejected_total",
+        "Upstream messages rejected by the normalizer, by source and reason (each also skipped).",
+        &["source", "reason"],
+    )?;
+    for (i, reason) in tickgate_feed::normalize::Reject::REASONS.iter().enumerate() {
+        rejected.with_label_values(&[t.source, reason]).inc_by(load(&s.ingest.rejected[i]));
+    }
     counter("tickgate_frames_built_total", "Tick frames encoded (one per tick, whatever the fan-out).", &[])?
         .with_label_values(&[] as &[&str])
         .inc_by(load(&s.ingest.frames_built));
@@ -205,9 +215,9 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         wakes.with_label_values(&[&id.to_string()]).inc_by(load(&l.wakes));
     }
     let feed_up = gauge("tickgate_feed_up", "1 while the feed is delivering, else 0.", &["source"])?;
-    feed_up.with_label_values(&["sim"]).set(i64::from(readiness(t, now_ns).feed_ok));
+    feed_up.with_label_values(&[t.source]).set(i64::from(readiness(t, now_ns).feed_ok));
     float_gauge("tickgate_feed_last_tick_age_seconds", "Seconds since the last tick from the source.", &["source"])?
-        .with_label_values(&["sim"])
+        .with_label_values(&[t.source])
         .set(age_ns(now_ns, load(&s.ingest.last_batch_ns)).min(u64::MAX / 2) as f64 / 1e9);
 
     // Per-reactor gauges.
