@@ -35,6 +35,8 @@ pub struct IngestStats {
     pub paused: AtomicBool,
     /// Upstream messages the source rejected, by [`crate::normalize::Reject::index`].
     pub rejected: Arc<RejectCounts>,
+    /// The upstream connection of a network source.
+    pub source_health: Arc<crate::tcp::SourceHealth>,
 }
 
 /// Operator control of the built-in simulated market: pausing it stops the ticks (the gateway

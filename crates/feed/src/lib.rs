@@ -11,3 +11,4 @@ pub mod normalize;
 pub mod replay;
 pub mod sim;
 pub mod source;
+pub mod tcp;

@@ -26,8 +26,15 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FeedConfig {
-    /// "sim" (the built-in simulated market) or "replay" (a recording).
+    /// "sim" (the built-in simulated market), "replay" (a recording) or "tcp" (JSON lines over
+    /// TCP).
     pub source: String,
+    /// With "tcp": connect to this upstream address (reconnecting when it goes away)...
+    pub tcp_connect: Option<SocketAddr>,
+    /// ...or listen here for the upstream to connect.
+    pub tcp_listen: Option<SocketAddr>,
+    /// Upstream messages whose exchange time is further than this from now are rejected, in ms.
+    pub max_skew_ms: u64,
     /// The recording to replay (JSON lines, `.gz` for gzip), in the sim universe's symbols.
     pub replay_path: Option<std::path::PathBuf>,
     /// 1.0 plays at the recorded pace, 10.0 ten times faster, 0 as fast as possible.
@@ -40,7 +47,16 @@ pub struct FeedConfig {
 
 impl Default for FeedConfig {
     fn default() -> Self {
-        Self { source: "sim".into(), replay_path: None, replay_speed: 1.0, replay_loop: false, record_path: None }
+        Self {
+            source: "sim".into(),
+            tcp_connect: None,
+            tcp_listen: None,
+            max_skew_ms: 60_000,
+            replay_path: None,
+            replay_speed: 1.0,
+            replay_loop: false,
+            record_path: None,
+        }
     }
 }
 
@@ -358,7 +374,17 @@ impl Config {
                 }
                 None => return Err(invalid("feed.replay_path", "is required with feed.source = \"replay\"")),
             },
-            other => return Err(invalid("feed.source", format!("must be \"sim\" or \"replay\", got {other:?}"))),
+            "tcp" => {
+                if f.tcp_connect.is_some() == f.tcp_listen.is_some() {
+                    return Err(invalid(
+                        "feed.tcp_connect",
+                        "or feed.tcp_listen (exactly one) is required with feed.source = \"tcp\"",
+                    ));
+                }
+            }
+            other => {
+                return Err(invalid("feed.source", format!("must be \"sim\", \"replay\" or \"tcp\", got {other:?}")));
+            }
         }
         if !(f.replay_speed.is_finite() && f.replay_speed >= 0.0) {
             return Err(invalid(

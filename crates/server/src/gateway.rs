@@ -14,6 +14,7 @@ use tickgate_feed::ingest::{FeedControl, Ingest, IngestStats, spawn_source, wall
 use tickgate_feed::replay::{Recorder, Replay};
 use tickgate_feed::sim::{SimMarket, universe};
 use tickgate_feed::source::Source;
+use tickgate_feed::tcp::{Mode as TcpMode, TcpSource};
 
 use crate::admission::Admission;
 use crate::auth::Authenticator;
@@ -100,7 +101,11 @@ impl Gateway {
             stats: stats.clone(),
             symbols: symbols.len(),
             source_rate: if config.feed.source == "sim" { config.sim.rate } else { 1.0 },
-            source: if config.feed.source == "replay" { "replay" } else { "sim" },
+            source: match config.feed.source.as_str() {
+                "replay" => "replay",
+                "tcp" => "tcp",
+                _ => "sim",
+            },
             started_ns: wall_clock_ns(),
         });
         let mut gateway = Gateway {
@@ -152,6 +157,23 @@ impl Gateway {
                 )
                 .map_err(|source| StartError::Feed { path: path.clone(), source })?;
                 Box::new(replay)
+            }
+            ("tcp", _) => {
+                let mode = match (config.feed.tcp_connect, config.feed.tcp_listen) {
+                    (Some(addr), _) => TcpMode::Connect(addr),
+                    (None, Some(addr)) => TcpMode::Listen(addr),
+                    (None, None) => unreachable!("validated: one of them is set"),
+                };
+                let ingest = &gateway.stats.ingest;
+                let source = TcpSource::start(
+                    mode,
+                    symbols.clone(),
+                    config.feed.max_skew_ms * 1_000_000,
+                    ingest.rejected.clone(),
+                    ingest.source_health.clone(),
+                )
+                .map_err(|source| StartError::Thread { what: "the TCP source", source })?;
+                Box::new(source)
             }
             _ => Box::new(SimMarket::new(&config.sim, &symbols)),
         };

@@ -60,7 +60,8 @@ pub fn readiness(t: &Telemetry, now_ns: u64) -> Readiness {
     let paused = ingest.paused.load(Ordering::Relaxed);
     // A quiet market is not a dead one: allow twenty expected intervals, at least five seconds.
     let tick_limit_ns = (20.0 / t.source_rate * 1e9).max(5e9) as u64;
-    let feed_ok = !paused && heartbeat_age < HEARTBEAT_LIMIT_NS && last_tick_age < tick_limit_ns;
+    let connected = t.source != "tcp" || ingest.source_health.connected.load(Ordering::Relaxed);
+    let feed_ok = !paused && connected && heartbeat_age < HEARTBEAT_LIMIT_NS && last_tick_age < tick_limit_ns;
     let reactors: Vec<serde_json::Value> = t
         .stats
         .reactors
@@ -78,6 +79,9 @@ pub fn readiness(t: &Telemetry, now_ns: u64) -> Readiness {
             "ok": feed_ok,
             "source": t.source,
             "paused": paused,
+            "connected": connected,
+            "reconnects": load(&ingest.source_health.reconnects),
+            "upstream_gaps": load(&ingest.source_health.upstream_gaps),
             "last_tick_age_ms": ms(last_tick_age),
             "heartbeat_age_ms": ms(heartbeat_age),
         },
@@ -214,6 +218,17 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         missed.with_label_values(&[&id.to_string()]).inc_by(load(&l.ticks_missed));
         wakes.with_label_values(&[&id.to_string()]).inc_by(load(&l.wakes));
     }
+    let health = &s.ingest.source_health;
+    counter("tickgate_source_reconnects_total", "Upstream connections re-established.", &["source"])?
+        .with_label_values(&[t.source])
+        .inc_by(load(&health.reconnects));
+    counter(
+        "tickgate_upstream_gaps_total",
+        "Events the upstream's own sequence numbers say were skipped.",
+        &["source"],
+    )?
+    .with_label_values(&[t.source])
+    .inc_by(load(&health.upstream_gaps));
     let feed_up = gauge("tickgate_feed_up", "1 while the feed is delivering, else 0.", &["source"])?;
     feed_up.with_label_values(&[t.source]).set(i64::from(readiness(t, now_ns).feed_ok));
     float_gauge("tickgate_feed_last_tick_age_seconds", "Seconds since the last tick from the source.", &["source"])?

@@ -1,0 +1,90 @@
+//! A TCP upstream in tickgate's schema: good lines come out exact, bad ones are counted and
+//! skipped without disturbing anything, and an upstream that dies and comes back is reconnected
+//! to, with the outage visible on /readyz.
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tickgate_testkit::{TestClient, eventually, http_request, start_gateway};
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+fn trade(seq: u64, price: &str) -> String {
+    format!(
+        "{{\"type\":\"trade\",\"symbol\":\"AAPL\",\"price\":\"{price}\",\"size\":\"100\",\"ts\":{},\"seq\":{seq}}}\n",
+        now_ns()
+    )
+}
+
+fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
+    let text = http_request(addr, "GET /metrics HTTP/1.1\r\n\r\n");
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn accept(listener: &TcpListener) -> TcpStream {
+    listener.set_nonblocking(false).unwrap();
+    listener.accept().unwrap().0
+}
+
+#[test]
+fn good_lines_come_out_exact_bad_ones_are_counted_and_outages_are_seen() {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let gateway = start_gateway(|c| {
+        c.server.reactors = 1;
+        c.feed.source = "tcp".into();
+        c.feed.tcp_connect = Some(upstream_addr);
+    });
+    let addr = gateway.local_addr();
+    let mut feed = accept(&upstream);
+    let mut client = TestClient::connect(addr);
+    client.subscribe(&["AAPL"]);
+
+    let hostile = [
+        "not json\n".to_string(),
+        "{\"type\":\"trade\",\"symbol\":\"AAPL\",\"price\":\"NaN\",\"size\":\"1\",\"ts\":1}\n".to_string(),
+        "{\"type\":\"trade\",\"symbol\":\"AAPL\",\"price\":\"187.123\",\"size\":\"1\",\"ts\":1}\n".to_string(),
+        format!("{{\"type\":\"trade\",\"symbol\":\"AAPL\",\"price\":\"-1\",\"size\":\"1\",\"ts\":{}}}\n", now_ns()),
+        format!("{{\"type\":\"trade\",\"symbol\":\"ZZZZ\",\"price\":\"1\",\"size\":\"1\",\"ts\":{}}}\n", now_ns()),
+        format!("{}\n", "[".repeat(500)),
+        format!("{{\"pad\":\"{}\"}}\n", "x".repeat(100_000)),
+        "{\"type\":\"trade\",\"symbol\":\"AAPL\",\"pri".to_string() + "\n",
+    ];
+    feed.write_all(trade(1, "187.12").as_bytes()).unwrap();
+    for line in &hostile {
+        feed.write_all(line.as_bytes()).unwrap();
+    }
+    feed.write_all(trade(2, "187.13").as_bytes()).unwrap();
+    feed.write_all(trade(5, "187.10").as_bytes()).unwrap();
+
+    let prices: Vec<String> =
+        (0..3).map(|_| client.recv_type("trade")["price"].as_str().unwrap().to_string()).collect();
+    assert_eq!(prices, ["187.12", "187.13", "187.10"], "exact, in order, nothing else");
+    eventually("every bad line counted", || {
+        let rejected: f64 = ["malformed", "bad_decimal", "non_positive_price", "unknown_symbol"]
+            .iter()
+            .map(|r| metric(addr, &format!("tickgate_ticks_rejected_total{{reason=\"{r}\",source=\"tcp\"}}")))
+            .sum();
+        rejected == hostile.len() as f64
+    });
+    assert_eq!(metric(addr, "tickgate_upstream_gaps_total{source=\"tcp\"}"), 2.0, "seq 3 and 4 never came");
+
+    // The upstream dies: /readyz says so; it comes back: the gateway reconnects.
+    drop(feed);
+    eventually("not ready while the upstream is gone", || {
+        http_request(addr, "GET /readyz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 503")
+    });
+    let mut feed = accept(&upstream);
+    feed.write_all(trade(6, "188.00").as_bytes()).unwrap();
+    assert_eq!(client.recv_type("trade")["price"], "188.00");
+    assert!(metric(addr, "tickgate_source_reconnects_total{source=\"tcp\"}") >= 1.0);
+    eventually("ready again", || http_request(addr, "GET /readyz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
+    std::thread::sleep(Duration::from_millis(10));
+}
