@@ -99,8 +99,9 @@ pub struct Normalized {
 }
 
 /// Turns upstream messages into ticks for one source.
-#[derive(Debug)]
 pub struct Normalizer {
+    /// simd-json's scratch buffers, reused so a message costs no allocation for them.
+    buffers: simd_json::Buffers,
     /// Upstream name -> symbol (the table's own names, plus configured aliases).
     names: HashMap<Box<str>, SymbolId>,
     symbols: std::sync::Arc<SymbolTable>,
@@ -120,12 +121,13 @@ impl Normalizer {
             }
         }
         let n = symbols.len();
-        Self { names, symbols, max_skew_ns, last_seq: vec![0; n] }
+        Self { buffers: simd_json::Buffers::new(1024), names, symbols, max_skew_ns, last_seq: vec![0; n] }
     }
 
     /// Normalizes one message (modified in place by the parser). `now_ns` is the wall clock.
     pub fn normalize(&mut self, message: &mut [u8], now_ns: u64) -> Result<Normalized, Reject> {
-        let value = simd_json::to_borrowed_value(message).map_err(|_| Reject::Malformed)?;
+        let value =
+            simd_json::borrowed::to_value_with_buffers(message, &mut self.buffers).map_err(|_| Reject::Malformed)?;
         let BorrowedValue::Object(object) = value else { return Err(Reject::Malformed) };
         let text = |field: &'static str| -> Result<&str, Reject> {
             match object.get(field) {
@@ -201,6 +203,12 @@ impl Normalizer {
             }
         };
         Ok(Normalized { tick: Tick { symbol, seq: 0, ts, gw_ts: 0, kind }, upstream_gap })
+    }
+}
+
+impl std::fmt::Debug for Normalizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Normalizer").field("names", &self.names.len()).field("max_skew_ns", &self.max_skew_ns).finish()
     }
 }
 
