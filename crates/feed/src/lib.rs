@@ -5,6 +5,7 @@
 //! once, and hands it to every reactor over bounded channels. The feed never blocks on a
 //! reactor: see [`fanout`].
 
+pub mod exchange;
 pub mod fanout;
 pub mod ingest;
 pub mod normalize;

@@ -1,0 +1,332 @@
+//! Exchange market-data messages mapped to ticks, sans IO: Binance spot (trade and bookTicker
+//! streams, with or without the combined-stream wrapper) and Coinbase Exchange (ticker and
+//! matches channels, whose per-product `sequence` reveals upstream gaps).
+//!
+//! The network side (a WebSocket client that subscribes, answers pings and reconnects with
+//! backoff) is not here yet; this is what it will feed each message to. Upstream names map to
+//! the universe through an alias table (e.g. `BTCUSDT` -> `BTC-USD`); prices and sizes must be
+//! exact at the symbol's scale, as for every source.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use simd_json::{BorrowedValue, StaticNode};
+use tickgate_core::{SymbolId, SymbolTable, Tick, TickKind, parse_fixed};
+
+use crate::normalize::{Normalized, Reject};
+
+/// Which exchange's messages these are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exchange {
+    Binance,
+    Coinbase,
+}
+
+/// Maps one exchange's messages to ticks.
+pub struct ExchangeMapper {
+    exchange: Exchange,
+    names: HashMap<Box<str>, SymbolId>,
+    symbols: Arc<SymbolTable>,
+    /// Last upstream sequence per symbol (Coinbase), 0 before any.
+    last_seq: Vec<u64>,
+    buffers: simd_json::Buffers,
+}
+
+impl std::fmt::Debug for ExchangeMapper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExchangeMapper").field("exchange", &self.exchange).field("names", &self.names.len()).finish()
+    }
+}
+
+impl ExchangeMapper {
+    /// `aliases` maps the exchange's names to the universe's; names already in the universe
+    /// map to themselves.
+    pub fn new(exchange: Exchange, symbols: Arc<SymbolTable>, aliases: &HashMap<String, String>) -> Self {
+        let mut names: HashMap<Box<str>, SymbolId> = symbols.iter().map(|(id, s)| (s.name.clone(), id)).collect();
+        for (upstream, ours) in aliases {
+            if let Some(id) = symbols.lookup(ours) {
+                names.insert(upstream.as_str().into(), id);
+            }
+        }
+        let n = symbols.len();
+        Self { exchange, names, symbols, last_seq: vec![0; n], buffers: simd_json::Buffers::new(1024) }
+    }
+
+    /// Maps one message. `Ok(None)` is a message that carries no tick (a subscription ack, a
+    /// heartbeat); `now_ns` stamps messages without an exchange time (Binance's bookTicker).
+    pub fn map(&mut self, message: &mut [u8], now_ns: u64) -> Result<Option<Normalized>, Reject> {
+        let value =
+            simd_json::borrowed::to_value_with_buffers(message, &mut self.buffers).map_err(|_| Reject::Malformed)?;
+        let BorrowedValue::Object(object) = value else { return Err(Reject::Malformed) };
+        let object = match (self.exchange, object.get("data")) {
+            (Exchange::Binance, Some(BorrowedValue::Object(data))) => data.as_ref().clone(),
+            _ => *object,
+        };
+        let text = |field: &'static str| match object.get(field) {
+            Some(BorrowedValue::String(s)) => Ok(s.as_ref()),
+            Some(_) => Err(Reject::WrongType(field)),
+            None => Err(Reject::MissingField(field)),
+        };
+        let uint = |field: &'static str| match object.get(field) {
+            Some(BorrowedValue::Static(StaticNode::U64(n))) => Ok(*n),
+            Some(BorrowedValue::Static(StaticNode::I64(n))) if *n >= 0 => Ok(*n as u64),
+            Some(_) => Err(Reject::WrongType(field)),
+            None => Err(Reject::MissingField(field)),
+        };
+        let symbol_of = |name: &str| self.names.get(name).copied().ok_or(Reject::UnknownSymbol);
+        let (symbol, kind, ts, seq) = match self.exchange {
+            Exchange::Binance => {
+                if object.get("e").is_some() {
+                    if text("e")? != "trade" {
+                        return Ok(None);
+                    }
+                    let symbol = symbol_of(text("s")?)?;
+                    let info = self.symbols.get(symbol);
+                    let price = fixed(text("p")?, info.price_scale, "p")?;
+                    let size = fixed(text("q")?, info.size_scale, "q")?;
+                    (symbol, TickKind::Trade { price, size }, uint("T")? * 1_000_000, None)
+                } else if object.get("u").is_some() && object.get("b").is_some() {
+                    let symbol = symbol_of(text("s")?)?;
+                    let info = self.symbols.get(symbol);
+                    let kind = TickKind::Quote {
+                        bid: fixed(text("b")?, info.price_scale, "b")?,
+                        bid_size: fixed(text("B")?, info.size_scale, "B")?,
+                        ask: fixed(text("a")?, info.price_scale, "a")?,
+                        ask_size: fixed(text("A")?, info.size_scale, "A")?,
+                    };
+                    (symbol, kind, now_ns, None)
+                } else {
+                    // {"result":null,"id":1} and other replies.
+                    return Ok(None);
+                }
+            }
+            Exchange::Coinbase => match text("type")? {
+                "match" | "last_match" => {
+                    let symbol = symbol_of(text("product_id")?)?;
+                    let info = self.symbols.get(symbol);
+                    let kind = TickKind::Trade {
+                        price: fixed(text("price")?, info.price_scale, "price")?,
+                        size: fixed(text("size")?, info.size_scale, "size")?,
+                    };
+                    let ts = rfc3339_ns(text("time")?).ok_or(Reject::WrongType("time"))?;
+                    (symbol, kind, ts, Some(uint("sequence")?))
+                }
+                "ticker" => {
+                    let symbol = symbol_of(text("product_id")?)?;
+                    let info = self.symbols.get(symbol);
+                    let kind = TickKind::Quote {
+                        bid: fixed(text("best_bid")?, info.price_scale, "best_bid")?,
+                        bid_size: fixed(text("best_bid_size")?, info.size_scale, "best_bid_size")?,
+                        ask: fixed(text("best_ask")?, info.price_scale, "best_ask")?,
+                        ask_size: fixed(text("best_ask_size")?, info.size_scale, "best_ask_size")?,
+                    };
+                    let ts = rfc3339_ns(text("time")?).ok_or(Reject::WrongType("time"))?;
+                    (symbol, kind, ts, Some(uint("sequence")?))
+                }
+                "subscriptions" | "heartbeat" => return Ok(None),
+                _ => return Err(Reject::UnknownType),
+            },
+        };
+        match kind {
+            TickKind::Trade { price, size } if price <= 0 || size < 0 => {
+                return Err(if price <= 0 { Reject::NonPositivePrice } else { Reject::NegativeSize });
+            }
+            TickKind::Quote { bid, bid_size, ask, ask_size }
+                if bid <= 0 || ask <= 0 || bid_size < 0 || ask_size < 0 =>
+            {
+                return Err(if bid <= 0 || ask <= 0 { Reject::NonPositivePrice } else { Reject::NegativeSize });
+            }
+            _ => {}
+        }
+        let upstream_gap = match seq {
+            None => None,
+            Some(seq) => {
+                let last = &mut self.last_seq[symbol.index()];
+                if *last != 0 && seq <= *last {
+                    return Err(Reject::SeqBackwards);
+                }
+                let gap = (*last != 0 && seq > *last + 1).then(|| (*last + 1, seq - 1));
+                *last = seq;
+                gap
+            }
+        };
+        Ok(Some(Normalized { tick: Tick { symbol, seq: 0, ts, gw_ts: 0, kind }, upstream_gap }))
+    }
+}
+
+fn fixed(text: &str, scale: u8, field: &'static str) -> Result<i64, Reject> {
+    parse_fixed(text, scale).map_err(|_| Reject::BadDecimal(field))
+}
+
+/// The subscribe message for Binance's combined stream: trade and bookTicker per symbol.
+pub fn binance_subscribe(upstream_symbols: &[&str], id: u64) -> String {
+    let params: Vec<String> = upstream_symbols
+        .iter()
+        .flat_map(|s| {
+            let s = s.to_ascii_lowercase();
+            [format!("\"{s}@trade\""), format!("\"{s}@bookTicker\"")]
+        })
+        .collect();
+    format!("{{\"method\":\"SUBSCRIBE\",\"params\":[{}],\"id\":{id}}}", params.join(","))
+}
+
+/// The subscribe message for Coinbase Exchange: ticker and matches per product.
+pub fn coinbase_subscribe(products: &[&str]) -> String {
+    let ids: Vec<String> = products.iter().map(|p| format!("\"{p}\"")).collect();
+    format!("{{\"type\":\"subscribe\",\"product_ids\":[{}],\"channels\":[\"ticker\",\"matches\"]}}", ids.join(","))
+}
+
+/// Nanoseconds since the Unix epoch of an RFC 3339 UTC time such as
+/// `2014-11-07T08:19:27.028459Z` (the form Coinbase sends).
+pub fn rfc3339_ns(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<u64> {
+        let s = b.get(r)?;
+        s.iter().all(u8::is_ascii_digit).then(|| s.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos = 0u64;
+    if b[i] == b'.' {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            if i - start < 9 {
+                nanos = nanos * 10 + u64::from(b[i] - b'0');
+            }
+            i += 1;
+        }
+        let digits = (i - start).min(9);
+        if digits == 0 {
+            return None;
+        }
+        nanos *= 10u64.pow(9 - digits as u32);
+    }
+    if b.get(i..) != Some(b"Z") {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m) = if month <= 2 { (year as i64 - 1, month + 9) } else { (year as i64, month - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m as i64 + 2) / 5 + day as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = u64::try_from(days).ok()? * 86_400 + hour * 3_600 + minute * 60 + second;
+    Some(secs * 1_000_000_000 + nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tickgate_core::{AssetClass, SymbolInfo};
+
+    fn mapper(exchange: Exchange) -> ExchangeMapper {
+        let mut table = SymbolTable::new();
+        for (name, ps, ss) in [("BTC-USD", 2, 8), ("ETH-USD", 2, 8), ("BNB-BTC", 6, 2)] {
+            table
+                .insert(SymbolInfo { name: name.into(), class: AssetClass::Crypto, price_scale: ps, size_scale: ss })
+                .unwrap();
+        }
+        let aliases = HashMap::from([
+            ("BTCUSDT".to_string(), "BTC-USD".to_string()),
+            ("BNBBTC".to_string(), "BNB-BTC".to_string()),
+        ]);
+        ExchangeMapper::new(exchange, Arc::new(table), &aliases)
+    }
+
+    fn map(m: &mut ExchangeMapper, text: &str) -> Result<Option<Normalized>, Reject> {
+        m.map(&mut text.as_bytes().to_vec(), 42)
+    }
+
+    #[test]
+    fn binance_trade_and_book_ticker_from_the_api_documentation() {
+        let mut m = mapper(Exchange::Binance);
+        // Binance spot "Trade Streams" example (with the combined-stream wrapper).
+        let trade = r#"{"stream":"bnbbtc@trade","data":{"e":"trade","E":1672515782136,"s":"BNBBTC","t":12345,"p":"0.001","q":"100","T":1672515782136,"m":true,"M":true}}"#;
+        let t = map(&mut m, trade).unwrap().unwrap().tick;
+        assert_eq!(t.kind, TickKind::Trade { price: 1_000, size: 10_000 });
+        assert_eq!(t.ts, 1_672_515_782_136_000_000);
+        // "Individual Symbol Book Ticker Streams" example, unwrapped.
+        let book =
+            r#"{"u":400900217,"s":"BNBBTC","b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}"#;
+        let q = map(&mut m, book).unwrap().unwrap().tick;
+        assert_eq!(q.kind, TickKind::Quote { bid: 25_351_900, bid_size: 3_121, ask: 25_365_200, ask_size: 4_066 });
+        assert_eq!(q.ts, 42, "no exchange time: stamped on receipt");
+        assert_eq!(map(&mut m, r#"{"result":null,"id":1}"#), Ok(None), "the subscribe ack");
+    }
+
+    #[test]
+    fn coinbase_ticker_and_match_with_sequence_gaps() {
+        let mut m = mapper(Exchange::Coinbase);
+        let ticker = r#"{"type":"ticker","sequence":37475248783,"product_id":"ETH-USD","price":"1285.22","open_24h":"1310.79","volume_24h":"245532.79269678","low_24h":"1280.52","high_24h":"1313.8","volume_30d":"9788783.60117027","best_bid":"1285.04","best_bid_size":"0.46688654","best_ask":"1285.27","best_ask_size":"1.56637040","side":"buy","time":"2022-10-19T23:28:22.061769Z","trade_id":370843401,"last_size":"11.4396987"}"#;
+        let q = map(&mut m, ticker).unwrap().unwrap();
+        assert_eq!(
+            q.tick.kind,
+            TickKind::Quote { bid: 128_504, bid_size: 46_688_654, ask: 128_527, ask_size: 156_637_040 }
+        );
+        assert_eq!(q.tick.ts, 1_666_222_102_061_769_000);
+        let matched = r#"{"type":"match","trade_id":10,"sequence":37475248790,"maker_order_id":"ac928c66-ca53-498f-9c13-a110027a60e8","taker_order_id":"132fb6ae-456b-4654-b4e0-d681ac05cea1","time":"2022-10-19T23:28:22.5Z","product_id":"ETH-USD","size":"5.23512","price":"1285.23","side":"sell"}"#;
+        let t = map(&mut m, matched).unwrap().unwrap();
+        assert_eq!(t.tick.kind, TickKind::Trade { price: 128_523, size: 523_512_000 });
+        assert_eq!(t.upstream_gap, Some((37_475_248_784, 37_475_248_789)));
+        assert_eq!(map(&mut m, matched), Err(Reject::SeqBackwards));
+        assert_eq!(
+            map(
+                &mut m,
+                r#"{"type":"heartbeat","sequence":90,"last_trade_id":20,"product_id":"BTC-USD","time":"2014-11-07T08:19:28.464459Z"}"#
+            ),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn malformed_truncated_and_hostile_messages_are_rejected() {
+        let mut b = mapper(Exchange::Binance);
+        let mut c = mapper(Exchange::Coinbase);
+        assert_eq!(
+            map(&mut b, r#"{"e":"trade","s":"BNBBTC","p":"0.0000001","q":"1","T":1}"#),
+            Err(Reject::BadDecimal("p"))
+        );
+        assert_eq!(map(&mut b, r#"{"e":"trade","s":"DOGEUSDT","p":"1","q":"1","T":1}"#), Err(Reject::UnknownSymbol));
+        assert_eq!(map(&mut b, r#"{"e":"trade","s":"BNBBTC","p":"1""#), Err(Reject::Malformed));
+        assert_eq!(map(&mut b, r#"{"e":"trade","s":"BNBBTC","p":"-1","q":"1","T":1}"#), Err(Reject::NonPositivePrice));
+        assert_eq!(
+            map(
+                &mut c,
+                r#"{"type":"match","product_id":"BTC-USD","price":"1","size":"1","time":"yesterday","sequence":1}"#
+            ),
+            Err(Reject::WrongType("time"))
+        );
+        assert_eq!(map(&mut c, r#"{"type":"error","message":"Failed to subscribe"}"#), Err(Reject::UnknownType));
+        proptest::proptest!(|(bytes in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..300))| {
+            let _ = mapper(Exchange::Binance).map(&mut bytes.clone(), 0);
+            let _ = mapper(Exchange::Coinbase).map(&mut bytes.clone(), 0);
+        });
+    }
+
+    #[test]
+    fn subscribe_messages_and_times() {
+        assert_eq!(
+            binance_subscribe(&["BTCUSDT"], 1),
+            r#"{"method":"SUBSCRIBE","params":["btcusdt@trade","btcusdt@bookTicker"],"id":1}"#
+        );
+        assert_eq!(
+            coinbase_subscribe(&["BTC-USD"]),
+            r#"{"type":"subscribe","product_ids":["BTC-USD"],"channels":["ticker","matches"]}"#
+        );
+        assert_eq!(rfc3339_ns("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(rfc3339_ns("2014-11-07T08:19:27.028459Z"), Some(1_415_348_367_028_459_000));
+        assert_eq!(rfc3339_ns("2024-02-29T12:00:00.123456789123Z"), Some(1_709_208_000_123_456_789));
+        for bad in ["", "2014-11-07", "2014-13-07T08:19:27Z", "2014-11-07T08:19:27.Z", "2014-11-07T08:19:27+01:00"] {
+            assert_eq!(rfc3339_ns(bad), None, "{bad}");
+        }
+    }
+}
