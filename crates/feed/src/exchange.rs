@@ -2,8 +2,8 @@
 //! streams, with or without the combined-stream wrapper) and Coinbase Exchange (ticker and
 //! matches channels, whose per-product `sequence` reveals upstream gaps).
 //!
-//! The network side (a WebSocket client that subscribes, answers pings and reconnects with
-//! backoff) is not here yet; this is what it will feed each message to. Upstream names map to
+//! [`ExchangeSource`] is the network side: a WebSocket client that subscribes, answers pings
+//! and reconnects with backoff, feeding each message to an [`ExchangeMapper`]. Upstream names map to
 //! the universe through an alias table (e.g. `BTCUSDT` -> `BTC-USD`); prices and sizes must be
 //! exact at the symbol's scale, as for every source.
 
@@ -328,5 +328,154 @@ mod tests {
         for bad in ["", "2014-11-07", "2014-13-07T08:19:27Z", "2014-11-07T08:19:27.Z", "2014-11-07T08:19:27+01:00"] {
             assert_eq!(rfc3339_ns(bad), None, "{bad}");
         }
+    }
+}
+
+/// An exchange's WebSocket feed as a [`Source`](crate::source::Source): a reader thread
+/// connects, subscribes, maps every message, answers pings (tungstenite does, while reading),
+/// and reconnects with backoff and jitter when the exchange drops the connection (Binance does
+/// every 24 hours, Coinbase on errors). Plain `ws://` only: put a TLS-terminating relay in front
+/// for `wss://` endpoints.
+#[derive(Debug)]
+pub struct ExchangeSource {
+    ticks: crossbeam_channel::Receiver<Tick>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ExchangeSource {
+    /// Starts the reader thread for `url` (e.g. `ws://relay:9443/stream`), subscribing to
+    /// `upstream_symbols` (exchange names, e.g. `BTCUSDT` or `BTC-USD`).
+    pub fn start(
+        exchange: Exchange,
+        url: String,
+        upstream_symbols: Vec<String>,
+        mapper: ExchangeMapper,
+        rejects: Arc<crate::replay::RejectCounts>,
+        health: Arc<crate::tcp::SourceHealth>,
+    ) -> std::io::Result<Self> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (tx, ticks) = crossbeam_channel::bounded(64 * 1024);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        std::thread::Builder::new().name("tickgate-exchange".into()).spawn(move || {
+            let mut mapper = mapper;
+            let mut backoff = std::time::Duration::from_millis(100);
+            let mut connections = 0u64;
+            while !stopping.load(Ordering::Relaxed) {
+                let ended = match connect(&url) {
+                    Ok(mut ws) => {
+                        if connections > 0 {
+                            health.reconnects.fetch_add(1, Ordering::Relaxed);
+                        }
+                        connections += 1;
+                        backoff = std::time::Duration::from_millis(100);
+                        let names: Vec<&str> = upstream_symbols.iter().map(String::as_str).collect();
+                        let subscribe = match exchange {
+                            Exchange::Binance => binance_subscribe(&names, 1),
+                            Exchange::Coinbase => coinbase_subscribe(&names),
+                        };
+                        match ws.send(tungstenite::Message::text(subscribe)) {
+                            Ok(()) => {
+                                health.connected.store(true, Ordering::Relaxed);
+                                let ended = read(&mut ws, &mut mapper, &tx, &rejects, &health, &stopping);
+                                health.connected.store(false, Ordering::Relaxed);
+                                ended
+                            }
+                            Err(e) => e.to_string(),
+                        }
+                    }
+                    Err(e) => e,
+                };
+                if stopping.load(Ordering::Relaxed) {
+                    break;
+                }
+                tracing::warn!(reason = %ended, retry_in_ms = backoff.as_millis() as u64, "exchange feed disconnected");
+                let noise = crate::ingest::wall_clock_ns() % 1_000;
+                std::thread::sleep(backoff + backoff.mul_f64(noise as f64 / 2_000.0));
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+            }
+        })?;
+        Ok(Self { ticks, stop })
+    }
+}
+
+type Ws = tungstenite::WebSocket<std::net::TcpStream>;
+
+fn connect(url: &str) -> Result<Ws, String> {
+    let request = tungstenite::client::IntoClientRequest::into_client_request(url).map_err(|e| e.to_string())?;
+    let host = request.uri().host().ok_or("no host in the URL")?.to_string();
+    let port = request.uri().port_u16().unwrap_or(80);
+    let stream = std::net::TcpStream::connect((host.as_str(), port)).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(std::time::Duration::from_millis(500))).map_err(|e| e.to_string())?;
+    let (ws, _) = tungstenite::client(request, stream).map_err(|e| e.to_string())?;
+    Ok(ws)
+}
+
+fn read(
+    ws: &mut Ws,
+    mapper: &mut ExchangeMapper,
+    tx: &crossbeam_channel::Sender<Tick>,
+    rejects: &crate::replay::RejectCounts,
+    health: &crate::tcp::SourceHealth,
+    stop: &std::sync::atomic::AtomicBool,
+) -> String {
+    use std::sync::atomic::Ordering;
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            let _ = ws.close(None);
+            return "shutting down".into();
+        }
+        match ws.read() {
+            Ok(tungstenite::Message::Text(text)) => {
+                buf.clear();
+                buf.extend_from_slice(text.as_bytes());
+                let now = crate::ingest::wall_clock_ns();
+                match mapper.map(&mut buf, now) {
+                    Ok(Some(normalized)) => {
+                        if let Some((from, to)) = normalized.upstream_gap {
+                            health.upstream_gaps.fetch_add(to - from + 1, Ordering::Relaxed);
+                        }
+                        health.last_message_ns.store(now, Ordering::Relaxed);
+                        let _ = tx.send(normalized.tick);
+                    }
+                    Ok(None) => {}
+                    Err(reject) => {
+                        rejects[reject.index()].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Ok(tungstenite::Message::Close(frame)) => return format!("closed by the exchange: {frame:?}"),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) => return e.to_string(),
+        }
+    }
+}
+
+impl Drop for ExchangeSource {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl crate::source::Source for ExchangeSource {
+    fn poll(&mut self, _elapsed: std::time::Duration, _now_ns: u64, max_batch: usize, out: &mut Vec<Tick>) -> usize {
+        let mut n = 0;
+        while n < max_batch {
+            let Ok(tick) = self.ticks.try_recv() else { break };
+            out.push(tick);
+            n += 1;
+        }
+        n
+    }
+
+    fn next_due(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::ZERO)
+    }
+
+    fn name(&self) -> &'static str {
+        "exchange"
     }
 }

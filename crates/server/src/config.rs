@@ -35,6 +35,13 @@ pub struct FeedConfig {
     pub tcp_listen: Option<SocketAddr>,
     /// Upstream messages whose exchange time is further than this from now are rejected, in ms.
     pub max_skew_ms: u64,
+    /// With "binance" or "coinbase": the exchange's WebSocket URL (`ws://` only; put a TLS
+    /// relay in front of a `wss://` endpoint).
+    pub exchange_url: Option<String>,
+    /// With "binance" or "coinbase": the exchange's names to subscribe to (BTCUSDT, BTC-USD).
+    pub exchange_symbols: Vec<String>,
+    /// Upstream name -> universe name, e.g. { BTCUSDT = "BTC-USD" }.
+    pub aliases: std::collections::HashMap<String, String>,
     /// The recording to replay (JSON lines, `.gz` for gzip), in the sim universe's symbols.
     pub replay_path: Option<std::path::PathBuf>,
     /// 1.0 plays at the recorded pace, 10.0 ten times faster, 0 as fast as possible.
@@ -52,6 +59,9 @@ impl Default for FeedConfig {
             tcp_connect: None,
             tcp_listen: None,
             max_skew_ms: 60_000,
+            exchange_url: None,
+            exchange_symbols: Vec::new(),
+            aliases: std::collections::HashMap::new(),
             replay_path: None,
             replay_speed: 1.0,
             replay_loop: false,
@@ -382,8 +392,19 @@ impl Config {
                     ));
                 }
             }
+            "binance" | "coinbase" => {
+                if f.exchange_url.is_none() || f.exchange_symbols.is_empty() {
+                    return Err(invalid(
+                        "feed.exchange_url",
+                        "and feed.exchange_symbols are required with an exchange source",
+                    ));
+                }
+            }
             other => {
-                return Err(invalid("feed.source", format!("must be \"sim\", \"replay\" or \"tcp\", got {other:?}")));
+                return Err(invalid(
+                    "feed.source",
+                    format!("must be \"sim\", \"replay\", \"tcp\", \"binance\" or \"coinbase\", got {other:?}"),
+                ));
             }
         }
         if !(f.replay_speed.is_finite() && f.replay_speed >= 0.0) {

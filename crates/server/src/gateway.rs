@@ -9,6 +9,7 @@ use mio::net::TcpListener;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 use tickgate_core::SymbolTable;
+use tickgate_feed::exchange::{Exchange, ExchangeMapper, ExchangeSource};
 use tickgate_feed::fanout::{LinkStats, reactor_channel};
 use tickgate_feed::ingest::{FeedControl, Ingest, IngestStats, spawn_source, wall_clock_ns};
 use tickgate_feed::replay::{Recorder, Replay};
@@ -104,6 +105,8 @@ impl Gateway {
             source: match config.feed.source.as_str() {
                 "replay" => "replay",
                 "tcp" => "tcp",
+                "binance" => "binance",
+                "coinbase" => "coinbase",
                 _ => "sim",
             },
             started_ns: wall_clock_ns(),
@@ -173,6 +176,21 @@ impl Gateway {
                     ingest.source_health.clone(),
                 )
                 .map_err(|source| StartError::Thread { what: "the TCP source", source })?;
+                Box::new(source)
+            }
+            (name @ ("binance" | "coinbase"), _) => {
+                let exchange = if name == "binance" { Exchange::Binance } else { Exchange::Coinbase };
+                let mapper = ExchangeMapper::new(exchange, symbols.clone(), &config.feed.aliases);
+                let ingest = &gateway.stats.ingest;
+                let source = ExchangeSource::start(
+                    exchange,
+                    config.feed.exchange_url.clone().unwrap_or_default(),
+                    config.feed.exchange_symbols.clone(),
+                    mapper,
+                    ingest.rejected.clone(),
+                    ingest.source_health.clone(),
+                )
+                .map_err(|source| StartError::Thread { what: "the exchange source", source })?;
                 Box::new(source)
             }
             _ => Box::new(SimMarket::new(&config.sim, &symbols)),

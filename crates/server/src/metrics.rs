@@ -60,7 +60,8 @@ pub fn readiness(t: &Telemetry, now_ns: u64) -> Readiness {
     let paused = ingest.paused.load(Ordering::Relaxed);
     // A quiet market is not a dead one: allow twenty expected intervals, at least five seconds.
     let tick_limit_ns = (20.0 / t.source_rate * 1e9).max(5e9) as u64;
-    let connected = t.source != "tcp" || ingest.source_health.connected.load(Ordering::Relaxed);
+    let networked = matches!(t.source, "tcp" | "binance" | "coinbase");
+    let connected = !networked || ingest.source_health.connected.load(Ordering::Relaxed);
     let feed_ok = !paused && connected && heartbeat_age < HEARTBEAT_LIMIT_NS && last_tick_age < tick_limit_ns;
     let reactors: Vec<serde_json::Value> = t
         .stats
