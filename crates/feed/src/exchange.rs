@@ -421,6 +421,7 @@ fn read(
 ) -> String {
     use std::sync::atomic::Ordering;
     let mut buf = Vec::with_capacity(1024);
+    let mut log = crate::normalize::RejectLog::new("exchange");
     loop {
         if stop.load(Ordering::Relaxed) {
             let _ = ws.close(None);
@@ -442,6 +443,7 @@ fn read(
                     Ok(None) => {}
                     Err(reject) => {
                         rejects[reject.index()].fetch_add(1, Ordering::Relaxed);
+                        log.note(reject);
                     }
                 }
             }

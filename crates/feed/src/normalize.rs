@@ -90,6 +90,32 @@ impl std::fmt::Display for Reject {
     }
 }
 
+/// Logs rejected upstream messages at most once a second per source, with how many were held
+/// back, so a broken upstream cannot flood the log (every one is counted in metrics anyway).
+#[derive(Debug)]
+pub struct RejectLog {
+    source: &'static str,
+    last: Option<std::time::Instant>,
+    held: u64,
+}
+
+impl RejectLog {
+    pub fn new(source: &'static str) -> Self {
+        Self { source, last: None, held: 0 }
+    }
+
+    pub fn note(&mut self, reject: Reject) {
+        let now = std::time::Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1)) {
+            self.held += 1;
+            return;
+        }
+        self.last = Some(now);
+        let held_back = std::mem::take(&mut self.held);
+        tracing::warn!(source = self.source, %reject, held_back, "upstream message rejected");
+    }
+}
+
 /// A normalized tick, and the upstream gap it revealed (events the upstream skipped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Normalized {

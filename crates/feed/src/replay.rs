@@ -53,6 +53,7 @@ pub struct Replay {
     line: Vec<u8>,
     finished: bool,
     rejects: Arc<RejectCounts>,
+    log: crate::normalize::RejectLog,
 }
 
 impl std::fmt::Debug for Replay {
@@ -87,6 +88,7 @@ impl Replay {
             line: Vec::with_capacity(256),
             finished: false,
             rejects,
+            log: crate::normalize::RejectLog::new("replay"),
         };
         replay.advance();
         Ok(replay)
@@ -132,6 +134,7 @@ impl Replay {
                         }
                         Err(reject) => {
                             self.rejects[reject.index()].fetch_add(1, Ordering::Relaxed);
+                            self.log.note(reject);
                         }
                     }
                 }

@@ -73,6 +73,7 @@ impl TcpSource {
             Mode::Connect(_) => None,
         };
         let reader = Reader {
+            log: crate::normalize::RejectLog::new("tcp"),
             normalizer: Normalizer::new(symbols, &Default::default(), max_skew_ns),
             rejects,
             health,
@@ -116,6 +117,7 @@ impl Source for TcpSource {
 }
 
 struct Reader {
+    log: crate::normalize::RejectLog,
     normalizer: Normalizer,
     rejects: Arc<RejectCounts>,
     health: Arc<SourceHealth>,
@@ -201,6 +203,7 @@ impl Reader {
             }
             if std::mem::take(&mut skipping) {
                 self.rejects[Reject::Malformed.index()].fetch_add(1, Ordering::Relaxed);
+                self.log.note(Reject::Malformed);
                 continue;
             }
             if line.last() == Some(&b'\r') {
@@ -226,6 +229,7 @@ impl Reader {
             }
             Err(reject) => {
                 self.rejects[reject.index()].fetch_add(1, Ordering::Relaxed);
+                self.log.note(reject);
             }
         }
     }
