@@ -36,6 +36,9 @@
 #   REPEAT=1          rounds; with more, each round runs every server in turn (so drift hits all
 #                     alike) into $OUT/round-<i>/, and a summary of medians and min-max follows
 #   P99_MS=5          p99 bound of a passing step, in ms
+#   SLOW_SHARE=0      share of clients that stop reading when the window starts (slow-consumer mix;
+#                     the expected deliveries and the pass criteria count the other clients only)
+#   CHURN=0           subscription changes per second during the window
 #   PORT=9100         listen port of every server (must be free)
 #   SERVER_CORE=0 LOADGEN_CORE=1                   CPU of the server and of the load generator
 #   MEMORY=0          1: idle memory per connection instead of the sweep
@@ -71,6 +74,8 @@ MEMORY_RATE="${MEMORY_RATE:-1}"
 SERVERS="${SERVERS:-tickgate,ceiling,bun,node-ws,tokio-tungstenite}"
 REPEAT="${REPEAT:-1}"
 P99_MS="${P99_MS:-5}"
+SLOW_SHARE="${SLOW_SHARE:-0}"
+CHURN="${CHURN:-0}"
 PORT="${PORT:-9100}"
 SERVER_CORE="${SERVER_CORE:-0}"
 LOADGEN_CORE="${LOADGEN_CORE:-1}"
@@ -243,6 +248,9 @@ run_round() {
   local common=(--addr "127.0.0.1:$PORT" -n "$N" -k "$K" -s "$S" --warmup "$WARMUP" --duration "$DURATION"
     --pin-core "$LOADGEN_CORE" --p99-bound-ms "$P99_MS" --out "$dir")
   [ "$PROGRESS" = 1 ] || common+=(--quiet)
+  # The slow-consumer mix and subscription churn (both off unless asked for).
+  [ "$SLOW_SHARE" = 0 ] || common+=(--slow-share "$SLOW_SHARE")
+  [ "$CHURN" = 0 ] || common+=(--churn "$CHURN")
   local s rc
   for s in "${servers[@]}"; do
     port_free_within 15 || die "127.0.0.1:$PORT is still in use before $s; a server did not stop"
