@@ -140,15 +140,7 @@ impl ExchangeMapper {
         }
         let upstream_gap = match seq {
             None => None,
-            Some(seq) => {
-                let last = &mut self.last_seq[symbol.index()];
-                if *last != 0 && seq <= *last {
-                    return Err(Reject::SeqBackwards);
-                }
-                let gap = (*last != 0 && seq > *last + 1).then(|| (*last + 1, seq - 1));
-                *last = seq;
-                gap
-            }
+            Some(seq) => crate::normalize::upstream_seq(&mut self.last_seq[symbol.index()], seq)?,
         };
         Ok(Some(Normalized { tick: Tick { symbol, seq: 0, ts, gw_ts: 0, kind }, upstream_gap }))
     }

@@ -218,15 +218,7 @@ impl Normalizer {
         }
         let upstream_gap = match uint("seq")? {
             None => None,
-            Some(seq) => {
-                let last = &mut self.last_seq[symbol.index()];
-                if *last != 0 && seq <= *last {
-                    return Err(Reject::SeqBackwards);
-                }
-                let gap = (*last != 0 && seq > *last + 1).then(|| (*last + 1, seq - 1));
-                *last = seq;
-                gap
-            }
+            Some(seq) => upstream_seq(&mut self.last_seq[symbol.index()], seq)?,
         };
         Ok(Normalized { tick: Tick { symbol, seq: 0, ts, gw_ts: 0, kind }, upstream_gap })
     }
@@ -236,6 +228,17 @@ impl std::fmt::Debug for Normalizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Normalizer").field("names", &self.names.len()).field("max_skew_ns", &self.max_skew_ns).finish()
     }
+}
+
+/// Checks an upstream sequence number against the symbol's last one (0: none yet) and records
+/// it: going back is rejected; a jump returns the skipped span.
+pub(crate) fn upstream_seq(last: &mut u64, seq: u64) -> Result<Option<(u64, u64)>, Reject> {
+    if *last != 0 && seq <= *last {
+        return Err(Reject::SeqBackwards);
+    }
+    let gap = (*last != 0 && seq > *last + 1).then(|| (*last + 1, seq - 1));
+    *last = seq;
+    Ok(gap)
 }
 
 fn scaled(n: i64, scale: u8) -> Option<i64> {
