@@ -58,10 +58,13 @@ impl ExchangeMapper {
         let value =
             simd_json::borrowed::to_value_with_buffers(message, &mut self.buffers).map_err(|_| Reject::Malformed)?;
         let BorrowedValue::Object(object) = value else { return Err(Reject::Malformed) };
-        let object = match (self.exchange, object.get("data")) {
-            (Exchange::Binance, Some(BorrowedValue::Object(data))) => data.as_ref().clone(),
-            _ => *object,
-        };
+        let mut object = *object;
+        // Binance's combined stream wraps each event: {"stream":..,"data":{..}}.
+        if self.exchange == Exchange::Binance {
+            if let Some(BorrowedValue::Object(data)) = object.remove("data") {
+                object = *data;
+            }
+        }
         let text = |field: &'static str| match object.get(field) {
             Some(BorrowedValue::String(s)) => Ok(s.as_ref()),
             Some(_) => Err(Reject::WrongType(field)),
