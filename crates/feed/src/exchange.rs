@@ -335,6 +335,7 @@ mod tests {
 pub struct ExchangeSource {
     ticks: crossbeam_channel::Receiver<Tick>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    health: Arc<crate::tcp::SourceHealth>,
 }
 
 impl ExchangeSource {
@@ -352,6 +353,7 @@ impl ExchangeSource {
         let (tx, ticks) = crossbeam_channel::bounded(64 * 1024);
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        let source_health = health.clone();
         std::thread::Builder::new().name("tickgate-exchange".into()).spawn(move || {
             let mut mapper = mapper;
             let mut backoff = std::time::Duration::from_millis(100);
@@ -390,7 +392,7 @@ impl ExchangeSource {
                 backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
             }
         })?;
-        Ok(Self { ticks, stop })
+        Ok(Self { ticks, stop, health: source_health })
     }
 }
 
@@ -474,5 +476,9 @@ impl crate::source::Source for ExchangeSource {
 
     fn name(&self) -> &'static str {
         "exchange"
+    }
+
+    fn is_up(&self) -> bool {
+        self.health.connected.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

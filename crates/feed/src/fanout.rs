@@ -27,6 +27,8 @@ pub enum FanoutMsg {
     /// The reactor missed events `from_seq..=to_seq` of `symbol`; `values` is the symbol's state
     /// as of `to_seq`.
     Resync { symbol: SymbolId, from_seq: u64, to_seq: u64, values: LastValues },
+    /// A message for every client of the reactor (the feed went down or came back).
+    Broadcast { frame: Frame },
 }
 
 /// Counters of one link, written by the ingest thread only.
@@ -50,6 +52,8 @@ pub struct ReactorLink {
     /// Symbol -> (first, last) missed sequence number, while the link is lagging.
     missed: BTreeMap<SymbolId, (u64, u64)>,
     sent_since_wake: bool,
+    /// A broadcast that did not fit in the channel yet (the latest one wins).
+    pending_broadcast: Option<Frame>,
 }
 
 /// The reactor side of its channel.
@@ -72,6 +76,7 @@ pub fn reactor_channel(capacity: usize, waker: Arc<mio::Waker>) -> (ReactorLink,
         stats: stats.clone(),
         missed: BTreeMap::new(),
         sent_since_wake: false,
+        pending_broadcast: None,
     };
     (link, ReactorInbox { rx, parked }, stats)
 }
@@ -99,7 +104,20 @@ impl ReactorLink {
     }
 
     /// Sends what resyncs fit, then wakes the reactor if it is parked and was sent anything.
+    /// Queues a message for every client of the reactor; if the channel is full it waits for
+    /// the next flush (a newer broadcast replaces it).
+    pub fn broadcast(&mut self, frame: Frame) {
+        self.pending_broadcast = Some(frame);
+    }
+
     pub fn flush(&mut self, lvc: &LastValueCache) {
+        if let Some(frame) = self.pending_broadcast.take() {
+            match self.tx.try_send(FanoutMsg::Broadcast { frame }) {
+                Ok(()) => self.sent_since_wake = true,
+                Err(TrySendError::Full(FanoutMsg::Broadcast { frame })) => self.pending_broadcast = Some(frame),
+                Err(_) => {}
+            }
+        }
         while let Some((&symbol, &(from_seq, to_seq))) = self.missed.first_key_value() {
             let msg = FanoutMsg::Resync { symbol, from_seq, to_seq, values: *lvc.get(symbol) };
             match self.tx.try_send(msg) {
@@ -189,6 +207,7 @@ mod tests {
                     assert_eq!(values.seq, to_seq, "resync carries the state as of its last seq");
                     seen.entry(symbol.0).or_default().push((from_seq, to_seq));
                 }
+                FanoutMsg::Broadcast { .. } => {}
             }
         }
     }

@@ -126,6 +126,15 @@ impl Ingest {
         &self.lvc
     }
 
+    /// Tells every client that the feed went down or came back.
+    pub fn announce_feed(&mut self, up: bool, source: &str) {
+        let frame = self.builder.text(|out| message::status(out, up, source));
+        for link in &mut self.links {
+            link.broadcast(frame.clone());
+        }
+        self.flush();
+    }
+
     /// Wakes every reactor (used at shutdown).
     pub fn wake_all(&self) {
         for link in &self.links {
@@ -148,7 +157,13 @@ pub fn spawn_source(
         // The market's clock: time since start, less the time spent paused.
         let mut start = Instant::now();
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut feed_up = true;
         while !shutdown.load(Ordering::Relaxed) {
+            if market.is_up() != feed_up {
+                feed_up = !feed_up;
+                tracing::warn!(source = market.name(), up = feed_up, "feed status changed");
+                ingest.announce_feed(feed_up, market.name());
+            }
             let now_ns = wall_clock_ns();
             stats.heartbeat_ns.store(now_ns, Ordering::Relaxed);
             if stats.paused.load(Ordering::Relaxed) {

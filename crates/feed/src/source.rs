@@ -17,6 +17,12 @@ pub trait Source: Send {
 
     /// The source's name in metrics and logs.
     fn name(&self) -> &'static str;
+
+    /// Whether the upstream is there (a network source's connection); clients are told when
+    /// this changes.
+    fn is_up(&self) -> bool {
+        true
+    }
 }
 
 impl Source for crate::sim::SimMarket {

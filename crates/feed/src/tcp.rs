@@ -49,6 +49,7 @@ pub struct SourceHealth {
 pub struct TcpSource {
     ticks: Receiver<Tick>,
     stop: Arc<AtomicBool>,
+    health: Arc<SourceHealth>,
 }
 
 impl TcpSource {
@@ -76,12 +77,12 @@ impl TcpSource {
             log: crate::normalize::RejectLog::new("tcp"),
             normalizer: Normalizer::new(symbols, &Default::default(), max_skew_ns),
             rejects,
-            health,
+            health: health.clone(),
             tx,
             stop: stop.clone(),
         };
         thread::Builder::new().name("tickgate-tcp-source".into()).spawn(move || reader.run(mode, listener))?;
-        Ok(Self { ticks, stop })
+        Ok(Self { ticks, stop, health })
     }
 }
 
@@ -113,6 +114,10 @@ impl Source for TcpSource {
 
     fn name(&self) -> &'static str {
         "tcp"
+    }
+
+    fn is_up(&self) -> bool {
+        self.health.connected.load(Ordering::Relaxed)
     }
 }
 

@@ -74,6 +74,16 @@ pub fn welcome(out: &mut Vec<u8>, version: &str, session: &str, time_ns: u64, au
     out.push(b'}');
 }
 
+/// `{"type":"status","feed":"up"|"down","source":..}`: the upstream feed went down (events
+/// stop; nothing is lost from tickgate's sequence) or came back.
+pub fn status(out: &mut Vec<u8>, feed_up: bool, source: &str) {
+    open(out, "status");
+    out.extend_from_slice(if feed_up { b",\"feed\":\"up\"" } else { b",\"feed\":\"down\"" });
+    out.extend_from_slice(b",\"source\":");
+    write_str(out, source);
+    out.push(b'}');
+}
+
 /// `{"type":"authenticated","id":..,"user":..,"expires":<unix seconds>|null}`
 pub fn authenticated(out: &mut Vec<u8>, id: Option<&RequestId>, user: &str, expires: Option<u64>) {
     open(out, "authenticated");
@@ -311,6 +321,7 @@ mod tests {
         assert_eq!(v, json!({"type":"error","code":"unknown_symbol","message":"unknown \"ZZZ\"","symbols":["ZZZ\n"]}));
         let v = encode(|o| welcome(o, "0.1.0", "r0-1", 5, false));
         assert_eq!(v, json!({"type":"welcome","server":"tickgate","version":"0.1.0","session":"r0-1","time":5}));
+        assert_eq!(encode(|o| status(o, false, "tcp")), json!({"type":"status","feed":"down","source":"tcp"}));
         let v = encode(|o| gap(o, &aapl(), 3, 9, "gateway_overload"));
         assert_eq!(v, json!({"type":"gap","symbol":"AAPL","from_seq":3,"to_seq":9,"reason":"gateway_overload"}));
     }

@@ -914,6 +914,17 @@ impl Reactor {
                         }
                     }
                 }
+                FanoutMsg::Broadcast { frame } => {
+                    let keys: Vec<usize> = self
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| matches!(c.phase, Phase::Ws(_)) && c.closing.is_none() && !c.echo)
+                        .map(|(k, _)| k)
+                        .collect();
+                    for key in keys {
+                        self.reply(key, frame.clone());
+                    }
+                }
                 FanoutMsg::Resync { symbol, from_seq, to_seq, values } => {
                     self.lvc.replace(symbol, values);
                     let info = self.symbols.get(symbol);

@@ -1,6 +1,6 @@
 //! A TCP upstream in tickgate's schema: good lines come out exact, bad ones are counted and
 //! skipped without disturbing anything, and an upstream that dies and comes back is reconnected
-//! to, with the outage visible on /readyz.
+//! to, with the outage told to clients (`status` messages) and visible on /readyz.
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -78,10 +78,13 @@ fn good_lines_come_out_exact_bad_ones_are_counted_and_outages_are_seen() {
 
     // The upstream dies: /readyz says so; it comes back: the gateway reconnects.
     drop(feed);
+    let down = client.recv_type("status");
+    assert_eq!((down["feed"].as_str(), down["source"].as_str()), (Some("down"), Some("tcp")), "clients are told");
     eventually("not ready while the upstream is gone", || {
         http_request(addr, "GET /readyz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 503")
     });
     let mut feed = accept(&upstream);
+    assert_eq!(client.recv_type("status")["feed"], "up");
     feed.write_all(trade(6, "188.00").as_bytes()).unwrap();
     assert_eq!(client.recv_type("trade")["price"], "188.00");
     assert!(metric(addr, "tickgate_source_reconnects_total{source=\"tcp\"}") >= 1.0);
