@@ -101,6 +101,13 @@ test('a gap marks the row stale until the snapshot that follows; the gap is coun
   assert.equal(await page.getAttribute('[data-testid="row-AAPL"]', 'data-seq'), '26');
 });
 
+test('the gateway saying its feed is down shows a notice until it is back', async () => {
+  gw.client.send('{"type":"status","feed":"down","source":"tcp"}');
+  assert.match(await text('notice-feed'), /Feed down:.*tcp feed/);
+  gw.client.send('{"type":"status","feed":"up","source":"tcp"}');
+  await until('notice gone', () => !document.querySelector('[data-testid=notice-feed]'));
+});
+
 test('a seq jump no gap announced resubscribes for a fresh snapshot', async () => {
   const before = gw.commands.length;
   gw.client.send(trade('AAPL', 30, '106.00')); // 27 expected

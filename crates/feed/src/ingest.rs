@@ -37,6 +37,8 @@ pub struct IngestStats {
     pub rejected: Arc<RejectCounts>,
     /// The upstream connection of a network source.
     pub source_health: Arc<crate::tcp::SourceHealth>,
+    /// Set while the source says its upstream is down (clients were told).
+    pub feed_down: AtomicBool,
 }
 
 /// Operator control of the built-in simulated market: pausing it stops the ticks (the gateway
@@ -162,6 +164,7 @@ pub fn spawn_source(
             if market.is_up() != feed_up {
                 feed_up = !feed_up;
                 tracing::warn!(source = market.name(), up = feed_up, "feed status changed");
+                stats.feed_down.store(!feed_up, Ordering::Relaxed);
                 ingest.announce_feed(feed_up, market.name());
             }
             let now_ns = wall_clock_ns();

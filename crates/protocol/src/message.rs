@@ -59,8 +59,9 @@ fn write_id(out: &mut Vec<u8>, id: Option<&RequestId>) {
 }
 
 /// `{"type":"welcome","server":"tickgate","version":..,"session":..,"time":..}`, with
-/// `"auth":"required"` when the client must authenticate before anything else.
-pub fn welcome(out: &mut Vec<u8>, version: &str, session: &str, time_ns: u64, auth_required: bool) {
+/// `"auth":"required"` when the client must authenticate before anything else, and
+/// `"feed":"down"` when the upstream feed is down as the client connects.
+pub fn welcome(out: &mut Vec<u8>, version: &str, session: &str, time_ns: u64, auth_required: bool, feed_down: bool) {
     open(out, "welcome");
     out.extend_from_slice(b",\"server\":\"tickgate\",\"version\":");
     write_str(out, version);
@@ -70,6 +71,9 @@ pub fn welcome(out: &mut Vec<u8>, version: &str, session: &str, time_ns: u64, au
     write_u64(out, time_ns);
     if auth_required {
         out.extend_from_slice(b",\"auth\":\"required\"");
+    }
+    if feed_down {
+        out.extend_from_slice(b",\"feed\":\"down\"");
     }
     out.push(b'}');
 }
@@ -319,7 +323,7 @@ mod tests {
         assert_eq!(v, json!({"type":"subscribed","symbols":["AAPL"],"policy":"drop"}));
         let v = encode(|o| error(o, None, ErrorCode::UnknownSymbol, "unknown \"ZZZ\"", ["ZZZ\n"]));
         assert_eq!(v, json!({"type":"error","code":"unknown_symbol","message":"unknown \"ZZZ\"","symbols":["ZZZ\n"]}));
-        let v = encode(|o| welcome(o, "0.1.0", "r0-1", 5, false));
+        let v = encode(|o| welcome(o, "0.1.0", "r0-1", 5, false, false));
         assert_eq!(v, json!({"type":"welcome","server":"tickgate","version":"0.1.0","session":"r0-1","time":5}));
         assert_eq!(encode(|o| status(o, false, "tcp")), json!({"type":"status","feed":"down","source":"tcp"}));
         let v = encode(|o| gap(o, &aapl(), 3, 9, "gateway_overload"));

@@ -462,9 +462,10 @@ impl Reactor {
         }
         let session = format!("r{}-{}", self.id, conn.session);
         let auth_required = matches!(conn.auth, AuthState::Pending { .. });
-        let welcome = self
-            .builder
-            .text(|out| message::welcome(out, env!("CARGO_PKG_VERSION"), &session, wall_clock_ns(), auth_required));
+        let feed_down = self.telemetry.stats.ingest.feed_down.load(Ordering::Relaxed);
+        let welcome = self.builder.text(|out| {
+            message::welcome(out, env!("CARGO_PKG_VERSION"), &session, wall_clock_ns(), auth_required, feed_down)
+        });
         self.reply(key, welcome);
     }
 

@@ -83,6 +83,8 @@ fn good_lines_come_out_exact_bad_ones_are_counted_and_outages_are_seen() {
     eventually("not ready while the upstream is gone", || {
         http_request(addr, "GET /readyz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 503")
     });
+    // A client connecting during the outage is told in its welcome.
+    assert_eq!(TestClient::connect(addr).welcome["feed"], "down");
     let mut feed = accept(&upstream);
     assert_eq!(client.recv_type("status")["feed"], "up");
     feed.write_all(trade(6, "188.00").as_bytes()).unwrap();
