@@ -228,8 +228,10 @@ fn check_contract(messages: &[Value], kinds: &Kinds) -> (u64, u64) {
     (conflated_total, gaps)
 }
 
-#[test]
-fn conflate_replaces_superseded_quotes_and_announces_dropped_trades() {
+/// A gateway with a tight budget, a reference client recording every event of 8 symbols, and a
+/// client with `policy` that reads those symbols slowly and then catches up; returns what the
+/// slow client received checked against the contract: (conflated quotes, gaps).
+fn slow_client_under(policy: &str) -> (Gateway, u64, u64) {
     let gateway = start_gateway(|c| {
         tight_budget(c);
         c.limits.write_deadline_ms = 60_000;
@@ -237,12 +239,19 @@ fn conflate_replaces_superseded_quotes_and_announces_dropped_trades() {
     let symbols = names(&gateway, 8);
     let (stop, kinds) = reference(&gateway, &symbols);
     let mut slow = TestClient::connect_with_receive_buffer(gateway.local_addr(), 4096);
-    slow.send_json(json!({"op":"subscribe","symbols":symbols,"policy":"conflate"}));
-    assert_eq!(slow.recv_type("subscribed")["policy"], "conflate");
+    slow.send_json(json!({"op":"subscribe","symbols":symbols,"policy":policy}));
+    assert_eq!(slow.recv_type("subscribed")["policy"], policy);
     let messages = read_slowly(&mut slow, Duration::from_secs(3));
+    // Let the reference client see the events the slow one ended on.
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
-    let (conflated, _gaps) = check_contract(&messages, &kinds.lock().unwrap());
+    let (conflated, gaps) = check_contract(&messages, &kinds.lock().unwrap());
+    (gateway, conflated, gaps)
+}
+
+#[test]
+fn conflate_replaces_superseded_quotes_and_announces_dropped_trades() {
+    let (gateway, conflated, _gaps) = slow_client_under("conflate");
     assert!(conflated > 0, "the slow client was far enough behind to conflate");
     assert!(counter(&gateway, |c| &c.conflated) > 0);
     assert_eq!(counter(&gateway, |c| &c.slow_consumer_closes), 0, "conflation kept it connected");
@@ -250,18 +259,7 @@ fn conflate_replaces_superseded_quotes_and_announces_dropped_trades() {
 
 #[test]
 fn drop_announces_every_missing_seq_then_a_snapshot() {
-    let gateway = start_gateway(|c| {
-        tight_budget(c);
-        c.limits.write_deadline_ms = 60_000;
-    });
-    let symbols = names(&gateway, 8);
-    let (stop, kinds) = reference(&gateway, &symbols);
-    let mut slow = TestClient::connect_with_receive_buffer(gateway.local_addr(), 4096);
-    slow.send_json(json!({"op":"subscribe","symbols":symbols,"policy":"drop"}));
-    assert_eq!(slow.recv_type("subscribed")["policy"], "drop");
-    let messages = read_slowly(&mut slow, Duration::from_secs(3));
-    stop.store(true, Ordering::Relaxed);
-    let (conflated, gaps) = check_contract(&messages, &kinds.lock().unwrap());
+    let (gateway, conflated, gaps) = slow_client_under("drop");
     assert_eq!(conflated, 0, "drop never conflates");
     assert!(gaps > 0, "the slow client was far enough behind to drop");
     assert!(counter(&gateway, |c| &c.dropped) > 0);
