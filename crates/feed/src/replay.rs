@@ -228,7 +228,12 @@ impl Recorder {
                 field("ask_size", ask_size, info.size_scale);
             }
         }
-        line.extend_from_slice(format!(",\"ts\":{},\"seq\":{}}}\n", tick.ts, tick.seq).as_bytes());
+        let mut digits = itoa::Buffer::new();
+        line.extend_from_slice(b",\"ts\":");
+        line.extend_from_slice(digits.format(tick.ts).as_bytes());
+        line.extend_from_slice(b",\"seq\":");
+        line.extend_from_slice(digits.format(tick.seq).as_bytes());
+        line.extend_from_slice(b"}\n");
         self.writer.write_all(line)
     }
 
