@@ -74,6 +74,11 @@ test('the default watchlist fills with prices that change within seconds', async
       const cell = document.querySelector(`[data-testid="price-${s}"]`);
       return cell && cell.dataset.value && cell.dataset.value !== p;
     }), first, { timeout: 15000, gateway });
+  // The sparkline gets a point per trade or mid change: wait for a second one to arrive.
+  await waitInPage(page, 'the AAPL sparkline has two points', () => {
+    const line = document.querySelector('[data-testid="row-AAPL"] .spark polyline');
+    return line && (line.getAttribute('points') || '').trim().split(/\s+/).length >= 2;
+  }, null, { timeout: 15000, gateway });
   // Bid below ask, sizes and time shown, a sparkline drawn.
   const aapl = await page.evaluate(() => {
     const text = (id) => document.querySelector(`[data-testid="${id}"]`).textContent;
