@@ -11,9 +11,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use simd_json::{BorrowedValue, StaticNode};
-use tickgate_core::{SymbolId, SymbolTable, Tick, TickKind, parse_fixed};
+use tickgate_core::{SymbolTable, Tick, TickKind, parse_fixed};
 
 use crate::normalize::{Normalized, Reject};
+use crate::resolve::{SymbolResolver, UnknownSymbols};
+use crate::source::{Batch, SourceStats};
 
 /// Which exchange's messages these are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,8 +27,7 @@ pub enum Exchange {
 /// Maps one exchange's messages to ticks.
 pub struct ExchangeMapper {
     exchange: Exchange,
-    names: HashMap<Box<str>, SymbolId>,
-    symbols: Arc<SymbolTable>,
+    resolver: SymbolResolver,
     /// Last upstream sequence per symbol (Coinbase), 0 before any.
     last_seq: Vec<u64>,
     buffers: simd_json::Buffers,
@@ -34,7 +35,7 @@ pub struct ExchangeMapper {
 
 impl std::fmt::Debug for ExchangeMapper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExchangeMapper").field("exchange", &self.exchange).field("names", &self.names.len()).finish()
+        f.debug_struct("ExchangeMapper").field("exchange", &self.exchange).field("resolver", &self.resolver).finish()
     }
 }
 
@@ -42,14 +43,12 @@ impl ExchangeMapper {
     /// `aliases` maps the exchange's names to the universe's; names already in the universe
     /// map to themselves.
     pub fn new(exchange: Exchange, symbols: Arc<SymbolTable>, aliases: &HashMap<String, String>) -> Self {
-        let mut names: HashMap<Box<str>, SymbolId> = symbols.iter().map(|(id, s)| (s.name.clone(), id)).collect();
-        for (upstream, ours) in aliases {
-            if let Some(id) = symbols.lookup(ours) {
-                names.insert(upstream.as_str().into(), id);
-            }
-        }
-        let n = symbols.len();
-        Self { exchange, names, symbols, last_seq: vec![0; n], buffers: simd_json::Buffers::new(1024) }
+        Self::with_resolver(exchange, SymbolResolver::new(symbols, aliases, UnknownSymbols::Reject))
+    }
+
+    pub fn with_resolver(exchange: Exchange, resolver: SymbolResolver) -> Self {
+        let n = resolver.capacity();
+        Self { exchange, resolver, last_seq: vec![0; n], buffers: simd_json::Buffers::new(1024) }
     }
 
     /// Maps one message. `Ok(None)` is a message that carries no tick (a subscription ack, a
@@ -76,7 +75,8 @@ impl ExchangeMapper {
             Some(_) => Err(Reject::WrongType(field)),
             None => Err(Reject::MissingField(field)),
         };
-        let symbol_of = |name: &str| self.names.get(name).copied().ok_or(Reject::UnknownSymbol);
+        let resolver = &mut self.resolver;
+        let mut symbol_of = |name: &str| resolver.resolve(name);
         let (symbol, kind, ts, seq) = match self.exchange {
             Exchange::Binance => {
                 if object.get("e").is_some() {
@@ -84,13 +84,13 @@ impl ExchangeMapper {
                         return Ok(None);
                     }
                     let symbol = symbol_of(text("s")?)?;
-                    let info = self.symbols.get(symbol);
+                    let info = resolver.symbols().get(symbol);
                     let price = fixed(text("p")?, info.price_scale, "p")?;
                     let size = fixed(text("q")?, info.size_scale, "q")?;
                     (symbol, TickKind::Trade { price, size }, uint("T")? * 1_000_000, None)
                 } else if object.get("u").is_some() && object.get("b").is_some() {
                     let symbol = symbol_of(text("s")?)?;
-                    let info = self.symbols.get(symbol);
+                    let info = resolver.symbols().get(symbol);
                     let kind = TickKind::Quote {
                         bid: fixed(text("b")?, info.price_scale, "b")?,
                         bid_size: fixed(text("B")?, info.size_scale, "B")?,
@@ -106,7 +106,7 @@ impl ExchangeMapper {
             Exchange::Coinbase => match text("type")? {
                 "match" | "last_match" => {
                     let symbol = symbol_of(text("product_id")?)?;
-                    let info = self.symbols.get(symbol);
+                    let info = resolver.symbols().get(symbol);
                     let kind = TickKind::Trade {
                         price: fixed(text("price")?, info.price_scale, "price")?,
                         size: fixed(text("size")?, info.size_scale, "size")?,
@@ -116,7 +116,7 @@ impl ExchangeMapper {
                 }
                 "ticker" => {
                     let symbol = symbol_of(text("product_id")?)?;
-                    let info = self.symbols.get(symbol);
+                    let info = resolver.symbols().get(symbol);
                     let kind = TickKind::Quote {
                         bid: fixed(text("best_bid")?, info.price_scale, "best_bid")?,
                         bid_size: fixed(text("best_bid_size")?, info.size_scale, "best_bid_size")?,
@@ -333,9 +333,9 @@ mod tests {
 /// for `wss://` endpoints.
 #[derive(Debug)]
 pub struct ExchangeSource {
-    ticks: crossbeam_channel::Receiver<Tick>,
+    ticks: crossbeam_channel::Receiver<Normalized>,
     stop: Arc<std::sync::atomic::AtomicBool>,
-    health: Arc<crate::tcp::SourceHealth>,
+    stats: Arc<SourceStats>,
 }
 
 impl ExchangeSource {
@@ -346,15 +346,15 @@ impl ExchangeSource {
         url: String,
         upstream_symbols: Vec<String>,
         mapper: ExchangeMapper,
-        rejects: Arc<crate::replay::RejectCounts>,
-        health: Arc<crate::tcp::SourceHealth>,
+        stats: Arc<SourceStats>,
     ) -> std::io::Result<Self> {
         use std::sync::atomic::{AtomicBool, Ordering};
         let (tx, ticks) = crossbeam_channel::bounded(64 * 1024);
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
-        let source_health = health.clone();
-        std::thread::Builder::new().name("tickgate-exchange".into()).spawn(move || {
+        let (rejects, health) = (stats.rejected.clone(), stats.health.clone());
+        let mut log = crate::normalize::RejectLog::new(&stats.name);
+        std::thread::Builder::new().name(format!("tickgate-src-{}", stats.name)).spawn(move || {
             let mut mapper = mapper;
             let mut backoff = std::time::Duration::from_millis(100);
             let mut connections = 0u64;
@@ -374,7 +374,7 @@ impl ExchangeSource {
                         match ws.send(tungstenite::Message::text(subscribe)) {
                             Ok(()) => {
                                 health.connected.store(true, Ordering::Relaxed);
-                                let ended = read(&mut ws, &mut mapper, &tx, &rejects, &health, &stopping);
+                                let ended = read(&mut ws, &mut mapper, &tx, &rejects, &health, &stopping, &mut log);
                                 health.connected.store(false, Ordering::Relaxed);
                                 ended
                             }
@@ -392,7 +392,7 @@ impl ExchangeSource {
                 backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
             }
         })?;
-        Ok(Self { ticks, stop, health: source_health })
+        Ok(Self { ticks, stop, stats })
     }
 }
 
@@ -411,14 +411,14 @@ fn connect(url: &str) -> Result<Ws, String> {
 fn read(
     ws: &mut Ws,
     mapper: &mut ExchangeMapper,
-    tx: &crossbeam_channel::Sender<Tick>,
+    tx: &crossbeam_channel::Sender<Normalized>,
     rejects: &crate::replay::RejectCounts,
     health: &crate::tcp::SourceHealth,
     stop: &std::sync::atomic::AtomicBool,
+    log: &mut crate::normalize::RejectLog,
 ) -> String {
     use std::sync::atomic::Ordering;
     let mut buf = Vec::with_capacity(1024);
-    let mut log = crate::normalize::RejectLog::new("exchange");
     loop {
         if stop.load(Ordering::Relaxed) {
             let _ = ws.close(None);
@@ -435,7 +435,7 @@ fn read(
                             health.upstream_gaps.fetch_add(to - from + 1, Ordering::Relaxed);
                         }
                         health.last_message_ns.store(now, Ordering::Relaxed);
-                        let _ = tx.send(normalized.tick);
+                        let _ = tx.send(normalized);
                     }
                     Ok(None) => {}
                     Err(reject) => {
@@ -460,11 +460,11 @@ impl Drop for ExchangeSource {
 }
 
 impl crate::source::Source for ExchangeSource {
-    fn poll(&mut self, _elapsed: std::time::Duration, _now_ns: u64, max_batch: usize, out: &mut Vec<Tick>) -> usize {
+    fn poll(&mut self, _elapsed: std::time::Duration, _now_ns: u64, max_batch: usize, out: &mut Batch) -> usize {
         let mut n = 0;
         while n < max_batch {
-            let Ok(tick) = self.ticks.try_recv() else { break };
-            out.push(tick);
+            let Ok(normalized) = self.ticks.try_recv() else { break };
+            out.push(normalized);
             n += 1;
         }
         n
@@ -474,11 +474,7 @@ impl crate::source::Source for ExchangeSource {
         Some(std::time::Duration::ZERO)
     }
 
-    fn name(&self) -> &'static str {
-        "exchange"
-    }
-
     fn is_up(&self) -> bool {
-        self.health.connected.load(std::sync::atomic::Ordering::Relaxed)
+        self.stats.health.connected.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

@@ -29,6 +29,8 @@ pub enum FanoutMsg {
     Resync { symbol: SymbolId, from_seq: u64, to_seq: u64, values: LastValues },
     /// A message for every client of the reactor (the feed went down or came back).
     Broadcast { frame: Frame },
+    /// A message for the subscribers of `symbol` (an upstream gap), in order with its ticks.
+    Notice { symbol: SymbolId, frame: Frame },
 }
 
 /// Counters of one link, written by the ingest thread only.
@@ -38,6 +40,8 @@ pub struct LinkStats {
     pub ticks_missed: AtomicU64,
     /// Resync messages sent.
     pub resyncs_sent: AtomicU64,
+    /// Notices dropped because too many waited for room in the channel.
+    pub notices_dropped: AtomicU64,
     /// Wake-ups sent to the reactor.
     pub wakes: AtomicU64,
 }
@@ -54,7 +58,13 @@ pub struct ReactorLink {
     sent_since_wake: bool,
     /// A broadcast that did not fit in the channel yet (the latest one wins).
     pending_broadcast: Option<Frame>,
+    /// Notices that did not fit yet, in order. While any waits, ticks are folded into resync
+    /// spans, so a notice never arrives after a tick that followed it.
+    pending_notices: std::collections::VecDeque<(SymbolId, Frame)>,
 }
+
+/// Most notices a link holds while its channel is full; more are dropped and counted.
+const MAX_PENDING_NOTICES: usize = 1024;
 
 /// The reactor side of its channel.
 #[derive(Debug)]
@@ -77,6 +87,7 @@ pub fn reactor_channel(capacity: usize, waker: Arc<mio::Waker>) -> (ReactorLink,
         missed: BTreeMap::new(),
         sent_since_wake: false,
         pending_broadcast: None,
+        pending_notices: std::collections::VecDeque::new(),
     };
     (link, ReactorInbox { rx, parked }, stats)
 }
@@ -84,7 +95,7 @@ pub fn reactor_channel(capacity: usize, waker: Arc<mio::Waker>) -> (ReactorLink,
 impl ReactorLink {
     /// Offers one tick to the reactor; never blocks.
     pub fn publish(&mut self, tick: &Tick, frame: &Frame) {
-        if self.missed.is_empty() {
+        if self.missed.is_empty() && self.pending_notices.is_empty() {
             match self.tx.try_send(FanoutMsg::Tick { tick: *tick, frame: frame.clone() }) {
                 Ok(()) => {
                     self.sent_since_wake = true;
@@ -98,9 +109,32 @@ impl ReactorLink {
         self.missed.entry(tick.symbol).and_modify(|span| span.1 = tick.seq).or_insert((tick.seq, tick.seq));
     }
 
+    /// Offers a message for the subscribers of `symbol`, ordered with its ticks; never blocks.
+    pub fn notify(&mut self, symbol: SymbolId, frame: Frame) {
+        if self.missed.is_empty() && self.pending_notices.is_empty() {
+            match self.tx.try_send(FanoutMsg::Notice { symbol, frame }) {
+                Ok(()) => {
+                    self.sent_since_wake = true;
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+                Err(TrySendError::Full(FanoutMsg::Notice { symbol, frame })) => {
+                    self.pending_notices.push_back((symbol, frame));
+                    return;
+                }
+                Err(TrySendError::Full(_)) => return,
+            }
+        }
+        if self.pending_notices.len() < MAX_PENDING_NOTICES {
+            self.pending_notices.push_back((symbol, frame));
+        } else {
+            self.stats.notices_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Whether ticks are being folded into resync spans.
     pub fn is_lagging(&self) -> bool {
-        !self.missed.is_empty()
+        !self.missed.is_empty() || !self.pending_notices.is_empty()
     }
 
     /// Sends what resyncs fit, then wakes the reactor if it is parked and was sent anything.
@@ -118,7 +152,23 @@ impl ReactorLink {
                 Err(_) => {}
             }
         }
-        while let Some((&symbol, &(from_seq, to_seq))) = self.missed.first_key_value() {
+        while let Some((symbol, frame)) = self.pending_notices.pop_front() {
+            match self.tx.try_send(FanoutMsg::Notice { symbol, frame }) {
+                Ok(()) => self.sent_since_wake = true,
+                Err(TrySendError::Full(FanoutMsg::Notice { symbol, frame })) => {
+                    self.pending_notices.push_front((symbol, frame));
+                    break;
+                }
+                Err(_) => {
+                    self.pending_notices.clear();
+                    break;
+                }
+            }
+        }
+        // Resyncs cover ticks that came after any notice still waiting: they wait too.
+        while let Some((&symbol, &(from_seq, to_seq))) =
+            self.missed.first_key_value().filter(|_| self.pending_notices.is_empty())
+        {
             let msg = FanoutMsg::Resync { symbol, from_seq, to_seq, values: *lvc.get(symbol) };
             match self.tx.try_send(msg) {
                 Ok(()) => {
@@ -207,7 +257,7 @@ mod tests {
                     assert_eq!(values.seq, to_seq, "resync carries the state as of its last seq");
                     seen.entry(symbol.0).or_default().push((from_seq, to_seq));
                 }
-                FanoutMsg::Broadcast { .. } => {}
+                FanoutMsg::Broadcast { .. } | FanoutMsg::Notice { .. } => {}
             }
         }
     }

@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tickgate_core::{LastValueCache, Sequencer, SymbolTable, Tick};
+use tickgate_core::{LastValueCache, Sequencer, SymbolTable};
 use tickgate_protocol::{FrameBuilder, message};
 
 use crate::fanout::ReactorLink;
-use crate::replay::{Recorder, RejectCounts};
-use crate::source::Source;
+use crate::replay::Recorder;
+use crate::source::{Batch, Source, SourceStats, UpstreamGap};
 
 /// Most events taken from the source in one batch.
 pub const MAX_BATCH: usize = 4096;
@@ -33,12 +33,21 @@ pub struct IngestStats {
     pub heartbeat_ns: AtomicU64,
     /// Set while the source is paused by an operator ([`FeedControl`]).
     pub paused: AtomicBool,
-    /// Upstream messages the source rejected, by [`crate::normalize::Reject::index`].
-    pub rejected: Arc<RejectCounts>,
-    /// The upstream connection of a network source.
-    pub source_health: Arc<crate::tcp::SourceHealth>,
-    /// Set while the source says its upstream is down (clients were told).
-    pub feed_down: AtomicBool,
+    /// Upstream gaps announced to clients.
+    pub upstream_gaps_announced: AtomicU64,
+    /// Every configured source, in configuration order.
+    pub sources: Vec<Arc<SourceStats>>,
+}
+
+impl IngestStats {
+    pub fn new(sources: Vec<Arc<SourceStats>>) -> Self {
+        Self { sources, ..Self::default() }
+    }
+
+    /// Whether some source says its upstream is down.
+    pub fn any_source_down(&self) -> bool {
+        self.sources.iter().any(|s| s.down.load(Ordering::Relaxed))
+    }
 }
 
 /// Operator control of the built-in simulated market: pausing it stops the ticks (the gateway
@@ -83,7 +92,7 @@ pub struct Ingest {
 
 impl Ingest {
     pub fn new(symbols: Arc<SymbolTable>, links: Vec<ReactorLink>, stats: Arc<IngestStats>) -> Self {
-        let n = symbols.len();
+        let n = symbols.capacity();
         Self {
             symbols,
             sequencer: Sequencer::new(n),
@@ -94,10 +103,15 @@ impl Ingest {
         }
     }
 
-    /// Stamps, records and publishes `batch` (whose `seq` and `gw_ts` are overwritten), then
-    /// wakes the reactors that were sent anything.
-    pub fn publish_batch(&mut self, batch: &mut [Tick], gw_ts: u64) {
-        for tick in batch.iter_mut() {
+    /// Stamps, records and publishes `batch` (whose `seq` and `gw_ts` are overwritten), each
+    /// upstream gap announced to the symbol's subscribers just before the tick that revealed
+    /// it; then wakes the reactors that were sent anything.
+    pub fn publish_batch(&mut self, batch: &mut Batch, gw_ts: u64) {
+        let mut gaps = batch.upstream_gaps.iter().peekable();
+        for (i, tick) in batch.ticks.iter_mut().enumerate() {
+            while let Some(gap) = gaps.next_if(|g| g.before == i) {
+                self.announce_upstream_gap(gap);
+            }
             tick.gw_ts = gw_ts;
             self.sequencer.stamp(tick);
             self.lvc.record(tick);
@@ -109,6 +123,9 @@ impl Ingest {
         }
         for link in &mut self.links {
             link.flush(&self.lvc);
+        }
+        for gap in gaps {
+            self.announce_upstream_gap(gap);
         }
         let n = batch.len() as u64;
         self.stats.ticks.fetch_add(n, Ordering::Relaxed);
@@ -128,6 +145,19 @@ impl Ingest {
         &self.lvc
     }
 
+    /// Tells the subscribers of the gap's symbol that the upstream skipped events after the
+    /// last one they were sent.
+    fn announce_upstream_gap(&mut self, gap: &UpstreamGap) {
+        let info = self.symbols.get(gap.symbol);
+        let source = self.stats.sources.get(gap.source).map_or("", |s| &*s.name);
+        let after_seq = self.sequencer.last_seq(gap.symbol);
+        let frame = self.builder.text(|out| message::upstream_gap(out, info, source, after_seq, gap.missed));
+        for link in &mut self.links {
+            link.notify(gap.symbol, frame.clone());
+        }
+        self.stats.upstream_gaps_announced.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Tells every client that the feed went down or came back.
     pub fn announce_feed(&mut self, up: bool, source: &str) {
         let frame = self.builder.text(|out| message::status(out, up, source));
@@ -145,27 +175,30 @@ impl Ingest {
     }
 }
 
-/// Runs `source` into `ingest` on a new thread until `shutdown` is set, writing every published
-/// tick to `recorder` if there is one.
-pub fn spawn_source(
-    mut market: Box<dyn Source>,
+/// Runs `sources` into `ingest` on a new thread until `shutdown` is set, writing every published
+/// tick to `recorder` if there is one. Each source comes with its entry of
+/// [`IngestStats::sources`] (same order).
+pub fn spawn_ingest(
+    mut sources: Vec<Box<dyn Source>>,
     mut ingest: Ingest,
     batch_interval: Duration,
     mut recorder: Option<Recorder>,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<thread::JoinHandle<()>> {
     let stats = ingest.stats.clone();
+    assert_eq!(sources.len(), stats.sources.len(), "one SourceStats per source");
     thread::Builder::new().name("tickgate-ingest".into()).spawn(move || {
-        // The market's clock: time since start, less the time spent paused.
+        // The sources' clock: time since start, less the time spent paused.
         let mut start = Instant::now();
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        let mut feed_up = true;
+        let mut batch = Batch::with_capacity(MAX_BATCH);
         while !shutdown.load(Ordering::Relaxed) {
-            if market.is_up() != feed_up {
-                feed_up = !feed_up;
-                tracing::warn!(source = market.name(), up = feed_up, "feed status changed");
-                stats.feed_down.store(!feed_up, Ordering::Relaxed);
-                ingest.announce_feed(feed_up, market.name());
+            for (source, source_stats) in sources.iter().zip(&stats.sources) {
+                let up = source.is_up();
+                if source_stats.down.load(Ordering::Relaxed) == up {
+                    tracing::warn!(source = &*source_stats.name, up, "feed status changed");
+                    source_stats.down.store(!up, Ordering::Relaxed);
+                    ingest.announce_feed(up, &source_stats.name);
+                }
             }
             let now_ns = wall_clock_ns();
             stats.heartbeat_ns.store(now_ns, Ordering::Relaxed);
@@ -177,24 +210,39 @@ pub fn spawn_source(
             }
             batch.clear();
             let polled_at = start.elapsed();
-            market.poll(polled_at, now_ns, MAX_BATCH, &mut batch);
+            let mut next_due: Option<Duration> = None;
+            for (index, (source, source_stats)) in sources.iter_mut().zip(&stats.sources).enumerate() {
+                let (ticks_before, gaps_before) = (batch.ticks.len(), batch.upstream_gaps.len());
+                let room = MAX_BATCH.saturating_sub(ticks_before);
+                let n = if room > 0 { source.poll(polled_at, now_ns, room, &mut batch) } else { 0 };
+                for gap in &mut batch.upstream_gaps[gaps_before..] {
+                    gap.source = index;
+                }
+                if n > 0 {
+                    source_stats.ticks.fetch_add(n as u64, Ordering::Relaxed);
+                    source_stats.last_tick_ns.store(now_ns, Ordering::Relaxed);
+                }
+                if let Some(due) = source.next_due() {
+                    next_due = Some(next_due.map_or(due, |d| d.min(due)));
+                }
+            }
             if batch.is_empty() {
                 ingest.flush();
             } else {
                 ingest.publish_batch(&mut batch, now_ns);
                 if let Some(rec) = &mut recorder {
                     let symbols = &ingest.symbols;
-                    if let Err(e) = batch.iter().try_for_each(|t| rec.record(symbols, t)) {
+                    if let Err(e) = batch.ticks.iter().try_for_each(|t| rec.record(symbols, t)) {
                         tracing::error!(error = %e, "recording failed; recording stops");
                         recorder = None;
                     }
                 }
             }
-            // Next release: when the next event is due, but not sooner than one batch interval
-            // after this one, so events due in between leave together.
-            // A finished source (the end of a recording) leaves the loop idling: the feed is then
+            // Next release: when the next event of any source is due, but not sooner than one
+            // batch interval after this one, so events due in between leave together.
+            // Finished sources (the end of a recording) leave the loop idling: the feed is then
             // reported as not delivering.
-            let next_release = market.next_due().unwrap_or(polled_at + MAX_SLEEP).max(polled_at + batch_interval);
+            let next_release = next_due.unwrap_or(polled_at + MAX_SLEEP).max(polled_at + batch_interval);
             let wait = next_release.saturating_sub(start.elapsed()).min(MAX_SLEEP);
             if !wait.is_zero() {
                 thread::sleep(wait);

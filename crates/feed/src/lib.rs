@@ -10,6 +10,7 @@ pub mod fanout;
 pub mod ingest;
 pub mod normalize;
 pub mod replay;
+pub mod resolve;
 pub mod sim;
 pub mod source;
 pub mod tcp;

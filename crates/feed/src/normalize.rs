@@ -16,7 +16,9 @@
 use std::collections::HashMap;
 
 use simd_json::{BorrowedValue, StaticNode};
-use tickgate_core::{SymbolId, SymbolTable, Tick, TickKind, parse_fixed};
+use tickgate_core::{SymbolTable, Tick, TickKind, parse_fixed};
+
+use crate::resolve::{SymbolResolver, UnknownSymbols};
 
 /// Why an upstream message was not turned into a tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,11 +43,13 @@ pub enum Reject {
     TimestampSkew,
     /// The upstream sequence number went back.
     SeqBackwards,
+    /// The symbol is new and would be added, but the universe has no room left.
+    UniverseFull,
 }
 
 impl Reject {
     /// Every reason, for metrics.
-    pub const REASONS: [&'static str; 10] = [
+    pub const REASONS: [&'static str; 11] = [
         "malformed",
         "missing_field",
         "wrong_type",
@@ -56,6 +60,7 @@ impl Reject {
         "negative_size",
         "timestamp_skew",
         "seq_backwards",
+        "universe_full",
     ];
 
     /// The metric label of this reason (an entry of [`Reject::REASONS`]).
@@ -75,6 +80,7 @@ impl Reject {
             Reject::NegativeSize => 7,
             Reject::TimestampSkew => 8,
             Reject::SeqBackwards => 9,
+            Reject::UniverseFull => 10,
         }
     }
 }
@@ -94,14 +100,14 @@ impl std::fmt::Display for Reject {
 /// back, so a broken upstream cannot flood the log (every one is counted in metrics anyway).
 #[derive(Debug)]
 pub struct RejectLog {
-    source: &'static str,
+    source: Box<str>,
     last: Option<std::time::Instant>,
     held: u64,
 }
 
 impl RejectLog {
-    pub fn new(source: &'static str) -> Self {
-        Self { source, last: None, held: 0 }
+    pub fn new(source: &str) -> Self {
+        Self { source: source.into(), last: None, held: 0 }
     }
 
     pub fn note(&mut self, reject: Reject) {
@@ -112,7 +118,7 @@ impl RejectLog {
         }
         self.last = Some(now);
         let held_back = std::mem::take(&mut self.held);
-        tracing::warn!(source = self.source, %reject, held_back, "upstream message rejected");
+        tracing::warn!(source = &*self.source, %reject, held_back, "upstream message rejected");
     }
 }
 
@@ -128,9 +134,8 @@ pub struct Normalized {
 pub struct Normalizer {
     /// simd-json's scratch buffers, reused so a message costs no allocation for them.
     buffers: simd_json::Buffers,
-    /// Upstream name -> symbol (the table's own names, plus configured aliases).
-    names: HashMap<Box<str>, SymbolId>,
-    symbols: std::sync::Arc<SymbolTable>,
+    /// Upstream name -> symbol.
+    resolver: SymbolResolver,
     /// Largest accepted distance between `ts` and now, in ns.
     max_skew_ns: u64,
     /// Last upstream seq per symbol (0 = none yet).
@@ -138,16 +143,15 @@ pub struct Normalizer {
 }
 
 impl Normalizer {
-    /// `aliases` maps upstream names to the universe's (e.g. "BTCUSDT" -> "BTC-USD").
+    /// `aliases` maps upstream names to the universe's (e.g. "BTCUSDT" -> "BTC-USD"); unknown
+    /// names are rejected.
     pub fn new(symbols: std::sync::Arc<SymbolTable>, aliases: &HashMap<String, String>, max_skew_ns: u64) -> Self {
-        let mut names: HashMap<Box<str>, SymbolId> = symbols.iter().map(|(id, s)| (s.name.clone(), id)).collect();
-        for (upstream, ours) in aliases {
-            if let Some(id) = symbols.lookup(ours) {
-                names.insert(upstream.as_str().into(), id);
-            }
-        }
-        let n = symbols.len();
-        Self { buffers: simd_json::Buffers::new(1024), names, symbols, max_skew_ns, last_seq: vec![0; n] }
+        Self::with_resolver(SymbolResolver::new(symbols, aliases, UnknownSymbols::Reject), max_skew_ns)
+    }
+
+    pub fn with_resolver(resolver: SymbolResolver, max_skew_ns: u64) -> Self {
+        let n = resolver.capacity();
+        Self { buffers: simd_json::Buffers::new(1024), resolver, max_skew_ns, last_seq: vec![0; n] }
     }
 
     /// Normalizes one message (modified in place by the parser). `now_ns` is the wall clock.
@@ -163,8 +167,8 @@ impl Normalizer {
             }
         };
         let symbol_name = text("symbol")?;
-        let symbol = *self.names.get(symbol_name).ok_or(Reject::UnknownSymbol)?;
-        let info = self.symbols.get(symbol);
+        let symbol = self.resolver.resolve(symbol_name)?;
+        let info = self.resolver.symbols().get(symbol);
         let decimal = |field: &'static str, scale: u8| -> Result<i64, Reject> {
             match object.get(field) {
                 Some(BorrowedValue::String(s)) => parse_fixed(s, scale).map_err(|_| Reject::BadDecimal(field)),
@@ -226,7 +230,7 @@ impl Normalizer {
 
 impl std::fmt::Debug for Normalizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Normalizer").field("names", &self.names.len()).field("max_skew_ns", &self.max_skew_ns).finish()
+        f.debug_struct("Normalizer").field("resolver", &self.resolver).field("max_skew_ns", &self.max_skew_ns).finish()
     }
 }
 
@@ -249,7 +253,7 @@ fn scaled(n: i64, scale: u8) -> Option<i64> {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use tickgate_core::{AssetClass, SymbolInfo};
+    use tickgate_core::{AssetClass, SymbolId, SymbolInfo};
 
     const NOW: u64 = 1_700_000_000_000_000_000;
 

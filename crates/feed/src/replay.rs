@@ -21,7 +21,7 @@ use tickgate_core::decimal::format_fixed;
 use tickgate_core::{SymbolTable, Tick, TickKind};
 
 use crate::normalize::{Normalizer, Reject};
-use crate::source::Source;
+use crate::source::{Batch, Source};
 
 /// Counts of rejected lines, by [`Reject::index`].
 pub type RejectCounts = [AtomicU64; Reject::REASONS.len()];
@@ -152,14 +152,14 @@ impl Replay {
 }
 
 impl Source for Replay {
-    fn poll(&mut self, elapsed: Duration, _now_ns: u64, max_batch: usize, out: &mut Vec<Tick>) -> usize {
+    fn poll(&mut self, elapsed: Duration, _now_ns: u64, max_batch: usize, out: &mut Batch) -> usize {
         let mut n = 0;
         while n < max_batch {
             let Some(tick) = self.pending else { break };
             if self.due_at(&tick) > elapsed {
                 break;
             }
-            out.push(tick);
+            out.ticks.push(tick);
             n += 1;
             self.advance();
         }
@@ -168,10 +168,6 @@ impl Source for Replay {
 
     fn next_due(&self) -> Option<Duration> {
         self.pending.as_ref().map(|t| self.due_at(t))
-    }
-
-    fn name(&self) -> &'static str {
-        "replay"
     }
 }
 
@@ -272,11 +268,11 @@ mod tests {
 
     fn replay_all(path: &Path, symbols: &Arc<SymbolTable>, rejects: &Arc<RejectCounts>) -> Vec<Tick> {
         let mut replay = Replay::open(path, symbols.clone(), 0.0, false, rejects.clone()).unwrap();
-        let mut out = Vec::new();
+        let mut out = Batch::default();
         while replay.next_due().is_some() {
             replay.poll(Duration::ZERO, 0, 100, &mut out);
         }
-        out
+        out.ticks
     }
 
     fn frames(symbols: &SymbolTable, ticks: &[Tick]) -> Vec<Vec<u8>> {
@@ -349,10 +345,11 @@ mod tests {
         let rejects = Arc::new(RejectCounts::default());
         // Twice the recorded pace: ticks 100 µs apart come 50 µs apart.
         let mut replay = Replay::open(&path, symbols.clone(), 2.0, true, rejects).unwrap();
-        let mut out = Vec::new();
-        assert_eq!(replay.poll(Duration::from_micros(120), 0, 100, &mut out), 3, "ticks at 0, 50 and 100 µs");
+        let mut batch = Batch::default();
+        assert_eq!(replay.poll(Duration::from_micros(120), 0, 100, &mut batch), 3, "ticks at 0, 50 and 100 µs");
         assert_eq!(replay.next_due(), Some(Duration::from_micros(150)));
-        replay.poll(Duration::from_secs(1), 0, 25, &mut out);
+        replay.poll(Duration::from_secs(1), 0, 25, &mut batch);
+        let out = batch.ticks;
         std::fs::remove_file(&path).ok();
         assert_eq!(out.len(), 28, "looping goes on past the end of the recording");
         assert!(out.windows(2).all(|w| w[1].ts > w[0].ts), "exchange time keeps rising across laps");

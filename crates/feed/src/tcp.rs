@@ -14,13 +14,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use tickgate_core::{SymbolTable, Tick};
-
 use crate::ingest::wall_clock_ns;
-use crate::normalize::{Normalizer, Reject};
+use crate::normalize::{Normalized, Normalizer, Reject};
 use crate::replay::RejectCounts;
-use crate::source::Source;
+use crate::source::{Batch, Source, SourceStats};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 /// Longest accepted line; longer ones are skipped whole and counted as malformed.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -47,21 +45,15 @@ pub struct SourceHealth {
 /// The ingest side of a TCP source.
 #[derive(Debug)]
 pub struct TcpSource {
-    ticks: Receiver<Tick>,
+    ticks: Receiver<Normalized>,
     stop: Arc<AtomicBool>,
-    health: Arc<SourceHealth>,
+    stats: Arc<SourceStats>,
 }
 
 impl TcpSource {
-    /// Starts the reader thread. In listen mode the listener is bound here, so a bad address
-    /// fails the start.
-    pub fn start(
-        mode: Mode,
-        symbols: Arc<SymbolTable>,
-        max_skew_ns: u64,
-        rejects: Arc<RejectCounts>,
-        health: Arc<SourceHealth>,
-    ) -> io::Result<Self> {
+    /// Starts the reader thread, normalizing with `normalizer` and counting into `stats`. In
+    /// listen mode the listener is bound here, so a bad address fails the start.
+    pub fn start(mode: Mode, normalizer: Normalizer, stats: Arc<SourceStats>) -> io::Result<Self> {
         let (tx, ticks) = crossbeam_channel::bounded(64 * 1024);
         let stop = Arc::new(AtomicBool::new(false));
         let listener = match mode {
@@ -74,15 +66,17 @@ impl TcpSource {
             Mode::Connect(_) => None,
         };
         let reader = Reader {
-            log: crate::normalize::RejectLog::new("tcp"),
-            normalizer: Normalizer::new(symbols, &Default::default(), max_skew_ns),
-            rejects,
-            health: health.clone(),
+            log: crate::normalize::RejectLog::new(&stats.name),
+            normalizer,
+            rejects: stats.rejected.clone(),
+            health: stats.health.clone(),
             tx,
             stop: stop.clone(),
         };
-        thread::Builder::new().name("tickgate-tcp-source".into()).spawn(move || reader.run(mode, listener))?;
-        Ok(Self { ticks, stop, health })
+        thread::Builder::new()
+            .name(format!("tickgate-src-{}", stats.name))
+            .spawn(move || reader.run(mode, listener))?;
+        Ok(Self { ticks, stop, stats })
     }
 }
 
@@ -93,12 +87,12 @@ impl Drop for TcpSource {
 }
 
 impl Source for TcpSource {
-    fn poll(&mut self, _elapsed: Duration, _now_ns: u64, max_batch: usize, out: &mut Vec<Tick>) -> usize {
+    fn poll(&mut self, _elapsed: Duration, _now_ns: u64, max_batch: usize, out: &mut Batch) -> usize {
         let mut n = 0;
         while n < max_batch {
             match self.ticks.try_recv() {
-                Ok(tick) => {
-                    out.push(tick);
+                Ok(normalized) => {
+                    out.push(normalized);
                     n += 1;
                 }
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
@@ -112,12 +106,8 @@ impl Source for TcpSource {
         Some(Duration::ZERO)
     }
 
-    fn name(&self) -> &'static str {
-        "tcp"
-    }
-
     fn is_up(&self) -> bool {
-        self.health.connected.load(Ordering::Relaxed)
+        self.stats.health.connected.load(Ordering::Relaxed)
     }
 }
 
@@ -126,7 +116,7 @@ struct Reader {
     normalizer: Normalizer,
     rejects: Arc<RejectCounts>,
     health: Arc<SourceHealth>,
-    tx: Sender<Tick>,
+    tx: Sender<Normalized>,
     stop: Arc<AtomicBool>,
 }
 
@@ -230,7 +220,7 @@ impl Reader {
                 }
                 self.health.last_message_ns.store(now, Ordering::Relaxed);
                 // Blocks while the ingest thread is behind: backpressure on the upstream.
-                let _ = self.tx.send(normalized.tick);
+                let _ = self.tx.send(normalized);
             }
             Err(reject) => {
                 self.rejects[reject.index()].fetch_add(1, Ordering::Relaxed);

@@ -259,6 +259,20 @@ pub fn gap(out: &mut Vec<u8>, info: &SymbolInfo, from_seq: u64, to_seq: u64, rea
     out.push(b'}');
 }
 
+/// `{"type":"upstream_gap","symbol":..,"source":..,"after_seq":..,"missed":..}`: the upstream's
+/// own sequence numbers say it skipped `missed` events of the symbol after the event `after_seq`
+/// (tickgate's numbering has no hole: nothing was lost between the gateway and the client).
+pub fn upstream_gap(out: &mut Vec<u8>, info: &SymbolInfo, source: &str, after_seq: u64, missed: u64) {
+    open(out, "upstream_gap");
+    out.extend_from_slice(b",\"symbol\":\"");
+    out.extend_from_slice(info.name.as_bytes());
+    out.extend_from_slice(b"\",\"source\":");
+    write_str(out, source);
+    field_u64(out, "after_seq", after_seq);
+    field_u64(out, "missed", missed);
+    out.push(b'}');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,5 +342,7 @@ mod tests {
         assert_eq!(encode(|o| status(o, false, "tcp")), json!({"type":"status","feed":"down","source":"tcp"}));
         let v = encode(|o| gap(o, &aapl(), 3, 9, "gateway_overload"));
         assert_eq!(v, json!({"type":"gap","symbol":"AAPL","from_seq":3,"to_seq":9,"reason":"gateway_overload"}));
+        let v = encode(|o| upstream_gap(o, &aapl(), "nasdaq-1", 41, 3));
+        assert_eq!(v, json!({"type":"upstream_gap","symbol":"AAPL","source":"nasdaq-1","after_seq":41,"missed":3}));
     }
 }

@@ -77,7 +77,7 @@ impl Authenticator {
         if !config.enabled {
             return Ok(None);
         }
-        let invalid = |key: &'static str, reason: String| ConfigError::Invalid { key, reason };
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid { key: key.into(), reason };
         let jwt = match config.jwt_algorithm.as_str() {
             "" => None,
             "HS256" => {

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use serde::Deserialize;
-use tickgate_core::{Budget, Policy};
+use tickgate_core::{AssetClass, Budget, Policy, SymbolInfo, SymbolTable};
+use tickgate_feed::resolve::UnknownSymbols;
 use tickgate_feed::sim::SimConfig;
 
 /// The whole configuration file.
@@ -17,6 +18,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub limits: LimitsConfig,
     pub sim: SimConfig,
+    pub universe: UniverseConfig,
     pub feed: FeedConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
@@ -50,6 +52,260 @@ pub struct FeedConfig {
     pub replay_loop: bool,
     /// Write every published tick to this file (replayable; `.gz` for gzip).
     pub record_path: Option<std::path::PathBuf>,
+    /// Several named sources at once (`[[feed.sources]]`), in place of the single source the
+    /// keys above describe.
+    pub sources: Vec<SourceConfig>,
+}
+
+/// One of several sources (`[[feed.sources]]`): a name, and the keys of a single source.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// How metrics, /readyz, logs and status messages name the source: 1-32 of a-z, 0-9, '-', '_'.
+    pub name: String,
+    /// "sim", "replay", "tcp", "binance" or "coinbase".
+    pub source: String,
+    #[serde(default)]
+    pub tcp_connect: Option<SocketAddr>,
+    #[serde(default)]
+    pub tcp_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub exchange_url: Option<String>,
+    #[serde(default)]
+    pub exchange_symbols: Vec<String>,
+    /// This source's names -> the universe's, on top of `feed.aliases`.
+    #[serde(default)]
+    pub aliases: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    pub replay_path: Option<std::path::PathBuf>,
+    #[serde(default = "one")]
+    pub replay_speed: f64,
+    #[serde(default)]
+    pub replay_loop: bool,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// The kinds of source, as configured.
+pub const SOURCE_KINDS: [&str; 5] = ["sim", "replay", "tcp", "binance", "coinbase"];
+
+impl FeedConfig {
+    /// The sources to run: `[[feed.sources]]`, or the single source of the `[feed]` keys (named
+    /// after its kind). Aliases are `feed.aliases` plus each source's own.
+    pub fn sources(&self) -> Vec<SourceConfig> {
+        if self.sources.is_empty() {
+            return vec![SourceConfig {
+                name: self.source.clone(),
+                source: self.source.clone(),
+                tcp_connect: self.tcp_connect,
+                tcp_listen: self.tcp_listen,
+                exchange_url: self.exchange_url.clone(),
+                exchange_symbols: self.exchange_symbols.clone(),
+                aliases: self.aliases.clone(),
+                replay_path: self.replay_path.clone(),
+                replay_speed: self.replay_speed,
+                replay_loop: self.replay_loop,
+            }];
+        }
+        self.sources
+            .iter()
+            .map(|s| {
+                let mut aliases = self.aliases.clone();
+                aliases.extend(s.aliases.clone());
+                SourceConfig { aliases, ..s.clone() }
+            })
+            .collect()
+    }
+
+    /// Whether any single-source key differs from its default (they and `[[feed.sources]]`
+    /// exclude each other).
+    fn single_source_configured(&self) -> bool {
+        let d = Self::default();
+        self.source != d.source
+            || self.tcp_connect.is_some()
+            || self.tcp_listen.is_some()
+            || self.exchange_url.is_some()
+            || !self.exchange_symbols.is_empty()
+            || self.replay_path.is_some()
+            || self.replay_speed != d.replay_speed
+            || self.replay_loop
+    }
+}
+
+impl SourceConfig {
+    /// Checks the keys of one source; `prefix` is how errors name it (`feed.` or
+    /// `feed.sources[2].`).
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("{prefix}{k}");
+        match self.source.as_str() {
+            "sim" => {}
+            "replay" => match &self.replay_path {
+                Some(path) if path.is_file() => {}
+                Some(path) => {
+                    return Err(invalid(key("replay_path"), format!("{} is not a readable file", path.display())));
+                }
+                None => return Err(invalid(key("replay_path"), "is required with source = \"replay\"")),
+            },
+            "tcp" => {
+                if self.tcp_connect.is_some() == self.tcp_listen.is_some() {
+                    return Err(invalid(
+                        key("tcp_connect"),
+                        format!("or {prefix}tcp_listen (exactly one) is required with source = \"tcp\""),
+                    ));
+                }
+            }
+            "binance" | "coinbase" => {
+                if self.exchange_url.is_none() || self.exchange_symbols.is_empty() {
+                    return Err(invalid(
+                        key("exchange_url"),
+                        format!("and {prefix}exchange_symbols are required with an exchange source"),
+                    ));
+                }
+            }
+            other => {
+                return Err(invalid(
+                    key("source"),
+                    format!("must be \"sim\", \"replay\", \"tcp\", \"binance\" or \"coinbase\", got {other:?}"),
+                ));
+            }
+        }
+        if !(self.replay_speed.is_finite() && self.replay_speed >= 0.0) {
+            return Err(invalid(
+                key("replay_speed"),
+                format!("must be 0 or a positive number, got {}", self.replay_speed),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` may name a source: it appears in metric labels and client messages.
+fn is_valid_source_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// `[universe]`: the symbols clients can subscribe to.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UniverseConfig {
+    /// The symbols and their scales. With none here and no `symbols_file`, the universe is the
+    /// simulated market's (`[sim] symbols`).
+    pub symbols: Vec<SymbolConfig>,
+    /// A file of more symbols, one `NAME,PRICE_SCALE,SIZE_SCALE` per line (`#` comments).
+    pub symbols_file: Option<std::path::PathBuf>,
+    /// An upstream symbol the universe does not have: "reject" it (counted), or "add" it.
+    pub unknown_symbols: String,
+    /// Decimal places of prices and sizes of added symbols: values with more are rejected.
+    pub added_price_scale: u8,
+    pub added_size_scale: u8,
+    /// Most symbols "add" may add; past it, their messages are rejected as universe_full.
+    pub max_added_symbols: usize,
+}
+
+impl Default for UniverseConfig {
+    fn default() -> Self {
+        Self {
+            symbols: Vec::new(),
+            symbols_file: None,
+            unknown_symbols: "reject".into(),
+            added_price_scale: 8,
+            added_size_scale: 8,
+            max_added_symbols: 10_000,
+        }
+    }
+}
+
+/// One symbol of `[universe] symbols`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SymbolConfig {
+    pub name: String,
+    /// Decimal places of prices: a price with more is rejected, never rounded.
+    pub price_scale: u8,
+    /// Decimal places of sizes.
+    pub size_scale: u8,
+}
+
+/// Largest `universe.max_added_symbols`.
+pub const MAX_ADDED_SYMBOLS: usize = 1_000_000;
+
+impl UniverseConfig {
+    /// Builds the universe: the configured symbols (or the simulated market's), with room for
+    /// the symbols "add" may add.
+    pub fn build(&self, sim: &SimConfig) -> Result<SymbolTable, ConfigError> {
+        let mut table = if self.symbols.is_empty() && self.symbols_file.is_none() {
+            tickgate_feed::sim::universe(sim)
+        } else {
+            let mut table = SymbolTable::new();
+            let entry = |name: &str, price_scale, size_scale| SymbolInfo {
+                name: name.into(),
+                class: AssetClass::Equity,
+                price_scale,
+                size_scale,
+            };
+            for s in &self.symbols {
+                table
+                    .insert(entry(&s.name, s.price_scale, s.size_scale))
+                    .map_err(|e| invalid("universe.symbols", e.to_string()))?;
+            }
+            if let Some(path) = &self.symbols_file {
+                let key = "universe.symbols_file";
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| invalid(key, format!("{}: {e}", path.display())))?;
+                for (n, line) in text.lines().enumerate() {
+                    let line = line.split('#').next().unwrap_or("").trim();
+                    if line.is_empty() {
+                        continue;
+                    }
+                    let at = |reason: String| invalid(key, format!("{}:{}: {reason}", path.display(), n + 1));
+                    let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+                    let [name, price_scale, size_scale] = fields[..] else {
+                        return Err(at(format!("expected NAME,PRICE_SCALE,SIZE_SCALE, got {line:?}")));
+                    };
+                    let scale = |text: &str| text.parse::<u8>().map_err(|_| at(format!("{text:?} is not a scale")));
+                    table
+                        .insert(entry(name, scale(price_scale)?, scale(size_scale)?))
+                        .map_err(|e| at(e.to_string()))?;
+                }
+            }
+            if table.is_empty() {
+                return Err(invalid("universe.symbols", "lists no symbol"));
+            }
+            table
+        };
+        if self.unknown() != UnknownSymbols::Reject {
+            table.reserve_additions(self.max_added_symbols);
+        }
+        Ok(table)
+    }
+
+    /// What sources do with symbols the universe does not have.
+    pub fn unknown(&self) -> UnknownSymbols {
+        match self.unknown_symbols.as_str() {
+            "add" => UnknownSymbols::Add { price_scale: self.added_price_scale, size_scale: self.added_size_scale },
+            _ => UnknownSymbols::Reject,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !matches!(self.unknown_symbols.as_str(), "reject" | "add") {
+            return Err(invalid(
+                "universe.unknown_symbols",
+                format!("must be \"reject\" or \"add\", got {:?}", self.unknown_symbols),
+            ));
+        }
+        let max = tickgate_core::decimal::MAX_SCALE;
+        if self.added_price_scale > max || self.added_size_scale > max {
+            return Err(invalid("universe.added_price_scale", format!("and added_size_scale must be at most {max}")));
+        }
+        if self.max_added_symbols > MAX_ADDED_SYMBOLS {
+            return Err(invalid("universe.max_added_symbols", format!("must be at most {MAX_ADDED_SYMBOLS}")));
+        }
+        Ok(())
+    }
 }
 
 impl Default for FeedConfig {
@@ -66,6 +322,7 @@ impl Default for FeedConfig {
             replay_speed: 1.0,
             replay_loop: false,
             record_path: None,
+            sources: Vec::new(),
         }
     }
 }
@@ -246,13 +503,13 @@ pub enum ConfigError {
     #[error("{path}: {message}")]
     ParseNoSpan { path: String, message: String },
     #[error("{key} {reason}")]
-    Invalid { key: &'static str, reason: String },
+    Invalid { key: String, reason: String },
     #[error(transparent)]
     Sim(#[from] tickgate_feed::sim::SimConfigError),
 }
 
-fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, reason: reason.into() }
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), reason: reason.into() }
 }
 
 impl Config {
@@ -374,44 +631,34 @@ impl Config {
             ));
         }
         self.sim.validate()?;
+        self.universe.validate()?;
+        self.universe.build(&self.sim)?;
         let f = &self.feed;
-        match f.source.as_str() {
-            "sim" => {}
-            "replay" => match &f.replay_path {
-                Some(path) if path.is_file() => {}
-                Some(path) => {
-                    return Err(invalid("feed.replay_path", format!("{} is not a readable file", path.display())));
-                }
-                None => return Err(invalid("feed.replay_path", "is required with feed.source = \"replay\"")),
-            },
-            "tcp" => {
-                if f.tcp_connect.is_some() == f.tcp_listen.is_some() {
-                    return Err(invalid(
-                        "feed.tcp_connect",
-                        "or feed.tcp_listen (exactly one) is required with feed.source = \"tcp\"",
-                    ));
-                }
-            }
-            "binance" | "coinbase" => {
-                if f.exchange_url.is_none() || f.exchange_symbols.is_empty() {
-                    return Err(invalid(
-                        "feed.exchange_url",
-                        "and feed.exchange_symbols are required with an exchange source",
-                    ));
-                }
-            }
-            other => {
+        if f.sources.is_empty() {
+            f.sources()[0].validate("feed.")?;
+        } else {
+            if f.single_source_configured() {
                 return Err(invalid(
-                    "feed.source",
-                    format!("must be \"sim\", \"replay\", \"tcp\", \"binance\" or \"coinbase\", got {other:?}"),
+                    "feed.sources",
+                    "replaces the single source of feed.source and its keys: set one or the other",
                 ));
             }
-        }
-        if !(f.replay_speed.is_finite() && f.replay_speed >= 0.0) {
-            return Err(invalid(
-                "feed.replay_speed",
-                format!("must be 0 or a positive number, got {}", f.replay_speed),
-            ));
+            for (i, source) in f.sources.iter().enumerate() {
+                let prefix = format!("feed.sources[{i}].");
+                if !is_valid_source_name(&source.name) {
+                    return Err(invalid(
+                        format!("{prefix}name"),
+                        format!("must be 1-32 of a-z, 0-9, '-', '_', got {:?}", source.name),
+                    ));
+                }
+                if f.sources[..i].iter().any(|other| other.name == source.name) {
+                    return Err(invalid(format!("{prefix}name"), format!("{:?} names two sources", source.name)));
+                }
+                source.validate(&prefix)?;
+            }
+            if f.sources.iter().filter(|s| s.source == "sim").count() > 1 {
+                return Err(invalid("feed.sources", "may hold one \"sim\" source at most (it is [sim])"));
+            }
         }
         crate::auth::Authenticator::from_config(&self.auth)?;
         Ok(())
@@ -443,6 +690,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tickgate_core::SymbolId;
 
     #[test]
     fn errors_name_the_key_on_one_line() {
@@ -455,6 +703,21 @@ mod tests {
             ("[sim]\nrate = -1.0\n", "", "sim.rate"),
             ("[limits]\nslow_consumer_policy = \"pray\"\n", "", "limits.slow_consumer_policy must be"),
             ("[limits]\noutbound_hard_limit = 300000\n", "", "limits.outbound_hard_limit must be at least twice"),
+            ("[universe]\nunknown_symbols = \"maybe\"\n", "", "universe.unknown_symbols must be"),
+            ("[universe]\nsymbols = [{ name = \"a b\", price_scale = 2, size_scale = 0 }]\n", "", "universe.symbols"),
+            ("[universe]\nsymbols = [{ name = \"X\", price_scale = 30, size_scale = 0 }]\n", "", "scale above 18"),
+            ("[[feed.sources]]\nname = \"A B\"\nsource = \"sim\"\n", "", "feed.sources[0].name must be"),
+            ("[[feed.sources]]\nname = \"a\"\nsource = \"tcp\"\n", "", "feed.sources[0].tcp_connect or"),
+            (
+                "[[feed.sources]]\nname = \"a\"\nsource = \"sim\"\n[[feed.sources]]\nname = \"a\"\nsource = \"sim\"\n",
+                "",
+                "\"a\" names two sources",
+            ),
+            (
+                "[feed]\nsource = \"tcp\"\ntcp_listen = \"127.0.0.1:1\"\n[[feed.sources]]\nname = \"a\"\nsource = \"sim\"\n",
+                "",
+                "feed.sources replaces the single source",
+            ),
         ];
         for (text, position, needle) in cases {
             let err = Config::from_toml(text, "test.toml").unwrap_err().to_string();
@@ -462,6 +725,41 @@ mod tests {
             assert!(err.contains(needle), "{err:?} should contain {needle:?}");
             assert!(err.contains(position), "{err:?} should contain {position:?}");
         }
+    }
+
+    #[test]
+    fn a_configured_universe_with_room_for_additions() {
+        let dir = std::env::temp_dir().join(format!("tickgate-universe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("symbols.csv");
+        std::fs::write(&file, "# name,price_scale,size_scale\nETH-USD, 2, 8\n\nAAPL,2,0  # an equity\n").unwrap();
+        let text = format!(
+            "[universe]\nsymbols = [{{ name = \"BTC-USD\", price_scale = 2, size_scale = 8 }}]\nsymbols_file = {:?}\nunknown_symbols = \"add\"\nmax_added_symbols = 5\n",
+            file.display().to_string()
+        );
+        let config = Config::from_toml(&text, "test.toml").unwrap();
+        let table = config.universe.build(&config.sim).unwrap();
+        let names: Vec<&str> = table.iter().map(|(_, s)| &*s.name).collect();
+        assert_eq!(names, ["BTC-USD", "ETH-USD", "AAPL"]);
+        assert_eq!((table.get(SymbolId(1)).price_scale, table.get(SymbolId(1)).size_scale), (2, 8));
+        assert_eq!(table.capacity(), 3 + 5);
+
+        std::fs::write(&file, "ETH-USD,2\n").unwrap();
+        let err = Config::from_toml(&text, "test.toml").unwrap_err().to_string();
+        assert!(err.contains("symbols.csv:1: expected NAME,PRICE_SCALE,SIZE_SCALE"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn several_sources_get_the_shared_aliases_and_their_own() {
+        let text = "[feed]\naliases = { XBT = \"BTC-USD\" }\n[[feed.sources]]\nname = \"sim\"\nsource = \"sim\"\n[[feed.sources]]\nname = \"desk-1\"\nsource = \"tcp\"\ntcp_listen = \"127.0.0.1:7000\"\naliases = { ETHUSDT = \"ETH-USD\" }\n";
+        let config = Config::from_toml(text, "test.toml").unwrap();
+        let sources = config.feed.sources();
+        assert_eq!(sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["sim", "desk-1"]);
+        assert_eq!(sources[1].aliases.len(), 2);
+        assert_eq!(sources[1].replay_speed, 1.0);
+        let single = Config::default().feed.sources();
+        assert_eq!((single.len(), single[0].name.as_str()), (1, "sim"));
     }
 
     #[test]

@@ -11,15 +11,17 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tickgate_core::SymbolTable;
 use tickgate_feed::exchange::{Exchange, ExchangeMapper, ExchangeSource};
 use tickgate_feed::fanout::{LinkStats, reactor_channel};
-use tickgate_feed::ingest::{FeedControl, Ingest, IngestStats, spawn_source, wall_clock_ns};
+use tickgate_feed::ingest::{FeedControl, Ingest, IngestStats, spawn_ingest, wall_clock_ns};
+use tickgate_feed::normalize::Normalizer;
 use tickgate_feed::replay::{Recorder, Replay};
-use tickgate_feed::sim::{SimMarket, universe};
-use tickgate_feed::source::Source;
+use tickgate_feed::resolve::SymbolResolver;
+use tickgate_feed::sim::SimMarket;
+use tickgate_feed::source::{Source, SourceStats};
 use tickgate_feed::tcp::{Mode as TcpMode, TcpSource};
 
 use crate::admission::Admission;
 use crate::auth::Authenticator;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, SOURCE_KINDS, SourceConfig};
 use crate::metrics::Telemetry;
 use crate::reactor::{Reactor, ReactorSetup, WAKER};
 use crate::stats::ReactorStats;
@@ -35,6 +37,8 @@ pub enum StartError {
     Thread { what: &'static str, source: std::io::Error },
     #[error("feed file {path}: {source}")]
     Feed { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot start source {name:?}: {source}")]
+    Source { name: String, source: std::io::Error },
 }
 
 /// Everything the gateway counts, shared read-only with metrics and tests.
@@ -64,7 +68,8 @@ impl Gateway {
     pub fn start(config: Config) -> Result<Self, StartError> {
         config.validate()?;
         let config = Arc::new(config);
-        let symbols = Arc::new(universe(&config.sim));
+        let symbols = Arc::new(config.universe.build(&config.sim)?);
+        let source_configs = config.feed.sources();
         let reactors = config.reactor_count();
         let listeners = bind_reuseport(config.server.listen, reactors)?;
         let local_addr =
@@ -85,8 +90,16 @@ impl Gateway {
         let mut links = Vec::with_capacity(reactors);
         let mut inboxes = Vec::with_capacity(reactors);
         let mut wakers = Vec::with_capacity(reactors);
+        let source_stats = source_configs
+            .iter()
+            .map(|c| {
+                let kind = SOURCE_KINDS.iter().copied().find(|k| *k == c.source).unwrap_or("sim");
+                let expected_rate = if kind == "sim" { config.sim.rate } else { 1.0 };
+                Arc::new(SourceStats::new(&c.name, kind, expected_rate))
+            })
+            .collect();
         let mut stats =
-            GatewayStats { ingest: Arc::new(IngestStats::default()), reactors: Vec::new(), links: Vec::new() };
+            GatewayStats { ingest: Arc::new(IngestStats::new(source_stats)), reactors: Vec::new(), links: Vec::new() };
         for _ in 0..reactors {
             let poll = Poll::new().map_err(thread_err("a reactor's poll"))?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(thread_err("a reactor's waker"))?);
@@ -98,19 +111,8 @@ impl Gateway {
             stats.reactors.push(Arc::new(ReactorStats::default()));
             stats.links.push(link_stats);
         }
-        let telemetry = Arc::new(Telemetry {
-            stats: stats.clone(),
-            symbols: symbols.len(),
-            source_rate: if config.feed.source == "sim" { config.sim.rate } else { 1.0 },
-            source: match config.feed.source.as_str() {
-                "replay" => "replay",
-                "tcp" => "tcp",
-                "binance" => "binance",
-                "coinbase" => "coinbase",
-                _ => "sim",
-            },
-            started_ns: wall_clock_ns(),
-        });
+        let telemetry =
+            Arc::new(Telemetry { stats: stats.clone(), symbols: symbols.clone(), started_ns: wall_clock_ns() });
         let mut gateway = Gateway {
             local_addr,
             admin_addr,
@@ -149,52 +151,10 @@ impl Gateway {
                 .map_err(thread_err("a reactor thread"))?;
             gateway.threads.push(handle);
         }
-        let source: Box<dyn Source> = match (config.feed.source.as_str(), &config.feed.replay_path) {
-            ("replay", Some(path)) => {
-                let replay = Replay::open(
-                    path,
-                    symbols.clone(),
-                    config.feed.replay_speed,
-                    config.feed.replay_loop,
-                    gateway.stats.ingest.rejected.clone(),
-                )
-                .map_err(|source| StartError::Feed { path: path.clone(), source })?;
-                Box::new(replay)
-            }
-            ("tcp", _) => {
-                let mode = match (config.feed.tcp_connect, config.feed.tcp_listen) {
-                    (Some(addr), _) => TcpMode::Connect(addr),
-                    (None, Some(addr)) => TcpMode::Listen(addr),
-                    (None, None) => unreachable!("validated: one of them is set"),
-                };
-                let ingest = &gateway.stats.ingest;
-                let source = TcpSource::start(
-                    mode,
-                    symbols.clone(),
-                    config.feed.max_skew_ms * 1_000_000,
-                    ingest.rejected.clone(),
-                    ingest.source_health.clone(),
-                )
-                .map_err(|source| StartError::Thread { what: "the TCP source", source })?;
-                Box::new(source)
-            }
-            (name @ ("binance" | "coinbase"), _) => {
-                let exchange = if name == "binance" { Exchange::Binance } else { Exchange::Coinbase };
-                let mapper = ExchangeMapper::new(exchange, symbols.clone(), &config.feed.aliases);
-                let ingest = &gateway.stats.ingest;
-                let source = ExchangeSource::start(
-                    exchange,
-                    config.feed.exchange_url.clone().unwrap_or_default(),
-                    config.feed.exchange_symbols.clone(),
-                    mapper,
-                    ingest.rejected.clone(),
-                    ingest.source_health.clone(),
-                )
-                .map_err(|source| StartError::Thread { what: "the exchange source", source })?;
-                Box::new(source)
-            }
-            _ => Box::new(SimMarket::new(&config.sim, &symbols)),
-        };
+        let mut sources = Vec::with_capacity(source_configs.len());
+        for (source, stats) in source_configs.iter().zip(&gateway.stats.ingest.sources) {
+            sources.push(start_source(&config, source, &symbols, stats.clone())?);
+        }
         let recorder = match &config.feed.record_path {
             Some(path) => {
                 Some(Recorder::create(path).map_err(|source| StartError::Feed { path: path.clone(), source })?)
@@ -204,7 +164,7 @@ impl Gateway {
         let ingest = Ingest::new(symbols.clone(), links, gateway.stats.ingest.clone());
         let batch_interval = std::time::Duration::from_micros(config.sim.batch_interval_us);
         gateway.threads.push(
-            spawn_source(source, ingest, batch_interval, recorder, shutdown)
+            spawn_ingest(sources, ingest, batch_interval, recorder, shutdown)
                 .map_err(thread_err("the ingest thread"))?,
         );
         Ok(gateway)
@@ -259,6 +219,51 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Starts one configured source (a network source's thread starts here).
+fn start_source(
+    config: &Config,
+    source: &SourceConfig,
+    symbols: &Arc<SymbolTable>,
+    stats: Arc<SourceStats>,
+) -> Result<Box<dyn Source>, StartError> {
+    let resolver = || SymbolResolver::new(symbols.clone(), &source.aliases, config.universe.unknown());
+    let max_skew_ns = config.feed.max_skew_ms * 1_000_000;
+    Ok(match source.source.as_str() {
+        "replay" => {
+            let path = source.replay_path.clone().unwrap_or_default();
+            let replay =
+                Replay::open(&path, symbols.clone(), source.replay_speed, source.replay_loop, stats.rejected.clone())
+                    .map_err(|e| StartError::Feed { path, source: e })?;
+            Box::new(replay)
+        }
+        "tcp" => {
+            let mode = match (source.tcp_connect, source.tcp_listen) {
+                (Some(addr), _) => TcpMode::Connect(addr),
+                (None, Some(addr)) => TcpMode::Listen(addr),
+                (None, None) => unreachable!("validated: one of them is set"),
+            };
+            let normalizer = Normalizer::with_resolver(resolver(), max_skew_ns);
+            let tcp = TcpSource::start(mode, normalizer, stats)
+                .map_err(|e| StartError::Source { name: source.name.clone(), source: e })?;
+            Box::new(tcp)
+        }
+        name @ ("binance" | "coinbase") => {
+            let exchange = if name == "binance" { Exchange::Binance } else { Exchange::Coinbase };
+            let mapper = ExchangeMapper::with_resolver(exchange, resolver());
+            let feed = ExchangeSource::start(
+                exchange,
+                source.exchange_url.clone().unwrap_or_default(),
+                source.exchange_symbols.clone(),
+                mapper,
+                stats,
+            )
+            .map_err(|e| StartError::Source { name: source.name.clone(), source: e })?;
+            Box::new(feed)
+        }
+        _ => Box::new(SimMarket::new(&config.sim, symbols)),
+    })
 }
 
 /// One listening socket per reactor on the same address, with SO_REUSEPORT: the kernel spreads

@@ -10,6 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hdrhistogram::Histogram;
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
+use std::sync::Arc;
+
+use tickgate_core::SymbolTable;
+use tickgate_feed::source::SourceStats;
+
 use crate::connection::CloseReason;
 use crate::gateway::GatewayStats;
 use crate::stats::{COMMAND_OPS, HTTP_STATUSES, ReactorCounters, latency_histogram};
@@ -18,11 +23,7 @@ use crate::stats::{COMMAND_OPS, HTTP_STATUSES, ReactorCounters, latency_histogra
 #[derive(Debug)]
 pub struct Telemetry {
     pub stats: GatewayStats,
-    pub symbols: usize,
-    /// Expected ticks per second of the source (for the feed's liveness threshold).
-    pub source_rate: f64,
-    /// The source's name in metrics and /readyz.
-    pub source: &'static str,
+    pub symbols: Arc<SymbolTable>,
     pub started_ns: u64,
 }
 
@@ -52,17 +53,39 @@ impl Readiness {
     }
 }
 
-/// Whether the feed is delivering and every reactor is turning.
+/// Whether a source is delivering: connected (a network source), and a tick within twenty
+/// expected intervals (at least five seconds: a quiet market is not a dead one).
+fn source_ok(source: &SourceStats, paused: bool, now_ns: u64) -> (bool, serde_json::Value) {
+    let connected = !source.is_networked() || source.health.connected.load(Ordering::Relaxed);
+    let last_tick_age = age_ns(now_ns, load(&source.last_tick_ns));
+    let tick_limit_ns = (20.0 / source.expected_rate * 1e9).max(5e9) as u64;
+    let ok = !paused && connected && last_tick_age < tick_limit_ns;
+    let body = serde_json::json!({
+        "name": &*source.name,
+        "kind": source.kind,
+        "ok": ok,
+        "connected": connected,
+        "reconnects": load(&source.health.reconnects),
+        "upstream_gaps": load(&source.health.upstream_gaps),
+        "rejected": source.rejected_total(),
+        "last_tick_age_ms": ms(last_tick_age),
+        "last_message_age_ms": if source.is_networked() {
+            ms(age_ns(now_ns, load(&source.health.last_message_ns)))
+        } else {
+            serde_json::Value::Null
+        },
+    });
+    (ok, body)
+}
+
+/// Whether the feed is delivering (every source) and every reactor is turning.
 pub fn readiness(t: &Telemetry, now_ns: u64) -> Readiness {
     let ingest = &t.stats.ingest;
     let heartbeat_age = age_ns(now_ns, load(&ingest.heartbeat_ns));
-    let last_tick_age = age_ns(now_ns, load(&ingest.last_batch_ns));
     let paused = ingest.paused.load(Ordering::Relaxed);
-    // A quiet market is not a dead one: allow twenty expected intervals, at least five seconds.
-    let tick_limit_ns = (20.0 / t.source_rate * 1e9).max(5e9) as u64;
-    let networked = matches!(t.source, "tcp" | "binance" | "coinbase");
-    let connected = !networked || ingest.source_health.connected.load(Ordering::Relaxed);
-    let feed_ok = !paused && connected && heartbeat_age < HEARTBEAT_LIMIT_NS && last_tick_age < tick_limit_ns;
+    let sources: Vec<(bool, serde_json::Value)> =
+        ingest.sources.iter().map(|source| source_ok(source, paused, now_ns)).collect();
+    let feed_ok = heartbeat_age < HEARTBEAT_LIMIT_NS && sources.iter().all(|(ok, _)| *ok);
     let reactors: Vec<serde_json::Value> = t
         .stats
         .reactors
@@ -78,13 +101,10 @@ pub fn readiness(t: &Telemetry, now_ns: u64) -> Readiness {
         "ready": feed_ok && reactors_ok,
         "feed": {
             "ok": feed_ok,
-            "source": t.source,
             "paused": paused,
-            "connected": connected,
-            "reconnects": load(&ingest.source_health.reconnects),
-            "upstream_gaps": load(&ingest.source_health.upstream_gaps),
-            "last_tick_age_ms": ms(last_tick_age),
             "heartbeat_age_ms": ms(heartbeat_age),
+            "last_tick_age_ms": ms(age_ns(now_ns, load(&ingest.last_batch_ns))),
+            "sources": sources.into_iter().map(|(_, body)| body).collect::<Vec<_>>(),
         },
         "reactors": reactors,
     });
@@ -120,7 +140,9 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     float_gauge("tickgate_uptime_seconds", "Seconds since the gateway started.", &[])?
         .with_label_values(&[] as &[&str])
         .set(now_ns.saturating_sub(t.started_ns) as f64 / 1e9);
-    gauge("tickgate_symbols", "Symbols in the universe.", &[])?.with_label_values(&[] as &[&str]).set(t.symbols as i64);
+    gauge("tickgate_symbols", "Symbols in the universe.", &[])?
+        .with_label_values(&[] as &[&str])
+        .set(t.symbols.len() as i64);
 
     // Per-reactor counters.
     type Field = fn(&ReactorCounters) -> &AtomicU64;
@@ -170,6 +192,7 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     let sum = |f: Field| s.reactors.iter().map(|r| load(f(&r.counters))).sum::<u64>();
     gaps.with_label_values(&["slow_consumer"]).inc_by(sum(|c| &c.slow_gaps_sent));
     gaps.with_label_values(&["gateway_overload"]).inc_by(sum(|c| &c.overload_gaps_sent));
+    gaps.with_label_values(&["upstream"]).inc_by(sum(|c| &c.upstream_gaps_sent));
 
     let closed = counter("tickgate_connections_closed_total", "Connections closed, by reason.", &["reason"])?;
     for reason in CloseReason::ALL {
@@ -193,17 +216,39 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         }
     }
 
-    // Ingest.
-    counter("tickgate_ticks_ingested_total", "Ticks taken from the source, sequenced and published.", &["source"])?
-        .with_label_values(&[t.source])
-        .inc_by(load(&s.ingest.ticks));
+    // Ingest, per source.
+    let ingested =
+        counter("tickgate_ticks_ingested_total", "Ticks taken from the source, sequenced and published.", &["source"])?;
     let rejected = counter(
         "tickgate_ticks_rejected_total",
         "Upstream messages rejected by the normalizer, by source and reason (each also skipped).",
         &["source", "reason"],
     )?;
-    for (i, reason) in tickgate_feed::normalize::Reject::REASONS.iter().enumerate() {
-        rejected.with_label_values(&[t.source, reason]).inc_by(load(&s.ingest.rejected[i]));
+    let reconnects = counter("tickgate_source_reconnects_total", "Upstream connections re-established.", &["source"])?;
+    let upstream_gaps = counter(
+        "tickgate_upstream_gaps_total",
+        "Events the upstream's own sequence numbers say were skipped.",
+        &["source"],
+    )?;
+    let feed_up = gauge("tickgate_feed_up", "1 while the source is delivering, else 0.", &["source"])?;
+    let last_tick_age = float_gauge(
+        "tickgate_feed_last_tick_age_seconds",
+        "Seconds since the last tick from the source.",
+        &["source"],
+    )?;
+    let paused = s.ingest.paused.load(Ordering::Relaxed);
+    for source in &s.ingest.sources {
+        let name = &*source.name;
+        ingested.with_label_values(&[name]).inc_by(load(&source.ticks));
+        for (i, reason) in tickgate_feed::normalize::Reject::REASONS.iter().enumerate() {
+            rejected.with_label_values(&[name, reason]).inc_by(load(&source.rejected[i]));
+        }
+        reconnects.with_label_values(&[name]).inc_by(load(&source.health.reconnects));
+        upstream_gaps.with_label_values(&[name]).inc_by(load(&source.health.upstream_gaps));
+        feed_up.with_label_values(&[name]).set(i64::from(source_ok(source, paused, now_ns).0));
+        last_tick_age
+            .with_label_values(&[name])
+            .set(age_ns(now_ns, load(&source.last_tick_ns)).min(u64::MAX / 2) as f64 / 1e9);
     }
     counter("tickgate_frames_built_total", "Tick frames encoded (one per tick, whatever the fan-out).", &[])?
         .with_label_values(&[] as &[&str])
@@ -219,22 +264,6 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         missed.with_label_values(&[&id.to_string()]).inc_by(load(&l.ticks_missed));
         wakes.with_label_values(&[&id.to_string()]).inc_by(load(&l.wakes));
     }
-    let health = &s.ingest.source_health;
-    counter("tickgate_source_reconnects_total", "Upstream connections re-established.", &["source"])?
-        .with_label_values(&[t.source])
-        .inc_by(load(&health.reconnects));
-    counter(
-        "tickgate_upstream_gaps_total",
-        "Events the upstream's own sequence numbers say were skipped.",
-        &["source"],
-    )?
-    .with_label_values(&[t.source])
-    .inc_by(load(&health.upstream_gaps));
-    let feed_up = gauge("tickgate_feed_up", "1 while the feed is delivering, else 0.", &["source"])?;
-    feed_up.with_label_values(&[t.source]).set(i64::from(readiness(t, now_ns).feed_ok));
-    float_gauge("tickgate_feed_last_tick_age_seconds", "Seconds since the last tick from the source.", &["source"])?
-        .with_label_values(&[t.source])
-        .set(age_ns(now_ns, load(&s.ingest.last_batch_ns)).min(u64::MAX / 2) as f64 / 1e9);
 
     // Per-reactor gauges.
     let connections = gauge("tickgate_connections", "Open connections.", &["reactor"])?;

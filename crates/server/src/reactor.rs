@@ -181,7 +181,7 @@ impl Reactor {
             .write_buffer_size(0)
             .max_message_size(Some(limits.max_message_size))
             .max_frame_size(Some(limits.max_message_size));
-        let n = symbols.len();
+        let n = symbols.capacity();
         let (budget, default_policy) = (config.budget(), config.default_policy());
         let slab_capacity = config.limits.max_connections / config.reactor_count() + 16;
         Ok(Self {
@@ -462,7 +462,7 @@ impl Reactor {
         }
         let session = format!("r{}-{}", self.id, conn.session);
         let auth_required = matches!(conn.auth, AuthState::Pending { .. });
-        let feed_down = self.telemetry.stats.ingest.feed_down.load(Ordering::Relaxed);
+        let feed_down = self.telemetry.stats.ingest.any_source_down();
         let welcome = self.builder.text(|out| {
             message::welcome(out, env!("CARGO_PKG_VERSION"), &session, wall_clock_ns(), auth_required, feed_down)
         });
@@ -677,7 +677,7 @@ impl Reactor {
                                 ok
                             });
                         }
-                        let universe = self.symbols.len();
+                        let universe = self.symbols.capacity();
                         let conn = &mut self.conns[key];
                         let policy = match conn.io() {
                             Some(io) => {
@@ -908,6 +908,20 @@ impl Reactor {
                             Verdict::Conflated => self.turn.conflated += 1,
                             Verdict::Dropped => self.turn.dropped += 1,
                             Verdict::Disconnect => self.over_limit.push(key),
+                        }
+                        if !conn.dirty {
+                            conn.dirty = true;
+                            self.dirty.push(key);
+                        }
+                    }
+                }
+                FanoutMsg::Notice { symbol, frame } => {
+                    let subscribers = self.index.subscribers(symbol);
+                    self.turn.upstream_gaps_sent += subscribers.len() as u64;
+                    for &key in subscribers {
+                        let conn = &mut self.conns[key as usize];
+                        if let Phase::Ws(ws) = &mut conn.phase {
+                            ws.get_mut().out.push_control(frame.clone(), now);
                         }
                         if !conn.dirty {
                             conn.dirty = true;

@@ -32,6 +32,28 @@ fn totals(stats: &GatewayStats) -> Totals {
     }
 }
 
+/// Totals once the reactors have fanned out every tick published so far: ticks are counted
+/// at ingest and deliveries later, at the reactors, so on a loaded machine deliveries trail.
+/// Pauses the feed, then waits for every reactor to finish a turn that left its channel empty.
+fn settled_totals(gateway: &tickgate_server::Gateway) -> Totals {
+    gateway.feed_control().pause();
+    // The ingest loop looks at the pause flag at least every 20 ms.
+    std::thread::sleep(Duration::from_millis(100));
+    let paused_at = tickgate_feed::ingest::wall_clock_ns();
+    let drained =
+        || {
+            gateway.stats().reactors.iter().all(|r| {
+                r.channel_depth.load(Ordering::SeqCst) == 0 && r.heartbeat_ns.load(Ordering::SeqCst) > paused_at
+            })
+        };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !drained() {
+        assert!(std::time::Instant::now() < deadline, "the reactors did not drain their channels");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    totals(gateway.stats())
+}
+
 fn ratio(a: u64, b: u64) -> f64 {
     a as f64 / b as f64
 }
@@ -66,9 +88,10 @@ fn frames_built_track_ticks_while_deliveries_grow_with_subscribers() {
         .collect();
 
     std::thread::sleep(Duration::from_millis(300));
-    let before = totals(gateway.stats());
+    let before = settled_totals(&gateway);
+    gateway.feed_control().resume();
     std::thread::sleep(Duration::from_millis(1500));
-    let after = totals(gateway.stats());
+    let after = settled_totals(&gateway);
     stop.store(true, Ordering::Relaxed);
 
     let ticks = after.ticks - before.ticks;
