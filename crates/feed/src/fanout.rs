@@ -306,6 +306,42 @@ mod tests {
     }
 
     #[test]
+    fn a_notice_that_waits_for_room_still_comes_before_the_ticks_that_followed_it() {
+        let (_poll, waker) = waker();
+        let (mut link, inbox, _stats) = reactor_channel(2, waker);
+        let mut lvc = LastValueCache::new(1);
+        let frame = Frame::from_bytes(b"x");
+        let mut tick =
+            Tick { symbol: SymbolId(0), seq: 0, ts: 0, gw_ts: 0, kind: TickKind::Trade { price: 1, size: 1 } };
+        let mut next = |lvc: &mut LastValueCache| {
+            tick.seq += 1;
+            lvc.record(&tick);
+            tick
+        };
+        for _ in 0..2 {
+            let t = next(&mut lvc);
+            link.publish(&t, &frame);
+        }
+        link.notify(SymbolId(0), Frame::from_bytes(b"gap"));
+        let t = next(&mut lvc);
+        link.publish(&t, &frame);
+        assert!(link.is_lagging());
+        let mut order = Vec::new();
+        while link.is_lagging() || !inbox.is_empty() {
+            while let Some(msg) = inbox.try_recv() {
+                order.push(match msg {
+                    FanoutMsg::Tick { tick, .. } => format!("tick {}", tick.seq),
+                    FanoutMsg::Notice { .. } => "notice".to_string(),
+                    FanoutMsg::Resync { from_seq, to_seq, .. } => format!("resync {from_seq}..={to_seq}"),
+                    FanoutMsg::Broadcast { .. } => "broadcast".to_string(),
+                });
+            }
+            link.flush(&lvc);
+        }
+        assert_eq!(order, ["tick 1", "tick 2", "notice", "resync 3..=3"]);
+    }
+
+    #[test]
     fn wakes_only_a_parked_reactor_and_only_once_per_batch() {
         let (_poll, waker) = waker();
         let (mut link, inbox, stats) = reactor_channel(64, waker);
