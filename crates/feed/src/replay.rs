@@ -21,6 +21,7 @@ use tickgate_core::decimal::format_fixed;
 use tickgate_core::{SymbolTable, Tick, TickKind};
 
 use crate::normalize::{Normalizer, Reject};
+use crate::resolve::{SymbolResolver, UnknownSymbols};
 use crate::source::{Batch, Source};
 
 /// Counts of rejected lines, by [`Reject::index`].
@@ -40,7 +41,8 @@ pub struct Replay {
     path: PathBuf,
     reader: Box<dyn BufRead + Send>,
     normalizer: Normalizer,
-    symbols: Arc<SymbolTable>,
+    /// Names symbols; a new lap starts a new normalizer with it (upstream seqs start over).
+    resolver: SymbolResolver,
     /// Recorded nanoseconds per real nanosecond; 0 = as fast as possible.
     speed: f64,
     looping: bool,
@@ -63,7 +65,8 @@ impl std::fmt::Debug for Replay {
 }
 
 impl Replay {
-    /// Opens `path`; `speed` 1.0 is the recorded pace, 0 as fast as possible.
+    /// Opens `path`; `speed` 1.0 is the recorded pace, 0 as fast as possible. Symbols the
+    /// universe does not have are rejected.
     pub fn open(
         path: &Path,
         symbols: Arc<SymbolTable>,
@@ -71,14 +74,28 @@ impl Replay {
         looping: bool,
         rejects: Arc<RejectCounts>,
     ) -> io::Result<Self> {
+        let resolver = SymbolResolver::new(symbols, &Default::default(), UnknownSymbols::Reject);
+        Self::open_with(path, resolver, speed, looping, rejects, "replay")
+    }
+
+    /// Opens `path`, naming symbols with `resolver` (aliases, unknown symbols added or not), and
+    /// logging rejects as source `name`.
+    pub fn open_with(
+        path: &Path,
+        resolver: SymbolResolver,
+        speed: f64,
+        looping: bool,
+        rejects: Arc<RejectCounts>,
+        name: &str,
+    ) -> io::Result<Self> {
         let reader = open(path)?;
         // Recorded timestamps are old by design: no skew limit.
-        let normalizer = Normalizer::new(symbols.clone(), &Default::default(), u64::MAX);
+        let normalizer = Normalizer::with_resolver(resolver.clone(), u64::MAX);
         let mut replay = Self {
             path: path.to_path_buf(),
             reader,
             normalizer,
-            symbols,
+            resolver,
             speed,
             looping,
             first_ts: None,
@@ -88,7 +105,7 @@ impl Replay {
             line: Vec::with_capacity(256),
             finished: false,
             rejects,
-            log: crate::normalize::RejectLog::new("replay"),
+            log: crate::normalize::RejectLog::new(name),
         };
         replay.advance();
         Ok(replay)
@@ -111,7 +128,7 @@ impl Replay {
                             // The next lap starts 1 ms after this one ended; upstream sequence
                             // numbers start over, so the normalizer does too.
                             self.loop_offset = self.last_ts + 1_000_000 - self.first_ts.unwrap_or(0);
-                            self.normalizer = Normalizer::new(self.symbols.clone(), &Default::default(), u64::MAX);
+                            self.normalizer = Normalizer::with_resolver(self.resolver.clone(), u64::MAX);
                         }
                         Err(_) => self.finished = true,
                     }

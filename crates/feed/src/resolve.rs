@@ -25,6 +25,7 @@ pub enum UnknownSymbols {
 }
 
 /// Upstream name -> symbol for one source.
+#[derive(Clone)]
 pub struct SymbolResolver {
     symbols: Arc<SymbolTable>,
     /// Names seen so far (the universe's own at start, aliases, and additions).

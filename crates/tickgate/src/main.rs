@@ -79,7 +79,9 @@ fn main() -> ExitCode {
         }
     };
     let addr = gateway.local_addr();
-    tracing::info!(%addr, symbols = gateway.symbols().len(), "tickgate is running on the simulated market");
+    let sources: Vec<String> =
+        gateway.stats().ingest.sources.iter().map(|s| format!("{} ({})", s.name, s.kind)).collect();
+    tracing::info!(%addr, symbols = gateway.symbols().len(), sources = %sources.join(", "), "tickgate is running");
     println!("tickgate listening: WebSocket ws://{addr}/ws");
     println!("open http://{addr}");
 
