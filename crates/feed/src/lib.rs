@@ -13,3 +13,4 @@ pub mod replay;
 pub mod sim;
 pub mod source;
 pub mod tcp;
+pub mod tls;

@@ -35,9 +35,11 @@ pub struct FeedConfig {
     pub tcp_listen: Option<SocketAddr>,
     /// Upstream messages whose exchange time is further than this from now are rejected, in ms.
     pub max_skew_ms: u64,
-    /// With "binance" or "coinbase": the exchange's WebSocket URL (`ws://` only; put a TLS
-    /// relay in front of a `wss://` endpoint).
+    /// With "binance" or "coinbase": the exchange's WebSocket URL, `wss://` (TLS) or `ws://`.
     pub exchange_url: Option<String>,
+    /// A PEM file of CA certificates trusted for `wss://`, besides the built-in webpki roots
+    /// (a private relay's CA, a test exchange's).
+    pub exchange_ca_file: Option<std::path::PathBuf>,
     /// With "binance" or "coinbase": the exchange's names to subscribe to (BTCUSDT, BTC-USD).
     pub exchange_symbols: Vec<String>,
     /// Upstream name -> universe name, e.g. { BTCUSDT = "BTC-USD" }.
@@ -60,6 +62,7 @@ impl Default for FeedConfig {
             tcp_listen: None,
             max_skew_ms: 60_000,
             exchange_url: None,
+            exchange_ca_file: None,
             exchange_symbols: Vec::new(),
             aliases: std::collections::HashMap::new(),
             replay_path: None,
@@ -399,6 +402,17 @@ impl Config {
                         "and feed.exchange_symbols are required with an exchange source",
                     ));
                 }
+                if let Some(url) = &f.exchange_url {
+                    let ok = url.parse::<http::Uri>().is_ok_and(|uri| {
+                        matches!(uri.scheme_str(), Some("ws" | "wss")) && uri.host().is_some_and(|h| !h.is_empty())
+                    });
+                    if !ok {
+                        return Err(invalid(
+                            "feed.exchange_url",
+                            format!("must be a ws:// or wss:// URL with a host, got {url:?}"),
+                        ));
+                    }
+                }
             }
             other => {
                 return Err(invalid(
@@ -406,6 +420,9 @@ impl Config {
                     format!("must be \"sim\", \"replay\", \"tcp\", \"binance\" or \"coinbase\", got {other:?}"),
                 ));
             }
+        }
+        if f.exchange_ca_file.is_some() {
+            self.exchange_tls()?;
         }
         if !(f.replay_speed.is_finite() && f.replay_speed >= 0.0) {
             return Err(invalid(
@@ -415,6 +432,13 @@ impl Config {
         }
         crate::auth::Authenticator::from_config(&self.auth)?;
         Ok(())
+    }
+
+    /// The TLS client configuration of the exchange source (`wss://`): the built-in webpki roots
+    /// plus the certificates of `feed.exchange_ca_file`.
+    pub fn exchange_tls(&self) -> Result<std::sync::Arc<tickgate_feed::tls::ClientConfig>, ConfigError> {
+        tickgate_feed::tls::client_config(self.feed.exchange_ca_file.as_deref())
+            .map_err(|e| invalid("feed.exchange_ca_file", e.to_string()))
     }
 
     /// The per-connection byte budget.
@@ -455,6 +479,16 @@ mod tests {
             ("[sim]\nrate = -1.0\n", "", "sim.rate"),
             ("[limits]\nslow_consumer_policy = \"pray\"\n", "", "limits.slow_consumer_policy must be"),
             ("[limits]\noutbound_hard_limit = 300000\n", "", "limits.outbound_hard_limit must be at least twice"),
+            (
+                "[feed]\nsource = \"binance\"\nexchange_url = \"https://example.com/ws\"\nexchange_symbols = [\"BTCUSDT\"]\n",
+                "",
+                "feed.exchange_url must be a ws:// or wss:// URL",
+            ),
+            (
+                "[feed]\nexchange_ca_file = \"/nonexistent/ca.pem\"\n",
+                "",
+                "feed.exchange_ca_file cannot read /nonexistent/ca.pem",
+            ),
         ];
         for (text, position, needle) in cases {
             let err = Config::from_toml(text, "test.toml").unwrap_err().to_string();

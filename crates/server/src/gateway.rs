@@ -181,12 +181,14 @@ impl Gateway {
             (name @ ("binance" | "coinbase"), _) => {
                 let exchange = if name == "binance" { Exchange::Binance } else { Exchange::Coinbase };
                 let mapper = ExchangeMapper::new(exchange, symbols.clone(), &config.feed.aliases);
+                let tls = config.exchange_tls()?;
                 let ingest = &gateway.stats.ingest;
                 let source = ExchangeSource::start(
                     exchange,
                     config.feed.exchange_url.clone().unwrap_or_default(),
                     config.feed.exchange_symbols.clone(),
                     mapper,
+                    tls,
                     ingest.rejected.clone(),
                     ingest.source_health.clone(),
                 )

@@ -82,6 +82,7 @@ pub fn readiness(t: &Telemetry, now_ns: u64) -> Readiness {
             "paused": paused,
             "connected": connected,
             "reconnects": load(&ingest.source_health.reconnects),
+            "connect_failures": load(&ingest.source_health.connect_failures),
             "upstream_gaps": load(&ingest.source_health.upstream_gaps),
             "last_tick_age_ms": ms(last_tick_age),
             "heartbeat_age_ms": ms(heartbeat_age),
@@ -223,6 +224,13 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     counter("tickgate_source_reconnects_total", "Upstream connections re-established.", &["source"])?
         .with_label_values(&[t.source])
         .inc_by(load(&health.reconnects));
+    counter(
+        "tickgate_source_connect_failures_total",
+        "Attempts to connect to the upstream that failed (unreachable, TLS or WebSocket handshake), each retried.",
+        &["source"],
+    )?
+    .with_label_values(&[t.source])
+    .inc_by(load(&health.connect_failures));
     counter(
         "tickgate_upstream_gaps_total",
         "Events the upstream's own sequence numbers say were skipped.",
