@@ -327,10 +327,10 @@ mod tests {
 }
 
 /// An exchange's WebSocket feed as a [`Source`](crate::source::Source): a reader thread
-/// connects, subscribes, maps every message, answers pings (tungstenite does, while reading),
-/// and reconnects with backoff and jitter when the exchange drops the connection (Binance does
-/// every 24 hours, Coinbase on errors). Plain `ws://` only: put a TLS-terminating relay in front
-/// for `wss://` endpoints.
+/// connects (`ws://`, or `wss://` through rustls, see [`crate::tls`]), subscribes, maps every
+/// message, answers pings (tungstenite does, while reading), and reconnects with backoff and
+/// jitter when the exchange drops the connection (Binance does every 24 hours, Coinbase on
+/// errors) or cannot be reached (a refused TLS certificate included).
 #[derive(Debug)]
 pub struct ExchangeSource {
     ticks: crossbeam_channel::Receiver<Normalized>,
@@ -338,14 +338,24 @@ pub struct ExchangeSource {
     stats: Arc<SourceStats>,
 }
 
+/// How long the TCP connect may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the TLS and WebSocket handshakes may take together, once connected.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The socket's read timeout: how often a quiet connection looks at the stop flag.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl ExchangeSource {
-    /// Starts the reader thread for `url` (e.g. `ws://relay:9443/stream`), subscribing to
-    /// `upstream_symbols` (exchange names, e.g. `BTCUSDT` or `BTC-USD`).
+    /// Starts the reader thread for `url` (`ws://` or `wss://`, e.g.
+    /// `wss://stream.binance.com:9443/stream`), subscribing to `upstream_symbols` (exchange
+    /// names, e.g. `BTCUSDT` or `BTC-USD`). `tls` is used for `wss://` URLs
+    /// ([`crate::tls::client_config`]).
     pub fn start(
         exchange: Exchange,
         url: String,
         upstream_symbols: Vec<String>,
         mapper: ExchangeMapper,
+        tls: Arc<rustls::ClientConfig>,
         stats: Arc<SourceStats>,
     ) -> std::io::Result<Self> {
         use std::sync::atomic::{AtomicBool, Ordering};
@@ -359,19 +369,20 @@ impl ExchangeSource {
             let mut backoff = std::time::Duration::from_millis(100);
             let mut connections = 0u64;
             while !stopping.load(Ordering::Relaxed) {
-                let ended = match connect(&url) {
+                match connect(&url, &tls) {
                     Ok(mut ws) => {
                         if connections > 0 {
                             health.reconnects.fetch_add(1, Ordering::Relaxed);
                         }
                         connections += 1;
                         backoff = std::time::Duration::from_millis(100);
+                        tracing::info!(url = %url, "exchange feed connected");
                         let names: Vec<&str> = upstream_symbols.iter().map(String::as_str).collect();
                         let subscribe = match exchange {
                             Exchange::Binance => binance_subscribe(&names, 1),
                             Exchange::Coinbase => coinbase_subscribe(&names),
                         };
-                        match ws.send(tungstenite::Message::text(subscribe)) {
+                        let ended = match ws.send(tungstenite::Message::text(subscribe)) {
                             Ok(()) => {
                                 health.connected.store(true, Ordering::Relaxed);
                                 let ended = read(&mut ws, &mut mapper, &tx, &rejects, &health, &stopping, &mut log);
@@ -379,14 +390,31 @@ impl ExchangeSource {
                                 ended
                             }
                             Err(e) => e.to_string(),
+                        };
+                        if stopping.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let retry_in_ms = backoff.as_millis() as u64;
+                        tracing::warn!(reason = %ended, retry_in_ms, "exchange feed disconnected");
+                    }
+                    Err(e) => {
+                        if stopping.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        health.connect_failures.fetch_add(1, Ordering::Relaxed);
+                        let retry_in_ms = backoff.as_millis() as u64;
+                        if e.is_tls() {
+                            tracing::warn!(
+                                url = %url,
+                                error = %e,
+                                retry_in_ms,
+                                "exchange TLS handshake failed (check the URL's host name and feed.exchange_ca_file)"
+                            );
+                        } else {
+                            tracing::warn!(url = %url, error = %e, retry_in_ms, "cannot connect to the exchange");
                         }
                     }
-                    Err(e) => e,
-                };
-                if stopping.load(Ordering::Relaxed) {
-                    break;
                 }
-                tracing::warn!(reason = %ended, retry_in_ms = backoff.as_millis() as u64, "exchange feed disconnected");
                 let noise = crate::ingest::wall_clock_ns() % 1_000;
                 std::thread::sleep(backoff + backoff.mul_f64(noise as f64 / 2_000.0));
                 backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
@@ -396,16 +424,101 @@ impl ExchangeSource {
     }
 }
 
-type Ws = tungstenite::WebSocket<std::net::TcpStream>;
+type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
 
-fn connect(url: &str) -> Result<Ws, String> {
-    let request = tungstenite::client::IntoClientRequest::into_client_request(url).map_err(|e| e.to_string())?;
-    let host = request.uri().host().ok_or("no host in the URL")?.to_string();
-    let port = request.uri().port_u16().unwrap_or(80);
-    let stream = std::net::TcpStream::connect((host.as_str(), port)).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(std::time::Duration::from_millis(500))).map_err(|e| e.to_string())?;
-    let (ws, _) = tungstenite::client(request, stream).map_err(|e| e.to_string())?;
-    Ok(ws)
+/// Why a connection to the exchange could not be established.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("bad exchange URL: {0}")]
+    Url(tungstenite::Error),
+    #[error("cannot resolve {host}: {source}")]
+    Resolve { host: String, source: std::io::Error },
+    #[error("cannot connect to {host}:{port}: {source}")]
+    Tcp { host: String, port: u16, source: std::io::Error },
+    #[error("TLS handshake with {host} failed: {source}")]
+    Tls { host: String, source: rustls::Error },
+    #[error("TLS setup for {host} failed: {source}")]
+    TlsSetup { host: String, source: tungstenite::error::TlsError },
+    #[error("WebSocket handshake with {host} failed: {source}")]
+    Handshake { host: String, source: Box<tungstenite::Error> },
+    #[error("no answer from {host} within {HANDSHAKE_TIMEOUT:?} of connecting (TLS and WebSocket handshakes)")]
+    HandshakeTimeout { host: String },
+}
+
+impl ConnectError {
+    /// A TLS failure: an untrusted or mismatched certificate, a protocol error, a bad host name.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Self::Tls { .. } | Self::TlsSetup { .. })
+    }
+
+    fn from_handshake(host: &str, e: tungstenite::Error) -> Self {
+        let host = host.to_string();
+        match e {
+            // rustls reports a failed handshake (a refused certificate, an alert from the
+            // server) as an IO error wrapping its own.
+            tungstenite::Error::Io(io) => match io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+                Some(tls) => Self::Tls { host, source: tls.clone() },
+                None => Self::Handshake { host, source: Box::new(tungstenite::Error::Io(io)) },
+            },
+            tungstenite::Error::Tls(source) => Self::TlsSetup { host, source },
+            other => Self::Handshake { host, source: Box::new(other) },
+        }
+    }
+}
+
+/// Connects to `url` (TCP within [`CONNECT_TIMEOUT`], trying each resolved address), then runs
+/// the TLS handshake for `wss://` and the WebSocket handshake within [`HANDSHAKE_TIMEOUT`].
+fn connect(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Ws, ConnectError> {
+    use std::net::ToSocketAddrs;
+    let request = tungstenite::client::IntoClientRequest::into_client_request(url).map_err(ConnectError::Url)?;
+    let mode = tungstenite::client::uri_mode(request.uri()).map_err(ConnectError::Url)?;
+    let host = match request.uri().host() {
+        Some(host) => host.trim_start_matches('[').trim_end_matches(']').to_string(),
+        None => return Err(ConnectError::Url(tungstenite::Error::Url(tungstenite::error::UrlError::NoHostName))),
+    };
+    let port = request.uri().port_u16().unwrap_or(match mode {
+        tungstenite::stream::Mode::Plain => 80,
+        tungstenite::stream::Mode::Tls => 443,
+    });
+    let addrs = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|source| ConnectError::Resolve { host: host.clone(), source })?;
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "the name resolved to no address");
+    let mut stream = None;
+    for addr in addrs {
+        match std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = e,
+        }
+    }
+    let stream = stream.ok_or_else(|| ConnectError::Tcp { host: host.clone(), port, source: last })?;
+    let tcp_err = |source| ConnectError::Tcp { host: host.clone(), port, source };
+    stream.set_nodelay(true).map_err(tcp_err)?;
+    stream.set_read_timeout(Some(READ_TIMEOUT)).map_err(tcp_err)?;
+    stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(tcp_err)?;
+    let connector = match mode {
+        tungstenite::stream::Mode::Plain => tungstenite::Connector::Plain,
+        tungstenite::stream::Mode::Tls => tungstenite::Connector::Rustls(tls.clone()),
+    };
+    let deadline = std::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    // The read timeout interrupts a handshake whose peer is slow to answer; resume it until the
+    // deadline.
+    let mut attempt = tungstenite::client_tls_with_config(request, stream, None, Some(connector));
+    loop {
+        match attempt {
+            Ok((ws, _response)) => return Ok(ws),
+            Err(tungstenite::HandshakeError::Failure(e)) => return Err(ConnectError::from_handshake(&host, e)),
+            Err(tungstenite::HandshakeError::Interrupted(mid)) => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(ConnectError::HandshakeTimeout { host });
+                }
+                attempt = mid.handshake();
+            }
+        }
+    }
 }
 
 fn read(

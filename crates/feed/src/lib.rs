@@ -14,3 +14,4 @@ pub mod resolve;
 pub mod sim;
 pub mod source;
 pub mod tcp;
+pub mod tls;

@@ -36,6 +36,9 @@ pub struct SourceHealth {
     pub connected: AtomicBool,
     /// Connections (re)established after the first.
     pub reconnects: AtomicU64,
+    /// Attempts to connect that failed (unreachable, refused, a TLS or WebSocket handshake that
+    /// failed), each followed by a retry after the backoff.
+    pub connect_failures: AtomicU64,
     /// Events the upstream's own sequence numbers say were skipped.
     pub upstream_gaps: AtomicU64,
     /// Wall-clock ns of the last good message.
@@ -140,6 +143,7 @@ impl Reader {
             let stream = match stream {
                 Ok(stream) => stream,
                 Err(e) => {
+                    self.health.connect_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "upstream unreachable");
                     thread::sleep(jitter(backoff));
                     backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -37,9 +37,11 @@ pub struct FeedConfig {
     pub tcp_listen: Option<SocketAddr>,
     /// Upstream messages whose exchange time is further than this from now are rejected, in ms.
     pub max_skew_ms: u64,
-    /// With "binance" or "coinbase": the exchange's WebSocket URL (`ws://` only; put a TLS
-    /// relay in front of a `wss://` endpoint).
+    /// With "binance" or "coinbase": the exchange's WebSocket URL, `wss://` (TLS) or `ws://`.
     pub exchange_url: Option<String>,
+    /// A PEM file of CA certificates trusted for `wss://`, besides the built-in webpki roots
+    /// (a private relay's CA, a test exchange's).
+    pub exchange_ca_file: Option<std::path::PathBuf>,
     /// With "binance" or "coinbase": the exchange's names to subscribe to (BTCUSDT, BTC-USD).
     pub exchange_symbols: Vec<String>,
     /// Upstream name -> universe name, e.g. { BTCUSDT = "BTC-USD" }.
@@ -162,6 +164,17 @@ impl SourceConfig {
                         key("exchange_url"),
                         format!("and {prefix}exchange_symbols are required with an exchange source"),
                     ));
+                }
+                if let Some(url) = &self.exchange_url {
+                    let ok = url.parse::<http::Uri>().is_ok_and(|uri| {
+                        matches!(uri.scheme_str(), Some("ws" | "wss")) && uri.host().is_some_and(|h| !h.is_empty())
+                    });
+                    if !ok {
+                        return Err(invalid(
+                            key("exchange_url"),
+                            format!("must be a ws:// or wss:// URL with a host, got {url:?}"),
+                        ));
+                    }
                 }
             }
             other => {
@@ -316,6 +329,7 @@ impl Default for FeedConfig {
             tcp_listen: None,
             max_skew_ms: 60_000,
             exchange_url: None,
+            exchange_ca_file: None,
             exchange_symbols: Vec::new(),
             aliases: std::collections::HashMap::new(),
             replay_path: None,
@@ -660,8 +674,18 @@ impl Config {
                 return Err(invalid("feed.sources", "may hold one \"sim\" source at most (it is [sim])"));
             }
         }
+        if f.exchange_ca_file.is_some() {
+            self.exchange_tls()?;
+        }
         crate::auth::Authenticator::from_config(&self.auth)?;
         Ok(())
+    }
+
+    /// The TLS client configuration of the exchange source (`wss://`): the built-in webpki roots
+    /// plus the certificates of `feed.exchange_ca_file`.
+    pub fn exchange_tls(&self) -> Result<std::sync::Arc<tickgate_feed::tls::ClientConfig>, ConfigError> {
+        tickgate_feed::tls::client_config(self.feed.exchange_ca_file.as_deref())
+            .map_err(|e| invalid("feed.exchange_ca_file", e.to_string()))
     }
 
     /// The per-connection byte budget.
@@ -717,6 +741,16 @@ mod tests {
                 "[feed]\nsource = \"tcp\"\ntcp_listen = \"127.0.0.1:1\"\n[[feed.sources]]\nname = \"a\"\nsource = \"sim\"\n",
                 "",
                 "feed.sources replaces the single source",
+            ),
+            (
+                "[feed]\nsource = \"binance\"\nexchange_url = \"https://example.com/ws\"\nexchange_symbols = [\"BTCUSDT\"]\n",
+                "",
+                "feed.exchange_url must be a ws:// or wss:// URL",
+            ),
+            (
+                "[feed]\nexchange_ca_file = \"/nonexistent/ca.pem\"\n",
+                "",
+                "feed.exchange_ca_file cannot read /nonexistent/ca.pem",
             ),
         ];
         for (text, position, needle) in cases {

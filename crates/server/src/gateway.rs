@@ -257,6 +257,7 @@ fn start_source(
                 source.exchange_url.clone().unwrap_or_default(),
                 source.exchange_symbols.clone(),
                 mapper,
+                config.exchange_tls()?,
                 stats,
             )
             .map_err(|e| StartError::Source { name: source.name.clone(), source: e })?;

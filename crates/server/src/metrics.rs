@@ -66,6 +66,7 @@ fn source_ok(source: &SourceStats, paused: bool, now_ns: u64) -> (bool, serde_js
         "ok": ok,
         "connected": connected,
         "reconnects": load(&source.health.reconnects),
+        "connect_failures": load(&source.health.connect_failures),
         "upstream_gaps": load(&source.health.upstream_gaps),
         "rejected": source.rejected_total(),
         "last_tick_age_ms": ms(last_tick_age),
@@ -225,6 +226,11 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         &["source", "reason"],
     )?;
     let reconnects = counter("tickgate_source_reconnects_total", "Upstream connections re-established.", &["source"])?;
+    let connect_failures = counter(
+        "tickgate_source_connect_failures_total",
+        "Attempts to connect to the upstream that failed (unreachable, TLS or WebSocket handshake), each retried.",
+        &["source"],
+    )?;
     let upstream_gaps = counter(
         "tickgate_upstream_gaps_total",
         "Events the upstream's own sequence numbers say were skipped.",
@@ -244,6 +250,7 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
             rejected.with_label_values(&[name, reason]).inc_by(load(&source.rejected[i]));
         }
         reconnects.with_label_values(&[name]).inc_by(load(&source.health.reconnects));
+        connect_failures.with_label_values(&[name]).inc_by(load(&source.health.connect_failures));
         upstream_gaps.with_label_values(&[name]).inc_by(load(&source.health.upstream_gaps));
         feed_up.with_label_values(&[name]).set(i64::from(source_ok(source, paused, now_ns).0));
         last_tick_age

@@ -1,5 +1,7 @@
-//! A Binance-style exchange feed over WebSocket: the gateway subscribes, maps trades and book
-//! tickers exactly, skips what it cannot map, and reconnects when the exchange drops it.
+//! Exchange feeds over WebSocket, each from a local server speaking the exchange's protocol:
+//! Binance (the gateway subscribes, maps trades and book tickers exactly, skips what it cannot
+//! map, and reconnects when the exchange drops it) and Coinbase Exchange (ticker and matches
+//! channels, with the upstream sequence gaps counted and hostile messages skipped).
 
 use std::net::TcpListener;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -63,4 +65,122 @@ fn binance_trades_and_book_tickers_reach_subscribers_across_a_forced_disconnect(
             && m.contains("tickgate_ticks_rejected_total{reason=\"malformed\",source=\"binance\"} 1")
             && m.contains("tickgate_ticks_rejected_total{reason=\"bad_decimal\",source=\"binance\"} 1")
     });
+}
+
+/// Coinbase Exchange's documented `match` example (BTC-USD, sequence 50), with `kind`,
+/// `sequence`, `price` and `size` replaced.
+fn coinbase_match(kind: &str, sequence: &str, product: &str, price: &str, size: &str) -> String {
+    format!(
+        r#"{{"type":"{kind}","trade_id":10,"sequence":{sequence},"maker_order_id":"ac928c66-ca53-498f-9c13-a110027a60e8","taker_order_id":"132fb6ae-456b-4654-b4e0-d681ac05cea1","time":"2014-11-07T08:19:27.028459Z","product_id":"{product}","size":"{size}","price":"{price}","side":"sell"}}"#
+    )
+}
+
+/// Coinbase Exchange's documented `ticker` example (ETH-USD), with the sequence and the best
+/// bid and ask replaced.
+fn coinbase_ticker(sequence: u64, bid: &str, bid_size: &str, ask: &str, ask_size: &str) -> String {
+    format!(
+        r#"{{"type":"ticker","sequence":{sequence},"product_id":"ETH-USD","price":"1285.22","open_24h":"1310.79","volume_24h":"245532.79269678","low_24h":"1280.52","high_24h":"1313.8","volume_30d":"9788783.60117027","best_bid":"{bid}","best_bid_size":"{bid_size}","best_ask":"{ask}","best_ask_size":"{ask_size}","side":"buy","time":"2022-10-19T23:28:22.061769Z","trade_id":370843401,"last_size":"11.4396987"}}"#
+    )
+}
+
+#[test]
+fn coinbase_tickers_and_matches_reach_subscribers_exactly_with_gaps_counted_and_hostile_messages_skipped() {
+    let exchange = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", exchange.local_addr().unwrap());
+    let gateway = start_gateway(|c| {
+        c.server.reactors = 1;
+        c.feed.source = "coinbase".into();
+        c.feed.exchange_url = Some(url);
+        c.feed.exchange_symbols = vec!["BTC-USD".into(), "ETH-USD".into()];
+    });
+    let addr = gateway.local_addr();
+    let mut client = TestClient::connect(addr);
+    client.subscribe(&["BTC-USD", "ETH-USD"]);
+
+    let (stream, _) = exchange.accept().unwrap();
+    let mut ws = tungstenite::accept(stream).unwrap();
+    let subscribe: serde_json::Value = serde_json::from_str(ws.read().unwrap().into_text().unwrap().as_str()).unwrap();
+    assert_eq!(
+        subscribe,
+        serde_json::json!({"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channels": ["ticker", "matches"]})
+    );
+    let long_name = "X".repeat(10_000);
+    let messages = [
+        r#"{"type":"subscriptions","channels":[{"name":"ticker","product_ids":["BTC-USD","ETH-USD"]},{"name":"matches","product_ids":["BTC-USD","ETH-USD"]}]}"#.to_string(),
+        // The documented ticker, as it is.
+        coinbase_ticker(37_475_248_783, "1285.04", "0.46688654", "1285.27", "1.56637040"),
+        coinbase_match("last_match", "49", "BTC-USD", "400.20", "0.10000000"),
+        // The documented match, as it is.
+        coinbase_match("match", "50", "BTC-USD", "400.23", "5.23512"),
+        "garbage".into(),
+        coinbase_match("match", "51", "BTC-USD", "400.231", "1"),
+        coinbase_match("match", "51", "BTC-USD", "400.24", "0.001"),
+        r#"{"type":"error","message":"Failed to subscribe","reason":"DOGE-EUR is not a valid product"}"#.into(),
+        coinbase_match("match", "52", "DOGE-EUR", "0.1", "1"),
+        // 52, 53 and 54 never come: a gap of three.
+        coinbase_match("match", "55", "BTC-USD", "400.30", "1.5"),
+        coinbase_match("match", "53", "BTC-USD", "399.00", "1"),
+        coinbase_match("match", "-5", "BTC-USD", "400.30", "1"),
+        coinbase_match("match", "56", "BTC-USD", "-1.00", "1"),
+        r#"{"type":"heartbeat","sequence":90,"last_trade_id":20,"product_id":"BTC-USD","time":"2014-11-07T08:19:28.464459Z"}"#.into(),
+        coinbase_ticker(37_475_248_784, "1285.05", "0.5", "1285.26", "2"),
+        coinbase_match("match", "56", &long_name, "400.31", "1"),
+        coinbase_match("match", "56", "BTC-USD", "400.31", "0.00000001"),
+    ];
+    for m in &messages {
+        ws.send(Message::text(m.clone())).unwrap();
+    }
+    ws.send(Message::binary(vec![0xff, 0x00, 0x7b])).unwrap();
+
+    let mut received = Vec::new();
+    while received.len() < 7 {
+        let m = client.recv();
+        let field = |name: &str| m[name].as_str().unwrap_or_default().to_string();
+        match m["type"].as_str() {
+            Some("trade") => {
+                received.push(format!("trade {} {} {} ts={}", field("symbol"), field("price"), field("size"), m["ts"]))
+            }
+            Some("quote") => received.push(format!(
+                "quote {} {} {} {} {} ts={}",
+                field("symbol"),
+                field("bid"),
+                field("bid_size"),
+                field("ask"),
+                field("ask_size"),
+                m["ts"]
+            )),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        received,
+        [
+            "quote ETH-USD 1285.04 0.46688654 1285.27 1.56637040 ts=1666222102061769000",
+            "trade BTC-USD 400.20 0.10000000 ts=1415348367028459000",
+            "trade BTC-USD 400.23 5.23512000 ts=1415348367028459000",
+            "trade BTC-USD 400.24 0.00100000 ts=1415348367028459000",
+            "trade BTC-USD 400.30 1.50000000 ts=1415348367028459000",
+            "quote ETH-USD 1285.05 0.50000000 1285.26 2.00000000 ts=1666222102061769000",
+            "trade BTC-USD 400.31 0.00000001 ts=1415348367028459000",
+        ]
+    );
+    let expected = [
+        "tickgate_upstream_gaps_total{source=\"coinbase\"} 3",
+        "tickgate_ticks_ingested_total{source=\"coinbase\"} 7",
+        "tickgate_ticks_rejected_total{reason=\"malformed\",source=\"coinbase\"} 1",
+        "tickgate_ticks_rejected_total{reason=\"bad_decimal\",source=\"coinbase\"} 1",
+        "tickgate_ticks_rejected_total{reason=\"unknown_type\",source=\"coinbase\"} 1",
+        "tickgate_ticks_rejected_total{reason=\"unknown_symbol\",source=\"coinbase\"} 2",
+        "tickgate_ticks_rejected_total{reason=\"seq_backwards\",source=\"coinbase\"} 1",
+        "tickgate_ticks_rejected_total{reason=\"wrong_type\",source=\"coinbase\"} 1",
+        "tickgate_ticks_rejected_total{reason=\"non_positive_price\",source=\"coinbase\"} 1",
+        "tickgate_source_reconnects_total{source=\"coinbase\"} 0",
+    ];
+    eventually("the gap and every reject are counted", || {
+        let metrics = http_request(addr, "GET /metrics HTTP/1.1\r\n\r\n");
+        expected.iter().all(|line| metrics.lines().any(|l| l == *line))
+    });
+    let ready = http_request(addr, "GET /readyz HTTP/1.1\r\n\r\n");
+    assert!(ready.contains("\"upstream_gaps\":3") && ready.contains("\"connected\":true"), "{ready}");
+    drop(ws);
 }
