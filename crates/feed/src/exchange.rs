@@ -342,6 +342,8 @@ pub struct ExchangeSource {
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long the TLS and WebSocket handshakes may take together, once connected.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Largest message taken from an exchange: market-data messages are a few hundred bytes.
+pub const MAX_MESSAGE: usize = 1 << 20;
 /// The socket's read timeout: how often a quiet connection looks at the stop flag.
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -506,7 +508,10 @@ fn connect(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Ws, ConnectErro
     let deadline = std::time::Instant::now() + HANDSHAKE_TIMEOUT;
     // The read timeout interrupts a handshake whose peer is slow to answer; resume it until the
     // deadline.
-    let mut attempt = tungstenite::client_tls_with_config(request, stream, None, Some(connector));
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    let mut attempt = tungstenite::client_tls_with_config(request, stream, Some(config), Some(connector));
     loop {
         match attempt {
             Ok((ws, _response)) => return Ok(ws),
@@ -558,9 +563,21 @@ fn read(
                 }
             }
             Ok(tungstenite::Message::Close(frame)) => return format!("closed by the exchange: {frame:?}"),
+            // Exchanges send text; anything else is counted and skipped.
+            Ok(tungstenite::Message::Binary(_)) => {
+                rejects[Reject::Malformed.index()].fetch_add(1, Ordering::Relaxed);
+                log.note(Reject::Malformed);
+            }
             Ok(_) => {}
             Err(tungstenite::Error::Io(e))
                 if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            // A message over MAX_MESSAGE cannot be skipped within the stream: it is counted, and
+            // the connection starts over.
+            Err(tungstenite::Error::Capacity(e)) => {
+                rejects[Reject::Malformed.index()].fetch_add(1, Ordering::Relaxed);
+                log.note(Reject::Malformed);
+                return format!("message too big: {e}");
+            }
             Err(e) => return e.to_string(),
         }
     }

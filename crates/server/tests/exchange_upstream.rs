@@ -57,12 +57,19 @@ fn binance_trades_and_book_tickers_reach_subscribers_across_a_forced_disconnect(
     assert_eq!(client.recv_type("trade")["price"], "64000.02", "the inexact trade was skipped");
     // The exchange drops the connection; the gateway comes back and subscribes again.
     drop(ws);
-    let _ws = serve_once(&exchange, &[trade("64001.00000000")]);
+    let mut ws = serve_once(&exchange, &[trade("64001.00000000")]);
     assert_eq!(client.recv_type("trade")["price"], "64001.00");
-    eventually("the reconnect and the rejects are counted", || {
+    // A binary message is skipped; one over the size limit cannot be skipped within the stream,
+    // so the gateway counts it and connects again.
+    ws.send(Message::binary(vec![1u8, 2, 3])).unwrap();
+    let _ = ws.send(Message::text("x".repeat(tickgate_feed::exchange::MAX_MESSAGE + 1)));
+    let _ws = serve_once(&exchange, &[trade("64002.00000000")]);
+    assert_eq!(client.recv_type("trade")["price"], "64002.00");
+    drop(ws);
+    eventually("the reconnects and the rejects are counted", || {
         let m = http_request(addr, "GET /metrics HTTP/1.1\r\n\r\n");
-        m.contains("tickgate_source_reconnects_total{source=\"binance\"} 1")
-            && m.contains("tickgate_ticks_rejected_total{reason=\"malformed\",source=\"binance\"} 1")
+        m.contains("tickgate_source_reconnects_total{source=\"binance\"} 2")
+            && m.contains("tickgate_ticks_rejected_total{reason=\"malformed\",source=\"binance\"} 3")
             && m.contains("tickgate_ticks_rejected_total{reason=\"bad_decimal\",source=\"binance\"} 1")
     });
 }
@@ -130,6 +137,7 @@ fn coinbase_tickers_and_matches_reach_subscribers_exactly_with_gaps_counted_and_
     for m in &messages {
         ws.send(Message::text(m.clone())).unwrap();
     }
+    // Coinbase sends text only: a binary message is counted as malformed and skipped.
     ws.send(Message::binary(vec![0xff, 0x00, 0x7b])).unwrap();
 
     let mut received = Vec::new();
@@ -167,7 +175,7 @@ fn coinbase_tickers_and_matches_reach_subscribers_exactly_with_gaps_counted_and_
     let expected = [
         "tickgate_upstream_gaps_total{source=\"coinbase\"} 3",
         "tickgate_ticks_ingested_total{source=\"coinbase\"} 7",
-        "tickgate_ticks_rejected_total{reason=\"malformed\",source=\"coinbase\"} 1",
+        "tickgate_ticks_rejected_total{reason=\"malformed\",source=\"coinbase\"} 2",
         "tickgate_ticks_rejected_total{reason=\"bad_decimal\",source=\"coinbase\"} 1",
         "tickgate_ticks_rejected_total{reason=\"unknown_type\",source=\"coinbase\"} 1",
         "tickgate_ticks_rejected_total{reason=\"unknown_symbol\",source=\"coinbase\"} 2",
