@@ -73,7 +73,9 @@ impl ExchangeMapper {
                     let info = resolver.symbols().get(symbol);
                     let price = fixed(event.p.text("p")?, info.price_scale, "p")?;
                     let size = fixed(event.q.text("q")?, info.size_scale, "q")?;
-                    (symbol, TickKind::Trade { price, size }, event.trade_time.uint("T")? * 1_000_000, None)
+                    // Milliseconds; nanoseconds past 2554 do not fit in a u64.
+                    let ts = event.trade_time.uint("T")?.checked_mul(1_000_000).ok_or(Reject::TimestampSkew)?;
+                    (symbol, TickKind::Trade { price, size }, ts, None)
                 } else if event.u.is_present() && event.b.is_present() {
                     let symbol = symbol_of(event.s.text("s")?)?;
                     let info = resolver.symbols().get(symbol);
@@ -252,7 +254,8 @@ pub fn rfc3339_ns(text: &str) -> Option<u64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     let secs = u64::try_from(days).ok()? * 86_400 + hour * 3_600 + minute * 60 + second;
-    Some(secs * 1_000_000_000 + nanos)
+    // None past 2554-07-21T23:34:33.709551615Z, the last nanosecond a u64 holds.
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
 #[cfg(test)]
@@ -338,6 +341,18 @@ mod tests {
             Err(Reject::WrongType("time"))
         );
         assert_eq!(map(&mut c, r#"{"type":"error","message":"Failed to subscribe"}"#), Err(Reject::UnknownType));
+        // Exchange times past what a u64 of nanoseconds holds (the year 2554).
+        let trade_at = |t: u64| format!(r#"{{"e":"trade","s":"BNBBTC","p":"1","q":"1","T":{t}}}"#);
+        assert_eq!(map(&mut b, &trade_at(18_446_744_073_709)).unwrap().unwrap().tick.ts, 18_446_744_073_709_000_000);
+        assert_eq!(map(&mut b, &trade_at(18_446_744_073_710)), Err(Reject::TimestampSkew));
+        assert_eq!(map(&mut b, &trade_at(u64::MAX)), Err(Reject::TimestampSkew));
+        assert_eq!(
+            map(
+                &mut c,
+                r#"{"type":"match","product_id":"BTC-USD","price":"1","size":"1","time":"9999-12-31T23:59:59Z","sequence":1}"#
+            ),
+            Err(Reject::WrongType("time"))
+        );
         proptest::proptest!(|(bytes in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..300))| {
             let _ = mapper(Exchange::Binance).map(&mut bytes.clone(), 0);
             let _ = mapper(Exchange::Coinbase).map(&mut bytes.clone(), 0);
@@ -357,7 +372,16 @@ mod tests {
         assert_eq!(rfc3339_ns("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(rfc3339_ns("2014-11-07T08:19:27.028459Z"), Some(1_415_348_367_028_459_000));
         assert_eq!(rfc3339_ns("2024-02-29T12:00:00.123456789123Z"), Some(1_709_208_000_123_456_789));
-        for bad in ["", "2014-11-07", "2014-13-07T08:19:27Z", "2014-11-07T08:19:27.Z", "2014-11-07T08:19:27+01:00"] {
+        assert_eq!(rfc3339_ns("2554-07-21T23:34:33.709551615Z"), Some(u64::MAX));
+        for bad in [
+            "",
+            "2014-11-07",
+            "2014-13-07T08:19:27Z",
+            "2014-11-07T08:19:27.Z",
+            "2014-11-07T08:19:27+01:00",
+            "2554-07-21T23:34:33.709551616Z",
+            "9999-12-31T23:59:59Z",
+        ] {
             assert_eq!(rfc3339_ns(bad), None, "{bad}");
         }
     }
