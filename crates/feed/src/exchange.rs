@@ -10,9 +10,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use simd_json::{BorrowedValue, StaticNode};
 use tickgate_core::{SymbolTable, Tick, TickKind, parse_fixed};
 
+use crate::json::{Field, Members, Nested, Parser, json_object, set};
 use crate::normalize::{Normalized, Reject};
 use crate::resolve::{SymbolResolver, UnknownSymbols};
 use crate::source::{Batch, SourceStats};
@@ -30,7 +30,8 @@ pub struct ExchangeMapper {
     resolver: SymbolResolver,
     /// Last upstream sequence per symbol (Coinbase), 0 before any.
     last_seq: Vec<u64>,
-    buffers: simd_json::Buffers,
+    /// simd-json's buffers and tape, reused so a message costs no allocation.
+    parser: Parser,
 }
 
 impl std::fmt::Debug for ExchangeMapper {
@@ -48,54 +49,41 @@ impl ExchangeMapper {
 
     pub fn with_resolver(exchange: Exchange, resolver: SymbolResolver) -> Self {
         let n = resolver.capacity();
-        Self { exchange, resolver, last_seq: vec![0; n], buffers: simd_json::Buffers::new(1024) }
+        Self { exchange, resolver, last_seq: vec![0; n], parser: Parser::new() }
     }
 
     /// Maps one message. `Ok(None)` is a message that carries no tick (a subscription ack, a
     /// heartbeat); `now_ns` stamps messages without an exchange time (Binance's bookTicker).
     pub fn map(&mut self, message: &mut [u8], now_ns: u64) -> Result<Option<Normalized>, Reject> {
-        let value =
-            simd_json::borrowed::to_value_with_buffers(message, &mut self.buffers).map_err(|_| Reject::Malformed)?;
-        let BorrowedValue::Object(object) = value else { return Err(Reject::Malformed) };
-        let mut object = *object;
-        // Binance's combined stream wraps each event: {"stream":..,"data":{..}}.
-        if self.exchange == Exchange::Binance {
-            if let Some(BorrowedValue::Object(data)) = object.remove("data") {
-                object = *data;
-            }
-        }
-        let text = |field: &'static str| match object.get(field) {
-            Some(BorrowedValue::String(s)) => Ok(s.as_ref()),
-            Some(_) => Err(Reject::WrongType(field)),
-            None => Err(Reject::MissingField(field)),
-        };
-        let uint = |field: &'static str| match object.get(field) {
-            Some(BorrowedValue::Static(StaticNode::U64(n))) => Ok(*n),
-            Some(BorrowedValue::Static(StaticNode::I64(n))) if *n >= 0 => Ok(*n as u64),
-            Some(_) => Err(Reject::WrongType(field)),
-            None => Err(Reject::MissingField(field)),
-        };
         let resolver = &mut self.resolver;
         let mut symbol_of = |name: &str| resolver.resolve(name);
         let (symbol, kind, ts, seq) = match self.exchange {
             Exchange::Binance => {
-                if object.get("e").is_some() {
-                    if text("e")? != "trade" {
+                let message: BinanceMessage<'_> = self.parser.parse(message)?;
+                // Binance's combined stream wraps each event: {"stream":..,"data":{..}}.
+                let event = match message.data {
+                    Nested::Object(data) => data,
+                    Nested::Missing | Nested::Other => message.event,
+                };
+                if event.e.is_present() {
+                    if event.e.text("e")? != "trade" {
                         return Ok(None);
                     }
-                    let symbol = symbol_of(text("s")?)?;
+                    let symbol = symbol_of(event.s.text("s")?)?;
                     let info = resolver.symbols().get(symbol);
-                    let price = fixed(text("p")?, info.price_scale, "p")?;
-                    let size = fixed(text("q")?, info.size_scale, "q")?;
-                    (symbol, TickKind::Trade { price, size }, uint("T")? * 1_000_000, None)
-                } else if object.get("u").is_some() && object.get("b").is_some() {
-                    let symbol = symbol_of(text("s")?)?;
+                    let price = fixed(event.p.text("p")?, info.price_scale, "p")?;
+                    let size = fixed(event.q.text("q")?, info.size_scale, "q")?;
+                    // Milliseconds; nanoseconds past 2554 do not fit in a u64.
+                    let ts = event.trade_time.uint("T")?.checked_mul(1_000_000).ok_or(Reject::TimestampSkew)?;
+                    (symbol, TickKind::Trade { price, size }, ts, None)
+                } else if event.u.is_present() && event.b.is_present() {
+                    let symbol = symbol_of(event.s.text("s")?)?;
                     let info = resolver.symbols().get(symbol);
                     let kind = TickKind::Quote {
-                        bid: fixed(text("b")?, info.price_scale, "b")?,
-                        bid_size: fixed(text("B")?, info.size_scale, "B")?,
-                        ask: fixed(text("a")?, info.price_scale, "a")?,
-                        ask_size: fixed(text("A")?, info.size_scale, "A")?,
+                        bid: fixed(event.b.text("b")?, info.price_scale, "b")?,
+                        bid_size: fixed(event.bid_size.text("B")?, info.size_scale, "B")?,
+                        ask: fixed(event.a.text("a")?, info.price_scale, "a")?,
+                        ask_size: fixed(event.ask_size.text("A")?, info.size_scale, "A")?,
                     };
                     (symbol, kind, now_ns, None)
                 } else {
@@ -103,32 +91,35 @@ impl ExchangeMapper {
                     return Ok(None);
                 }
             }
-            Exchange::Coinbase => match text("type")? {
-                "match" | "last_match" => {
-                    let symbol = symbol_of(text("product_id")?)?;
-                    let info = resolver.symbols().get(symbol);
-                    let kind = TickKind::Trade {
-                        price: fixed(text("price")?, info.price_scale, "price")?,
-                        size: fixed(text("size")?, info.size_scale, "size")?,
-                    };
-                    let ts = rfc3339_ns(text("time")?).ok_or(Reject::WrongType("time"))?;
-                    (symbol, kind, ts, Some(uint("sequence")?))
+            Exchange::Coinbase => {
+                let m: CoinbaseMessage<'_> = self.parser.parse(message)?;
+                match m.kind.text("type")? {
+                    "match" | "last_match" => {
+                        let symbol = symbol_of(m.product_id.text("product_id")?)?;
+                        let info = resolver.symbols().get(symbol);
+                        let kind = TickKind::Trade {
+                            price: fixed(m.price.text("price")?, info.price_scale, "price")?,
+                            size: fixed(m.size.text("size")?, info.size_scale, "size")?,
+                        };
+                        let ts = rfc3339_ns(m.time.text("time")?).ok_or(Reject::WrongType("time"))?;
+                        (symbol, kind, ts, Some(m.sequence.uint("sequence")?))
+                    }
+                    "ticker" => {
+                        let symbol = symbol_of(m.product_id.text("product_id")?)?;
+                        let info = resolver.symbols().get(symbol);
+                        let kind = TickKind::Quote {
+                            bid: fixed(m.best_bid.text("best_bid")?, info.price_scale, "best_bid")?,
+                            bid_size: fixed(m.best_bid_size.text("best_bid_size")?, info.size_scale, "best_bid_size")?,
+                            ask: fixed(m.best_ask.text("best_ask")?, info.price_scale, "best_ask")?,
+                            ask_size: fixed(m.best_ask_size.text("best_ask_size")?, info.size_scale, "best_ask_size")?,
+                        };
+                        let ts = rfc3339_ns(m.time.text("time")?).ok_or(Reject::WrongType("time"))?;
+                        (symbol, kind, ts, Some(m.sequence.uint("sequence")?))
+                    }
+                    "subscriptions" | "heartbeat" => return Ok(None),
+                    _ => return Err(Reject::UnknownType),
                 }
-                "ticker" => {
-                    let symbol = symbol_of(text("product_id")?)?;
-                    let info = resolver.symbols().get(symbol);
-                    let kind = TickKind::Quote {
-                        bid: fixed(text("best_bid")?, info.price_scale, "best_bid")?,
-                        bid_size: fixed(text("best_bid_size")?, info.size_scale, "best_bid_size")?,
-                        ask: fixed(text("best_ask")?, info.price_scale, "best_ask")?,
-                        ask_size: fixed(text("best_ask_size")?, info.size_scale, "best_ask_size")?,
-                    };
-                    let ts = rfc3339_ns(text("time")?).ok_or(Reject::WrongType("time"))?;
-                    (symbol, kind, ts, Some(uint("sequence")?))
-                }
-                "subscriptions" | "heartbeat" => return Ok(None),
-                _ => return Err(Reject::UnknownType),
-            },
+            }
         };
         match kind {
             TickKind::Trade { price, size } if price <= 0 || size < 0 => {
@@ -146,6 +137,54 @@ impl ExchangeMapper {
             Some(seq) => crate::normalize::upstream_seq(&mut self.last_seq[symbol.index()], seq)?,
         };
         Ok(Some(Normalized { tick: Tick { symbol, seq: 0, ts, gw_ts: 0, kind }, upstream_gap }))
+    }
+}
+
+json_object! {
+    /// The members of a Binance trade or bookTicker event that the mapper reads.
+    struct BinanceEvent<'a> {
+        e: Field<'a> = "e",
+        s: Field<'a> = "s",
+        p: Field<'a> = "p",
+        q: Field<'a> = "q",
+        trade_time: Field<'a> = "T",
+        u: Field<'a> = "u",
+        b: Field<'a> = "b",
+        bid_size: Field<'a> = "B",
+        a: Field<'a> = "a",
+        ask_size: Field<'a> = "A",
+    }
+}
+
+/// A Binance message: an event, or the combined stream's envelope around one.
+#[derive(Debug, Clone, Copy, Default)]
+struct BinanceMessage<'a> {
+    event: BinanceEvent<'a>,
+    data: Nested<BinanceEvent<'a>>,
+}
+
+impl<'a> Members<'a> for BinanceMessage<'a> {
+    fn read<A: serde::de::MapAccess<'a>>(&mut self, key: &str, map: &mut A, last_wins: bool) -> Result<bool, A::Error> {
+        match key {
+            "data" => set(&mut self.data, map, last_wins).map(|()| true),
+            _ => self.event.read(key, map, last_wins),
+        }
+    }
+}
+
+json_object! {
+    /// The members of a Coinbase Exchange message that the mapper reads.
+    struct CoinbaseMessage<'a> {
+        kind: Field<'a> = "type",
+        product_id: Field<'a> = "product_id",
+        price: Field<'a> = "price",
+        size: Field<'a> = "size",
+        best_bid: Field<'a> = "best_bid",
+        best_bid_size: Field<'a> = "best_bid_size",
+        best_ask: Field<'a> = "best_ask",
+        best_ask_size: Field<'a> = "best_ask_size",
+        time: Field<'a> = "time",
+        sequence: Field<'a> = "sequence",
     }
 }
 
@@ -215,7 +254,8 @@ pub fn rfc3339_ns(text: &str) -> Option<u64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     let secs = u64::try_from(days).ok()? * 86_400 + hour * 3_600 + minute * 60 + second;
-    Some(secs * 1_000_000_000 + nanos)
+    // None past 2554-07-21T23:34:33.709551615Z, the last nanosecond a u64 holds.
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
 #[cfg(test)]
@@ -301,6 +341,18 @@ mod tests {
             Err(Reject::WrongType("time"))
         );
         assert_eq!(map(&mut c, r#"{"type":"error","message":"Failed to subscribe"}"#), Err(Reject::UnknownType));
+        // Exchange times past what a u64 of nanoseconds holds (the year 2554).
+        let trade_at = |t: u64| format!(r#"{{"e":"trade","s":"BNBBTC","p":"1","q":"1","T":{t}}}"#);
+        assert_eq!(map(&mut b, &trade_at(18_446_744_073_709)).unwrap().unwrap().tick.ts, 18_446_744_073_709_000_000);
+        assert_eq!(map(&mut b, &trade_at(18_446_744_073_710)), Err(Reject::TimestampSkew));
+        assert_eq!(map(&mut b, &trade_at(u64::MAX)), Err(Reject::TimestampSkew));
+        assert_eq!(
+            map(
+                &mut c,
+                r#"{"type":"match","product_id":"BTC-USD","price":"1","size":"1","time":"9999-12-31T23:59:59Z","sequence":1}"#
+            ),
+            Err(Reject::WrongType("time"))
+        );
         proptest::proptest!(|(bytes in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..300))| {
             let _ = mapper(Exchange::Binance).map(&mut bytes.clone(), 0);
             let _ = mapper(Exchange::Coinbase).map(&mut bytes.clone(), 0);
@@ -320,7 +372,16 @@ mod tests {
         assert_eq!(rfc3339_ns("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(rfc3339_ns("2014-11-07T08:19:27.028459Z"), Some(1_415_348_367_028_459_000));
         assert_eq!(rfc3339_ns("2024-02-29T12:00:00.123456789123Z"), Some(1_709_208_000_123_456_789));
-        for bad in ["", "2014-11-07", "2014-13-07T08:19:27Z", "2014-11-07T08:19:27.Z", "2014-11-07T08:19:27+01:00"] {
+        assert_eq!(rfc3339_ns("2554-07-21T23:34:33.709551615Z"), Some(u64::MAX));
+        for bad in [
+            "",
+            "2014-11-07",
+            "2014-13-07T08:19:27Z",
+            "2014-11-07T08:19:27.Z",
+            "2014-11-07T08:19:27+01:00",
+            "2554-07-21T23:34:33.709551616Z",
+            "9999-12-31T23:59:59Z",
+        ] {
             assert_eq!(rfc3339_ns(bad), None, "{bad}");
         }
     }

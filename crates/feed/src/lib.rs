@@ -8,6 +8,7 @@
 pub mod exchange;
 pub mod fanout;
 pub mod ingest;
+mod json;
 pub mod normalize;
 pub mod replay;
 pub mod resolve;

@@ -1,5 +1,7 @@
 //! Upstream ticks in tickgate's own input schema, parsed with simd-json and normalized into
-//! [`Tick`]s, or rejected with a counted reason. Sans IO: bytes and the time come in.
+//! [`Tick`]s, or rejected with a counted reason. Sans IO: bytes and the time come in. The
+//! message is parsed into a typed struct borrowing from it (see [`crate::json`]): a good message
+//! costs no allocation.
 //!
 //! One JSON object per message (a line on TCP or in a recording):
 //!
@@ -15,9 +17,9 @@
 
 use std::collections::HashMap;
 
-use simd_json::{BorrowedValue, StaticNode};
 use tickgate_core::{SymbolTable, Tick, TickKind, parse_fixed};
 
+use crate::json::{Field, Parser, json_object};
 use crate::resolve::{SymbolResolver, UnknownSymbols};
 
 /// Why an upstream message was not turned into a tick.
@@ -132,8 +134,8 @@ pub struct Normalized {
 
 /// Turns upstream messages into ticks for one source.
 pub struct Normalizer {
-    /// simd-json's scratch buffers, reused so a message costs no allocation for them.
-    buffers: simd_json::Buffers,
+    /// simd-json's buffers and tape, reused so a message costs no allocation.
+    parser: Parser,
     /// Upstream name -> symbol.
     resolver: SymbolResolver,
     /// Largest accepted distance between `ts` and now, in ns.
@@ -151,48 +153,18 @@ impl Normalizer {
 
     pub fn with_resolver(resolver: SymbolResolver, max_skew_ns: u64) -> Self {
         let n = resolver.capacity();
-        Self { buffers: simd_json::Buffers::new(1024), resolver, max_skew_ns, last_seq: vec![0; n] }
+        Self { parser: Parser::new(), resolver, max_skew_ns, last_seq: vec![0; n] }
     }
 
     /// Normalizes one message (modified in place by the parser). `now_ns` is the wall clock.
     pub fn normalize(&mut self, message: &mut [u8], now_ns: u64) -> Result<Normalized, Reject> {
-        let value =
-            simd_json::borrowed::to_value_with_buffers(message, &mut self.buffers).map_err(|_| Reject::Malformed)?;
-        let BorrowedValue::Object(object) = value else { return Err(Reject::Malformed) };
-        let text = |field: &'static str| -> Result<&str, Reject> {
-            match object.get(field) {
-                Some(BorrowedValue::String(s)) => Ok(s.as_ref()),
-                Some(_) => Err(Reject::WrongType(field)),
-                None => Err(Reject::MissingField(field)),
-            }
-        };
-        let symbol_name = text("symbol")?;
-        let symbol = self.resolver.resolve(symbol_name)?;
+        let m: Message<'_> = self.parser.parse(message)?;
+        let symbol = self.resolver.resolve(m.symbol.text("symbol")?)?;
         let info = self.resolver.symbols().get(symbol);
-        let decimal = |field: &'static str, scale: u8| -> Result<i64, Reject> {
-            match object.get(field) {
-                Some(BorrowedValue::String(s)) => parse_fixed(s, scale).map_err(|_| Reject::BadDecimal(field)),
-                Some(BorrowedValue::Static(StaticNode::I64(n))) => scaled(*n, scale).ok_or(Reject::BadDecimal(field)),
-                Some(BorrowedValue::Static(StaticNode::U64(n))) => {
-                    i64::try_from(*n).ok().and_then(|n| scaled(n, scale)).ok_or(Reject::BadDecimal(field))
-                }
-                // Floats cannot say exactly which decimal they mean.
-                Some(_) => Err(Reject::WrongType(field)),
-                None => Err(Reject::MissingField(field)),
-            }
-        };
-        let uint = |field: &'static str| -> Result<Option<u64>, Reject> {
-            match object.get(field) {
-                None | Some(BorrowedValue::Static(StaticNode::Null)) => Ok(None),
-                Some(BorrowedValue::Static(StaticNode::U64(n))) => Ok(Some(*n)),
-                Some(BorrowedValue::Static(StaticNode::I64(n))) if *n >= 0 => Ok(Some(*n as u64)),
-                Some(_) => Err(Reject::WrongType(field)),
-            }
-        };
-        let kind = match text("type")? {
+        let kind = match m.kind.text("type")? {
             "trade" => {
-                let price = decimal("price", info.price_scale)?;
-                let size = decimal("size", info.size_scale)?;
+                let price = decimal(m.price, "price", info.price_scale)?;
+                let size = decimal(m.size, "size", info.size_scale)?;
                 if price <= 0 {
                     return Err(Reject::NonPositivePrice);
                 }
@@ -202,10 +174,10 @@ impl Normalizer {
                 TickKind::Trade { price, size }
             }
             "quote" => {
-                let bid = decimal("bid", info.price_scale)?;
-                let bid_size = decimal("bid_size", info.size_scale)?;
-                let ask = decimal("ask", info.price_scale)?;
-                let ask_size = decimal("ask_size", info.size_scale)?;
+                let bid = decimal(m.bid, "bid", info.price_scale)?;
+                let bid_size = decimal(m.bid_size, "bid_size", info.size_scale)?;
+                let ask = decimal(m.ask, "ask", info.price_scale)?;
+                let ask_size = decimal(m.ask_size, "ask_size", info.size_scale)?;
                 if bid <= 0 || ask <= 0 {
                     return Err(Reject::NonPositivePrice);
                 }
@@ -216,15 +188,43 @@ impl Normalizer {
             }
             _ => return Err(Reject::UnknownType),
         };
-        let ts = uint("ts")?.ok_or(Reject::MissingField("ts"))?;
+        let ts = m.ts.optional_uint("ts")?.ok_or(Reject::MissingField("ts"))?;
         if ts.abs_diff(now_ns) > self.max_skew_ns {
             return Err(Reject::TimestampSkew);
         }
-        let upstream_gap = match uint("seq")? {
+        let upstream_gap = match m.seq.optional_uint("seq")? {
             None => None,
             Some(seq) => upstream_seq(&mut self.last_seq[symbol.index()], seq)?,
         };
         Ok(Normalized { tick: Tick { symbol, seq: 0, ts, gw_ts: 0, kind }, upstream_gap })
+    }
+}
+
+json_object! {
+    /// The members of a message in tickgate's input schema that the normalizer reads.
+    struct Message<'a> {
+        kind: Field<'a> = "type",
+        symbol: Field<'a> = "symbol",
+        price: Field<'a> = "price",
+        size: Field<'a> = "size",
+        bid: Field<'a> = "bid",
+        bid_size: Field<'a> = "bid_size",
+        ask: Field<'a> = "ask",
+        ask_size: Field<'a> = "ask_size",
+        ts: Field<'a> = "ts",
+        seq: Field<'a> = "seq",
+    }
+}
+
+/// A price or size exact at `scale`: a decimal string or an integer. Floats are the wrong type:
+/// they cannot say exactly which decimal they mean.
+fn decimal(field: Field<'_>, name: &'static str, scale: u8) -> Result<i64, Reject> {
+    match field {
+        Field::Str(s) => parse_fixed(s, scale).map_err(|_| Reject::BadDecimal(name)),
+        Field::Int(n) => scaled(n, scale).ok_or(Reject::BadDecimal(name)),
+        Field::UInt(n) => i64::try_from(n).ok().and_then(|n| scaled(n, scale)).ok_or(Reject::BadDecimal(name)),
+        Field::Missing => Err(Reject::MissingField(name)),
+        Field::Null | Field::Other => Err(Reject::WrongType(name)),
     }
 }
 
