@@ -1,6 +1,12 @@
 //! Exchange market-data messages mapped to ticks, sans IO: Binance spot (trade and bookTicker
 //! streams, with or without the combined-stream wrapper) and Coinbase Exchange (ticker and
-//! matches channels, whose per-product `sequence` reveals upstream gaps).
+//! matches channels).
+//!
+//! Coinbase numbers every message of a product (`sequence`) across all of its channels, so on
+//! the ticker and matches channels alone consecutive messages skip numbers as a matter of
+//! course: `sequence` only orders them (one going back is rejected). Trades are numbered per
+//! product without holes (`trade_id`), so a jump in `trade_id` is what reveals trades the
+//! upstream did not deliver: it is reported as an upstream gap.
 //!
 //! [`ExchangeSource`] is the network side: a WebSocket client that subscribes, answers pings
 //! and reconnects with backoff, feeding each message to an [`ExchangeMapper`]. Upstream names map to
@@ -28,8 +34,10 @@ pub enum Exchange {
 pub struct ExchangeMapper {
     exchange: Exchange,
     resolver: SymbolResolver,
-    /// Last upstream sequence per symbol (Coinbase), 0 before any.
-    last_seq: Vec<u64>,
+    /// Last `sequence` of a ticker, per symbol (Coinbase), 0 before any.
+    last_ticker_seq: Vec<u64>,
+    /// Last `trade_id` of a match, per symbol (Coinbase), 0 before any.
+    last_trade_id: Vec<u64>,
     /// simd-json's buffers and tape, reused so a message costs no allocation.
     parser: Parser,
 }
@@ -49,7 +57,7 @@ impl ExchangeMapper {
 
     pub fn with_resolver(exchange: Exchange, resolver: SymbolResolver) -> Self {
         let n = resolver.capacity();
-        Self { exchange, resolver, last_seq: vec![0; n], parser: Parser::new() }
+        Self { exchange, resolver, last_ticker_seq: vec![0; n], last_trade_id: vec![0; n], parser: Parser::new() }
     }
 
     /// Maps one message. `Ok(None)` is a message that carries no tick (a subscription ack, a
@@ -102,7 +110,7 @@ impl ExchangeMapper {
                             size: fixed(m.size.text("size")?, info.size_scale, "size")?,
                         };
                         let ts = rfc3339_ns(m.time.text("time")?).ok_or(Reject::WrongType("time"))?;
-                        (symbol, kind, ts, Some(m.sequence.uint("sequence")?))
+                        (symbol, kind, ts, Some(Numbered::Trade(m.trade_id.uint("trade_id")?)))
                     }
                     "ticker" => {
                         let symbol = symbol_of(m.product_id.text("product_id")?)?;
@@ -114,7 +122,7 @@ impl ExchangeMapper {
                             ask_size: fixed(m.best_ask_size.text("best_ask_size")?, info.size_scale, "best_ask_size")?,
                         };
                         let ts = rfc3339_ns(m.time.text("time")?).ok_or(Reject::WrongType("time"))?;
-                        (symbol, kind, ts, Some(m.sequence.uint("sequence")?))
+                        (symbol, kind, ts, Some(Numbered::Ticker(m.sequence.uint("sequence")?)))
                     }
                     "subscriptions" | "heartbeat" => return Ok(None),
                     _ => return Err(Reject::UnknownType),
@@ -134,10 +142,28 @@ impl ExchangeMapper {
         }
         let upstream_gap = match seq {
             None => None,
-            Some(seq) => crate::normalize::upstream_seq(&mut self.last_seq[symbol.index()], seq)?,
+            Some(Numbered::Trade(id)) => crate::normalize::upstream_seq(&mut self.last_trade_id[symbol.index()], id)?,
+            Some(Numbered::Ticker(seq)) => {
+                // Jumps are normal here (see the module docs): only the order is checked.
+                let last = &mut self.last_ticker_seq[symbol.index()];
+                if *last != 0 && seq <= *last {
+                    return Err(Reject::SeqBackwards);
+                }
+                *last = seq;
+                None
+            }
         };
         Ok(Some(Normalized { tick: Tick { symbol, seq: 0, ts, gw_ts: 0, kind }, upstream_gap }))
     }
+}
+
+/// How a Coinbase message is numbered.
+#[derive(Debug, Clone, Copy)]
+enum Numbered {
+    /// A ticker's `sequence`: increasing, with holes.
+    Ticker(u64),
+    /// A match's `trade_id`: increasing without holes.
+    Trade(u64),
 }
 
 json_object! {
@@ -185,6 +211,7 @@ json_object! {
         best_ask_size: Field<'a> = "best_ask_size",
         time: Field<'a> = "time",
         sequence: Field<'a> = "sequence",
+        trade_id: Field<'a> = "trade_id",
     }
 }
 
@@ -299,7 +326,7 @@ mod tests {
     }
 
     #[test]
-    fn coinbase_ticker_and_match_with_sequence_gaps() {
+    fn coinbase_ticker_and_match_with_trade_id_gaps() {
         let mut m = mapper(Exchange::Coinbase);
         let ticker = r#"{"type":"ticker","sequence":37475248783,"product_id":"ETH-USD","price":"1285.22","open_24h":"1310.79","volume_24h":"245532.79269678","low_24h":"1280.52","high_24h":"1313.8","volume_30d":"9788783.60117027","best_bid":"1285.04","best_bid_size":"0.46688654","best_ask":"1285.27","best_ask_size":"1.56637040","side":"buy","time":"2022-10-19T23:28:22.061769Z","trade_id":370843401,"last_size":"11.4396987"}"#;
         let q = map(&mut m, ticker).unwrap().unwrap();
@@ -311,8 +338,17 @@ mod tests {
         let matched = r#"{"type":"match","trade_id":10,"sequence":37475248790,"maker_order_id":"ac928c66-ca53-498f-9c13-a110027a60e8","taker_order_id":"132fb6ae-456b-4654-b4e0-d681ac05cea1","time":"2022-10-19T23:28:22.5Z","product_id":"ETH-USD","size":"5.23512","price":"1285.23","side":"sell"}"#;
         let t = map(&mut m, matched).unwrap().unwrap();
         assert_eq!(t.tick.kind, TickKind::Trade { price: 128_523, size: 523_512_000 });
-        assert_eq!(t.upstream_gap, Some((37_475_248_784, 37_475_248_789)));
-        assert_eq!(map(&mut m, matched), Err(Reject::SeqBackwards));
+        assert_eq!(t.upstream_gap, None, "the first trade of the product");
+        assert_eq!(map(&mut m, matched), Err(Reject::SeqBackwards), "the same trade_id again");
+        // The next trade skips sequence numbers (other channels' messages): no gap. The one
+        // after skips trade ids 12 and 13: a gap of two trades.
+        let next =
+            matched.replace(r#""trade_id":10,"sequence":37475248790"#, r#""trade_id":11,"sequence":37475248801"#);
+        assert_eq!(map(&mut m, &next).unwrap().unwrap().upstream_gap, None);
+        let skip =
+            matched.replace(r#""trade_id":10,"sequence":37475248790"#, r#""trade_id":14,"sequence":37475248900"#);
+        assert_eq!(map(&mut m, &skip).unwrap().unwrap().upstream_gap, Some((12, 13)));
+        assert_eq!(map(&mut m, ticker), Err(Reject::SeqBackwards), "a ticker older than the last one");
         assert_eq!(
             map(
                 &mut m,

@@ -151,14 +151,14 @@ fn coinbase_tickers_and_matches() {
     let mut mapper = ExchangeMapper::new(Exchange::Coinbase, table(), &aliases());
     let messages: Vec<Vec<u8>> = (1..=2 * RUN as u64)
         .map(|i| {
-            let sequence = 37_475_248_783 + i;
+            let (sequence, trade_id) = (37_475_248_783 + i, 370_843_401 + i / 2);
             if i % 2 == 0 {
                 format!(
                     r#"{{"type":"ticker","sequence":{sequence},"product_id":"ETH-USD","price":"1285.22","open_24h":"1310.79","volume_24h":"245532.79269678","low_24h":"1280.52","high_24h":"1313.8","volume_30d":"9788783.60117027","best_bid":"1285.04","best_bid_size":"0.46688654","best_ask":"1285.27","best_ask_size":"1.56637040","side":"buy","time":"2022-10-19T23:28:22.061769Z","trade_id":370843401,"last_size":"11.4396987"}}"#
                 )
             } else {
                 format!(
-                    r#"{{"type":"match","trade_id":10,"sequence":{sequence},"maker_order_id":"ac928c66-ca53-498f-9c13-a110027a60e8","taker_order_id":"132fb6ae-456b-4654-b4e0-d681ac05cea1","time":"2022-10-19T23:28:22.5Z","product_id":"ETH-USD","size":"5.23512","price":"1285.23","side":"sell"}}"#
+                    r#"{{"type":"match","trade_id":{trade_id},"sequence":{sequence},"maker_order_id":"ac928c66-ca53-498f-9c13-a110027a60e8","taker_order_id":"132fb6ae-456b-4654-b4e0-d681ac05cea1","time":"2022-10-19T23:28:22.5Z","product_id":"ETH-USD","size":"5.23512","price":"1285.23","side":"sell"}}"#
                 )
             }
             .into_bytes()

@@ -136,7 +136,8 @@ impl OldNormalizer {
 struct OldMapper {
     exchange: Exchange,
     resolver: SymbolResolver,
-    last_seq: Vec<u64>,
+    last_ticker_seq: Vec<u64>,
+    last_trade_id: Vec<u64>,
     buffers: simd_json::Buffers,
 }
 
@@ -147,7 +148,14 @@ fn fixed(text: &str, scale: u8, field: &'static str) -> Result<i64, Reject> {
 impl OldMapper {
     fn new(exchange: Exchange) -> Self {
         let resolver = resolver();
-        Self { exchange, last_seq: vec![0; resolver.capacity()], resolver, buffers: simd_json::Buffers::new(1024) }
+        let n = resolver.capacity();
+        Self {
+            exchange,
+            last_ticker_seq: vec![0; n],
+            last_trade_id: vec![0; n],
+            resolver,
+            buffers: simd_json::Buffers::new(1024),
+        }
     }
 
     fn map(&mut self, message: &mut [u8], now_ns: u64) -> Result<Option<Normalized>, Reject> {
@@ -209,7 +217,7 @@ impl OldMapper {
                         size: fixed(text("size")?, info.size_scale, "size")?,
                     };
                     let ts = rfc3339_ns(text("time")?).ok_or(Reject::WrongType("time"))?;
-                    (symbol, kind, ts, Some(uint("sequence")?))
+                    (symbol, kind, ts, Some((true, uint("trade_id")?)))
                 }
                 "ticker" => {
                     let symbol = symbol_of(text("product_id")?)?;
@@ -221,7 +229,7 @@ impl OldMapper {
                         ask_size: fixed(text("best_ask_size")?, info.size_scale, "best_ask_size")?,
                     };
                     let ts = rfc3339_ns(text("time")?).ok_or(Reject::WrongType("time"))?;
-                    (symbol, kind, ts, Some(uint("sequence")?))
+                    (symbol, kind, ts, Some((false, uint("sequence")?)))
                 }
                 "subscriptions" | "heartbeat" => return Ok(None),
                 _ => return Err(Reject::UnknownType),
@@ -240,7 +248,15 @@ impl OldMapper {
         }
         let upstream_gap = match seq {
             None => None,
-            Some(seq) => upstream_seq(&mut self.last_seq[symbol.index()], seq)?,
+            Some((true, trade_id)) => upstream_seq(&mut self.last_trade_id[symbol.index()], trade_id)?,
+            Some((false, seq)) => {
+                let last = &mut self.last_ticker_seq[symbol.index()];
+                if *last != 0 && seq <= *last {
+                    return Err(Reject::SeqBackwards);
+                }
+                *last = seq;
+                None
+            }
         };
         Ok(Some(Normalized { tick: Tick { symbol, seq: 0, ts, gw_ts: 0, kind }, upstream_gap }))
     }
@@ -470,6 +486,7 @@ fn good(schema: Schema) -> impl Strategy<Value = Vec<(String, Value)>> {
             ]),
             members(&[
                 ("type", r#""match""#),
+                ("trade_id", "10"),
                 ("sequence", "37475248790"),
                 ("time", r#""2022-10-19T23:28:22.5Z""#),
                 ("product_id", r#""ETH-USD""#),

@@ -74,11 +74,13 @@ fn binance_trades_and_book_tickers_reach_subscribers_across_a_forced_disconnect(
     });
 }
 
-/// Coinbase Exchange's documented `match` example (BTC-USD, sequence 50), with `kind`,
-/// `sequence`, `price` and `size` replaced.
-fn coinbase_match(kind: &str, sequence: &str, product: &str, price: &str, size: &str) -> String {
+/// Coinbase Exchange's documented `match` example (BTC-USD, sequence 50), with `kind`, `price`,
+/// `size`, and `trade_id` replaced (`sequence`, which on the real feed also counts the product's
+/// other messages, is set a thousand times further on).
+fn coinbase_match(kind: &str, trade_id: &str, product: &str, price: &str, size: &str) -> String {
+    let sequence = trade_id.parse::<i64>().map_or_else(|_| trade_id.to_string(), |id| (id * 1000).to_string());
     format!(
-        r#"{{"type":"{kind}","trade_id":10,"sequence":{sequence},"maker_order_id":"ac928c66-ca53-498f-9c13-a110027a60e8","taker_order_id":"132fb6ae-456b-4654-b4e0-d681ac05cea1","time":"2014-11-07T08:19:27.028459Z","product_id":"{product}","size":"{size}","price":"{price}","side":"sell"}}"#
+        r#"{{"type":"{kind}","trade_id":{trade_id},"sequence":{sequence},"maker_order_id":"ac928c66-ca53-498f-9c13-a110027a60e8","taker_order_id":"132fb6ae-456b-4654-b4e0-d681ac05cea1","time":"2014-11-07T08:19:27.028459Z","product_id":"{product}","size":"{size}","price":"{price}","side":"sell"}}"#
     )
 }
 
@@ -124,7 +126,7 @@ fn coinbase_tickers_and_matches_reach_subscribers_exactly_with_gaps_counted_and_
         coinbase_match("match", "51", "BTC-USD", "400.24", "0.001"),
         r#"{"type":"error","message":"Failed to subscribe","reason":"DOGE-EUR is not a valid product"}"#.into(),
         coinbase_match("match", "52", "DOGE-EUR", "0.1", "1"),
-        // 52, 53 and 54 never come: a gap of three.
+        // Trades 52, 53 and 54 never come: a gap of three.
         coinbase_match("match", "55", "BTC-USD", "400.30", "1.5"),
         coinbase_match("match", "53", "BTC-USD", "399.00", "1"),
         coinbase_match("match", "-5", "BTC-USD", "400.30", "1"),
