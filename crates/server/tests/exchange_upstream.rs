@@ -55,6 +55,14 @@ fn binance_trades_and_book_tickers_reach_subscribers_across_a_forced_disconnect(
     let quote = client.recv_type("quote");
     assert_eq!((quote["bid"].as_str(), quote["ask_size"].as_str()), (Some("64000.00"), Some("0.25000000")));
     assert_eq!(client.recv_type("trade")["price"], "64000.02", "the inexact trade was skipped");
+    // Binance pings every few minutes and drops a connection that does not answer.
+    let mut ws = ws;
+    ws.get_ref().set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    ws.send(Message::Ping(b"keepalive".to_vec().into())).unwrap();
+    match ws.read() {
+        Ok(Message::Pong(payload)) => assert_eq!(&payload[..], b"keepalive"),
+        other => panic!("the gateway answers a ping with its pong, got {other:?}"),
+    }
     // The exchange drops the connection; the gateway comes back and subscribes again.
     drop(ws);
     let mut ws = serve_once(&exchange, &[trade("64001.00000000")]);
