@@ -222,7 +222,8 @@ pub struct Connection {
     pub subs: SymbolSet,
     /// Queued in the reactor's list of connections to flush this turn.
     pub dirty: bool,
-    pub closing: Option<Closing>,
+    /// Boxed: only connections on their way out have one.
+    pub closing: Option<Box<Closing>>,
     pub peer: SocketAddr,
     pub session: u64,
     pub opened: Instant,

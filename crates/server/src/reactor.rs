@@ -690,6 +690,8 @@ impl Reactor {
                         };
                         let max_subscriptions = self.config.limits.max_subscriptions;
                         let mut refused = Vec::new();
+                        let room = max_subscriptions.saturating_sub(conn.subs.len());
+                        conn.subs.reserve(known.len().min(room), universe);
                         known.retain(|&symbol| {
                             if conn.subs.contains(symbol) || conn.subs.len() < max_subscriptions {
                                 if conn.subs.insert(symbol, universe) {
@@ -1092,7 +1094,7 @@ impl Reactor {
                 io.out.push_control(close_frame(code, text), now);
             }
         }
-        conn.closing = Some(Closing { reason, deadline, fin_sent: false });
+        conn.closing = Some(Box::new(Closing { reason, deadline, fin_sent: false }));
         self.closing.push(key as ConnKey);
         self.mark_dirty(key);
     }
@@ -1216,7 +1218,7 @@ impl Reactor {
                 matches!(&c.auth, AuthState::Authenticated(p) if p.expires_at.is_some_and(|t| t <= now_secs));
             let Some(io) = c.io() else { continue };
             queued_bytes += io.out.queue.queued_bytes() as u64;
-            io.out.queue.trim();
+            io.out.trim(&budget);
             if closing {
                 continue;
             }
