@@ -6,7 +6,8 @@
 //!    edge-triggered: a readiness event must be drained), answering commands as they come;
 //! 3. drain a batch of ticks from the ingest channel and queue each tick's shared frame on its
 //!    subscribers' queues;
-//! 4. write every connection that got something, many frames per `writev`;
+//! 4. write every connection that got something, many frames per `writev`, fanning out the ticks
+//!    that reach the channel meanwhile every [`FLUSH_SLICE`] connections;
 //! 5. housekeeping: publish counters, drop connections whose close took too long, shutdown.
 //!
 //! Nothing here is shared with another thread except the channel and the counters.
@@ -73,6 +74,10 @@ const MAX_FANOUT_PER_TURN: usize = 16 * 1024;
 /// Most deliveries offered per turn (checked between ticks), for the same reason: a turn with
 /// popular symbols ends after this many offers, and the rest of the channel waits one turn.
 const MAX_OFFERS_PER_TURN: usize = 64 * 1024;
+/// While writing, the reactor looks at its channel again after every this many connections, and
+/// fans out what arrived meanwhile: the connections not yet written this pass take the new ticks
+/// in the same `writev`, so a tick waits for its subscriber's next write, not for the next turn.
+const FLUSH_SLICE: usize = 32;
 /// How long `poll` sleeps when nothing happens: the housekeeping period.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Bytes read from a socket per `read` while in the HTTP phase or draining.
@@ -119,6 +124,8 @@ pub struct Reactor {
     lvc: LastValueCache,
     /// Connections with something queued this turn.
     dirty: Vec<ConnKey>,
+    /// The list being written by [`Reactor::flush_dirty`] (kept to reuse its capacity).
+    flushing: Vec<ConnKey>,
     /// Connections on their way out, checked against their deadline.
     closing: Vec<ConnKey>,
     /// Connections over the outbound hard limit, found during fan-out.
@@ -138,6 +145,8 @@ pub struct Reactor {
     last_sweep: Instant,
     /// This turn's writes.
     writes: WriteCounts,
+    /// What is left of this turn's fan-out allowance: messages, offers.
+    fanout_left: (usize, usize),
     /// (gw_ts, deliveries) of the ticks fanned out this turn, timed once they are written.
     fanned_out: Vec<(u64, u64)>,
     /// This second's ingest-to-kernel latencies (ns) and fan-out batch times.
@@ -202,6 +211,7 @@ impl Reactor {
             index: SubscriptionIndex::new(n),
             lvc: LastValueCache::new(n),
             dirty: Vec::with_capacity(1024),
+            flushing: Vec::with_capacity(1024),
             closing: Vec::new(),
             over_limit: Vec::new(),
             builder: FrameBuilder::new(),
@@ -216,6 +226,7 @@ impl Reactor {
             authenticator,
             last_sweep: Instant::now(),
             writes: WriteCounts::default(),
+            fanout_left: (MAX_FANOUT_PER_TURN, MAX_OFFERS_PER_TURN),
             fanned_out: Vec::with_capacity(MAX_FANOUT_PER_TURN),
             latency: latency_histogram(),
             fanout_time: latency_histogram(),
@@ -255,8 +266,9 @@ impl Reactor {
                 }
             }
             let fanout_started = self.now;
+            self.fanout_left = (MAX_FANOUT_PER_TURN, MAX_OFFERS_PER_TURN);
             self.fan_out();
-            self.flush_dirty();
+            self.flush_dirty(true);
             self.time_deliveries(fanout_started);
             self.turn.turns += 1;
             if self.now.duration_since(last_housekeeping) >= IDLE_POLL / 2 || self.draining_until.is_some() {
@@ -879,17 +891,16 @@ impl Reactor {
 
     // ---- fan-out and write ----
 
-    /// Takes a batch of ticks from the ingest channel and offers each to its subscribers'
-    /// outboxes.
+    /// Takes ticks from the ingest channel, within what is left of the turn's allowance
+    /// ([`MAX_FANOUT_PER_TURN`] messages, [`MAX_OFFERS_PER_TURN`] offers, checked between
+    /// messages), and offers each to its subscribers' outboxes.
     fn fan_out(&mut self) {
         let budget = self.budget;
         let now = self.now;
         let mut offers = 0;
-        for _ in 0..MAX_FANOUT_PER_TURN {
-            if offers >= MAX_OFFERS_PER_TURN {
-                break;
-            }
+        while self.fanout_left.0 > 0 && offers < self.fanout_left.1 {
             let Some(msg) = self.inbox.try_recv() else { break };
+            self.fanout_left.0 -= 1;
             match msg {
                 FanoutMsg::Tick { tick, frame } => {
                     self.lvc.record(&tick);
@@ -961,6 +972,7 @@ impl Reactor {
                 }
             }
         }
+        self.fanout_left.1 = self.fanout_left.1.saturating_sub(offers);
         while let Some(key) = self.over_limit.pop() {
             self.close_slow_consumer(key as usize);
         }
@@ -1013,16 +1025,22 @@ impl Reactor {
         }
     }
 
-    /// Writes every connection that has something queued.
-    fn flush_dirty(&mut self) {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        for &key in &dirty {
+    /// Writes every connection that has something queued. With `fan_out`, ticks that arrive
+    /// meanwhile are fanned out every [`FLUSH_SLICE`] connections: the connections still to be
+    /// written this pass send them with what they already had (no extra `writev`), the others
+    /// are marked dirty again and send them next turn.
+    fn flush_dirty(&mut self, fan_out: bool) {
+        // Connections queued to while this pass runs go on `self.dirty` for the next one.
+        let mut dirty = std::mem::take(&mut self.flushing);
+        std::mem::swap(&mut dirty, &mut self.dirty);
+        for (i, &key) in dirty.iter().enumerate() {
+            if fan_out && i % FLUSH_SLICE == FLUSH_SLICE - 1 && !self.inbox.is_empty() {
+                self.fan_out();
+            }
             self.flush(key as usize);
         }
-        // Keep the list's capacity for the next turn.
         dirty.clear();
-        dirty.append(&mut self.dirty);
-        self.dirty = dirty;
+        self.flushing = dirty;
     }
 
     fn flush(&mut self, key: usize) {
@@ -1188,7 +1206,7 @@ impl Reactor {
                     _ => self.remove(key, CloseReason::Shutdown),
                 }
             }
-            self.flush_dirty();
+            self.flush_dirty(false);
         }
         self.publish_stats();
         match self.draining_until {
@@ -1279,7 +1297,7 @@ impl Reactor {
                 }
             }
         }
-        self.flush_dirty();
+        self.flush_dirty(false);
     }
 
     fn publish_stats(&mut self) {
