@@ -34,7 +34,7 @@ use tungstenite::{Message, WebSocket};
 use crate::admission::{Admission, Refusal};
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::connection::{AuthState, CloseReason, Closing, Connection, Phase, WriteCounts, WriteOutcome};
+use crate::connection::{AuthState, CloseReason, Closing, Connection, Millis, Phase, WriteCounts, WriteOutcome};
 use crate::http::{self, Parsed, Route, Surface};
 use crate::metrics::Telemetry;
 use crate::stats::{COMMAND_OPS, HTTP_STATUSES, ReactorStats, TurnCounters, latency_histogram};
@@ -135,6 +135,9 @@ pub struct Reactor {
     next_session: u64,
     turn: TurnCounters,
     now: Instant,
+    /// `now` on the reactor's clock (milliseconds since `epoch`), for the connection timers.
+    now_ms: Millis,
+    epoch: Instant,
     /// Set once shutdown has begun: (deadline).
     draining_until: Option<Instant>,
     admin_listener: Option<TcpListener>,
@@ -206,7 +209,7 @@ impl Reactor {
             budget,
             default_policy,
             // Sized for this reactor's share of the connection limit up front: the memory is only
-            // touched as connections arrive, and the slab never moves 700-byte entries around.
+            // touched as connections arrive, and the slab never moves its 560-byte entries around.
             conns: Slab::with_capacity(slab_capacity),
             index: SubscriptionIndex::new(n),
             lvc: LastValueCache::new(n),
@@ -219,6 +222,8 @@ impl Reactor {
             next_session: 0,
             turn: TurnCounters::default(),
             now: Instant::now(),
+            now_ms: Millis(0),
+            epoch: Instant::now(),
             draining_until: None,
             admin_listener,
             telemetry,
@@ -250,6 +255,7 @@ impl Reactor {
             }
             self.inbox.unpark();
             self.now = Instant::now();
+            self.now_ms = Millis::since(self.epoch, self.now);
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(false),
@@ -313,7 +319,15 @@ impl Reactor {
                     }
                     self.next_session += 1;
                     let burst = self.config.limits.message_burst;
-                    let mut conn = Connection::new(sock, peer, self.next_session, self.default_policy, burst, self.now);
+                    let mut conn = Connection::new(
+                        sock,
+                        peer,
+                        self.next_session,
+                        self.default_policy,
+                        burst,
+                        self.now,
+                        self.now_ms,
+                    );
                     conn.admin = admin;
                     // The admin port is for operators and is not counted against clients' limits.
                     let refusal = if admin { None } else { self.admission.admit(peer.ip()).err() };
@@ -516,7 +530,7 @@ impl Reactor {
             let Phase::Ws(ws) = &mut conn.phase else { return };
             let result = ws.read();
             if result.is_ok() {
-                conn.last_inbound = self.now;
+                conn.last_inbound = self.now_ms;
             }
             // Every client message spends a token (echo connections run conformance suites).
             if let (Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_)), false) = (&result, echo) {
@@ -1161,7 +1175,7 @@ impl Reactor {
                 reactor = self.id,
                 peer = %conn.peer,
                 session = conn.session,
-                duration_ms = self.now.saturating_duration_since(conn.opened).as_millis() as u64,
+                duration_ms = conn.opened.until(self.now_ms),
                 frames_sent = conn.frames_sent,
                 reason = reason.as_str(),
                 "connection closed"
@@ -1221,9 +1235,9 @@ impl Reactor {
     fn sweep(&mut self, now: Instant) {
         let budget = self.budget;
         let limits = &self.config.limits;
-        let handshake_timeout = Duration::from_millis(limits.handshake_timeout_ms);
-        let ping_interval = Duration::from_millis(limits.ping_interval_ms);
-        let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
+        let (handshake_timeout, ping_interval, idle_timeout) =
+            (limits.handshake_timeout_ms, limits.ping_interval_ms, limits.idle_timeout_ms);
+        let now_ms = self.now_ms;
         let mut queued_bytes = 0;
         let mut actions = Vec::new();
         let now_secs = wall_clock_ns() / 1_000_000_000;
@@ -1244,20 +1258,20 @@ impl Reactor {
             let over = io.out.is_over(&budget) && !echo;
             if io.out.is_stalled(&budget, now) || over {
                 actions.push((key, Sweep::SlowConsumer));
-            } else if !upgraded && now.duration_since(opened) >= handshake_timeout {
+            } else if !upgraded && opened.until(now_ms) >= handshake_timeout {
                 actions.push((key, Sweep::HandshakeTimeout));
             } else if auth_timeout {
                 actions.push((key, Sweep::AuthTimeout));
             } else if token_expired {
                 actions.push((key, Sweep::TokenExpired));
-            } else if upgraded && now.duration_since(last_inbound) >= idle_timeout {
+            } else if upgraded && last_inbound.until(now_ms) >= idle_timeout {
                 actions.push((key, Sweep::IdleTimeout));
             } else if upgraded
-                && now.duration_since(last_inbound) >= ping_interval
-                && now.duration_since(last_ping) >= ping_interval
+                && last_inbound.until(now_ms) >= ping_interval
+                && last_ping.until(now_ms) >= ping_interval
             {
                 io.out.push_control(ping_frame(), now);
-                c.last_ping = now;
+                c.last_ping = now_ms;
                 actions.push((key, Sweep::Pinged));
             }
         }
