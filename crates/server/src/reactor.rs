@@ -152,6 +152,11 @@ pub struct Reactor {
     fanout_left: (usize, usize),
     /// (gw_ts, deliveries) of the ticks fanned out this turn, timed once they are written.
     fanned_out: Vec<(u64, u64)>,
+    /// The same for deliveries that go out in the next pass: ticks fanned out during a write pass
+    /// to connections already written in it.
+    carried: Vec<(u64, u64)>,
+    /// A write pass that fans out what arrives is under way (see [`Reactor::flush_dirty`]).
+    passing: bool,
     /// This second's ingest-to-kernel latencies (ns) and fan-out batch times.
     latency: hdrhistogram::Histogram<u64>,
     fanout_time: hdrhistogram::Histogram<u64>,
@@ -233,6 +238,8 @@ impl Reactor {
             writes: WriteCounts::default(),
             fanout_left: (MAX_FANOUT_PER_TURN, MAX_OFFERS_PER_TURN),
             fanned_out: Vec::with_capacity(MAX_FANOUT_PER_TURN),
+            carried: Vec::with_capacity(MAX_FANOUT_PER_TURN),
+            passing: false,
             latency: latency_histogram(),
             fanout_time: latency_histogram(),
             last_publish: Instant::now(),
@@ -921,8 +928,9 @@ impl Reactor {
                     let subscribers = self.index.subscribers(tick.symbol);
                     let info = self.symbols.get(tick.symbol);
                     let builder = &mut self.builder;
-                    self.fanned_out.push((tick.gw_ts, subscribers.len() as u64));
                     offers += subscribers.len();
+                    // Subscribers marked dirty during a write pass are written in the next one.
+                    let mut next_pass = 0;
                     for &key in subscribers {
                         let conn = &mut self.conns[key as usize];
                         let Phase::Ws(ws) = &mut conn.phase else { continue };
@@ -939,7 +947,12 @@ impl Reactor {
                         if !conn.dirty {
                             conn.dirty = true;
                             self.dirty.push(key);
+                            next_pass += u64::from(self.passing);
                         }
+                    }
+                    self.fanned_out.push((tick.gw_ts, subscribers.len() as u64 - next_pass));
+                    if next_pass > 0 {
+                        self.carried.push((tick.gw_ts, next_pass));
                     }
                 }
                 FanoutMsg::Broadcast { frame } => {
@@ -1012,6 +1025,8 @@ impl Reactor {
             }
         }
         self.fanned_out.clear();
+        // What this pass fanned out to connections it had already written is timed after the next.
+        std::mem::swap(&mut self.fanned_out, &mut self.carried);
         let _ = self.fanout_time.record((fanout_started.elapsed().as_nanos() as u64).max(1_000));
     }
 
@@ -1047,12 +1062,14 @@ impl Reactor {
         // Connections queued to while this pass runs go on `self.dirty` for the next one.
         let mut dirty = std::mem::take(&mut self.flushing);
         std::mem::swap(&mut dirty, &mut self.dirty);
+        self.passing = fan_out;
         for (i, &key) in dirty.iter().enumerate() {
             if fan_out && i % FLUSH_SLICE == FLUSH_SLICE - 1 && !self.inbox.is_empty() {
                 self.fan_out();
             }
             self.flush(key as usize);
         }
+        self.passing = false;
         dirty.clear();
         self.flushing = dirty;
     }
