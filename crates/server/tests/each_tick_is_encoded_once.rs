@@ -4,8 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tickgate_server::GatewayStats;
-use tickgate_testkit::{TestClient, start_gateway};
+use tickgate_server::{Gateway, GatewayStats};
+use tickgate_testkit::{TestClient, eventually, start_gateway};
 
 #[derive(Debug, Clone, Copy)]
 struct Totals {
@@ -30,6 +30,26 @@ fn totals(stats: &GatewayStats) -> Totals {
             })
             .sum(),
     }
+}
+
+/// Pauses the feed and waits until every reactor has fanned out, and counted, every tick it was
+/// sent: the two sides of the ratio then cover the same ticks however slow the machine is.
+fn settled_totals(gateway: &Gateway) -> Totals {
+    gateway.feed_control().pause();
+    let stats = gateway.stats();
+    let ticks = || stats.ingest.ticks.load(Ordering::Relaxed);
+    eventually("the feed stopped", || {
+        let before = ticks();
+        std::thread::sleep(Duration::from_millis(50));
+        ticks() == before
+    });
+    let beats: Vec<u64> = stats.reactors.iter().map(|r| r.heartbeat_ns.load(Ordering::Relaxed)).collect();
+    eventually("every reactor published its counters with its channel empty", || {
+        stats.reactors.iter().zip(&beats).all(|(r, &beat)| {
+            r.heartbeat_ns.load(Ordering::Relaxed) > beat && r.channel_depth.load(Ordering::Relaxed) == 0
+        })
+    });
+    totals(stats)
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -66,9 +86,10 @@ fn frames_built_track_ticks_while_deliveries_grow_with_subscribers() {
         .collect();
 
     std::thread::sleep(Duration::from_millis(300));
-    let before = totals(gateway.stats());
+    let before = settled_totals(&gateway);
+    gateway.feed_control().resume();
     std::thread::sleep(Duration::from_millis(1500));
-    let after = totals(gateway.stats());
+    let after = settled_totals(&gateway);
     stop.store(true, Ordering::Relaxed);
 
     let ticks = after.ticks - before.ticks;
