@@ -14,8 +14,8 @@ use crate::frame::Frame;
 #[derive(Debug, Default)]
 pub struct OutboundQueue {
     frames: VecDeque<Frame>,
-    /// Bytes of the front frame already written.
-    front_written: usize,
+    /// Bytes of the front frame already written (a frame is far shorter than 4 GiB).
+    front_written: u32,
     /// Bytes queued and not yet written.
     queued_bytes: usize,
     /// Frames ever pushed: the id of the next frame.
@@ -23,7 +23,7 @@ pub struct OutboundQueue {
     /// Frames ever written out completely: the id of the front frame.
     completed: u64,
     /// Most frames queued at once since the last [`OutboundQueue::trim`].
-    peak: usize,
+    peak: u32,
 }
 
 /// Identifies one pushed frame for as long as it is queued.
@@ -38,7 +38,7 @@ impl OutboundQueue {
     pub fn push(&mut self, frame: Frame) -> EntryId {
         self.queued_bytes += frame.len();
         self.frames.push_back(frame);
-        self.peak = self.peak.max(self.frames.len());
+        self.peak = self.peak.max(self.frames.len() as u32);
         self.pushed += 1;
         EntryId(self.pushed - 1)
     }
@@ -79,7 +79,7 @@ impl OutboundQueue {
     pub fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
         let mut filled = 0;
         for (slot, frame) in slices.iter_mut().zip(self.frames.iter()) {
-            let start = if filled == 0 { self.front_written } else { 0 };
+            let start = if filled == 0 { self.front_written as usize } else { 0 };
             *slot = IoSlice::new(&frame[start..]);
             filled += 1;
         }
@@ -94,7 +94,7 @@ impl OutboundQueue {
         let mut completed = 0;
         while written > 0 {
             let Some(front) = self.frames.front() else { break };
-            let left = front.len() - self.front_written;
+            let left = front.len() - self.front_written as usize;
             if written >= left {
                 written -= left;
                 self.front_written = 0;
@@ -102,7 +102,7 @@ impl OutboundQueue {
                 self.completed += 1;
                 completed += 1;
             } else {
-                self.front_written += written;
+                self.front_written += written as u32;
                 written = 0;
             }
         }
@@ -113,10 +113,11 @@ impl OutboundQueue {
     /// connection ends up with none, a steady one keeps what its bursts use, so neither
     /// allocates per message. Meant to be called every few hundred milliseconds.
     pub fn trim(&mut self) {
-        if self.frames.capacity() > 2 * self.peak.max(self.frames.len()) {
-            self.frames.shrink_to(self.peak.max(self.frames.len()));
+        let keep = (self.peak as usize).max(self.frames.len());
+        if self.frames.capacity() > 2 * keep {
+            self.frames.shrink_to(keep);
         }
-        self.peak = self.frames.len();
+        self.peak = self.frames.len() as u32;
     }
 
     /// Drops every frame not yet started, keeping a partly written front frame so the byte

@@ -112,20 +112,38 @@ struct Replaceable {
     superseded: u32,
 }
 
+/// What an outbox keeps only while its connection is behind: the quotes a newer one may still
+/// replace and the spans still to be announced. Boxed: most connections are never behind, and
+/// every connection pays for the inline size of its outbox.
+#[derive(Debug, Default)]
+struct Behind {
+    replaceable: Vec<Replaceable>,
+    missed: Vec<MissedSpan>,
+}
+
+impl Behind {
+    fn miss(&mut self, tick: &Tick) -> Verdict {
+        self.replaceable.retain(|r| r.symbol != tick.symbol);
+        self.missed.push(MissedSpan { symbol: tick.symbol, from_seq: tick.seq, to_seq: tick.seq });
+        Verdict::Dropped
+    }
+}
+
 /// A connection's queue with its slow-consumer state.
 #[derive(Debug)]
 pub struct Outbox {
     pub queue: OutboundQueue,
     pub policy: Policy,
-    replaceable: Vec<Replaceable>,
-    missed: Vec<MissedSpan>,
+    /// Allocated the first time the queue is past the soft watermark, given back by
+    /// [`Outbox::trim`] once there is nothing left in it.
+    behind: Option<Box<Behind>>,
     /// Last time bytes were written, or the queue became non-empty.
     last_progress: Instant,
 }
 
 impl Outbox {
     pub fn new(policy: Policy, now: Instant) -> Self {
-        Self { queue: OutboundQueue::new(), policy, replaceable: Vec::new(), missed: Vec::new(), last_progress: now }
+        Self { queue: OutboundQueue::new(), policy, behind: None, last_progress: now }
     }
 
     /// Offers one live event. `frame` is the shared frame; `reencode(n)` builds this client's
@@ -140,15 +158,22 @@ impl Outbox {
         reencode: impl FnOnce(u32) -> Frame,
     ) -> Verdict {
         let queued = self.queue.queued_bytes();
-        if queued < budget.soft && self.missed.is_empty() {
-            if queued == 0 {
-                self.last_progress = now;
+        if queued < budget.soft {
+            let caught_up = match &mut self.behind {
+                None => true,
+                Some(behind) if behind.missed.is_empty() => {
+                    behind.replaceable.clear();
+                    true
+                }
+                Some(_) => false,
+            };
+            if caught_up {
+                if queued == 0 {
+                    self.last_progress = now;
+                }
+                self.queue.push(frame.clone());
+                return Verdict::Queued;
             }
-            if !self.replaceable.is_empty() {
-                self.replaceable.clear();
-            }
-            self.queue.push(frame.clone());
-            return Verdict::Queued;
         }
         self.offer_behind(tick, frame, budget, reencode)
     }
@@ -161,7 +186,8 @@ impl Outbox {
         budget: &Budget,
         reencode: impl FnOnce(u32) -> Frame,
     ) -> Verdict {
-        if let Some(span) = self.missed.iter_mut().find(|s| s.symbol == tick.symbol) {
+        let behind = self.behind.get_or_insert_with(Box::default);
+        if let Some(span) = behind.missed.iter_mut().find(|s| s.symbol == tick.symbol) {
             span.to_seq = tick.seq;
             return Verdict::Dropped;
         }
@@ -172,46 +198,40 @@ impl Outbox {
         if queued < budget.soft {
             // Below the soft watermark but with spans waiting to be announced (see take_gaps).
             // A quote tracked earlier must not be replaced past this event.
-            self.replaceable.clear();
+            behind.replaceable.clear();
             self.queue.push(frame.clone());
             return Verdict::Queued;
         }
         match self.policy {
             Policy::Disconnect => Verdict::Disconnect,
-            Policy::Drop => self.miss(tick),
+            Policy::Drop => behind.miss(tick),
             Policy::Conflate if tick.kind.is_trade() => {
-                self.replaceable.retain(|r| r.symbol != tick.symbol);
+                behind.replaceable.retain(|r| r.symbol != tick.symbol);
                 if queued + frame.len() <= budget.trade_limit() {
                     self.queue.push(frame.clone());
                     Verdict::Queued
                 } else {
-                    self.miss(tick)
+                    behind.miss(tick)
                 }
             }
             Policy::Conflate => {
-                if let Some(pos) = self.replaceable.iter().position(|r| r.symbol == tick.symbol) {
-                    let r = self.replaceable[pos];
+                if let Some(pos) = behind.replaceable.iter().position(|r| r.symbol == tick.symbol) {
+                    let r = behind.replaceable[pos];
                     let superseded = r.superseded + 1;
                     if self.queue.replace(r.entry, reencode(superseded)) {
-                        self.replaceable[pos].superseded = superseded;
+                        behind.replaceable[pos].superseded = superseded;
                         return Verdict::Conflated;
                     }
-                    self.replaceable.swap_remove(pos);
+                    behind.replaceable.swap_remove(pos);
                 }
                 if queued + frame.len() > budget.hard {
-                    return self.miss(tick);
+                    return behind.miss(tick);
                 }
                 let entry = self.queue.push(frame.clone());
-                self.replaceable.push(Replaceable { symbol: tick.symbol, entry, superseded: 0 });
+                behind.replaceable.push(Replaceable { symbol: tick.symbol, entry, superseded: 0 });
                 Verdict::Queued
             }
         }
-    }
-
-    fn miss(&mut self, tick: &Tick) -> Verdict {
-        self.replaceable.retain(|r| r.symbol != tick.symbol);
-        self.missed.push(MissedSpan { symbol: tick.symbol, from_seq: tick.seq, to_seq: tick.seq });
-        Verdict::Dropped
     }
 
     /// Queues a frame that no policy drops (replies, snapshots, gaps, pongs, closes).
@@ -234,23 +254,36 @@ impl Outbox {
     /// The missed spans to announce, once the queue is below the soft watermark. The caller
     /// queues a `gap` and a `snapshot` for each, with [`Outbox::push_control`].
     pub fn take_gaps(&mut self, budget: &Budget) -> Option<Vec<MissedSpan>> {
-        if self.missed.is_empty() || self.queue.queued_bytes() >= budget.soft {
+        let behind = self.behind.as_mut()?;
+        if behind.missed.is_empty() || self.queue.queued_bytes() >= budget.soft {
             return None;
         }
-        Some(std::mem::take(&mut self.missed))
+        Some(std::mem::take(&mut behind.missed))
     }
 
     /// Whether spans are waiting to be announced.
     pub fn has_gaps(&self) -> bool {
-        !self.missed.is_empty()
+        self.behind.as_ref().is_some_and(|b| !b.missed.is_empty())
     }
 
     /// Forgets everything owed for `symbol` and returns the span that was still to be
     /// announced, if any (the client unsubscribed, or a wider gap is announced now).
     pub fn forget(&mut self, symbol: SymbolId) -> Option<MissedSpan> {
-        self.replaceable.retain(|r| r.symbol != symbol);
-        let pos = self.missed.iter().position(|s| s.symbol == symbol)?;
-        Some(self.missed.swap_remove(pos))
+        let behind = self.behind.as_mut()?;
+        behind.replaceable.retain(|r| r.symbol != symbol);
+        let pos = behind.missed.iter().position(|s| s.symbol == symbol)?;
+        Some(behind.missed.swap_remove(pos))
+    }
+
+    /// Gives back memory the connection no longer needs: the queue's unused ring (see
+    /// [`OutboundQueue::trim`]) and the slow-consumer state of a connection that has caught up
+    /// (no span to announce, below the soft watermark). Meant to be called every few hundred
+    /// milliseconds, so that a connection hovering at the watermark does not allocate per event.
+    pub fn trim(&mut self, budget: &Budget) {
+        self.queue.trim();
+        if self.queue.queued_bytes() < budget.soft && !self.has_gaps() {
+            self.behind = None;
+        }
     }
 
     /// Whether bytes have waited longer than the write deadline with none written.
@@ -474,6 +507,26 @@ mod tests {
         h.drain();
         let tail: Vec<u8> = h.bytes.chunks(15).rev().take(2).map(|f| f[1]).collect();
         assert_eq!(tail, [SNAP, GAP], "a gap, then a snapshot, at the end");
+        h.check();
+    }
+
+    #[test]
+    fn a_caught_up_outbox_gives_its_slow_consumer_state_back() {
+        let mut h = Harness::new(Policy::Drop);
+        h.event(1, true, 0);
+        h.drain();
+        assert!(h.outbox.behind.is_none(), "never behind: nothing allocated");
+        for _ in 0..30 {
+            h.event(1, true, 0);
+        }
+        assert!(h.outbox.has_gaps());
+        h.outbox.trim(&h.budget);
+        assert!(h.outbox.behind.is_some(), "a span is still to be announced");
+        h.drain();
+        h.outbox.trim(&h.budget);
+        assert!(h.outbox.behind.is_none(), "caught up: given back");
+        h.event(1, true, 0);
+        h.drain();
         h.check();
     }
 

@@ -69,6 +69,17 @@ impl SymbolSet {
         added
     }
 
+    /// Makes room for `additional` more symbols, so that subscribing to several at once
+    /// allocates once and no more than they need (a vector grown one insert at a time would hold
+    /// up to twice that).
+    pub fn reserve(&mut self, additional: usize, universe: usize) {
+        if let Repr::Sparse(ids) = &mut self.repr {
+            if ids.len() + additional <= Self::dense_threshold(universe) {
+                ids.reserve_exact(additional);
+            }
+        }
+    }
+
     /// Removes `id`; returns whether it was there.
     pub fn remove(&mut self, id: SymbolId) -> bool {
         let removed = match &mut self.repr {

@@ -15,9 +15,9 @@ pub struct InvalidUtf8;
 #[derive(Debug, Clone, Copy)]
 enum State {
     /// Collecting a frame header.
-    Header { buf: [u8; 14], have: usize },
+    Header { buf: [u8; 14], have: u8 },
     /// Inside a frame's payload.
-    Payload { remaining: u64, mask: [u8; 4], offset: usize, text: bool, fin: bool },
+    Payload { remaining: u64, mask: [u8; 4], offset: u8, text: bool, fin: bool },
     /// Something the frame parser will reject anyway (unmasked frame, bad length): stop watching.
     Off,
 }
@@ -30,7 +30,7 @@ pub struct Utf8Watch {
     in_text: bool,
     /// Bytes of an incomplete UTF-8 sequence carried over (at most 3).
     pending: [u8; 4],
-    pending_len: usize,
+    pending_len: u8,
 }
 
 impl Default for Utf8Watch {
@@ -50,10 +50,10 @@ impl Utf8Watch {
             match &mut self.state {
                 State::Off => return Ok(()),
                 State::Header { buf, have } => {
-                    buf[*have] = bytes[0];
+                    buf[usize::from(*have)] = bytes[0];
                     *have += 1;
                     bytes = &bytes[1..];
-                    let (buf, have) = (*buf, *have);
+                    let (buf, have) = (*buf, usize::from(*have));
                     if let Some(next) = self.header_done(&buf[..have]) {
                         self.state = next;
                         if let State::Payload { remaining: 0, fin, text, .. } = self.state {
@@ -68,8 +68,8 @@ impl Utf8Watch {
                     *remaining -= take as u64;
                     let (is_text, is_fin, done) = (*text, *fin, *remaining == 0);
                     if is_text {
-                        let (mask, start) = (*mask, *offset);
-                        *offset = (start + take) % 4;
+                        let (mask, start) = (*mask, usize::from(*offset));
+                        *offset = ((start + take) % 4) as u8;
                         self.validate(chunk, mask, start)?;
                     }
                     if done {
@@ -133,7 +133,7 @@ impl Utf8Watch {
     fn validate(&mut self, masked: &[u8], mask: [u8; 4], start: usize) -> Result<(), InvalidUtf8> {
         let mut piece = [0u8; 260];
         for (n, part) in masked.chunks(256).enumerate() {
-            let carried = self.pending_len;
+            let carried = usize::from(self.pending_len);
             piece[..carried].copy_from_slice(&self.pending[..carried]);
             for (i, b) in part.iter().enumerate() {
                 piece[carried + i] = b ^ mask[(start + n * 256 + i) % 4];
@@ -144,7 +144,7 @@ impl Utf8Watch {
                 Err(e) if e.error_len().is_none() => {
                     let tail = &piece[e.valid_up_to()..len];
                     self.pending[..tail.len()].copy_from_slice(tail);
-                    self.pending_len = tail.len();
+                    self.pending_len = tail.len() as u8;
                 }
                 Err(_) => return Err(InvalidUtf8),
             }

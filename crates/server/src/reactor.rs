@@ -6,7 +6,8 @@
 //!    edge-triggered: a readiness event must be drained), answering commands as they come;
 //! 3. drain a batch of ticks from the ingest channel and queue each tick's shared frame on its
 //!    subscribers' queues;
-//! 4. write every connection that got something, many frames per `writev`;
+//! 4. write every connection that got something, many frames per `writev`, fanning out the ticks
+//!    that reach the channel meanwhile every [`FLUSH_SLICE`] connections;
 //! 5. housekeeping: publish counters, drop connections whose close took too long, shutdown.
 //!
 //! Nothing here is shared with another thread except the channel and the counters.
@@ -33,7 +34,7 @@ use tungstenite::{Message, WebSocket};
 use crate::admission::{Admission, Refusal};
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::connection::{AuthState, CloseReason, Closing, Connection, Phase, WriteCounts, WriteOutcome};
+use crate::connection::{AuthState, CloseReason, Closing, Connection, Millis, Phase, WriteCounts, WriteOutcome};
 use crate::http::{self, Parsed, Route, Surface};
 use crate::metrics::Telemetry;
 use crate::stats::{COMMAND_OPS, HTTP_STATUSES, ReactorStats, TurnCounters, latency_histogram};
@@ -73,6 +74,10 @@ const MAX_FANOUT_PER_TURN: usize = 16 * 1024;
 /// Most deliveries offered per turn (checked between ticks), for the same reason: a turn with
 /// popular symbols ends after this many offers, and the rest of the channel waits one turn.
 const MAX_OFFERS_PER_TURN: usize = 64 * 1024;
+/// While writing, the reactor looks at its channel again after every this many connections, and
+/// fans out what arrived meanwhile: the connections not yet written this pass take the new ticks
+/// in the same `writev`, so a tick waits for its subscriber's next write, not for the next turn.
+const FLUSH_SLICE: usize = 32;
 /// How long `poll` sleeps when nothing happens: the housekeeping period.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Bytes read from a socket per `read` while in the HTTP phase or draining.
@@ -119,6 +124,8 @@ pub struct Reactor {
     lvc: LastValueCache,
     /// Connections with something queued this turn.
     dirty: Vec<ConnKey>,
+    /// The list being written by [`Reactor::flush_dirty`] (kept to reuse its capacity).
+    flushing: Vec<ConnKey>,
     /// Connections on their way out, checked against their deadline.
     closing: Vec<ConnKey>,
     /// Connections over the outbound hard limit, found during fan-out.
@@ -128,6 +135,9 @@ pub struct Reactor {
     next_session: u64,
     turn: TurnCounters,
     now: Instant,
+    /// `now` on the reactor's clock (milliseconds since `epoch`), for the connection timers.
+    now_ms: Millis,
+    epoch: Instant,
     /// Set once shutdown has begun: (deadline).
     draining_until: Option<Instant>,
     admin_listener: Option<TcpListener>,
@@ -138,8 +148,15 @@ pub struct Reactor {
     last_sweep: Instant,
     /// This turn's writes.
     writes: WriteCounts,
+    /// What is left of this turn's fan-out allowance: messages, offers.
+    fanout_left: (usize, usize),
     /// (gw_ts, deliveries) of the ticks fanned out this turn, timed once they are written.
     fanned_out: Vec<(u64, u64)>,
+    /// The same for deliveries that go out in the next pass: ticks fanned out during a write pass
+    /// to connections already written in it.
+    carried: Vec<(u64, u64)>,
+    /// A write pass that fans out what arrives is under way (see [`Reactor::flush_dirty`]).
+    passing: bool,
     /// This second's ingest-to-kernel latencies (ns) and fan-out batch times.
     latency: hdrhistogram::Histogram<u64>,
     fanout_time: hdrhistogram::Histogram<u64>,
@@ -197,11 +214,12 @@ impl Reactor {
             budget,
             default_policy,
             // Sized for this reactor's share of the connection limit up front: the memory is only
-            // touched as connections arrive, and the slab never moves 700-byte entries around.
+            // touched as connections arrive, and the slab never moves its 560-byte entries around.
             conns: Slab::with_capacity(slab_capacity),
             index: SubscriptionIndex::new(n),
             lvc: LastValueCache::new(n),
             dirty: Vec::with_capacity(1024),
+            flushing: Vec::with_capacity(1024),
             closing: Vec::new(),
             over_limit: Vec::new(),
             builder: FrameBuilder::new(),
@@ -209,6 +227,8 @@ impl Reactor {
             next_session: 0,
             turn: TurnCounters::default(),
             now: Instant::now(),
+            now_ms: Millis(0),
+            epoch: Instant::now(),
             draining_until: None,
             admin_listener,
             telemetry,
@@ -216,7 +236,10 @@ impl Reactor {
             authenticator,
             last_sweep: Instant::now(),
             writes: WriteCounts::default(),
+            fanout_left: (MAX_FANOUT_PER_TURN, MAX_OFFERS_PER_TURN),
             fanned_out: Vec::with_capacity(MAX_FANOUT_PER_TURN),
+            carried: Vec::with_capacity(MAX_FANOUT_PER_TURN),
+            passing: false,
             latency: latency_histogram(),
             fanout_time: latency_histogram(),
             last_publish: Instant::now(),
@@ -239,6 +262,7 @@ impl Reactor {
             }
             self.inbox.unpark();
             self.now = Instant::now();
+            self.now_ms = Millis::since(self.epoch, self.now);
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(false),
@@ -255,8 +279,9 @@ impl Reactor {
                 }
             }
             let fanout_started = self.now;
+            self.fanout_left = (MAX_FANOUT_PER_TURN, MAX_OFFERS_PER_TURN);
             self.fan_out();
-            self.flush_dirty();
+            self.flush_dirty(true);
             self.time_deliveries(fanout_started);
             self.turn.turns += 1;
             if self.now.duration_since(last_housekeeping) >= IDLE_POLL / 2 || self.draining_until.is_some() {
@@ -301,7 +326,15 @@ impl Reactor {
                     }
                     self.next_session += 1;
                     let burst = self.config.limits.message_burst;
-                    let mut conn = Connection::new(sock, peer, self.next_session, self.default_policy, burst, self.now);
+                    let mut conn = Connection::new(
+                        sock,
+                        peer,
+                        self.next_session,
+                        self.default_policy,
+                        burst,
+                        self.now,
+                        self.now_ms,
+                    );
                     conn.admin = admin;
                     // The admin port is for operators and is not counted against clients' limits.
                     let refusal = if admin { None } else { self.admission.admit(peer.ip()).err() };
@@ -504,7 +537,7 @@ impl Reactor {
             let Phase::Ws(ws) = &mut conn.phase else { return };
             let result = ws.read();
             if result.is_ok() {
-                conn.last_inbound = self.now;
+                conn.last_inbound = self.now_ms;
             }
             // Every client message spends a token (echo connections run conformance suites).
             if let (Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_)), false) = (&result, echo) {
@@ -690,6 +723,8 @@ impl Reactor {
                         };
                         let max_subscriptions = self.config.limits.max_subscriptions;
                         let mut refused = Vec::new();
+                        let room = max_subscriptions.saturating_sub(conn.subs.len());
+                        conn.subs.reserve(known.len().min(room), universe);
                         known.retain(|&symbol| {
                             if conn.subs.contains(symbol) || conn.subs.len() < max_subscriptions {
                                 if conn.subs.insert(symbol, universe) {
@@ -877,25 +912,25 @@ impl Reactor {
 
     // ---- fan-out and write ----
 
-    /// Takes a batch of ticks from the ingest channel and offers each to its subscribers'
-    /// outboxes.
+    /// Takes ticks from the ingest channel, within what is left of the turn's allowance
+    /// ([`MAX_FANOUT_PER_TURN`] messages, [`MAX_OFFERS_PER_TURN`] offers, checked between
+    /// messages), and offers each to its subscribers' outboxes.
     fn fan_out(&mut self) {
         let budget = self.budget;
         let now = self.now;
         let mut offers = 0;
-        for _ in 0..MAX_FANOUT_PER_TURN {
-            if offers >= MAX_OFFERS_PER_TURN {
-                break;
-            }
+        while self.fanout_left.0 > 0 && offers < self.fanout_left.1 {
             let Some(msg) = self.inbox.try_recv() else { break };
+            self.fanout_left.0 -= 1;
             match msg {
                 FanoutMsg::Tick { tick, frame } => {
                     self.lvc.record(&tick);
                     let subscribers = self.index.subscribers(tick.symbol);
                     let info = self.symbols.get(tick.symbol);
                     let builder = &mut self.builder;
-                    self.fanned_out.push((tick.gw_ts, subscribers.len() as u64));
                     offers += subscribers.len();
+                    // Subscribers marked dirty during a write pass are written in the next one.
+                    let mut next_pass = 0;
                     for &key in subscribers {
                         let conn = &mut self.conns[key as usize];
                         let Phase::Ws(ws) = &mut conn.phase else { continue };
@@ -912,7 +947,12 @@ impl Reactor {
                         if !conn.dirty {
                             conn.dirty = true;
                             self.dirty.push(key);
+                            next_pass += u64::from(self.passing);
                         }
+                    }
+                    self.fanned_out.push((tick.gw_ts, subscribers.len() as u64 - next_pass));
+                    if next_pass > 0 {
+                        self.carried.push((tick.gw_ts, next_pass));
                     }
                 }
                 FanoutMsg::Notice { symbol, frame } => {
@@ -973,6 +1013,7 @@ impl Reactor {
                 }
             }
         }
+        self.fanout_left.1 = self.fanout_left.1.saturating_sub(offers);
         while let Some(key) = self.over_limit.pop() {
             self.close_slow_consumer(key as usize);
         }
@@ -998,6 +1039,8 @@ impl Reactor {
             }
         }
         self.fanned_out.clear();
+        // What this pass fanned out to connections it had already written is timed after the next.
+        std::mem::swap(&mut self.fanned_out, &mut self.carried);
         let _ = self.fanout_time.record((fanout_started.elapsed().as_nanos() as u64).max(1_000));
     }
 
@@ -1025,16 +1068,24 @@ impl Reactor {
         }
     }
 
-    /// Writes every connection that has something queued.
-    fn flush_dirty(&mut self) {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        for &key in &dirty {
+    /// Writes every connection that has something queued. With `fan_out`, ticks that arrive
+    /// meanwhile are fanned out every [`FLUSH_SLICE`] connections: the connections still to be
+    /// written this pass send them with what they already had (no extra `writev`), the others
+    /// are marked dirty again and send them next turn.
+    fn flush_dirty(&mut self, fan_out: bool) {
+        // Connections queued to while this pass runs go on `self.dirty` for the next one.
+        let mut dirty = std::mem::take(&mut self.flushing);
+        std::mem::swap(&mut dirty, &mut self.dirty);
+        self.passing = fan_out;
+        for (i, &key) in dirty.iter().enumerate() {
+            if fan_out && i % FLUSH_SLICE == FLUSH_SLICE - 1 && !self.inbox.is_empty() {
+                self.fan_out();
+            }
             self.flush(key as usize);
         }
-        // Keep the list's capacity for the next turn.
+        self.passing = false;
         dirty.clear();
-        dirty.append(&mut self.dirty);
-        self.dirty = dirty;
+        self.flushing = dirty;
     }
 
     fn flush(&mut self, key: usize) {
@@ -1106,7 +1157,7 @@ impl Reactor {
                 io.out.push_control(close_frame(code, text), now);
             }
         }
-        conn.closing = Some(Closing { reason, deadline, fin_sent: false });
+        conn.closing = Some(Box::new(Closing { reason, deadline, fin_sent: false }));
         self.closing.push(key as ConnKey);
         self.mark_dirty(key);
     }
@@ -1155,7 +1206,7 @@ impl Reactor {
                 reactor = self.id,
                 peer = %conn.peer,
                 session = conn.session,
-                duration_ms = self.now.saturating_duration_since(conn.opened).as_millis() as u64,
+                duration_ms = conn.opened.until(self.now_ms),
                 frames_sent = conn.frames_sent,
                 reason = reason.as_str(),
                 "connection closed"
@@ -1200,7 +1251,7 @@ impl Reactor {
                     _ => self.remove(key, CloseReason::Shutdown),
                 }
             }
-            self.flush_dirty();
+            self.flush_dirty(false);
         }
         self.publish_stats();
         match self.draining_until {
@@ -1215,9 +1266,9 @@ impl Reactor {
     fn sweep(&mut self, now: Instant) {
         let budget = self.budget;
         let limits = &self.config.limits;
-        let handshake_timeout = Duration::from_millis(limits.handshake_timeout_ms);
-        let ping_interval = Duration::from_millis(limits.ping_interval_ms);
-        let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
+        let (handshake_timeout, ping_interval, idle_timeout) =
+            (limits.handshake_timeout_ms, limits.ping_interval_ms, limits.idle_timeout_ms);
+        let now_ms = self.now_ms;
         let mut queued_bytes = 0;
         let mut actions = Vec::new();
         let now_secs = wall_clock_ns() / 1_000_000_000;
@@ -1230,7 +1281,7 @@ impl Reactor {
                 matches!(&c.auth, AuthState::Authenticated(p) if p.expires_at.is_some_and(|t| t <= now_secs));
             let Some(io) = c.io() else { continue };
             queued_bytes += io.out.queue.queued_bytes() as u64;
-            io.out.queue.trim();
+            io.out.trim(&budget);
             if closing {
                 continue;
             }
@@ -1238,20 +1289,20 @@ impl Reactor {
             let over = io.out.is_over(&budget) && !echo;
             if io.out.is_stalled(&budget, now) || over {
                 actions.push((key, Sweep::SlowConsumer));
-            } else if !upgraded && now.duration_since(opened) >= handshake_timeout {
+            } else if !upgraded && opened.until(now_ms) >= handshake_timeout {
                 actions.push((key, Sweep::HandshakeTimeout));
             } else if auth_timeout {
                 actions.push((key, Sweep::AuthTimeout));
             } else if token_expired {
                 actions.push((key, Sweep::TokenExpired));
-            } else if upgraded && now.duration_since(last_inbound) >= idle_timeout {
+            } else if upgraded && last_inbound.until(now_ms) >= idle_timeout {
                 actions.push((key, Sweep::IdleTimeout));
             } else if upgraded
-                && now.duration_since(last_inbound) >= ping_interval
-                && now.duration_since(last_ping) >= ping_interval
+                && last_inbound.until(now_ms) >= ping_interval
+                && last_ping.until(now_ms) >= ping_interval
             {
                 io.out.push_control(ping_frame(), now);
-                c.last_ping = now;
+                c.last_ping = now_ms;
                 actions.push((key, Sweep::Pinged));
             }
         }
@@ -1291,7 +1342,7 @@ impl Reactor {
                 }
             }
         }
-        self.flush_dirty();
+        self.flush_dirty(false);
     }
 
     fn publish_stats(&mut self) {

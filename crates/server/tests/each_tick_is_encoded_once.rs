@@ -4,8 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tickgate_server::GatewayStats;
-use tickgate_testkit::{TestClient, start_gateway};
+use tickgate_server::{Gateway, GatewayStats};
+use tickgate_testkit::{TestClient, eventually, start_gateway};
 
 #[derive(Debug, Clone, Copy)]
 struct Totals {
@@ -32,26 +32,24 @@ fn totals(stats: &GatewayStats) -> Totals {
     }
 }
 
-/// Totals once the reactors have fanned out every tick published so far: ticks are counted
-/// at ingest and deliveries later, at the reactors, so on a loaded machine deliveries trail.
-/// Pauses the feed, then waits for every reactor to finish a turn that left its channel empty.
-fn settled_totals(gateway: &tickgate_server::Gateway) -> Totals {
+/// Pauses the feed and waits until every reactor has fanned out, and counted, every tick it was
+/// sent: the two sides of the ratio then cover the same ticks however slow the machine is.
+fn settled_totals(gateway: &Gateway) -> Totals {
     gateway.feed_control().pause();
-    // The ingest loop looks at the pause flag at least every 20 ms.
-    std::thread::sleep(Duration::from_millis(100));
-    let paused_at = tickgate_feed::ingest::wall_clock_ns();
-    let drained =
-        || {
-            gateway.stats().reactors.iter().all(|r| {
-                r.channel_depth.load(Ordering::SeqCst) == 0 && r.heartbeat_ns.load(Ordering::SeqCst) > paused_at
-            })
-        };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !drained() {
-        assert!(std::time::Instant::now() < deadline, "the reactors did not drain their channels");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    totals(gateway.stats())
+    let stats = gateway.stats();
+    let ticks = || stats.ingest.ticks.load(Ordering::Relaxed);
+    eventually("the feed stopped", || {
+        let before = ticks();
+        std::thread::sleep(Duration::from_millis(50));
+        ticks() == before
+    });
+    let beats: Vec<u64> = stats.reactors.iter().map(|r| r.heartbeat_ns.load(Ordering::Relaxed)).collect();
+    eventually("every reactor published its counters with its channel empty", || {
+        stats.reactors.iter().zip(&beats).all(|(r, &beat)| {
+            r.heartbeat_ns.load(Ordering::Relaxed) > beat && r.channel_depth.load(Ordering::Relaxed) == 0
+        })
+    });
+    totals(stats)
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
