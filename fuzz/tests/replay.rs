@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use arbitrary::{Arbitrary, Unstructured};
-use tickgate_fuzz::{command, http, normalize, outbox, utf8};
+use tickgate_fuzz::{command, exchange, http, normalize, outbox, utf8};
 
 fn inputs(dir: &str, target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(target);
@@ -65,6 +65,11 @@ fn outbox_ops() {
 #[test]
 fn outbox_resync() {
     replay("outbox_resync", |data| outbox::check(&take::<outbox::ResyncInput>(data).0));
+}
+
+#[test]
+fn exchange_mapper() {
+    replay("exchange_mapper", exchange::check);
 }
 
 #[test]
