@@ -30,10 +30,8 @@ fn table() -> Arc<SymbolTable> {
 pub fn check(data: &[u8]) {
     let Some((&selector, message)) = data.split_first() else { return };
     let exchange = if selector % 2 == 0 { Exchange::Binance } else { Exchange::Coinbase };
-    let aliases = HashMap::from([
-        ("BTCUSDT".to_string(), "BTC-USD".to_string()),
-        ("BNBBTC".to_string(), "BNB-BTC".to_string()),
-    ]);
+    let aliases =
+        HashMap::from([("BTCUSDT".to_string(), "BTC-USD".to_string()), ("BNBBTC".to_string(), "BNB-BTC".to_string())]);
     let mut mapper = ExchangeMapper::new(exchange, table(), &aliases);
     // The same bytes twice: the second time exercises the sequence and trade-id checks.
     for _ in 0..2 {
