@@ -267,9 +267,15 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     )?;
     let wakes =
         counter("tickgate_reactor_wakes_total", "Wake-ups the ingest thread sent a parked reactor.", &["reactor"])?;
+    let notices_dropped = counter(
+        "tickgate_reactor_notices_dropped_total",
+        "upstream_gap notices dropped because over 1,024 waited for room in a reactor's full channel.",
+        &["reactor"],
+    )?;
     for (id, l) in s.links.iter().enumerate() {
         missed.with_label_values(&[&id.to_string()]).inc_by(load(&l.ticks_missed));
         wakes.with_label_values(&[&id.to_string()]).inc_by(load(&l.wakes));
+        notices_dropped.with_label_values(&[&id.to_string()]).inc_by(load(&l.notices_dropped));
     }
 
     // Per-reactor gauges.
