@@ -598,9 +598,19 @@ fn connect(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Ws, ConnectErro
     stream.set_nodelay(true).map_err(tcp_err)?;
     stream.set_read_timeout(Some(READ_TIMEOUT)).map_err(tcp_err)?;
     stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(tcp_err)?;
-    let connector = match mode {
-        tungstenite::stream::Mode::Plain => tungstenite::Connector::Plain,
-        tungstenite::stream::Mode::Tls => tungstenite::Connector::Rustls(tls.clone()),
+    // The TLS session is set up here rather than by tungstenite, which would take the URL's host
+    // as written: "[::1]" is no server name, "::1" is an IP address.
+    let stream = match mode {
+        tungstenite::stream::Mode::Plain => tungstenite::stream::MaybeTlsStream::Plain(stream),
+        tungstenite::stream::Mode::Tls => {
+            let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| ConnectError::TlsSetup {
+                host: host.clone(),
+                source: tungstenite::error::TlsError::InvalidDnsName,
+            })?;
+            let session = rustls::ClientConnection::new(tls.clone(), name)
+                .map_err(|source| ConnectError::Tls { host: host.clone(), source })?;
+            tungstenite::stream::MaybeTlsStream::Rustls(rustls::StreamOwned::new(session, stream))
+        }
     };
     let deadline = std::time::Instant::now() + HANDSHAKE_TIMEOUT;
     // The read timeout interrupts a handshake whose peer is slow to answer; resume it until the
@@ -608,7 +618,7 @@ fn connect(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Ws, ConnectErro
     let config = tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
-    let mut attempt = tungstenite::client_tls_with_config(request, stream, Some(config), Some(connector));
+    let mut attempt = tungstenite::client::client_with_config(request, stream, Some(config));
     loop {
         match attempt {
             Ok((ws, _response)) => return Ok(ws),

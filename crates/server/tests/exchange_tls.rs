@@ -136,16 +136,27 @@ fn binance_over(url: String, ca_file: PathBuf) -> tickgate_server::Gateway {
 
 #[test]
 fn ticks_arrive_exactly_over_wss_from_an_exchange_signed_by_the_configured_ca() {
+    ticks_arrive_exactly_over_wss("127.0.0.1:0", "localhost", "localhost", "trusted-ca");
+}
+
+#[test]
+fn an_ipv6_literal_host_is_checked_against_the_certificate_s_ip_address() {
+    ticks_arrive_exactly_over_wss("[::1]:0", "[::1]", "::1", "trusted-ca-ipv6");
+}
+
+/// An exchange listening on `listen`, reached as `wss://{url_host}:PORT/stream`, presents a
+/// certificate for `cert_host` signed by the CA the gateway is told to trust.
+fn ticks_arrive_exactly_over_wss(listen: &str, url_host: &str, cert_host: &str, ca_name: &str) {
     let ca = Ca::new("tickgate test CA");
-    let ca_file = ca.pem_file("trusted-ca");
-    let exchange = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ca_file = ca.pem_file(ca_name);
+    let exchange = TcpListener::bind(listen).unwrap();
     let port = exchange.local_addr().unwrap().port();
-    let gateway = binance_over(format!("wss://localhost:{port}/stream"), ca_file.clone());
+    let gateway = binance_over(format!("wss://{url_host}:{port}/stream"), ca_file.clone());
     let addr = gateway.local_addr();
     let mut client = TestClient::connect(addr);
     client.subscribe(&["BTC-USD"]);
 
-    let mut ws = accept_tls(&exchange, &ca.server_config("localhost")).expect("the gateway completes the handshake");
+    let mut ws = accept_tls(&exchange, &ca.server_config(cert_host)).expect("the gateway completes the handshake");
     let book = r#"{"stream":"btcusdt@bookTicker","data":{"u":400900217,"s":"BTCUSDT","b":"64000.00000000","B":"1.50000000","a":"64000.50000000","A":"0.25000000"}}"#;
     play(&mut ws, &[trade("64000.01000000", "0.00100000"), book.to_string(), trade("63999.99000000", "2.50000000")]);
     let first = client.recv_type("trade");
