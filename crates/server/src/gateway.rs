@@ -233,8 +233,9 @@ fn start_source(
     Ok(match source.source.as_str() {
         "replay" => {
             let path = source.replay_path.clone().unwrap_or_default();
+            let rejected = stats.rejected.clone();
             let replay =
-                Replay::open(&path, symbols.clone(), source.replay_speed, source.replay_loop, stats.rejected.clone())
+                Replay::open_with(&path, resolver(), source.replay_speed, source.replay_loop, rejected, &source.name)
                     .map_err(|e| StartError::Feed { path, source: e })?;
             Box::new(replay)
         }

@@ -48,3 +48,32 @@ fn a_missing_recording_stops_the_start_with_the_key() {
     let err = tickgate_server::Gateway::start(config).unwrap_err().to_string();
     assert!(err.contains("feed.replay_path"), "{err}");
 }
+
+#[test]
+fn a_recording_names_symbols_like_any_source_aliases_and_added_symbols() {
+    let path = std::env::temp_dir().join(format!("tickgate-replay-names-{}.jsonl", std::process::id()));
+    let line = |symbol: &str, price: &str| {
+        format!(
+            "{{\"type\":\"trade\",\"symbol\":\"{symbol}\",\"price\":\"{price}\",\"size\":\"1\",\"ts\":1700000000000000000}}\n"
+        )
+    };
+    std::fs::write(&path, line("XBTUSD", "64000.5") + &line("NEW-COIN", "0.125")).unwrap();
+    let gateway = start_gateway(|c| {
+        c.sim.symbols = 10;
+        c.universe.unknown_symbols = "add".into();
+        c.universe.max_added_symbols = 4;
+        c.feed.source = "replay".into();
+        c.feed.replay_path = Some(path.clone());
+        c.feed.replay_speed = 0.0;
+        c.feed.aliases = [("XBTUSD".to_string(), "BTC-USD".to_string())].into();
+    });
+    eventually("both lines played", || {
+        let metrics = http_request(gateway.local_addr(), "GET /metrics HTTP/1.1\r\n\r\n");
+        metrics.contains("tickgate_ticks_ingested_total{source=\"replay\"} 2")
+    });
+    let mut client = TestClient::connect(gateway.local_addr());
+    let (_, snaps) = client.subscribe(&["BTC-USD", "NEW-COIN"]);
+    let prices: Vec<&str> = snaps.iter().map(|s| s["trade"]["price"].as_str().unwrap_or("none")).collect();
+    assert_eq!(prices, ["64000.50", "0.12500000"], "the alias and the added symbol, exact");
+    std::fs::remove_file(&path).ok();
+}
