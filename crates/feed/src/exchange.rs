@@ -64,8 +64,7 @@ impl ExchangeMapper {
     /// heartbeat); `now_ns` stamps messages without an exchange time (Binance's bookTicker).
     pub fn map(&mut self, message: &mut [u8], now_ns: u64) -> Result<Option<Normalized>, Reject> {
         let resolver = &mut self.resolver;
-        let mut symbol_of = |name: &str| resolver.resolve(name);
-        let (symbol, kind, ts, seq) = match self.exchange {
+        let (name, found, kind, ts, seq) = match self.exchange {
             Exchange::Binance => {
                 let message: BinanceMessage<'_> = self.parser.parse(message)?;
                 // Binance's combined stream wraps each event: {"stream":..,"data":{..}}.
@@ -77,23 +76,23 @@ impl ExchangeMapper {
                     if event.e.text("e")? != "trade" {
                         return Ok(None);
                     }
-                    let symbol = symbol_of(event.s.text("s")?)?;
-                    let info = resolver.symbols().get(symbol);
+                    let name = event.s.text("s")?;
+                    let info = resolver.find(name)?;
                     let price = fixed(event.p.text("p")?, info.price_scale, "p")?;
                     let size = fixed(event.q.text("q")?, info.size_scale, "q")?;
                     // Milliseconds; nanoseconds past 2554 do not fit in a u64.
                     let ts = event.trade_time.uint("T")?.checked_mul(1_000_000).ok_or(Reject::TimestampSkew)?;
-                    (symbol, TickKind::Trade { price, size }, ts, None)
+                    (name, info, TickKind::Trade { price, size }, ts, None)
                 } else if event.u.is_present() && event.b.is_present() {
-                    let symbol = symbol_of(event.s.text("s")?)?;
-                    let info = resolver.symbols().get(symbol);
+                    let name = event.s.text("s")?;
+                    let info = resolver.find(name)?;
                     let kind = TickKind::Quote {
                         bid: fixed(event.b.text("b")?, info.price_scale, "b")?,
                         bid_size: fixed(event.bid_size.text("B")?, info.size_scale, "B")?,
                         ask: fixed(event.a.text("a")?, info.price_scale, "a")?,
                         ask_size: fixed(event.ask_size.text("A")?, info.size_scale, "A")?,
                     };
-                    (symbol, kind, now_ns, None)
+                    (name, info, kind, now_ns, None)
                 } else {
                     // {"result":null,"id":1} and other replies.
                     return Ok(None);
@@ -103,18 +102,18 @@ impl ExchangeMapper {
                 let m: CoinbaseMessage<'_> = self.parser.parse(message)?;
                 match m.kind.text("type")? {
                     "match" | "last_match" => {
-                        let symbol = symbol_of(m.product_id.text("product_id")?)?;
-                        let info = resolver.symbols().get(symbol);
+                        let name = m.product_id.text("product_id")?;
+                        let info = resolver.find(name)?;
                         let kind = TickKind::Trade {
                             price: fixed(m.price.text("price")?, info.price_scale, "price")?,
                             size: fixed(m.size.text("size")?, info.size_scale, "size")?,
                         };
                         let ts = rfc3339_ns(m.time.text("time")?).ok_or(Reject::WrongType("time"))?;
-                        (symbol, kind, ts, Some(Numbered::Trade(m.trade_id.uint("trade_id")?)))
+                        (name, info, kind, ts, Some(Numbered::Trade(m.trade_id.uint("trade_id")?)))
                     }
                     "ticker" => {
-                        let symbol = symbol_of(m.product_id.text("product_id")?)?;
-                        let info = resolver.symbols().get(symbol);
+                        let name = m.product_id.text("product_id")?;
+                        let info = resolver.find(name)?;
                         let kind = TickKind::Quote {
                             bid: fixed(m.best_bid.text("best_bid")?, info.price_scale, "best_bid")?,
                             bid_size: fixed(m.best_bid_size.text("best_bid_size")?, info.size_scale, "best_bid_size")?,
@@ -122,7 +121,7 @@ impl ExchangeMapper {
                             ask_size: fixed(m.best_ask_size.text("best_ask_size")?, info.size_scale, "best_ask_size")?,
                         };
                         let ts = rfc3339_ns(m.time.text("time")?).ok_or(Reject::WrongType("time"))?;
-                        (symbol, kind, ts, Some(Numbered::Ticker(m.sequence.uint("sequence")?)))
+                        (name, info, kind, ts, Some(Numbered::Ticker(m.sequence.uint("sequence")?)))
                     }
                     "subscriptions" | "heartbeat" => return Ok(None),
                     _ => return Err(Reject::UnknownType),
@@ -140,6 +139,8 @@ impl ExchangeMapper {
             }
             _ => {}
         }
+        // The message is good: a new symbol joins the universe only now.
+        let symbol = resolver.admit(name, found)?;
         let upstream_gap = match seq {
             None => None,
             Some(Numbered::Trade(id)) => crate::normalize::upstream_seq(&mut self.last_trade_id[symbol.index()], id)?,

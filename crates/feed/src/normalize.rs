@@ -159,8 +159,8 @@ impl Normalizer {
     /// Normalizes one message (modified in place by the parser). `now_ns` is the wall clock.
     pub fn normalize(&mut self, message: &mut [u8], now_ns: u64) -> Result<Normalized, Reject> {
         let m: Message<'_> = self.parser.parse(message)?;
-        let symbol = self.resolver.resolve(m.symbol.text("symbol")?)?;
-        let info = self.resolver.symbols().get(symbol);
+        let symbol_name = m.symbol.text("symbol")?;
+        let info = self.resolver.find(symbol_name)?;
         let kind = match m.kind.text("type")? {
             "trade" => {
                 let price = decimal(m.price, "price", info.price_scale)?;
@@ -192,7 +192,10 @@ impl Normalizer {
         if ts.abs_diff(now_ns) > self.max_skew_ns {
             return Err(Reject::TimestampSkew);
         }
-        let upstream_gap = match m.seq.optional_uint("seq")? {
+        let seq = m.seq.optional_uint("seq")?;
+        // The message is good: a new symbol joins the universe only now.
+        let symbol = self.resolver.admit(symbol_name, info)?;
+        let upstream_gap = match seq {
             None => None,
             Some(seq) => upstream_seq(&mut self.last_seq[symbol.index()], seq)?,
         };
@@ -308,6 +311,26 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(run(&mut n, text), Err(want), "{text}");
         }
+    }
+
+    #[test]
+    fn only_a_good_message_adds_its_unknown_symbol() {
+        let mut table = SymbolTable::new();
+        table
+            .insert(SymbolInfo { name: "AAPL".into(), class: AssetClass::Equity, price_scale: 2, size_scale: 0 })
+            .unwrap();
+        table.reserve_additions(1);
+        let table = Arc::new(table);
+        let add = UnknownSymbols::Add { price_scale: 2, size_scale: 0 };
+        let mut n = Normalizer::with_resolver(SymbolResolver::new(table.clone(), &HashMap::new(), add), 60_000_000_000);
+        let msg = |symbol: &str, price: &str| {
+            format!(r#"{{"type":"trade","symbol":"{symbol}","price":"{price}","size":"1","ts":{NOW}}}"#)
+        };
+        assert_eq!(run(&mut n, &msg("JUNK", "1.001")), Err(Reject::BadDecimal("price")));
+        assert_eq!(run(&mut n, &msg("JUNK", "-1")), Err(Reject::NonPositivePrice));
+        assert_eq!(table.len(), 1, "bad messages add nothing");
+        assert_eq!(run(&mut n, &msg("NEW", "2.5")).unwrap().tick.symbol, SymbolId(1));
+        assert_eq!(run(&mut n, &msg("OTHER", "1")), Err(Reject::UniverseFull));
     }
 
     #[test]

@@ -2,13 +2,16 @@
 //!
 //! A source's names are the universe's own, the configured aliases (`BTCUSDT` -> `BTC-USD`),
 //! and, when the gateway is configured to add unknown symbols, names it has never seen: those
-//! join the shared universe ([`SymbolTable::add`]) the first time a good message carries them,
+//! join the shared universe ([`SymbolTable::add`]) the first time a good message carries them
+//! ([`SymbolResolver::find`] gives the scales to check a message against, [`SymbolResolver::admit`]
+//! adds the symbol once it passed),
 //! and clients can subscribe to them from then on. Each resolver keeps its own cache, so a
 //! known name costs one hash lookup and no lock.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tickgate_core::symbol::is_valid_symbol_name;
 use tickgate_core::{AssetClass, SymbolError, SymbolId, SymbolInfo, SymbolTable};
 
 use crate::normalize::Reject;
@@ -22,6 +25,15 @@ pub enum UnknownSymbols {
     /// Add the symbol to the universe with these scales (the table's reserved room permitting;
     /// past it, messages are rejected as `universe_full`).
     Add { price_scale: u8, size_scale: u8 },
+}
+
+/// What [`SymbolResolver::find`] found for a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    /// The symbol, or None for a name that [`SymbolResolver::admit`] would add.
+    pub id: Option<SymbolId>,
+    pub price_scale: u8,
+    pub size_scale: u8,
 }
 
 /// Upstream name -> symbol for one source.
@@ -52,35 +64,63 @@ impl SymbolResolver {
         &self.symbols
     }
 
-    /// The symbol an upstream name stands for.
+    /// The symbol an upstream name stands for, adding it at once if it is new (see
+    /// [`find`](Self::find) and [`admit`](Self::admit) to add it only once its message is good).
     pub fn resolve(&mut self, upstream: &str) -> Result<SymbolId, Reject> {
+        let found = self.find(upstream)?;
+        self.admit(upstream, found)
+    }
+
+    /// What an upstream name stands for: a known symbol, or (adding unknown symbols) one that
+    /// [`admit`](Self::admit) would add. Either way its scales, to check the message against.
+    pub fn find(&mut self, upstream: &str) -> Result<Found, Reject> {
         if let Some(&id) = self.names.get(upstream) {
+            return Ok(self.known(id));
+        }
+        // Another source may have added it since.
+        if let Some(id) = self.symbols.lookup(self.universe_name(upstream)) {
+            self.names.insert(upstream.into(), id);
+            return Ok(self.known(id));
+        }
+        match self.unknown {
+            UnknownSymbols::Add { price_scale, size_scale } if is_valid_symbol_name(self.universe_name(upstream)) => {
+                Ok(Found { id: None, price_scale, size_scale })
+            }
+            _ => Err(Reject::UnknownSymbol),
+        }
+    }
+
+    /// The symbol of a name [`find`](Self::find) found, added to the universe now if it is new:
+    /// call it once the message is known to be good, so bad messages never add symbols.
+    pub fn admit(&mut self, upstream: &str, found: Found) -> Result<SymbolId, Reject> {
+        if let Some(id) = found.id {
             return Ok(id);
         }
-        let ours = self.aliases.get(upstream).map_or(upstream, |name| name.as_ref());
-        // Another source may have added it since.
-        let id = match self.symbols.lookup(ours) {
-            Some(id) => id,
-            None => {
-                let UnknownSymbols::Add { price_scale, size_scale } = self.unknown else {
-                    return Err(Reject::UnknownSymbol);
-                };
-                let info = SymbolInfo { name: ours.into(), class: AssetClass::Crypto, price_scale, size_scale };
-                match self.symbols.add(info) {
-                    Ok(id) => {
-                        tracing::info!(symbol = ours, price_scale, size_scale, "symbol added to the universe");
-                        id
-                    }
-                    Err(SymbolError::Duplicate(_)) => self.symbols.lookup(ours).ok_or(Reject::UnknownSymbol)?,
-                    Err(SymbolError::Full(_) | SymbolError::TooMany) => return Err(Reject::UniverseFull),
-                    Err(SymbolError::InvalidName(_) | SymbolError::ScaleTooLarge { .. }) => {
-                        return Err(Reject::UnknownSymbol);
-                    }
-                }
+        let ours = self.universe_name(upstream);
+        let (price_scale, size_scale) = (found.price_scale, found.size_scale);
+        let info = SymbolInfo { name: ours.into(), class: AssetClass::Crypto, price_scale, size_scale };
+        let id = match self.symbols.add(info) {
+            Ok(id) => {
+                tracing::info!(symbol = ours, price_scale, size_scale, "symbol added to the universe");
+                id
             }
+            // Another source added it between `find` and now.
+            Err(SymbolError::Duplicate(_)) => self.symbols.lookup(ours).ok_or(Reject::UnknownSymbol)?,
+            Err(SymbolError::Full(_) | SymbolError::TooMany) => return Err(Reject::UniverseFull),
+            Err(SymbolError::InvalidName(_) | SymbolError::ScaleTooLarge { .. }) => return Err(Reject::UnknownSymbol),
         };
         self.names.insert(upstream.into(), id);
         Ok(id)
+    }
+
+    fn known(&self, id: SymbolId) -> Found {
+        let info = self.symbols.get(id);
+        Found { id: Some(id), price_scale: info.price_scale, size_scale: info.size_scale }
+    }
+
+    /// The universe's name for an upstream name: its alias target, or itself.
+    fn universe_name<'n>(&'n self, upstream: &'n str) -> &'n str {
+        self.aliases.get(upstream).map_or(upstream, |name| name.as_ref())
     }
 
     /// The per-symbol state a source keeps must cover every symbol the universe can hold.

@@ -100,7 +100,13 @@ fn two_sources_one_universe_gaps_announced_symbols_added() {
     let after = next_event(&mut client);
     assert_eq!((after["type"].as_str(), after["seq"].as_u64()), (Some("trade"), Some(2)), "no hole in tickgate's seq");
 
-    // An unknown symbol is added with the configured scales, then served like any other.
+    // A bad message never adds its symbol (it would take the one place left)...
+    crypto_feed.write_all(trade("JUNK-USD", 1, "1.000001", "1").as_bytes()).unwrap();
+    eventually("the bad message counted", || {
+        metric(addr, "tickgate_ticks_rejected_total{reason=\"bad_decimal\",source=\"crypto\"}") == 1.0
+    });
+    // ...a good one with an unknown symbol adds it with the configured scales, then it is
+    // served like any other.
     crypto_feed.write_all(trade("SOL-USD", 1, "151.2345", "3.5").as_bytes()).unwrap();
     eventually("the new symbol is listed", || {
         let mut lister = TestClient::connect(addr);
