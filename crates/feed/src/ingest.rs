@@ -33,8 +33,6 @@ pub struct IngestStats {
     pub heartbeat_ns: AtomicU64,
     /// Set while the source is paused by an operator ([`FeedControl`]).
     pub paused: AtomicBool,
-    /// Upstream gaps announced to clients.
-    pub upstream_gaps_announced: AtomicU64,
     /// Every configured source, in configuration order.
     pub sources: Vec<Arc<SourceStats>>,
 }
@@ -121,11 +119,9 @@ impl Ingest {
                 link.publish(tick, &frame);
             }
         }
+        debug_assert!(gaps.next().is_none(), "every upstream gap comes before the tick that revealed it");
         for link in &mut self.links {
             link.flush(&self.lvc);
-        }
-        for gap in gaps {
-            self.announce_upstream_gap(gap);
         }
         let n = batch.len() as u64;
         self.stats.ticks.fetch_add(n, Ordering::Relaxed);
@@ -155,7 +151,6 @@ impl Ingest {
         for link in &mut self.links {
             link.notify(gap.symbol, frame.clone());
         }
-        self.stats.upstream_gaps_announced.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Tells every client that the feed went down or came back.
