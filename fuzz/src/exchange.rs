@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use tickgate_core::{AssetClass, SymbolInfo, SymbolTable, TickKind};
+use tickgate_core::{AssetClass, SymbolInfo, SymbolTable};
 use tickgate_feed::exchange::{Exchange, ExchangeMapper};
 
 const NOW: u64 = 1_700_000_000_000_000_000;
@@ -37,17 +37,7 @@ pub fn check(data: &[u8]) {
     for _ in 0..2 {
         let mut buf = message.to_vec();
         if let Ok(Some(normalized)) = mapper.map(&mut buf, NOW) {
-            let tick = normalized.tick;
-            assert!(tick.symbol.index() < table().len());
-            match tick.kind {
-                TickKind::Trade { price, size } => assert!(price > 0 && size >= 0),
-                TickKind::Quote { bid, bid_size, ask, ask_size } => {
-                    assert!(bid > 0 && ask > 0 && bid_size >= 0 && ask_size >= 0)
-                }
-            }
-            if let Some((from, to)) = normalized.upstream_gap {
-                assert!(from <= to);
-            }
+            crate::normalize::assert_sane(&normalized, &table());
         }
     }
 }

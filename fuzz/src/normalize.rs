@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use tickgate_core::{AssetClass, SymbolInfo, SymbolTable, TickKind};
-use tickgate_feed::normalize::Normalizer;
+use tickgate_feed::normalize::{Normalized, Normalizer};
 
 const NOW: u64 = 1_700_000_000_000_000_000;
 const SKEW: u64 = 60_000_000_000;
@@ -34,18 +34,24 @@ pub fn check(data: &[u8]) {
     for _ in 0..2 {
         let mut buf = data.to_vec();
         if let Ok(normalized) = normalizer.normalize(&mut buf, NOW) {
-            let tick = normalized.tick;
-            assert!(tick.symbol.index() < table().len());
-            assert!(tick.ts.abs_diff(NOW) <= SKEW);
-            match tick.kind {
-                TickKind::Trade { price, size } => assert!(price > 0 && size >= 0),
-                TickKind::Quote { bid, bid_size, ask, ask_size } => {
-                    assert!(bid > 0 && ask > 0 && bid_size >= 0 && ask_size >= 0)
-                }
-            }
-            if let Some((from, to)) = normalized.upstream_gap {
-                assert!(from <= to);
-            }
+            assert_sane(&normalized, &table());
+            assert!(normalized.tick.ts.abs_diff(NOW) <= SKEW);
         }
+    }
+}
+
+/// What every tick a source lets through must be: a symbol of the table, positive prices,
+/// sizes not negative, and an upstream gap (if any) a non-empty span.
+pub fn assert_sane(normalized: &Normalized, table: &SymbolTable) {
+    let tick = normalized.tick;
+    assert!(tick.symbol.index() < table.len());
+    match tick.kind {
+        TickKind::Trade { price, size } => assert!(price > 0 && size >= 0),
+        TickKind::Quote { bid, bid_size, ask, ask_size } => {
+            assert!(bid > 0 && ask > 0 && bid_size >= 0 && ask_size >= 0)
+        }
+    }
+    if let Some((from, to)) = normalized.upstream_gap {
+        assert!(from <= to);
     }
 }
