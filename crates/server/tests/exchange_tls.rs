@@ -3,14 +3,14 @@
 //! exchange's ticks on exactly. A server whose certificate it does not trust is refused, counted
 //! and retried, and nothing comes from it.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tickgate_testkit::{TestClient, eventually, http_request, start_gateway};
+use tickgate_testkit::{TestClient, eventually, http_request, metric, start_gateway};
 use tungstenite::Message;
 
 type TlsWs = tungstenite::WebSocket<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>;
@@ -116,11 +116,6 @@ fn play(ws: &mut TlsWs, messages: &[String]) {
     for m in messages {
         ws.send(Message::text(m.clone())).unwrap();
     }
-}
-
-fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
-    let text = http_request(addr, "GET /metrics HTTP/1.1\r\n\r\n");
-    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
 }
 
 fn binance_over(url: String, ca_file: PathBuf) -> tickgate_server::Gateway {

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tickgate_testkit::{TestClient, eventually, http_request, start_gateway};
+use tickgate_testkit::{TestClient, eventually, http_request, metric, start_gateway};
 
 fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
@@ -17,15 +17,6 @@ fn trade(seq: u64, price: &str) -> String {
         "{{\"type\":\"trade\",\"symbol\":\"AAPL\",\"price\":\"{price}\",\"size\":\"100\",\"ts\":{},\"seq\":{seq}}}\n",
         now_ns()
     )
-}
-
-fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
-    let text = http_request(addr, "GET /metrics HTTP/1.1\r\n\r\n");
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 fn accept(listener: &TcpListener) -> TcpStream {
@@ -70,11 +61,13 @@ fn good_lines_come_out_exact_bad_ones_are_counted_and_outages_are_seen() {
     eventually("every bad line counted", || {
         let rejected: f64 = ["malformed", "bad_decimal", "non_positive_price", "unknown_symbol"]
             .iter()
-            .map(|r| metric(addr, &format!("tickgate_ticks_rejected_total{{reason=\"{r}\",source=\"tcp\"}}")))
+            .map(|r| {
+                metric(addr, &format!("tickgate_ticks_rejected_total{{reason=\"{r}\",source=\"tcp\"}}")).unwrap_or(0.0)
+            })
             .sum();
         rejected == hostile.len() as f64
     });
-    assert_eq!(metric(addr, "tickgate_upstream_gaps_total{source=\"tcp\"}"), 2.0, "seq 3 and 4 never came");
+    assert_eq!(metric(addr, "tickgate_upstream_gaps_total{source=\"tcp\"}"), Some(2.0), "seq 3 and 4 never came");
 
     // The upstream dies: /readyz says so; it comes back: the gateway reconnects.
     drop(feed);
@@ -89,7 +82,7 @@ fn good_lines_come_out_exact_bad_ones_are_counted_and_outages_are_seen() {
     assert_eq!(client.recv_type("status")["feed"], "up");
     feed.write_all(trade(6, "188.00").as_bytes()).unwrap();
     assert_eq!(client.recv_type("trade")["price"], "188.00");
-    assert!(metric(addr, "tickgate_source_reconnects_total{source=\"tcp\"}") >= 1.0);
+    assert!(metric(addr, "tickgate_source_reconnects_total{source=\"tcp\"}").is_some_and(|n| n >= 1.0));
     eventually("ready again", || http_request(addr, "GET /readyz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
     std::thread::sleep(Duration::from_millis(10));
 }

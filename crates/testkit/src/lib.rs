@@ -302,6 +302,16 @@ pub fn http_request(addr: SocketAddr, request: &str) -> String {
     String::from_utf8_lossy(&response).into_owned()
 }
 
+/// The value of one series of the gateway's /metrics (`name{labels}` as Prometheus prints it,
+/// labels sorted by name), or None if there is no such series.
+pub fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
+    let text = http_request(addr, "GET /metrics HTTP/1.1\r\n\r\n");
+    text.lines()
+        .find(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Polls `check` until it holds or [`PATIENCE`] runs out.
 pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
