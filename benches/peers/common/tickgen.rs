@@ -11,6 +11,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Ticks per batch at most, as tickgate's ingest thread (`MAX_BATCH`).
 pub const MAX_BATCH: u64 = 4096;
 
+/// The batch interval: a tick may wait this long after it is due for its batch before the wait
+/// counts as lateness in its timestamp (tickgate's `sim.batch_interval_us` = 1000).
+pub const BATCH_INTERVAL_NS: u64 = 1_000_000;
+
 /// Command line: `--name value` or `--name=value`, every name declared with its default.
 #[derive(Debug)]
 pub struct Args {
@@ -135,6 +139,8 @@ pub struct TickGen {
     rng: Rng,
     rate: f64,
     start: Instant,
+    /// The wall clock at `start`.
+    start_wall_ns: u64,
     emitted: u64,
     pub ticks: u64,
 }
@@ -143,7 +149,8 @@ impl TickGen {
     pub fn new(names: Vec<String>, rate: f64) -> TickGen {
         let mut rng = Rng::new(wall_clock_ns() ^ 0x9E37_79B9_7F4A_7C15);
         let mid = names.iter().map(|_| 1000 + rng.below(49_000) as i64).collect(); // $10-$500
-        TickGen { seq: vec![0; names.len()], mid, names, rng, rate, start: Instant::now(), emitted: 0, ticks: 0 }
+        let (start, start_wall_ns) = (Instant::now(), wall_clock_ns());
+        TickGen { seq: vec![0; names.len()], mid, names, rng, rate, start, start_wall_ns, emitted: 0, ticks: 0 }
     }
 
     /// How many ticks are due now (and counts them as emitted).
@@ -164,9 +171,15 @@ impl TickGen {
         next.saturating_sub(self.start.elapsed())
     }
 
-    /// Appends the next tick's JSON to `out` (stamped `ts` = `gw_ts` = `gw_ts`) and returns its
-    /// symbol index.
-    pub fn next_tick(&mut self, gw_ts: u64, out: &mut String) -> usize {
+    /// Appends the next tick's JSON to `out` and returns its symbol index. The tick is stamped
+    /// (`ts` = `gw_ts`) with `now_ns`, the batch's release time, or, if it was released more than
+    /// [`BATCH_INTERVAL_NS`] after it was due, with its due time plus that interval: the time it
+    /// was meant to leave. So a server whose loop is too busy to generate its ticks on time shows
+    /// the delay in its latency, as tickgate's simulated market does; without this a saturated
+    /// server would hold back its own load and hide the wait (coordinated omission).
+    pub fn next_tick(&mut self, now_ns: u64, out: &mut String) -> usize {
+        let due_ns = ((self.ticks + 1) as f64 * 1e9 / self.rate) as u64;
+        let gw_ts = now_ns.min(self.start_wall_ns + due_ns + BATCH_INTERVAL_NS);
         let i = self.rng.below(self.names.len() as u64) as usize;
         self.seq[i] += 1;
         let seq = self.seq[i];

@@ -98,7 +98,12 @@ function cents(c) {
  * MAX_BATCH per batch; a backlog carries over), so the rate is exact over time whatever the timer
  * resolution. Each tick picks a symbol uniformly at random, is a trade with probability 0.3 and a
  * quote otherwise, and is encoded once as tickgate's JSON text. `gw_ts` (and `ts`) is the wall
- * clock of the batch, stamped once per batch like tickgate's ingest thread.
+ * clock of the batch, stamped once per batch like tickgate's ingest thread, except for a tick
+ * released more than one batch interval (PERIOD_MS) after it was due: it is stamped with its due
+ * time plus that interval, the time it was meant to leave. So a server whose loop is too busy to
+ * generate its ticks on time shows the delay in its latency, as tickgate's simulated market does;
+ * without this a saturated server would hold back its own load and hide the wait (coordinated
+ * omission).
  *
  * `emit(symbolIndex, symbol, json)` is called once per tick.
  */
@@ -108,18 +113,22 @@ export function startGenerator({ symbols, rate, emit }) {
   const seq = new Float64Array(n); // per symbol, trades and quotes share it; first event is 1
   const mid = new Int32Array(n); // mid price in cents
   for (let i = 0; i < n; i++) mid[i] = 1000 + Math.floor(Math.random() * 49000); // $10-$500
-  const start = process.hrtime.bigint();
+  const start = now();
+  const allowanceNs = PERIOD_MS * 1e6;
   let emitted = 0;
   let ticks = 0;
 
   function batch() {
-    const elapsedNs = Number(process.hrtime.bigint() - start);
+    const release = now();
+    const elapsedNs = Number(release - start);
     let due = Math.floor((rate * elapsedNs) / 1e9) - emitted;
     if (due <= 0) return;
     if (due > MAX_BATCH) due = MAX_BATCH;
-    emitted += due;
-    const ts = now().toString();
+    const releaseTs = release.toString();
     for (let k = 0; k < due; k++) {
+      // Tick number emitted + k + 1 is due at that many 1/rate since start.
+      const lateNs = Math.floor(elapsedNs - ((emitted + k + 1) * 1e9) / rate - allowanceNs);
+      const ts = lateNs > 0 ? (release - BigInt(lateNs)).toString() : releaseTs;
       const i = Math.floor(Math.random() * n);
       const s = ++seq[i];
       const r = Math.random();
@@ -139,6 +148,7 @@ export function startGenerator({ symbols, rate, emit }) {
       }
       emit(i, symbols[i], json);
     }
+    emitted += due;
     ticks += due;
   }
 

@@ -12,7 +12,8 @@ pub struct Tick {
     pub seq: u64,
     /// Exchange timestamp.
     pub ts: u64,
-    /// Gateway ingest timestamp (wall clock when the tick entered tickgate).
+    /// Gateway ingest timestamp (wall clock when the tick entered tickgate; for an event of the
+    /// simulated market released late, when it was due to).
     pub gw_ts: u64,
     pub kind: TickKind,
 }

@@ -101,16 +101,18 @@ impl Ingest {
         }
     }
 
-    /// Stamps, records and publishes `batch` (whose `seq` and `gw_ts` are overwritten), each
-    /// upstream gap announced to the symbol's subscribers just before the tick that revealed
-    /// it; then wakes the reactors that were sent anything.
+    /// Stamps, records and publishes `batch`, each upstream gap announced to the symbol's
+    /// subscribers just before the tick that revealed it; then wakes the reactors that were sent
+    /// anything. Every tick's `seq` is overwritten, and its `gw_ts` becomes `gw_ts` (the release
+    /// time) unless the source set an earlier one: the simulated market stamps an event it
+    /// released late with when it was due to leave (see [`crate::sim::SimMarket::poll`]).
     pub fn publish_batch(&mut self, batch: &mut Batch, gw_ts: u64) {
         let mut gaps = batch.upstream_gaps.iter().peekable();
         for (i, tick) in batch.ticks.iter_mut().enumerate() {
             while let Some(gap) = gaps.next_if(|g| g.before == i) {
                 self.announce_upstream_gap(gap);
             }
-            tick.gw_ts = gw_ts;
+            tick.gw_ts = if tick.gw_ts == 0 { gw_ts } else { tick.gw_ts.min(gw_ts) };
             self.sequencer.stamp(tick);
             self.lvc.record(tick);
             let info = self.symbols.get(tick.symbol);
@@ -248,4 +250,23 @@ pub fn spawn_ingest(
         }
         ingest.wake_all();
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tickgate_core::{SymbolId, Tick, TickKind};
+
+    #[test]
+    fn a_tick_keeps_an_earlier_gw_ts_its_source_set_and_gets_the_release_time_otherwise() {
+        let symbols = Arc::new(crate::sim::universe(&crate::sim::SimConfig { symbols: 1, ..Default::default() }));
+        let mut ingest = Ingest::new(symbols, Vec::new(), Arc::new(IngestStats::default()));
+        let tick =
+            |gw_ts| Tick { symbol: SymbolId(0), seq: 0, ts: 1, gw_ts, kind: TickKind::Trade { price: 1, size: 1 } };
+        let mut batch = Batch::with_capacity(3);
+        batch.ticks.extend([tick(0), tick(900), tick(2000)]);
+        ingest.publish_batch(&mut batch, 1000);
+        let stamped: Vec<(u64, u64)> = batch.ticks.iter().map(|t| (t.seq, t.gw_ts)).collect();
+        assert_eq!(stamped, [(1, 1000), (2, 900), (3, 1000)], "a gw_ts after the release is not kept");
+    }
 }

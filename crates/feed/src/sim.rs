@@ -563,6 +563,9 @@ pub struct SimMarket {
     states: Vec<SymbolState>,
     /// Events per 10^9 seconds.
     rate_nano: u128,
+    /// How long after it is due an event may wait for its batch before the wait counts as
+    /// lateness in its timestamps: the batch interval.
+    batch_allowance_ns: u128,
     /// An event is a trade when 53 random bits fall below this.
     trade_threshold: u64,
     emitted: u64,
@@ -631,6 +634,7 @@ impl SimMarket {
             total_weight,
             states,
             rate_nano: ((rate * 1e9).round() as u128).max(1),
+            batch_allowance_ns: u128::from(config.batch_interval_us) * 1000,
             trade_threshold: (trade_ratio * (1u64 << 53) as f64).round() as u64,
             emitted: 0,
         }
@@ -638,27 +642,41 @@ impl SimMarket {
 
     /// Appends to `out` every event due by `elapsed` since the market started (rate × elapsed
     /// events in all, minus those already emitted), at most `max_batch` of them: the rest stay
-    /// due and come in later calls. Each has `ts` = `now_ns` and `seq` = `gw_ts` = 0, for the
-    /// ingest thread to stamp. Returns how many it appended.
+    /// due and come in later calls. Returns how many it appended.
+    ///
+    /// Each event is stamped (`ts` and `gw_ts`, `now_ns` being the wall clock at `elapsed`) with
+    /// when it was due to leave: its due time plus one batch interval, or `now_ns` if that is
+    /// earlier. An event released on time is stamped `now_ns`, like every event of a real feed;
+    /// one released late, because the ingest thread could not run or `max_batch` held it back,
+    /// carries its lateness into every latency measured from its timestamps, as it would had
+    /// it waited in a real feed's socket. (Load generators call this measuring from the intended
+    /// send time: without it, a saturated gateway would delay its own load and hide the delay.)
+    /// `seq` is 0, for the ingest thread to stamp.
     pub fn poll(&mut self, elapsed: Duration, now_ns: u64, max_batch: usize, out: &mut Vec<Tick>) -> usize {
-        let due = elapsed.as_nanos().saturating_mul(self.rate_nano) / NANO_SQUARED;
+        let elapsed_ns = elapsed.as_nanos();
+        let due = elapsed_ns.saturating_mul(self.rate_nano) / NANO_SQUARED;
         let pending = u64::try_from(due).unwrap_or(u64::MAX).saturating_sub(self.emitted);
         let count = usize::try_from(pending).unwrap_or(usize::MAX).min(max_batch);
         out.reserve(count);
         for _ in 0..count {
-            let tick = self.next_tick(now_ns);
+            self.emitted += 1;
+            let leave_by_ns = self.due_ns(self.emitted).saturating_add(self.batch_allowance_ns);
+            let lateness_ns = u64::try_from(elapsed_ns.saturating_sub(leave_by_ns)).unwrap_or(u64::MAX);
+            let tick = self.next_tick(now_ns.saturating_sub(lateness_ns));
             out.push(tick);
         }
-        self.emitted += count as u64;
         count
+    }
+
+    /// Time since start, in nanoseconds, at which event number `n` (from 1) is due.
+    fn due_ns(&self, n: u64) -> u128 {
+        (u128::from(n) * NANO_SQUARED).div_ceil(self.rate_nano)
     }
 
     /// Time since start at which the next event is due (so the ingest thread can sleep until
     /// then). At or before a previous `poll`'s `elapsed` if that poll was capped by `max_batch`.
     pub fn next_due(&self) -> Duration {
-        let next = u128::from(self.emitted) + 1;
-        let ns = (next * NANO_SQUARED).div_ceil(self.rate_nano);
-        Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+        Duration::from_nanos(u64::try_from(self.due_ns(self.emitted + 1)).unwrap_or(u64::MAX))
     }
 
     /// Events emitted so far.
@@ -666,14 +684,14 @@ impl SimMarket {
         self.emitted
     }
 
-    fn next_tick(&mut self, now_ns: u64) -> Tick {
+    fn next_tick(&mut self, stamp_ns: u64) -> Tick {
         let pick = self.rng.below(self.total_weight);
         let index = self.cumulative.partition_point(|&sum| sum <= pick);
         let is_trade = (self.rng.next_u64() >> 11) < self.trade_threshold;
         let state = &mut self.states[index];
         let kind = if is_trade { state.trade(&mut self.rng) } else { state.quote(&mut self.rng) };
         // Table ids are dense indices, and a table has at most u32::MAX symbols.
-        Tick { symbol: SymbolId(index as u32), seq: 0, ts: now_ns, gw_ts: 0, kind }
+        Tick { symbol: SymbolId(index as u32), seq: 0, ts: stamp_ns, gw_ts: stamp_ns, kind }
     }
 }
 
@@ -709,7 +727,9 @@ mod tests {
         let mut counts = vec![0u64; table.len()];
         let mut books: Vec<Option<(i64, i64)>> = vec![None; table.len()];
         for tick in events {
-            assert_eq!((tick.seq, tick.gw_ts, tick.ts), (0, 0, now_ns));
+            assert_eq!(tick.seq, 0);
+            assert_eq!(tick.gw_ts, tick.ts);
+            assert!(tick.ts <= now_ns, "an event is never stamped after its release");
             let i = tick.symbol.index();
             assert!(i < table.len());
             counts[i] += 1;
@@ -898,6 +918,32 @@ mod tests {
         assert_eq!(m.poll(later, 2, 0, &mut out), 0);
         // The clock going backwards releases nothing.
         assert_eq!(m.poll(Duration::from_millis(10), 3, 400, &mut out), 0);
+    }
+
+    #[test]
+    fn events_released_late_are_stamped_with_when_they_were_due_to_leave() {
+        // 1,000 events/s, 1 ms batches: event n is due at n ms and may leave until n + 1 ms.
+        let (_, mut m) = market(&config(1, 10, 1000.0, 0.3));
+        let mut out = Vec::new();
+        let now = 1_700_000_000_000_000_000u64;
+        // On time: events 1-3 released at 3.5 ms (event 3 is due at 3 ms, may leave until 4 ms,
+        // but event 1 should have left by 2 ms: 1.5 ms late).
+        assert_eq!(m.poll(Duration::from_micros(3500), now, 100, &mut out), 3);
+        let stamps: Vec<u64> = out.iter().map(|t| t.gw_ts).collect();
+        assert_eq!(stamps, [now - 1_500_000, now - 500_000, now]);
+        assert!(out.iter().all(|t| t.ts == t.gw_ts));
+        // Released within its batch interval: stamped with the release time.
+        out.clear();
+        assert_eq!(m.poll(Duration::from_micros(4200), now, 100, &mut out), 1);
+        assert_eq!(out[0].gw_ts, now);
+        // Held back by max_batch: the lateness grows with the wait.
+        out.clear();
+        assert_eq!(m.poll(Duration::from_millis(20), now, 2, &mut out), 2);
+        assert_eq!(out.iter().map(|t| t.gw_ts).collect::<Vec<_>>(), [now - 14_000_000, now - 13_000_000]);
+        // The wall clock before the lateness (a clock near zero) saturates instead of wrapping.
+        out.clear();
+        assert_eq!(m.poll(Duration::from_secs(1), 5, 1, &mut out), 1);
+        assert_eq!(out[0].gw_ts, 0);
     }
 
     #[test]

@@ -14,8 +14,9 @@ use crate::tcp::SourceHealth;
 /// started comes out, at most `max_batch` at a time. Sources pace themselves; the ingest thread
 /// only asks.
 pub trait Source: Send {
-    /// Appends the ticks due by `elapsed` (`seq` and `gw_ts` are the ingest thread's to stamp),
-    /// and the upstream gaps found among them; returns how many ticks.
+    /// Appends the ticks due by `elapsed` (`seq` is the ingest thread's to stamp, and so is
+    /// `gw_ts` if left 0; a source that knows a tick was due to enter earlier than `now_ns` may
+    /// set that time instead), and the upstream gaps found among them; returns how many ticks.
     fn poll(&mut self, elapsed: Duration, now_ns: u64, max_batch: usize, out: &mut Batch) -> usize;
 
     /// When the next tick is due, or None once the source has nothing more to give.
