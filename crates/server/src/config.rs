@@ -411,6 +411,12 @@ pub struct ServerConfig {
     /// SO_SNDBUF of client sockets in bytes; 0 keeps the kernel's autotuning. A cap bounds the
     /// kernel memory a stalled client can hold and makes the outbound budget bite sooner.
     pub socket_send_buffer: usize,
+    /// Longest wait of a busy reactor before its next write pass, in microseconds; 0 (the
+    /// default) never waits. After a pass (fan-out and writes) of T that wrote to at least half
+    /// its connections, a reactor waits min(T, this) before the next, so each connection's
+    /// frames leave in fewer, larger writes: less CPU per delivery for a little more latency
+    /// (see `crate::hold` and docs/OPERATIONS.md).
+    pub write_hold_max_us: u64,
 }
 
 impl Default for ServerConfig {
@@ -425,6 +431,7 @@ impl Default for ServerConfig {
             socket_send_buffer: 0,
             echo_route: false,
             tcp_nodelay: true,
+            write_hold_max_us: 0,
         }
     }
 }
@@ -572,6 +579,12 @@ impl Config {
             return Err(invalid(
                 "server.channel_capacity",
                 format!("must be between 16 and 16777216 ticks, got {}", s.channel_capacity),
+            ));
+        }
+        if s.write_hold_max_us > 100_000 {
+            return Err(invalid(
+                "server.write_hold_max_us",
+                format!("must be at most 100000 (100 ms; 0 = no hold), got {}", s.write_hold_max_us),
             ));
         }
         let l = &self.limits;

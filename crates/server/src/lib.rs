@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod gateway;
+pub mod hold;
 pub mod http;
 pub mod metrics;
 pub mod reactor;

@@ -172,6 +172,11 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         }),
         ("tickgate_protocol_closes_total", "Connections closed with 1002, 1007 or 1009.", |c| &c.protocol_closes),
         ("tickgate_reactor_turns_total", "Reactor loop turns.", |c| &c.turns),
+        (
+            "tickgate_reactor_write_holds_total",
+            "Waits of a busy reactor before a write pass, to put more frames in each write.",
+            |c| &c.write_holds,
+        ),
         ("tickgate_rate_limited_total", "Client messages refused for the rate limit.", |c| &c.rate_limited),
         ("tickgate_subscriptions_refused_total", "Subscriptions refused for the per-connection maximum.", |c| {
             &c.subscriptions_refused

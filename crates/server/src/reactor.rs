@@ -35,6 +35,7 @@ use crate::admission::{Admission, Refusal};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::connection::{AuthState, CloseReason, Closing, Connection, Millis, Phase, WriteCounts, WriteOutcome};
+use crate::hold::{HoldTimer, WriteHold};
 use crate::http::{self, Parsed, Route, Surface};
 use crate::metrics::Telemetry;
 use crate::stats::{COMMAND_OPS, HTTP_STATUSES, ReactorStats, TurnCounters, latency_histogram};
@@ -42,6 +43,7 @@ use crate::stats::{COMMAND_OPS, HTTP_STATUSES, ReactorStats, TurnCounters, laten
 pub const LISTENER: Token = Token(usize::MAX - 1);
 pub const WAKER: Token = Token(usize::MAX - 2);
 pub const ADMIN_LISTENER: Token = Token(usize::MAX - 3);
+pub const HOLD_TIMER: Token = Token(usize::MAX - 4);
 
 /// WebSocket limits of the echo route: the conformance cases send messages of up to 16 MiB.
 fn echo_ws_config() -> WebSocketConfig {
@@ -157,6 +159,11 @@ pub struct Reactor {
     carried: Vec<(u64, u64)>,
     /// A write pass that fans out what arrives is under way (see [`Reactor::flush_dirty`]).
     passing: bool,
+    /// How long a busy reactor waits between write passes, and the timer that ends the wait.
+    write_hold: WriteHold,
+    hold_timer: HoldTimer,
+    /// No fan-out or write pass before this (see [`crate::hold`]).
+    hold_until: Option<Instant>,
     /// This second's ingest-to-kernel latencies (ns) and fan-out batch times.
     latency: hdrhistogram::Histogram<u64>,
     fanout_time: hdrhistogram::Histogram<u64>,
@@ -198,6 +205,8 @@ impl Reactor {
             .write_buffer_size(0)
             .max_message_size(Some(limits.max_message_size))
             .max_frame_size(Some(limits.max_message_size));
+        let hold_timer = HoldTimer::new(poll.registry(), HOLD_TIMER)?;
+        let write_hold = WriteHold { max: Duration::from_micros(config.server.write_hold_max_us) };
         let n = symbols.capacity();
         let (budget, default_policy) = (config.budget(), config.default_policy());
         let slab_capacity = config.limits.max_connections / config.reactor_count() + 16;
@@ -240,6 +249,9 @@ impl Reactor {
             fanned_out: Vec::with_capacity(MAX_FANOUT_PER_TURN),
             carried: Vec::with_capacity(MAX_FANOUT_PER_TURN),
             passing: false,
+            write_hold,
+            hold_timer,
+            hold_until: None,
             latency: latency_histogram(),
             fanout_time: latency_histogram(),
             last_publish: Instant::now(),
@@ -253,7 +265,13 @@ impl Reactor {
         let mut events = Events::with_capacity(1024);
         let mut last_housekeeping = Instant::now();
         loop {
-            let timeout = if self.inbox.park() { IDLE_POLL } else { Duration::ZERO };
+            // While holding, the hold timer wakes the reactor (the ingest thread need not);
+            // the poll's own timeout, in whole milliseconds, is only a backstop.
+            let timeout = match self.hold_until {
+                Some(until) => until.saturating_duration_since(Instant::now()),
+                None if self.inbox.park() => IDLE_POLL,
+                None => Duration::ZERO,
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(reactor = self.id, error = %e, "poll failed; reactor stops");
@@ -267,7 +285,7 @@ impl Reactor {
                 match event.token() {
                     LISTENER => self.accept(false),
                     ADMIN_LISTENER => self.accept(true),
-                    WAKER => {}
+                    WAKER | HOLD_TIMER => {}
                     Token(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.on_readable(key);
@@ -278,12 +296,19 @@ impl Reactor {
                     }
                 }
             }
-            let fanout_started = self.now;
-            self.fanout_left = (MAX_FANOUT_PER_TURN, MAX_OFFERS_PER_TURN);
-            self.fan_out();
-            self.flush_dirty(true);
-            self.time_deliveries(fanout_started);
-            self.turn.turns += 1;
+            // Holding (see crate::hold): ticks wait in the channel and replies in their queues
+            // until the hold timer, unless shutdown has begun.
+            let holding = self.hold_until.is_some_and(|until| until > self.now) && self.draining_until.is_none();
+            if !holding {
+                self.hold_until = None;
+                let fanout_started = self.now;
+                self.fanout_left = (MAX_FANOUT_PER_TURN, MAX_OFFERS_PER_TURN);
+                self.fan_out();
+                let written = self.flush_dirty(true);
+                self.time_deliveries(fanout_started);
+                self.turn.turns += 1;
+                self.hold_after(fanout_started.elapsed(), written);
+            }
             if self.now.duration_since(last_housekeeping) >= IDLE_POLL / 2 || self.draining_until.is_some() {
                 last_housekeeping = self.now;
                 if self.housekeeping() {
@@ -292,6 +317,21 @@ impl Reactor {
             }
         }
         self.publish_stats();
+    }
+
+    /// Arms the hold after a pass (fan-out and writes) that took `took` and wrote to `written`
+    /// connections, if [`WriteHold::after_pass`] says so.
+    fn hold_after(&mut self, took: Duration, written: usize) {
+        let Some(hold) = self.write_hold.after_pass(took, written, self.conns.len()) else { return };
+        // Taken before arming, so the timer never fires before the hold is over.
+        let until = Instant::now() + hold;
+        match self.hold_timer.arm(hold) {
+            Ok(()) => {
+                self.hold_until = Some(until);
+                self.turn.write_holds += 1;
+            }
+            Err(e) => tracing::debug!(reactor = self.id, error = %e, "hold timer failed; not holding"),
+        }
     }
 
     // ---- accept and read ----
@@ -1072,10 +1112,12 @@ impl Reactor {
     /// meanwhile are fanned out every [`FLUSH_SLICE`] connections: the connections still to be
     /// written this pass send them with what they already had (no extra `writev`), the others
     /// are marked dirty again and send them next turn.
-    fn flush_dirty(&mut self, fan_out: bool) {
+    /// Returns how many connections it wrote.
+    fn flush_dirty(&mut self, fan_out: bool) -> usize {
         // Connections queued to while this pass runs go on `self.dirty` for the next one.
         let mut dirty = std::mem::take(&mut self.flushing);
         std::mem::swap(&mut dirty, &mut self.dirty);
+        let written = dirty.len();
         self.passing = fan_out;
         for (i, &key) in dirty.iter().enumerate() {
             if fan_out && i % FLUSH_SLICE == FLUSH_SLICE - 1 && !self.inbox.is_empty() {
@@ -1086,6 +1128,7 @@ impl Reactor {
         self.passing = false;
         dirty.clear();
         self.flushing = dirty;
+        written
     }
 
     fn flush(&mut self, key: usize) {

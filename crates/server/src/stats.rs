@@ -72,6 +72,9 @@ counters! {
         http_responses,
         /// Loop turns (a reactor that stops turning is stuck).
         turns,
+        /// Waits before a write pass, of a busy reactor holding frames back to write them
+        /// together (`server.write_hold_max_us`).
+        write_holds,
         /// Client messages refused for the rate limit (answered with error rate_limited).
         rate_limited,
         /// Subscriptions refused for the per-connection maximum.
