@@ -10,6 +10,9 @@
 //!    that reach the channel meanwhile every [`FLUSH_SLICE`] connections;
 //! 5. housekeeping: publish counters, drop connections whose close took too long, shutdown.
 //!
+//! Steps 3 and 4 wait while the reactor holds its writes back after a long pass
+//! (`server.write_hold_max_us`, see [`crate::hold`]).
+//!
 //! Nothing here is shared with another thread except the channel and the counters.
 
 use std::io::{self, Read};
