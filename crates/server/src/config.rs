@@ -736,6 +736,7 @@ mod tests {
             ("[server]\nlisten = \"nowhere\"\n", "2:10", "listen"),
             ("[limits]\nmax_mesage_size = 10\n", "2:1", "unknown field `max_mesage_size`"),
             ("[server]\nreactors = 5000\n", "", "server.reactors must be at most 1024"),
+            ("[server]\nwrite_hold_max_us = 200000\n", "", "server.write_hold_max_us must be at most 100000"),
             ("[limits]\nmax_message_size = 10\n", "", "limits.max_message_size must be between"),
             ("[sim]\nrate = -1.0\n", "", "sim.rate"),
             ("[limits]\nslow_consumer_policy = \"pray\"\n", "", "limits.slow_consumer_policy must be"),
