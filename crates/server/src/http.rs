@@ -17,10 +17,10 @@ pub enum Route {
     Upgrade { response: Vec<u8>, head_len: usize, echo: bool, token: Option<String> },
     /// Send this response and close.
     Respond(Vec<u8>),
-    /// Answer with the Prometheus metrics.
-    Metrics,
-    /// Answer with readiness: 200 or 503 and a JSON body.
-    Ready,
+    /// Answer with the Prometheus metrics (`head`: without the body, for a HEAD request).
+    Metrics { head: bool },
+    /// Answer with readiness: 200 or 503 and a JSON body (`head`: without it).
+    Ready { head: bool },
 }
 
 /// Which routes a listener serves.
@@ -39,6 +39,15 @@ pub enum Parsed {
     /// The head is not complete yet.
     Partial,
     Complete(Route),
+}
+
+/// The head of `response` (status line and headers, `Content-Length` kept): the answer to a
+/// HEAD request.
+pub fn without_body(mut response: Vec<u8>) -> Vec<u8> {
+    if let Some(p) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+        response.truncate(p + 4);
+    }
+    response
 }
 
 /// Parses the request head in `buf` (which holds at most `max_head` bytes) and routes it.
@@ -60,11 +69,9 @@ pub fn parse_and_route(buf: &[u8], max_head: usize, surface: Surface, allowed_or
                     "Bad Request",
                     "a WebSocket upgrade must be a GET\n",
                 ))),
-                Route::Respond(full) => {
-                    let head_end = full.windows(4).position(|w| w == b"\r\n\r\n").map_or(full.len(), |p| p + 4);
-                    Parsed::Complete(Route::Respond(full[..head_end].to_vec()))
-                }
-                other => Parsed::Complete(other),
+                Route::Respond(full) => Parsed::Complete(Route::Respond(without_body(full))),
+                Route::Metrics { .. } => Parsed::Complete(Route::Metrics { head: true }),
+                Route::Ready { .. } => Parsed::Complete(Route::Ready { head: true }),
             }
         }
         Ok(httparse::Status::Complete(head_len)) => {
@@ -113,8 +120,8 @@ fn route(req: &httparse::Request<'_, '_>, head_len: usize, surface: Surface) -> 
     let echo = matches!(surface, Surface::Public { echo: true, .. });
     match path {
         "/healthz" => Route::Respond(response(200, "OK", "ok\n")),
-        "/readyz" if operational => Route::Ready,
-        "/metrics" if operational => Route::Metrics,
+        "/readyz" if operational => Route::Ready { head: false },
+        "/metrics" if operational => Route::Metrics { head: false },
         _ if surface == Surface::Admin => {
             Route::Respond(response(404, "Not Found", "the admin port serves /healthz, /readyz and /metrics\n"))
         }
@@ -243,13 +250,17 @@ mod tests {
     #[test]
     fn operational_routes_follow_the_surface() {
         let route = |raw: &str, surface| match parse_and_route(raw.as_bytes(), 8192, surface, &[]) {
-            Parsed::Complete(Route::Metrics) => "metrics".to_string(),
-            Parsed::Complete(Route::Ready) => "ready".to_string(),
+            Parsed::Complete(Route::Metrics { head: false }) => "metrics".to_string(),
+            Parsed::Complete(Route::Ready { head: false }) => "ready".to_string(),
+            Parsed::Complete(Route::Metrics { head: true }) => "head metrics".to_string(),
+            Parsed::Complete(Route::Ready { head: true }) => "head ready".to_string(),
             Parsed::Complete(Route::Respond(r)) => status_of(&r).to_string(),
             other => format!("{other:?}"),
         };
         assert_eq!(route("GET /metrics HTTP/1.1\r\n\r\n", PUBLIC), "metrics");
         assert_eq!(route("GET /readyz HTTP/1.1\r\n\r\n", PUBLIC), "ready");
+        assert_eq!(route("HEAD /metrics HTTP/1.1\r\n\r\n", PUBLIC), "head metrics");
+        assert_eq!(route("HEAD /readyz HTTP/1.1\r\n\r\n", Surface::Admin), "head ready");
         let public_only = Surface::Public { operational: false, echo: false };
         assert_eq!(route("GET /echo HTTP/1.1\r\n\r\n", public_only), "404", "off unless turned on");
         assert_eq!(route("GET /metrics HTTP/1.1\r\n\r\n", public_only), "404");

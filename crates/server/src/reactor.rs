@@ -494,14 +494,18 @@ impl Reactor {
                 }
             }
             Parsed::Complete(Route::Respond(response)) => response,
-            Parsed::Complete(Route::Metrics) => match crate::metrics::render(&self.telemetry, wall_clock_ns()) {
-                Ok(text) => http::response_typed(200, "OK", "text/plain; version=0.0.4; charset=utf-8", &text),
-                Err(e) => http::response(500, "Internal Server Error", &format!("cannot render metrics: {e}\n")),
-            },
-            Parsed::Complete(Route::Ready) => {
+            Parsed::Complete(Route::Metrics { head }) => {
+                let full = match crate::metrics::render(&self.telemetry, wall_clock_ns()) {
+                    Ok(text) => http::response_typed(200, "OK", "text/plain; version=0.0.4; charset=utf-8", &text),
+                    Err(e) => http::response(500, "Internal Server Error", &format!("cannot render metrics: {e}\n")),
+                };
+                if head { http::without_body(full) } else { full }
+            }
+            Parsed::Complete(Route::Ready { head }) => {
                 let readiness = crate::metrics::readiness(&self.telemetry, wall_clock_ns());
                 let (status, reason) = if readiness.ready() { (200, "OK") } else { (503, "Service Unavailable") };
-                http::response_typed(status, reason, "application/json", &readiness.body)
+                let full = http::response_typed(status, reason, "application/json", &readiness.body);
+                if head { http::without_body(full) } else { full }
             }
         };
         let status = http::status_of(&response);

@@ -148,3 +148,18 @@ fn metrics_stay_responsive_under_heavy_fan_out() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn head_requests_get_the_headers_without_the_body() {
+    let gateway = start_gateway(|_| {});
+    let addr = gateway.local_addr();
+    for path in ["/metrics", "/readyz", "/healthz"] {
+        let get = http_request(addr, &format!("GET {path} HTTP/1.1\r\n\r\n"));
+        let head = http_request(addr, &format!("HEAD {path} HTTP/1.1\r\n\r\n"));
+        let (get_head, body) = get.split_once("\r\n\r\n").unwrap();
+        assert!(!body.is_empty(), "GET {path} has a body");
+        assert!(head.ends_with("\r\n\r\n"), "HEAD {path}: nothing after the headers: {head:?}");
+        assert_eq!(get_head.lines().next(), head.lines().next(), "HEAD {path}: the status of GET");
+        assert!(head.to_ascii_lowercase().contains("content-length: "), "HEAD {path} says how long GET's body is");
+    }
+}
