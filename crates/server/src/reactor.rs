@@ -310,7 +310,9 @@ impl Reactor {
                 let written = self.flush_dirty(true);
                 self.time_deliveries(fanout_started);
                 self.turn.turns += 1;
-                self.hold_after(fanout_started.elapsed(), written);
+                if !self.write_hold.max.is_zero() {
+                    self.hold_after(fanout_started.elapsed(), written);
+                }
             }
             if self.now.duration_since(last_housekeeping) >= IDLE_POLL / 2 || self.draining_until.is_some() {
                 last_housekeeping = self.now;
