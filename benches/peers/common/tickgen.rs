@@ -139,8 +139,9 @@ pub struct TickGen {
     rng: Rng,
     rate: f64,
     start: Instant,
-    /// The wall clock at `start`.
-    start_wall_ns: u64,
+    /// The last batch's release: the wall clock and the time since `start`, read together.
+    released_ns: u64,
+    released_elapsed_ns: u64,
     emitted: u64,
     pub ticks: u64,
 }
@@ -149,14 +150,25 @@ impl TickGen {
     pub fn new(names: Vec<String>, rate: f64) -> TickGen {
         let mut rng = Rng::new(wall_clock_ns() ^ 0x9E37_79B9_7F4A_7C15);
         let mid = names.iter().map(|_| 1000 + rng.below(49_000) as i64).collect(); // $10-$500
-        let (start, start_wall_ns) = (Instant::now(), wall_clock_ns());
-        TickGen { seq: vec![0; names.len()], mid, names, rng, rate, start, start_wall_ns, emitted: 0, ticks: 0 }
+        TickGen {
+            seq: vec![0; names.len()],
+            mid,
+            names,
+            rng,
+            rate,
+            start: Instant::now(),
+            released_ns: 0,
+            released_elapsed_ns: 0,
+            emitted: 0,
+            ticks: 0,
+        }
     }
 
-    /// How many ticks are due now (and counts them as emitted).
+    /// How many ticks are due now (and counts them as emitted); they are released now.
     pub fn due(&mut self) -> u64 {
-        let elapsed = self.start.elapsed().as_nanos() as f64;
-        let total = (self.rate * elapsed / 1e9) as u64;
+        self.released_ns = wall_clock_ns();
+        self.released_elapsed_ns = self.start.elapsed().as_nanos() as u64;
+        let total = (self.rate * self.released_elapsed_ns as f64 / 1e9) as u64;
         let due = total.saturating_sub(self.emitted).min(MAX_BATCH);
         self.emitted += due;
         due
@@ -172,14 +184,17 @@ impl TickGen {
     }
 
     /// Appends the next tick's JSON to `out` and returns its symbol index. The tick is stamped
-    /// (`ts` = `gw_ts`) with `now_ns`, the batch's release time, or, if it was released more than
+    /// (`ts` = `gw_ts`) with its batch's release time (the last [`TickGen::due`]), or, if it was
+    /// released more than
     /// [`BATCH_INTERVAL_NS`] after it was due, with its due time plus that interval: the time it
     /// was meant to leave. So a server whose loop is too busy to generate its ticks on time shows
     /// the delay in its latency, as tickgate's simulated market does; without this a saturated
     /// server would hold back its own load and hide the wait (coordinated omission).
-    pub fn next_tick(&mut self, now_ns: u64, out: &mut String) -> usize {
+    pub fn next_tick(&mut self, out: &mut String) -> usize {
+        // Lateness on the monotonic clock, so a wall-clock step during the run changes nothing.
         let due_ns = ((self.ticks + 1) as f64 * 1e9 / self.rate) as u64;
-        let gw_ts = now_ns.min(self.start_wall_ns + due_ns + BATCH_INTERVAL_NS);
+        let late_ns = self.released_elapsed_ns.saturating_sub(due_ns + BATCH_INTERVAL_NS);
+        let gw_ts = self.released_ns.saturating_sub(late_ns);
         let i = self.rng.below(self.names.len() as u64) as usize;
         self.seq[i] += 1;
         let seq = self.seq[i];

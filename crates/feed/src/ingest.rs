@@ -197,16 +197,18 @@ pub fn spawn_ingest(
                     ingest.announce_feed(up, &source_stats.name);
                 }
             }
-            let now_ns = wall_clock_ns();
+            // Read together: the sim stamps a late event `now_ns` less its lateness at `polled_at`.
+            let (now_ns, polled_at) = (wall_clock_ns(), start.elapsed());
             stats.heartbeat_ns.store(now_ns, Ordering::Relaxed);
             if stats.paused.load(Ordering::Relaxed) {
+                // The pause, as long as it really lasted, is taken off the sources' clock.
+                let pause_started = Instant::now();
                 thread::sleep(MAX_SLEEP);
-                start += MAX_SLEEP;
+                start += pause_started.elapsed();
                 ingest.flush();
                 continue;
             }
             batch.clear();
-            let polled_at = start.elapsed();
             let mut next_due: Option<Duration> = None;
             for (index, (source, source_stats)) in sources.iter_mut().zip(&stats.sources).enumerate() {
                 let (ticks_before, gaps_before) = (batch.ticks.len(), batch.upstream_gaps.len());

@@ -926,8 +926,8 @@ mod tests {
         let (_, mut m) = market(&config(1, 10, 1000.0, 0.3));
         let mut out = Vec::new();
         let now = 1_700_000_000_000_000_000u64;
-        // On time: events 1-3 released at 3.5 ms (event 3 is due at 3 ms, may leave until 4 ms,
-        // but event 1 should have left by 2 ms: 1.5 ms late).
+        // Events 1-3 released at 3.5 ms: event 3 (due at 3 ms, may leave until 4 ms) is on
+        // time, event 1 should have left by 2 ms (1.5 ms late), event 2 by 3 ms (0.5 ms late).
         assert_eq!(m.poll(Duration::from_micros(3500), now, 100, &mut out), 3);
         let stamps: Vec<u64> = out.iter().map(|t| t.gw_ts).collect();
         assert_eq!(stamps, [now - 1_500_000, now - 500_000, now]);

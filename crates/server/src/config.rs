@@ -581,10 +581,11 @@ impl Config {
                 format!("must be between 16 and 16777216 ticks, got {}", s.channel_capacity),
             ));
         }
-        if s.write_hold_max_us > 100_000 {
+        if s.write_hold_max_us != 0 && !(100..=100_000).contains(&s.write_hold_max_us) {
+            // Under 100 µs no pass would ever hold (crate::hold::MIN_HOLD): refused, not ignored.
             return Err(invalid(
                 "server.write_hold_max_us",
-                format!("must be at most 100000 (100 ms; 0 = no hold), got {}", s.write_hold_max_us),
+                format!("must be 0 (no hold) or 100 to 100000 µs, got {}", s.write_hold_max_us),
             ));
         }
         let l = &self.limits;
@@ -736,7 +737,8 @@ mod tests {
             ("[server]\nlisten = \"nowhere\"\n", "2:10", "listen"),
             ("[limits]\nmax_mesage_size = 10\n", "2:1", "unknown field `max_mesage_size`"),
             ("[server]\nreactors = 5000\n", "", "server.reactors must be at most 1024"),
-            ("[server]\nwrite_hold_max_us = 200000\n", "", "server.write_hold_max_us must be at most 100000"),
+            ("[server]\nwrite_hold_max_us = 200000\n", "", "server.write_hold_max_us must be 0 (no hold) or 100 to"),
+            ("[server]\nwrite_hold_max_us = 50\n", "", "server.write_hold_max_us must be 0 (no hold) or 100 to"),
             ("[limits]\nmax_message_size = 10\n", "", "limits.max_message_size must be between"),
             ("[sim]\nrate = -1.0\n", "", "sim.rate"),
             ("[limits]\nslow_consumer_policy = \"pray\"\n", "", "limits.slow_consumer_policy must be"),

@@ -30,18 +30,33 @@ pub struct WriteHold {
     pub max: Duration,
 }
 
+/// What the reactor's last pass did, for [`WriteHold::after_pass`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    /// How long its fan-out and writes took.
+    pub took: Duration,
+    /// Connections it wrote to, of the reactor's `open` ones.
+    pub written: usize,
+    pub open: usize,
+    /// The reactor is behind the feed: the pass stopped at its per-turn allowance, or the
+    /// channel from the ingest thread is filling up.
+    pub behind: bool,
+}
+
 impl WriteHold {
-    /// The wait after a pass (fan-out and writes) that took `took` and wrote to `written` of
-    /// the reactor's `open` connections, if any.
+    /// The wait after `pass`, if any.
     ///
     /// Holding pays only when connections get frames faster than passes come: then most of
     /// them are written in every pass, and a longer gap between passes puts more frames in each
     /// write. When only a few are written per pass, each gets a frame now and then, and a hold
     /// would delay those frames without saving a write; so it holds only when at least half the
-    /// connections were written.
-    pub fn after_pass(&self, took: Duration, written: usize, open: usize) -> Option<Duration> {
-        let hold = took.min(self.max);
-        (hold >= MIN_HOLD && written * 2 >= open).then_some(hold)
+    /// connections (and at least one) were written. A reactor that is behind never holds:
+    /// its next pass has more than enough to write already, and waiting would only let the
+    /// channel fill.
+    pub fn after_pass(&self, pass: Pass) -> Option<Duration> {
+        let hold = pass.took.min(self.max);
+        let most_written = pass.written > 0 && pass.written * 2 >= pass.open;
+        (hold >= MIN_HOLD && most_written && !pass.behind).then_some(hold)
     }
 }
 
@@ -77,26 +92,35 @@ impl HoldTimer {
 mod tests {
     use super::*;
 
+    fn pass(took_us: u64, written: usize, open: usize) -> Pass {
+        Pass { took: Duration::from_micros(took_us), written, open, behind: false }
+    }
+
     #[test]
     fn a_busy_pass_holds_as_long_as_it_took_up_to_the_max_and_a_quiet_one_not_at_all() {
         let hold = WriteHold { max: Duration::from_millis(1) };
         let us = Duration::from_micros;
-        assert_eq!(hold.after_pass(us(20), 100, 100), None);
-        assert_eq!(hold.after_pass(us(99), 100, 100), None);
-        assert_eq!(hold.after_pass(us(400), 100, 100), Some(us(400)));
-        assert_eq!(hold.after_pass(Duration::from_millis(7), 100, 100), Some(Duration::from_millis(1)));
+        assert_eq!(hold.after_pass(pass(20, 100, 100)), None);
+        assert_eq!(hold.after_pass(pass(99, 100, 100)), None);
+        assert_eq!(hold.after_pass(pass(400, 100, 100)), Some(us(400)));
+        assert_eq!(hold.after_pass(pass(7_000, 100, 100)), Some(Duration::from_millis(1)));
         let off = WriteHold { max: Duration::ZERO };
-        assert_eq!(off.after_pass(Duration::from_millis(7), 100, 100), None);
+        assert_eq!(off.after_pass(pass(7_000, 100, 100)), None);
     }
 
     #[test]
     fn a_pass_that_wrote_to_few_of_the_connections_holds_nothing_back() {
         let hold = WriteHold { max: Duration::from_millis(1) };
-        let took = Duration::from_micros(600);
-        assert_eq!(hold.after_pass(took, 50, 1000), None, "a frame now and then per connection");
-        assert_eq!(hold.after_pass(took, 499, 1000), None);
-        assert_eq!(hold.after_pass(took, 500, 1000), Some(took));
-        assert_eq!(hold.after_pass(took, 0, 0), Some(took), "writing nothing to nobody: no one to delay");
+        assert_eq!(hold.after_pass(pass(600, 50, 1000)), None, "a frame now and then per connection");
+        assert_eq!(hold.after_pass(pass(600, 499, 1000)), None);
+        assert_eq!(hold.after_pass(pass(600, 500, 1000)), Some(Duration::from_micros(600)));
+        assert_eq!(hold.after_pass(pass(600, 0, 0)), None, "nobody to write to: the next handshake waits for nothing");
+    }
+
+    #[test]
+    fn a_reactor_behind_the_feed_never_holds() {
+        let hold = WriteHold { max: Duration::from_millis(1) };
+        assert_eq!(hold.after_pass(Pass { behind: true, ..pass(3_000, 100, 100) }), None);
     }
 
     #[test]

@@ -38,7 +38,7 @@ use crate::admission::{Admission, Refusal};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::connection::{AuthState, CloseReason, Closing, Connection, Millis, Phase, WriteCounts, WriteOutcome};
-use crate::hold::{HoldTimer, WriteHold};
+use crate::hold::{HoldTimer, Pass, WriteHold};
 use crate::http::{self, Parsed, Route, Surface};
 use crate::metrics::Telemetry;
 use crate::stats::{COMMAND_OPS, HTTP_STATUSES, ReactorStats, TurnCounters, latency_histogram};
@@ -164,7 +164,8 @@ pub struct Reactor {
     passing: bool,
     /// How long a busy reactor waits between write passes, and the timer that ends the wait.
     write_hold: WriteHold,
-    hold_timer: HoldTimer,
+    /// Only when the hold is on (`server.write_hold_max_us` > 0).
+    hold_timer: Option<HoldTimer>,
     /// No fan-out or write pass before this (see [`crate::hold`]).
     hold_until: Option<Instant>,
     /// This second's ingest-to-kernel latencies (ns) and fan-out batch times.
@@ -208,8 +209,9 @@ impl Reactor {
             .write_buffer_size(0)
             .max_message_size(Some(limits.max_message_size))
             .max_frame_size(Some(limits.max_message_size));
-        let hold_timer = HoldTimer::new(poll.registry(), HOLD_TIMER)?;
         let write_hold = WriteHold { max: Duration::from_micros(config.server.write_hold_max_us) };
+        let hold_timer =
+            if write_hold.max.is_zero() { None } else { Some(HoldTimer::new(poll.registry(), HOLD_TIMER)?) };
         let n = symbols.capacity();
         let (budget, default_policy) = (config.budget(), config.default_policy());
         let slab_capacity = config.limits.max_connections / config.reactor_count() + 16;
@@ -305,13 +307,14 @@ impl Reactor {
             if !holding {
                 self.hold_until = None;
                 let fanout_started = self.now;
+                let pass_started = self.hold_timer.as_ref().map(|_| Instant::now());
                 self.fanout_left = (MAX_FANOUT_PER_TURN, MAX_OFFERS_PER_TURN);
                 self.fan_out();
                 let written = self.flush_dirty(true);
                 self.time_deliveries(fanout_started);
                 self.turn.turns += 1;
-                if !self.write_hold.max.is_zero() {
-                    self.hold_after(fanout_started.elapsed(), written);
+                if let Some(pass_started) = pass_started {
+                    self.hold_after(pass_started.elapsed(), written);
                 }
             }
             if self.now.duration_since(last_housekeeping) >= IDLE_POLL / 2 || self.draining_until.is_some() {
@@ -325,12 +328,20 @@ impl Reactor {
     }
 
     /// Arms the hold after a pass (fan-out and writes) that took `took` and wrote to `written`
-    /// connections, if [`WriteHold::after_pass`] says so.
+    /// connections, if [`WriteHold::after_pass`] says so (never while shutting down).
     fn hold_after(&mut self, took: Duration, written: usize) {
-        let Some(hold) = self.write_hold.after_pass(took, written, self.conns.len()) else { return };
+        let Some(timer) = &self.hold_timer else { return };
+        if self.draining_until.is_some() {
+            return;
+        }
+        let behind = self.fanout_left.0 == 0
+            || self.fanout_left.1 == 0
+            || self.inbox.len() * 2 > self.config.server.channel_capacity;
+        let pass = Pass { took, written, open: self.conns.len(), behind };
+        let Some(hold) = self.write_hold.after_pass(pass) else { return };
         // Taken before arming, so the timer never fires before the hold is over.
         let until = Instant::now() + hold;
-        match self.hold_timer.arm(hold) {
+        match timer.arm(hold) {
             Ok(()) => {
                 self.hold_until = Some(until);
                 self.turn.write_holds += 1;

@@ -553,10 +553,9 @@ fn main() -> io::Result<()> {
         // The ticks due: each frame built once, shared by every subscriber.
         let due = tickgen.due();
         if due > 0 {
-            let now_ns = tickgen::wall_clock_ns();
             for _ in 0..due {
                 json.clear();
-                let sym = tickgen.next_tick(now_ns, &mut json);
+                let sym = tickgen.next_tick(&mut json);
                 if server.index[sym].is_empty() {
                     continue;
                 }

@@ -145,10 +145,9 @@ async fn generate(universe: Arc<Universe>, rate: f64, stats: Arc<Stats>) {
         if due == 0 {
             continue;
         }
-        let now_ns = tickgen::wall_clock_ns();
         for _ in 0..due {
             let mut json = String::with_capacity(192);
-            let i = tickgen.next_tick(now_ns, &mut json);
+            let i = tickgen.next_tick(&mut json);
             // An error only means nobody is subscribed to the symbol.
             let _ = universe.channels[i].send(Utf8Bytes::from(json));
         }
