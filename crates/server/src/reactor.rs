@@ -162,10 +162,9 @@ pub struct Reactor {
     carried: Vec<(u64, u64)>,
     /// A write pass that fans out what arrives is under way (see [`Reactor::flush_dirty`]).
     passing: bool,
-    /// How long a busy reactor waits between write passes, and the timer that ends the wait.
-    write_hold: WriteHold,
-    /// Only when the hold is on (`server.write_hold_max_us` > 0).
-    hold_timer: Option<HoldTimer>,
+    /// How long a busy reactor waits between write passes, and the timer that ends the wait;
+    /// only when the hold is on (`server.write_hold_max_us` > 0).
+    write_hold: Option<(WriteHold, HoldTimer)>,
     /// No fan-out or write pass before this (see [`crate::hold`]).
     hold_until: Option<Instant>,
     /// This second's ingest-to-kernel latencies (ns) and fan-out batch times.
@@ -209,9 +208,10 @@ impl Reactor {
             .write_buffer_size(0)
             .max_message_size(Some(limits.max_message_size))
             .max_frame_size(Some(limits.max_message_size));
-        let write_hold = WriteHold { max: Duration::from_micros(config.server.write_hold_max_us) };
-        let hold_timer =
-            if write_hold.max.is_zero() { None } else { Some(HoldTimer::new(poll.registry(), HOLD_TIMER)?) };
+        let write_hold = match config.server.write_hold_max_us {
+            0 => None,
+            us => Some((WriteHold { max: Duration::from_micros(us) }, HoldTimer::new(poll.registry(), HOLD_TIMER)?)),
+        };
         let n = symbols.capacity();
         let (budget, default_policy) = (config.budget(), config.default_policy());
         let slab_capacity = config.limits.max_connections / config.reactor_count() + 16;
@@ -255,7 +255,6 @@ impl Reactor {
             carried: Vec::with_capacity(MAX_FANOUT_PER_TURN),
             passing: false,
             write_hold,
-            hold_timer,
             hold_until: None,
             latency: latency_histogram(),
             fanout_time: latency_histogram(),
@@ -307,7 +306,7 @@ impl Reactor {
             if !holding {
                 self.hold_until = None;
                 let fanout_started = self.now;
-                let pass_started = self.hold_timer.as_ref().map(|_| Instant::now());
+                let pass_started = self.write_hold.as_ref().map(|_| Instant::now());
                 self.fanout_left = (MAX_FANOUT_PER_TURN, MAX_OFFERS_PER_TURN);
                 self.fan_out();
                 let written = self.flush_dirty(true);
@@ -330,7 +329,7 @@ impl Reactor {
     /// Arms the hold after a pass (fan-out and writes) that took `took` and wrote to `written`
     /// connections, if [`WriteHold::after_pass`] says so (never while shutting down).
     fn hold_after(&mut self, took: Duration, written: usize) {
-        let Some(timer) = &self.hold_timer else { return };
+        let Some((write_hold, timer)) = &self.write_hold else { return };
         if self.draining_until.is_some() {
             return;
         }
@@ -338,7 +337,7 @@ impl Reactor {
             || self.fanout_left.1 == 0
             || self.inbox.len() * 2 > self.config.server.channel_capacity;
         let pass = Pass { took, written, open: self.conns.len(), behind };
-        let Some(hold) = self.write_hold.after_pass(pass) else { return };
+        let Some(hold) = write_hold.after_pass(pass) else { return };
         // Taken before arming, so the timer never fires before the hold is over.
         let until = Instant::now() + hold;
         match timer.arm(hold) {
