@@ -5,13 +5,6 @@
 //! `sweep` raises the server's tick rate step by step; `compare` turns sweeps into the report
 //! table and plot; `symbols` prints the simulated universe for peers to use.
 
-mod procfs;
-mod report;
-mod run;
-mod scan;
-mod tracker;
-mod wsframe;
-
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode};
@@ -20,8 +13,9 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use tickgate_feed::sim::{SimConfig, universe};
 
-use crate::report::{Step, Sweep};
-use crate::run::{Pick, RunParams, RunResult};
+use tickgate_loadtest::report::{self, Step, Sweep};
+use tickgate_loadtest::run::{self, Pick, RunParams};
+use tickgate_loadtest::verdict::{self, Criteria};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Load generator and benchmark reporter for tickgate")]
@@ -116,6 +110,14 @@ struct LoadArgs {
     /// Pin the load generator to this core.
     #[arg(long)]
     pin_core: Option<usize>,
+    /// Slow-client policy to ask for in every subscribe (conflate, drop, disconnect); without
+    /// it, the server's default. Conflated quotes pass only where the server says "conflate".
+    #[arg(long)]
+    policy: Option<String>,
+    /// Seconds after the window for every subscription to catch up with the last seq published
+    /// in it, and for the stalled clients to be read.
+    #[arg(long, default_value_t = 3.0)]
+    drain: f64,
     /// p99 latency bound for a step to pass, in milliseconds.
     #[arg(long, default_value_t = 5.0)]
     p99_bound_ms: f64,
@@ -136,19 +138,29 @@ fn main() -> ExitCode {
             for name in symbol_names(count) {
                 println!("{name}");
             }
-            Ok(())
+            Ok(Outcome::Done)
         }
         Cmd::Run { load, rate } => sweep(&load, &[rate], false),
         Cmd::Sweep { load, rates, stop_on_fail } => sweep(&load, &rates, stop_on_fail),
-        Cmd::Compare { files, svg, markdown } => compare(&files, svg.as_deref(), markdown.as_deref()),
+        Cmd::Compare { files, svg, markdown } => {
+            compare(&files, svg.as_deref(), markdown.as_deref()).map(|()| Outcome::Done)
+        }
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::NothingPassed) => ExitCode::from(2),
         Err(e) => {
             eprintln!("tickgate-loadtest: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// How a command ended, when it did not fail outright.
+enum Outcome {
+    Done,
+    /// A run or sweep in which no step passed (exit status 2).
+    NothingPassed,
 }
 
 fn symbol_names(count: usize) -> Vec<String> {
@@ -195,7 +207,7 @@ impl Drop for Server {
     }
 }
 
-fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool) -> Result<(), String> {
+fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool) -> Result<Outcome, String> {
     if let Some(core) = load.pin_core {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         match cores.iter().find(|c| c.id == core) {
@@ -216,6 +228,9 @@ fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool) -> Result<(), Strin
         steps: Vec::new(),
     };
     for &rate in rates {
+        let expected = rate * load.connections as f64 * (load.per_client.min(load.symbols) as f64)
+            / load.symbols as f64
+            * (1.0 - load.slow_share);
         let server = match &load.server_cmd {
             Some(cmd) => {
                 let cmd = cmd
@@ -223,9 +238,9 @@ fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool) -> Result<(), Strin
                     .replace("{rate}", &format!("{rate}"))
                     .replace("{symbols}", &load.symbols.to_string())
                     .replace("{symbols_file}", &symbols_file.display().to_string());
-                Some(Server::start(&cmd, load.addr)?)
+                Server::start(&cmd, load.addr).map(Some)
             }
-            None => None,
+            None => Ok(None),
         };
         let params = RunParams {
             addr: load.addr,
@@ -240,38 +255,40 @@ fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool) -> Result<(), Strin
             slow_share: load.slow_share,
             churn_per_s: load.churn,
             seed: load.seed,
-            server_pid: server.as_ref().map(|s| s.0.id()).or(load.server_pid),
+            server_pid: server.as_ref().ok().and_then(|s| s.as_ref()).map(|s| s.0.id()).or(load.server_pid),
             progress: !load.quiet,
+            policy: load.policy.clone(),
+            drain: Duration::from_secs_f64(load.drain),
         };
         eprintln!(
             "{}: rate {rate}/s, {} connections x {} of {} symbols",
             load.name, load.connections, load.per_client, load.symbols
         );
-        let measured = match run::run(&params) {
-            Ok(measured) => measured,
+        let measured = server.and_then(|server| {
+            let measured = run::run(&params).map_err(|e| e.to_string());
+            drop(server);
+            measured
+        });
+        let step = match measured {
+            Ok(measured) => {
+                let verdict = verdict::judge(&measured, &Criteria::new(expected, result.p99_bound_us));
+                Step::measured(rate, expected, &measured, verdict)
+            }
             Err(e) => {
-                // Keep what the earlier steps measured.
                 eprintln!("{}: run at rate {rate} failed: {e}", load.name);
-                drop(server);
-                break;
+                Step::errored(rate, expected, e)
             }
         };
-        drop(server);
-        let expected = rate * load.connections as f64 * (load.per_client.min(load.symbols) as f64)
-            / load.symbols as f64
-            * (1.0 - load.slow_share);
-        let ok = passes(&measured, expected, result.p99_bound_us);
-        result.steps.push(Step {
-            rate,
-            expected_per_s: expected,
-            result: serde_json::to_value(&measured).map_err(|e| e.to_string())?,
-            ok,
-        });
+        let passed = step.ok;
+        result.steps.push(step);
         print!(
             "{}",
             report::step_table(&Sweep { steps: vec![result.steps.last().cloned().expect("pushed")], ..result.clone() })
         );
-        if !ok && stop_on_fail {
+        for reason in &result.steps.last().expect("pushed").verdict.reasons {
+            println!("  - {reason}");
+        }
+        if !passed && stop_on_fail {
             break;
         }
     }
@@ -279,31 +296,23 @@ fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool) -> Result<(), Strin
     std::fs::write(&path, serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     println!("\n{}", report::step_table(&result));
-    match result.best() {
-        Some(best) => println!(
-            "{}: highest zero-loss rate with p99 < {} ms: {:.0} deliveries/s (tick rate {})",
-            load.name,
-            load.p99_bound_ms,
-            best.result["delivered_per_s"].as_f64().unwrap_or(0.0),
-            best.rate
-        ),
-        None => println!("{}: no step passed (zero loss and p99 < {} ms)", load.name, load.p99_bound_ms),
-    }
     println!("results: {}", path.display());
-    Ok(())
-}
-
-/// A step passes with zero loss, the deliveries it should have had, no disconnects, and p99
-/// under the bound.
-fn passes(r: &RunResult, expected: f64, p99_bound_us: f64) -> bool {
-    r.seq.lost == 0
-        && r.seq.out_of_order == 0
-        && r.seq.announced == 0
-        && r.dropped == 0
-        && r.closes.is_empty()
-        && r.connected == r.connections
-        && r.delivered_per_s >= 0.95 * expected
-        && r.latency_us.p99 <= p99_bound_us
+    match result.best() {
+        Some(best) => {
+            println!(
+                "{}: highest passing rate with p99 < {} ms: {:.0} deliveries/s (tick rate {})",
+                load.name,
+                load.p99_bound_ms,
+                best.result["delivered_per_s"].as_f64().unwrap_or(0.0),
+                best.rate
+            );
+            Ok(Outcome::Done)
+        }
+        None => {
+            println!("{}: no step passed", load.name);
+            Ok(Outcome::NothingPassed)
+        }
+    }
 }
 
 fn compare(files: &[PathBuf], svg: Option<&Path>, markdown: Option<&Path>) -> Result<(), String> {

@@ -4,16 +4,55 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-/// One step of a sweep: the server's tick rate and what the run measured.
+use crate::run::RunResult;
+use crate::verdict::{Status, Verdict};
+
+/// One step of a sweep: the server's tick rate, what the run measured and the verdict.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Step {
     /// Ticks per second the server generated.
     pub rate: f64,
     /// Deliveries per second expected if nothing were lost (rate × N × k / S for uniform picks).
     pub expected_per_s: f64,
+    /// What the run measured ([`RunResult`]); empty for a step that errored.
     pub result: serde_json::Value,
-    /// Zero loss, and p99 under the bound.
+    /// The verdict's status is `passed`.
     pub ok: bool,
+    /// Why the step did not pass. Sweeps written before the strict verdict have none: their
+    /// `ok` was judged on loss, disconnects and p99 alone.
+    #[serde(default = "Step::unjudged")]
+    pub verdict: Verdict,
+    /// Why the run could not be carried out, for a step that errored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Step {
+    pub fn measured(rate: f64, expected_per_s: f64, result: &RunResult, verdict: Verdict) -> Self {
+        Self {
+            rate,
+            expected_per_s,
+            result: serde_json::to_value(result).unwrap_or_default(),
+            ok: verdict.status == Status::Passed,
+            verdict,
+            error: None,
+        }
+    }
+
+    pub fn errored(rate: f64, expected_per_s: f64, error: String) -> Self {
+        Self {
+            rate,
+            expected_per_s,
+            result: serde_json::Value::Object(serde_json::Map::new()),
+            ok: false,
+            verdict: Verdict { status: Status::Errored, reasons: vec![error.clone()] },
+            error: Some(error),
+        }
+    }
+
+    fn unjudged() -> Verdict {
+        Verdict { status: Status::Failed, reasons: vec!["judged by the verdict before the strict one".into()] }
+    }
 }
 
 /// A whole sweep against one server.
@@ -59,7 +98,7 @@ pub fn step_table(sweep: &Sweep) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<18} {:>10} {:>12} {:>12} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>7} {:>5}",
+        "{:<18} {:>10} {:>12} {:>12} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>7} {:>9}",
         "server",
         "rate/s",
         "expected/s",
@@ -71,13 +110,13 @@ pub fn step_table(sweep: &Sweep) -> String {
         "lost",
         "cpu ns/d",
         "gen",
-        "ok"
+        "verdict"
     );
     for s in &sweep.steps {
         let r = &s.result;
         let _ = writeln!(
             out,
-            "{:<18} {:>10.0} {:>12.0} {:>12.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>8} {:>9.0} {:>6.0}% {:>5}",
+            "{:<18} {:>10.0} {:>12.0} {:>12.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>8} {:>9.0} {:>6.0}% {:>9}",
             sweep.server,
             s.rate,
             s.expected_per_s,
@@ -89,7 +128,7 @@ pub fn step_table(sweep: &Sweep) -> String {
             num(r, &["seq", "lost"]),
             num(r, &["server", "cpu_ns_per_delivery"]),
             100.0 * num(r, &["loadtest_core_share"]),
-            if s.ok { "yes" } else { "no" },
+            if s.ok { "passed" } else { s.verdict.status.label() },
         );
     }
     out
@@ -242,6 +281,8 @@ mod tests {
             result: json!({"delivered_per_s": delivered, "latency_us": {"p50": p99 / 4.0, "p99": p99, "p999": p99 * 2.0, "max": p99 * 3.0},
                            "seq": {"lost": 0}, "server": {"cpu_ns_per_delivery": 300.0, "rss_per_connection": 900.0}, "loadtest_core_share": 0.3}),
             ok,
+            verdict: Verdict { status: if ok { Status::Passed } else { Status::Failed }, reasons: vec![] },
+            error: None,
         }
     }
 

@@ -6,19 +6,19 @@
 //! when the tick entered it, so a server that falls behind shows it in the figures.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::conn::{Client, Reader, State};
 use crate::procfs::{self, ProcSample};
-use crate::scan::scan;
 use crate::tracker::{SeqCounts, SeqTracker};
-use crate::wsframe::{parse_frame, write_client_frame};
+use crate::wsframe::write_client_frame;
 
 /// How clients pick their symbols.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -53,10 +53,15 @@ pub struct RunParams {
     pub server_pid: Option<u32>,
     /// Print a progress line every second.
     pub progress: bool,
+    /// Slow-client policy to ask for in every subscribe; None: the server's default.
+    pub policy: Option<String>,
+    /// After the window: how long every subscription has to catch up with the last seq
+    /// published in the window, and how long the stalled clients are read to learn their fate.
+    pub drain: Duration,
 }
 
 /// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct Percentiles {
     pub count: u64,
     pub p50: f64,
@@ -87,7 +92,7 @@ impl Percentiles {
 }
 
 /// Figures of a server process over the window.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct ServerFigures {
     pub cpu_s: f64,
     /// CPU nanoseconds per delivered message.
@@ -100,8 +105,37 @@ pub struct ServerFigures {
     pub rss_end: u64,
 }
 
+/// Where the reading clients' subscriptions stood once the window was over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PairCounts {
+    /// (client, symbol) subscriptions held by the reading clients.
+    pub held: u64,
+    /// Received or announced up to the highest seq any reading client saw of the symbol in the
+    /// window.
+    pub caught_up: u64,
+    /// Short of it, even after the drain.
+    pub behind: u64,
+    /// No snapshot, event or gap ever came.
+    pub never_started: u64,
+}
+
+/// What became of the clients that stopped reading for the window, read again after it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SlowFates {
+    pub clients: u64,
+    /// Still connected, nothing missed.
+    pub kept: u64,
+    /// Still connected, told of what they missed (gaps, conflated quotes).
+    pub told: u64,
+    /// Closed with 1008, or ended during the close linger.
+    pub cut: u64,
+    /// Closed any other way.
+    pub unaccounted: u64,
+}
+
 /// Everything one run measured.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct RunResult {
     pub connections: usize,
     pub connected: usize,
@@ -110,18 +144,32 @@ pub struct RunResult {
     pub connects_per_s: f64,
     pub window_s: f64,
     pub slow_clients: usize,
-    /// Messages delivered to the fast clients in the window.
+    /// Events (trades and quotes) delivered to the reading clients in the window.
     pub delivered: u64,
+    /// Of those, the ones whose seq was read and checked against a subscription.
+    pub seq_tracked: u64,
     pub delivered_per_s: f64,
     pub per_client_per_s_min: f64,
     pub per_client_per_s_median: f64,
-    /// gw_ts to receipt, fast clients, in the window.
+    /// gw_ts to receipt, reading clients, in the window; `count` is the number of events timed.
     pub latency_us: Percentiles,
+    /// Sequence accounting of the reading clients, from the window's start to the drain's end.
     pub seq: SeqCounts,
+    /// The same for the stalled clients.
     pub slow_seq: SeqCounts,
-    /// Close codes received from the server, by code.
+    pub pairs: PairCounts,
+    pub slow: SlowFates,
+    /// Messages that are not a JSON object, of an unknown type, or without a field their type
+    /// needs (a snapshot's seq, a gap's range).
+    pub unreadable: u64,
+    /// Error replies, by code, over the whole run.
+    pub errors: BTreeMap<String, u64>,
+    /// The slow-client policy the server announced in its `subscribed` replies ("mixed" if they
+    /// differed); None if it never said.
+    pub policy: Option<String>,
+    /// Close codes the server sent to reading clients, by code.
     pub closes: BTreeMap<u16, u64>,
-    /// Connections that ended without a close frame.
+    /// Reading clients whose connection ended without a close frame.
     pub dropped: u64,
     /// Subscription changes made during the window.
     pub churns: u64,
@@ -130,31 +178,6 @@ pub struct RunResult {
     /// Load generator CPU over the window as a share of one core (near 1.0: saturated).
     pub loadtest_core_share: f64,
     pub tcp_socket_memory: Option<u64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Connecting,
-    Upgrading,
-    Open,
-    Done,
-}
-
-#[derive(Debug)]
-struct Client {
-    sock: TcpStream,
-    state: State,
-    started: Instant,
-    /// Bytes of an incomplete frame from the last read.
-    carry: Vec<u8>,
-    /// Bytes waiting to be written (handshake, subscribe, pongs).
-    out: Vec<u8>,
-    /// The subscribe frame, sent once the upgrade is accepted (a client must not send frames
-    /// before the 101, RFC 6455 §4.1).
-    subscribe: Vec<u8>,
-    tracker: SeqTracker,
-    slow: bool,
-    delivered: u64,
 }
 
 /// A tiny deterministic generator for picking symbols.
@@ -193,10 +216,6 @@ fn pick_symbols(rng: &mut SplitMix, n: usize, k: usize, pick: Pick, zipf_cdf: &[
     chosen
 }
 
-fn wall_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
 fn connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
@@ -212,8 +231,67 @@ fn connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
     Ok(TcpStream::from_std(socket.into()))
 }
 
-const READ_BUF: usize = 256 * 1024;
 const MAX_IN_FLIGHT_CONNECTS: usize = 512;
+
+/// The phases of a run after every client is in.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Connecting,
+    WarmingUp {
+        since: Instant,
+    },
+    Measuring {
+        until: Instant,
+    },
+    /// The window is over: everyone reads, until `until` or until nothing is left to wait for.
+    Draining {
+        until: Instant,
+    },
+}
+
+/// The highest seq any reading client had of each symbol when the window closed.
+fn published_marks(clients: &[Client], n_universe: usize) -> Vec<Option<u64>> {
+    let mut marks = vec![None; n_universe];
+    for c in clients.iter().filter(|c| !c.slow) {
+        for pair in c.tracker.pairs() {
+            let mark = &mut marks[pair.symbol as usize];
+            *mark = (*mark).max(pair.last);
+        }
+    }
+    marks
+}
+
+/// How the reading clients' subscriptions stand against the marks.
+fn count_pairs(clients: &[Client], marks: &[Option<u64>]) -> PairCounts {
+    let mut counts = PairCounts::default();
+    for c in clients.iter().filter(|c| !c.slow) {
+        for pair in c.tracker.pairs() {
+            counts.held += 1;
+            match (pair.last, marks[pair.symbol as usize]) {
+                (None, _) => counts.never_started += 1,
+                (Some(last), Some(mark)) if last < mark => counts.behind += 1,
+                _ => counts.caught_up += 1,
+            }
+        }
+    }
+    counts
+}
+
+fn slow_fates(clients: &[Client]) -> SlowFates {
+    let mut fates = SlowFates::default();
+    for c in clients.iter().filter(|c| c.slow) {
+        fates.clients += 1;
+        let counts = &c.tracker.counts;
+        match (c.state, c.close_code) {
+            (State::Done, Some(1008)) => fates.cut += 1,
+            (State::Done, None) if c.dropped => fates.cut += 1,
+            (State::Done, _) => fates.unaccounted += 1,
+            _ if counts.announced > 0 || counts.conflated > 0 => fates.told += 1,
+            _ => fates.kept += 1,
+        }
+    }
+    fates
+}
 
 /// Runs the scenario and returns what it measured.
 pub fn run(params: &RunParams) -> io::Result<RunResult> {
@@ -243,25 +321,21 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
         "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
+    let policy_json = params.policy.as_ref().map_or(String::new(), |p| format!(",\"policy\":\"{p}\""));
 
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(4096);
     let mut clients: Vec<Client> = Vec::with_capacity(params.connections);
-    let mut connect_hist = Histogram::<u64>::new_with_bounds(1_000, 120_000_000_000, 3).expect("bounds");
-    let mut latency = Histogram::<u64>::new_with_bounds(1_000, 600_000_000_000, 3).expect("bounds");
-    let mut closes: BTreeMap<u16, u64> = BTreeMap::new();
-    let mut dropped = 0u64;
-    let mut failed_connects = 0usize;
-    let mut buf = vec![0u8; READ_BUF];
+    let mut reader = Reader::new(&index);
     let server_before = params.server_pid.map(|p| procfs::sample(Some(p))).transpose()?;
 
     let start = Instant::now();
-    let mut open = 0usize;
-    let mut in_flight = 0usize;
+    let mut phase = Phase::Connecting;
     let mut connected_at: Option<Instant> = None;
     let mut window: Option<(Instant, Option<ProcSample>, ProcSample)> = None;
+    let mut window_closed: Option<(Instant, ProcSample, Option<ProcSample>)> = None;
+    let mut marks: Vec<Option<u64>> = Vec::new();
     let mut rss_connected = 0;
-    let mut window_end: Option<Instant> = None;
     let mut last_progress = Instant::now();
     let mut progress_count = 0u64;
     let mut churns = 0u64;
@@ -269,7 +343,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
     loop {
         let now = Instant::now();
         // Open more connections, at the requested rate and with a bounded number in flight.
-        while clients.len() < params.connections && in_flight < MAX_IN_FLIGHT_CONNECTS {
+        while clients.len() < params.connections && reader.in_flight < MAX_IN_FLIGHT_CONNECTS {
             if params.connect_rate > 0.0 {
                 let due = (now.duration_since(start).as_secs_f64() * params.connect_rate) as usize + 1;
                 if clients.len() >= due {
@@ -283,9 +357,8 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                 Ok(mut sock) => {
                     let token = Token(clients.len());
                     poll.registry().register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)?;
-                    let out = handshake.clone().into_bytes();
                     let subscribe_json = format!(
-                        "{{\"op\":\"subscribe\",\"symbols\":[{}]}}",
+                        "{{\"op\":\"subscribe\",\"symbols\":[{}]{policy_json}}}",
                         symbols
                             .iter()
                             .map(|&s| format!("\"{}\"", params.universe[s as usize]))
@@ -294,57 +367,80 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                     );
                     let mut subscribe = Vec::new();
                     write_client_frame(&mut subscribe, 1, subscribe_json.as_bytes(), (rng.next() as u32).to_le_bytes());
-                    clients.push(Client {
+                    clients.push(Client::new(
                         sock,
-                        state: State::Connecting,
-                        started: now,
-                        carry: Vec::new(),
-                        out,
+                        now,
+                        handshake.clone().into_bytes(),
                         subscribe,
-                        tracker: SeqTracker::new(&symbols),
-                        slow: false,
-                        delivered: 0,
-                    });
-                    in_flight += 1;
+                        SeqTracker::new(&symbols),
+                    ));
+                    reader.in_flight += 1;
                 }
                 Err(e) => {
-                    failed_connects += 1;
-                    if failed_connects == 1 {
+                    reader.failed_connects += 1;
+                    if reader.failed_connects == 1 {
                         eprintln!("connect failed: {e}");
                     }
-                    if failed_connects > params.connections / 10 + 10 {
+                    if reader.failed_connects > params.connections / 10 + 10 {
                         return Err(io::Error::other(format!("too many failed connects: {e}")));
                     }
                 }
             }
         }
 
-        // Phases: everyone connected -> warm up -> window -> done.
-        if connected_at.is_none() && clients.len() == params.connections && in_flight == 0 {
-            connected_at = Some(now);
-        }
-        if let (Some(at), None) = (connected_at, window) {
-            if now.duration_since(at) >= params.warmup {
+        match phase {
+            Phase::Connecting => {
+                if clients.len() == params.connections && reader.in_flight == 0 {
+                    connected_at = Some(now);
+                    phase = Phase::WarmingUp { since: now };
+                } else if now.duration_since(start) > Duration::from_secs(120) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("only {} of {} connections upgraded within 120 s", reader.open, params.connections),
+                    ));
+                }
+            }
+            Phase::WarmingUp { since } if now.duration_since(since) >= params.warmup => {
                 // The window starts: reset the counts, make the slow clients stop reading.
                 let slow_count = (params.slow_share * clients.len() as f64).round() as usize;
                 for (i, c) in clients.iter_mut().enumerate() {
                     c.delivered = 0;
+                    c.tracked = 0;
                     c.tracker.counts = SeqCounts::default();
                     c.slow = i < slow_count;
                 }
-                latency.reset();
+                reader.latency.reset();
                 let server = params.server_pid.map(|p| procfs::sample(Some(p))).transpose()?;
                 // Memory with every client connected and subscribed, after the warm-up settled.
                 rss_connected = server.map_or(0, |s| s.rss_bytes);
                 window = Some((now, server, procfs::sample(None)?));
-                window_end = Some(now + params.duration);
+                phase = Phase::Measuring { until: now + params.duration };
+            }
+            Phase::WarmingUp { .. } => {}
+            Phase::Measuring { until } if now >= until => {
+                let own = procfs::sample(None)?;
+                let server = params.server_pid.map(|p| procfs::sample(Some(p))).transpose()?;
+                window_closed = Some((now, own, server));
+                marks = published_marks(&clients, n_universe);
+                phase = Phase::Draining { until: now + params.drain };
+                // The stalled clients read again; their sockets may have nothing new to signal
+                // (the server may have stopped writing to them), so read them once right away.
+                for c in clients.iter_mut().filter(|c| c.slow) {
+                    reader.read(c, now, false);
+                }
+            }
+            Phase::Measuring { .. } => {}
+            Phase::Draining { until } => {
+                let stalled_reading = clients.iter().any(|c| c.slow && c.state != State::Done);
+                let pairs = count_pairs(&clients, &marks);
+                if now >= until || (!stalled_reading && pairs.behind == 0 && pairs.never_started == 0) {
+                    break;
+                }
             }
         }
-        if window_end.is_some_and(|end| now >= end) {
-            break;
-        }
+
         // Subscription churn, spread evenly over the window.
-        if let (Some((window_start, ..)), true) = (window, params.churn_per_s > 0.0) {
+        if let (Some((window_start, ..)), Phase::Measuring { .. }, true) = (window, phase, params.churn_per_s > 0.0) {
             let due = (now.duration_since(window_start).as_secs_f64() * params.churn_per_s) as u64;
             while churns < due && n_universe > params.symbols_per_client {
                 churns += 1;
@@ -357,7 +453,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                 let Some(&old) = held.get((rng.next() % held.len().max(1) as u64) as usize) else { continue };
                 let new = loop {
                     let s = (rng.next() % n_universe as u64) as u32;
-                    if !held.contains(&s) {
+                    if !c.tracker.knows(s) {
                         break s;
                     }
                 };
@@ -365,18 +461,12 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                 write_client_frame(&mut c.out, 1, ops.as_bytes(), (rng.next() as u32).to_le_bytes());
                 let ops = format!("{{\"op\":\"subscribe\",\"symbols\":[\"{}\"]}}", params.universe[new as usize]);
                 write_client_frame(&mut c.out, 1, ops.as_bytes(), (rng.next() as u32).to_le_bytes());
-                c.tracker.remove(old);
+                c.tracker.leave(old);
                 c.tracker.add(new);
                 if let Ok(n) = c.sock.write(&c.out) {
                     c.out.drain(..n);
                 }
             }
-        }
-        if connected_at.is_none() && now.duration_since(start) > Duration::from_secs(120) {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("only {open} of {} connections upgraded within 120 s", params.connections),
-            ));
         }
 
         if params.progress && now.duration_since(last_progress) >= Duration::from_secs(1) {
@@ -384,172 +474,36 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
             let rate =
                 (delivered - progress_count.min(delivered)) as f64 / now.duration_since(last_progress).as_secs_f64();
             progress_count = delivered;
-            let phase = match (connected_at, window) {
-                (None, _) => "connecting",
-                (Some(_), None) => "warming up",
-                _ => "measuring",
+            let name = match phase {
+                Phase::Connecting => "connecting",
+                Phase::WarmingUp { .. } => "warming up",
+                Phase::Measuring { .. } => "measuring",
+                Phase::Draining { .. } => "draining",
             };
             eprint!(
-                "\r{phase:<11} t={:>5.1}s open={open:<6} msgs/s={rate:<10.0} p99={:.0}us      ",
+                "\r{name:<11} t={:>5.1}s open={:<6} msgs/s={rate:<10.0} p99={:.0}us      ",
                 now.duration_since(start).as_secs_f64(),
-                latency.value_at_quantile(0.99) as f64 / 1000.0
+                reader.open,
+                reader.latency.value_at_quantile(0.99) as f64 / 1000.0
             );
             last_progress = now;
         }
 
-        let timeout = if in_flight > 0 || clients.len() < params.connections {
+        let timeout = if reader.in_flight > 0 || clients.len() < params.connections {
             Duration::from_millis(1)
         } else {
             Duration::from_millis(50)
         };
         poll.poll(&mut events, Some(timeout))?;
+        let in_window = matches!(phase, Phase::Measuring { .. });
+        let reading_stalled = matches!(phase, Phase::Draining { .. });
         for event in events.iter() {
-            let key = event.token().0;
-            let c = &mut clients[key];
-            if c.state == State::Done {
+            let c = &mut clients[event.token().0];
+            reader.on_ready(c, event.is_writable(), event.is_error());
+            if (c.slow && !reading_stalled) || !(event.is_readable() || event.is_read_closed()) {
                 continue;
             }
-            if c.state == State::Connecting && (event.is_writable() || event.is_error()) {
-                match c.sock.peer_addr() {
-                    Ok(_) => c.state = State::Upgrading,
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected && !event.is_error() => continue,
-                    Err(_) => {
-                        c.state = State::Done;
-                        failed_connects += 1;
-                        in_flight -= 1;
-                        continue;
-                    }
-                }
-            }
-            if !c.out.is_empty() && c.state != State::Connecting {
-                match c.sock.write(&c.out) {
-                    Ok(n) => {
-                        c.out.drain(..n);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => {
-                        c.state = State::Done;
-                        dropped += 1;
-                        continue;
-                    }
-                }
-            }
-            if c.slow || !(event.is_readable() || event.is_read_closed()) {
-                continue;
-            }
-            // Read until WouldBlock (edge-triggered), parsing whole frames in place.
-            loop {
-                let carried = c.carry.len();
-                buf[..carried].copy_from_slice(&c.carry);
-                let n = match c.sock.read(&mut buf[carried..]) {
-                    Ok(0) => {
-                        if c.state == State::Upgrading {
-                            in_flight -= 1;
-                            failed_connects += 1;
-                        } else if c.state == State::Open {
-                            dropped += 1;
-                            open -= 1;
-                        }
-                        c.state = State::Done;
-                        break;
-                    }
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => {
-                        if c.state == State::Open {
-                            dropped += 1;
-                            open -= 1;
-                        }
-                        c.state = State::Done;
-                        break;
-                    }
-                };
-                let received_ns = wall_ns();
-                let end = carried + n;
-                let mut at = 0;
-                if c.state == State::Upgrading {
-                    match buf[..end].windows(4).position(|w| w == b"\r\n\r\n") {
-                        None => {
-                            c.carry.clear();
-                            c.carry.extend_from_slice(&buf[..end]);
-                            continue;
-                        }
-                        Some(pos) => {
-                            in_flight -= 1;
-                            if !buf.starts_with(b"HTTP/1.1 101") {
-                                failed_connects += 1;
-                                c.state = State::Done;
-                                break;
-                            }
-                            let _ = connect_hist.record(now.duration_since(c.started).as_nanos() as u64);
-                            c.state = State::Open;
-                            open += 1;
-                            at = pos + 4;
-                            // Now the subscribe may go; write it at once (edge-triggered: no
-                            // further writable event would come for an idle socket).
-                            c.out.append(&mut c.subscribe);
-                            if let Ok(n) = c.sock.write(&c.out) {
-                                c.out.drain(..n);
-                            }
-                        }
-                    }
-                }
-                let in_window = window.is_some();
-                loop {
-                    let frame = match parse_frame(&buf[..end], at) {
-                        Ok(Some(frame)) => frame,
-                        Ok(None) => break,
-                        Err(_) => {
-                            dropped += 1;
-                            open -= 1;
-                            c.state = State::Done;
-                            break;
-                        }
-                    };
-                    at = frame.next;
-                    let payload = &buf[frame.payload.0..frame.payload.1];
-                    match frame.opcode {
-                        1 => {
-                            let f = scan(payload);
-                            let symbol = index.get(f.symbol).copied();
-                            match (f.kind, symbol) {
-                                (b"trade" | b"quote", Some(s)) => {
-                                    if let Some(seq) = f.seq {
-                                        c.tracker.on_event(s, seq, f.conflated.unwrap_or(0));
-                                    }
-                                    if in_window {
-                                        c.delivered += 1;
-                                        if let Some(gw) = f.gw_ts {
-                                            let _ = latency.record(received_ns.saturating_sub(gw).max(1_000));
-                                        }
-                                    }
-                                }
-                                (b"snapshot", Some(s)) => c.tracker.on_snapshot(s, f.seq.unwrap_or(0)),
-                                (b"gap", Some(s)) => {
-                                    c.tracker.on_gap(s, f.from_seq.unwrap_or(0), f.to_seq.unwrap_or(0))
-                                }
-                                _ => {}
-                            }
-                        }
-                        8 => {
-                            let code =
-                                if payload.len() >= 2 { u16::from_be_bytes([payload[0], payload[1]]) } else { 1005 };
-                            *closes.entry(code).or_default() += 1;
-                            open -= 1;
-                            c.state = State::Done;
-                            break;
-                        }
-                        9 => write_client_frame(&mut c.out, 0xA, payload, [7, 7, 7, 7]),
-                        _ => {}
-                    }
-                }
-                c.carry.clear();
-                if c.state == State::Done {
-                    break;
-                }
-                c.carry.extend_from_slice(&buf[at..end]);
-            }
+            reader.read(c, now, in_window);
         }
     }
     if params.progress {
@@ -557,17 +511,26 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
     }
 
     let (window_start, server_start, own_start) = window.expect("the loop ends only after the window");
-    let window_s = window_start.elapsed().as_secs_f64();
-    let own_end = procfs::sample(None)?;
-    let server_end = params.server_pid.map(|p| procfs::sample(Some(p))).transpose()?;
+    let (window_end, own_end, server_end) = window_closed.expect("the loop ends only after the window");
+    let window_s = window_end.duration_since(window_start).as_secs_f64();
     let fast: Vec<&Client> = clients.iter().filter(|c| !c.slow).collect();
     let delivered: u64 = fast.iter().map(|c| c.delivered).sum();
     let mut per_client: Vec<f64> = fast.iter().map(|c| c.delivered as f64 / window_s).collect();
     per_client.sort_by(f64::total_cmp);
     let mut seq = SeqCounts::default();
     let mut slow_seq = SeqCounts::default();
+    let mut closes: BTreeMap<u16, u64> = BTreeMap::new();
+    let mut dropped = 0;
     for c in &clients {
-        if c.slow { slow_seq.add(&c.tracker.counts) } else { seq.add(&c.tracker.counts) }
+        if c.slow {
+            slow_seq.add(&c.tracker.counts);
+            continue;
+        }
+        seq.add(&c.tracker.counts);
+        if let Some(code) = c.close_code {
+            *closes.entry(code).or_default() += 1;
+        }
+        dropped += u64::from(c.dropped);
     }
     let server = match (server_before, server_start, server_end) {
         (Some(before), Some(s), Some(e)) => {
@@ -578,7 +541,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                 rss_before_connect: before.rss_bytes,
                 rss_connected,
                 // Only meaningful when every client connected.
-                rss_per_connection: if connect_hist.len() as usize == params.connections {
+                rss_per_connection: if reader.connect_hist.len() as usize == params.connections {
                     (rss_connected as f64 - before.rss_bytes as f64) / params.connections.max(1) as f64
                 } else {
                     f64::NAN
@@ -589,7 +552,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
         _ => None,
     };
     let connect_ms = {
-        let mut p = Percentiles::from_ns(&connect_hist);
+        let mut p = Percentiles::from_ns(&reader.connect_hist);
         // from_ns gives microseconds; connect times read better in milliseconds.
         for v in [&mut p.p50, &mut p.p90, &mut p.p99, &mut p.p999, &mut p.max, &mut p.mean] {
             *v /= 1000.0;
@@ -600,19 +563,25 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
     let loadtest_cpu_s = own_end.cpu_s - own_start.cpu_s;
     Ok(RunResult {
         connections: params.connections,
-        connected: connect_hist.len() as usize,
-        failed_connects,
+        connected: reader.connect_hist.len() as usize,
+        failed_connects: reader.failed_connects,
         connect_ms,
         connects_per_s: if connect_span > 0.0 { params.connections as f64 / connect_span } else { 0.0 },
         window_s,
         slow_clients: clients.len() - fast.len(),
         delivered,
+        seq_tracked: fast.iter().map(|c| c.tracked).sum(),
         delivered_per_s: delivered as f64 / window_s,
         per_client_per_s_min: per_client.first().copied().unwrap_or(0.0),
         per_client_per_s_median: per_client.get(per_client.len() / 2).copied().unwrap_or(0.0),
-        latency_us: Percentiles::from_ns(&latency),
+        latency_us: Percentiles::from_ns(&reader.latency),
         seq,
         slow_seq,
+        pairs: count_pairs(&clients, &marks),
+        slow: slow_fates(&clients),
+        unreadable: reader.unreadable,
+        errors: reader.errors,
+        policy: reader.policy,
         closes,
         dropped,
         churns,
@@ -628,6 +597,10 @@ mod tests {
     use super::*;
     use std::io::{BufRead, BufReader};
     use std::net::TcpListener;
+
+    fn wall_ns() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    }
 
     fn server_frame(text: &str) -> Vec<u8> {
         let mut f = vec![0x81];
@@ -705,14 +678,13 @@ mod tests {
             seed: 1,
             server_pid: None,
             progress: false,
+            policy: None,
+            drain: Duration::from_millis(500),
         };
         let r = run(&params).unwrap();
         assert_eq!(r.connected, 1);
         assert_eq!(r.delivered, 4);
-        assert_eq!(
-            r.seq,
-            SeqCounts { received: 4, announced: 3, conflated: 2, lost: 1, out_of_order: 0, unexpected: 0 }
-        );
+        assert_eq!(r.seq, SeqCounts { received: 4, announced: 3, conflated: 2, lost: 1, ..SeqCounts::default() });
         assert_eq!(r.latency_us.count, 4);
         // 2 ms stamped in the past, plus what the script's own pacing adds (a few ms at most).
         assert!(r.latency_us.p50 >= 2_000.0 && r.latency_us.max < 60_000.0, "{:?}", r.latency_us);

@@ -1,8 +1,9 @@
 //! Per-client sequence accounting: every event a client should have seen is either received,
-//! announced as part of a gap, superseded (conflated), or lost. Sans IO.
+//! announced as part of a gap, superseded (a conflated quote), or lost. Sans IO.
 
 /// Counts for one client (or a sum over clients).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SeqCounts {
     /// Events received in order.
     pub received: u64,
@@ -10,11 +11,14 @@ pub struct SeqCounts {
     pub announced: u64,
     /// Events reported superseded by a later quote (`conflated`).
     pub conflated: u64,
-    /// Events skipped with no announcement: loss.
+    /// Trades that carried `conflated` (trades are never merged): each one fails the run, and
+    /// the seqs it claims to replace count as lost.
+    pub conflated_trades: u64,
+    /// Events skipped with no announcement, including snapshots that skip ahead: loss.
     pub lost: u64,
-    /// Events with a seq at or below one already seen.
-    pub out_of_order: u64,
-    /// Events of symbols the client did not subscribe to.
+    /// Events with a seq at or below one already seen, and the seqs a snapshot went back over.
+    pub duplicates: u64,
+    /// Events and snapshots of symbols the client does not hold.
     pub unexpected: u64,
 }
 
@@ -23,90 +27,142 @@ impl SeqCounts {
         self.received += other.received;
         self.announced += other.announced;
         self.conflated += other.conflated;
+        self.conflated_trades += other.conflated_trades;
         self.lost += other.lost;
-        self.out_of_order += other.out_of_order;
+        self.duplicates += other.duplicates;
         self.unexpected += other.unexpected;
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    symbol: u32,
+    /// Next expected seq; 0 = not started (no snapshot, gap or event yet).
+    next: u64,
+    /// Unsubscribe sent, its reply not yet received: events may still come.
+    leaving: bool,
 }
 
 /// The sequence state of one client's subscriptions (a few dozen symbols: a small vector).
 #[derive(Debug, Clone, Default)]
 pub struct SeqTracker {
-    /// (symbol index, next expected seq; 0 = not started).
-    next: Vec<(u32, u64)>,
+    slots: Vec<Slot>,
     pub counts: SeqCounts,
+}
+
+/// Where one subscription stands: the last seq accounted for, or None if nothing came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pair {
+    pub symbol: u32,
+    pub last: Option<u64>,
 }
 
 impl SeqTracker {
     pub fn new(symbols: &[u32]) -> Self {
-        Self { next: symbols.iter().map(|&s| (s, 0)).collect(), counts: SeqCounts::default() }
+        Self {
+            slots: symbols.iter().map(|&symbol| Slot { symbol, next: 0, leaving: false }).collect(),
+            counts: SeqCounts::default(),
+        }
     }
 
-    fn slot(next: &mut [(u32, u64)], symbol: u32) -> Option<&mut u64> {
-        next.iter_mut().find(|(s, _)| *s == symbol).map(|(_, n)| n)
-    }
-
-    /// The symbols tracked.
+    /// The symbols held (not being left).
     pub fn symbols(&self) -> impl Iterator<Item = u32> + '_ {
-        self.next.iter().map(|(s, _)| *s)
+        self.slots.iter().filter(|s| !s.leaving).map(|s| s.symbol)
     }
 
-    /// Starts tracking `symbol` (just subscribed: its snapshot sets the sequence).
+    /// Whether `symbol` is held or being left.
+    pub fn knows(&self, symbol: u32) -> bool {
+        self.slots.iter().any(|s| s.symbol == symbol)
+    }
+
+    /// Where each held subscription stands.
+    pub fn pairs(&self) -> impl Iterator<Item = Pair> + '_ {
+        self.slots.iter().filter(|s| !s.leaving).map(|s| Pair { symbol: s.symbol, last: s.next.checked_sub(1) })
+    }
+
+    /// Starts tracking `symbol` (a subscribe was sent: its snapshot sets the sequence).
     pub fn add(&mut self, symbol: u32) {
-        if !self.next.iter().any(|(s, _)| *s == symbol) {
-            self.next.push((symbol, 0));
+        if !self.slots.iter().any(|s| s.symbol == symbol) {
+            self.slots.push(Slot { symbol, next: 0, leaving: false });
         }
     }
 
-    /// Stops tracking `symbol` (unsubscribed; events still in flight count as unexpected).
-    pub fn remove(&mut self, symbol: u32) {
-        self.next.retain(|(s, _)| *s != symbol);
+    /// An unsubscribe of `symbol` was sent: its events may still come until the reply.
+    pub fn leave(&mut self, symbol: u32) {
+        if let Some(slot) = self.slots.iter_mut().find(|s| s.symbol == symbol) {
+            slot.leaving = true;
+        }
     }
 
-    /// A snapshot as of `seq`: events continue from `seq + 1`.
+    /// An `unsubscribed` reply came: the oldest symbol being left is gone (replies come in the
+    /// order of the requests, one symbol each).
+    pub fn left(&mut self) {
+        if let Some(i) = self.slots.iter().position(|s| s.leaving) {
+            self.slots.remove(i);
+        }
+    }
+
+    /// A snapshot as of `seq`: events continue from `seq + 1`. One that skips ahead of what
+    /// was received, with no gap, hides loss; one that goes back repeats what was received.
     pub fn on_snapshot(&mut self, symbol: u32, seq: u64) {
-        if let Some(next) = Self::slot(&mut self.next, symbol) {
-            *next = seq + 1;
-        }
-    }
-
-    /// A live event; `conflated` is how many earlier quotes it says it superseded.
-    pub fn on_event(&mut self, symbol: u32, seq: u64, conflated: u64) {
-        let Some(next) = Self::slot(&mut self.next, symbol) else {
+        let Some(slot) = self.slots.iter_mut().find(|s| s.symbol == symbol) else {
             self.counts.unexpected += 1;
             return;
         };
-        if *next == 0 {
+        let after = seq.saturating_add(1);
+        if slot.next != 0 {
+            if after > slot.next {
+                self.counts.lost += after - slot.next;
+            } else if after < slot.next {
+                self.counts.duplicates += slot.next - after;
+                return;
+            }
+        }
+        slot.next = after;
+    }
+
+    /// A live event; `conflated` is how many earlier quotes it says it superseded.
+    pub fn on_event(&mut self, symbol: u32, seq: u64, conflated: u64, is_trade: bool) {
+        let Some(slot) = self.slots.iter_mut().find(|s| s.symbol == symbol) else {
+            self.counts.unexpected += 1;
+            return;
+        };
+        if is_trade && conflated > 0 {
+            self.counts.conflated_trades += 1;
+        }
+        if slot.next == 0 {
             // No snapshot (servers without one): the first event starts the sequence.
-            *next = seq + 1;
+            slot.next = seq.saturating_add(1);
             self.counts.received += 1;
             return;
         }
-        if seq < *next {
-            self.counts.out_of_order += 1;
+        if seq < slot.next {
+            self.counts.duplicates += 1;
             return;
         }
-        let skipped = seq - *next;
-        let explained = skipped.min(conflated);
+        let skipped = seq - slot.next;
+        let explained = if is_trade { 0 } else { skipped.min(conflated) };
         self.counts.conflated += explained;
         self.counts.lost += skipped - explained;
         self.counts.received += 1;
-        *next = seq + 1;
+        slot.next = seq.saturating_add(1);
     }
 
     /// Events `from..=to` will not come.
     pub fn on_gap(&mut self, symbol: u32, from: u64, to: u64) {
-        let Some(next) = Self::slot(&mut self.next, symbol) else { return };
-        if *next == 0 {
-            *next = to + 1;
+        let Some(slot) = self.slots.iter_mut().find(|s| s.symbol == symbol) else {
+            self.counts.unexpected += 1;
+            return;
+        };
+        if slot.next == 0 {
+            slot.next = to.saturating_add(1);
             return;
         }
-        let from = from.max(*next);
+        let from = from.max(slot.next);
         if to >= from {
-            let unannounced = from - *next;
-            self.counts.lost += unannounced;
+            self.counts.lost += from - slot.next;
             self.counts.announced += to - from + 1;
-            *next = to + 1;
+            slot.next = to.saturating_add(1);
         }
     }
 }
@@ -119,20 +175,74 @@ mod tests {
     fn accounts_for_every_seq() {
         let mut t = SeqTracker::new(&[0, 1]);
         t.on_snapshot(0, 10);
-        t.on_event(0, 11, 0);
-        t.on_event(0, 12, 0);
-        t.on_event(0, 15, 0); // 13, 14 lost
-        t.on_event(0, 15, 0); // duplicate
+        t.on_event(0, 11, 0, true);
+        t.on_event(0, 12, 0, false);
+        t.on_event(0, 15, 0, true); // 13, 14 lost
+        t.on_event(0, 15, 0, true); // duplicate
         t.on_gap(0, 16, 20);
         t.on_snapshot(0, 20);
-        t.on_event(0, 21, 0);
-        t.on_event(0, 24, 2); // 22, 23 superseded
-        t.on_event(1, 5, 0); // no snapshot: starts here
-        t.on_event(1, 6, 0);
-        t.on_event(7, 1, 0);
+        t.on_event(0, 21, 0, false);
+        t.on_event(0, 24, 2, false); // 22, 23 superseded
+        t.on_event(1, 5, 0, false); // no snapshot: starts here
+        t.on_event(1, 6, 0, false);
+        t.on_event(7, 1, 0, false);
         assert_eq!(
             t.counts,
-            SeqCounts { received: 7, announced: 5, conflated: 2, lost: 2, out_of_order: 1, unexpected: 1 }
+            SeqCounts {
+                received: 7,
+                announced: 5,
+                conflated: 2,
+                lost: 2,
+                duplicates: 1,
+                unexpected: 1,
+                conflated_trades: 0
+            }
         );
+        assert_eq!(
+            t.pairs().collect::<Vec<_>>(),
+            [Pair { symbol: 0, last: Some(24) }, Pair { symbol: 1, last: Some(6) }]
+        );
+    }
+
+    #[test]
+    fn a_conflated_trade_explains_nothing() {
+        let mut t = SeqTracker::new(&[0]);
+        t.on_snapshot(0, 1);
+        t.on_event(0, 5, 3, true);
+        assert_eq!((t.counts.conflated_trades, t.counts.conflated, t.counts.lost), (1, 0, 3));
+    }
+
+    #[test]
+    fn snapshots_that_skip_ahead_are_loss_and_ones_that_go_back_are_duplicates() {
+        let mut t = SeqTracker::new(&[0]);
+        t.on_snapshot(0, 10);
+        t.on_event(0, 11, 0, false);
+        t.on_snapshot(0, 15); // 12..=15 never came, no gap
+        assert_eq!(t.counts.lost, 4);
+        t.on_event(0, 16, 0, false);
+        t.on_snapshot(0, 13); // back over 14, 15, 16
+        assert_eq!(t.counts.duplicates, 3);
+        t.on_event(0, 17, 0, false);
+        assert_eq!((t.counts.lost, t.counts.received), (4, 3));
+        // After a gap, the snapshot as of its end is the expected one.
+        t.on_gap(0, 18, 20);
+        t.on_snapshot(0, 20);
+        assert_eq!((t.counts.lost, t.counts.duplicates, t.counts.announced), (4, 3, 3));
+    }
+
+    #[test]
+    fn pairs_start_unaccounted_and_leaving_symbols_are_tracked_until_the_reply() {
+        let mut t = SeqTracker::new(&[3, 4]);
+        assert_eq!(t.pairs().map(|p| p.last).collect::<Vec<_>>(), [None, None]);
+        t.on_snapshot(3, 0);
+        assert_eq!(t.pairs().next(), Some(Pair { symbol: 3, last: Some(0) }));
+        t.leave(3);
+        t.add(5);
+        t.on_event(3, 1, 0, false); // in flight before the reply: fine
+        t.left();
+        t.on_event(3, 2, 0, false); // after the reply: unexpected
+        t.on_snapshot(9, 1);
+        assert_eq!((t.counts.received, t.counts.unexpected), (1, 2));
+        assert_eq!(t.symbols().collect::<Vec<_>>(), [4, 5]);
     }
 }

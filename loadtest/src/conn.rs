@@ -1,0 +1,285 @@
+//! One load-generating client connection and the reading of what the server sends it: the
+//! upgrade, whole frames, and each message handed to the client's sequence tracker and to the
+//! run's counters.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read, Write};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+
+use crate::scan::scan;
+use crate::tracker::SeqTracker;
+use crate::wsframe::{parse_frame, write_client_frame};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Connecting,
+    Upgrading,
+    Open,
+    Done,
+}
+
+#[derive(Debug)]
+pub struct Client {
+    pub sock: TcpStream,
+    pub state: State,
+    started: Instant,
+    /// Bytes of an incomplete frame from the last read.
+    carry: Vec<u8>,
+    /// Bytes waiting to be written (handshake, subscribe, pongs).
+    pub out: Vec<u8>,
+    /// The subscribe frame, sent once the upgrade is accepted (a client must not send frames
+    /// before the 101, RFC 6455 §4.1).
+    subscribe: Vec<u8>,
+    pub tracker: SeqTracker,
+    /// Stops reading for the window.
+    pub slow: bool,
+    /// Events received in the window.
+    pub delivered: u64,
+    /// Of those, the ones checked by the tracker.
+    pub tracked: u64,
+    /// The close code the server sent, if it closed the connection.
+    pub close_code: Option<u16>,
+    /// The connection ended, after the upgrade, without a close frame.
+    pub dropped: bool,
+}
+
+impl Client {
+    pub fn new(sock: TcpStream, now: Instant, handshake: Vec<u8>, subscribe: Vec<u8>, tracker: SeqTracker) -> Self {
+        Self {
+            sock,
+            state: State::Connecting,
+            started: now,
+            carry: Vec::new(),
+            out: handshake,
+            subscribe,
+            tracker,
+            slow: false,
+            delivered: 0,
+            tracked: 0,
+            close_code: None,
+            dropped: false,
+        }
+    }
+}
+
+fn wall_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+const READ_BUF: usize = 256 * 1024;
+
+/// The message types a server may send that need no accounting.
+const BENIGN: [&[u8]; 7] =
+    [b"welcome", b"symbols", b"subscriptions", b"authenticated", b"status", b"upstream_gap", b"subscribed"];
+
+/// Reads clients, and keeps what is counted over all of them.
+#[derive(Debug)]
+pub struct Reader<'u> {
+    index: &'u HashMap<&'u [u8], u32>,
+    buf: Vec<u8>,
+    pub latency: Histogram<u64>,
+    pub connect_hist: Histogram<u64>,
+    pub open: usize,
+    pub in_flight: usize,
+    pub failed_connects: usize,
+    pub unreadable: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub policy: Option<String>,
+}
+
+impl<'u> Reader<'u> {
+    pub fn new(index: &'u HashMap<&'u [u8], u32>) -> Self {
+        Self {
+            index,
+            buf: vec![0u8; READ_BUF],
+            latency: Histogram::new_with_bounds(1_000, 600_000_000_000, 3).expect("bounds"),
+            connect_hist: Histogram::new_with_bounds(1_000, 120_000_000_000, 3).expect("bounds"),
+            open: 0,
+            in_flight: 0,
+            failed_connects: 0,
+            unreadable: 0,
+            errors: BTreeMap::new(),
+            policy: None,
+        }
+    }
+
+    fn end(&mut self, c: &mut Client) {
+        match c.state {
+            State::Connecting | State::Upgrading => {
+                self.in_flight -= 1;
+                self.failed_connects += 1;
+            }
+            State::Open => {
+                self.open -= 1;
+                if c.close_code.is_none() {
+                    c.dropped = true;
+                }
+            }
+            State::Done => {}
+        }
+        c.state = State::Done;
+    }
+
+    /// A readiness event: finishes a connect, writes what is waiting.
+    pub fn on_ready(&mut self, c: &mut Client, writable: bool, error: bool) {
+        if c.state == State::Connecting && (writable || error) {
+            match c.sock.peer_addr() {
+                Ok(_) => c.state = State::Upgrading,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected && !error => return,
+                Err(_) => return self.end(c),
+            }
+        }
+        if !c.out.is_empty() && matches!(c.state, State::Upgrading | State::Open) {
+            match c.sock.write(&c.out) {
+                Ok(n) => {
+                    c.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => self.end(c),
+            }
+        }
+    }
+
+    /// Reads until WouldBlock (edge-triggered), handling whole frames in place.
+    pub fn read(&mut self, c: &mut Client, now: Instant, in_window: bool) {
+        while matches!(c.state, State::Upgrading | State::Open) {
+            let carried = c.carry.len();
+            self.buf[..carried].copy_from_slice(&c.carry);
+            let n = match c.sock.read(&mut self.buf[carried..]) {
+                Ok(0) => return self.end(c),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return self.end(c),
+            };
+            let received_ns = wall_ns();
+            let end = carried + n;
+            let mut at = 0;
+            if c.state == State::Upgrading {
+                match self.buf[..end].windows(4).position(|w| w == b"\r\n\r\n") {
+                    None => {
+                        c.carry.clear();
+                        c.carry.extend_from_slice(&self.buf[..end]);
+                        continue;
+                    }
+                    Some(pos) => {
+                        if !self.buf.starts_with(b"HTTP/1.1 101") {
+                            return self.end(c);
+                        }
+                        self.in_flight -= 1;
+                        let _ = self.connect_hist.record(now.duration_since(c.started).as_nanos() as u64);
+                        c.state = State::Open;
+                        self.open += 1;
+                        at = pos + 4;
+                        // Now the subscribe may go; write it at once (edge-triggered: no
+                        // further writable event would come for an idle socket).
+                        c.out.append(&mut c.subscribe);
+                        if let Ok(n) = c.sock.write(&c.out) {
+                            c.out.drain(..n);
+                        }
+                    }
+                }
+            }
+            while c.state == State::Open {
+                let frame = match parse_frame(&self.buf[..end], at) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.unreadable += 1;
+                        self.end(c);
+                        break;
+                    }
+                };
+                at = frame.next;
+                let (from, to) = frame.payload;
+                match frame.opcode {
+                    1 => {
+                        let timed = self.on_text(c, from, to, received_ns, in_window);
+                        if let Some(latency_ns) = timed {
+                            let _ = self.latency.record(latency_ns.max(1_000));
+                        }
+                    }
+                    8 => {
+                        let payload = &self.buf[from..to];
+                        let code = if payload.len() >= 2 { u16::from_be_bytes([payload[0], payload[1]]) } else { 1005 };
+                        c.close_code = Some(code);
+                        self.end(c);
+                    }
+                    9 => {
+                        let mut pong = Vec::new();
+                        write_client_frame(&mut pong, 0xA, &self.buf[from..to], [7, 7, 7, 7]);
+                        c.out.extend_from_slice(&pong);
+                    }
+                    _ => {}
+                }
+            }
+            c.carry.clear();
+            if c.state == State::Done {
+                return;
+            }
+            c.carry.extend_from_slice(&self.buf[at..end]);
+        }
+    }
+
+    /// One text message; returns its latency when it is an event timed in the window.
+    fn on_text(&mut self, c: &mut Client, from: usize, to: usize, received_ns: u64, in_window: bool) -> Option<u64> {
+        let f = scan(&self.buf[from..to]);
+        if f.malformed {
+            self.unreadable += 1;
+            return None;
+        }
+        let symbol = self.index.get(f.symbol).copied();
+        let counted = in_window && !c.slow;
+        match f.kind {
+            b"trade" | b"quote" => {
+                if counted {
+                    c.delivered += 1;
+                }
+                match (symbol, f.seq) {
+                    (Some(s), Some(seq)) => {
+                        let known = c.tracker.knows(s);
+                        c.tracker.on_event(s, seq, f.conflated.unwrap_or(0), f.kind == b"trade");
+                        if counted && known {
+                            c.tracked += 1;
+                        }
+                    }
+                    (None, _) => c.tracker.counts.unexpected += 1,
+                    (Some(_), None) => {}
+                }
+                if counted {
+                    return f.gw_ts.map(|gw| received_ns.saturating_sub(gw));
+                }
+            }
+            b"snapshot" => match (symbol, f.seq) {
+                (Some(s), Some(seq)) => c.tracker.on_snapshot(s, seq),
+                (None, _) => c.tracker.counts.unexpected += 1,
+                (Some(_), None) => self.unreadable += 1,
+            },
+            b"gap" => match (symbol, f.from_seq, f.to_seq) {
+                (Some(s), Some(from), Some(to)) if from <= to => c.tracker.on_gap(s, from, to),
+                (None, ..) => c.tracker.counts.unexpected += 1,
+                _ => self.unreadable += 1,
+            },
+            b"unsubscribed" => c.tracker.left(),
+            b"error" => {
+                let code = String::from_utf8_lossy(if f.code.is_empty() { b"(no code)" } else { f.code });
+                *self.errors.entry(code.into_owned()).or_default() += 1;
+            }
+            kind if BENIGN.contains(&kind) => {
+                if kind == b"subscribed" && !f.policy.is_empty() {
+                    let policy = String::from_utf8_lossy(f.policy);
+                    match &self.policy {
+                        None => self.policy = Some(policy.into_owned()),
+                        Some(p) if *p != policy => self.policy = Some("mixed".into()),
+                        Some(_) => {}
+                    }
+                }
+            }
+            _ => self.unreadable += 1,
+        }
+        None
+    }
+}

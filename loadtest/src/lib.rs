@@ -1,0 +1,11 @@
+//! tickgate-loadtest as a library: the measured run, its sans-IO parts (message scanning,
+//! sequence accounting, the verdict) and the reports, for the binary and its tests.
+
+pub mod conn;
+pub mod procfs;
+pub mod report;
+pub mod run;
+pub mod scan;
+pub mod tracker;
+pub mod verdict;
+pub mod wsframe;

@@ -1,0 +1,302 @@
+//! The verdict against fake servers over real sockets: each fake breaks the protocol's promises
+//! in one way and must fail the step; the faithful fake and the real gateway must pass it.
+//!
+//! The fake publishes one sequence per symbol, shared by every client (as a real server does),
+//! paced by the clock so that its rate holds on a loaded machine. Tests run one at a time: the
+//! load generator's CPU share is measured over this whole process.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tickgate_feed::sim::{SimConfig, universe};
+use tickgate_loadtest::run::{Pick, RunParams, RunResult, run};
+use tickgate_loadtest::verdict::{Criteria, Status, Verdict, judge};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const SYMBOLS: [&str; 2] = ["AAA", "BBB"];
+const CLIENTS: usize = 4;
+/// Events per second per symbol.
+const PER_SYMBOL: f64 = 200.0;
+/// The seq at which a fault strikes (well inside the window: 0.5 s warm-up, 2 s window).
+const FAULT_SEQ: u64 = 300;
+
+/// How a fake breaks the protocol (for the first client, on the first symbol).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    NoGwTs,
+    SilentDrop,
+    ConflatedTrade,
+    RefusedSubscribe,
+    SkippingSnapshot,
+    NeverDeliveringPair,
+    StopsEarly,
+}
+
+fn wall_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+fn text_frame(text: &str) -> Vec<u8> {
+    let mut f = vec![0x81];
+    match text.len() {
+        n if n < 126 => f.push(n as u8),
+        n => {
+            f.push(126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(text.as_bytes());
+    f
+}
+
+/// Reads the upgrade request and the first (masked) text frame: the subscribe.
+fn accept_client(stream: &mut TcpStream) -> Vec<String> {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+        line.clear();
+    }
+    stream.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap();
+    let mut head = [0u8; 2];
+    reader.read_exact(&mut head).unwrap();
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            reader.read_exact(&mut l).unwrap();
+            usize::from(u16::from_be_bytes(l))
+        }
+        n => usize::from(n),
+    };
+    let mut mask = [0u8; 4];
+    reader.read_exact(&mut mask).unwrap();
+    let mut payload = vec![0u8; len];
+    reader.read_exact(&mut payload).unwrap();
+    for (i, b) in payload.iter_mut().enumerate() {
+        *b ^= mask[i % 4];
+    }
+    let command: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    command["symbols"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+}
+
+/// What the fake sends one client for one event of `symbol`, given the fault.
+fn event_for(fault: Fault, first_client: bool, symbol: usize, seq: u64) -> Option<String> {
+    let name = SYMBOLS[symbol];
+    let hit = first_client && symbol == 0;
+    let gw = wall_ns();
+    // Odd seqs are trades, even ones quotes; whitespace after colons, as JSON allows.
+    let trade = |extra: &str| {
+        format!(
+            r#"{{"type": "trade", "symbol": "{name}", "seq": {seq}, "price": "1.00", "size": "1"{extra}, "ts": {gw}, "gw_ts": {gw}}}"#
+        )
+    };
+    let quote = format!(
+        r#"{{"type":"quote","symbol":"{name}","seq":{seq},"bid":"0.99","bid_size":"1","ask":"1.01","ask_size":"1","ts":{gw},"gw_ts":{gw}}}"#
+    );
+    let normal = if seq % 2 == 1 { trade("") } else { quote };
+    match fault {
+        _ if !hit => Some(normal),
+        Fault::NoGwTs => Some(format!(r#"{{"type":"quote","symbol":"{name}","seq":{seq},"bid":"1","ask":"2"}}"#)),
+        Fault::SilentDrop if seq == FAULT_SEQ => None,
+        Fault::ConflatedTrade if seq == FAULT_SEQ => None,
+        Fault::ConflatedTrade if seq == FAULT_SEQ + 1 => Some(trade(r#", "conflated": 1"#)),
+        Fault::SkippingSnapshot if (FAULT_SEQ..FAULT_SEQ + 5).contains(&seq) => None,
+        Fault::SkippingSnapshot if seq == FAULT_SEQ + 5 => {
+            Some(format!(r#"{{"type":"snapshot","symbol":"{name}","seq":{seq},"trade":null,"quote":null}}"#))
+        }
+        Fault::RefusedSubscribe | Fault::NeverDeliveringPair => None,
+        Fault::StopsEarly if seq >= FAULT_SEQ => None,
+        _ => Some(normal),
+    }
+}
+
+/// Starts a fake server that serves `CLIENTS` connections for `lifetime`.
+fn fake_server(fault: Fault, lifetime: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let clients: Arc<Mutex<Vec<(TcpStream, bool)>>> = Arc::new(Mutex::new(Vec::new()));
+    let accepted = Arc::clone(&clients);
+    thread::spawn(move || {
+        for i in 0..CLIENTS {
+            let (mut stream, _) = listener.accept().unwrap();
+            let symbols = accept_client(&mut stream);
+            assert_eq!(symbols.len(), SYMBOLS.len(), "every client holds every symbol");
+            let first = i == 0;
+            let mut hello = Vec::new();
+            hello.extend(text_frame(r#"{"type":"welcome","server":"fake","version":"0","session":"f","time":0}"#));
+            let refused = first && matches!(fault, Fault::RefusedSubscribe | Fault::NeverDeliveringPair);
+            let listed = if refused { r#"["BBB"]"# } else { r#"["AAA","BBB"]"# };
+            hello.extend(text_frame(&format!(r#"{{"type":"subscribed","symbols":{listed},"policy":"conflate"}}"#)));
+            // Snapshots as of the seq just published, taken under the lock the publisher holds.
+            let mut accepted = accepted.lock().unwrap();
+            for (s, name) in SYMBOLS.iter().enumerate() {
+                if refused && s == 0 {
+                    continue;
+                }
+                let at = PUBLISHED[s].load(std::sync::atomic::Ordering::SeqCst);
+                hello.extend(text_frame(&format!(
+                    r#"{{"type":"snapshot","symbol":"{name}","seq":{at},"trade":null,"quote":null}}"#
+                )));
+            }
+            if first && fault == Fault::RefusedSubscribe {
+                hello.extend(text_frame(
+                    r#"{"type":"error","code":"not_entitled","message":"not entitled","symbols":["AAA"]}"#,
+                ));
+            }
+            stream.write_all(&hello).unwrap();
+            accepted.push((stream, first));
+        }
+    });
+    for published in &PUBLISHED {
+        published.store(0, std::sync::atomic::Ordering::SeqCst);
+    }
+    thread::spawn(move || {
+        let start = Instant::now();
+        let mut seq = 0u64;
+        while start.elapsed() < lifetime {
+            let due = (start.elapsed().as_secs_f64() * PER_SYMBOL) as u64;
+            if seq >= due {
+                thread::sleep(Duration::from_millis(2));
+                continue;
+            }
+            seq += 1;
+            let mut clients = clients.lock().unwrap();
+            for (stream, first) in clients.iter_mut() {
+                let mut batch = Vec::new();
+                for s in 0..SYMBOLS.len() {
+                    if let Some(text) = event_for(fault, *first, s, seq) {
+                        batch.extend(text_frame(&text));
+                    }
+                }
+                let _ = stream.write_all(&batch);
+            }
+            for published in &PUBLISHED {
+                published.store(seq, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    addr
+}
+
+/// The last seq the fake published, per symbol (one fake at a time).
+static PUBLISHED: [std::sync::atomic::AtomicU64; 2] =
+    [std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)];
+
+fn params(addr: SocketAddr, connections: usize, universe: Vec<String>, per_client: usize) -> RunParams {
+    RunParams {
+        addr,
+        connections,
+        symbols_per_client: per_client,
+        universe,
+        pick: Pick::Uniform,
+        source_addrs: Vec::new(),
+        connect_rate: 0.0,
+        warmup: Duration::from_millis(500),
+        duration: Duration::from_secs(2),
+        slow_share: 0.0,
+        churn_per_s: 0.0,
+        seed: 1,
+        server_pid: None,
+        progress: false,
+        policy: None,
+        drain: Duration::from_secs(2),
+    }
+}
+
+/// Criteria for a loaded test machine: half the nominal rate, a p99 bound of 2 s.
+fn criteria(nominal_per_s: f64) -> Criteria {
+    Criteria { generator_bound_share: f64::INFINITY, ..Criteria::new(nominal_per_s / 2.0, 2_000_000.0) }
+}
+
+fn against_fake(fault: Fault) -> (RunResult, Verdict) {
+    let _one = one_at_a_time();
+    let addr = fake_server(fault, Duration::from_secs(8));
+    let universe = SYMBOLS.iter().map(|s| s.to_string()).collect();
+    let r = run(&params(addr, CLIENTS, universe, SYMBOLS.len())).expect("the run completes");
+    let verdict = judge(&r, &criteria(PER_SYMBOL * (CLIENTS * SYMBOLS.len()) as f64));
+    (r, verdict)
+}
+
+fn fails_with(fault: Fault, fragment: &str) -> RunResult {
+    let (r, v) = against_fake(fault);
+    assert_eq!(v.status, Status::Failed, "{fault:?} passed: {r:#?}");
+    assert!(v.reasons.iter().any(|why| why.contains(fragment)), "{fault:?}: no reason with {fragment:?}: {v:#?}");
+    r
+}
+
+#[test]
+fn a_faithful_fake_passes() {
+    let (r, v) = against_fake(Fault::None);
+    assert_eq!(v, Verdict { status: Status::Passed, reasons: vec![] }, "{r:#?}");
+    assert_eq!(r.pairs.caught_up, (CLIENTS * SYMBOLS.len()) as u64);
+    assert_eq!((r.latency_us.count, r.seq_tracked), (r.delivered, r.delivered));
+}
+
+#[test]
+fn events_without_gw_ts_fail() {
+    let r = fails_with(Fault::NoGwTs, "readable gw_ts");
+    assert!(r.latency_us.count < r.delivered);
+}
+
+#[test]
+fn a_silent_drop_fails() {
+    let r = fails_with(Fault::SilentDrop, "lost without a gap");
+    assert_eq!(r.seq.lost, 1);
+}
+
+#[test]
+fn a_conflated_trade_fails() {
+    let r = fails_with(Fault::ConflatedTrade, "trades marked conflated");
+    assert_eq!((r.seq.conflated_trades, r.seq.lost), (1, 1));
+}
+
+#[test]
+fn a_refused_subscribe_fails() {
+    let r = fails_with(Fault::RefusedSubscribe, "not_entitled ×1");
+    assert_eq!(r.pairs.never_started, 1);
+}
+
+#[test]
+fn a_snapshot_that_skips_ahead_fails() {
+    let r = fails_with(Fault::SkippingSnapshot, "lost without a gap");
+    // 300..=304 never came, and 305 only as the snapshot's state.
+    assert_eq!(r.seq.lost, 6);
+}
+
+#[test]
+fn a_pair_that_never_delivers_fails() {
+    let r = fails_with(Fault::NeverDeliveringPair, "1 never started");
+    assert!(r.errors.is_empty());
+}
+
+#[test]
+fn a_pair_that_stops_before_the_window_ends_fails() {
+    let r = fails_with(Fault::StopsEarly, "1 behind the last published seq");
+    assert_eq!(r.seq.lost, 0, "nothing later came: no loss visible in the seqs themselves");
+}
+
+#[test]
+fn the_real_gateway_passes() {
+    let _one = one_at_a_time();
+    const S: usize = 10;
+    let gateway = tickgate_testkit::start_gateway(|c| {
+        c.sim.symbols = S;
+        c.sim.rate = 1_000.0;
+    });
+    let names: Vec<String> =
+        universe(&SimConfig { symbols: S, ..SimConfig::default() }).iter().map(|(_, s)| s.name.to_string()).collect();
+    let r = run(&params(gateway.local_addr(), 10, names, S)).expect("the run completes");
+    // Every client holds every symbol: 10 × the tick rate.
+    let v = judge(&r, &criteria(10.0 * 1_000.0));
+    assert_eq!(v, Verdict { status: Status::Passed, reasons: vec![] }, "{r:#?}");
+    assert_eq!(r.policy.as_deref(), Some("conflate"));
+    gateway.shutdown();
+}
