@@ -1,7 +1,8 @@
 // A scripted stand-in for tickgate: serves crates/server/assets/index.html at / and speaks the
 // gateway's WebSocket protocol on /ws, sending exactly what a test tells it to. It lets the tests
-// drive the page through what the real gateway only does under load: gaps, conflated quotes,
-// seq jumps and a 1008 slow-consumer close.
+// drive the page through what the real gateway only does under load or in other configurations:
+// gaps, conflated quotes, seq jumps, closes with any code, a refused (rate-limited) subscribe, a
+// welcome that asks for authentication or says the feed is down, and a restart on the same port.
 //
 // The WebSocket side is the minimum of RFC 6455 a browser needs: the handshake, unmasked text
 // frames out, masked frames in (text, close, ping), no fragmentation or extensions.
@@ -80,11 +81,14 @@ class Client {
 }
 
 /**
- * Starts the scripted gateway on 127.0.0.1 (a free port). `universe` answers list_symbols and
- * `snapshot(symbol)` the snapshot sent after each subscribe. Every command received is kept in
+ * Starts the scripted gateway on 127.0.0.1 (`port`, or a free one). `universe` answers
+ * list_symbols and `snapshot(symbol)` the snapshot sent after each subscribe; `welcome` holds
+ * fields added to every welcome. `snapshot` and `welcome` may be replaced later through the
+ * returned object. While `refuseSubscribes` is above zero, each subscribe is answered with
+ * a `rate_limited` error instead, and the count goes down. Every command received is kept in
  * `commands`, every client in `clients`.
  */
-export async function startScriptedGateway({ universe, snapshot }) {
+export async function startScriptedGateway({ universe, snapshot, port = 0, welcome = {} }) {
   const html = fs.readFileSync(INDEX_HTML);
   const commands = [];
   const clients = [];
@@ -101,20 +105,27 @@ export async function startScriptedGateway({ universe, snapshot }) {
   const scripted = {
     commands,
     clients,
-    get client() { return clients.at(-1); },
+    snapshot,
+    welcome,
+    refuseSubscribes: 0,
+    /** The newest client still connected. */
+    get client() { return clients.filter((c) => !c.closed).at(-1); },
     onCommand(client, command) {
       commands.push(command);
       const reply = (m) => client.send(m);
       const id = command.id === undefined ? {} : { id: command.id };
       if (command.op === 'list_symbols') reply({ type: 'symbols', ...id, symbols: universe });
-      if (command.op === 'subscribe') {
+      if (command.op === 'subscribe' && scripted.refuseSubscribes > 0) {
+        scripted.refuseSubscribes -= 1;
+        reply({ type: 'error', ...id, code: 'rate_limited', message: 'too many messages; this one was not executed' });
+      } else if (command.op === 'subscribe') {
         // As tickgate does: the known symbols are subscribed (each gets a snapshot), the unknown
         // ones are named in an unknown_symbol error.
         const known = command.symbols.filter((s) => universe.includes(s));
         const unknown = command.symbols.filter((s) => !universe.includes(s));
         if (known.length || !unknown.length) {
           reply({ type: 'subscribed', ...id, symbols: known, policy: 'conflate' });
-          for (const s of known) reply(snapshot(s));
+          for (const s of known) reply(scripted.snapshot(s));
         }
         if (unknown.length) {
           reply({ type: 'error', ...id, code: 'unknown_symbol', message: 'unknown symbols', symbols: unknown });
@@ -135,7 +146,9 @@ export async function startScriptedGateway({ universe, snapshot }) {
     },
     async close() {
       for (const c of clients) c.socket.destroy();
-      await new Promise((resolve) => server.close(resolve));
+      const closed = new Promise((resolve) => server.close(resolve));
+      server.closeAllConnections(); // the page's keep-alive HTTP connection too
+      await closed;
     },
   };
   server.on('upgrade', (req, socket) => {
@@ -148,9 +161,14 @@ export async function startScriptedGateway({ universe, snapshot }) {
       `Sec-WebSocket-Accept: ${accept}\r\n\r\n`);
     const client = new Client(socket, scripted);
     clients.push(client);
-    client.send({ type: 'welcome', server: 'tickgate', version: 'scripted', session: `s${clients.length}`, time: 0 });
+    client.send({
+      type: 'welcome', server: 'tickgate', version: 'scripted', session: `s${clients.length}`, time: 0, ...scripted.welcome,
+    });
   });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', resolve);
+  });
   scripted.url = `http://127.0.0.1:${server.address().port}`;
   return scripted;
 }
