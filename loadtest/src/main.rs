@@ -295,7 +295,9 @@ fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool) -> Result<Outcome, 
     let path = load.out.join(format!("{}.json", load.name));
     std::fs::write(&path, serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    println!("\n{}", report::step_table(&result));
+    if result.steps.len() > 1 {
+        println!("\n{}", report::step_table(&result));
+    }
     println!("results: {}", path.display());
     match result.best() {
         Some(best) => {

@@ -6,7 +6,7 @@
 //! when the tick entered it, so a server that falls behind shows it in the figures.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -339,6 +339,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
     let mut last_progress = Instant::now();
     let mut progress_count = 0u64;
     let mut churns = 0u64;
+    let redraw = io::stderr().is_terminal();
 
     loop {
         let now = Instant::now();
@@ -480,12 +481,18 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                 Phase::Measuring { .. } => "measuring",
                 Phase::Draining { .. } => "draining",
             };
-            eprint!(
-                "\r{name:<11} t={:>5.1}s open={:<6} msgs/s={rate:<10.0} p99={:.0}us      ",
+            let line = format!(
+                "{name:<11} t={:>5.1}s open={:<6} msgs/s={rate:<10.0} p99={:.0}us",
                 now.duration_since(start).as_secs_f64(),
                 reader.open,
                 reader.latency.value_at_quantile(0.99) as f64 / 1000.0
             );
+            // Redrawn in place on a terminal; one line per second into a pipe or a log.
+            if redraw {
+                eprint!("\r{line}      ")
+            } else {
+                eprintln!("{line}")
+            }
             last_progress = now;
         }
 
@@ -506,7 +513,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
             reader.read(c, now, in_window);
         }
     }
-    if params.progress {
+    if params.progress && redraw {
         eprintln!();
     }
 
@@ -590,103 +597,4 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
         loadtest_core_share: loadtest_cpu_s / window_s,
         tcp_socket_memory: procfs::tcp_socket_memory(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::{BufRead, BufReader};
-    use std::net::TcpListener;
-
-    fn wall_ns() -> u64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    }
-
-    fn server_frame(text: &str) -> Vec<u8> {
-        let mut f = vec![0x81];
-        match text.len() {
-            n if n < 126 => f.push(n as u8),
-            n => {
-                f.push(126);
-                f.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-        }
-        f.extend_from_slice(text.as_bytes());
-        f
-    }
-
-    /// A scripted server: one connection, a known sequence with a loss, a gap and a known latency.
-    fn scripted_server(latency_ns: u64) -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().unwrap();
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
-                line.clear();
-            }
-            stream
-                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-                .unwrap();
-            stream
-                .write_all(&server_frame(r#"{"type":"snapshot","symbol":"AAPL","seq":10,"trade":null,"quote":null}"#))
-                .unwrap();
-            // Let the window open (warmup is 100 ms).
-            std::thread::sleep(Duration::from_millis(400));
-            let mut script = Vec::new();
-            for seq in [11, 12, 14] {
-                let gw = wall_ns() - latency_ns;
-                script.extend(server_frame(&format!(
-                    r#"{{"type":"trade","symbol":"AAPL","seq":{seq},"price":"1.00","size":"1","ts":1,"gw_ts":{gw}}}"#
-                )));
-            }
-            script.extend(server_frame(
-                r#"{"type":"gap","symbol":"AAPL","from_seq":15,"to_seq":17,"reason":"slow_consumer"}"#,
-            ));
-            script.extend(server_frame(r#"{"type":"snapshot","symbol":"AAPL","seq":17,"trade":null,"quote":null}"#));
-            let gw = wall_ns() - latency_ns;
-            script.extend(server_frame(&format!(
-                r#"{{"type":"quote","symbol":"AAPL","seq":20,"conflated":2,"gw_ts":{gw}}}"#
-            )));
-            // Split the script at odd places to exercise partial frames.
-            for chunk in script.chunks(37) {
-                stream.write_all(chunk).unwrap();
-                stream.flush().unwrap();
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            std::thread::sleep(Duration::from_secs(3));
-        });
-        addr
-    }
-
-    #[test]
-    fn counts_loss_gaps_conflation_and_latency_of_a_scripted_server() {
-        let addr = scripted_server(2_000_000);
-        let params = RunParams {
-            addr,
-            connections: 1,
-            symbols_per_client: 1,
-            universe: vec!["AAPL".into()],
-            pick: Pick::Uniform,
-            source_addrs: Vec::new(),
-            connect_rate: 0.0,
-            warmup: Duration::from_millis(100),
-            duration: Duration::from_millis(1500),
-            slow_share: 0.0,
-            churn_per_s: 0.0,
-            seed: 1,
-            server_pid: None,
-            progress: false,
-            policy: None,
-            drain: Duration::from_millis(500),
-        };
-        let r = run(&params).unwrap();
-        assert_eq!(r.connected, 1);
-        assert_eq!(r.delivered, 4);
-        assert_eq!(r.seq, SeqCounts { received: 4, announced: 3, conflated: 2, lost: 1, ..SeqCounts::default() });
-        assert_eq!(r.latency_us.count, 4);
-        // 2 ms stamped in the past, plus what the script's own pacing adds (a few ms at most).
-        assert!(r.latency_us.p50 >= 2_000.0 && r.latency_us.max < 60_000.0, "{:?}", r.latency_us);
-    }
 }

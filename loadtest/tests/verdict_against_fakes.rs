@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tickgate_feed::sim::{SimConfig, universe};
 use tickgate_loadtest::run::{Pick, RunParams, RunResult, run};
+use tickgate_loadtest::tracker::SeqCounts;
 use tickgate_loadtest::verdict::{Criteria, Status, Verdict, judge};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -230,6 +231,53 @@ fn fails_with(fault: Fault, fragment: &str) -> RunResult {
     assert_eq!(v.status, Status::Failed, "{fault:?} passed: {r:#?}");
     assert!(v.reasons.iter().any(|why| why.contains(fragment)), "{fault:?}: no reason with {fragment:?}: {v:#?}");
     r
+}
+
+/// One connection, a known script: a loss, a gap and its snapshot, a conflated quote, all split
+/// into odd-sized pieces, and a known latency.
+#[test]
+fn a_scripted_sequence_is_counted_exactly() {
+    const LATENCY_NS: u64 = 2_000_000;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        accept_client(&mut stream);
+        stream
+            .write_all(&text_frame(r#"{"type":"snapshot","symbol":"AAPL","seq":10,"trade":null,"quote":null}"#))
+            .unwrap();
+        // Let the window open (the warm-up is 100 ms).
+        thread::sleep(Duration::from_millis(400));
+        let mut script = Vec::new();
+        for seq in [11, 12, 14] {
+            let gw = wall_ns() - LATENCY_NS;
+            script.extend(text_frame(&format!(
+                r#"{{"type":"trade","symbol":"AAPL","seq":{seq},"price":"1.00","size":"1","ts":1,"gw_ts":{gw}}}"#
+            )));
+        }
+        script
+            .extend(text_frame(r#"{"type":"gap","symbol":"AAPL","from_seq":15,"to_seq":17,"reason":"slow_consumer"}"#));
+        script.extend(text_frame(r#"{"type":"snapshot","symbol":"AAPL","seq":17,"trade":null,"quote":null}"#));
+        let gw = wall_ns() - LATENCY_NS;
+        script
+            .extend(text_frame(&format!(r#"{{"type":"quote","symbol":"AAPL","seq":20,"conflated":2,"gw_ts":{gw}}}"#)));
+        for chunk in script.chunks(37) {
+            stream.write_all(chunk).unwrap();
+            stream.flush().unwrap();
+            thread::sleep(Duration::from_millis(2));
+        }
+        thread::sleep(Duration::from_secs(3));
+    });
+    let mut p = params(addr, 1, vec!["AAPL".into()], 1);
+    p.warmup = Duration::from_millis(100);
+    p.duration = Duration::from_millis(1500);
+    p.drain = Duration::from_millis(500);
+    let r = run(&p).unwrap();
+    assert_eq!((r.connected, r.delivered, r.seq_tracked), (1, 4, 4));
+    assert_eq!(r.seq, SeqCounts { received: 4, announced: 3, conflated: 2, lost: 1, ..SeqCounts::default() });
+    assert_eq!(r.latency_us.count, 4);
+    // 2 ms stamped in the past, plus what the script's own pacing adds (a few ms at most).
+    assert!(r.latency_us.p50 >= 2_000.0 && r.latency_us.max < 60_000.0, "{:?}", r.latency_us);
 }
 
 #[test]
