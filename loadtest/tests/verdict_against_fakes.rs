@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tickgate_feed::sim::{SimConfig, universe};
-use tickgate_loadtest::run::{Pick, RunParams, RunResult, run};
+use tickgate_loadtest::run::{Pick, RunParams, RunResult, SlowFates, run};
 use tickgate_loadtest::tracker::SeqCounts;
 use tickgate_loadtest::verdict::{Criteria, Status, Verdict, judge};
 
@@ -40,6 +40,8 @@ enum Fault {
     SkippingSnapshot,
     NeverDeliveringPair,
     StopsEarly,
+    /// Closes the first client with 1008 "slow consumer" (a fair fate for a stalled client).
+    CutsFirst,
 }
 
 fn wall_ns() -> u64 {
@@ -114,7 +116,7 @@ fn event_for(fault: Fault, first_client: bool, symbol: usize, seq: u64) -> Optio
             Some(format!(r#"{{"type":"snapshot","symbol":"{name}","seq":{seq},"trade":null,"quote":null}}"#))
         }
         Fault::RefusedSubscribe | Fault::NeverDeliveringPair => None,
-        Fault::StopsEarly if seq >= FAULT_SEQ => None,
+        Fault::StopsEarly | Fault::CutsFirst if seq >= FAULT_SEQ => None,
         _ => Some(normal),
     }
 }
@@ -172,6 +174,11 @@ fn fake_server(fault: Fault, lifetime: Duration) -> SocketAddr {
             let mut clients = clients.lock().unwrap();
             for (stream, first) in clients.iter_mut() {
                 let mut batch = Vec::new();
+                if *first && fault == Fault::CutsFirst && seq == FAULT_SEQ {
+                    let reason = b"slow consumer";
+                    batch.extend([0x88, 2 + reason.len() as u8, 0x03, 0xf0]);
+                    batch.extend(reason);
+                }
                 for s in 0..SYMBOLS.len() {
                     if let Some(text) = event_for(fault, *first, s, seq) {
                         batch.extend(text_frame(&text));
@@ -218,10 +225,17 @@ fn criteria(nominal_per_s: f64) -> Criteria {
 }
 
 fn against_fake(fault: Fault) -> (RunResult, Verdict) {
+    against_fake_with(fault, 0.0)
+}
+
+/// With `slow_share` of the clients (the first ones) stalled for the window.
+fn against_fake_with(fault: Fault, slow_share: f64) -> (RunResult, Verdict) {
     let _one = one_at_a_time();
     let addr = fake_server(fault, Duration::from_secs(8));
     let universe = SYMBOLS.iter().map(|s| s.to_string()).collect();
-    let r = run(&params(addr, CLIENTS, universe, SYMBOLS.len())).expect("the run completes");
+    let mut p = params(addr, CLIENTS, universe, SYMBOLS.len());
+    p.slow_share = slow_share;
+    let r = run(&p).expect("the run completes");
     let verdict = judge(&r, &criteria(PER_SYMBOL * (CLIENTS * SYMBOLS.len()) as f64));
     (r, verdict)
 }
@@ -347,4 +361,24 @@ fn the_real_gateway_passes() {
     assert_eq!(v, Verdict { status: Status::Passed, reasons: vec![] }, "{r:#?}");
     assert_eq!(r.policy.as_deref(), Some("conflate"));
     gateway.shutdown();
+}
+
+#[test]
+fn a_stalled_client_cut_with_1008_is_a_fair_fate() {
+    let (r, v) = against_fake_with(Fault::CutsFirst, 0.25);
+    assert_eq!(v, Verdict { status: Status::Passed, reasons: vec![] }, "{r:#?}");
+    assert_eq!(r.slow, SlowFates { clients: 1, cut: 1, ..SlowFates::default() });
+}
+
+#[test]
+fn a_stalled_client_kept_whole_passes_and_one_that_lost_untold_fails() {
+    let (r, v) = against_fake_with(Fault::None, 0.25);
+    assert_eq!(v, Verdict { status: Status::Passed, reasons: vec![] }, "{r:#?}");
+    assert_eq!(r.slow, SlowFates { clients: 1, kept: 1, ..SlowFates::default() });
+    assert!(r.slow_seq.received > 0, "the stalled client was read after the window");
+
+    let (r, v) = against_fake_with(Fault::SilentDrop, 0.25);
+    assert_eq!(v.status, Status::Failed, "{r:#?}");
+    assert!(v.reasons.iter().any(|why| why.contains("1 events lost untold")), "{v:#?}");
+    assert_eq!(r.seq.lost, 0, "the reading clients lost nothing");
 }
