@@ -188,6 +188,9 @@ pub fn spawn_ingest(
         // The sources' clock: time since start, less the time spent paused.
         let mut start = Instant::now();
         let mut batch = Batch::with_capacity(MAX_BATCH);
+        // The first source polled this turn, and each source's share of a batch.
+        let mut first = 0;
+        let share = if sources.len() > 1 { MAX_BATCH / sources.len() } else { MAX_BATCH };
         while !shutdown.load(Ordering::Relaxed) {
             for (source, source_stats) in sources.iter().zip(&stats.sources) {
                 let up = source.is_up();
@@ -210,19 +213,36 @@ pub fn spawn_ingest(
             }
             batch.clear();
             let mut next_due: Option<Duration> = None;
-            for (index, (source, source_stats)) in sources.iter_mut().zip(&stats.sources).enumerate() {
-                let (ticks_before, gaps_before) = (batch.ticks.len(), batch.upstream_gaps.len());
-                let room = MAX_BATCH.saturating_sub(ticks_before);
-                let n = if room > 0 { source.poll(polled_at, now_ns, room, &mut batch) } else { 0 };
-                for gap in &mut batch.upstream_gaps[gaps_before..] {
-                    gap.source = index;
+            // Each source first gets its share of the batch, then the room left goes round
+            // again; the source that starts turns round too. A busy source cannot starve another
+            // (whose reader would then stop answering its exchange's pings).
+            first = (first + 1) % sources.len().max(1);
+            for pass in [share, MAX_BATCH] {
+                for offset in 0..sources.len() {
+                    let index = (first + offset) % sources.len();
+                    let (source, source_stats) = (&mut sources[index], &stats.sources[index]);
+                    if source.is_up() == source_stats.down.load(Ordering::Relaxed) {
+                        // A change of status not yet announced: it goes out first, next turn.
+                        continue;
+                    }
+                    let (ticks_before, gaps_before) = (batch.ticks.len(), batch.upstream_gaps.len());
+                    let room = MAX_BATCH.saturating_sub(ticks_before).min(pass);
+                    let n = if room > 0 { source.poll(polled_at, now_ns, room, &mut batch) } else { 0 };
+                    for gap in &mut batch.upstream_gaps[gaps_before..] {
+                        gap.source = index;
+                    }
+                    if n > 0 {
+                        source_stats.ticks.fetch_add(n as u64, Ordering::Relaxed);
+                        source_stats.last_tick_ns.store(now_ns, Ordering::Relaxed);
+                    }
+                    if pass == share
+                        && let Some(due) = source.next_due()
+                    {
+                        next_due = Some(next_due.map_or(due, |d| d.min(due)));
+                    }
                 }
-                if n > 0 {
-                    source_stats.ticks.fetch_add(n as u64, Ordering::Relaxed);
-                    source_stats.last_tick_ns.store(now_ns, Ordering::Relaxed);
-                }
-                if let Some(due) = source.next_due() {
-                    next_due = Some(next_due.map_or(due, |d| d.min(due)));
+                if sources.len() <= 1 {
+                    break;
                 }
             }
             if batch.is_empty() {
