@@ -291,4 +291,56 @@ mod tests {
         let stamped: Vec<(u64, u64)> = batch.ticks.iter().map(|t| (t.seq, t.gw_ts)).collect();
         assert_eq!(stamped, [(1, 1000), (2, 900), (3, 1000)], "a gw_ts after the release is not kept");
     }
+
+    /// A source with `left` ticks to give (endless if None), that records the room it is offered.
+    struct Counted {
+        left: Option<usize>,
+        offered: Arc<std::sync::Mutex<Vec<usize>>>,
+    }
+
+    impl Source for Counted {
+        fn poll(&mut self, _: Duration, _: u64, max_batch: usize, out: &mut Batch) -> usize {
+            self.offered.lock().unwrap().push(max_batch);
+            let n = self.left.map_or(max_batch, |left| left.min(max_batch));
+            if let Some(left) = &mut self.left {
+                *left -= n;
+            }
+            let tick =
+                Tick { symbol: SymbolId(0), seq: 0, ts: 1, gw_ts: 0, kind: TickKind::Trade { price: 1, size: 1 } };
+            out.ticks.extend(std::iter::repeat_n(tick, n));
+            n
+        }
+
+        fn next_due(&self) -> Option<Duration> {
+            Some(Duration::ZERO)
+        }
+    }
+
+    #[test]
+    fn a_busy_source_leaves_every_other_source_its_share_of_each_batch() {
+        let symbols = Arc::new(crate::sim::universe(&crate::sim::SimConfig { symbols: 1, ..Default::default() }));
+        let sources: Vec<Arc<SourceStats>> =
+            ["busy", "quiet"].iter().map(|name| Arc::new(SourceStats::new(name, "sim", 1.0))).collect();
+        let stats = Arc::new(IngestStats::new(sources));
+        let (busy, quiet) = (Arc::default(), Arc::default());
+        let boxed: Vec<Box<dyn Source>> = vec![
+            Box::new(Counted { left: None, offered: Arc::clone(&busy) }),
+            Box::new(Counted { left: Some(10_000), offered: Arc::clone(&quiet) }),
+        ];
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let ingest = Ingest::new(symbols, Vec::new(), stats.clone());
+        let thread = spawn_ingest(boxed, ingest, Duration::ZERO, None, shutdown.clone()).unwrap();
+        let start = Instant::now();
+        while stats.sources[1].ticks.load(Ordering::Relaxed) < 10_000 && start.elapsed() < Duration::from_secs(10) {
+            thread::sleep(Duration::from_millis(5));
+        }
+        shutdown.store(true, Ordering::Relaxed);
+        thread.join().unwrap();
+        assert_eq!(stats.sources[1].ticks.load(Ordering::Relaxed), 10_000, "the quiet source is drained");
+        // Its half of a batch while it had that much to give (a turn's second pass offers less).
+        let quiet = quiet.lock().unwrap();
+        let halves = quiet.iter().filter(|&&room| room == MAX_BATCH / 2).count();
+        assert!(halves >= 10_000 / (MAX_BATCH / 2), "{quiet:?}");
+        assert!(busy.lock().unwrap().iter().all(|&room| room <= MAX_BATCH));
+    }
 }

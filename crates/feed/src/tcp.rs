@@ -155,6 +155,15 @@ impl Acceptor {
         let mut waiting: Vec<(TcpStream, SocketAddr, Instant)> = Vec::new();
         while !self.stop.load(Ordering::Relaxed) {
             self.accept_all(&mut waiting);
+            self.sweep(&mut waiting);
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Hands over the waiting connections that sent data, and drops those that closed or stayed
+    /// silent.
+    fn sweep(&mut self, waiting: &mut Vec<(TcpStream, SocketAddr, Instant)>) {
+        {
             let mut i = 0;
             while i < waiting.len() {
                 let (stream, _, since) = &waiting[i];
@@ -172,7 +181,6 @@ impl Acceptor {
                     Err(_) => self.probe(waiting.swap_remove(i).1, "failed before sending anything"),
                 }
             }
-            thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -180,7 +188,11 @@ impl Acceptor {
         loop {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
+                    if waiting.len() >= MAX_WAITING {
+                        self.sweep(waiting);
+                    }
                     if waiting.len() >= MAX_WAITING || stream.set_nonblocking(true).is_err() {
+                        self.health.probes.fetch_add(1, Ordering::Relaxed);
                         if let Some(held_back) = self.refused_log.allow() {
                             tracing::warn!(
                                 source = &*self.name,

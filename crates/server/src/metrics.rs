@@ -75,6 +75,7 @@ fn source_ok(source: &SourceStats, paused: bool, now_ns: u64) -> (bool, serde_js
         "silences": load(&health.silences),
         "subscription_errors": load(&health.subscription_errors),
         "probes": load(&health.probes),
+        "replaced": load(&health.replaced),
         "reconnects": load(&source.health.reconnects),
         "connect_failures": load(&source.health.connect_failures),
         "upstream_gaps": load(&source.health.upstream_gaps),
