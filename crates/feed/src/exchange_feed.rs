@@ -241,10 +241,19 @@ impl Client {
                 return None;
             }
         };
-        // Not a tick: a reply to the subscription, a heartbeat, or an event not taken.
-        buf.clear();
-        buf.extend_from_slice(text);
-        match reply(self.exchange, buf) {
+        // Not a tick: a reply to the subscription, a heartbeat, or an event not taken. Only what
+        // may be a reply is parsed again (a heartbeat a second per product is not).
+        let may_be_reply = [&b"\"error\""[..], b"\"result\"", b"\"subscriptions\""]
+            .iter()
+            .any(|key| text.windows(key.len()).any(|w| w == *key));
+        let reply = if may_be_reply {
+            buf.clear();
+            buf.extend_from_slice(text);
+            reply(self.exchange, buf)
+        } else {
+            Reply::Other
+        };
+        match reply {
             Reply::Acknowledged => session.acknowledged(),
             Reply::Refused(message) => {
                 self.health.subscription_errors.fetch_add(1, Ordering::Relaxed);
@@ -301,7 +310,10 @@ struct BinanceError {
 /// `{"type":"subscriptions",..}` or `{"type":"error","message":"..","reason":".."}`.
 pub fn reply(exchange: Exchange, message: &mut [u8]) -> Reply {
     let Ok(fields) = simd_json::serde::from_slice::<ReplyFields>(message) else { return Reply::Other };
-    let refused = |text: String| Reply::Refused(text.chars().take(MAX_LOGGED).collect());
+    // The exchange's text goes into a log line: no control characters, bounded.
+    let refused = |text: String| {
+        Reply::Refused(text.chars().take(MAX_LOGGED).map(|c| if c.is_control() { ' ' } else { c }).collect())
+    };
     match exchange {
         Exchange::Binance => match fields.error {
             Some(error) => refused(format!(
@@ -325,7 +337,7 @@ pub fn reply(exchange: Exchange, message: &mut [u8]) -> Reply {
 /// A TCP stream that refuses to read past a deadline: tungstenite's handshake keeps reading as
 /// long as the peer trickles bytes, so the socket's read timeout alone would never end it.
 #[derive(Debug)]
-pub struct Deadline {
+struct Deadline {
     stream: TcpStream,
     until: Option<Instant>,
 }
@@ -469,6 +481,8 @@ fn connect(url: &str, tls: &Arc<rustls::ClientConfig>, liveness: &Liveness) -> R
             Ok((mut ws, _response)) => {
                 if let Some(socket) = socket(&mut ws) {
                     socket.until = None;
+                    // A ping that cannot be written within the silence bound ends the session.
+                    socket.stream.set_write_timeout(Some(handshake_timeout)).map_err(tcp_err)?;
                 }
                 return Ok(ws);
             }
@@ -512,6 +526,10 @@ mod tests {
             Reply::Refused("Failed to subscribe: XX-USD is not a valid product".into())
         );
         assert_eq!(read(Coinbase, r#"{"type":"heartbeat","product_id":"BTC-USD"}"#), Reply::Other);
+        assert_eq!(
+            read(Coinbase, r#"{"type":"error","message":"a\nforged log line\u0007"}"#),
+            Reply::Refused("a forged log line : ".into())
+        );
         let long = format!(r#"{{"type":"error","message":"{}"}}"#, "x".repeat(1_000));
         assert!(matches!(read(Coinbase, &long), Reply::Refused(m) if m.chars().count() == MAX_LOGGED));
     }

@@ -9,7 +9,7 @@
 //! upstream closes, is taken like any other.
 //!
 //! Liveness: TCP keepalive, and a silence bound ([`Liveness::silence`]): an upstream that sends
-//! nothing for that long (an empty line counts, and is otherwise skipped) is dropped, the source
+//! no line for that long (an empty line counts, and is otherwise skipped) is dropped, the source
 //! is down, and the reader reconnects (connect mode) or waits for the next connection (listen
 //! mode).
 //!
@@ -338,7 +338,9 @@ impl Reader {
             if self.stop.load(Ordering::Relaxed) {
                 return Ended::ShuttingDown;
             }
-            if let Some((newer, peer)) = handoff.and_then(|h| h.try_recv().ok()) {
+            // A newer connection takes over once the lines already read from this one are taken.
+            let between_reads = reader.buffer().is_empty();
+            if let Some((newer, peer)) = handoff.filter(|_| between_reads).and_then(|h| h.try_recv().ok()) {
                 self.finish_line(&mut line, &mut skipping, session);
                 if let Err(e) = configure(&newer, &self.liveness) {
                     tracing::warn!(source = &*self.name, %peer, error = %e, "newer upstream connection unusable");
@@ -370,7 +372,6 @@ impl Reader {
                     return Ended::Failed(e);
                 }
             };
-            session.heard();
             let (chunk, complete) = match buf.iter().position(|&b| b == b'\n') {
                 Some(end) => (&buf[..end], true),
                 None => (buf, false),
@@ -386,6 +387,8 @@ impl Reader {
             let used = chunk.len() + usize::from(complete);
             reader.consume(used);
             if complete {
+                // A line, even empty or bad, is life; bytes that never make a line are not.
+                session.heard();
                 self.finish_line(&mut line, &mut skipping, session);
             }
         }
