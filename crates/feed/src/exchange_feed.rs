@@ -1,4 +1,4 @@
-//! An exchange's WebSocket feed as a [`Source`]: a reader thread connects (`ws://`, or `wss://`
+//! An exchange's WebSocket feed as a [`Source`](crate::source::Source): a reader thread connects (`ws://`, or `wss://`
 //! through rustls, see [`crate::tls`]), subscribes, maps every message with an
 //! [`ExchangeMapper`], and reconnects with backoff ([`crate::upstream::Backoff`]) when the
 //! exchange drops the connection (Binance does every 24 hours, Coinbase on errors), cannot be
@@ -25,8 +25,10 @@ use std::time::{Duration, Instant};
 use crate::exchange::{Exchange, ExchangeMapper, binance_subscribe, coinbase_subscribe};
 use crate::normalize::{Reject, RejectLog};
 use crate::replay::RejectCounts;
-use crate::source::{Batch, Source, SourceStats};
-use crate::upstream::{Backoff, Liveness, Session, SourceHealth, Upstream, UpstreamFeed, sleep_unless_stopped};
+use crate::source::SourceStats;
+use crate::upstream::{
+    Backoff, Liveness, Session, SourceHealth, Upstream, UpstreamFeed, UpstreamSource, sleep_unless_stopped,
+};
 
 /// How long the TCP connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,12 +42,9 @@ const CHANNEL: usize = 64 * 1024;
 /// Longest part of an exchange's error message that is logged.
 const MAX_LOGGED: usize = 200;
 
-/// The ingest side of an exchange feed.
+/// An exchange feed: [`ExchangeSource::start`] gives the ingest side.
 #[derive(Debug)]
-pub struct ExchangeSource {
-    feed: UpstreamFeed,
-    stop: Arc<AtomicBool>,
-}
+pub struct ExchangeSource;
 
 impl ExchangeSource {
     /// Starts the reader thread for `url` (`ws://` or `wss://`, e.g.
@@ -60,7 +59,7 @@ impl ExchangeSource {
         tls: Arc<rustls::ClientConfig>,
         stats: Arc<SourceStats>,
         liveness: Liveness,
-    ) -> io::Result<Self> {
+    ) -> io::Result<UpstreamSource> {
         let (tx, feed) = UpstreamFeed::channel(CHANNEL, &liveness);
         let stop = Arc::new(AtomicBool::new(false));
         let names: Vec<&str> = upstream_symbols.iter().map(String::as_str).collect();
@@ -82,27 +81,7 @@ impl ExchangeSource {
             liveness,
         };
         std::thread::Builder::new().name(format!("tickgate-src-{}", stats.name)).spawn(move || client.run(tx))?;
-        Ok(Self { feed, stop })
-    }
-}
-
-impl Drop for ExchangeSource {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-impl Source for ExchangeSource {
-    fn poll(&mut self, _elapsed: Duration, _now_ns: u64, max_batch: usize, out: &mut Batch) -> usize {
-        self.feed.poll(max_batch, out)
-    }
-
-    fn next_due(&self) -> Option<Duration> {
-        Some(Duration::ZERO)
-    }
-
-    fn is_up(&self) -> bool {
-        self.feed.is_up()
+        Ok(UpstreamSource::new(feed, stop))
     }
 }
 

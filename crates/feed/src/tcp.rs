@@ -32,9 +32,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use crate::ingest::wall_clock_ns;
 use crate::normalize::{Normalizer, Reject, RejectLog};
 use crate::replay::RejectCounts;
-use crate::source::{Batch, Source, SourceStats};
+use crate::source::SourceStats;
 pub use crate::upstream::SourceHealth;
-use crate::upstream::{Backoff, Liveness, LogLimit, Session, UpstreamFeed, sleep_unless_stopped};
+use crate::upstream::{Backoff, Liveness, LogLimit, Session, UpstreamFeed, UpstreamSource, sleep_unless_stopped};
 
 /// Longest accepted line; longer ones are skipped whole and counted as malformed.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -55,18 +55,20 @@ pub enum Mode {
     Listen(SocketAddr),
 }
 
-/// The ingest side of a TCP source.
+/// A TCP source: [`TcpSource::start`] gives the ingest side.
 #[derive(Debug)]
-pub struct TcpSource {
-    feed: UpstreamFeed,
-    stop: Arc<AtomicBool>,
-}
+pub struct TcpSource;
 
 impl TcpSource {
     /// Starts the reader thread (and in listen mode the accepting thread), normalizing with
     /// `normalizer` and counting into `stats`. In listen mode the listener is bound here, so a
     /// bad address fails the start.
-    pub fn start(mode: Mode, normalizer: Normalizer, stats: Arc<SourceStats>, liveness: Liveness) -> io::Result<Self> {
+    pub fn start(
+        mode: Mode,
+        normalizer: Normalizer,
+        stats: Arc<SourceStats>,
+        liveness: Liveness,
+    ) -> io::Result<UpstreamSource> {
         let (tx, feed) = UpstreamFeed::channel(CHANNEL, &liveness);
         let stop = Arc::new(AtomicBool::new(false));
         let handoff = match mode {
@@ -102,28 +104,7 @@ impl TcpSource {
         thread::Builder::new()
             .name(format!("tickgate-src-{}", stats.name))
             .spawn(move || reader.run(mode, handoff, tx))?;
-        Ok(Self { feed, stop })
-    }
-}
-
-impl Drop for TcpSource {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-impl Source for TcpSource {
-    fn poll(&mut self, _elapsed: Duration, _now_ns: u64, max_batch: usize, out: &mut Batch) -> usize {
-        self.feed.poll(max_batch, out)
-    }
-
-    fn next_due(&self) -> Option<Duration> {
-        // Ticks arrive when they arrive: look again after the batch interval.
-        Some(Duration::ZERO)
-    }
-
-    fn is_up(&self) -> bool {
-        self.feed.is_up()
+        Ok(UpstreamSource::new(feed, stop))
     }
 }
 

@@ -7,13 +7,14 @@
 //! subscription) and `Lost` after its last one. The ingest side stops a batch at each event, so
 //! a session's ticks go out after "up" and before "down", never after it.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use crate::normalize::Normalized;
-use crate::source::Batch;
+use crate::source::{Batch, Source};
 
 /// How a network source decides its upstream is alive, and how it retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,6 +267,41 @@ impl UpstreamFeed {
 
     pub fn is_up(&self) -> bool {
         self.up
+    }
+}
+
+/// A network source as the ingest thread sees it: the ticks and status of its reader thread,
+/// which stops when this is dropped.
+#[derive(Debug)]
+pub struct UpstreamSource {
+    feed: UpstreamFeed,
+    stop: Arc<AtomicBool>,
+}
+
+impl UpstreamSource {
+    pub fn new(feed: UpstreamFeed, stop: Arc<AtomicBool>) -> Self {
+        Self { feed, stop }
+    }
+}
+
+impl Drop for UpstreamSource {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Source for UpstreamSource {
+    fn poll(&mut self, _elapsed: Duration, _now_ns: u64, max_batch: usize, out: &mut Batch) -> usize {
+        self.feed.poll(max_batch, out)
+    }
+
+    fn next_due(&self) -> Option<Duration> {
+        // Ticks arrive when they arrive: look again after the batch interval.
+        Some(Duration::ZERO)
+    }
+
+    fn is_up(&self) -> bool {
+        self.feed.is_up()
     }
 }
 

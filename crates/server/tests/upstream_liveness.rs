@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use tickgate_server::Config;
+use tickgate_server::{Config, Gateway};
 use tickgate_testkit::{PATIENCE, TestClient, eventually, http_request, metric, start_gateway};
 use tungstenite::Message;
 
@@ -353,21 +353,29 @@ fn connect_upstream(addr: SocketAddr) -> TcpStream {
     }
 }
 
-#[test]
-fn in_listen_mode_a_newer_upstream_that_sends_replaces_a_half_open_one_without_a_status_change() {
+/// A gateway listening for its upstream (long silence bound), a subscribed client, and an
+/// upstream that connected and delivered: the client saw "up" and its first trade.
+fn listening_gateway_with_an_upstream() -> (Gateway, TestClient, SocketAddr, TcpStream) {
     let mut listen = None;
     let gateway = start_gateway(|c| {
         short_liveness(c);
         c.feed.upstream_silence_ms = 20_000;
         listen = Some(tcp_listen(c));
     });
-    let (addr, listen) = (gateway.local_addr(), listen.unwrap());
-    let mut client = client_once_down(addr);
+    let listen = listen.unwrap();
+    let mut client = client_once_down(gateway.local_addr());
     client.subscribe(&["AAPL"]);
-    let mut first = connect_upstream(listen);
-    first.write_all(trade(1, "10.00").as_bytes()).unwrap();
+    let mut upstream = connect_upstream(listen);
+    upstream.write_all(trade(1, "10.00").as_bytes()).unwrap();
     assert_eq!(client.recv_type("status")["feed"], "up");
     assert_eq!(client.recv_type("trade")["price"], "10.00");
+    (gateway, client, listen, upstream)
+}
+
+#[test]
+fn in_listen_mode_a_newer_upstream_that_sends_replaces_a_half_open_one_without_a_status_change() {
+    let (gateway, mut client, listen, mut first) = listening_gateway_with_an_upstream();
+    let addr = gateway.local_addr();
     // The first upstream now hangs (half-open, as after a crash of its host); the restarted one
     // connects and is taken at its first byte, long before the silence bound.
     let mut second = connect_upstream(listen);
@@ -385,26 +393,12 @@ fn in_listen_mode_a_newer_upstream_that_sends_replaces_a_half_open_one_without_a
 
 #[test]
 fn tcp_probes_in_listen_mode_change_nothing_for_clients() {
-    let mut listen = None;
-    let gateway = start_gateway(|c| {
-        short_liveness(c);
-        c.feed.upstream_silence_ms = 20_000;
-        listen = Some(tcp_listen(c));
-    });
-    let (addr, listen) = (gateway.local_addr(), listen.unwrap());
-    let mut client = client_once_down(addr);
-    client.subscribe(&["AAPL"]);
-    let mut feed = connect_upstream(listen);
-    feed.write_all(trade(1, "10.00").as_bytes()).unwrap();
-    assert_eq!(client.recv_type("status")["feed"], "up");
-    assert_eq!(client.recv_type("trade")["price"], "10.00");
+    let (gateway, mut client, listen, mut feed) = listening_gateway_with_an_upstream();
+    let addr = gateway.local_addr();
     for _ in 0..30 {
         drop(connect_upstream(listen));
     }
-    eventually("every probe counted", || {
-        let n = metric(addr, "tickgate_source_probes_total{source=\"tcp\"}");
-        n == Some(30.0)
-    });
+    eventually("every probe counted", || metric(addr, "tickgate_source_probes_total{source=\"tcp\"}") == Some(30.0));
     feed.write_all(trade(2, "11.00").as_bytes()).unwrap();
     let messages = messages_within(&mut client, Duration::from_millis(500));
     assert_eq!(statuses(&messages), Vec::<String>::new(), "no status: {messages:?}");
