@@ -47,6 +47,18 @@ fn binance(c: &mut Config, exchange: &TcpListener) {
     c.feed.aliases = [("BTCUSDT".to_string(), "BTC-USD".to_string())].into();
 }
 
+/// A fake upstream's listener, a gateway with short bounds whose source (set by `source`) is
+/// that upstream, and a client connected once the feed is down.
+fn gateway_on(source: impl FnOnce(&mut Config, &TcpListener)) -> (TcpListener, Gateway, TestClient) {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let gateway = start_gateway(|c| {
+        short_liveness(c);
+        source(c, &upstream);
+    });
+    let client = client_once_down(gateway.local_addr());
+    (upstream, gateway, client)
+}
+
 /// A client connected once the gateway has told clients the feed is down (its first turn), so
 /// that every later status is one this test caused.
 fn client_once_down(addr: SocketAddr) -> TestClient {
@@ -117,14 +129,9 @@ fn accepts_within(listener: &TcpListener, window: Duration) -> Vec<Instant> {
 
 #[test]
 fn a_tcp_upstream_that_goes_silent_is_told_down_within_the_bound_and_reconnected() {
-    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
-    let gateway = start_gateway(|c| {
-        short_liveness(c);
-        tcp_connect(c, &upstream);
-    });
+    let (upstream, gateway, mut client) = gateway_on(tcp_connect);
     let addr = gateway.local_addr();
     let (mut feed, _) = upstream.accept().unwrap();
-    let mut client = client_once_down(addr);
     client.subscribe(&["AAPL"]);
 
     feed.write_all(trade(1, "187.12").as_bytes()).unwrap();
@@ -148,13 +155,8 @@ fn a_tcp_upstream_that_goes_silent_is_told_down_within_the_bound_and_reconnected
 
 #[test]
 fn an_upstream_that_closes_at_once_is_retried_with_growing_waits_and_never_shown_up() {
-    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
-    let gateway = start_gateway(|c| {
-        short_liveness(c);
-        tcp_connect(c, &upstream);
-    });
+    let (upstream, gateway, mut client) = gateway_on(tcp_connect);
     let addr = gateway.local_addr();
-    let mut client = client_once_down(addr);
     let at = accepts_within(&upstream, Duration::from_secs(4));
     let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
     // 50 ms doubling to 800 ms (each wait drawn between half and all of it): about ten connects
@@ -170,15 +172,12 @@ fn an_upstream_that_closes_at_once_is_retried_with_growing_waits_and_never_shown
 
 #[test]
 fn ticks_buffered_when_the_upstream_closes_come_before_down_and_the_last_line_needs_no_newline() {
-    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
-    let gateway = start_gateway(|c| {
-        short_liveness(c);
+    let (upstream, gateway, mut client) = gateway_on(|c, l| {
         c.feed.upstream_silence_ms = 10_000;
-        tcp_connect(c, &upstream);
+        tcp_connect(c, l);
     });
     let addr = gateway.local_addr();
     let (mut feed, _) = upstream.accept().unwrap();
-    let mut client = client_once_down(addr);
     client.subscribe(&["AAPL"]);
     let lines: String = (1..=500).map(|seq| trade(seq, "100.00")).collect();
     feed.write_all(lines.as_bytes()).unwrap();
@@ -221,13 +220,8 @@ fn exchange_accept(listener: &TcpListener) -> tungstenite::WebSocket<TcpStream> 
 
 #[test]
 fn an_exchange_that_acknowledges_then_goes_silent_is_up_then_down_and_reconnected() {
-    let exchange = TcpListener::bind("127.0.0.1:0").unwrap();
-    let gateway = start_gateway(|c| {
-        short_liveness(c);
-        binance(c, &exchange);
-    });
+    let (exchange, gateway, mut client) = gateway_on(binance);
     let addr = gateway.local_addr();
-    let mut client = client_once_down(addr);
     let mut ws = exchange_accept(&exchange);
     ws.send(Message::text(r#"{"result":null,"id":1}"#)).unwrap();
     assert_eq!(client.recv_type("status")["feed"], "up", "the acknowledged subscription");
@@ -257,13 +251,8 @@ fn an_exchange_that_acknowledges_then_goes_silent_is_up_then_down_and_reconnecte
 
 #[test]
 fn a_refused_subscription_is_logged_counted_and_never_shown_up() {
-    let exchange = TcpListener::bind("127.0.0.1:0").unwrap();
-    let gateway = start_gateway(|c| {
-        short_liveness(c);
-        binance(c, &exchange);
-    });
+    let (exchange, gateway, mut client) = gateway_on(binance);
     let addr = gateway.local_addr();
-    let mut client = client_once_down(addr);
     let start = Instant::now();
     let mut kept = Vec::new();
     for _ in 0..3 {
@@ -292,13 +281,8 @@ fn a_refused_subscription_is_logged_counted_and_never_shown_up() {
 
 #[test]
 fn a_half_open_exchange_fails_the_handshake_within_the_bound_and_is_retried() {
-    let exchange = TcpListener::bind("127.0.0.1:0").unwrap();
-    let gateway = start_gateway(|c| {
-        short_liveness(c);
-        binance(c, &exchange);
-    });
+    let (exchange, gateway, mut client) = gateway_on(binance);
     let addr = gateway.local_addr();
-    let mut client = client_once_down(addr);
     // The first attempt began as the gateway started: the second one is timed.
     trickle_until_dropped(&exchange);
     let gave_up = trickle_until_dropped(&exchange);
