@@ -47,6 +47,12 @@ fn binance(c: &mut Config, exchange: &TcpListener) {
     c.feed.aliases = [("BTCUSDT".to_string(), "BTC-USD".to_string())].into();
 }
 
+fn coinbase(c: &mut Config, exchange: &TcpListener) {
+    c.feed.source = "coinbase".into();
+    c.feed.exchange_url = Some(format!("ws://{}/", exchange.local_addr().unwrap()));
+    c.feed.exchange_symbols = vec!["BTC-USD".into()];
+}
+
 /// A fake upstream's listener, a gateway with short bounds whose source (set by `source`) is
 /// that upstream, and a client connected once the feed is down.
 fn gateway_on(source: impl FnOnce(&mut Config, &TcpListener)) -> (TcpListener, Gateway, TestClient) {
@@ -214,7 +220,7 @@ fn exchange_accept(listener: &TcpListener) -> tungstenite::WebSocket<TcpStream> 
     let (stream, _) = listener.accept().unwrap();
     let mut ws = tungstenite::accept(stream).unwrap();
     let subscribe = ws.read().unwrap().into_text().unwrap();
-    assert!(subscribe.contains("SUBSCRIBE"), "{subscribe}");
+    assert!(subscribe.to_lowercase().contains("subscribe"), "{subscribe}");
     ws
 }
 
@@ -236,34 +242,46 @@ fn an_exchange_that_acknowledges_then_goes_silent_is_up_then_down_and_reconnecte
     ws2.send(Message::text(r#"{"result":null,"id":1}"#)).unwrap();
     assert_eq!(client.recv_type("status")["feed"], "up");
     ws2.get_mut().set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    // The exchange pings too (as Binance does every 20 s): the gateway answers.
+    ws2.send(Message::Ping("are you there".into())).unwrap();
     let until = Instant::now() + Duration::from_millis(1_500);
-    let mut pings = 0;
+    let (mut pings, mut pongs) = (0, 0);
     while Instant::now() < until {
         // Reading answers the gateway's pings.
-        if let Ok(Message::Ping(_)) = ws2.read() {
-            pings += 1;
+        match ws2.read() {
+            Ok(Message::Ping(_)) => pings += 1,
+            Ok(Message::Pong(payload)) if payload == "are you there" => pongs += 1,
+            _ => {}
         }
     }
     assert!(pings >= 2, "the gateway pings a quiet exchange ({pings} in 1.5 s)");
+    assert_eq!(pongs, 1, "the gateway answers the exchange's ping");
     assert_eq!(source_health(addr)["up"], true, "pongs are life");
     drop(ws);
 }
 
 #[test]
 fn a_refused_subscription_is_logged_counted_and_never_shown_up() {
-    let (exchange, gateway, mut client) = gateway_on(binance);
+    let binance_refusal = r#"{"error":{"code":2,"msg":"Invalid symbol BTCUSDT"},"id":1}"#;
+    let coinbase_refusal = r#"{"type":"error","message":"Failed to subscribe","reason":"BTC-USD is delisted"}"#;
+    refused(binance, "binance", binance_refusal);
+    refused(coinbase, "coinbase", coinbase_refusal);
+}
+
+fn refused(source: fn(&mut Config, &TcpListener), name: &str, refusal: &str) {
+    let (exchange, gateway, mut client) = gateway_on(source);
     let addr = gateway.local_addr();
     let start = Instant::now();
     let mut kept = Vec::new();
     for _ in 0..3 {
         let mut ws = exchange_accept(&exchange);
-        ws.send(Message::text(r#"{"error":{"code":2,"msg":"Invalid symbol BTCUSDT"},"id":1}"#)).unwrap();
+        ws.send(Message::text(refusal)).unwrap();
         // Kept open: the gateway is the one that ends the session.
         kept.push(ws);
     }
     assert!(start.elapsed() >= Duration::from_millis(60), "waits between attempts: {:?}", start.elapsed());
     eventually("three refusals counted", || {
-        metric(addr, "tickgate_source_subscription_errors_total{source=\"binance\"}") == Some(3.0)
+        metric(addr, &format!("tickgate_source_subscription_errors_total{{source=\"{name}\"}}")) == Some(3.0)
     });
     let health = source_health(addr);
     assert_eq!((health["up"].as_bool(), health["ok"].as_bool()), (Some(false), Some(false)), "{health}");
