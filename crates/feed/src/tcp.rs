@@ -298,6 +298,7 @@ impl Reader {
                 sleep_unless_stopped(wait, &self.stop);
             } else {
                 tracing::warn!(source = &*self.name, reason = %ended, "upstream connection ended");
+                sleep_unless_stopped(backoff.take_floor(), &self.stop);
             }
         }
     }

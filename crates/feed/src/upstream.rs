@@ -28,7 +28,8 @@ pub struct Liveness {
     pub reconnect_max: Duration,
     /// A session that delivered and lasted this long was healthy: the backoff starts over.
     pub healthy_after: Duration,
-    /// After a "down", "up" is not announced sooner than this (the new session's ticks wait).
+    /// After a "down", "up" is not announced sooner than this (the new session's ticks wait);
+    /// also the least wait before reconnecting after a session that delivered.
     pub status_hold: Duration,
 }
 
@@ -91,6 +92,8 @@ pub struct Backoff {
     min: Duration,
     max: Duration,
     current: Duration,
+    /// The least the next wait may be (the status hold, after a session that delivered).
+    floor: Duration,
     random: u64,
 }
 
@@ -101,6 +104,7 @@ impl Backoff {
             min: liveness.reconnect_min,
             max: liveness.reconnect_max,
             current: liveness.reconnect_min,
+            floor: Duration::ZERO,
             random: seed | 1,
         }
     }
@@ -112,7 +116,7 @@ impl Backoff {
         self.random ^= self.random >> 7;
         self.random ^= self.random << 17;
         let fraction = 0.5 + (self.random % 1_000) as f64 / 2_000.0;
-        let wait = self.current.mul_f64(fraction);
+        let wait = self.current.mul_f64(fraction).max(self.take_floor());
         self.current = self.current.saturating_mul(2).min(self.max);
         health.backoff_ms.store(wait.as_millis() as u64, Ordering::Relaxed);
         health.unhealthy_attempts.fetch_add(1, Ordering::Relaxed);
@@ -123,6 +127,13 @@ impl Backoff {
     pub fn reset(&mut self, health: &SourceHealth) {
         self.current = self.min;
         health.unhealthy_attempts.store(0, Ordering::Relaxed);
+    }
+
+    /// What the next wait may not be shorter than, and forgets it: after a session that
+    /// delivered, the status hold. A new session then never reaches the ingest thread while the
+    /// hold still keeps the last one's "down" from turning "up", so none queue up behind it.
+    pub fn take_floor(&mut self) -> Duration {
+        std::mem::take(&mut self.floor)
     }
 
     /// The wait that [`Backoff::next`] would draw around.
@@ -203,6 +214,7 @@ impl<'a> Session<'a> {
             if self.started.elapsed() >= liveness.healthy_after {
                 backoff.reset(health);
             }
+            backoff.floor = liveness.status_hold;
         }
     }
 }
@@ -388,5 +400,20 @@ mod tests {
         backoff.reset(&health);
         assert_eq!(backoff.current(), Duration::from_millis(100));
         assert_eq!(health.unhealthy_attempts.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn after_a_session_that_delivered_the_next_attempt_waits_out_the_status_hold() {
+        let liveness = Liveness { status_hold: Duration::from_millis(700), ..Liveness::default() };
+        let health = SourceHealth::default();
+        let mut backoff = Backoff::new(&liveness);
+        let (tx, _feed) = UpstreamFeed::channel(16, &liveness);
+        Session::start(&tx, &health).end(&liveness, &health, &mut backoff);
+        assert!(backoff.next(&health) < Duration::from_millis(700), "nothing delivered: the backoff alone");
+        let mut session = Session::start(&tx, &health);
+        session.acknowledged();
+        session.end(&liveness, &health, &mut backoff);
+        assert!(backoff.next(&health) >= Duration::from_millis(700));
+        assert!(backoff.next(&health) < Duration::from_millis(700), "once");
     }
 }

@@ -66,7 +66,8 @@ pub struct FeedConfig {
     pub reconnect_max_ms: u64,
     /// A session that delivered and lasted this long was healthy: the wait starts over, in ms.
     pub healthy_session_ms: u64,
-    /// After telling clients a source is down, "up" is not told sooner than this, in ms.
+    /// After telling clients a source is down, "up" is not told sooner than this, in ms; also the
+    /// least wait before reconnecting after a session that delivered.
     pub status_hold_ms: u64,
 }
 

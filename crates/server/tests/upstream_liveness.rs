@@ -84,12 +84,17 @@ fn client_once_down(addr: SocketAddr) -> TestClient {
 
 /// Every message the client receives within `window`.
 fn messages_within(client: &mut TestClient, window: Duration) -> Vec<Value> {
+    timed_messages_within(client, window).into_iter().map(|(_, m)| m).collect()
+}
+
+/// Every message the client receives within `window`, with when it came.
+fn timed_messages_within(client: &mut TestClient, window: Duration) -> Vec<(Instant, Value)> {
     let deadline = Instant::now() + window;
     let mut messages = Vec::new();
     while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
         client.ws.get_mut().set_read_timeout(Some(left.min(Duration::from_millis(50)))).unwrap();
         match client.ws.read() {
-            Ok(Message::Text(text)) => messages.push(serde_json::from_str(&text).unwrap()),
+            Ok(Message::Text(text)) => messages.push((Instant::now(), serde_json::from_str(&text).unwrap())),
             Ok(_) => {}
             Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => panic!("client connection failed: {e}"),
@@ -174,6 +179,55 @@ fn an_upstream_that_closes_at_once_is_retried_with_growing_waits_and_never_shown
     assert!(health["backoff_ms"].as_u64().unwrap() > 0, "{health}");
     assert!(health["unhealthy_attempts"].as_u64().unwrap() >= 3, "{health}");
     assert_eq!(statuses(&messages_within(&mut client, Duration::from_millis(300))), Vec::<String>::new());
+}
+
+#[test]
+fn an_upstream_that_delivers_a_line_and_closes_every_time_does_not_flap_the_status() {
+    let (upstream, gateway, mut client) = gateway_on(|c, l| {
+        tcp_connect(c, l);
+        c.feed.status_hold_ms = 1_000;
+    });
+    client.subscribe(&["AAPL"]);
+    let _ = gateway.local_addr();
+    let play = Duration::from_secs(4);
+    let feeder = std::thread::spawn(move || {
+        upstream.set_nonblocking(true).unwrap();
+        let until = Instant::now() + play;
+        let mut sessions = 0;
+        while Instant::now() < until {
+            match upstream.accept() {
+                Ok((mut session, _)) => {
+                    session.set_nonblocking(false).unwrap();
+                    sessions += 1;
+                    let _ = session.write_all(trade(sessions, "1.00").as_bytes());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        sessions
+    });
+    let messages = timed_messages_within(&mut client, play + Duration::from_millis(500));
+    let sessions = feeder.join().unwrap();
+    let statuses: Vec<(Instant, &str)> = messages
+        .iter()
+        .filter(|(_, m)| m["type"] == "status")
+        .map(|(at, m)| (*at, m["feed"].as_str().unwrap()))
+        .collect();
+    let told: Vec<&str> = statuses.iter().map(|(_, s)| *s).collect();
+    assert!(sessions >= 3, "{sessions} sessions");
+    // Each session delivered, so each "up" and "down" is true; but an "up" waits a second after a
+    // "down": five pairs at most in 4.5 s, whatever the number of sessions.
+    assert!(told.len() <= 10, "{told:?} for {sessions} sessions");
+    assert!(told.chunks(2).all(|pair| pair[0] == "up" && pair.get(1).is_none_or(|s| *s == "down")), "{told:?}");
+    for pair in statuses.windows(2).filter(|w| w[0].1 == "down") {
+        let held = pair[1].0 - pair[0].0;
+        assert!(held >= Duration::from_millis(900), "up {held:?} after down: {told:?}");
+    }
+    // No session queues up behind the hold: the gateway reconnects no sooner than it.
+    let ups = told.iter().filter(|s| **s == "up").count();
+    assert!(ups + 1 >= sessions as usize, "{ups} ups for {sessions} sessions");
+    let trades = messages.iter().filter(|(_, m)| m["type"] == "trade").count();
+    assert!(trades >= ups, "each session's line is delivered after its up");
 }
 
 #[test]
