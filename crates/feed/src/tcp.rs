@@ -45,6 +45,9 @@ const CHANNEL: usize = 64 * 1024;
 /// Listen mode: most connections waiting to send their first byte.
 pub const MAX_WAITING: usize = 16;
 
+/// Listen mode: most connections accepted per turn of the accepting thread (every 10 ms).
+const MAX_ACCEPTS_PER_TURN: usize = 64;
+
 /// How long a connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -95,6 +98,8 @@ impl TcpSource {
         let reader = Reader {
             name: stats.name.clone(),
             log: RejectLog::new(&stats.name),
+            connected_log: LogLimit::default(),
+            ended_log: LogLimit::default(),
             normalizer,
             rejects: stats.rejected.clone(),
             health: stats.health.clone(),
@@ -144,29 +149,29 @@ impl Acceptor {
     /// Hands over the waiting connections that sent data, and drops those that closed or stayed
     /// silent.
     fn sweep(&mut self, waiting: &mut Vec<(TcpStream, SocketAddr, Instant)>) {
-        {
-            let mut i = 0;
-            while i < waiting.len() {
-                let (stream, _, since) = &waiting[i];
-                match stream.peek(&mut [0u8; 1]) {
-                    Ok(0) => self.probe(waiting.swap_remove(i).1, "closed without sending anything"),
-                    Ok(_) => {
-                        let (stream, peer, _) = waiting.swap_remove(i);
-                        self.hand_over(stream, peer);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && since.elapsed() < self.silence => i += 1,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.probe(waiting.swap_remove(i).1, "sent nothing within the silence bound");
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => i += 1,
-                    Err(_) => self.probe(waiting.swap_remove(i).1, "failed before sending anything"),
+        let mut i = 0;
+        while i < waiting.len() {
+            let (stream, _, since) = &waiting[i];
+            match stream.peek(&mut [0u8; 1]) {
+                Ok(0) => self.probe(waiting.swap_remove(i).1, "closed without sending anything"),
+                Ok(_) => {
+                    let (stream, peer, _) = waiting.swap_remove(i);
+                    self.hand_over(stream, peer);
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && since.elapsed() < self.silence => i += 1,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.probe(waiting.swap_remove(i).1, "sent nothing within the silence bound");
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => i += 1,
+                Err(_) => self.probe(waiting.swap_remove(i).1, "failed before sending anything"),
             }
         }
     }
 
+    /// Accepts what is waiting in the backlog, at most [`MAX_ACCEPTS_PER_TURN`] (a connect storm
+    /// does not keep the waiting connections from being looked at).
     fn accept_all(&mut self, waiting: &mut Vec<(TcpStream, SocketAddr, Instant)>) {
-        loop {
+        for _ in 0..MAX_ACCEPTS_PER_TURN {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     if waiting.len() >= MAX_WAITING {
@@ -244,6 +249,10 @@ impl std::fmt::Display for Ended {
 struct Reader {
     name: Box<str>,
     log: RejectLog,
+    /// "connected" and "ended" lines: at most one of each a second (a listen-mode peer may
+    /// connect, send a byte and close in a loop).
+    connected_log: LogLimit,
+    ended_log: LogLimit,
     normalizer: Normalizer,
     rejects: Arc<RejectCounts>,
     health: Arc<SourceHealth>,
@@ -284,7 +293,9 @@ impl Reader {
                 self.health.reconnects.fetch_add(1, Ordering::Relaxed);
             }
             connections += 1;
-            tracing::info!(source = &*self.name, %peer, "upstream connected");
+            if let Some(held_back) = self.connected_log.allow() {
+                tracing::info!(source = &*self.name, %peer, held_back, "upstream connected");
+            }
             let mut session = Session::start(&tx, &self.health);
             let ended = self.read(stream, &mut session, handoff.as_ref());
             session.end(&self.liveness, &self.health, &mut backoff);
@@ -294,10 +305,14 @@ impl Reader {
                 }
                 let wait = backoff.next(&self.health);
                 let retry_in_ms = wait.as_millis() as u64;
-                tracing::warn!(source = &*self.name, reason = %ended, retry_in_ms, "upstream connection ended");
+                if let Some(held_back) = self.ended_log.allow() {
+                    tracing::warn!(source = &*self.name, reason = %ended, retry_in_ms, held_back, "upstream connection ended");
+                }
                 sleep_unless_stopped(wait, &self.stop);
             } else {
-                tracing::warn!(source = &*self.name, reason = %ended, "upstream connection ended");
+                if let Some(held_back) = self.ended_log.allow() {
+                    tracing::warn!(source = &*self.name, reason = %ended, held_back, "upstream connection ended");
+                }
                 sleep_unless_stopped(backoff.take_floor(), &self.stop);
             }
         }
