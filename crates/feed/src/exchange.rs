@@ -8,8 +8,9 @@
 //! product without holes (`trade_id`), so a jump in `trade_id` is what reveals trades the
 //! upstream did not deliver: it is reported as an upstream gap.
 //!
-//! [`ExchangeSource`] is the network side: a WebSocket client that subscribes, answers pings
-//! and reconnects with backoff, feeding each message to an [`ExchangeMapper`]. Upstream names map to
+//! [`ExchangeSource`] ([`crate::exchange_feed`]) is the network side: a WebSocket client that
+//! subscribes, keeps the connection alive and reconnects with backoff, feeding each message to an
+//! [`ExchangeMapper`]. Upstream names map to
 //! the universe through an alias table (e.g. `BTCUSDT` -> `BTC-USD`); prices and sizes must be
 //! exact at the symbol's scale, as for every source.
 
@@ -18,10 +19,10 @@ use std::sync::Arc;
 
 use tickgate_core::{SymbolTable, Tick, TickKind, parse_fixed};
 
+pub use crate::exchange_feed::{ConnectError, ExchangeSource, MAX_MESSAGE};
 use crate::json::{Field, Members, Nested, Parser, json_object, set};
 use crate::normalize::{Normalized, Reject};
 use crate::resolve::{SymbolResolver, UnknownSymbols};
-use crate::source::{Batch, SourceStats};
 
 /// Which exchange's messages these are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,10 +233,14 @@ pub fn binance_subscribe(upstream_symbols: &[&str], id: u64) -> String {
     format!("{{\"method\":\"SUBSCRIBE\",\"params\":[{}],\"id\":{id}}}", params.join(","))
 }
 
-/// The subscribe message for Coinbase Exchange: ticker and matches per product.
+/// The subscribe message for Coinbase Exchange: ticker and matches per product, and the heartbeat
+/// channel (a message a second per product), so that a quiet product still shows the feed alive.
 pub fn coinbase_subscribe(products: &[&str]) -> String {
     let ids: Vec<String> = products.iter().map(|p| format!("\"{p}\"")).collect();
-    format!("{{\"type\":\"subscribe\",\"product_ids\":[{}],\"channels\":[\"ticker\",\"matches\"]}}", ids.join(","))
+    format!(
+        "{{\"type\":\"subscribe\",\"product_ids\":[{}],\"channels\":[\"ticker\",\"matches\",\"heartbeat\"]}}",
+        ids.join(",")
+    )
 }
 
 /// Nanoseconds since the Unix epoch of an RFC 3339 UTC time such as
@@ -404,7 +409,7 @@ mod tests {
         );
         assert_eq!(
             coinbase_subscribe(&["BTC-USD"]),
-            r#"{"type":"subscribe","product_ids":["BTC-USD"],"channels":["ticker","matches"]}"#
+            r#"{"type":"subscribe","product_ids":["BTC-USD"],"channels":["ticker","matches","heartbeat"]}"#
         );
         assert_eq!(rfc3339_ns("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(rfc3339_ns("2014-11-07T08:19:27.028459Z"), Some(1_415_348_367_028_459_000));
@@ -421,298 +426,5 @@ mod tests {
         ] {
             assert_eq!(rfc3339_ns(bad), None, "{bad}");
         }
-    }
-}
-
-/// An exchange's WebSocket feed as a [`Source`](crate::source::Source): a reader thread
-/// connects (`ws://`, or `wss://` through rustls, see [`crate::tls`]), subscribes, maps every
-/// message, answers pings (tungstenite does, while reading), and reconnects with backoff and
-/// jitter when the exchange drops the connection (Binance does every 24 hours, Coinbase on
-/// errors) or cannot be reached (a refused TLS certificate included).
-#[derive(Debug)]
-pub struct ExchangeSource {
-    ticks: crossbeam_channel::Receiver<Normalized>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    stats: Arc<SourceStats>,
-}
-
-/// How long the TCP connect may take.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-/// How long the TLS and WebSocket handshakes may take together, once connected.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// Largest message taken from an exchange: market-data messages are a few hundred bytes.
-pub const MAX_MESSAGE: usize = 1 << 20;
-/// The socket's read timeout: how often a quiet connection looks at the stop flag.
-const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
-
-impl ExchangeSource {
-    /// Starts the reader thread for `url` (`ws://` or `wss://`, e.g.
-    /// `wss://stream.binance.com:9443/stream`), subscribing to `upstream_symbols` (exchange
-    /// names, e.g. `BTCUSDT` or `BTC-USD`). `tls` is used for `wss://` URLs
-    /// ([`crate::tls::client_config`]).
-    pub fn start(
-        exchange: Exchange,
-        url: String,
-        upstream_symbols: Vec<String>,
-        mapper: ExchangeMapper,
-        tls: Arc<rustls::ClientConfig>,
-        stats: Arc<SourceStats>,
-    ) -> std::io::Result<Self> {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let (tx, ticks) = crossbeam_channel::bounded(64 * 1024);
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let (rejects, health) = (stats.rejected.clone(), stats.health.clone());
-        let mut log = crate::normalize::RejectLog::new(&stats.name);
-        std::thread::Builder::new().name(format!("tickgate-src-{}", stats.name)).spawn(move || {
-            let mut mapper = mapper;
-            let mut backoff = std::time::Duration::from_millis(100);
-            let mut connections = 0u64;
-            while !stopping.load(Ordering::Relaxed) {
-                match connect(&url, &tls) {
-                    Ok(mut ws) => {
-                        if connections > 0 {
-                            health.reconnects.fetch_add(1, Ordering::Relaxed);
-                        }
-                        connections += 1;
-                        backoff = std::time::Duration::from_millis(100);
-                        tracing::info!(url = %url, "exchange feed connected");
-                        let names: Vec<&str> = upstream_symbols.iter().map(String::as_str).collect();
-                        let subscribe = match exchange {
-                            Exchange::Binance => binance_subscribe(&names, 1),
-                            Exchange::Coinbase => coinbase_subscribe(&names),
-                        };
-                        let ended = match ws.send(tungstenite::Message::text(subscribe)) {
-                            Ok(()) => {
-                                health.connected.store(true, Ordering::Relaxed);
-                                let ended = read(&mut ws, &mut mapper, &tx, &rejects, &health, &stopping, &mut log);
-                                health.connected.store(false, Ordering::Relaxed);
-                                ended
-                            }
-                            Err(e) => e.to_string(),
-                        };
-                        if stopping.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        let retry_in_ms = backoff.as_millis() as u64;
-                        tracing::warn!(reason = %ended, retry_in_ms, "exchange feed disconnected");
-                    }
-                    Err(e) => {
-                        if stopping.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        health.connect_failures.fetch_add(1, Ordering::Relaxed);
-                        let retry_in_ms = backoff.as_millis() as u64;
-                        if e.is_tls() {
-                            tracing::warn!(
-                                url = %url,
-                                error = %e,
-                                retry_in_ms,
-                                "exchange TLS handshake failed (check the URL's host name and feed.exchange_ca_file)"
-                            );
-                        } else {
-                            tracing::warn!(url = %url, error = %e, retry_in_ms, "cannot connect to the exchange");
-                        }
-                    }
-                }
-                let noise = crate::ingest::wall_clock_ns() % 1_000;
-                std::thread::sleep(backoff + backoff.mul_f64(noise as f64 / 2_000.0));
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
-            }
-        })?;
-        Ok(Self { ticks, stop, stats })
-    }
-}
-
-type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
-
-/// Why a connection to the exchange could not be established.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("bad exchange URL: {0}")]
-    Url(tungstenite::Error),
-    #[error("cannot resolve {host}: {source}")]
-    Resolve { host: String, source: std::io::Error },
-    #[error("cannot connect to {host}:{port}: {source}")]
-    Tcp { host: String, port: u16, source: std::io::Error },
-    #[error("TLS handshake with {host} failed: {source}")]
-    Tls { host: String, source: rustls::Error },
-    #[error("TLS setup for {host} failed: {source}")]
-    TlsSetup { host: String, source: tungstenite::error::TlsError },
-    #[error("WebSocket handshake with {host} failed: {source}")]
-    Handshake { host: String, source: Box<tungstenite::Error> },
-    #[error("no answer from {host} within {HANDSHAKE_TIMEOUT:?} of connecting (TLS and WebSocket handshakes)")]
-    HandshakeTimeout { host: String },
-}
-
-impl ConnectError {
-    /// A TLS failure: an untrusted or mismatched certificate, a protocol error, a bad host name.
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Self::Tls { .. } | Self::TlsSetup { .. })
-    }
-
-    fn from_handshake(host: &str, e: tungstenite::Error) -> Self {
-        let host = host.to_string();
-        match e {
-            // rustls reports a failed handshake (a refused certificate, an alert from the
-            // server) as an IO error wrapping its own.
-            tungstenite::Error::Io(io) => match io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-                Some(tls) => Self::Tls { host, source: tls.clone() },
-                None => Self::Handshake { host, source: Box::new(tungstenite::Error::Io(io)) },
-            },
-            tungstenite::Error::Tls(source) => Self::TlsSetup { host, source },
-            other => Self::Handshake { host, source: Box::new(other) },
-        }
-    }
-}
-
-/// Connects to `url` (TCP within [`CONNECT_TIMEOUT`], trying each resolved address), then runs
-/// the TLS handshake for `wss://` and the WebSocket handshake within [`HANDSHAKE_TIMEOUT`].
-fn connect(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Ws, ConnectError> {
-    use std::net::ToSocketAddrs;
-    let request = tungstenite::client::IntoClientRequest::into_client_request(url).map_err(ConnectError::Url)?;
-    let mode = tungstenite::client::uri_mode(request.uri()).map_err(ConnectError::Url)?;
-    let host = match request.uri().host() {
-        Some(host) => host.trim_start_matches('[').trim_end_matches(']').to_string(),
-        None => return Err(ConnectError::Url(tungstenite::Error::Url(tungstenite::error::UrlError::NoHostName))),
-    };
-    let port = request.uri().port_u16().unwrap_or(match mode {
-        tungstenite::stream::Mode::Plain => 80,
-        tungstenite::stream::Mode::Tls => 443,
-    });
-    let addrs = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|source| ConnectError::Resolve { host: host.clone(), source })?;
-    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "the name resolved to no address");
-    let mut stream = None;
-    for addr in addrs {
-        match std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last = e,
-        }
-    }
-    let stream = stream.ok_or_else(|| ConnectError::Tcp { host: host.clone(), port, source: last })?;
-    let tcp_err = |source| ConnectError::Tcp { host: host.clone(), port, source };
-    stream.set_nodelay(true).map_err(tcp_err)?;
-    stream.set_read_timeout(Some(READ_TIMEOUT)).map_err(tcp_err)?;
-    stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(tcp_err)?;
-    // The TLS session is set up here rather than by tungstenite, which would take the URL's host
-    // as written: "[::1]" is no server name, "::1" is an IP address.
-    let stream = match mode {
-        tungstenite::stream::Mode::Plain => tungstenite::stream::MaybeTlsStream::Plain(stream),
-        tungstenite::stream::Mode::Tls => {
-            let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| ConnectError::TlsSetup {
-                host: host.clone(),
-                source: tungstenite::error::TlsError::InvalidDnsName,
-            })?;
-            let session = rustls::ClientConnection::new(tls.clone(), name)
-                .map_err(|source| ConnectError::Tls { host: host.clone(), source })?;
-            tungstenite::stream::MaybeTlsStream::Rustls(rustls::StreamOwned::new(session, stream))
-        }
-    };
-    let deadline = std::time::Instant::now() + HANDSHAKE_TIMEOUT;
-    // The read timeout interrupts a handshake whose peer is slow to answer; resume it until the
-    // deadline.
-    let config = tungstenite::protocol::WebSocketConfig::default()
-        .max_message_size(Some(MAX_MESSAGE))
-        .max_frame_size(Some(MAX_MESSAGE));
-    let mut attempt = tungstenite::client::client_with_config(request, stream, Some(config));
-    loop {
-        match attempt {
-            Ok((ws, _response)) => return Ok(ws),
-            Err(tungstenite::HandshakeError::Failure(e)) => return Err(ConnectError::from_handshake(&host, e)),
-            Err(tungstenite::HandshakeError::Interrupted(mid)) => {
-                if std::time::Instant::now() >= deadline {
-                    return Err(ConnectError::HandshakeTimeout { host });
-                }
-                attempt = mid.handshake();
-            }
-        }
-    }
-}
-
-fn read(
-    ws: &mut Ws,
-    mapper: &mut ExchangeMapper,
-    tx: &crossbeam_channel::Sender<Normalized>,
-    rejects: &crate::replay::RejectCounts,
-    health: &crate::tcp::SourceHealth,
-    stop: &std::sync::atomic::AtomicBool,
-    log: &mut crate::normalize::RejectLog,
-) -> String {
-    use std::sync::atomic::Ordering;
-    let mut buf = Vec::with_capacity(1024);
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            let _ = ws.close(None);
-            return "shutting down".into();
-        }
-        match ws.read() {
-            Ok(tungstenite::Message::Text(text)) => {
-                buf.clear();
-                buf.extend_from_slice(text.as_bytes());
-                let now = crate::ingest::wall_clock_ns();
-                match mapper.map(&mut buf, now) {
-                    Ok(Some(normalized)) => {
-                        if let Some((from, to)) = normalized.upstream_gap {
-                            health.upstream_gaps.fetch_add(to - from + 1, Ordering::Relaxed);
-                        }
-                        health.last_message_ns.store(now, Ordering::Relaxed);
-                        let _ = tx.send(normalized);
-                    }
-                    Ok(None) => {}
-                    Err(reject) => {
-                        rejects[reject.index()].fetch_add(1, Ordering::Relaxed);
-                        log.note(reject);
-                    }
-                }
-            }
-            Ok(tungstenite::Message::Close(frame)) => return format!("closed by the exchange: {frame:?}"),
-            // Exchanges send text; anything else is counted and skipped.
-            Ok(tungstenite::Message::Binary(_)) => {
-                rejects[Reject::Malformed.index()].fetch_add(1, Ordering::Relaxed);
-                log.note(Reject::Malformed);
-            }
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            // A message over MAX_MESSAGE cannot be skipped within the stream: it is counted, and
-            // the connection starts over.
-            Err(tungstenite::Error::Capacity(e)) => {
-                rejects[Reject::Malformed.index()].fetch_add(1, Ordering::Relaxed);
-                log.note(Reject::Malformed);
-                return format!("message too big: {e}");
-            }
-            Err(e) => return e.to_string(),
-        }
-    }
-}
-
-impl Drop for ExchangeSource {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl crate::source::Source for ExchangeSource {
-    fn poll(&mut self, _elapsed: std::time::Duration, _now_ns: u64, max_batch: usize, out: &mut Batch) -> usize {
-        let mut n = 0;
-        while n < max_batch {
-            let Ok(normalized) = self.ticks.try_recv() else { break };
-            out.push(normalized);
-            n += 1;
-        }
-        n
-    }
-
-    fn next_due(&self) -> Option<std::time::Duration> {
-        Some(std::time::Duration::ZERO)
-    }
-
-    fn is_up(&self) -> bool {
-        self.stats.health.connected.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

@@ -188,6 +188,9 @@ pub fn spawn_ingest(
         // The sources' clock: time since start, less the time spent paused.
         let mut start = Instant::now();
         let mut batch = Batch::with_capacity(MAX_BATCH);
+        // The first source polled this turn, and each source's share of a batch.
+        let mut first = 0;
+        let share = if sources.len() > 1 { MAX_BATCH / sources.len() } else { MAX_BATCH };
         while !shutdown.load(Ordering::Relaxed) {
             for (source, source_stats) in sources.iter().zip(&stats.sources) {
                 let up = source.is_up();
@@ -210,19 +213,36 @@ pub fn spawn_ingest(
             }
             batch.clear();
             let mut next_due: Option<Duration> = None;
-            for (index, (source, source_stats)) in sources.iter_mut().zip(&stats.sources).enumerate() {
-                let (ticks_before, gaps_before) = (batch.ticks.len(), batch.upstream_gaps.len());
-                let room = MAX_BATCH.saturating_sub(ticks_before);
-                let n = if room > 0 { source.poll(polled_at, now_ns, room, &mut batch) } else { 0 };
-                for gap in &mut batch.upstream_gaps[gaps_before..] {
-                    gap.source = index;
+            // Each source first gets its share of the batch, then the room left goes round
+            // again; the source that starts turns round too. A busy source cannot starve another
+            // (whose reader would then stop answering its exchange's pings).
+            first = (first + 1) % sources.len().max(1);
+            for pass in [share, MAX_BATCH] {
+                for offset in 0..sources.len() {
+                    let index = (first + offset) % sources.len();
+                    let (source, source_stats) = (&mut sources[index], &stats.sources[index]);
+                    if source.is_up() == source_stats.down.load(Ordering::Relaxed) {
+                        // A change of status not yet announced: it goes out first, next turn.
+                        continue;
+                    }
+                    let (ticks_before, gaps_before) = (batch.ticks.len(), batch.upstream_gaps.len());
+                    let room = MAX_BATCH.saturating_sub(ticks_before).min(pass);
+                    let n = if room > 0 { source.poll(polled_at, now_ns, room, &mut batch) } else { 0 };
+                    for gap in &mut batch.upstream_gaps[gaps_before..] {
+                        gap.source = index;
+                    }
+                    if n > 0 {
+                        source_stats.ticks.fetch_add(n as u64, Ordering::Relaxed);
+                        source_stats.last_tick_ns.store(now_ns, Ordering::Relaxed);
+                    }
+                    if pass == share
+                        && let Some(due) = source.next_due()
+                    {
+                        next_due = Some(next_due.map_or(due, |d| d.min(due)));
+                    }
                 }
-                if n > 0 {
-                    source_stats.ticks.fetch_add(n as u64, Ordering::Relaxed);
-                    source_stats.last_tick_ns.store(now_ns, Ordering::Relaxed);
-                }
-                if let Some(due) = source.next_due() {
-                    next_due = Some(next_due.map_or(due, |d| d.min(due)));
+                if sources.len() <= 1 {
+                    break;
                 }
             }
             if batch.is_empty() {
@@ -270,5 +290,57 @@ mod tests {
         ingest.publish_batch(&mut batch, 1000);
         let stamped: Vec<(u64, u64)> = batch.ticks.iter().map(|t| (t.seq, t.gw_ts)).collect();
         assert_eq!(stamped, [(1, 1000), (2, 900), (3, 1000)], "a gw_ts after the release is not kept");
+    }
+
+    /// A source with `left` ticks to give (endless if None), that records the room it is offered.
+    struct Counted {
+        left: Option<usize>,
+        offered: Arc<std::sync::Mutex<Vec<usize>>>,
+    }
+
+    impl Source for Counted {
+        fn poll(&mut self, _: Duration, _: u64, max_batch: usize, out: &mut Batch) -> usize {
+            self.offered.lock().unwrap().push(max_batch);
+            let n = self.left.map_or(max_batch, |left| left.min(max_batch));
+            if let Some(left) = &mut self.left {
+                *left -= n;
+            }
+            let tick =
+                Tick { symbol: SymbolId(0), seq: 0, ts: 1, gw_ts: 0, kind: TickKind::Trade { price: 1, size: 1 } };
+            out.ticks.extend(std::iter::repeat_n(tick, n));
+            n
+        }
+
+        fn next_due(&self) -> Option<Duration> {
+            Some(Duration::ZERO)
+        }
+    }
+
+    #[test]
+    fn a_busy_source_leaves_every_other_source_its_share_of_each_batch() {
+        let symbols = Arc::new(crate::sim::universe(&crate::sim::SimConfig { symbols: 1, ..Default::default() }));
+        let sources: Vec<Arc<SourceStats>> =
+            ["busy", "quiet"].iter().map(|name| Arc::new(SourceStats::new(name, "sim", 1.0))).collect();
+        let stats = Arc::new(IngestStats::new(sources));
+        let (busy, quiet) = (Arc::default(), Arc::default());
+        let boxed: Vec<Box<dyn Source>> = vec![
+            Box::new(Counted { left: None, offered: Arc::clone(&busy) }),
+            Box::new(Counted { left: Some(10_000), offered: Arc::clone(&quiet) }),
+        ];
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let ingest = Ingest::new(symbols, Vec::new(), stats.clone());
+        let thread = spawn_ingest(boxed, ingest, Duration::ZERO, None, shutdown.clone()).unwrap();
+        let start = Instant::now();
+        while stats.sources[1].ticks.load(Ordering::Relaxed) < 10_000 && start.elapsed() < Duration::from_secs(10) {
+            thread::sleep(Duration::from_millis(5));
+        }
+        shutdown.store(true, Ordering::Relaxed);
+        thread.join().unwrap();
+        assert_eq!(stats.sources[1].ticks.load(Ordering::Relaxed), 10_000, "the quiet source is drained");
+        // Its half of a batch while it had that much to give (a turn's second pass offers less).
+        let quiet = quiet.lock().unwrap();
+        let halves = quiet.iter().filter(|&&room| room == MAX_BATCH / 2).count();
+        assert!(halves >= 10_000 / (MAX_BATCH / 2), "{quiet:?}");
+        assert!(busy.lock().unwrap().iter().all(|&room| room <= MAX_BATCH));
     }
 }

@@ -6,6 +6,7 @@
 //! reactor: see [`fanout`].
 
 pub mod exchange;
+pub mod exchange_feed;
 pub mod fanout;
 pub mod ingest;
 mod json;
@@ -16,3 +17,4 @@ pub mod sim;
 pub mod source;
 pub mod tcp;
 pub mod tls;
+pub mod upstream;

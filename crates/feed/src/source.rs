@@ -8,7 +8,7 @@ use tickgate_core::{SymbolId, Tick};
 
 use crate::normalize::Normalized;
 use crate::replay::RejectCounts;
-use crate::tcp::SourceHealth;
+use crate::upstream::SourceHealth;
 
 /// A source of ticks, polled by the ingest thread: everything due by `elapsed` since the source
 /// started comes out, at most `max_batch` at a time. Sources pace themselves; the ingest thread
@@ -22,8 +22,10 @@ pub trait Source: Send {
     /// When the next tick is due, or None once the source has nothing more to give.
     fn next_due(&self) -> Option<Duration>;
 
-    /// Whether the upstream is there (a network source's connection); clients are told when
-    /// this changes.
+    /// Whether the upstream is delivering (a network source's session). Clients are told when
+    /// this changes, and the ingest thread polls the source again only once they were: a source
+    /// stops its poll at a change, so ticks before it go out before the announcement and ticks
+    /// after it, after.
     fn is_up(&self) -> bool {
         true
     }

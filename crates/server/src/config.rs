@@ -57,7 +57,26 @@ pub struct FeedConfig {
     /// Several named sources at once (`[[feed.sources]]`), in place of the single source the
     /// keys above describe.
     pub sources: Vec<SourceConfig>,
+    /// Network sources: nothing heard from the upstream for this long ends the session (the
+    /// source is down, clients are told, and it reconnects), in ms.
+    pub upstream_silence_ms: u64,
+    /// Network sources: the first wait before reconnecting; it doubles (with jitter) up to
+    /// `reconnect_max_ms`, in ms.
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    /// A session that delivered and lasted this long was healthy: the wait starts over, in ms.
+    pub healthy_session_ms: u64,
+    /// After telling clients a source is down, "up" is not told sooner than this, in ms; also the
+    /// least wait before reconnecting after a session that delivered.
+    pub status_hold_ms: u64,
 }
+
+/// The ranges of the network sources' liveness keys (`feed.*_ms`), inclusive.
+pub const UPSTREAM_SILENCE_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+pub const RECONNECT_MIN_MS: std::ops::RangeInclusive<u64> = 1..=60_000;
+pub const RECONNECT_MAX_MS: u64 = 3_600_000;
+pub const HEALTHY_SESSION_MS: std::ops::RangeInclusive<u64> = 0..=3_600_000;
+pub const STATUS_HOLD_MS: std::ops::RangeInclusive<u64> = 0..=60_000;
 
 /// One of several sources (`[[feed.sources]]`): a name, and the keys of a single source.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -119,6 +138,33 @@ impl FeedConfig {
                 SourceConfig { aliases, ..s.clone() }
             })
             .collect()
+    }
+
+    /// How the network sources judge and retry their upstreams.
+    pub fn liveness(&self) -> tickgate_feed::upstream::Liveness {
+        tickgate_feed::upstream::Liveness {
+            silence: std::time::Duration::from_millis(self.upstream_silence_ms),
+            reconnect_min: std::time::Duration::from_millis(self.reconnect_min_ms),
+            reconnect_max: std::time::Duration::from_millis(self.reconnect_max_ms),
+            healthy_after: std::time::Duration::from_millis(self.healthy_session_ms),
+            status_hold: std::time::Duration::from_millis(self.status_hold_ms),
+        }
+    }
+
+    fn validate_liveness(&self) -> Result<(), ConfigError> {
+        let ranges = [
+            ("feed.upstream_silence_ms", self.upstream_silence_ms, UPSTREAM_SILENCE_MS),
+            ("feed.reconnect_min_ms", self.reconnect_min_ms, RECONNECT_MIN_MS),
+            ("feed.reconnect_max_ms", self.reconnect_max_ms, self.reconnect_min_ms..=RECONNECT_MAX_MS),
+            ("feed.healthy_session_ms", self.healthy_session_ms, HEALTHY_SESSION_MS),
+            ("feed.status_hold_ms", self.status_hold_ms, STATUS_HOLD_MS),
+        ];
+        for (key, value, range) in ranges {
+            if !range.contains(&value) {
+                return Err(invalid(key, format!("must be from {} to {}, got {value}", range.start(), range.end())));
+            }
+        }
+        Ok(())
     }
 
     /// Whether any single-source key differs from its default (they and `[[feed.sources]]`
@@ -337,6 +383,11 @@ impl Default for FeedConfig {
             replay_loop: false,
             record_path: None,
             sources: Vec::new(),
+            upstream_silence_ms: 20_000,
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 10_000,
+            healthy_session_ms: 10_000,
+            status_hold_ms: 1_000,
         }
     }
 }
@@ -688,6 +739,7 @@ impl Config {
                 return Err(invalid("feed.sources", "may hold one \"sim\" source at most (it is [sim])"));
             }
         }
+        f.validate_liveness()?;
         if f.exchange_ca_file.is_some() {
             self.exchange_tls()?;
         }
@@ -775,6 +827,27 @@ mod tests {
             assert!(err.contains(needle), "{err:?} should contain {needle:?}");
             assert!(err.contains(position), "{err:?} should contain {position:?}");
         }
+    }
+
+    #[test]
+    fn liveness_keys_are_range_checked_and_named() {
+        let cases = [
+            ("upstream_silence_ms = 99", "feed.upstream_silence_ms must be from 100 to 3600000, got 99"),
+            ("reconnect_min_ms = 0", "feed.reconnect_min_ms must be from 1"),
+            ("reconnect_min_ms = 500\nreconnect_max_ms = 400", "feed.reconnect_max_ms must be from 500"),
+            ("healthy_session_ms = 3600001", "feed.healthy_session_ms must be from 0 to 3600000"),
+            ("status_hold_ms = 60001", "feed.status_hold_ms must be from 0 to 60000"),
+        ];
+        for (keys, needle) in cases {
+            let err = Config::from_toml(&format!("[feed]\n{keys}\n"), "test.toml").unwrap_err().to_string();
+            assert!(err.contains(needle), "{err:?} should contain {needle:?}");
+        }
+        let config = Config::from_toml("[feed]\nupstream_silence_ms = 300\nstatus_hold_ms = 0\n", "t.toml").unwrap();
+        let liveness = config.feed.liveness();
+        assert_eq!(
+            (liveness.silence, liveness.status_hold),
+            (std::time::Duration::from_millis(300), std::time::Duration::ZERO)
+        );
     }
 
     #[test]

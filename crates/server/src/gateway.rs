@@ -246,7 +246,7 @@ fn start_source(
                 (None, None) => unreachable!("validated: one of them is set"),
             };
             let normalizer = Normalizer::with_resolver(resolver(), max_skew_ns);
-            let tcp = TcpSource::start(mode, normalizer, stats)
+            let tcp = TcpSource::start(mode, normalizer, stats, config.feed.liveness())
                 .map_err(|e| StartError::Source { name: source.name.clone(), source: e })?;
             Box::new(tcp)
         }
@@ -260,6 +260,7 @@ fn start_source(
                 mapper,
                 config.exchange_tls()?,
                 stats,
+                config.feed.liveness(),
             )
             .map_err(|e| StartError::Source { name: source.name.clone(), source: e })?;
             Box::new(feed)

@@ -53,18 +53,29 @@ impl Readiness {
     }
 }
 
-/// Whether a source is delivering: connected (a network source), and a tick within twenty
-/// expected intervals (at least five seconds: a quiet market is not a dead one).
+/// Whether a source is delivering: up (a network source's session delivered, and clients were
+/// told), and a tick within twenty expected intervals (at least five seconds: a quiet market is
+/// not a dead one).
 fn source_ok(source: &SourceStats, paused: bool, now_ns: u64) -> (bool, serde_json::Value) {
-    let connected = !source.is_networked() || source.health.connected.load(Ordering::Relaxed);
+    let networked = source.is_networked();
+    let connected = !networked || source.health.connected.load(Ordering::Relaxed);
+    let up = !source.down.load(Ordering::Relaxed);
     let last_tick_age = age_ns(now_ns, load(&source.last_tick_ns));
     let tick_limit_ns = (20.0 / source.expected_rate * 1e9).max(5e9) as u64;
-    let ok = !paused && connected && last_tick_age < tick_limit_ns;
+    let ok = !paused && connected && up && last_tick_age < tick_limit_ns;
+    let health = &source.health;
     let body = serde_json::json!({
         "name": &*source.name,
         "kind": source.kind,
         "ok": ok,
+        "up": up,
         "connected": connected,
+        "backoff_ms": load(&health.backoff_ms),
+        "unhealthy_attempts": load(&health.unhealthy_attempts),
+        "silences": load(&health.silences),
+        "subscription_errors": load(&health.subscription_errors),
+        "probes": load(&health.probes),
+        "replaced": load(&health.replaced),
         "reconnects": load(&source.health.reconnects),
         "connect_failures": load(&source.health.connect_failures),
         "upstream_gaps": load(&source.health.upstream_gaps),
@@ -241,6 +252,26 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         "Events the upstream's own sequence numbers say were skipped.",
         &["source"],
     )?;
+    let silences = counter(
+        "tickgate_source_silences_total",
+        "Upstream sessions ended because nothing was heard for feed.upstream_silence_ms.",
+        &["source"],
+    )?;
+    let subscription_errors = counter(
+        "tickgate_source_subscription_errors_total",
+        "Subscriptions the exchange refused (each ends the session).",
+        &["source"],
+    )?;
+    let probes = counter(
+        "tickgate_source_probes_total",
+        "Listen mode: upstream connections that closed or stayed silent without sending anything.",
+        &["source"],
+    )?;
+    let backoff = float_gauge(
+        "tickgate_source_backoff_seconds",
+        "The wait before the next attempt to reach the upstream (0 while connected).",
+        &["source"],
+    )?;
     let feed_up = gauge("tickgate_feed_up", "1 while the source is delivering, else 0.", &["source"])?;
     let last_tick_age = float_gauge(
         "tickgate_feed_last_tick_age_seconds",
@@ -257,6 +288,10 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         reconnects.with_label_values(&[name]).inc_by(load(&source.health.reconnects));
         connect_failures.with_label_values(&[name]).inc_by(load(&source.health.connect_failures));
         upstream_gaps.with_label_values(&[name]).inc_by(load(&source.health.upstream_gaps));
+        silences.with_label_values(&[name]).inc_by(load(&source.health.silences));
+        subscription_errors.with_label_values(&[name]).inc_by(load(&source.health.subscription_errors));
+        probes.with_label_values(&[name]).inc_by(load(&source.health.probes));
+        backoff.with_label_values(&[name]).set(load(&source.health.backoff_ms) as f64 / 1e3);
         feed_up.with_label_values(&[name]).set(i64::from(source_ok(source, paused, now_ns).0));
         last_tick_age
             .with_label_values(&[name])
