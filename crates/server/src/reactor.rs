@@ -1115,17 +1115,7 @@ impl Reactor {
                         }
                     }
                 }
-                FanoutMsg::Broadcast { frame } => {
-                    let keys: Vec<usize> = self
-                        .conns
-                        .iter()
-                        .filter(|(_, c)| matches!(c.phase, Phase::Ws(_)) && c.closing.is_none() && !c.echo)
-                        .map(|(k, _)| k)
-                        .collect();
-                    for key in keys {
-                        self.reply(key, frame.clone());
-                    }
-                }
+                FanoutMsg::Broadcast { frame } => self.broadcast(&frame),
                 FanoutMsg::Resync { symbol, from_seq, to_seq, values } => {
                     self.lvc.replace(symbol, values);
                     let info = self.symbols.get(symbol);
@@ -1425,15 +1415,20 @@ impl Reactor {
         let sources = self.telemetry.stats.ingest.sources.clone();
         for source in &sources {
             let frame = self.builder.text(|out| message::status(out, false, &source.name));
-            let keys: Vec<usize> = self
-                .conns
-                .iter()
-                .filter(|(_, c)| matches!(c.phase, Phase::Ws(_)) && c.closing.is_none() && !c.echo)
-                .map(|(k, _)| k)
-                .collect();
-            for key in keys {
-                self.reply(key, frame.clone());
-            }
+            self.broadcast(&frame);
+        }
+    }
+
+    /// Queues `frame` for every WebSocket client (not closing, not on the echo route).
+    fn broadcast(&mut self, frame: &Frame) {
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, Phase::Ws(_)) && c.closing.is_none() && !c.echo)
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            self.reply(key, frame.clone());
         }
     }
 

@@ -147,8 +147,10 @@ fn main() -> ExitCode {
     };
     let overrun = failure.as_ref().map(|_| grace + FAILURE_EXIT_MARGIN);
     std::thread::spawn(move || exit_early(&events, overrun));
+    let liveness = gateway.liveness().clone();
     gateway.shutdown();
-    match failure {
+    // A thread that failed during a graceful shutdown fails the exit too.
+    match failure.or_else(|| liveness.failure()) {
         None => {
             tracing::info!("stopped");
             ExitCode::SUCCESS

@@ -6,15 +6,15 @@
 
 mod support;
 
-use support::{PATIENCE, Tickgate};
-use tickgate_testkit::{eventually, http_request, one_client_per_reactor};
+use support::{PATIENCE, TempConfig, Tickgate};
+use tickgate_testkit::{TestClient, eventually, http_request, one_client_per_reactor};
 use tungstenite::protocol::frame::coding::CloseCode;
 
 /// Long drains, so that the health routes can be asked while clients still hold the process.
 const CONFIG: &str = "[server]\npin_cores = false\nshutdown_grace_ms = 8000\n\n[limits]\nclose_linger_ms = 6000\n";
 
-fn start_with_fault(fault: &str) -> (Tickgate, std::net::SocketAddr, tempfile_path::TempConfig) {
-    let config = tempfile_path::TempConfig::new(fault, CONFIG);
+fn start_with_fault(fault: &str) -> (Tickgate, std::net::SocketAddr, TempConfig) {
+    let config = TempConfig::new(fault, CONFIG);
     let (tickgate, addr) = Tickgate::start(
         &["--config", config.path(), "--listen", "127.0.0.1:0", "--reactors", "2", "--log-level", "info"],
         &[("TICKGATE_TEST_FAULT", fault)],
@@ -40,13 +40,35 @@ fn assert_unhealthy(addr: std::net::SocketAddr, reason: &str) {
     assert!(upgrade.starts_with("HTTP/1.1 503"), "no new client while failing: {upgrade}");
 }
 
-#[test]
-fn a_reactor_that_panics_takes_the_process_down_with_1011_and_status_70() {
-    let (mut tickgate, addr, _config) = start_with_fault("reactor-panic:1");
+/// A subscribed client on each of the two reactors.
+fn subscribed_clients(addr: std::net::SocketAddr) -> Vec<TestClient> {
     let mut clients = one_client_per_reactor(addr, 2);
     for client in &mut clients {
         client.subscribe(&["AAPL"]);
     }
+    clients
+}
+
+fn assert_closed_with_1011(clients: &mut [TestClient]) {
+    for client in clients {
+        let close = client.recv_close().expect("a close frame");
+        assert_eq!(close.code, CloseCode::Error, "{close:?}");
+    }
+}
+
+/// Once the clients are gone, the process exits with 70 and says why on standard error.
+fn assert_exits_70(mut tickgate: Tickgate, clients: Vec<TestClient>, failure: &str) {
+    drop(clients);
+    let status = tickgate.exit_status(PATIENCE);
+    assert_eq!(status.code(), Some(70), "{status}");
+    let stderr = tickgate.stderr();
+    assert!(stderr.contains(&format!("tickgate: {failure}")), "{stderr}");
+}
+
+#[test]
+fn a_reactor_that_panics_takes_the_process_down_with_1011_and_status_70() {
+    let (tickgate, addr, _config) = start_with_fault("reactor-panic:1");
+    let mut clients = subscribed_clients(addr);
     tickgate.signal("USR2");
     // The dead reactor's own client first: its connections are closed as it goes.
     let close = clients[1].recv_close().expect("a close frame");
@@ -55,49 +77,28 @@ fn a_reactor_that_panics_takes_the_process_down_with_1011_and_status_70() {
     assert_unhealthy(addr, "reactor 1 stopped: panicked: injected fault");
     let close = clients[0].recv_close().expect("a close frame");
     assert_eq!(close.code, CloseCode::Error);
-    drop(clients);
-    let status = tickgate.exit_status(PATIENCE);
-    assert_eq!(status.code(), Some(70), "{status}");
-    assert!(
-        tickgate.stderr().contains("tickgate: reactor 1 stopped: panicked: injected fault"),
-        "{}",
-        tickgate.stderr()
-    );
+    assert_exits_70(tickgate, clients, "reactor 1 stopped: panicked: injected fault");
 }
 
 #[test]
 fn a_reactor_whose_poll_fails_takes_the_process_down() {
-    let (mut tickgate, addr, _config) = start_with_fault("reactor-poll:0");
-    let mut clients = one_client_per_reactor(addr, 2);
+    let (tickgate, addr, _config) = start_with_fault("reactor-poll:0");
+    let mut clients = subscribed_clients(addr);
     tickgate.signal("USR2");
-    for client in &mut clients {
-        let close = client.recv_close().expect("a close frame");
-        assert_eq!(close.code, CloseCode::Error);
-    }
-    drop(clients);
-    let status = tickgate.exit_status(PATIENCE);
-    assert_eq!(status.code(), Some(70), "{status}");
-    assert!(tickgate.stderr().contains("reactor 0 stopped: poll failed: injected fault"), "{}", tickgate.stderr());
+    assert_closed_with_1011(&mut clients);
+    assert_exits_70(tickgate, clients, "reactor 0 stopped: poll failed: injected fault");
 }
 
 #[test]
 fn when_the_ingest_thread_dies_clients_hear_the_feed_is_down_then_1011() {
-    let (mut tickgate, addr, _config) = start_with_fault("ingest-panic");
-    let mut clients = one_client_per_reactor(addr, 2);
-    for client in &mut clients {
-        client.subscribe(&["AAPL"]);
-    }
+    let (tickgate, addr, _config) = start_with_fault("ingest-panic");
+    let mut clients = subscribed_clients(addr);
     tickgate.signal("USR2");
     let status = clients[0].recv_type("status");
     assert_eq!((status["feed"].as_str(), status["source"].as_str()), (Some("down"), Some("sim")), "{status}");
     assert_unhealthy(addr, "the ingest thread stopped: panicked: injected fault");
-    for client in &mut clients {
-        let close = client.recv_close().expect("a close frame");
-        assert_eq!(close.code, CloseCode::Error);
-    }
-    drop(clients);
-    let status = tickgate.exit_status(PATIENCE);
-    assert_eq!(status.code(), Some(70), "{status}");
+    assert_closed_with_1011(&mut clients);
+    assert_exits_70(tickgate, clients, "the ingest thread stopped: panicked: injected fault");
 }
 
 #[test]
@@ -106,28 +107,4 @@ fn without_the_fault_variable_sigusr2_is_not_a_hook() {
     tickgate.signal("USR2");
     let status = tickgate.exit_status(PATIENCE);
     assert_eq!(status.code(), None, "killed by the signal's default action: {status}");
-}
-
-mod tempfile_path {
-    /// A configuration file that is removed when dropped.
-    pub struct TempConfig(std::path::PathBuf);
-
-    impl TempConfig {
-        pub fn new(name: &str, text: &str) -> Self {
-            let name = format!("tickgate-{}-{}.toml", std::process::id(), name.replace(':', "-"));
-            let path = std::env::temp_dir().join(name);
-            std::fs::write(&path, text).expect("write the configuration");
-            Self(path)
-        }
-
-        pub fn path(&self) -> &str {
-            self.0.to_str().expect("a UTF-8 temp path")
-        }
-    }
-
-    impl Drop for TempConfig {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
 }

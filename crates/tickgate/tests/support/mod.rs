@@ -137,3 +137,25 @@ impl Drop for Tickgate {
         let _ = self.child.wait();
     }
 }
+
+/// A configuration file that is removed when dropped.
+pub struct TempConfig(std::path::PathBuf);
+
+impl TempConfig {
+    pub fn new(name: &str, text: &str) -> Self {
+        let name = format!("tickgate-{}-{}.toml", std::process::id(), name.replace(':', "-"));
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, text).expect("write the configuration");
+        Self(path)
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp path")
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
