@@ -6,7 +6,7 @@
 
 mod support;
 
-use support::{PATIENCE, TempConfig, Tickgate};
+use support::{PATIENCE, Started, TempConfig, Tickgate};
 use tickgate_testkit::{TestClient, eventually, http_request, one_client_per_reactor};
 use tungstenite::protocol::frame::coding::CloseCode;
 
@@ -99,6 +99,34 @@ fn when_the_ingest_thread_dies_clients_hear_the_feed_is_down_then_1011() {
     assert_unhealthy(addr, "the ingest thread stopped: panicked: injected fault");
     assert_closed_with_1011(&mut clients);
     assert_exits_70(tickgate, clients, "the ingest thread stopped: panicked: injected fault");
+}
+
+/// Too few descriptors for everything: at each limit the process either starts whole or exits
+/// 1 with one line, and at one of them the line is a reactor's (the others already running).
+#[test]
+fn a_reactor_that_cannot_start_fails_the_start() {
+    let config = TempConfig::new("hold", "[server]\npin_cores = false\nwrite_hold_max_us = 1000\n");
+    let mut reactor_refused = Vec::new();
+    for limit in 6..=40 {
+        let mut command = support::with_open_files_limit(limit);
+        command.args(["--config", config.path(), "--listen", "127.0.0.1:0", "--reactors", "2", "--log-level", "warn"]);
+        let mut tickgate = Tickgate::spawn(command);
+        match tickgate.started() {
+            Started::Listening(_) => {
+                tickgate.signal("TERM");
+                assert!(tickgate.exit_status(PATIENCE).success(), "limit {limit}");
+            }
+            Started::Exited(status) => {
+                let stderr = tickgate.stderr();
+                assert_eq!(status.code(), Some(1), "limit {limit}: {stderr}");
+                assert!(stderr.starts_with("tickgate: cannot ") && stderr.lines().count() == 1, "{stderr}");
+                if stderr.starts_with("tickgate: cannot start reactor 1: Too many open files") {
+                    reactor_refused.push(limit);
+                }
+            }
+        }
+    }
+    assert!(!reactor_refused.is_empty(), "at some limit, reactor 1 alone could not start");
 }
 
 #[test]

@@ -7,10 +7,9 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{BIN, PATIENCE, Started, Tickgate};
+use support::{PATIENCE, Started, Tickgate};
 
 /// Sends a health check on a fresh connection, without waiting for the answer.
 fn send_health_check(addr: SocketAddr) -> TcpStream {
@@ -30,9 +29,7 @@ fn answer(stream: &mut TcpStream, within: Duration) -> Option<String> {
 
 #[test]
 fn connections_waiting_for_a_descriptor_are_served_once_one_frees_up() {
-    // A low open-files limit, set by the shell that then becomes tickgate.
-    let mut command = Command::new("sh");
-    command.args(["-c", "ulimit -n 40 && exec \"$0\" \"$@\"", BIN]);
+    let mut command = support::with_open_files_limit(40);
     command.args(["--listen", "127.0.0.1:0", "--reactors", "1", "--log-level", "warn"]);
     let mut tickgate = Tickgate::spawn(command);
     let Started::Listening(addr) = tickgate.started() else { panic!("no start: {}", tickgate.stderr()) };

@@ -15,6 +15,13 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_tickgate");
 /// Long enough for a start or a shutdown on a loaded machine.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// `tickgate` under an open-files limit of `limit` (set by a shell that then becomes tickgate).
+pub fn with_open_files_limit(limit: usize) -> Command {
+    let mut command = Command::new("sh");
+    command.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\""), BIN]);
+    command
+}
+
 /// A running (or just exited) `tickgate` process.
 pub struct Tickgate {
     pub child: Child,
