@@ -310,11 +310,13 @@ impl Reactor {
             self.inbox.unpark();
             self.now = Instant::now();
             self.now_ms = Millis::since(self.epoch, self.now);
-            self.accept_leftovers(Backlog::Capped);
+            // Each listener is accepted from once a turn: if an event announced new connections,
+            // or if the last turn left some behind at the cap.
+            let mut to_accept = self.backlog.map(|left| left == Backlog::Capped);
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(false),
-                    ADMIN_LISTENER => self.accept(true),
+                    LISTENER => to_accept[0] = true,
+                    ADMIN_LISTENER => to_accept[1] = true,
                     WAKER | HOLD_TIMER => {}
                     Token(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -326,6 +328,7 @@ impl Reactor {
                     }
                 }
             }
+            self.accept_from(to_accept);
             // Holding (see crate::hold): ticks wait in the channel and replies in their queues
             // until the hold timer, unless shutdown has begun.
             let holding = self.hold_until.is_some_and(|until| until > self.now) && self.draining_until.is_none();
@@ -345,7 +348,9 @@ impl Reactor {
             if self.now.duration_since(last_housekeeping) >= IDLE_POLL / 2 || self.draining_until.is_some() {
                 last_housekeeping = self.now;
                 self.suffer_injected_fault()?;
-                self.accept_leftovers(Backlog::Failed);
+                // A failed accept (out of descriptors) is retried here: no event will announce
+                // the connections waiting in the backlog.
+                self.accept_from(self.backlog.map(|left| left == Backlog::Failed));
                 if self.housekeeping() {
                     break;
                 }
@@ -406,10 +411,10 @@ impl Reactor {
 
     // ---- accept and read ----
 
-    /// Accepts again from the listeners whose last accept left `left` behind.
-    fn accept_leftovers(&mut self, left: Backlog) {
-        for (i, admin) in [(0, false), (1, true)] {
-            if self.backlog[i] == left {
+    /// Accepts from the listeners marked in `which`: the public one, then the admin one.
+    fn accept_from(&mut self, which: [bool; 2]) {
+        for (admin, accept) in [false, true].into_iter().zip(which) {
+            if accept {
                 self.accept(admin);
             }
         }
