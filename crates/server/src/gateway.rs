@@ -368,8 +368,8 @@ impl Source for FaultHook {
     }
 }
 
-/// The listening sockets of `addr`, one per reactor (see ARCHITECTURE.md, "One listening socket,
-/// polled by every reactor").
+/// The listening sockets of `addr`, one per reactor (see ARCHITECTURE.md, "One listener per
+/// reactor").
 ///
 /// By default there is one socket, bound without `SO_REUSEPORT`, so the kernel itself refuses
 /// the address to anyone else, atomically (two processes that both bind with `SO_REUSEADDR`
@@ -391,11 +391,9 @@ fn bind_listeners(addr: SocketAddr, count: usize, share_port: bool) -> Result<Ve
     let first = bind(addr).map_err(listen_err)?;
     // With port 0, the first bind picks the port and the others join it.
     let bound = first.local_addr().map_err(listen_err)?;
-    let mut listeners = Vec::with_capacity(count);
-    for _ in 1..count {
-        let next = if share_port { bind(bound) } else { first.try_clone() };
-        listeners.push(TcpListener::from_std(next.map_err(listen_err)?));
-    }
-    listeners.insert(0, TcpListener::from_std(first));
-    Ok(listeners)
+    let others = (1..count)
+        .map(|_| if share_port { bind(bound) } else { first.try_clone() })
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(listen_err)?;
+    Ok(std::iter::once(first).chain(others).map(TcpListener::from_std).collect())
 }
