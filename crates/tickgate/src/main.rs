@@ -85,18 +85,15 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config.log.level);
-    // Before the gateway accepts anyone: a SIGTERM at any moment after the start gives every
-    // client its 1001 (the signal waits in the iterator until the loop below reads it).
-    let fault = match std::env::var(FAULT_VARIABLE) {
-        Ok(text) => match text.parse::<Fault>() {
-            Ok(fault) => Some(fault),
-            Err(message) => {
-                eprintln!("tickgate: {FAULT_VARIABLE}: {message}");
-                return ExitCode::from(2);
-            }
-        },
-        Err(_) => None,
+    let fault = match fault_from_env() {
+        Ok(fault) => fault,
+        Err(message) => {
+            eprintln!("tickgate: {message}");
+            return ExitCode::from(2);
+        }
     };
+    // Before the gateway accepts anyone: a SIGTERM at any moment after the start gives every
+    // client its 1001 (the signal waits in the iterator until `wait_for_stop` reads it).
     let mut watched = vec![SIGINT, SIGTERM, SIGHUP];
     watched.extend(fault.map(|_| SIGUSR2));
     let signals = match Signals::new(&watched) {
@@ -126,25 +123,7 @@ fn main() -> ExitCode {
     println!("open http://{addr}");
 
     let events = watch(signals, gateway.liveness().clone());
-    let failure = loop {
-        match events.recv() {
-            Ok(Event::Signal(SIGHUP)) => {
-                tracing::warn!("SIGHUP ignored: tickgate reloads nothing; restart it to apply a new configuration")
-            }
-            Ok(Event::Signal(SIGUSR2)) => {
-                if let Some(fault) = fault {
-                    tracing::warn!(?fault, "injecting a fault ({FAULT_VARIABLE})");
-                    gateway.inject_fault(fault);
-                }
-            }
-            Ok(Event::Signal(signal)) => {
-                tracing::info!(signal, "shutting down: closing every client with 1001");
-                break None;
-            }
-            Ok(Event::Failed(failure)) => break Some(failure),
-            Err(_) => break None,
-        }
-    };
+    let failure = wait_for_stop(&events, &gateway, fault);
     let overrun = failure.as_ref().map(|_| grace + FAILURE_EXIT_MARGIN);
     std::thread::spawn(move || exit_early(&events, overrun));
     let liveness = gateway.liveness().clone();
@@ -159,6 +138,38 @@ fn main() -> ExitCode {
             tracing::error!(%failure, "stopped after a failure");
             eprintln!("tickgate: {failure}");
             ExitCode::from(FAILED)
+        }
+    }
+}
+
+/// The fault `TICKGATE_TEST_FAULT` names, if it is set.
+fn fault_from_env() -> Result<Option<Fault>, String> {
+    match std::env::var(FAULT_VARIABLE) {
+        Ok(text) => text.parse().map(Some).map_err(|message| format!("{FAULT_VARIABLE}: {message}")),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Serves until SIGTERM or SIGINT (None) or the gateway's failure; SIGHUP is logged and
+/// ignored, SIGUSR2 injects `fault` when there is one.
+fn wait_for_stop(events: &Receiver<Event>, gateway: &Gateway, fault: Option<Fault>) -> Option<Failure> {
+    loop {
+        match events.recv() {
+            Ok(Event::Signal(SIGHUP)) => {
+                tracing::warn!("SIGHUP ignored: tickgate reloads nothing; restart it to apply a new configuration")
+            }
+            Ok(Event::Signal(SIGUSR2)) => {
+                if let Some(fault) = fault {
+                    tracing::warn!(?fault, "injecting a fault ({FAULT_VARIABLE})");
+                    gateway.inject_fault(fault);
+                }
+            }
+            Ok(Event::Signal(signal)) => {
+                tracing::info!(signal, "shutting down: closing every client with 1001");
+                return None;
+            }
+            Ok(Event::Failed(failure)) => return Some(failure),
+            Err(_) => return None,
         }
     }
 }

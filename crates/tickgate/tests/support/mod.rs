@@ -28,6 +28,8 @@ pub struct Tickgate {
     /// Every line of standard output so far (logs included: tracing writes there).
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<String>>,
+    /// The thread reading standard error, until it has read all of it.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
     listening: Receiver<SocketAddr>,
 }
 
@@ -59,13 +61,13 @@ impl Tickgate {
         });
         let mut err = child.stderr.take().expect("piped stderr");
         let text = stderr.clone();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             let mut chunk = [0u8; 4096];
             while let Ok(n @ 1..) = err.read(&mut chunk) {
                 text.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk[..n]));
             }
         });
-        Self { child, stdout, stderr, listening }
+        Self { child, stdout, stderr, stderr_reader: Some(stderr_reader), listening }
     }
 
     /// `tickgate ARGS` with `env` set, started: panics unless it says where it listens.
@@ -121,7 +123,13 @@ impl Tickgate {
         self.stdout.lock().unwrap().join("\n")
     }
 
-    pub fn stderr(&self) -> String {
+    /// Standard error so far; all of it once the process has exited.
+    pub fn stderr(&mut self) -> String {
+        if !self.running() {
+            if let Some(reader) = self.stderr_reader.take() {
+                let _ = reader.join();
+            }
+        }
         self.stderr.lock().unwrap().clone()
     }
 
