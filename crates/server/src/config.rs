@@ -468,6 +468,10 @@ pub struct ServerConfig {
     /// frames leave in fewer, larger writes: less CPU per delivery for a little more latency
     /// (see `crate::hold` and docs/OPERATIONS.md).
     pub write_hold_max_us: u64,
+    /// Let other processes of the same user listen on `listen` too (SO_REUSEPORT): the kernel
+    /// then spreads new connections over every process. Off by default: the address is
+    /// tickgate's alone, and a second process on it fails to start.
+    pub share_port: bool,
 }
 
 impl Default for ServerConfig {
@@ -483,6 +487,7 @@ impl Default for ServerConfig {
             echo_route: false,
             tcp_nodelay: true,
             write_hold_max_us: 0,
+            share_port: false,
         }
     }
 }
@@ -711,7 +716,7 @@ impl Config {
         }
         self.sim.validate()?;
         self.universe.validate()?;
-        self.universe.build(&self.sim)?;
+        let symbols = self.universe.build(&self.sim)?.capacity();
         let f = &self.feed;
         if f.sources.is_empty() {
             f.sources()[0].validate("feed.")?;
@@ -744,7 +749,27 @@ impl Config {
             self.exchange_tls()?;
         }
         crate::auth::Authenticator::from_config(&self.auth)?;
+        self.up_front(symbols).check()?;
         Ok(())
+    }
+
+    /// What starting with this configuration allocates before the first client, for a universe
+    /// of `symbols` (its capacity, added symbols included).
+    pub fn up_front(&self, symbols: usize) -> UpFront {
+        let reactors = self.reactor_count() as u128;
+        // A channel slot holds a message and crossbeam's stamp.
+        let slot = (std::mem::size_of::<tickgate_feed::fanout::FanoutMsg>() + 8) as u128;
+        // Each reactor, and the ingest thread, keep last values per symbol; each reactor also
+        // an index entry.
+        let per_symbol = (std::mem::size_of::<tickgate_core::LastValues>() + std::mem::size_of::<Vec<u32>>()) as u128;
+        let per_connection = (std::mem::size_of::<crate::connection::Connection>() + 8) as u128;
+        UpFront {
+            reactors,
+            channel_slot: slot,
+            channels: reactors * self.server.channel_capacity as u128 * slot,
+            symbol_state: (reactors + 1) * symbols as u128 * per_symbol,
+            connection_slots: (self.limits.max_connections as u128 + 16 * reactors) * per_connection,
+        }
     }
 
     /// The TLS client configuration of the exchange source (`wss://`): the built-in webpki roots
@@ -777,10 +802,76 @@ impl Config {
     }
 }
 
+/// Most memory a configuration may allocate up front (see [`Config::up_front`]).
+pub const MAX_UP_FRONT_BYTES: u128 = 4 << 30;
+
+/// Memory allocated at start, before any client, by part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpFront {
+    pub reactors: u128,
+    /// Bytes of one slot of a reactor's channel.
+    pub channel_slot: u128,
+    /// Every reactor's channel from the ingest thread.
+    pub channels: u128,
+    /// Per-symbol state (last values, subscription index) of every reactor and the ingest thread.
+    pub symbol_state: u128,
+    /// Every reactor's connection table, sized for its share of `limits.max_connections`.
+    pub connection_slots: u128,
+}
+
+impl UpFront {
+    pub fn total(&self) -> u128 {
+        self.channels + self.symbol_state + self.connection_slots
+    }
+
+    /// Refuses more than [`MAX_UP_FRONT_BYTES`], naming the keys that decide it.
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.total() <= MAX_UP_FRONT_BYTES {
+            return Ok(());
+        }
+        let mib = |bytes: u128| bytes >> 20;
+        Err(invalid(
+            "server.reactors, server.channel_capacity, limits.max_connections and the universe",
+            format!(
+                "would allocate {} MiB up front ({} reactors: channels {} MiB, {} bytes a slot; per-symbol state {} MiB; \
+                 connection slots {} MiB), more than the {} MiB allowed",
+                mib(self.total()),
+                self.reactors,
+                mib(self.channels),
+                self.channel_slot,
+                mib(self.symbol_state),
+                mib(self.connection_slots),
+                mib(MAX_UP_FRONT_BYTES),
+            ),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tickgate_core::SymbolId;
+
+    #[test]
+    fn what_is_allocated_up_front_is_bounded_with_the_keys_and_the_total_named() {
+        let refused = |text: &str| Config::from_toml(text, "test.toml").unwrap_err().to_string();
+        let err = refused("[server]\nreactors = 1024\n");
+        assert!(err.starts_with("server.reactors, server.channel_capacity, limits.max_connections"), "{err}");
+        let mut big = Config::default();
+        big.server.reactors = 1024;
+        let up = big.up_front(Config::default().universe.build(&big.sim).unwrap().capacity());
+        let named =
+            format!("allocate {} MiB up front (1024 reactors: channels {} MiB", up.total() >> 20, up.channels >> 20);
+        assert!(err.contains(&named), "{err}");
+        assert!(err.contains("more than the 4096 MiB allowed") && !err.contains('\n'), "{err}");
+        assert!(refused("[limits]\nmax_connections = 100000000\n").contains("connection slots 5"));
+        assert!(refused("[server]\nreactors = 512\n[sim]\nsymbols = 100000\n").contains("per-symbol state"));
+        // The same reactors with small channels fit; so does the default, by far.
+        Config::from_toml("[server]\nreactors = 1024\nchannel_capacity = 1024\n", "test.toml").unwrap();
+        let default = Config::default().up_front(500);
+        assert!(default.total() < MAX_UP_FRONT_BYTES / 16, "{default:?}");
+        assert_eq!(default.total(), default.channels + default.symbol_state + default.connection_slots);
+    }
 
     #[test]
     fn errors_name_the_key_on_one_line() {

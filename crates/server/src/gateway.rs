@@ -1,8 +1,9 @@
 //! Wiring: the symbol universe, the listeners, the reactors and the ingest thread.
 
 use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 
 use mio::net::TcpListener;
@@ -16,12 +17,13 @@ use tickgate_feed::normalize::Normalizer;
 use tickgate_feed::replay::{Recorder, Replay};
 use tickgate_feed::resolve::SymbolResolver;
 use tickgate_feed::sim::SimMarket;
-use tickgate_feed::source::{Source, SourceStats};
+use tickgate_feed::source::{Batch, Source, SourceStats};
 use tickgate_feed::tcp::{Mode as TcpMode, TcpSource};
 
 use crate::admission::Admission;
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError, SOURCE_KINDS, SourceConfig};
+use crate::liveness::{Fault, Liveness, Part, panic_message};
 use crate::metrics::Telemetry;
 use crate::reactor::{Reactor, ReactorSetup, WAKER};
 use crate::stats::ReactorStats;
@@ -37,6 +39,8 @@ pub enum StartError {
     Thread { what: &'static str, source: std::io::Error },
     #[error("feed file {path}: {source}")]
     Feed { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot start reactor {id}: {source}")]
+    Reactor { id: usize, source: std::io::Error },
     #[error("cannot start source {name:?}: {source}")]
     Source { name: String, source: std::io::Error },
 }
@@ -58,20 +62,32 @@ pub struct Gateway {
     symbols: Arc<SymbolTable>,
     stats: GatewayStats,
     telemetry: Arc<Telemetry>,
-    shutdown: Arc<AtomicBool>,
-    wakers: Vec<Arc<Waker>>,
+    liveness: Arc<Liveness>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Gateway {
-    /// Validates `config`, binds the listeners and starts every thread.
+    /// Validates `config`, binds the listeners and starts every thread. A reactor that cannot
+    /// start fails the start.
     pub fn start(config: Config) -> Result<Self, StartError> {
+        Self::launch(config, false)
+    }
+
+    /// [`Gateway::start`], with a hook through which [`Gateway::inject_fault`] can make a thread
+    /// fail (the ingest thread's first source is wrapped to panic on demand). For tests of what
+    /// a failure does to the process.
+    #[doc(hidden)]
+    pub fn start_with_fault_hook(config: Config) -> Result<Self, StartError> {
+        Self::launch(config, true)
+    }
+
+    fn launch(config: Config, fault_hook: bool) -> Result<Self, StartError> {
         config.validate()?;
         let config = Arc::new(config);
         let symbols = Arc::new(config.universe.build(&config.sim)?);
         let source_configs = config.feed.sources();
         let reactors = config.reactor_count();
-        let listeners = bind_reuseport(config.server.listen, reactors)?;
+        let listeners = bind_listeners(config.server.listen, reactors, config.server.share_port)?;
         let local_addr =
             listeners[0].local_addr().map_err(|source| StartError::Listen { addr: config.server.listen, source })?;
         let shutdown = Arc::new(AtomicBool::new(false));
@@ -79,7 +95,7 @@ impl Gateway {
         let thread_err = |what| move |source| StartError::Thread { what, source };
 
         let admin_listener = match config.server.admin_listen {
-            Some(addr) => Some(bind_reuseport(addr, 1)?.remove(0)),
+            Some(addr) => Some(bind_listeners(addr, 1, false)?.remove(0)),
             None => None,
         };
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -111,16 +127,20 @@ impl Gateway {
             stats.reactors.push(Arc::new(ReactorStats::default()));
             stats.links.push(link_stats);
         }
-        let telemetry =
-            Arc::new(Telemetry { stats: stats.clone(), symbols: symbols.clone(), started_ns: wall_clock_ns() });
+        let liveness = Arc::new(Liveness::new(shutdown.clone(), wakers.clone()));
+        let telemetry = Arc::new(Telemetry {
+            stats: stats.clone(),
+            symbols: symbols.clone(),
+            started_ns: wall_clock_ns(),
+            liveness: liveness.clone(),
+        });
         let mut gateway = Gateway {
             local_addr,
             admin_addr,
             symbols: symbols.clone(),
             stats,
             telemetry: telemetry.clone(),
-            shutdown: shutdown.clone(),
-            wakers,
+            liveness: liveness.clone(),
             threads: Vec::new(),
         };
         let mut admin_listener = admin_listener;
@@ -142,18 +162,27 @@ impl Gateway {
                 admission: admission.clone(),
                 authenticator: authenticator.clone(),
             };
+            let (started_tx, started) = std::sync::mpsc::sync_channel(1);
+            let liveness = liveness.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("tickgate-reactor-{id}"))
-                .spawn(move || match Reactor::new(setup) {
-                    Ok(reactor) => reactor.run(),
-                    Err(e) => tracing::error!(reactor = id, error = %e, "reactor failed to start"),
-                })
+                .spawn(move || run_reactor(setup, &started_tx, &liveness))
                 .map_err(thread_err("a reactor thread"))?;
             gateway.threads.push(handle);
+            // Dropping `gateway` on an error stops the reactors already running.
+            match started.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(source)) => return Err(StartError::Reactor { id, source }),
+                Err(_) => return Err(StartError::Reactor { id, source: std::io::Error::other("its thread ended") }),
+            }
         }
         let mut sources = Vec::with_capacity(source_configs.len());
         for (source, stats) in source_configs.iter().zip(&gateway.stats.ingest.sources) {
             sources.push(start_source(&config, source, &symbols, stats.clone())?);
+        }
+        if fault_hook && !sources.is_empty() {
+            let first = sources.remove(0);
+            sources.insert(0, Box::new(FaultHook { inner: first, liveness: liveness.clone() }));
         }
         let recorder = match &config.feed.record_path {
             Some(path) => {
@@ -163,10 +192,24 @@ impl Gateway {
         };
         let ingest = Ingest::new(symbols.clone(), links, gateway.stats.ingest.clone());
         let batch_interval = std::time::Duration::from_micros(config.sim.batch_interval_us);
-        gateway.threads.push(
-            spawn_ingest(sources, ingest, batch_interval, recorder, shutdown)
-                .map_err(thread_err("the ingest thread"))?,
-        );
+        let ingest = spawn_ingest(sources, ingest, batch_interval, recorder, shutdown)
+            .map_err(thread_err("the ingest thread"))?;
+        // The ingest thread is watched from outside: the thread that joins it reports its end
+        // as a failure unless a stop was asked for first.
+        let watch = std::thread::Builder::new()
+            .name("tickgate-ingest-watch".into())
+            .spawn(move || {
+                let ended = ingest.join();
+                if !liveness.stopping() {
+                    let reason = match ended {
+                        Ok(()) => "it returned".to_string(),
+                        Err(payload) => panic_message(&*payload),
+                    };
+                    liveness.fail(Part::Ingest, reason);
+                }
+            })
+            .map_err(thread_err("the ingest watch"))?;
+        gateway.threads.push(watch);
         Ok(gateway)
     }
 
@@ -183,6 +226,17 @@ impl Gateway {
     /// What /metrics and /readyz report.
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
+    }
+
+    /// Whether the gateway has failed, and why; [`Liveness::wait_for_failure`] waits for it.
+    pub fn liveness(&self) -> &Arc<Liveness> {
+        &self.liveness
+    }
+
+    /// Arms a fault (only with [`Gateway::start_with_fault_hook`] for the ingest thread).
+    #[doc(hidden)]
+    pub fn inject_fault(&self, fault: Fault) {
+        self.liveness.inject(fault);
     }
 
     /// Pauses and resumes the simulated market.
@@ -205,10 +259,7 @@ impl Gateway {
     }
 
     fn stop(&mut self) {
-        self.shutdown.store(true, Ordering::Relaxed);
-        for waker in &self.wakers {
-            let _ = waker.wake();
-        }
+        self.liveness.request_stop();
         for handle in self.threads.drain(..) {
             let _ = handle.join();
         }
@@ -269,32 +320,81 @@ fn start_source(
     })
 }
 
-/// One listening socket per reactor on the same address, with SO_REUSEPORT: the kernel spreads
-/// new connections over them, and no accepted socket ever crosses threads.
+/// Runs one reactor thread: reports whether it started, and turns its unexpected end (a panic,
+/// a failed `poll`) into the gateway's failure, then closes what it can of its own connections
+/// (1011, admission slots given back).
+fn run_reactor(setup: ReactorSetup, started: &std::sync::mpsc::SyncSender<std::io::Result<()>>, liveness: &Liveness) {
+    let id = setup.id;
+    let mut reactor = match Reactor::new(setup) {
+        Ok(reactor) => reactor,
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return;
+        }
+    };
+    let _ = started.send(Ok(()));
+    let reason = match panic::catch_unwind(AssertUnwindSafe(|| reactor.run())) {
+        // Only a stop ends the loop without an error.
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => format!("poll failed: {e}"),
+        Err(payload) => panic_message(&*payload),
+    };
+    liveness.fail(Part::Reactor(id), reason);
+    if panic::catch_unwind(AssertUnwindSafe(|| reactor.abandon())).is_err() {
+        tracing::error!(reactor = id, "closing its connections failed too; they are dropped");
+    }
+}
+
+/// The first source of a gateway started with the fault hook: it panics, on the ingest thread,
+/// once [`Fault::IngestPanic`] is armed.
+struct FaultHook {
+    inner: Box<dyn Source>,
+    liveness: Arc<Liveness>,
+}
+
+impl Source for FaultHook {
+    fn poll(&mut self, now: std::time::Duration, now_ns: u64, max: usize, out: &mut Batch) -> usize {
+        if self.liveness.take_ingest_fault() {
+            panic!("injected fault");
+        }
+        self.inner.poll(now, now_ns, max, out)
+    }
+
+    fn next_due(&self) -> Option<std::time::Duration> {
+        self.inner.next_due()
+    }
+
+    fn is_up(&self) -> bool {
+        self.inner.is_up()
+    }
+}
+
+/// The listening sockets of `addr`, one per reactor (see ARCHITECTURE.md, "One listener per
+/// reactor").
 ///
-/// SO_REUSEPORT would also let a second gateway join a port that one already serves, silently
-/// splitting its clients: a plain bind first makes sure nobody listens there.
-fn bind_reuseport(addr: SocketAddr, count: usize) -> Result<Vec<TcpListener>, StartError> {
-    if addr.port() != 0 {
-        let listen_err = |source| StartError::Listen { addr, source };
-        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(listen_err)?;
-        probe.set_reuse_address(true).map_err(listen_err)?;
-        probe.bind(&addr.into()).map_err(listen_err)?;
-    }
-    let mut bound = addr;
-    let mut listeners = Vec::with_capacity(count);
-    for _ in 0..count {
-        let listen_err = |source| StartError::Listen { addr, source };
-        let socket = Socket::new(Domain::for_address(bound), Type::STREAM, Some(Protocol::TCP)).map_err(listen_err)?;
-        socket.set_reuse_address(true).map_err(listen_err)?;
-        socket.set_reuse_port(true).map_err(listen_err)?;
-        socket.set_nonblocking(true).map_err(listen_err)?;
-        socket.bind(&bound.into()).map_err(listen_err)?;
-        socket.listen(4096).map_err(listen_err)?;
-        let std_listener: std::net::TcpListener = socket.into();
-        // With port 0, the first bind picks the port and the others join it.
-        bound = std_listener.local_addr().map_err(listen_err)?;
-        listeners.push(TcpListener::from_std(std_listener));
-    }
-    Ok(listeners)
+/// By default there is one socket, bound without `SO_REUSEPORT`, so the kernel itself refuses
+/// the address to anyone else, atomically (two processes that both bind with `SO_REUSEADDR`
+/// race at `listen`, and only one wins); each reactor gets a duplicate of its descriptor to
+/// register in its own poll and accept from. With `share_port` (`server.share_port`), each
+/// reactor gets a socket of its own with `SO_REUSEPORT`, and other processes of the same user
+/// may join the port on purpose: the kernel spreads new connections over all of them.
+fn bind_listeners(addr: SocketAddr, count: usize, share_port: bool) -> Result<Vec<TcpListener>, StartError> {
+    let listen_err = |source| StartError::Listen { addr, source };
+    let bind = |at: SocketAddr| -> std::io::Result<std::net::TcpListener> {
+        let socket = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(share_port)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&at.into())?;
+        socket.listen(4096)?;
+        Ok(socket.into())
+    };
+    let first = bind(addr).map_err(listen_err)?;
+    // With port 0, the first bind picks the port and the others join it.
+    let bound = first.local_addr().map_err(listen_err)?;
+    let others = (1..count)
+        .map(|_| if share_port { bind(bound) } else { first.try_clone() })
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(listen_err)?;
+    Ok(std::iter::once(first).chain(others).map(TcpListener::from_std).collect())
 }

@@ -21,6 +21,8 @@ pub enum Route {
     Metrics { head: bool },
     /// Answer with readiness: 200 or 503 and a JSON body (`head`: without it).
     Ready { head: bool },
+    /// Answer with liveness: 200 `ok`, or 503 and the failure once the gateway has failed.
+    Health { head: bool },
 }
 
 /// Which routes a listener serves.
@@ -72,6 +74,7 @@ pub fn parse_and_route(buf: &[u8], max_head: usize, surface: Surface, allowed_or
                 Route::Respond(full) => Parsed::Complete(Route::Respond(without_body(full))),
                 Route::Metrics { .. } => Parsed::Complete(Route::Metrics { head: true }),
                 Route::Ready { .. } => Parsed::Complete(Route::Ready { head: true }),
+                Route::Health { .. } => Parsed::Complete(Route::Health { head: true }),
             }
         }
         Ok(httparse::Status::Complete(head_len)) => {
@@ -119,7 +122,7 @@ fn route(req: &httparse::Request<'_, '_>, head_len: usize, surface: Surface) -> 
     let operational = matches!(surface, Surface::Admin | Surface::Public { operational: true, .. });
     let echo = matches!(surface, Surface::Public { echo: true, .. });
     match path {
-        "/healthz" => Route::Respond(response(200, "OK", "ok\n")),
+        "/healthz" => Route::Health { head: false },
         "/readyz" if operational => Route::Ready { head: false },
         "/metrics" if operational => Route::Metrics { head: false },
         _ if surface == Surface::Admin => {
@@ -254,6 +257,7 @@ mod tests {
             Parsed::Complete(Route::Ready { head: false }) => "ready".to_string(),
             Parsed::Complete(Route::Metrics { head: true }) => "head metrics".to_string(),
             Parsed::Complete(Route::Ready { head: true }) => "head ready".to_string(),
+            Parsed::Complete(Route::Health { head }) => format!("health head={head}"),
             Parsed::Complete(Route::Respond(r)) => status_of(&r).to_string(),
             other => format!("{other:?}"),
         };
@@ -264,7 +268,8 @@ mod tests {
         let public_only = Surface::Public { operational: false, echo: false };
         assert_eq!(route("GET /echo HTTP/1.1\r\n\r\n", public_only), "404", "off unless turned on");
         assert_eq!(route("GET /metrics HTTP/1.1\r\n\r\n", public_only), "404");
-        assert_eq!(route("GET /healthz HTTP/1.1\r\n\r\n", public_only), "200");
+        assert_eq!(route("GET /healthz HTTP/1.1\r\n\r\n", public_only), "health head=false");
+        assert_eq!(route("HEAD /healthz HTTP/1.1\r\n\r\n", Surface::Admin), "health head=true");
         assert_eq!(route("GET /metrics HTTP/1.1\r\n\r\n", Surface::Admin), "metrics");
         assert_eq!(route("GET /ws HTTP/1.1\r\n\r\n", Surface::Admin), "404");
     }
@@ -308,9 +313,8 @@ mod tests {
         let bad_version = UPGRADE.replace("Version: 13", "Version: 8");
         assert!(respond(&bad_version).contains("invalid WebSocket upgrade"));
         assert!(respond("GET /nope HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
-        assert!(respond("GET /healthz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
         assert!(respond("POST /ws HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
-        let head = respond("HEAD /healthz HTTP/1.1\r\n\r\n");
+        let head = respond("HEAD / HTTP/1.1\r\n\r\n");
         assert!(head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"), "no body: {head:?}");
         assert!(respond(&UPGRADE.replace("GET", "HEAD")).starts_with("HTTP/1.1 400"), "HEAD never upgrades");
         assert!(respond("GET / HTTP/1.1\r\n\r\n").contains("text/html"));

@@ -12,10 +12,12 @@ pub mod connection;
 pub mod gateway;
 pub mod hold;
 pub mod http;
+pub mod liveness;
 pub mod metrics;
 pub mod reactor;
 pub mod stats;
 
 pub use config::{Config, ConfigError};
 pub use gateway::{Gateway, GatewayStats, StartError};
+pub use liveness::{Failure, Fault, Liveness};
 pub use tickgate_feed::sim::{Activity, SimConfig};

@@ -25,6 +25,8 @@ pub struct Telemetry {
     pub stats: GatewayStats,
     pub symbols: Arc<SymbolTable>,
     pub started_ns: u64,
+    /// Whether the gateway has failed (/healthz, /readyz).
+    pub liveness: Arc<crate::liveness::Liveness>,
 }
 
 /// A heartbeat older than this means a thread is stuck.
@@ -108,9 +110,12 @@ pub fn readiness(t: &Telemetry, now_ns: u64) -> Readiness {
             serde_json::json!({"id": id, "ok": age < HEARTBEAT_LIMIT_NS, "heartbeat_age_ms": ms(age)})
         })
         .collect();
-    let reactors_ok = reactors.iter().all(|r| r["ok"] == true);
+    let failure = t.liveness.failure().map(|f| f.to_string());
+    // A failed gateway is stopping: its reactors and feed may still beat for a moment.
+    let reactors_ok = reactors.iter().all(|r| r["ok"] == true) && failure.is_none();
     let body = serde_json::json!({
         "ready": feed_ok && reactors_ok,
+        "failure": failure,
         "feed": {
             "ok": feed_ok,
             "paused": paused,

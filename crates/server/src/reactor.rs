@@ -40,6 +40,7 @@ use crate::config::Config;
 use crate::connection::{AuthState, CloseReason, Closing, Connection, Millis, Phase, WriteCounts, WriteOutcome};
 use crate::hold::{HoldTimer, Pass, WriteHold};
 use crate::http::{self, Parsed, Route, Surface};
+use crate::liveness::{Fault, Part};
 use crate::metrics::Telemetry;
 use crate::stats::{COMMAND_OPS, HTTP_STATUSES, ReactorStats, TurnCounters, latency_histogram};
 
@@ -87,6 +88,22 @@ const FLUSH_SLICE: usize = 32;
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Bytes read from a socket per `read` while in the HTTP phase or draining.
 const READ_CHUNK: usize = 2048;
+/// Most connections accepted from one listener per turn, so a connect storm does not starve
+/// the rest of the loop; the rest are accepted next turn.
+const MAX_ACCEPTS_PER_TURN: usize = 256;
+
+/// What a listener's last accept left in its backlog, which no readiness event will announce
+/// again (mio is edge-triggered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backlog {
+    /// Accepted until `WouldBlock`.
+    Drained,
+    /// Stopped at [`MAX_ACCEPTS_PER_TURN`]: accept again next turn.
+    Capped,
+    /// `accept` failed (out of file descriptors, most often): accept again at housekeeping,
+    /// about every 50 ms, so waiting connections are served once descriptors free up.
+    Failed,
+}
 
 /// What a reactor needs from the gateway.
 #[derive(Debug)]
@@ -174,6 +191,11 @@ pub struct Reactor {
     /// Rate limit of repeated warnings: when the last was logged, and how many were held back.
     warned_at: Option<Instant>,
     warnings_held: u64,
+    /// What each listener's last accept left behind: the public one, then the admin one.
+    backlog: [Backlog; 2],
+    /// The gateway failed: this reactor is closing its clients with 1011, and meanwhile answers
+    /// health checks (503) and refuses upgrades.
+    failed: bool,
 }
 
 impl Reactor {
@@ -261,11 +283,14 @@ impl Reactor {
             last_publish: Instant::now(),
             warned_at: None,
             warnings_held: 0,
+            backlog: [Backlog::Drained; 2],
+            failed: false,
         })
     }
 
-    /// Runs until shutdown has closed every connection or its grace period is over.
-    pub fn run(mut self) {
+    /// Runs until shutdown has closed every connection or its grace period is over; returns an
+    /// error if `poll` fails (the caller fails the gateway, then calls [`Reactor::abandon`]).
+    pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut last_housekeeping = Instant::now();
         loop {
@@ -273,22 +298,25 @@ impl Reactor {
             // the poll's own timeout, in whole milliseconds, is only a backstop.
             let timeout = match self.hold_until {
                 Some(until) => until.saturating_duration_since(Instant::now()),
+                None if self.backlog.contains(&Backlog::Capped) => Duration::ZERO,
                 None if self.inbox.park() => IDLE_POLL,
                 None => Duration::ZERO,
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!(reactor = self.id, error = %e, "poll failed; reactor stops");
-                    break;
+                    return Err(e);
                 }
             }
             self.inbox.unpark();
             self.now = Instant::now();
             self.now_ms = Millis::since(self.epoch, self.now);
+            // Each listener is accepted from once a turn: if an event announced new connections,
+            // or if the last turn left some behind at the cap.
+            let mut to_accept = self.backlog.map(|left| left == Backlog::Capped);
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(false),
-                    ADMIN_LISTENER => self.accept(true),
+                    LISTENER => to_accept[0] = true,
+                    ADMIN_LISTENER => to_accept[1] = true,
                     WAKER | HOLD_TIMER => {}
                     Token(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -300,6 +328,7 @@ impl Reactor {
                     }
                 }
             }
+            self.accept_from(to_accept);
             // Holding (see crate::hold): ticks wait in the channel and replies in their queues
             // until the hold timer, unless shutdown has begun.
             let holding = self.hold_until.is_some_and(|until| until > self.now) && self.draining_until.is_none();
@@ -318,10 +347,41 @@ impl Reactor {
             }
             if self.now.duration_since(last_housekeeping) >= IDLE_POLL / 2 || self.draining_until.is_some() {
                 last_housekeeping = self.now;
+                self.suffer_injected_fault()?;
+                // A failed accept (out of descriptors) is retried here: no event will announce
+                // the connections waiting in the backlog.
+                self.accept_from(self.backlog.map(|left| left == Backlog::Failed));
                 if self.housekeeping() {
                     break;
                 }
             }
+        }
+        self.publish_stats();
+        Ok(())
+    }
+
+    /// A fault a test armed (see `Gateway::start_with_fault_hook`), suffered as the real one.
+    fn suffer_injected_fault(&self) -> io::Result<()> {
+        match self.telemetry.liveness.take_fault(self.id) {
+            Some(Fault::ReactorPanic(_)) => panic!("injected fault"),
+            Some(Fault::ReactorPollFails(_)) => Err(io::Error::other("injected fault")),
+            _ => Ok(()),
+        }
+    }
+
+    /// After this reactor failed (a panic, a failed `poll`): closes every connection it still
+    /// holds, with 1011 for WebSocket clients (one write attempt each), and gives back their
+    /// admission slots.
+    pub fn abandon(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for &key in &keys {
+            if matches!(self.conns.get(key), Some(Connection { phase: Phase::Ws(_), closing: None, .. })) {
+                self.begin_close(key, Some((CloseCode::InternalError, "gateway failure")), CloseReason::Shutdown);
+            }
+        }
+        self.flush_dirty(false);
+        for key in keys {
+            self.remove(key, CloseReason::Shutdown);
         }
         self.publish_stats();
     }
@@ -351,11 +411,29 @@ impl Reactor {
 
     // ---- accept and read ----
 
+    /// Accepts from the listeners marked in `which`: the public one, then the admin one.
+    fn accept_from(&mut self, which: [bool; 2]) {
+        for (admin, accept) in [false, true].into_iter().zip(which) {
+            if accept {
+                self.accept(admin);
+            }
+        }
+    }
+
+    /// Accepts from a listener until `WouldBlock`, at most [`MAX_ACCEPTS_PER_TURN`]; records
+    /// what is left in [`Reactor::backlog`].
     fn accept(&mut self, admin: bool) {
-        if self.draining_until.is_some() {
+        let backlog = usize::from(admin);
+        self.backlog[backlog] = Backlog::Drained;
+        // While stopping, nothing is accepted, except health checks after a failure.
+        if self.draining_until.is_some() && !self.failed {
             return;
         }
-        loop {
+        for accepted_so_far in 0.. {
+            if accepted_so_far == MAX_ACCEPTS_PER_TURN {
+                self.backlog[backlog] = Backlog::Capped;
+                return;
+            }
             let accepted = match (&self.admin_listener, admin) {
                 (Some(listener), true) => listener.accept(),
                 _ => self.listener.accept(),
@@ -404,9 +482,11 @@ impl Reactor {
                     self.on_readable(key);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
                 Err(e) => {
-                    // Out of file descriptors or similar: leave the rest in the backlog.
+                    // Out of file descriptors or similar: the rest waits in the backlog, and is
+                    // tried again at housekeeping.
+                    self.backlog[backlog] = Backlog::Failed;
                     if let Some(held) = self.may_warn() {
                         tracing::warn!(reactor = self.id, error = %e, held_back = held, "accept failed");
                     }
@@ -494,6 +574,11 @@ impl Reactor {
         };
         let response = match parsed {
             Parsed::Partial => return,
+            Parsed::Complete(Route::Upgrade { .. }) if self.telemetry.liveness.has_failed() => http::response(
+                503,
+                "Service Unavailable",
+                "the gateway failed and is stopping; connect again once it has restarted\n",
+            ),
             Parsed::Complete(Route::Upgrade { response, head_len, echo, token }) => {
                 match self.authorize(token.as_deref()) {
                     Ok(auth) => {
@@ -506,6 +591,13 @@ impl Reactor {
                 }
             }
             Parsed::Complete(Route::Respond(response)) => response,
+            Parsed::Complete(Route::Health { head }) => {
+                let full = match self.telemetry.liveness.failure() {
+                    None => http::response(200, "OK", "ok\n"),
+                    Some(failure) => http::response(503, "Service Unavailable", &format!("failed: {failure}\n")),
+                };
+                if head { http::without_body(full) } else { full }
+            }
             Parsed::Complete(Route::Metrics { head }) => {
                 let full = match crate::metrics::render(&self.telemetry, wall_clock_ns()) {
                     Ok(text) => http::response_typed(200, "OK", "text/plain; version=0.0.4; charset=utf-8", &text),
@@ -1028,17 +1120,7 @@ impl Reactor {
                         }
                     }
                 }
-                FanoutMsg::Broadcast { frame } => {
-                    let keys: Vec<usize> = self
-                        .conns
-                        .iter()
-                        .filter(|(_, c)| matches!(c.phase, Phase::Ws(_)) && c.closing.is_none() && !c.echo)
-                        .map(|(k, _)| k)
-                        .collect();
-                    for key in keys {
-                        self.reply(key, frame.clone());
-                    }
-                }
+                FanoutMsg::Broadcast { frame } => self.broadcast(&frame),
                 FanoutMsg::Resync { symbol, from_seq, to_seq, values } => {
                     self.lvc.replace(symbol, values);
                     let info = self.symbols.get(symbol);
@@ -1303,13 +1385,23 @@ impl Reactor {
         if self.shutdown.load(Ordering::Relaxed) && self.draining_until.is_none() {
             let grace = Duration::from_millis(self.config.server.shutdown_grace_ms);
             self.draining_until = Some(now + grace);
-            let _ = self.poll.registry().deregister(&mut self.listener);
+            let failure = self.telemetry.liveness.failure();
+            self.failed = failure.is_some();
+            // After a failure the listener stays: health checks get their 503 until the exit.
+            if !self.failed {
+                let _ = self.poll.registry().deregister(&mut self.listener);
+            }
+            if failure.is_some_and(|f| f.part == Part::Ingest) {
+                self.announce_feed_lost();
+            }
+            let close = match self.failed {
+                true => (CloseCode::InternalError, "gateway failure"),
+                false => (CloseCode::GoingAway, "going away"),
+            };
             let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
             for key in keys {
                 match self.conns[key].phase {
-                    Phase::Ws(_) => {
-                        self.begin_close(key, Some((CloseCode::GoingAway, "going away")), CloseReason::Shutdown)
-                    }
+                    Phase::Ws(_) => self.begin_close(key, Some(close), CloseReason::Shutdown),
                     _ => self.remove(key, CloseReason::Shutdown),
                 }
             }
@@ -1319,6 +1411,29 @@ impl Reactor {
         match self.draining_until {
             Some(deadline) => self.conns.is_empty() || now >= deadline,
             None => false,
+        }
+    }
+
+    /// Tells every client that no source delivers any more (the ingest thread is gone): one
+    /// `status` "down" per source, before the close.
+    fn announce_feed_lost(&mut self) {
+        let sources = self.telemetry.stats.ingest.sources.clone();
+        for source in &sources {
+            let frame = self.builder.text(|out| message::status(out, false, &source.name));
+            self.broadcast(&frame);
+        }
+    }
+
+    /// Queues `frame` for every WebSocket client (not closing, not on the echo route).
+    fn broadcast(&mut self, frame: &Frame) {
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, Phase::Ws(_)) && c.closing.is_none() && !c.echo)
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            self.reply(key, frame.clone());
         }
     }
 

@@ -162,8 +162,8 @@ impl TestClient {
     }
 }
 
-/// Connects clients until there is one on each of the gateway's `reactors` reactors (the kernel
-/// spreads connections over the reactors' listeners by hash).
+/// Connects clients until there is one on each of the gateway's `reactors` reactors (whichever
+/// reactor accepts first takes a connection).
 pub fn one_client_per_reactor(addr: SocketAddr, reactors: usize) -> Vec<TestClient> {
     let mut found: Vec<Option<TestClient>> = (0..reactors).map(|_| None).collect();
     for _ in 0..200 {

@@ -7,9 +7,23 @@ use std::process::ExitCode;
 use clap::Parser;
 use std::io::{IsTerminal, Write};
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook::iterator::Signals;
-use tickgate_server::{Activity, Config, Gateway};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+use tickgate_server::{Activity, Config, Failure, Fault, Gateway, Liveness};
+
+/// Exit status after a thread of the gateway failed (sysexits' EX_SOFTWARE).
+const FAILED: u8 = 70;
+
+/// How much longer than `server.shutdown_grace_ms` the shutdown after a failure may take
+/// before the process exits anyway.
+const FAILURE_EXIT_MARGIN: Duration = Duration::from_secs(5);
+
+/// For tests of what a failure does: names a fault (`reactor-panic:N`, `reactor-poll:N`,
+/// `ingest-panic`) that SIGUSR2 then injects. Unset, SIGUSR2 keeps its default action.
+const FAULT_VARIABLE: &str = "TICKGATE_TEST_FAULT";
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -71,7 +85,30 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config.log.level);
-    let gateway = match Gateway::start(config) {
+    let fault = match fault_from_env() {
+        Ok(fault) => fault,
+        Err(message) => {
+            eprintln!("tickgate: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    // Before the gateway accepts anyone: a SIGTERM at any moment after the start gives every
+    // client its 1001 (the signal waits in the iterator until `wait_for_stop` reads it).
+    let mut watched = vec![SIGINT, SIGTERM, SIGHUP];
+    watched.extend(fault.map(|_| SIGUSR2));
+    let signals = match Signals::new(&watched) {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("tickgate: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let started = match fault {
+        Some(_) => Gateway::start_with_fault_hook(config),
+        None => Gateway::start(config),
+    };
+    let gateway = match started {
         Ok(gateway) => gateway,
         Err(e) => {
             eprintln!("tickgate: {e}");
@@ -85,25 +122,100 @@ fn main() -> ExitCode {
     println!("tickgate listening: WebSocket ws://{addr}/ws");
     println!("open http://{addr}");
 
-    // SIGHUP (a closed terminal, or an operator) shuts down gracefully too.
-    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
-        Ok(signals) => signals,
-        Err(e) => {
-            eprintln!("tickgate: cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
+    let events = watch(signals, gateway.liveness().clone());
+    let failure = wait_for_stop(&events, &gateway, fault);
+    let overrun = failure.as_ref().map(|_| grace + FAILURE_EXIT_MARGIN);
+    std::thread::spawn(move || exit_early(&events, overrun));
+    let liveness = gateway.liveness().clone();
+    gateway.shutdown();
+    // A thread that failed during a graceful shutdown fails the exit too.
+    match failure.or_else(|| liveness.failure()) {
+        None => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
         }
-    };
-    let signal = signals.forever().next();
-    tracing::info!(?signal, "shutting down: closing every client with 1001");
-    // A second signal exits at once.
+        Some(failure) => {
+            tracing::error!(%failure, "stopped after a failure");
+            eprintln!("tickgate: {failure}");
+            ExitCode::from(FAILED)
+        }
+    }
+}
+
+/// The fault `TICKGATE_TEST_FAULT` names, if it is set.
+fn fault_from_env() -> Result<Option<Fault>, String> {
+    match std::env::var(FAULT_VARIABLE) {
+        Ok(text) => text.parse().map(Some).map_err(|message| format!("{FAULT_VARIABLE}: {message}")),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Serves until SIGTERM or SIGINT (None) or the gateway's failure; SIGHUP is logged and
+/// ignored, SIGUSR2 injects `fault` when there is one.
+fn wait_for_stop(events: &Receiver<Event>, gateway: &Gateway, fault: Option<Fault>) -> Option<Failure> {
+    loop {
+        match events.recv() {
+            Ok(Event::Signal(SIGHUP)) => {
+                tracing::warn!("SIGHUP ignored: tickgate reloads nothing; restart it to apply a new configuration")
+            }
+            Ok(Event::Signal(SIGUSR2)) => {
+                if let Some(fault) = fault {
+                    tracing::warn!(?fault, "injecting a fault ({FAULT_VARIABLE})");
+                    gateway.inject_fault(fault);
+                }
+            }
+            Ok(Event::Signal(signal)) => {
+                tracing::info!(signal, "shutting down: closing every client with 1001");
+                return None;
+            }
+            Ok(Event::Failed(failure)) => return Some(failure),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// What the main thread waits for.
+enum Event {
+    Signal(i32),
+    Failed(Failure),
+}
+
+/// Signals and the gateway's failure, as one stream of events.
+fn watch(mut signals: Signals, liveness: Arc<Liveness>) -> Receiver<Event> {
+    let (events, received) = mpsc::channel();
+    let signalled = events.clone();
     std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
-            std::process::exit(130);
+        for signal in signals.forever() {
+            if signalled.send(Event::Signal(signal)).is_err() {
+                return;
+            }
         }
     });
-    gateway.shutdown();
-    tracing::info!("stopped");
-    ExitCode::SUCCESS
+    std::thread::spawn(move || {
+        let _ = events.send(Event::Failed(liveness.wait_for_failure()));
+    });
+    received
+}
+
+/// Once the shutdown has begun: a second SIGTERM or SIGINT exits at once (130); after a
+/// failure, so does a shutdown still running after `overrun` (a thread that is stuck).
+fn exit_early(events: &Receiver<Event>, overrun: Option<Duration>) {
+    let deadline = overrun.map(|overrun| Instant::now() + overrun);
+    loop {
+        let event = match deadline {
+            Some(deadline) => events.recv_timeout(deadline.saturating_duration_since(Instant::now())),
+            None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match event {
+            Ok(Event::Signal(SIGINT | SIGTERM)) => std::process::exit(130),
+            Ok(_) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                eprintln!("tickgate: the shutdown after a failure did not finish in time; exiting");
+                std::process::exit(i32::from(FAILED));
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
 }
 
 fn load(args: &Args) -> Result<Config, String> {

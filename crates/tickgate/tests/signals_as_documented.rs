@@ -1,0 +1,48 @@
+//! Signals do what docs/OPERATIONS.md says: SIGHUP is logged and ignored (it is kept for a
+//! reload), SIGTERM and SIGINT close every client with 1001 and exit 0, from the first moment
+//! the port accepts.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{PATIENCE, Tickgate};
+use tickgate_testkit::{TestClient, http_request};
+use tungstenite::protocol::frame::coding::CloseCode;
+
+#[test]
+fn sighup_is_logged_and_ignored() {
+    let (mut tickgate, addr) = Tickgate::start(&["--listen", "127.0.0.1:0", "--reactors", "2"], &[]);
+    let mut client = TestClient::connect(addr);
+    client.subscribe(&["AAPL", "BTC-USD"]);
+    tickgate.signal("HUP");
+    tickgate.wait_for_line("SIGHUP ignored");
+    // Still serving: the stream goes on, health checks pass, new clients get in.
+    client.recv_type("trade");
+    assert!(tickgate.running());
+    assert!(http_request(addr, "GET /healthz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
+    TestClient::connect(addr).subscribe(&["AAPL"]);
+    tickgate.signal("INT");
+    assert_eq!(client.recv_close().expect("a close frame").code, CloseCode::Away);
+    assert!(tickgate.exit_status(PATIENCE).success());
+}
+
+#[test]
+fn a_sigterm_as_soon_as_the_port_accepts_still_closes_with_1001() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut command = std::process::Command::new(support::BIN);
+    command.args(["--listen", &listen, "--reactors", "2", "--log-level", "warn"]);
+    let mut tickgate = Tickgate::spawn(command);
+    let addr = listen.parse().unwrap();
+    // Connect the moment the port accepts, without waiting for the line that says so.
+    let deadline = Instant::now() + PATIENCE;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "the port never accepted");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut client = TestClient::connect(addr);
+    tickgate.signal("TERM");
+    assert_eq!(client.recv_close().expect("a close frame").code, CloseCode::Away);
+    assert!(tickgate.exit_status(PATIENCE).success());
+}
