@@ -14,6 +14,7 @@ pub mod hold;
 pub mod http;
 pub mod metrics;
 pub mod reactor;
+pub mod session;
 pub mod stats;
 
 pub use config::{Config, ConfigError};
