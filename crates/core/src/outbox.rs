@@ -541,6 +541,25 @@ mod tests {
     }
 
     #[test]
+    fn settling_a_symbol_ends_its_replaceable_quote_and_hands_back_its_span() {
+        let mut h = Harness::new(Policy::Conflate);
+        for _ in 0..20 {
+            h.event(0, false, 0);
+        }
+        let len = h.outbox.queue.len();
+        assert_eq!(h.outbox.settle(SymbolId(0)), None, "nothing dropped");
+        h.event(0, false, 0);
+        assert_eq!(h.outbox.queue.len(), len + 1, "queued after the settle, not conflated into a slot before it");
+        let mut h = Harness::new(Policy::Drop);
+        for _ in 0..30 {
+            h.event(1, true, 0);
+        }
+        let span = h.outbox.settle(SymbolId(1)).expect("the dropped span");
+        assert_eq!(span.to_seq, 30);
+        assert!(!h.outbox.has_gaps(), "handed back, no longer owed");
+    }
+
+    #[test]
     fn a_caught_up_outbox_gives_its_slow_consumer_state_back() {
         let mut h = Harness::new(Policy::Drop);
         h.event(1, true, 0);
