@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tickgate_server::Gateway;
-use tickgate_testkit::{TestClient, start_gateway};
+use tickgate_testkit::{TestClient, eventually, start_gateway};
 use tungstenite::Message;
 
 fn names(gateway: &Gateway, n: usize) -> Vec<String> {
@@ -100,6 +100,31 @@ fn a_client_behind_that_re_subscribes_held_symbols_keeps_the_contract() {
     }
     assert_eq!(answered, (100..105).collect::<Vec<_>>(), "every re-subscribe answered, in order");
     assert!(events > 100, "the stream went on ({events} events, {gaps} gaps)");
+    // Caught up, a re-subscribe is executed: `subscribed`, no snapshot, the stream goes on.
+    // (Retried: on a busy machine the client may still be behind, and get `backlogged`.)
+    let mut executed = false;
+    for id in 200..220 {
+        client.send_json(json!({"op": "subscribe", "id": id, "symbols": wanted}));
+        let mut after = 0;
+        while after < 200 {
+            let m = client.recv();
+            after += u32::from(matches!(m["type"].as_str(), Some("trade" | "quote")));
+            if check(&mut held, &m) == Some(id) && m["type"] == "subscribed" {
+                executed = true;
+            }
+        }
+        if executed {
+            break;
+        }
+    }
+    assert!(executed, "a re-subscribe of a client that keeps up is executed");
+}
+
+/// This process's resident memory, in bytes (the gateway runs in it).
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }
 
 #[test]
@@ -112,24 +137,28 @@ fn a_client_flooding_large_commands_without_reading_stays_bounded_and_is_closed_
         c.limits.outbound_hard_limit = hard;
         c.limits.messages_per_second = 1e6;
         c.limits.message_burst = 1_000_000;
-        c.sim.symbols = 400;
+        c.sim.symbols = 100;
         c.sim.rate = 1_000.0;
     });
-    let symbols = names(&gateway, 400);
+    // 100 snapshots fit in the hard limit; every later subscribe re-subscribes held symbols.
+    let symbols = names(&gateway, 100);
     let command = json!({"op": "subscribe", "symbols": symbols}).to_string();
     let mut client = TestClient::connect_with_receive_buffer(gateway.local_addr(), 4096);
     client.ws.get_ref().set_write_timeout(Some(Duration::from_secs(2))).unwrap();
-    let queued = || gateway.stats().reactors.iter().map(|r| r.queued_bytes.load(Ordering::Relaxed)).max().unwrap();
-    let mut peak = 0;
-    for _ in 0..2_000 {
+    let before = resident_bytes();
+    let mut peak = before;
+    let mut sent = 0;
+    for _ in 0..5_000 {
         if client.ws.send(Message::text(command.clone())).is_err() {
             break;
         }
-        peak = peak.max(queued());
+        sent += 1;
+        if sent % 100 == 0 {
+            peak = peak.max(resident_bytes());
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     let close = loop {
-        peak = peak.max(queued());
         assert!(Instant::now() < deadline, "no close within 10 s");
         match client.ws.read() {
             Ok(Message::Close(frame)) => break frame,
@@ -137,11 +166,15 @@ fn a_client_flooding_large_commands_without_reading_stays_bounded_and_is_closed_
             Err(e) => panic!("connection ended without a close frame: {e}"),
         }
     };
+    peak = peak.max(resident_bytes());
     let close = close.expect("a close frame with a code");
     assert_eq!(u16::from(close.code), 1008);
     assert_eq!(close.reason.as_str(), "slow consumer");
-    let closes: u64 =
-        gateway.stats().reactors.iter().map(|r| r.counters.slow_consumer_closes.load(Ordering::Relaxed)).sum();
-    assert_eq!(closes, 1);
-    assert!(peak <= hard as u64, "queued {peak} bytes, over the hard limit {hard}");
+    let closes = || -> u64 {
+        gateway.stats().reactors.iter().map(|r| r.counters.slow_consumer_closes.load(Ordering::Relaxed)).sum()
+    };
+    eventually("the close is counted as a slow consumer's", || closes() == 1);
+    // Unbounded, the re-subscribes would queue 100 snapshots (about 30 KB) each.
+    let grown = peak.saturating_sub(before);
+    assert!(grown < 32 << 20, "resident memory grew by {grown} bytes over {sent} commands");
 }
