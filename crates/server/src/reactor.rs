@@ -41,7 +41,7 @@ use crate::connection::{AuthState, CloseReason, Closing, Connection, Millis, Pha
 use crate::hold::{HoldTimer, Pass, WriteHold};
 use crate::http::{self, Parsed, Route, Surface};
 use crate::metrics::Telemetry;
-use crate::session::{self, CommandLimits, Desk, Outcome, Session, Skipped};
+use crate::session::{self, CommandLimits, Desk, Outcome, Session};
 use crate::stats::{COMMAND_OPS, HTTP_STATUSES, ReactorStats, TurnCounters, latency_histogram};
 
 pub const LISTENER: Token = Token(usize::MAX - 1);
@@ -919,8 +919,11 @@ impl Reactor {
                 }
                 FanoutMsg::Resync { symbol, from_seq, to_seq, values } => {
                     self.lvc.replace(symbol, values);
-                    let skipped = Skipped { from_seq, to_seq, reason: "gateway_overload" };
-                    self.control_to_subscribers(symbol, |desk, out| desk.deliver_resync(out, symbol, skipped));
+                    let mut skipped = None;
+                    self.control_to_subscribers(symbol, |desk, out| {
+                        let skipped = skipped.get_or_insert_with(|| desk.resync(symbol, from_seq, to_seq));
+                        desk.deliver_resync(out, symbol, skipped)
+                    });
                 }
             }
         }

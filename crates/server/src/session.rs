@@ -50,14 +50,19 @@ impl From<Result<(), OverHardLimit>> for Outcome {
     }
 }
 
-/// A span of seqs the gateway itself skipped for every subscriber (its reactor fell behind the
-/// feed), to be announced with `reason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A span of seqs the gateway itself skipped for every subscriber of a symbol (its reactor fell
+/// behind the feed), with its `gap` and `snapshot` frames, built once and shared by every
+/// subscriber that is owed nothing more ([`Desk::resync`] builds it).
+#[derive(Debug, Clone)]
 pub struct Skipped {
     pub from_seq: u64,
     pub to_seq: u64,
-    pub reason: &'static str,
+    gap: Frame,
+    snapshot: Frame,
 }
+
+const OVERLOAD: &str = "gateway_overload";
+const SLOW_CONSUMER: &str = "slow_consumer";
 
 /// The reactor-wide state a session call uses.
 #[derive(Debug)]
@@ -133,22 +138,36 @@ impl Desk<'_> {
         &mut self,
         out: &mut Outbox,
         symbol: SymbolId,
-        skipped: Option<Skipped>,
+        skipped: Option<&Skipped>,
     ) -> Result<bool, OverHardLimit> {
-        let owed = out.settle(symbol);
-        let span = match (owed, skipped) {
-            (Some(owed), Some(s)) => Some((owed.from_seq.min(s.from_seq), owed.to_seq.max(s.to_seq), s.reason)),
+        match (out.settle(symbol), skipped) {
+            (None, None) => return Ok(false),
+            (None, Some(s)) => {
+                self.push(out, s.gap.clone())?;
+                self.push(out, s.snapshot.clone())?;
+            }
+            (Some(owed), Some(s)) => {
+                let info = self.symbols.get(symbol);
+                let from_seq = owed.from_seq.min(s.from_seq);
+                let gap = self.builder.text(|o| message::gap(o, info, from_seq, s.to_seq, OVERLOAD));
+                self.push(out, gap)?;
+                self.push(out, s.snapshot.clone())?;
+            }
             (Some(owed), None) => {
                 self.counters.slow_gaps_sent += 1;
-                Some((owed.from_seq, owed.to_seq, "slow_consumer"))
+                self.announce(out, symbol, owed.from_seq, owed.to_seq, SLOW_CONSUMER)?;
             }
-            (None, Some(s)) => Some((s.from_seq, s.to_seq, s.reason)),
-            (None, None) => None,
-        };
-        match span {
-            Some((from_seq, to_seq, reason)) => self.announce(out, symbol, from_seq, to_seq, reason).map(|()| true),
-            None => Ok(false),
         }
+        Ok(true)
+    }
+
+    /// What a resync announces to every subscriber of `symbol`: the reactor skipped
+    /// `from_seq..=to_seq`, and its last-value cache already holds the values after them.
+    pub fn resync(&mut self, symbol: SymbolId, from_seq: u64, to_seq: u64) -> Skipped {
+        let (info, values) = (self.symbols.get(symbol), self.lvc.get(symbol));
+        let gap = self.builder.text(|o| message::gap(o, info, from_seq, to_seq, OVERLOAD));
+        let snapshot = self.builder.text(|o| message::snapshot(o, info, values));
+        Skipped { from_seq, to_seq, gap, snapshot }
     }
 
     /// Announces what the connection's policy dropped, span by span, while its queue is below the
@@ -156,7 +175,7 @@ impl Desk<'_> {
     pub fn announce_gaps(&mut self, out: &mut Outbox) -> Outcome {
         while let Some(span) = out.next_gap(&self.budget) {
             self.counters.slow_gaps_sent += 1;
-            if self.announce(out, span.symbol, span.from_seq, span.to_seq, "slow_consumer").is_err() {
+            if self.announce(out, span.symbol, span.from_seq, span.to_seq, SLOW_CONSUMER).is_err() {
                 return Outcome::SlowConsumer;
             }
         }
@@ -170,9 +189,9 @@ impl Desk<'_> {
         queued.into()
     }
 
-    /// The reactor fell behind the feed and skipped `skipped` of `symbol` (the last-value cache
-    /// already holds the values after it): a gap and a snapshot for a subscriber.
-    pub fn deliver_resync(&mut self, out: &mut Outbox, symbol: SymbolId, skipped: Skipped) -> Outcome {
+    /// The reactor fell behind the feed and skipped `skipped` of `symbol` (see [`Desk::resync`]):
+    /// a gap and a snapshot for a subscriber.
+    pub fn deliver_resync(&mut self, out: &mut Outbox, symbol: SymbolId, skipped: &Skipped) -> Outcome {
         self.counters.overload_gaps_sent += 1;
         self.settle(out, symbol, Some(skipped)).map(|_| ()).into()
     }

@@ -32,7 +32,7 @@ use tickgate_core::{
     SymbolTable, Tick, TickKind, Verdict,
 };
 use tickgate_protocol::{CloseCode, FrameBuilder, close_frame, message, parse_command};
-use tickgate_server::session::{CommandLimits, Desk, Outcome, Session, Skipped, deliver_tick};
+use tickgate_server::session::{CommandLimits, Desk, Outcome, Session, deliver_tick};
 use tickgate_server::stats::TurnCounters;
 
 const SYMBOLS: u32 = 5;
@@ -255,7 +255,8 @@ impl Gateway {
             return;
         }
         let (mut desk, out) = self.desk();
-        let outcome = desk.deliver_resync(out, id, Skipped { from_seq, to_seq, reason: "gateway_overload" });
+        let skipped = desk.resync(id, from_seq, to_seq);
+        let outcome = desk.deliver_resync(out, id, &skipped);
         self.act(outcome);
     }
 
