@@ -58,6 +58,21 @@ fn echo_ws_config() -> WebSocketConfig {
         .max_frame_size(Some(16 << 20))
 }
 
+/// The reactor-wide part of a [`Session`] call. A macro, not a method: it borrows the fields
+/// it needs, so a connection can be borrowed beside it.
+macro_rules! desk {
+    ($reactor:expr) => {
+        Desk {
+            symbols: &$reactor.symbols,
+            lvc: &$reactor.lvc,
+            builder: &mut $reactor.builder,
+            budget: $reactor.budget,
+            counters: &mut $reactor.turn,
+            now: $reactor.now,
+        }
+    };
+}
+
 /// How often a reactor passes over every connection's timers.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
@@ -783,14 +798,7 @@ impl Reactor {
         };
         let Phase::Ws(ws) = &mut conn.phase else { return Outcome::Open };
         let mut session = Session { key: key as ConnKey, subs: &mut conn.subs, out: &mut ws.get_mut().out, principal };
-        let mut desk = Desk {
-            symbols: &self.symbols,
-            lvc: &self.lvc,
-            builder: &mut self.builder,
-            budget: self.budget,
-            counters: &mut self.turn,
-            now: self.now,
-        };
+        let mut desk = desk!(self);
         let limits = CommandLimits { max_subscriptions: self.config.limits.max_subscriptions };
         session.handle(&mut desk, &mut self.index, limits, id, command)
     }
@@ -940,14 +948,7 @@ impl Reactor {
         symbol: SymbolId,
         mut deliver: impl FnMut(&mut Desk<'_>, &mut Outbox) -> Outcome,
     ) {
-        let mut desk = Desk {
-            symbols: &self.symbols,
-            lvc: &self.lvc,
-            builder: &mut self.builder,
-            budget: self.budget,
-            counters: &mut self.turn,
-            now: self.now,
-        };
+        let mut desk = desk!(self);
         for &key in self.index.subscribers(symbol) {
             let conn = &mut self.conns[key as usize];
             let Phase::Ws(ws) = &mut conn.phase else { continue };
@@ -1046,14 +1047,7 @@ impl Reactor {
         while conn.closing.is_none() && outcome.is_ok() {
             let Some(io) = conn.io() else { break };
             let before = io.out.queue.queued_bytes();
-            let mut desk = Desk {
-                symbols: &self.symbols,
-                lvc: &self.lvc,
-                builder: &mut self.builder,
-                budget: self.budget,
-                counters: &mut self.turn,
-                now,
-            };
+            let mut desk = desk!(self);
             if desk.announce_gaps(&mut io.out) == Outcome::SlowConsumer {
                 slow = true;
                 break;

@@ -95,6 +95,21 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// The reactor-wide part of a session call, borrowing fields (so the connection can be
+/// borrowed beside it).
+macro_rules! desk {
+    ($gw:expr) => {
+        Desk {
+            symbols: &$gw.symbols,
+            lvc: &$gw.lvc,
+            builder: &mut $gw.builder,
+            budget: $gw.budget,
+            counters: &mut $gw.counters,
+            now: $gw.now,
+        }
+    };
+}
+
 /// The gateway side: what a reactor holds for one connection, and the feed.
 struct Gateway {
     symbols: SymbolTable,
@@ -144,14 +159,7 @@ impl Gateway {
     }
 
     fn desk(&mut self) -> (Desk<'_>, &mut Outbox) {
-        let desk = Desk {
-            symbols: &self.symbols,
-            lvc: &self.lvc,
-            builder: &mut self.builder,
-            budget: self.budget,
-            counters: &mut self.counters,
-            now: self.now,
-        };
+        let desk = desk!(self);
         (desk, &mut self.out)
     }
 
@@ -184,14 +192,7 @@ impl Gateway {
         let mut bytes = json.replacen('{', &format!("{{\"id\":{id},"), 1).into_bytes();
         let request = parse_command(&mut bytes).expect("the model sends valid commands");
         let limits = CommandLimits { max_subscriptions: 4 };
-        let mut desk = Desk {
-            symbols: &self.symbols,
-            lvc: &self.lvc,
-            builder: &mut self.builder,
-            budget: self.budget,
-            counters: &mut self.counters,
-            now: self.now,
-        };
+        let mut desk = desk!(self);
         let mut session = Session { key: KEY, subs: &mut self.subs, out: &mut self.out, principal: None };
         let behind = session.out.is_behind(&desk.budget);
         let before = session.out.queue.queued_bytes();
