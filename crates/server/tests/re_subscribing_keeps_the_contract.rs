@@ -178,3 +178,25 @@ fn a_client_flooding_large_commands_without_reading_stays_bounded_and_is_closed_
     let grown = peak.saturating_sub(before);
     assert!(grown < 32 << 20, "resident memory grew by {grown} bytes over {sent} commands");
 }
+
+#[test]
+fn unsubscribe_then_subscribe_gives_a_fresh_snapshot_the_stream_continues_from() {
+    let gateway = start_gateway(|_| {});
+    let mut client = TestClient::connect(gateway.local_addr());
+    let (_, snapshots) = client.subscribe(&["AAPL"]);
+    let first = snapshots[0]["seq"].as_u64().unwrap();
+    client.send_json(json!({"op": "unsubscribe", "id": 1, "symbols": ["AAPL"]}));
+    client.send_json(json!({"op": "subscribe", "id": 2, "symbols": ["AAPL"]}));
+    // Events queued before the unsubscribe may come first; nothing of AAPL between the two
+    // answers; then the snapshot, and the stream from right after it.
+    while client.recv()["type"] != "unsubscribed" {}
+    assert_eq!(client.recv()["type"], "subscribed", "nothing between the two answers");
+    let snapshot = client.recv();
+    assert_eq!(snapshot["type"], "snapshot");
+    let held = snapshot["seq"].as_u64().unwrap();
+    assert!(held >= first);
+    for seq in held + 1..held + 21 {
+        let event = client.recv();
+        assert_eq!(event["seq"].as_u64(), Some(seq), "{event}");
+    }
+}
