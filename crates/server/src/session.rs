@@ -6,8 +6,8 @@
 //! subscriptions and outbox) and a [`Desk`] (the reactor-wide symbols, last values, frame
 //! builder, budget, counters and `now`) for one call, and acts on the [`Outcome`]: marks the
 //! connection for writing, or closes it as a slow consumer. Nothing here reads a clock or
-//! touches a socket, so the whole connection path is driven in tests
-//! (crates/server/tests/session_model.rs) thousands of times a second.
+//! touches a socket, so the whole connection path is driven in tests without a network
+//! (crates/server/tests/session_model.rs).
 //!
 //! The client's contract (docs/PROTOCOL.md, "The snapshot and stream contract") is kept by one
 //! rule: a control frame about a symbol (a snapshot, a gap, an upstream notice) is queued only
