@@ -2,7 +2,7 @@
 //!
 //! A port of the proptest harness in crates/core/src/outbox.rs (`Harness`, `check`): a feed
 //! with per-symbol seq offers events, a client reads the queue in partial writes, and the
-//! reactor's recovery (`take_gaps`, then a gap and a snapshot per span with `push_control`)
+//! reactor's recovery (`next_gap`, then a gap and a snapshot per span with `push_control`)
 //! runs after every write. The client-visible contract, checked on the bytes the client got:
 //!
 //! - whole frames only;
@@ -21,7 +21,7 @@
 //! Beyond the proptest: symbols 0..8, budgets other than 200/600 (hard ≥ 2 × soft, as the
 //! server's config demands), control pushes (replies, pongs) interleaved, and, in
 //! `outbox_resync` only, the reactor's handling of a feed resync (`FanoutMsg::Resync` in
-//! crates/server/src/reactor.rs: `forget(symbol)`, then one gap from the start of the span the
+//! crates/server/src/session.rs: `settle(symbol)`, then one gap from the start of the span the
 //! connection still owed, if any, to the end of the span the gateway skipped, and a snapshot).
 //!
 //! Input format (every byte string decodes; missing bytes read as 0):
@@ -271,7 +271,7 @@ impl Harness {
         for s in from..=to {
             self.was.insert((symbol, s), Was::Resynced);
         }
-        let start = match self.outbox.forget(SymbolId(symbol)) {
+        let start = match self.outbox.settle(SymbolId(symbol)) {
             Some(owed) => owed.from_seq.min(from),
             None => from,
         };
@@ -305,11 +305,9 @@ impl Harness {
     }
 
     fn recover(&mut self) {
-        if let Some(spans) = self.outbox.take_gaps(&self.budget) {
-            for s in spans {
-                self.outbox.push_control(encode(GAP, s.symbol.0, s.from_seq, s.to_seq as u32, 0), self.now);
-                self.outbox.push_control(encode(SNAP, s.symbol.0, s.to_seq, 0, 0), self.now);
-            }
+        while let Some(s) = self.outbox.next_gap(&self.budget) {
+            self.outbox.push_control(encode(GAP, s.symbol.0, s.from_seq, s.to_seq as u32, 0), self.now);
+            self.outbox.push_control(encode(SNAP, s.symbol.0, s.to_seq, 0, 0), self.now);
         }
     }
 

@@ -23,7 +23,7 @@ pub use decimal::{DecimalError, format_fixed, parse_fixed};
 pub use frame::Frame;
 pub use market::{LastValueCache, LastValues, Sequencer};
 pub use outbound::{EntryId, OutboundQueue};
-pub use outbox::{Budget, MissedSpan, Outbox, Policy, Verdict};
+pub use outbox::{Budget, MissedSpan, Outbox, OverHardLimit, Policy, Verdict};
 pub use rate::TokenBucket;
 pub use subscription::{SubscriptionIndex, SymbolSet};
 pub use symbol::{AssetClass, SymbolError, SymbolId, SymbolInfo, SymbolTable};

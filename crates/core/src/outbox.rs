@@ -16,14 +16,22 @@
 //!
 //! A dropped event opens (or extends) a missed span for its symbol, and every later event of
 //! that symbol is dropped into the same span until the span is announced: once the queue is
-//! below the soft watermark, [`Outbox::take_gaps`] hands the spans to the reactor, which sends
-//! a `gap` message and a fresh `snapshot` for each. So a client can rely on this: seq never goes
-//! back, and every seq it did not receive is either a quote superseded by a later quote it did
-//! receive, or inside a gap announced before the jump.
+//! below the soft watermark, [`Outbox::next_gap`] hands the spans to the caller one at a time,
+//! which sends a `gap` message and a fresh `snapshot` for each. So a client can rely on this:
+//! seq never goes back, and every seq it did not receive is either a quote superseded by a later
+//! quote it did receive, or inside a gap announced before the jump.
+//!
+//! A control frame about a symbol (a snapshot, a gap, an upstream notice) must not be overtaken
+//! by what was queued before it: [`Outbox::settle`] ends the symbol's replaceable quote and hands
+//! back its open span, which the caller announces first. That is the one way a control frame
+//! about a symbol enters the queue (see `tickgate_server::session`).
 //!
 //! Past the hard watermark, or with no write progress for the write deadline, the verdict is
 //! [`Verdict::Disconnect`]. Control frames (replies, snapshots, gaps, pongs, closes) are never
-//! dropped by any policy; they go straight into the queue with [`Outbox::push_control`].
+//! dropped by any policy. They count against the same budget: [`Outbox::push_within`] refuses
+//! one that would take the queue past the hard watermark (the caller closes the connection as a
+//! slow consumer); [`Outbox::push_control`] is for the frames that must go out regardless (a
+//! pong, a close, an HTTP answer).
 //!
 //! Sans IO: the reactor passes `now` in and does the writing.
 
@@ -91,6 +99,10 @@ pub struct MissedSpan {
     pub to_seq: u64,
 }
 
+/// A control frame was not queued: it would take the queue past the hard watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverHardLimit;
+
 /// What became of one offered event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -108,7 +120,7 @@ pub enum Verdict {
 struct Replaceable {
     symbol: SymbolId,
     entry: EntryId,
-    /// Quotes it already superseded.
+    /// Quotes it already superseded (saturates: the wire says at least this many).
     superseded: u32,
 }
 
@@ -196,7 +208,7 @@ impl Outbox {
             return Verdict::Disconnect;
         }
         if queued < budget.soft {
-            // Below the soft watermark but with spans waiting to be announced (see take_gaps).
+            // Below the soft watermark but with spans waiting to be announced (see next_gap).
             // A quote tracked earlier must not be replaced past this event.
             behind.replaceable.clear();
             self.queue.push(frame.clone());
@@ -217,7 +229,7 @@ impl Outbox {
             Policy::Conflate => {
                 if let Some(pos) = behind.replaceable.iter().position(|r| r.symbol == tick.symbol) {
                     let r = behind.replaceable[pos];
-                    let superseded = r.superseded + 1;
+                    let superseded = r.superseded.saturating_add(1);
                     if self.queue.replace(r.entry, reencode(superseded)) {
                         behind.replaceable[pos].superseded = superseded;
                         return Verdict::Conflated;
@@ -234,12 +246,30 @@ impl Outbox {
         }
     }
 
-    /// Queues a frame that no policy drops (replies, snapshots, gaps, pongs, closes).
+    /// Queues a frame that must go out whatever the budget (pongs, closes, HTTP answers).
     pub fn push_control(&mut self, frame: Frame, now: Instant) {
         if self.queue.is_empty() {
             self.last_progress = now;
         }
         self.queue.push(frame);
+    }
+
+    /// Queues a control frame (a reply, a snapshot, a gap, a notice) unless it would take the
+    /// queue past the hard watermark; then nothing is queued and the connection is a slow
+    /// consumer.
+    pub fn push_within(&mut self, frame: Frame, budget: &Budget, now: Instant) -> Result<(), OverHardLimit> {
+        match self.queue.queued_bytes().checked_add(frame.len()) {
+            Some(total) if total <= budget.hard => {
+                self.push_control(frame, now);
+                Ok(())
+            }
+            _ => Err(OverHardLimit),
+        }
+    }
+
+    /// Whether the queue is at or past the soft watermark (the client is behind).
+    pub fn is_behind(&self, budget: &Budget) -> bool {
+        self.queue.queued_bytes() >= budget.soft
     }
 
     /// Records that `written` bytes went out at `now`; returns how many frames that completed.
@@ -251,14 +281,14 @@ impl Outbox {
         self.queue.consume(written)
     }
 
-    /// The missed spans to announce, once the queue is below the soft watermark. The caller
-    /// queues a `gap` and a `snapshot` for each, with [`Outbox::push_control`].
-    pub fn take_gaps(&mut self, budget: &Budget) -> Option<Vec<MissedSpan>> {
-        let behind = self.behind.as_mut()?;
-        if behind.missed.is_empty() || self.queue.queued_bytes() >= budget.soft {
+    /// The next missed span to announce, while the queue is below the soft watermark. The
+    /// caller queues a `gap` and a `snapshot` for it, then asks again: announcing stops at the
+    /// soft watermark, so recovery never takes the queue far past it.
+    pub fn next_gap(&mut self, budget: &Budget) -> Option<MissedSpan> {
+        if self.is_behind(budget) {
             return None;
         }
-        Some(std::mem::take(&mut behind.missed))
+        self.behind.as_mut()?.missed.pop()
     }
 
     /// Whether spans are waiting to be announced.
@@ -266,9 +296,11 @@ impl Outbox {
         self.behind.as_ref().is_some_and(|b| !b.missed.is_empty())
     }
 
-    /// Forgets everything owed for `symbol` and returns the span that was still to be
-    /// announced, if any (the client unsubscribed, or a wider gap is announced now).
-    pub fn forget(&mut self, symbol: SymbolId) -> Option<MissedSpan> {
+    /// Ends what the outbox holds open for `symbol`, before a control frame about it is queued
+    /// or once the client unsubscribed: its queued quote can no longer be replaced (a newer
+    /// quote would overtake the control frame), and its span still to be announced, if any, is
+    /// handed back for the caller to announce now (or to drop, after an unsubscribe).
+    pub fn settle(&mut self, symbol: SymbolId) -> Option<MissedSpan> {
         let behind = self.behind.as_mut()?;
         behind.replaceable.retain(|r| r.symbol != symbol);
         let pos = behind.missed.iter().position(|s| s.symbol == symbol)?;
@@ -396,11 +428,9 @@ mod tests {
         }
 
         fn recover(&mut self) {
-            if let Some(spans) = self.outbox.take_gaps(&self.budget) {
-                for s in spans {
-                    self.outbox.push_control(encode(GAP, s.symbol.0, s.from_seq, s.to_seq as u32, 0), self.now);
-                    self.outbox.push_control(encode(SNAP, s.symbol.0, s.to_seq, 0, 0), self.now);
-                }
+            while let Some(s) = self.outbox.next_gap(&self.budget) {
+                self.outbox.push_control(encode(GAP, s.symbol.0, s.from_seq, s.to_seq as u32, 0), self.now);
+                self.outbox.push_control(encode(SNAP, s.symbol.0, s.to_seq, 0, 0), self.now);
             }
         }
 
@@ -508,6 +538,25 @@ mod tests {
         let tail: Vec<u8> = h.bytes.chunks(15).rev().take(2).map(|f| f[1]).collect();
         assert_eq!(tail, [SNAP, GAP], "a gap, then a snapshot, at the end");
         h.check();
+    }
+
+    #[test]
+    fn settling_a_symbol_ends_its_replaceable_quote_and_hands_back_its_span() {
+        let mut h = Harness::new(Policy::Conflate);
+        for _ in 0..20 {
+            h.event(0, false, 0);
+        }
+        let len = h.outbox.queue.len();
+        assert_eq!(h.outbox.settle(SymbolId(0)), None, "nothing dropped");
+        h.event(0, false, 0);
+        assert_eq!(h.outbox.queue.len(), len + 1, "queued after the settle, not conflated into a slot before it");
+        let mut h = Harness::new(Policy::Drop);
+        for _ in 0..30 {
+            h.event(1, true, 0);
+        }
+        let span = h.outbox.settle(SymbolId(1)).expect("the dropped span");
+        assert_eq!(span.to_seq, 30);
+        assert!(!h.outbox.has_gaps(), "handed back, no longer owed");
     }
 
     #[test]

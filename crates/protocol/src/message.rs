@@ -28,6 +28,8 @@ pub enum ErrorCode {
     AuthFailed,
     /// The user is not entitled to some of the symbols.
     NotEntitled,
+    /// The client's queue is past its soft limit: the command was not executed (read first).
+    Backlogged,
 }
 
 impl ErrorCode {
@@ -41,6 +43,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::AuthFailed => "auth_failed",
             ErrorCode::NotEntitled => "not_entitled",
+            ErrorCode::Backlogged => "backlogged",
         }
     }
 }

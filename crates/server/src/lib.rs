@@ -15,6 +15,7 @@ pub mod http;
 pub mod liveness;
 pub mod metrics;
 pub mod reactor;
+pub mod session;
 pub mod stats;
 
 pub use config::{Config, ConfigError};

@@ -25,11 +25,11 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tickgate_core::subscription::ConnKey;
-use tickgate_core::{Budget, Frame, LastValueCache, Policy, SubscriptionIndex, SymbolId, SymbolTable, Verdict};
+use tickgate_core::{Budget, Frame, LastValueCache, Outbox, Policy, SubscriptionIndex, SymbolId, SymbolTable, Verdict};
 use tickgate_feed::fanout::{FanoutMsg, ReactorInbox};
 use tickgate_feed::ingest::wall_clock_ns;
 use tickgate_protocol::{
-    CloseCode, Command, ErrorCode, FrameBuilder, close_frame, data_frame, message, parse_command, ping_frame,
+    CloseCode, Command, ErrorCode, FrameBuilder, RequestId, close_frame, data_frame, message, parse_command, ping_frame,
 };
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
@@ -42,6 +42,7 @@ use crate::hold::{HoldTimer, Pass, WriteHold};
 use crate::http::{self, Parsed, Route, Surface};
 use crate::liveness::{Fault, Part};
 use crate::metrics::Telemetry;
+use crate::session::{self, CommandLimits, Desk, Outcome, Session};
 use crate::stats::{COMMAND_OPS, HTTP_STATUSES, ReactorStats, TurnCounters, latency_histogram};
 
 pub const LISTENER: Token = Token(usize::MAX - 1);
@@ -56,6 +57,21 @@ fn echo_ws_config() -> WebSocketConfig {
         .write_buffer_size(0)
         .max_message_size(Some(64 << 20))
         .max_frame_size(Some(16 << 20))
+}
+
+/// The reactor-wide part of a [`Session`] call. A macro, not a method: it borrows the fields
+/// it needs, so a connection can be borrowed beside it.
+macro_rules! desk {
+    ($reactor:expr) => {
+        Desk {
+            symbols: &$reactor.symbols,
+            lvc: &$reactor.lvc,
+            builder: &mut $reactor.builder,
+            budget: $reactor.budget,
+            counters: &mut $reactor.turn,
+            now: $reactor.now,
+        }
+    };
 }
 
 /// How often a reactor passes over every connection's timers.
@@ -847,132 +863,10 @@ impl Reactor {
                 let id = request.id.as_ref();
                 let op = request.command.op();
                 match &request.command {
-                    Command::Auth { token } => self.on_auth(key, id, token),
-                    Command::Subscribe { symbols, policy } => {
-                        let (mut known, unknown) = self.resolve(symbols);
-                        let mut not_entitled = Vec::new();
-                        if let AuthState::Authenticated(principal) = &self.conns[key].auth {
-                            let symbols = &self.symbols;
-                            known.retain(|&s| {
-                                let ok = principal.entitled(&symbols.get(s).name);
-                                if !ok {
-                                    not_entitled.push(s);
-                                }
-                                ok
-                            });
-                        }
-                        let universe = self.symbols.capacity();
-                        let conn = &mut self.conns[key];
-                        let policy = match conn.io() {
-                            Some(io) => {
-                                if let Some(policy) = policy {
-                                    io.out.policy = *policy;
-                                }
-                                io.out.policy
-                            }
-                            None => self.default_policy,
-                        };
-                        let max_subscriptions = self.config.limits.max_subscriptions;
-                        let mut refused = Vec::new();
-                        let room = max_subscriptions.saturating_sub(conn.subs.len());
-                        conn.subs.reserve(known.len().min(room), universe);
-                        known.retain(|&symbol| {
-                            if conn.subs.contains(symbol) || conn.subs.len() < max_subscriptions {
-                                if conn.subs.insert(symbol, universe) {
-                                    self.index.add(symbol, key as ConnKey);
-                                }
-                                true
-                            } else {
-                                refused.push(symbol);
-                                false
-                            }
-                        });
-                        if !known.is_empty() || (unknown.is_empty() && refused.is_empty() && not_entitled.is_empty()) {
-                            let symbols = &self.symbols;
-                            let frame = self.builder.text(|out| {
-                                message::subscribed(out, id, known.iter().map(|&s| &*symbols.get(s).name), policy)
-                            });
-                            self.reply(key, frame);
-                            for &symbol in &known {
-                                let info = self.symbols.get(symbol);
-                                let values = self.lvc.get(symbol);
-                                let frame = self.builder.text(|out| message::snapshot(out, info, values));
-                                self.reply(key, frame);
-                            }
-                        }
-                        if !not_entitled.is_empty() {
-                            self.turn.command_errors += 1;
-                            self.turn.not_entitled += not_entitled.len() as u64;
-                            let symbols = &self.symbols;
-                            let names: Vec<&str> = not_entitled.iter().map(|&s| &*symbols.get(s).name).collect();
-                            let text = format!("not entitled to {}", names.join(", "));
-                            let frame = self.builder.text(|out| {
-                                message::error(out, id, ErrorCode::NotEntitled, &text, names.iter().copied())
-                            });
-                            self.reply(key, frame);
-                        }
-                        if !refused.is_empty() {
-                            self.turn.subscriptions_refused += refused.len() as u64;
-                            self.turn.command_errors += 1;
-                            let symbols = &self.symbols;
-                            let text = format!(
-                                "{} symbols not subscribed: a connection holds at most {} (limits.max_subscriptions)",
-                                refused.len(),
-                                max_subscriptions
-                            );
-                            let frame = self.builder.text(|out| {
-                                message::error(
-                                    out,
-                                    id,
-                                    ErrorCode::TooManySubscriptions,
-                                    &text,
-                                    refused.iter().map(|&s| &*symbols.get(s).name),
-                                )
-                            });
-                            self.reply(key, frame);
-                        }
-                        self.reply_unknown(key, id, &unknown);
-                    }
-                    Command::Unsubscribe { symbols } => {
-                        let (known, unknown) = self.resolve(symbols);
-                        if !known.is_empty() || unknown.is_empty() {
-                            let conn = &mut self.conns[key];
-                            for &symbol in &known {
-                                if conn.subs.remove(symbol) {
-                                    self.index.remove(symbol, key as ConnKey);
-                                }
-                                if let Some(io) = conn.io() {
-                                    // Unsubscribed: what it missed no longer matters.
-                                    let _ = io.out.forget(symbol);
-                                }
-                            }
-                            let symbols = &self.symbols;
-                            let frame = self.builder.text(|out| {
-                                message::symbol_list(
-                                    out,
-                                    "unsubscribed",
-                                    id,
-                                    known.iter().map(|&s| &*symbols.get(s).name),
-                                )
-                            });
-                            self.reply(key, frame);
-                        }
-                        self.reply_unknown(key, id, &unknown);
-                    }
-                    Command::ListSymbols => {
-                        let symbols = &self.symbols;
-                        let frame = self.builder.text(|out| {
-                            message::symbol_list(out, "symbols", id, symbols.iter().map(|(_, s)| &*s.name))
-                        });
-                        self.reply(key, frame);
-                    }
-                    Command::ListSubscriptions => {
-                        let symbols = &self.symbols;
-                        let subs = &self.conns[key].subs;
-                        let frame = self.builder.text(|out| {
-                            message::symbol_list(out, "subscriptions", id, subs.iter().map(|s| &*symbols.get(s).name))
-                        });
-                        self.reply(key, frame);
+                    Command::Auth { token } if self.authenticator.is_some() => self.on_auth(key, id, token),
+                    command => {
+                        let outcome = self.on_session_command(key, id, command);
+                        self.after_session(key, outcome);
                     }
                 }
                 op
@@ -984,6 +878,31 @@ impl Reactor {
         self.stats.commands[op_index][result].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Runs a command through the connection's [`Session`].
+    fn on_session_command(&mut self, key: usize, id: Option<&RequestId>, command: &Command<'_>) -> Outcome {
+        let Some(conn) = self.conns.get_mut(key) else { return Outcome::Open };
+        if conn.closing.is_some() {
+            return Outcome::Open;
+        }
+        let principal = match &conn.auth {
+            AuthState::Authenticated(principal) => Some(&**principal),
+            _ => None,
+        };
+        let Phase::Ws(ws) = &mut conn.phase else { return Outcome::Open };
+        let mut session = Session { key: key as ConnKey, subs: &mut conn.subs, out: &mut ws.get_mut().out, principal };
+        let mut desk = desk!(self);
+        let limits = CommandLimits { max_subscriptions: self.config.limits.max_subscriptions };
+        session.handle(&mut desk, &mut self.index, limits, id, command)
+    }
+
+    /// Acts on what a session call asks: write what it queued, or close a slow consumer.
+    fn after_session(&mut self, key: usize, outcome: Outcome) {
+        match outcome {
+            Outcome::Open => self.mark_dirty(key),
+            Outcome::SlowConsumer => self.close_slow_consumer(key),
+        }
+    }
+
     /// Whether the connection must authenticate before `command`.
     fn needs_auth(&self, key: usize, command: &Command<'_>) -> bool {
         matches!(self.conns.get(key).map(|c| &c.auth), Some(AuthState::Pending { .. }))
@@ -992,10 +911,11 @@ impl Reactor {
 
     /// `{"op":"auth"}`: authenticates a connection that brought no token at the handshake.
     fn on_auth(&mut self, key: usize, id: Option<&tickgate_protocol::RequestId>, token: &str) {
-        let refusal = match (&self.authenticator, self.conns.get(key).map(|c| &c.auth)) {
-            (None, _) => Some("authentication is not enabled on this gateway".to_string()),
-            (Some(_), Some(AuthState::Authenticated(_))) => Some("already authenticated".to_string()),
-            (Some(authenticator), _) => match authenticator.verify(token) {
+        // Without an authenticator `auth` is the session's (answered as not enabled).
+        let Some(authenticator) = &self.authenticator else { return };
+        let refusal = match self.conns.get(key).map(|c| &c.auth) {
+            Some(AuthState::Authenticated(_)) => Some("already authenticated".to_string()),
+            _ => match authenticator.verify(token) {
                 Ok(principal) if self.admission.admit_user(&principal.user, principal.max_connections) => {
                     let frame =
                         self.builder.text(|out| message::authenticated(out, id, &principal.user, principal.expires_at));
@@ -1012,7 +932,7 @@ impl Reactor {
         let Some(reason) = refusal else { return };
         self.turn.command_errors += 1;
         let closing = matches!(self.conns.get(key).map(|c| &c.auth), Some(AuthState::Pending { .. }));
-        let code = if self.authenticator.is_some() && closing { ErrorCode::AuthFailed } else { ErrorCode::BadRequest };
+        let code = if closing { ErrorCode::AuthFailed } else { ErrorCode::BadRequest };
         let frame = self.builder.text(|out| message::error(out, id, code, &reason, []));
         self.reply(key, frame);
         if closing {
@@ -1021,44 +941,24 @@ impl Reactor {
         }
     }
 
-    /// Splits requested names into known ids (deduplicated, in request order) and unknown names.
-    fn resolve<'a>(&self, names: &'a [std::borrow::Cow<'a, str>]) -> (Vec<SymbolId>, Vec<&'a str>) {
-        let mut known = Vec::with_capacity(names.len());
-        let mut unknown = Vec::new();
-        for name in names {
-            match self.symbols.lookup(name) {
-                Some(id) if !known.contains(&id) => known.push(id),
-                Some(_) => {}
-                None => unknown.push(name.as_ref()),
-            }
-        }
-        (known, unknown)
-    }
-
-    fn reply_unknown(&mut self, key: usize, id: Option<&tickgate_protocol::RequestId>, unknown: &[&str]) {
-        if unknown.is_empty() {
-            return;
-        }
-        self.turn.command_errors += 1;
-        let shown = unknown.iter().take(5).map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
-        let more = if unknown.len() > 5 { format!(" and {} more", unknown.len() - 5) } else { String::new() };
-        let text = format!("unknown symbols: {shown}{more}; list_symbols gives the universe");
-        let frame =
-            self.builder.text(|out| message::error(out, id, ErrorCode::UnknownSymbol, &text, unknown.iter().copied()));
-        self.reply(key, frame);
-    }
-
-    /// Queues a frame for one connection.
+    /// Queues a frame for one connection, within its budget: a frame that would take the queue
+    /// past the hard limit closes the connection as a slow consumer instead. (Echo connections
+    /// carry conformance messages larger than the budget: only the write deadline applies.)
     fn reply(&mut self, key: usize, frame: Frame) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         if conn.closing.is_some() {
             return;
         }
-        if let Some(io) = conn.io() {
+        let echo = conn.echo;
+        let Some(io) = conn.io() else { return };
+        if echo {
             io.out.push_control(frame, self.now);
-            self.turn.replies += 1;
-            self.mark_dirty(key);
+        } else if io.out.push_within(frame, &self.budget, self.now).is_err() {
+            self.close_slow_consumer(key);
+            return;
         }
+        self.turn.replies += 1;
+        self.mark_dirty(key);
     }
 
     // ---- fan-out and write ----
@@ -1078,7 +978,6 @@ impl Reactor {
                     self.lvc.record(&tick);
                     let subscribers = self.index.subscribers(tick.symbol);
                     let info = self.symbols.get(tick.symbol);
-                    let builder = &mut self.builder;
                     offers += subscribers.len();
                     // Subscribers marked dirty during a write pass are written in the next one.
                     let mut next_pass = 0;
@@ -1086,9 +985,7 @@ impl Reactor {
                         let conn = &mut self.conns[key as usize];
                         let Phase::Ws(ws) = &mut conn.phase else { continue };
                         let out = &mut ws.get_mut().out;
-                        let verdict = out.offer(&tick, &frame, &budget, now, |superseded| {
-                            builder.text(|o| message::event(o, info, &tick, superseded))
-                        });
+                        let verdict = session::deliver_tick(out, &tick, &frame, info, &mut self.builder, &budget, now);
                         match verdict {
                             Verdict::Queued => self.turn.deliveries += 1,
                             Verdict::Conflated => self.turn.conflated += 1,
@@ -1107,56 +1004,43 @@ impl Reactor {
                     }
                 }
                 FanoutMsg::Notice { symbol, frame } => {
-                    let subscribers = self.index.subscribers(symbol);
-                    self.turn.upstream_gaps_sent += subscribers.len() as u64;
-                    for &key in subscribers {
-                        let conn = &mut self.conns[key as usize];
-                        if let Phase::Ws(ws) = &mut conn.phase {
-                            ws.get_mut().out.push_control(frame.clone(), now);
-                        }
-                        if !conn.dirty {
-                            conn.dirty = true;
-                            self.dirty.push(key);
-                        }
-                    }
+                    self.control_to_subscribers(symbol, |desk, out| desk.deliver_notice(out, symbol, frame.clone()));
                 }
                 FanoutMsg::Broadcast { frame } => self.broadcast(&frame),
                 FanoutMsg::Resync { symbol, from_seq, to_seq, values } => {
                     self.lvc.replace(symbol, values);
-                    let info = self.symbols.get(symbol);
-                    let gap = self.builder.text(|out| message::gap(out, info, from_seq, to_seq, "gateway_overload"));
-                    let snapshot = self.builder.text(|out| message::snapshot(out, info, &values));
-                    let subscribers = self.index.subscribers(symbol);
-                    self.turn.overload_gaps_sent += subscribers.len() as u64;
-                    for &key in subscribers {
-                        let conn = &mut self.conns[key as usize];
-                        if let Phase::Ws(ws) = &mut conn.phase {
-                            let out = &mut ws.get_mut().out;
-                            // A span this connection's policy dropped just before is announced
-                            // together with the reactor's: one gap from its start, then the
-                            // snapshot. (Rare: a slow client on an overloaded reactor.)
-                            match out.forget(symbol) {
-                                Some(owed) => {
-                                    let merged = self.builder.text(|o| {
-                                        message::gap(o, info, owed.from_seq.min(from_seq), to_seq, "gateway_overload")
-                                    });
-                                    out.push_control(merged, now);
-                                }
-                                None => out.push_control(gap.clone(), now),
-                            }
-                            out.push_control(snapshot.clone(), now);
-                        }
-                        if !conn.dirty {
-                            conn.dirty = true;
-                            self.dirty.push(key);
-                        }
-                    }
+                    let mut skipped = None;
+                    self.control_to_subscribers(symbol, |desk, out| {
+                        let skipped = skipped.get_or_insert_with(|| desk.resync(symbol, from_seq, to_seq));
+                        desk.deliver_resync(out, symbol, skipped)
+                    });
                 }
             }
         }
         self.fanout_left.1 = self.fanout_left.1.saturating_sub(offers);
         while let Some(key) = self.over_limit.pop() {
             self.close_slow_consumer(key as usize);
+        }
+    }
+
+    /// Queues a control frame about `symbol` for each of its subscribers, through their
+    /// sessions; the ones it takes past their hard limit are closed at the end of the fan-out.
+    fn control_to_subscribers(
+        &mut self,
+        symbol: SymbolId,
+        mut deliver: impl FnMut(&mut Desk<'_>, &mut Outbox) -> Outcome,
+    ) {
+        let mut desk = desk!(self);
+        for &key in self.index.subscribers(symbol) {
+            let conn = &mut self.conns[key as usize];
+            let Phase::Ws(ws) = &mut conn.phase else { continue };
+            if deliver(&mut desk, &mut ws.get_mut().out) == Outcome::SlowConsumer {
+                self.over_limit.push(key);
+            }
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
         }
     }
 
@@ -1239,24 +1123,23 @@ impl Reactor {
         let Some(io) = conn.io() else { return };
         let frames_before = self.writes.frames;
         let mut outcome = io.write_out(now, &mut self.writes);
-        if conn.closing.is_none() {
-            // Drained below the soft watermark: announce what the policy dropped, then write on.
-            if let Some(spans) = conn.io().and_then(|io| io.out.take_gaps(&self.budget)) {
-                for span in spans {
-                    let info = self.symbols.get(span.symbol);
-                    let values = self.lvc.get(span.symbol);
-                    let gap =
-                        self.builder.text(|out| message::gap(out, info, span.from_seq, span.to_seq, "slow_consumer"));
-                    let snapshot = self.builder.text(|out| message::snapshot(out, info, values));
-                    if let Some(io) = conn.io() {
-                        io.out.push_control(gap, now);
-                        io.out.push_control(snapshot, now);
-                    }
-                    self.turn.slow_gaps_sent += 1;
-                }
-                if let (Ok(_), Some(io)) = (&outcome, conn.io()) {
-                    outcome = io.write_out(now, &mut self.writes);
-                }
+        // Below the soft watermark: announce what the policy dropped, write, and again while
+        // spans are owed and the socket takes more.
+        let mut slow = false;
+        while conn.closing.is_none() && outcome.is_ok() {
+            let Some(io) = conn.io() else { break };
+            let before = io.out.queue.queued_bytes();
+            let mut desk = desk!(self);
+            if desk.announce_gaps(&mut io.out) == Outcome::SlowConsumer {
+                slow = true;
+                break;
+            }
+            if io.out.queue.queued_bytes() == before {
+                break;
+            }
+            outcome = io.write_out(now, &mut self.writes);
+            if !matches!(outcome, Ok(WriteOutcome::Drained)) {
+                break;
             }
         }
         conn.frames_sent += self.writes.frames - frames_before;
@@ -1274,7 +1157,10 @@ impl Reactor {
                     }
                 }
             }
-            Err(_) => self.remove(key, CloseReason::IoError),
+            Err(_) => return self.remove(key, CloseReason::IoError),
+        }
+        if slow {
+            self.close_slow_consumer(key);
         }
     }
 

@@ -1,0 +1,400 @@
+//! One connection's side of the protocol, sans IO: its commands (subscribe, unsubscribe,
+//! list_symbols, list_subscriptions) and what the fan-out offers it (ticks, upstream notices,
+//! resyncs, the announcement of what its policy dropped).
+//!
+//! The reactor owns the sockets and the clock; it lends a [`Session`] (the connection's
+//! subscriptions and outbox) and a [`Desk`] (the reactor-wide symbols, last values, frame
+//! builder, budget, counters and `now`) for one call, and acts on the [`Outcome`]: marks the
+//! connection for writing, or closes it as a slow consumer. Nothing here reads a clock or
+//! touches a socket, so the whole connection path is driven in tests without a network
+//! (crates/server/tests/session_model.rs).
+//!
+//! The client's contract (docs/PROTOCOL.md, "The snapshot and stream contract") is kept by one
+//! rule: a control frame about a symbol (a snapshot, a gap, an upstream notice) is queued only
+//! after [`tickgate_core::Outbox::settle`] has ended the symbol's replaceable quote (so no newer
+//! quote overtakes the frame) and the span the client is owed, if any, has been announced (a gap,
+//! then a snapshot) — see [`Desk::settle`]. And every frame queued here counts against the byte
+//! budget when it is queued: one that would take the queue past the hard limit is not queued,
+//! and the outcome is [`Outcome::SlowConsumer`].
+
+use std::borrow::Cow;
+use std::time::Instant;
+
+use tickgate_core::subscription::ConnKey;
+use tickgate_core::{
+    Budget, Frame, LastValueCache, Outbox, OverHardLimit, Policy, SubscriptionIndex, SymbolId, SymbolInfo, SymbolSet,
+    SymbolTable, Tick, Verdict,
+};
+use tickgate_protocol::{Command, ErrorCode, FrameBuilder, RequestId, message};
+
+use crate::auth::Principal;
+use crate::stats::TurnCounters;
+
+/// What the reactor must do with the connection after a call.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing more than writing what was queued.
+    Open,
+    /// A frame would have taken its queue past the hard limit: close it as a slow consumer
+    /// (1008), like a client that falls behind the ticks.
+    SlowConsumer,
+}
+
+impl From<Result<(), OverHardLimit>> for Outcome {
+    fn from(result: Result<(), OverHardLimit>) -> Self {
+        match result {
+            Ok(()) => Outcome::Open,
+            Err(OverHardLimit) => Outcome::SlowConsumer,
+        }
+    }
+}
+
+/// A span of seqs the gateway itself skipped for every subscriber of a symbol (its reactor fell
+/// behind the feed), with its `gap` and `snapshot` frames, built once and shared by every
+/// subscriber that is owed nothing more ([`Desk::resync`] builds it).
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    pub from_seq: u64,
+    pub to_seq: u64,
+    gap: Frame,
+    snapshot: Frame,
+}
+
+const OVERLOAD: &str = "gateway_overload";
+const SLOW_CONSUMER: &str = "slow_consumer";
+
+/// The reactor-wide state a session call uses.
+#[derive(Debug)]
+pub struct Desk<'a> {
+    pub symbols: &'a SymbolTable,
+    /// Snapshots come from here: as of the last tick this reactor fanned out.
+    pub lvc: &'a LastValueCache,
+    pub builder: &'a mut FrameBuilder,
+    pub budget: Budget,
+    pub counters: &'a mut TurnCounters,
+    pub now: Instant,
+}
+
+/// One connection: its key in the reactor's index, its subscriptions, its outbox, and who it
+/// is (with authentication on).
+#[derive(Debug)]
+pub struct Session<'a> {
+    pub key: ConnKey,
+    pub subs: &'a mut SymbolSet,
+    pub out: &'a mut Outbox,
+    pub principal: Option<&'a Principal>,
+}
+
+/// Offers one live tick to a connection: the per-delivery path (no allocation unless the
+/// connection is behind and conflating, then one re-encoded frame).
+#[inline]
+pub fn deliver_tick(
+    out: &mut Outbox,
+    tick: &Tick,
+    frame: &Frame,
+    info: &SymbolInfo,
+    builder: &mut FrameBuilder,
+    budget: &Budget,
+    now: Instant,
+) -> Verdict {
+    out.offer(tick, frame, budget, now, |superseded| builder.text(|o| message::event(o, info, tick, superseded)))
+}
+
+impl Desk<'_> {
+    /// Queues a control frame within the budget.
+    fn push(&mut self, out: &mut Outbox, frame: Frame) -> Result<(), OverHardLimit> {
+        out.push_within(frame, &self.budget, self.now)?;
+        self.counters.replies += 1;
+        Ok(())
+    }
+
+    /// Queues a gap for `from_seq..=to_seq` of `symbol`, then its snapshot.
+    fn announce(
+        &mut self,
+        out: &mut Outbox,
+        symbol: SymbolId,
+        from_seq: u64,
+        to_seq: u64,
+        reason: &str,
+    ) -> Result<(), OverHardLimit> {
+        let info = self.symbols.get(symbol);
+        let gap = self.builder.text(|o| message::gap(o, info, from_seq, to_seq, reason));
+        self.push(out, gap)?;
+        self.push_snapshot(out, symbol)
+    }
+
+    fn push_snapshot(&mut self, out: &mut Outbox, symbol: SymbolId) -> Result<(), OverHardLimit> {
+        let (info, values) = (self.symbols.get(symbol), self.lvc.get(symbol));
+        let snapshot = self.builder.text(|o| message::snapshot(o, info, values));
+        self.push(out, snapshot)
+    }
+
+    /// The one way a control frame about `symbol` enters a queue: ends the symbol's replaceable
+    /// quote, and announces the span the client is owed, widened to `skipped` (announced even
+    /// when nothing was owed), as one gap followed by a snapshot. Returns whether it queued a
+    /// snapshot; the caller then queues its own frame.
+    pub fn settle(
+        &mut self,
+        out: &mut Outbox,
+        symbol: SymbolId,
+        skipped: Option<&Skipped>,
+    ) -> Result<bool, OverHardLimit> {
+        match (out.settle(symbol), skipped) {
+            (None, None) => return Ok(false),
+            (None, Some(s)) => {
+                self.push(out, s.gap.clone())?;
+                self.push(out, s.snapshot.clone())?;
+            }
+            (Some(owed), Some(s)) => {
+                let info = self.symbols.get(symbol);
+                let from_seq = owed.from_seq.min(s.from_seq);
+                let gap = self.builder.text(|o| message::gap(o, info, from_seq, s.to_seq, OVERLOAD));
+                self.push(out, gap)?;
+                self.push(out, s.snapshot.clone())?;
+            }
+            (Some(owed), None) => {
+                self.counters.slow_gaps_sent += 1;
+                self.announce(out, symbol, owed.from_seq, owed.to_seq, SLOW_CONSUMER)?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// What a resync announces to every subscriber of `symbol`: the reactor skipped
+    /// `from_seq..=to_seq`, and its last-value cache already holds the values after them.
+    pub fn resync(&mut self, symbol: SymbolId, from_seq: u64, to_seq: u64) -> Skipped {
+        let (info, values) = (self.symbols.get(symbol), self.lvc.get(symbol));
+        let gap = self.builder.text(|o| message::gap(o, info, from_seq, to_seq, OVERLOAD));
+        let snapshot = self.builder.text(|o| message::snapshot(o, info, values));
+        Skipped { from_seq, to_seq, gap, snapshot }
+    }
+
+    /// Announces what the connection's policy dropped, span by span, while its queue is below the
+    /// soft limit (the rest waits for the next write).
+    pub fn announce_gaps(&mut self, out: &mut Outbox) -> Outcome {
+        while let Some(span) = out.next_gap(&self.budget) {
+            self.counters.slow_gaps_sent += 1;
+            if self.announce(out, span.symbol, span.from_seq, span.to_seq, SLOW_CONSUMER).is_err() {
+                return Outcome::SlowConsumer;
+            }
+        }
+        Outcome::Open
+    }
+
+    /// An `upstream_gap` notice for a subscriber of its symbol.
+    pub fn deliver_notice(&mut self, out: &mut Outbox, symbol: SymbolId, notice: Frame) -> Outcome {
+        self.counters.upstream_gaps_sent += 1;
+        let queued = self.settle(out, symbol, None).and_then(|_| self.push(out, notice));
+        queued.into()
+    }
+
+    /// The reactor fell behind the feed and skipped `skipped` of `symbol` (see [`Desk::resync`]):
+    /// a gap and a snapshot for a subscriber.
+    pub fn deliver_resync(&mut self, out: &mut Outbox, symbol: SymbolId, skipped: &Skipped) -> Outcome {
+        self.counters.overload_gaps_sent += 1;
+        self.settle(out, symbol, Some(skipped)).map(|_| ()).into()
+    }
+
+    fn error<'s>(
+        &mut self,
+        out: &mut Outbox,
+        id: Option<&RequestId>,
+        code: ErrorCode,
+        text: &str,
+        symbols: impl IntoIterator<Item = &'s str>,
+    ) -> Result<(), OverHardLimit> {
+        self.counters.command_errors += 1;
+        let frame = self.builder.text(|o| message::error(o, id, code, text, symbols));
+        self.push(out, frame)
+    }
+}
+
+/// The limits a command is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandLimits {
+    pub max_subscriptions: usize,
+}
+
+impl Session<'_> {
+    /// Executes one command (authentication is the reactor's: with it on, `auth` never reaches
+    /// here) and queues its answer.
+    ///
+    /// Past the soft limit a client is behind: `subscribe`, `list_symbols` and
+    /// `list_subscriptions` are refused with one short error `backlogged` and not executed
+    /// (their answers could be large); `unsubscribe` is executed (it lightens the load).
+    pub fn handle(
+        &mut self,
+        desk: &mut Desk<'_>,
+        index: &mut SubscriptionIndex,
+        limits: CommandLimits,
+        id: Option<&RequestId>,
+        command: &Command<'_>,
+    ) -> Outcome {
+        let large_answer =
+            matches!(command, Command::Subscribe { .. } | Command::ListSymbols | Command::ListSubscriptions);
+        let result = if large_answer && self.out.is_behind(&desk.budget) {
+            let text = "your queue is past limits.outbound_soft_limit: this command was not executed; \
+                        read what is queued, then send it again";
+            desk.error(self.out, id, ErrorCode::Backlogged, text, [])
+        } else {
+            match command {
+                Command::Subscribe { symbols, policy } => self.subscribe(desk, index, limits, id, symbols, *policy),
+                Command::Unsubscribe { symbols } => self.unsubscribe(desk, index, id, symbols),
+                Command::ListSymbols => {
+                    let symbols = desk.symbols;
+                    let frame = desk
+                        .builder
+                        .text(|o| message::symbol_list(o, "symbols", id, symbols.iter().map(|(_, s)| &*s.name)));
+                    desk.push(self.out, frame)
+                }
+                Command::ListSubscriptions => {
+                    let (symbols, subs) = (desk.symbols, &*self.subs);
+                    let frame = desk.builder.text(|o| {
+                        message::symbol_list(o, "subscriptions", id, subs.iter().map(|s| &*symbols.get(s).name))
+                    });
+                    desk.push(self.out, frame)
+                }
+                Command::Auth { .. } => {
+                    desk.error(self.out, id, ErrorCode::BadRequest, "authentication is not enabled on this gateway", [])
+                }
+            }
+        };
+        result.into()
+    }
+
+    /// Subscribes: answers `subscribed` with every symbol now held, then a snapshot for each
+    /// symbol not held before. A symbol already held is only acknowledged: its stream goes on
+    /// where it is (no snapshot; what the client is owed still comes as a gap and a snapshot).
+    fn subscribe(
+        &mut self,
+        desk: &mut Desk<'_>,
+        index: &mut SubscriptionIndex,
+        limits: CommandLimits,
+        id: Option<&RequestId>,
+        names: &[Cow<'_, str>],
+        policy: Option<Policy>,
+    ) -> Result<(), OverHardLimit> {
+        let (mut known, unknown) = resolve(desk.symbols, names);
+        let mut not_entitled = Vec::new();
+        if let Some(principal) = self.principal {
+            known.retain(|&s| {
+                let entitled = principal.entitled(&desk.symbols.get(s).name);
+                if !entitled {
+                    not_entitled.push(s);
+                }
+                entitled
+            });
+        }
+        if let Some(policy) = policy {
+            self.out.policy = policy;
+        }
+        let universe = desk.symbols.capacity();
+        let max = limits.max_subscriptions;
+        let mut refused = Vec::new();
+        let mut added = Vec::new();
+        self.subs.reserve(known.len().min(max.saturating_sub(self.subs.len())), universe);
+        known.retain(|&symbol| {
+            if self.subs.contains(symbol) {
+                true
+            } else if self.subs.len() < max {
+                self.subs.insert(symbol, universe);
+                index.add(symbol, self.key);
+                added.push(symbol);
+                true
+            } else {
+                refused.push(symbol);
+                false
+            }
+        });
+        if !known.is_empty() || (unknown.is_empty() && refused.is_empty() && not_entitled.is_empty()) {
+            let (symbols, policy) = (desk.symbols, self.out.policy);
+            let frame =
+                desk.builder.text(|o| message::subscribed(o, id, known.iter().map(|&s| &*symbols.get(s).name), policy));
+            desk.push(self.out, frame)?;
+            for &symbol in &added {
+                if !desk.settle(self.out, symbol, None)? {
+                    desk.push_snapshot(self.out, symbol)?;
+                }
+            }
+        }
+        if !not_entitled.is_empty() {
+            desk.counters.not_entitled += not_entitled.len() as u64;
+            let symbols = desk.symbols;
+            let names: Vec<&str> = not_entitled.iter().map(|&s| &*symbols.get(s).name).collect();
+            let text = format!("not entitled to {}", names.join(", "));
+            desk.error(self.out, id, ErrorCode::NotEntitled, &text, names.iter().copied())?;
+        }
+        if !refused.is_empty() {
+            desk.counters.subscriptions_refused += refused.len() as u64;
+            let symbols = desk.symbols;
+            let text = format!(
+                "{} symbols not subscribed: a connection holds at most {max} (limits.max_subscriptions)",
+                refused.len()
+            );
+            desk.error(
+                self.out,
+                id,
+                ErrorCode::TooManySubscriptions,
+                &text,
+                refused.iter().map(|&s| &*symbols.get(s).name),
+            )?;
+        }
+        self.reply_unknown(desk, id, &unknown)
+    }
+
+    /// Unsubscribes: answers `unsubscribed`; what the client was still owed for those symbols is
+    /// forgotten (events of them queued before stay queued, ahead of the answer).
+    fn unsubscribe(
+        &mut self,
+        desk: &mut Desk<'_>,
+        index: &mut SubscriptionIndex,
+        id: Option<&RequestId>,
+        names: &[Cow<'_, str>],
+    ) -> Result<(), OverHardLimit> {
+        let (known, unknown) = resolve(desk.symbols, names);
+        if !known.is_empty() || unknown.is_empty() {
+            for &symbol in &known {
+                if self.subs.remove(symbol) {
+                    index.remove(symbol, self.key);
+                }
+                let _ = self.out.settle(symbol);
+            }
+            let symbols = desk.symbols;
+            let frame = desk
+                .builder
+                .text(|o| message::symbol_list(o, "unsubscribed", id, known.iter().map(|&s| &*symbols.get(s).name)));
+            desk.push(self.out, frame)?;
+        }
+        self.reply_unknown(desk, id, &unknown)
+    }
+
+    fn reply_unknown(
+        &mut self,
+        desk: &mut Desk<'_>,
+        id: Option<&RequestId>,
+        unknown: &[&str],
+    ) -> Result<(), OverHardLimit> {
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let shown = unknown.iter().take(5).map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+        let more = if unknown.len() > 5 { format!(" and {} more", unknown.len() - 5) } else { String::new() };
+        let text = format!("unknown symbols: {shown}{more}; list_symbols gives the universe");
+        desk.error(self.out, id, ErrorCode::UnknownSymbol, &text, unknown.iter().copied())
+    }
+}
+
+/// Splits requested names into known ids (deduplicated, in request order) and unknown names.
+fn resolve<'a>(symbols: &SymbolTable, names: &'a [Cow<'a, str>]) -> (Vec<SymbolId>, Vec<&'a str>) {
+    let mut known = Vec::with_capacity(names.len());
+    let mut unknown = Vec::new();
+    for name in names {
+        match symbols.lookup(name) {
+            Some(id) if !known.contains(&id) => known.push(id),
+            Some(_) => {}
+            None => unknown.push(name.as_ref()),
+        }
+    }
+    (known, unknown)
+}
