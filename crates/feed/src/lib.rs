@@ -16,3 +16,4 @@ pub mod sim;
 pub mod source;
 pub mod tcp;
 pub mod tls;
+pub mod upstream_seq;

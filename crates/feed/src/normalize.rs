@@ -13,7 +13,10 @@
 //! Prices and sizes are decimal strings (or integers), exact at the symbol's scale: a value
 //! with more digits than the scale allows is rejected, never rounded. `ts` is the exchange time
 //! in ns since the Unix epoch. `seq`, when present, is the upstream's own sequence number per
-//! symbol; one going back is rejected, one jumping ahead is reported as an upstream gap.
+//! symbol, checked as [`crate::upstream_seq`] describes (a repeat is rejected, a hole is an
+//! upstream gap, a reconnect or an implausible jump an upstream reset). `reset`, when present,
+//! says the upstream's numbering of the symbol starts again with this message: one of
+//! [`ResetReason::REASONS`], what recordings write where the live run announced a reset.
 
 use std::collections::HashMap;
 
@@ -21,6 +24,7 @@ use tickgate_core::{SymbolTable, Tick, TickKind, parse_fixed};
 
 use crate::json::{Field, Parser, json_object};
 use crate::resolve::{SymbolResolver, UnknownSymbols};
+use crate::upstream_seq::{Continuity, DEFAULT_MAX_SEQ_JUMP, Numbering, ResetReason, UpstreamSeqs};
 
 /// Why an upstream message was not turned into a tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -124,12 +128,29 @@ impl RejectLog {
     }
 }
 
-/// A normalized tick, and the upstream gap it revealed (events the upstream skipped).
+/// A normalized tick, and the discontinuity of the upstream's numbering it revealed, if any
+/// (at most one of `upstream_gap` and `upstream_reset`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Normalized {
     pub tick: Tick,
     /// Upstream sequence numbers skipped before this one (`from..=to`), if any.
     pub upstream_gap: Option<(u64, u64)>,
+    /// The upstream's numbering of the symbol started again with this tick.
+    pub upstream_reset: Option<ResetReason>,
+    /// The upstream's own sequence number of the tick, if it has one (recordings keep it).
+    pub upstream_seq: Option<u64>,
+}
+
+impl Normalized {
+    /// A tick with what its upstream sequence number said about the events before it.
+    pub fn new(tick: Tick, upstream_seq: Option<u64>, continuity: Continuity) -> Self {
+        let (upstream_gap, upstream_reset) = match continuity {
+            Continuity::InOrder => (None, None),
+            Continuity::Gap { from, to } => (Some((from, to)), None),
+            Continuity::Reset(reason) => (None, Some(reason)),
+        };
+        Self { tick, upstream_gap, upstream_reset, upstream_seq }
+    }
 }
 
 /// Turns upstream messages into ticks for one source.
@@ -140,8 +161,8 @@ pub struct Normalizer {
     resolver: SymbolResolver,
     /// Largest accepted distance between `ts` and now, in ns.
     max_skew_ns: u64,
-    /// Last upstream seq per symbol (0 = none yet).
-    last_seq: Vec<u64>,
+    /// The upstream's sequence numbers per symbol.
+    seqs: UpstreamSeqs,
 }
 
 impl Normalizer {
@@ -152,8 +173,24 @@ impl Normalizer {
     }
 
     pub fn with_resolver(resolver: SymbolResolver, max_skew_ns: u64) -> Self {
-        let n = resolver.capacity();
-        Self { parser: Parser::new(), resolver, max_skew_ns, last_seq: vec![0; n] }
+        let seqs = UpstreamSeqs::new(resolver.capacity(), DEFAULT_MAX_SEQ_JUMP);
+        Self { parser: Parser::new(), resolver, max_skew_ns, seqs }
+    }
+
+    /// The largest forward jump of `seq` taken as an upstream gap (`feed.max_seq_jump`).
+    pub fn with_max_seq_jump(mut self, max_seq_jump: u64) -> Self {
+        self.seqs.set_max_jump(max_seq_jump);
+        self
+    }
+
+    /// A new upstream session (a connection) starts: its numbering may start afresh.
+    pub fn new_session(&mut self) {
+        self.seqs.new_session(ResetReason::UpstreamRestart);
+    }
+
+    /// The numbering starts again for `reason` (a replay's new lap).
+    pub fn restart_numbering(&mut self, reason: ResetReason) {
+        self.seqs.new_session(reason);
     }
 
     /// Normalizes one message (modified in place by the parser). `now_ns` is the wall clock.
@@ -193,13 +230,15 @@ impl Normalizer {
             return Err(Reject::TimestampSkew);
         }
         let seq = m.seq.optional_uint("seq")?;
+        let reset = match m.reset {
+            Field::Missing => None,
+            Field::Str(text) => Some(ResetReason::parse(text).ok_or(Reject::WrongType("reset"))?),
+            _ => return Err(Reject::WrongType("reset")),
+        };
         // The message is good: a new symbol joins the universe only now.
         let symbol = self.resolver.admit(symbol_name, info)?;
-        let upstream_gap = match seq {
-            None => None,
-            Some(seq) => upstream_seq(&mut self.last_seq[symbol.index()], seq)?,
-        };
-        Ok(Normalized { tick: Tick { symbol, seq: 0, ts, gw_ts: 0, kind }, upstream_gap })
+        let continuity = self.seqs.check(symbol.index(), seq, Numbering::Contiguous, reset)?;
+        Ok(Normalized::new(Tick { symbol, seq: 0, ts, gw_ts: 0, kind }, seq, continuity))
     }
 }
 
@@ -216,6 +255,7 @@ json_object! {
         ask_size: Field<'a> = "ask_size",
         ts: Field<'a> = "ts",
         seq: Field<'a> = "seq",
+        reset: Field<'a> = "reset",
     }
 }
 
@@ -235,17 +275,6 @@ impl std::fmt::Debug for Normalizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Normalizer").field("resolver", &self.resolver).field("max_skew_ns", &self.max_skew_ns).finish()
     }
-}
-
-/// Checks an upstream sequence number against the symbol's last one (0: none yet) and records
-/// it: going back is rejected; a jump returns the skipped span.
-pub(crate) fn upstream_seq(last: &mut u64, seq: u64) -> Result<Option<(u64, u64)>, Reject> {
-    if *last != 0 && seq <= *last {
-        return Err(Reject::SeqBackwards);
-    }
-    let gap = (*last != 0 && seq > *last + 1).then(|| (*last + 1, seq - 1));
-    *last = seq;
-    Ok(gap)
 }
 
 fn scaled(n: i64, scale: u8) -> Option<i64> {

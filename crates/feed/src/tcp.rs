@@ -155,6 +155,7 @@ impl Reader {
             }
             connections += 1;
             backoff = Duration::from_millis(100);
+            self.normalizer.new_session();
             self.health.connected.store(true, Ordering::Relaxed);
             tracing::info!(peer = ?stream.peer_addr().ok(), "upstream connected");
             let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));

@@ -273,6 +273,21 @@ pub fn upstream_gap(out: &mut Vec<u8>, info: &SymbolInfo, source: &str, after_se
     out.push(b'}');
 }
 
+/// `{"type":"upstream_reset","symbol":..,"source":..,"after_seq":..,"reason":..}`: the
+/// upstream's numbering of the symbol started again after the event `after_seq` (a reconnect, an
+/// implausible jump, a replay's new lap): an unknown number of its events may be missing there.
+pub fn upstream_reset(out: &mut Vec<u8>, info: &SymbolInfo, source: &str, after_seq: u64, reason: &str) {
+    open(out, "upstream_reset");
+    out.extend_from_slice(b",\"symbol\":\"");
+    out.extend_from_slice(info.name.as_bytes());
+    out.extend_from_slice(b"\",\"source\":");
+    write_str(out, source);
+    field_u64(out, "after_seq", after_seq);
+    out.extend_from_slice(b",\"reason\":");
+    write_str(out, reason);
+    out.push(b'}');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,5 +359,10 @@ mod tests {
         assert_eq!(v, json!({"type":"gap","symbol":"AAPL","from_seq":3,"to_seq":9,"reason":"gateway_overload"}));
         let v = encode(|o| upstream_gap(o, &aapl(), "nasdaq-1", 41, 3));
         assert_eq!(v, json!({"type":"upstream_gap","symbol":"AAPL","source":"nasdaq-1","after_seq":41,"missed":3}));
+        let v = encode(|o| upstream_reset(o, &aapl(), "nasdaq-1", 41, "upstream_restart"));
+        assert_eq!(
+            v,
+            json!({"type":"upstream_reset","symbol":"AAPL","source":"nasdaq-1","after_seq":41,"reason":"upstream_restart"})
+        );
     }
 }
