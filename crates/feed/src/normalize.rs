@@ -374,6 +374,134 @@ mod tests {
     }
 
     #[test]
+    fn seq_zero_repeats_jumps_and_reconnects() {
+        let mut n = normalizer();
+        let msg =
+            |seq: u64| format!(r#"{{"type":"trade","symbol":"AAPL","price":"1","size":"1","ts":{NOW},"seq":{seq}}}"#);
+        assert_eq!(run(&mut n, &msg(0)).unwrap().upstream_gap, None);
+        assert_eq!(run(&mut n, &msg(0)), Err(Reject::SeqBackwards), "0 is a number: a repeat is a repeat");
+        assert_eq!(run(&mut n, &msg(3)).unwrap().upstream_gap, Some((1, 2)));
+        let jump = run(&mut n, &msg(u64::MAX)).unwrap();
+        assert_eq!((jump.upstream_gap, jump.upstream_reset), (None, Some(ResetReason::SeqJump)));
+        assert_eq!(run(&mut n, &msg(4)).unwrap().upstream_reset, Some(ResetReason::SeqJump), "no baseline");
+        assert_eq!(run(&mut n, &msg(5)).unwrap().upstream_reset, None);
+        n.new_session();
+        let restart = run(&mut n, &msg(1)).unwrap();
+        assert_eq!((restart.upstream_reset, restart.upstream_seq), (Some(ResetReason::UpstreamRestart), Some(1)));
+        let marked = format!(
+            r#"{{"type":"trade","symbol":"AAPL","price":"1","size":"1","ts":{NOW},"seq":1,"reset":"upstream_restart"}}"#
+        );
+        assert_eq!(run(&mut n, &marked).unwrap().upstream_reset, Some(ResetReason::UpstreamRestart));
+        let bad = marked.replace("upstream_restart", "whenever");
+        assert_eq!(run(&mut n, &bad), Err(Reject::WrongType("reset")));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        NewSession,
+        Message { symbol: usize, seq: Option<u64>, ts: u64, garbage: bool },
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        let seq = prop_oneof![0..12u64, Just(u64::MAX), any::<u64>(), 999_990..1_000_020u64];
+        let ts = prop_oneof![
+            4 => (NOW - 1_000)..(NOW + 1_000),
+            1 => Just(NOW + SKEW + 1),
+            1 => Just(0u64),
+            1 => Just(u64::MAX),
+            1 => any::<u64>(),
+        ];
+        let message = (0..2usize, proptest::option::weighted(0.9, seq), ts, proptest::bool::weighted(0.05))
+            .prop_map(|(symbol, seq, ts, garbage)| Step::Message { symbol, seq, ts, garbage });
+        prop_oneof![1 => Just(Step::NewSession), 12 => message]
+    }
+
+    const SKEW: u64 = 60_000_000_000;
+    const MAX_JUMP: u64 = crate::upstream_seq::DEFAULT_MAX_SEQ_JUMP;
+
+    proptest::proptest! {
+        /// Over sessions (reconnects), any `seq` (0, repeats, going back, jumps to u64::MAX),
+        /// any timestamp and the odd malformed line: every message is delivered or rejected for
+        /// exactly its reason; a delivered message's gap or reset matches the numbering so far;
+        /// a rejected one changes nothing; and whatever happened, the next number of each symbol
+        /// (and any number after a reconnect) is delivered.
+        #[test]
+        fn every_message_is_delivered_or_rejected_for_its_reason_and_nothing_silences_a_symbol(
+            steps in proptest::collection::vec(step(), 0..80),
+        ) {
+            let mut n = normalizer();
+            let names = ["AAPL", "BTCUSDT"];
+            let msg = |symbol: usize, seq: Option<u64>, ts: u64| {
+                let seq = seq.map_or(String::new(), |s| format!(r#","seq":{s}"#));
+                format!(r#"{{"type":"trade","symbol":"{}","price":"1","size":"1","ts":{ts}{seq}}}"#, names[symbol])
+            };
+            // Per symbol: the last delivered seq, and whether a session started since.
+            let mut last: [Option<u64>; 2] = [None; 2];
+            let mut fresh = [false; 2];
+            for step in steps {
+                let (symbol, seq, ts, garbage) = match step {
+                    Step::NewSession => {
+                        n.new_session();
+                        fresh = [true; 2];
+                        continue;
+                    }
+                    Step::Message { symbol, seq, ts, garbage } => (symbol, seq, ts, garbage),
+                };
+                let text = if garbage { msg(symbol, seq, ts).replace(':', "") } else { msg(symbol, seq, ts) };
+                let outcome = run(&mut n, &text);
+                if garbage {
+                    proptest::prop_assert_eq!(outcome, Err(Reject::Malformed));
+                    continue;
+                }
+                if ts.abs_diff(NOW) > SKEW {
+                    proptest::prop_assert_eq!(outcome, Err(Reject::TimestampSkew));
+                    continue;
+                }
+                let Some(seq) = seq else {
+                    let delivered = outcome.unwrap();
+                    proptest::prop_assert_eq!((delivered.upstream_gap, delivered.upstream_reset), (None, None));
+                    continue;
+                };
+                match (outcome, last[symbol]) {
+                    (Err(reject), Some(l)) => {
+                        proptest::prop_assert_eq!(reject, Reject::SeqBackwards);
+                        proptest::prop_assert!(!fresh[symbol] && seq <= l && l - seq <= MAX_JUMP);
+                    }
+                    (Err(reject), None) => proptest::prop_assert!(false, "a first number rejected: {reject:?}"),
+                    (Ok(d), previous) => {
+                        proptest::prop_assert_eq!(d.upstream_seq, Some(seq));
+                        proptest::prop_assert!(d.upstream_gap.is_none() || d.upstream_reset.is_none());
+                        if let Some((from, to)) = d.upstream_gap {
+                            let l = previous.unwrap();
+                            proptest::prop_assert!(from == l + 1 && to == seq - 1 && to - from < MAX_JUMP);
+                        }
+                        if d.upstream_reset.is_none() && d.upstream_gap.is_none() {
+                            proptest::prop_assert!(previous.is_none_or(|l| l.checked_add(1) == Some(seq)));
+                        }
+                        if let Some(reason) = d.upstream_reset {
+                            let reconnected = fresh[symbol] && reason == ResetReason::UpstreamRestart;
+                            proptest::prop_assert!(reconnected || reason == ResetReason::SeqJump);
+                        }
+                        last[symbol] = Some(seq);
+                        fresh[symbol] = false;
+                    }
+                }
+            }
+            for (symbol, last) in last.iter().enumerate() {
+                if let Some(next) = last.and_then(|l| l.checked_add(1)) {
+                    let d = run(&mut n, &msg(symbol, Some(next), NOW));
+                    proptest::prop_assert!(d.is_ok_and(|d| d.upstream_gap.is_none()), "the next number is delivered");
+                }
+            }
+            n.new_session();
+            for symbol in 0..2 {
+                proptest::prop_assert!(run(&mut n, &msg(symbol, Some(0), NOW)).is_ok(), "a reconnect starts anywhere");
+            }
+        }
+    }
+
+    #[test]
     fn never_panics() {
         proptest::proptest!(|(bytes in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..300))| {
             let mut n = normalizer();
