@@ -363,7 +363,7 @@ mod tests {
     }
 
     #[test]
-    fn upstream_sequence_gaps_and_reversals_are_caught() {
+    fn upstream_sequence_gaps_reversals_seq_zero_jumps_and_reconnects() {
         let mut n = normalizer();
         let msg =
             |seq: u64| format!(r#"{{"type":"trade","symbol":"AAPL","price":"1","size":"1","ts":{NOW},"seq":{seq}}}"#);
@@ -371,14 +371,9 @@ mod tests {
         assert_eq!(run(&mut n, &msg(11)).unwrap().upstream_gap, None);
         assert_eq!(run(&mut n, &msg(15)).unwrap().upstream_gap, Some((12, 14)));
         assert_eq!(run(&mut n, &msg(15)), Err(Reject::SeqBackwards));
-    }
-
-    #[test]
-    fn seq_zero_repeats_jumps_and_reconnects() {
-        let mut n = normalizer();
-        let msg =
-            |seq: u64| format!(r#"{{"type":"trade","symbol":"AAPL","price":"1","size":"1","ts":{NOW},"seq":{seq}}}"#);
-        assert_eq!(run(&mut n, &msg(0)).unwrap().upstream_gap, None);
+        assert_eq!(run(&mut n, &msg(0)), Err(Reject::SeqBackwards), "within max_seq_jump back: late");
+        n.new_session();
+        assert_eq!(run(&mut n, &msg(0)).unwrap().upstream_reset, Some(ResetReason::UpstreamRestart));
         assert_eq!(run(&mut n, &msg(0)), Err(Reject::SeqBackwards), "0 is a number: a repeat is a repeat");
         assert_eq!(run(&mut n, &msg(3)).unwrap().upstream_gap, Some((1, 2)));
         let jump = run(&mut n, &msg(u64::MAX)).unwrap();

@@ -50,6 +50,9 @@ pub struct Replay {
     pace: Pace,
     /// The next tick, read but not yet due, and when it is due (recorded ns since the start).
     pending: Option<(Normalized, u64)>,
+    /// Whether this lap gave a tick: a lap that gives none (the file emptied meanwhile) ends
+    /// the replay rather than looping forever.
+    lap_gave_a_tick: bool,
     line: Vec<u8>,
     finished: bool,
     stats: Arc<SourceStats>,
@@ -143,6 +146,7 @@ impl Replay {
             looping,
             pace: Pace::default(),
             pending: None,
+            lap_gave_a_tick: false,
             line: Vec::with_capacity(256),
             finished: false,
             log: crate::normalize::RejectLog::new(&stats.name),
@@ -159,7 +163,7 @@ impl Replay {
             self.line.clear();
             match self.reader.read_until(b'\n', &mut self.line) {
                 Ok(0) | Err(_) => {
-                    if !self.looping || self.pace.first_ts.is_none() {
+                    if !self.looping || !std::mem::take(&mut self.lap_gave_a_tick) {
                         self.finished = true;
                         return;
                     }
@@ -183,6 +187,7 @@ impl Replay {
                     }
                     match self.normalizer.normalize(&mut self.line, 0) {
                         Ok(mut normalized) => {
+                            self.lap_gave_a_tick = true;
                             let (due, ts) = self.pace.step(normalized.tick.ts);
                             normalized.tick.ts = ts;
                             self.pending = Some((normalized, due));

@@ -8,7 +8,7 @@
 //! | further ahead than that | delivered, after an upstream reset (`seq_jump`); the numbering starts again there |
 //! | `last - max_jump ..= last` (a repeat or a late one) | rejected, `seq_backwards`; nothing changes |
 //! | further back than that | delivered, after an upstream reset (`seq_jump`); the numbering starts again there |
-//! | the first `seq` of a new session (a reconnect) | continuing the last session's numbering (`last + 1 ..= last + 1 + max_jump`): as within a session; otherwise delivered after an upstream reset (`upstream_restart`) |
+//! | the first `seq` of a new session (a reconnect) | continuing the last session's numbering (`last + 1 ..= last + 1 + max_jump`, or any number ahead for [`Numbering::Increasing`]): as within a session; otherwise delivered after an upstream reset (`upstream_restart`) |
 //! | the first `seq` of a new replay lap | delivered after an upstream reset (`replay_loop`) |
 //! | a message the upstream marks as a reset | delivered after an upstream reset of its reason |
 //!
@@ -134,7 +134,9 @@ impl UpstreamSeqs {
         // Events skipped if `seq` continues the numbering (None: it does not go forward).
         let skipped = seq.checked_sub(last).and_then(|d| d.checked_sub(1));
         let continuity = match (s.new_session, skipped) {
-            (Some(ResetReason::UpstreamRestart), Some(skipped)) if skipped <= max_jump => {
+            (Some(ResetReason::UpstreamRestart), Some(skipped))
+                if skipped <= max_jump || numbering == Numbering::Increasing =>
+            {
                 continued(last, seq, skipped, numbering)
             }
             (Some(reason), _) => Continuity::Reset(reason),
@@ -207,6 +209,12 @@ mod tests {
         assert_eq!(check(999_999), Err(Reject::SeqBackwards));
         assert_eq!(check(u64::MAX), Ok(Continuity::InOrder));
         assert_eq!(check(1_000_001), Ok(Continuity::Reset(ResetReason::SeqJump)));
+        s.new_session(ResetReason::UpstreamRestart);
+        let mut check = |seq| s.check(0, Some(seq), Numbering::Increasing, None);
+        assert_eq!(check(50_000_000), Ok(Continuity::InOrder), "a reconnect that carries on, however far");
+        s.new_session(ResetReason::UpstreamRestart);
+        let mut check = |seq| s.check(0, Some(seq), Numbering::Increasing, None);
+        assert_eq!(check(7), Ok(Continuity::Reset(ResetReason::UpstreamRestart)));
     }
 
     #[derive(Debug, Clone)]

@@ -140,6 +140,22 @@ impl FeedConfig {
 }
 
 impl SourceConfig {
+    /// A source named `name` of kind `source`, every other key at its default.
+    pub fn new(name: &str, source: &str) -> Self {
+        Self {
+            name: name.into(),
+            source: source.into(),
+            tcp_connect: None,
+            tcp_listen: None,
+            exchange_url: None,
+            exchange_symbols: Vec::new(),
+            aliases: Default::default(),
+            replay_path: None,
+            replay_speed: one(),
+            replay_loop: false,
+        }
+    }
+
     /// Checks the keys of one source; `prefix` is how errors name it (`feed.` or
     /// `feed.sources[2].`).
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {

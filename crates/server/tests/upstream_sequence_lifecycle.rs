@@ -55,28 +55,13 @@ fn kinds(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
-fn source(name: &str, kind: &str) -> SourceConfig {
-    SourceConfig {
-        name: name.into(),
-        source: kind.into(),
-        tcp_connect: None,
-        tcp_listen: None,
-        exchange_url: None,
-        exchange_symbols: Vec::new(),
-        aliases: Default::default(),
-        replay_path: None,
-        replay_speed: 1.0,
-        replay_loop: false,
-    }
-}
-
 /// Runs a TCP upstream through a gateway named "desk" that records to `record`: seq 10, 11,
 /// 14, 15; a reconnect that numbers from 1; an absurd jump and a return. Returns what a
 /// subscriber received.
 fn live_run(upstream: &TcpListener, upstream_addr: SocketAddr, record: &Path) -> (Vec<Value>, [Option<f64>; 2]) {
     let gateway = start_gateway(|c| {
         c.server.reactors = 1;
-        let mut desk = source("desk", "tcp");
+        let mut desk = SourceConfig::new("desk", "tcp");
         desk.tcp_connect = Some(upstream_addr);
         c.feed.sources = vec![desk];
         c.feed.record_path = Some(record.to_path_buf());
@@ -147,7 +132,7 @@ fn an_upstream_that_restarts_keeps_flowing_and_the_recording_replays_the_same() 
 
     let gateway = start_gateway(|c| {
         c.server.reactors = 1;
-        let mut desk = source("desk", "replay");
+        let mut desk = SourceConfig::new("desk", "replay");
         desk.replay_path = Some(record.clone());
         c.feed.sources = vec![desk];
     });
