@@ -122,11 +122,11 @@ fn an_upstream_that_restarts_keeps_flowing_and_the_recording_replays_the_same() 
     let recorded = std::fs::read_to_string(&record).unwrap();
     assert!(recorded.contains("\"seq\":14,\"gw_seq\":3}"), "{recorded}");
     assert!(recorded.contains("\"seq\":1,\"gw_seq\":5,\"reset\":\"upstream_restart\"}"), "{recorded}");
-    // A lead-in of another symbol, 3 s before, gives the replay's subscriber time to subscribe.
+    // A lead-in of another symbol, 5 s before, gives the replay's subscriber time to subscribe.
     let first_ts: u64 = recorded.split("\"ts\":").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
     let lead_in = format!(
         "{{\"type\":\"trade\",\"symbol\":\"MSFT\",\"price\":\"1\",\"size\":\"1\",\"ts\":{}}}\n",
-        first_ts - 3_000_000_000
+        first_ts - 5_000_000_000
     );
     std::fs::write(&record, lead_in + &recorded).unwrap();
 
