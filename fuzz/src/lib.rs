@@ -10,4 +10,5 @@ pub mod exchange;
 pub mod http;
 pub mod normalize;
 pub mod outbox;
+pub mod replay;
 pub mod utf8;

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use arbitrary::{Arbitrary, Unstructured};
-use tickgate_fuzz::{command, exchange, http, normalize, outbox, utf8};
+use tickgate_fuzz::{command, exchange, http, normalize, outbox, replay as replay_file, utf8};
 
 fn inputs(dir: &str, target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(target);
@@ -75,4 +75,9 @@ fn exchange_mapper() {
 #[test]
 fn feed_normalizer() {
     replay("feed_normalizer", normalize::check);
+}
+
+#[test]
+fn replay_file() {
+    replay("replay_file", replay_file::check);
 }

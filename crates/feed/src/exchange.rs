@@ -6,7 +6,8 @@
 //! the ticker and matches channels alone consecutive messages skip numbers as a matter of
 //! course: `sequence` only orders them (one going back is rejected). Trades are numbered per
 //! product without holes (`trade_id`), so a jump in `trade_id` is what reveals trades the
-//! upstream did not deliver: it is reported as an upstream gap.
+//! upstream did not deliver: it is reported as an upstream gap. Both follow the lifecycle of
+//! [`crate::upstream_seq`] (a reconnect is a new session; an implausible jump is a reset).
 //!
 //! [`ExchangeSource`] ([`crate::exchange_feed`]) is the network side: a WebSocket client that
 //! subscribes, keeps the connection alive and reconnects with backoff, feeding each message to an
@@ -23,6 +24,7 @@ pub use crate::exchange_feed::{ConnectError, ExchangeSource, MAX_MESSAGE};
 use crate::json::{Field, Members, Nested, Parser, json_object, set};
 use crate::normalize::{Normalized, Reject};
 use crate::resolve::{SymbolResolver, UnknownSymbols};
+use crate::upstream_seq::{Continuity, DEFAULT_MAX_SEQ_JUMP, Numbering, ResetReason, UpstreamSeqs};
 
 /// Which exchange's messages these are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,10 +37,10 @@ pub enum Exchange {
 pub struct ExchangeMapper {
     exchange: Exchange,
     resolver: SymbolResolver,
-    /// Last `sequence` of a ticker, per symbol (Coinbase), 0 before any.
-    last_ticker_seq: Vec<u64>,
-    /// Last `trade_id` of a match, per symbol (Coinbase), 0 before any.
-    last_trade_id: Vec<u64>,
+    /// Each symbol's last `sequence` of a ticker (Coinbase).
+    ticker_seqs: UpstreamSeqs,
+    /// Each symbol's last `trade_id` of a match (Coinbase).
+    trade_ids: UpstreamSeqs,
     /// simd-json's buffers and tape, reused so a message costs no allocation.
     parser: Parser,
 }
@@ -57,8 +59,21 @@ impl ExchangeMapper {
     }
 
     pub fn with_resolver(exchange: Exchange, resolver: SymbolResolver) -> Self {
-        let n = resolver.capacity();
-        Self { exchange, resolver, last_ticker_seq: vec![0; n], last_trade_id: vec![0; n], parser: Parser::new() }
+        let seqs = UpstreamSeqs::new(resolver.capacity(), DEFAULT_MAX_SEQ_JUMP);
+        Self { exchange, resolver, ticker_seqs: seqs.clone(), trade_ids: seqs, parser: Parser::new() }
+    }
+
+    /// The largest forward jump of a `trade_id` taken as an upstream gap (`feed.max_seq_jump`).
+    pub fn with_max_seq_jump(mut self, max_seq_jump: u64) -> Self {
+        self.ticker_seqs.set_max_jump(max_seq_jump);
+        self.trade_ids.set_max_jump(max_seq_jump);
+        self
+    }
+
+    /// A new connection to the exchange starts: its numbering may start afresh.
+    pub fn new_session(&mut self) {
+        self.ticker_seqs.new_session(ResetReason::UpstreamRestart);
+        self.trade_ids.new_session(ResetReason::UpstreamRestart);
     }
 
     /// Maps one message. `Ok(None)` is a message that carries no tick (a subscription ack, a
@@ -142,20 +157,18 @@ impl ExchangeMapper {
         }
         // The message is good: a new symbol joins the universe only now.
         let symbol = resolver.admit(name, found)?;
-        let upstream_gap = match seq {
-            None => None,
-            Some(Numbered::Trade(id)) => crate::normalize::upstream_seq(&mut self.last_trade_id[symbol.index()], id)?,
+        let (upstream_seq, continuity) = match seq {
+            None => (None, Continuity::InOrder),
+            Some(Numbered::Trade(id)) => {
+                (Some(id), self.trade_ids.check(symbol.index(), Some(id), Numbering::Contiguous, None)?)
+            }
+            // Jumps are normal here (see the module docs): only the order is checked.
             Some(Numbered::Ticker(seq)) => {
-                // Jumps are normal here (see the module docs): only the order is checked.
-                let last = &mut self.last_ticker_seq[symbol.index()];
-                if *last != 0 && seq <= *last {
-                    return Err(Reject::SeqBackwards);
-                }
-                *last = seq;
-                None
+                (None, self.ticker_seqs.check(symbol.index(), Some(seq), Numbering::Increasing, None)?)
             }
         };
-        Ok(Some(Normalized { tick: Tick { symbol, seq: 0, ts, gw_ts: 0, kind }, upstream_gap }))
+        let tick = Tick { symbol, seq: 0, ts, gw_ts: 0, kind };
+        Ok(Some(Normalized::new(tick, upstream_seq, continuity)))
     }
 }
 

@@ -112,6 +112,7 @@ impl Client {
                     }
                     connections += 1;
                     tracing::info!(source = &*self.name, url = %self.url, "exchange feed connected");
+                    self.mapper.new_session();
                     let mut session = Session::start(&tx, &self.health);
                     let ended = match ws.send(tungstenite::Message::text(self.subscribe.as_str())) {
                         Ok(()) => self.read(&mut ws, &mut session),

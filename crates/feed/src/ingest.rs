@@ -10,7 +10,7 @@ use tickgate_protocol::{FrameBuilder, message};
 
 use crate::fanout::ReactorLink;
 use crate::replay::Recorder;
-use crate::source::{Batch, Source, SourceStats, UpstreamGap};
+use crate::source::{Batch, Discontinuity, Source, SourceStats, UpstreamGap};
 
 /// Most events taken from the source in one batch.
 pub const MAX_BATCH: usize = 4096;
@@ -144,12 +144,24 @@ impl Ingest {
     }
 
     /// Tells the subscribers of the gap's symbol that the upstream skipped events after the
-    /// last one they were sent.
+    /// last one they were sent (`upstream_gap`), or that its numbering started again there
+    /// (`upstream_reset`, counted by reason).
     fn announce_upstream_gap(&mut self, gap: &UpstreamGap) {
         let info = self.symbols.get(gap.symbol);
-        let source = self.stats.sources.get(gap.source).map_or("", |s| &*s.name);
+        let source = self.stats.sources.get(gap.source);
+        let name = source.map_or("", |s| &*s.name);
         let after_seq = self.sequencer.last_seq(gap.symbol);
-        let frame = self.builder.text(|out| message::upstream_gap(out, info, source, after_seq, gap.missed));
+        let frame = match gap.kind {
+            Discontinuity::Missed(missed) => {
+                self.builder.text(|out| message::upstream_gap(out, info, name, after_seq, missed))
+            }
+            Discontinuity::Reset(reason) => {
+                if let Some(source) = source {
+                    source.upstream_resets[reason.index()].fetch_add(1, Ordering::Relaxed);
+                }
+                self.builder.text(|out| message::upstream_reset(out, info, name, after_seq, reason.reason()))
+            }
+        };
         for link in &mut self.links {
             link.notify(gap.symbol, frame.clone());
         }
@@ -250,8 +262,7 @@ pub fn spawn_ingest(
             } else {
                 ingest.publish_batch(&mut batch, now_ns);
                 if let Some(rec) = &mut recorder {
-                    let symbols = &ingest.symbols;
-                    if let Err(e) = batch.ticks.iter().try_for_each(|t| rec.record(symbols, t)) {
+                    if let Err(e) = rec.record_batch(&ingest.symbols, &batch) {
                         tracing::error!(error = %e, "recording failed; recording stops");
                         recorder = None;
                     }

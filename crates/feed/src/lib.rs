@@ -18,3 +18,4 @@ pub mod source;
 pub mod tcp;
 pub mod tls;
 pub mod upstream;
+pub mod upstream_seq;

@@ -13,7 +13,10 @@
 //! Prices and sizes are decimal strings (or integers), exact at the symbol's scale: a value
 //! with more digits than the scale allows is rejected, never rounded. `ts` is the exchange time
 //! in ns since the Unix epoch. `seq`, when present, is the upstream's own sequence number per
-//! symbol; one going back is rejected, one jumping ahead is reported as an upstream gap.
+//! symbol, checked as [`crate::upstream_seq`] describes (a repeat is rejected, a hole is an
+//! upstream gap, a reconnect or an implausible jump an upstream reset). `reset`, when present,
+//! says the upstream's numbering of the symbol starts again with this message: one of
+//! [`ResetReason::REASONS`], what recordings write where the live run announced a reset.
 
 use std::collections::HashMap;
 
@@ -21,6 +24,7 @@ use tickgate_core::{SymbolTable, Tick, TickKind, parse_fixed};
 
 use crate::json::{Field, Parser, json_object};
 use crate::resolve::{SymbolResolver, UnknownSymbols};
+use crate::upstream_seq::{Continuity, DEFAULT_MAX_SEQ_JUMP, Numbering, ResetReason, UpstreamSeqs};
 
 /// Why an upstream message was not turned into a tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -124,12 +128,29 @@ impl RejectLog {
     }
 }
 
-/// A normalized tick, and the upstream gap it revealed (events the upstream skipped).
+/// A normalized tick, and the discontinuity of the upstream's numbering it revealed, if any
+/// (at most one of `upstream_gap` and `upstream_reset`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Normalized {
     pub tick: Tick,
     /// Upstream sequence numbers skipped before this one (`from..=to`), if any.
     pub upstream_gap: Option<(u64, u64)>,
+    /// The upstream's numbering of the symbol started again with this tick.
+    pub upstream_reset: Option<ResetReason>,
+    /// The upstream's own sequence number of the tick, if it has one (recordings keep it).
+    pub upstream_seq: Option<u64>,
+}
+
+impl Normalized {
+    /// A tick with what its upstream sequence number said about the events before it.
+    pub fn new(tick: Tick, upstream_seq: Option<u64>, continuity: Continuity) -> Self {
+        let (upstream_gap, upstream_reset) = match continuity {
+            Continuity::InOrder => (None, None),
+            Continuity::Gap { from, to } => (Some((from, to)), None),
+            Continuity::Reset(reason) => (None, Some(reason)),
+        };
+        Self { tick, upstream_gap, upstream_reset, upstream_seq }
+    }
 }
 
 /// Turns upstream messages into ticks for one source.
@@ -140,8 +161,8 @@ pub struct Normalizer {
     resolver: SymbolResolver,
     /// Largest accepted distance between `ts` and now, in ns.
     max_skew_ns: u64,
-    /// Last upstream seq per symbol (0 = none yet).
-    last_seq: Vec<u64>,
+    /// The upstream's sequence numbers per symbol.
+    seqs: UpstreamSeqs,
 }
 
 impl Normalizer {
@@ -152,8 +173,24 @@ impl Normalizer {
     }
 
     pub fn with_resolver(resolver: SymbolResolver, max_skew_ns: u64) -> Self {
-        let n = resolver.capacity();
-        Self { parser: Parser::new(), resolver, max_skew_ns, last_seq: vec![0; n] }
+        let seqs = UpstreamSeqs::new(resolver.capacity(), DEFAULT_MAX_SEQ_JUMP);
+        Self { parser: Parser::new(), resolver, max_skew_ns, seqs }
+    }
+
+    /// The largest forward jump of `seq` taken as an upstream gap (`feed.max_seq_jump`).
+    pub fn with_max_seq_jump(mut self, max_seq_jump: u64) -> Self {
+        self.seqs.set_max_jump(max_seq_jump);
+        self
+    }
+
+    /// A new upstream session (a connection) starts: its numbering may start afresh.
+    pub fn new_session(&mut self) {
+        self.seqs.new_session(ResetReason::UpstreamRestart);
+    }
+
+    /// The numbering starts again for `reason` (a replay's new lap).
+    pub fn restart_numbering(&mut self, reason: ResetReason) {
+        self.seqs.new_session(reason);
     }
 
     /// Normalizes one message (modified in place by the parser). `now_ns` is the wall clock.
@@ -193,13 +230,15 @@ impl Normalizer {
             return Err(Reject::TimestampSkew);
         }
         let seq = m.seq.optional_uint("seq")?;
+        let reset = match m.reset {
+            Field::Missing => None,
+            Field::Str(text) => Some(ResetReason::parse(text).ok_or(Reject::WrongType("reset"))?),
+            _ => return Err(Reject::WrongType("reset")),
+        };
         // The message is good: a new symbol joins the universe only now.
         let symbol = self.resolver.admit(symbol_name, info)?;
-        let upstream_gap = match seq {
-            None => None,
-            Some(seq) => upstream_seq(&mut self.last_seq[symbol.index()], seq)?,
-        };
-        Ok(Normalized { tick: Tick { symbol, seq: 0, ts, gw_ts: 0, kind }, upstream_gap })
+        let continuity = self.seqs.check(symbol.index(), seq, Numbering::Contiguous, reset)?;
+        Ok(Normalized::new(Tick { symbol, seq: 0, ts, gw_ts: 0, kind }, seq, continuity))
     }
 }
 
@@ -216,6 +255,7 @@ json_object! {
         ask_size: Field<'a> = "ask_size",
         ts: Field<'a> = "ts",
         seq: Field<'a> = "seq",
+        reset: Field<'a> = "reset",
     }
 }
 
@@ -235,17 +275,6 @@ impl std::fmt::Debug for Normalizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Normalizer").field("resolver", &self.resolver).field("max_skew_ns", &self.max_skew_ns).finish()
     }
-}
-
-/// Checks an upstream sequence number against the symbol's last one (0: none yet) and records
-/// it: going back is rejected; a jump returns the skipped span.
-pub(crate) fn upstream_seq(last: &mut u64, seq: u64) -> Result<Option<(u64, u64)>, Reject> {
-    if *last != 0 && seq <= *last {
-        return Err(Reject::SeqBackwards);
-    }
-    let gap = (*last != 0 && seq > *last + 1).then(|| (*last + 1, seq - 1));
-    *last = seq;
-    Ok(gap)
 }
 
 fn scaled(n: i64, scale: u8) -> Option<i64> {
@@ -334,7 +363,7 @@ mod tests {
     }
 
     #[test]
-    fn upstream_sequence_gaps_and_reversals_are_caught() {
+    fn upstream_sequence_gaps_reversals_seq_zero_jumps_and_reconnects() {
         let mut n = normalizer();
         let msg =
             |seq: u64| format!(r#"{{"type":"trade","symbol":"AAPL","price":"1","size":"1","ts":{NOW},"seq":{seq}}}"#);
@@ -342,6 +371,129 @@ mod tests {
         assert_eq!(run(&mut n, &msg(11)).unwrap().upstream_gap, None);
         assert_eq!(run(&mut n, &msg(15)).unwrap().upstream_gap, Some((12, 14)));
         assert_eq!(run(&mut n, &msg(15)), Err(Reject::SeqBackwards));
+        assert_eq!(run(&mut n, &msg(0)), Err(Reject::SeqBackwards), "within max_seq_jump back: late");
+        n.new_session();
+        assert_eq!(run(&mut n, &msg(0)).unwrap().upstream_reset, Some(ResetReason::UpstreamRestart));
+        assert_eq!(run(&mut n, &msg(0)), Err(Reject::SeqBackwards), "0 is a number: a repeat is a repeat");
+        assert_eq!(run(&mut n, &msg(3)).unwrap().upstream_gap, Some((1, 2)));
+        let jump = run(&mut n, &msg(u64::MAX)).unwrap();
+        assert_eq!((jump.upstream_gap, jump.upstream_reset), (None, Some(ResetReason::SeqJump)));
+        assert_eq!(run(&mut n, &msg(4)).unwrap().upstream_reset, Some(ResetReason::SeqJump), "no baseline");
+        assert_eq!(run(&mut n, &msg(5)).unwrap().upstream_reset, None);
+        n.new_session();
+        let restart = run(&mut n, &msg(1)).unwrap();
+        assert_eq!((restart.upstream_reset, restart.upstream_seq), (Some(ResetReason::UpstreamRestart), Some(1)));
+        let marked = format!(
+            r#"{{"type":"trade","symbol":"AAPL","price":"1","size":"1","ts":{NOW},"seq":1,"reset":"upstream_restart"}}"#
+        );
+        assert_eq!(run(&mut n, &marked).unwrap().upstream_reset, Some(ResetReason::UpstreamRestart));
+        let bad = marked.replace("upstream_restart", "whenever");
+        assert_eq!(run(&mut n, &bad), Err(Reject::WrongType("reset")));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        NewSession,
+        Message { symbol: usize, seq: Option<u64>, ts: u64, garbage: bool },
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        let seq = prop_oneof![0..12u64, Just(u64::MAX), any::<u64>(), 999_990..1_000_020u64];
+        let ts = prop_oneof![
+            4 => (NOW - 1_000)..(NOW + 1_000),
+            1 => Just(NOW + SKEW + 1),
+            1 => Just(0u64),
+            1 => Just(u64::MAX),
+            1 => any::<u64>(),
+        ];
+        let message = (0..2usize, proptest::option::weighted(0.9, seq), ts, proptest::bool::weighted(0.05))
+            .prop_map(|(symbol, seq, ts, garbage)| Step::Message { symbol, seq, ts, garbage });
+        prop_oneof![1 => Just(Step::NewSession), 12 => message]
+    }
+
+    const SKEW: u64 = 60_000_000_000;
+    const MAX_JUMP: u64 = crate::upstream_seq::DEFAULT_MAX_SEQ_JUMP;
+
+    proptest::proptest! {
+        /// Over sessions (reconnects), any `seq` (0, repeats, going back, jumps to u64::MAX),
+        /// any timestamp and the odd malformed line: every message is delivered or rejected for
+        /// exactly its reason; a delivered message's gap or reset matches the numbering so far;
+        /// a rejected one changes nothing; and whatever happened, the next number of each symbol
+        /// (and any number after a reconnect) is delivered.
+        #[test]
+        fn every_message_is_delivered_or_rejected_for_its_reason_and_nothing_silences_a_symbol(
+            steps in proptest::collection::vec(step(), 0..80),
+        ) {
+            let mut n = normalizer();
+            let names = ["AAPL", "BTCUSDT"];
+            let msg = |symbol: usize, seq: Option<u64>, ts: u64| {
+                let seq = seq.map_or(String::new(), |s| format!(r#","seq":{s}"#));
+                format!(r#"{{"type":"trade","symbol":"{}","price":"1","size":"1","ts":{ts}{seq}}}"#, names[symbol])
+            };
+            // Per symbol: the last delivered seq, and whether a session started since.
+            let mut last: [Option<u64>; 2] = [None; 2];
+            let mut fresh = [false; 2];
+            for step in steps {
+                let (symbol, seq, ts, garbage) = match step {
+                    Step::NewSession => {
+                        n.new_session();
+                        fresh = [true; 2];
+                        continue;
+                    }
+                    Step::Message { symbol, seq, ts, garbage } => (symbol, seq, ts, garbage),
+                };
+                let text = if garbage { msg(symbol, seq, ts).replace(':', "") } else { msg(symbol, seq, ts) };
+                let outcome = run(&mut n, &text);
+                if garbage {
+                    proptest::prop_assert_eq!(outcome, Err(Reject::Malformed));
+                    continue;
+                }
+                if ts.abs_diff(NOW) > SKEW {
+                    proptest::prop_assert_eq!(outcome, Err(Reject::TimestampSkew));
+                    continue;
+                }
+                let Some(seq) = seq else {
+                    let delivered = outcome.unwrap();
+                    proptest::prop_assert_eq!((delivered.upstream_gap, delivered.upstream_reset), (None, None));
+                    continue;
+                };
+                match (outcome, last[symbol]) {
+                    (Err(reject), Some(l)) => {
+                        proptest::prop_assert_eq!(reject, Reject::SeqBackwards);
+                        proptest::prop_assert!(!fresh[symbol] && seq <= l && l - seq <= MAX_JUMP);
+                    }
+                    (Err(reject), None) => proptest::prop_assert!(false, "a first number rejected: {reject:?}"),
+                    (Ok(d), previous) => {
+                        proptest::prop_assert_eq!(d.upstream_seq, Some(seq));
+                        proptest::prop_assert!(d.upstream_gap.is_none() || d.upstream_reset.is_none());
+                        if let Some((from, to)) = d.upstream_gap {
+                            let l = previous.unwrap();
+                            proptest::prop_assert!(from == l + 1 && to == seq - 1 && to - from < MAX_JUMP);
+                        }
+                        if d.upstream_reset.is_none() && d.upstream_gap.is_none() {
+                            proptest::prop_assert!(previous.is_none_or(|l| l.checked_add(1) == Some(seq)));
+                        }
+                        if let Some(reason) = d.upstream_reset {
+                            let reconnected = fresh[symbol] && reason == ResetReason::UpstreamRestart;
+                            proptest::prop_assert!(reconnected || reason == ResetReason::SeqJump);
+                        }
+                        last[symbol] = Some(seq);
+                        fresh[symbol] = false;
+                    }
+                }
+            }
+            for (symbol, last) in last.iter().enumerate() {
+                if let Some(next) = last.and_then(|l| l.checked_add(1)) {
+                    let d = run(&mut n, &msg(symbol, Some(next), NOW));
+                    proptest::prop_assert!(d.is_ok_and(|d| d.upstream_gap.is_none()), "the next number is delivered");
+                }
+            }
+            n.new_session();
+            for symbol in 0..2 {
+                proptest::prop_assert!(run(&mut n, &msg(symbol, Some(0), NOW)).is_ok(), "a reconnect starts anywhere");
+            }
+        }
     }
 
     #[test]

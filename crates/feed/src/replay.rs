@@ -4,8 +4,10 @@
 //! gzip-compressed (a path ending in `.gz`): what `[feed] record_path` writes from any source.
 //! A replay plays it at its recorded pace, N times faster, or as fast as the ingest thread takes
 //! it (`speed = 0`), optionally looping. Lines are normalized like any upstream's: bad ones are
-//! counted by reason and skipped. The same file always gives the same ticks, so the same
-//! sequence numbers and the same frames (but for `gw_ts`, the ingest time of this run).
+//! counted by reason and skipped, and the upstream's `seq` (which recordings keep) reveals the
+//! same upstream gaps and resets as in the live run. The same file always gives the same ticks,
+//! so the same sequence numbers and the same frames (but for `gw_ts`, the ingest time of this
+//! run). Time that goes back in a recording never makes a burst: see [`Pace`].
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
@@ -20,9 +22,10 @@ use flate2::write::GzEncoder;
 use tickgate_core::decimal::format_fixed;
 use tickgate_core::{SymbolTable, Tick, TickKind};
 
-use crate::normalize::{Normalizer, Reject};
+use crate::normalize::{Normalized, Normalizer, Reject};
 use crate::resolve::{SymbolResolver, UnknownSymbols};
-use crate::source::{Batch, Source};
+use crate::source::{Batch, Discontinuity, Source, SourceStats};
+use crate::upstream_seq::{DEFAULT_MAX_SEQ_JUMP, ResetReason};
 
 /// Counts of rejected lines, by [`Reject::index`].
 pub type RejectCounts = [AtomicU64; Reject::REASONS.len()];
@@ -41,21 +44,64 @@ pub struct Replay {
     path: PathBuf,
     reader: Box<dyn BufRead + Send>,
     normalizer: Normalizer,
-    /// Names symbols; a new lap starts a new normalizer with it (upstream seqs start over).
-    resolver: SymbolResolver,
     /// Recorded nanoseconds per real nanosecond; 0 = as fast as possible.
     speed: f64,
     looping: bool,
-    /// Exchange time of the recording's first tick, and the offset added per loop.
-    first_ts: Option<u64>,
-    loop_offset: u64,
-    last_ts: u64,
-    /// The next tick, read but not yet due.
-    pending: Option<Tick>,
+    pace: Pace,
+    /// The next tick, read but not yet due, and when it is due (recorded ns since the start).
+    pending: Option<(Normalized, u64)>,
+    /// Whether this lap gave a tick: a lap that gives none (the file emptied meanwhile) ends
+    /// the replay rather than looping forever.
+    lap_gave_a_tick: bool,
     line: Vec<u8>,
     finished: bool,
-    rejects: Arc<RejectCounts>,
+    stats: Arc<SourceStats>,
     log: crate::normalize::RejectLog,
+}
+
+/// The recording's clock: how far into it each tick is, and the offset that keeps exchange time
+/// rising from lap to lap. Time that goes back (within a lap, or from the end of a lap to the
+/// start of the next) adds nothing: such a tick is due with the one before it. No arithmetic
+/// here can wrap.
+#[derive(Debug, Default)]
+struct Pace {
+    /// Recorded ns since the start of the replay: the sum of the forward steps of `ts`, plus
+    /// [`LAP_PAUSE_NS`] per lap.
+    played_ns: u64,
+    /// The previous tick's recorded `ts` in this lap.
+    previous_ts: Option<u64>,
+    /// The recording's first recorded `ts`.
+    first_ts: Option<u64>,
+    /// Added to every recorded `ts` of this lap.
+    lap_offset: u64,
+    /// The latest `ts` handed out.
+    latest_ts: u64,
+}
+
+/// Recorded time between the end of a lap and the start of the next.
+const LAP_PAUSE_NS: u64 = 1_000_000;
+
+impl Pace {
+    /// Moves the clock to a tick recorded at `ts`; returns when it is due (recorded ns since the
+    /// start) and the `ts` it goes out with.
+    fn step(&mut self, ts: u64) -> (u64, u64) {
+        let forward = self.previous_ts.map_or(0, |previous| ts.saturating_sub(previous));
+        self.played_ns = self.played_ns.saturating_add(forward);
+        self.previous_ts = Some(ts);
+        self.first_ts.get_or_insert(ts);
+        let shifted = ts.saturating_add(self.lap_offset);
+        self.latest_ts = self.latest_ts.max(shifted);
+        (self.played_ns, shifted)
+    }
+
+    /// The next lap starts a moment after the latest `ts` handed out.
+    fn new_lap(&mut self) {
+        let first = self.first_ts.unwrap_or(0);
+        // latest_ts >= first: the first tick went out at first + an offset.
+        self.lap_offset = self.latest_ts.saturating_add(LAP_PAUSE_NS).saturating_sub(first);
+        self.played_ns = self.played_ns.saturating_add(LAP_PAUSE_NS);
+        self.previous_ts = None;
+    }
 }
 
 impl std::fmt::Debug for Replay {
@@ -72,40 +118,39 @@ impl Replay {
         symbols: Arc<SymbolTable>,
         speed: f64,
         looping: bool,
-        rejects: Arc<RejectCounts>,
+        stats: Arc<SourceStats>,
     ) -> io::Result<Self> {
         let resolver = SymbolResolver::new(symbols, &Default::default(), UnknownSymbols::Reject);
-        Self::open_with(path, resolver, speed, looping, rejects, "replay")
+        Self::open_with(path, resolver, speed, looping, DEFAULT_MAX_SEQ_JUMP, stats)
     }
 
-    /// Opens `path`, naming symbols with `resolver` (aliases, unknown symbols added or not), and
-    /// logging rejects as source `name`.
+    /// Opens `path`, naming symbols with `resolver` (aliases, unknown symbols added or not),
+    /// taking `seq` jumps up to `max_seq_jump` as gaps, and counting into `stats` (rejected
+    /// lines, upstream gaps; its name is the source's in logs).
     pub fn open_with(
         path: &Path,
         resolver: SymbolResolver,
         speed: f64,
         looping: bool,
-        rejects: Arc<RejectCounts>,
-        name: &str,
+        max_seq_jump: u64,
+        stats: Arc<SourceStats>,
     ) -> io::Result<Self> {
         let reader = open(path)?;
         // Recorded timestamps are old by design: no skew limit.
-        let normalizer = Normalizer::with_resolver(resolver.clone(), u64::MAX);
+        let normalizer = Normalizer::with_resolver(resolver, u64::MAX).with_max_seq_jump(max_seq_jump);
         let mut replay = Self {
             path: path.to_path_buf(),
             reader,
             normalizer,
-            resolver,
             speed,
             looping,
-            first_ts: None,
-            loop_offset: 0,
-            last_ts: 0,
+            pace: Pace::default(),
             pending: None,
+            lap_gave_a_tick: false,
             line: Vec::with_capacity(256),
             finished: false,
-            rejects,
-            log: crate::normalize::RejectLog::new(name),
+            log: crate::normalize::RejectLog::new(&stats.name),
+            stats,
         };
         replay.advance();
         Ok(replay)
@@ -118,17 +163,17 @@ impl Replay {
             self.line.clear();
             match self.reader.read_until(b'\n', &mut self.line) {
                 Ok(0) | Err(_) => {
-                    if !self.looping || self.first_ts.is_none() {
+                    if !self.looping || !std::mem::take(&mut self.lap_gave_a_tick) {
                         self.finished = true;
                         return;
                     }
                     match open(&self.path) {
                         Ok(reader) => {
                             self.reader = reader;
-                            // The next lap starts 1 ms after this one ended; upstream sequence
-                            // numbers start over, so the normalizer does too.
-                            self.loop_offset = self.last_ts + 1_000_000 - self.first_ts.unwrap_or(0);
-                            self.normalizer = Normalizer::with_resolver(self.resolver.clone(), u64::MAX);
+                            // The next lap starts 1 ms after the latest tick; the upstream's
+                            // numbering starts over, and clients are told so.
+                            self.pace.new_lap();
+                            self.normalizer.restart_numbering(ResetReason::ReplayLoop);
                         }
                         Err(_) => self.finished = true,
                     }
@@ -141,16 +186,15 @@ impl Replay {
                         continue;
                     }
                     match self.normalizer.normalize(&mut self.line, 0) {
-                        Ok(normalized) => {
-                            let mut tick = normalized.tick;
-                            tick.ts += self.loop_offset;
-                            self.first_ts.get_or_insert(tick.ts);
-                            self.last_ts = tick.ts;
-                            self.pending = Some(tick);
+                        Ok(mut normalized) => {
+                            self.lap_gave_a_tick = true;
+                            let (due, ts) = self.pace.step(normalized.tick.ts);
+                            normalized.tick.ts = ts;
+                            self.pending = Some((normalized, due));
                             return;
                         }
                         Err(reject) => {
-                            self.rejects[reject.index()].fetch_add(1, Ordering::Relaxed);
+                            self.stats.rejected[reject.index()].fetch_add(1, Ordering::Relaxed);
                             self.log.note(reject);
                         }
                     }
@@ -159,12 +203,13 @@ impl Replay {
         }
     }
 
-    fn due_at(&self, tick: &Tick) -> Duration {
+    /// When a tick `played_ns` into the recording is due, in real time since the start.
+    fn due_at(&self, played_ns: u64) -> Duration {
         if self.speed <= 0.0 {
             return Duration::ZERO;
         }
-        let recorded = tick.ts.saturating_sub(self.first_ts.unwrap_or(tick.ts));
-        Duration::from_nanos((recorded as f64 / self.speed) as u64)
+        // A float to integer cast saturates: no wrap, whatever the speed.
+        Duration::from_nanos((played_ns as f64 / self.speed) as u64)
     }
 }
 
@@ -172,11 +217,15 @@ impl Source for Replay {
     fn poll(&mut self, elapsed: Duration, _now_ns: u64, max_batch: usize, out: &mut Batch) -> usize {
         let mut n = 0;
         while n < max_batch {
-            let Some(tick) = self.pending else { break };
-            if self.due_at(&tick) > elapsed {
+            let Some((normalized, played_ns)) = self.pending else { break };
+            if self.due_at(played_ns) > elapsed {
                 break;
             }
-            out.ticks.push(tick);
+            if let Some((from, to)) = normalized.upstream_gap {
+                let missed = to.saturating_sub(from).saturating_add(1);
+                self.stats.health.upstream_gaps.fetch_add(missed, Ordering::Relaxed);
+            }
+            out.push(normalized);
             n += 1;
             self.advance();
         }
@@ -184,7 +233,7 @@ impl Source for Replay {
     }
 
     fn next_due(&self) -> Option<Duration> {
-        self.pending.as_ref().map(|t| self.due_at(t))
+        self.pending.as_ref().map(|(_, played_ns)| self.due_at(*played_ns))
     }
 }
 
@@ -212,8 +261,33 @@ impl Recorder {
         Ok(Self { writer, line: Vec::with_capacity(256) })
     }
 
+    /// Appends every tick of a published (sequenced) batch, each with the upstream's own
+    /// sequence number (`seq`, if it has one), tickgate's (`gw_seq`), and the upstream reset
+    /// announced before it (`reset`), so a replay announces what the live run did.
+    pub fn record_batch(&mut self, symbols: &SymbolTable, batch: &Batch) -> io::Result<()> {
+        let mut seqs = batch.upstream_seqs.iter().peekable();
+        let mut breaks = batch.upstream_gaps.iter().peekable();
+        for (i, tick) in batch.ticks.iter().enumerate() {
+            let seq = seqs.next_if(|(at, _)| *at == i).map(|(_, seq)| *seq);
+            let mut reset = None;
+            while let Some(gap) = breaks.next_if(|g| g.before == i) {
+                if let Discontinuity::Reset(reason) = gap.kind {
+                    reset = Some(reason);
+                }
+            }
+            self.record(symbols, tick, seq, reset)?;
+        }
+        Ok(())
+    }
+
     /// Appends one sequenced tick.
-    pub fn record(&mut self, symbols: &SymbolTable, tick: &Tick) -> io::Result<()> {
+    pub fn record(
+        &mut self,
+        symbols: &SymbolTable,
+        tick: &Tick,
+        upstream_seq: Option<u64>,
+        reset: Option<ResetReason>,
+    ) -> io::Result<()> {
         let info = symbols.get(tick.symbol);
         let line = &mut self.line;
         line.clear();
@@ -244,8 +318,17 @@ impl Recorder {
         let mut digits = itoa::Buffer::new();
         line.extend_from_slice(b",\"ts\":");
         line.extend_from_slice(digits.format(tick.ts).as_bytes());
-        line.extend_from_slice(b",\"seq\":");
+        if let Some(seq) = upstream_seq {
+            line.extend_from_slice(b",\"seq\":");
+            line.extend_from_slice(digits.format(seq).as_bytes());
+        }
+        line.extend_from_slice(b",\"gw_seq\":");
         line.extend_from_slice(digits.format(tick.seq).as_bytes());
+        if let Some(reason) = reset {
+            line.extend_from_slice(b",\"reset\":\"");
+            line.extend_from_slice(reason.reason().as_bytes());
+            line.push(b'"');
+        }
         line.extend_from_slice(b"}\n");
         self.writer.write_all(line)
     }
@@ -283,13 +366,21 @@ mod tests {
         (symbols, ticks)
     }
 
-    fn replay_all(path: &Path, symbols: &Arc<SymbolTable>, rejects: &Arc<RejectCounts>) -> Vec<Tick> {
-        let mut replay = Replay::open(path, symbols.clone(), 0.0, false, rejects.clone()).unwrap();
+    fn stats() -> Arc<SourceStats> {
+        Arc::new(SourceStats::new("replay", "replay", 0.0))
+    }
+
+    fn replay_batch(path: &Path, symbols: &Arc<SymbolTable>, stats: &Arc<SourceStats>) -> Batch {
+        let mut replay = Replay::open(path, symbols.clone(), 0.0, false, stats.clone()).unwrap();
         let mut out = Batch::default();
         while replay.next_due().is_some() {
             replay.poll(Duration::ZERO, 0, 100, &mut out);
         }
-        out.ticks
+        out
+    }
+
+    fn replay_all(path: &Path, symbols: &Arc<SymbolTable>, stats: &Arc<SourceStats>) -> Vec<Tick> {
+        replay_batch(path, symbols, stats).ticks
     }
 
     fn frames(symbols: &SymbolTable, ticks: &[Tick]) -> Vec<Vec<u8>> {
@@ -312,19 +403,19 @@ mod tests {
             let path = temp(name);
             let mut recorder = Recorder::create(&path).unwrap();
             for t in &ticks {
-                recorder.record(&symbols, t).unwrap();
+                recorder.record(&symbols, t, None, None).unwrap();
             }
             drop(recorder);
-            let rejects = Arc::new(RejectCounts::default());
-            let first = replay_all(&path, &symbols, &rejects);
-            let second = replay_all(&path, &symbols, &rejects);
+            let stats = stats();
+            let first = replay_all(&path, &symbols, &stats);
+            let second = replay_all(&path, &symbols, &stats);
             std::fs::remove_file(&path).unwrap();
             assert_eq!(first.len(), ticks.len(), "{name}");
             for (a, b) in first.iter().zip(&ticks) {
                 assert_eq!((a.symbol, a.ts, a.kind), (b.symbol, b.ts, b.kind), "{name}: exact values");
             }
             assert_eq!(frames(&symbols, &first), frames(&symbols, &second), "{name}: same bytes out");
-            assert!(rejects.iter().all(|r| r.load(Ordering::Relaxed) == 0));
+            assert_eq!(stats.rejected_total(), 0);
         }
     }
 
@@ -333,18 +424,18 @@ mod tests {
         let (symbols, ticks) = sim_ticks(3);
         let path = temp("bad.jsonl");
         let mut recorder = Recorder::create(&path).unwrap();
-        recorder.record(&symbols, &ticks[0]).unwrap();
+        recorder.record(&symbols, &ticks[0], None, None).unwrap();
         recorder.flush().unwrap();
         drop(recorder);
         let mut text = std::fs::read_to_string(&path).unwrap();
         text.push_str("not json\n{\"type\":\"trade\",\"symbol\":\"NOPE\",\"price\":\"1\",\"size\":\"1\",\"ts\":1}\n\n");
         text.push_str("{\"type\":\"trade\",\"symbol\":\"AAPL\",\"price\":\"1.0001\",\"size\":\"1\",\"ts\":1}\n");
         std::fs::write(&path, text).unwrap();
-        let rejects = Arc::new(RejectCounts::default());
-        let out = replay_all(&path, &symbols, &rejects);
+        let stats = stats();
+        let out = replay_all(&path, &symbols, &stats);
         std::fs::remove_file(&path).unwrap();
         assert_eq!(out.len(), 1);
-        let count = |r: Reject| rejects[r.index()].load(Ordering::Relaxed);
+        let count = |r: Reject| stats.rejected[r.index()].load(Ordering::Relaxed);
         assert_eq!(count(Reject::Malformed), 1);
         assert_eq!(count(Reject::UnknownSymbol), 1);
         assert_eq!(count(Reject::BadDecimal("price")), 1);
@@ -356,12 +447,11 @@ mod tests {
         let path = temp("paced.jsonl");
         let mut recorder = Recorder::create(&path).unwrap();
         for t in &ticks {
-            recorder.record(&symbols, t).unwrap();
+            recorder.record(&symbols, t, None, None).unwrap();
         }
         drop(recorder);
-        let rejects = Arc::new(RejectCounts::default());
         // Twice the recorded pace: ticks 100 µs apart come 50 µs apart.
-        let mut replay = Replay::open(&path, symbols.clone(), 2.0, true, rejects).unwrap();
+        let mut replay = Replay::open(&path, symbols.clone(), 2.0, true, stats()).unwrap();
         let mut batch = Batch::default();
         assert_eq!(replay.poll(Duration::from_micros(120), 0, 100, &mut batch), 3, "ticks at 0, 50 and 100 µs");
         assert_eq!(replay.next_due(), Some(Duration::from_micros(150)));
@@ -370,5 +460,72 @@ mod tests {
         std::fs::remove_file(&path).ok();
         assert_eq!(out.len(), 28, "looping goes on past the end of the recording");
         assert!(out.windows(2).all(|w| w[1].ts > w[0].ts), "exchange time keeps rising across laps");
+    }
+
+    fn trade_line(symbol: &str, ts: u64, seq: Option<u64>) -> String {
+        let seq = seq.map_or(String::new(), |s| format!(",\"seq\":{s}"));
+        format!("{{\"type\":\"trade\",\"symbol\":\"{symbol}\",\"price\":\"1\",\"size\":\"1\",\"ts\":{ts}{seq}}}\n")
+    }
+
+    fn symbols() -> Arc<SymbolTable> {
+        let (symbols, _) = sim_ticks(1);
+        symbols
+    }
+
+    #[test]
+    fn replay_announces_the_upstream_gaps_and_resets_of_the_recording() {
+        let symbols = symbols();
+        let name = &*symbols.get(tickgate_core::SymbolId(0)).name;
+        let path = temp("gaps.jsonl");
+        let t = 1_700_000_000_000_000_000;
+        let mut text: String = [1, 2, 5, 6].into_iter().map(|s| trade_line(name, t + s, Some(s))).collect();
+        text.push_str(&trade_line(name, t + 7, Some(1)).replace('}', ",\"reset\":\"upstream_restart\"}"));
+        std::fs::write(&path, text).unwrap();
+        let stats = stats();
+        let batch = replay_batch(&path, &symbols, &stats);
+        std::fs::remove_file(&path).ok();
+        assert_eq!(batch.len(), 5);
+        let kinds: Vec<(usize, Discontinuity)> = batch.upstream_gaps.iter().map(|g| (g.before, g.kind)).collect();
+        assert_eq!(
+            kinds,
+            [(2, Discontinuity::Missed(2)), (4, Discontinuity::Reset(ResetReason::UpstreamRestart))],
+            "seq 3 and 4 are missing; the recording says the numbering restarted at the last line"
+        );
+        assert_eq!(stats.health.upstream_gaps.load(Ordering::Relaxed), 2);
+        let seqs: Vec<u64> = batch.upstream_seqs.iter().map(|(_, s)| *s).collect();
+        assert_eq!(seqs, [1, 2, 5, 6, 1]);
+    }
+
+    #[test]
+    fn a_recording_whose_time_goes_back_plays_at_its_pace_and_loops_without_a_burst() {
+        let symbols = symbols();
+        let name = &*symbols.get(tickgate_core::SymbolId(0)).name;
+        let path = temp("backwards.jsonl");
+        let t = 1_700_000_000_000_000_000u64;
+        let second = 1_000_000_000;
+        // The last line is 2 s before the first: each lap still lasts about 1 s.
+        let text: String = [t, t + second, t - 2 * second].into_iter().map(|ts| trade_line(name, ts, None)).collect();
+        std::fs::write(&path, text).unwrap();
+        let mut replay = Replay::open(&path, symbols.clone(), 1.0, true, stats()).unwrap();
+        let mut batch = Batch::default();
+        replay.poll(Duration::from_secs(10), 0, 1_000, &mut batch);
+        std::fs::remove_file(&path).ok();
+        // About 1 s and 1 ms per lap of three ticks: 3 per second, 30 in ten seconds.
+        assert!((25..=33).contains(&batch.len()), "{} ticks in 10 s", batch.len());
+        let laps = batch.upstream_gaps.iter().filter(|g| g.kind == Discontinuity::Reset(ResetReason::ReplayLoop));
+        assert_eq!(laps.count(), 0, "unsequenced ticks: no numbering to restart");
+        let lap_starts: Vec<u64> = batch.ticks.iter().step_by(3).map(|t| t.ts).collect();
+        assert!(lap_starts.windows(2).all(|w| w[1] > w[0]), "each lap's exchange time is after the last's");
+    }
+
+    #[test]
+    fn pace_never_wraps() {
+        let mut pace = Pace::default();
+        for ts in [u64::MAX, 0, u64::MAX, 1] {
+            pace.step(ts);
+        }
+        pace.new_lap();
+        let (due, ts) = pace.step(u64::MAX);
+        assert_eq!((due, ts), (u64::MAX, u64::MAX), "saturates");
     }
 }

@@ -9,6 +9,7 @@ use tickgate_core::{SymbolId, Tick};
 use crate::normalize::Normalized;
 use crate::replay::RejectCounts;
 use crate::upstream::SourceHealth;
+use crate::upstream_seq::ResetReason;
 
 /// A source of ticks, polled by the ingest thread: everything due by `elapsed` since the source
 /// started comes out, at most `max_batch` at a time. Sources pace themselves; the ingest thread
@@ -35,37 +36,52 @@ pub trait Source: Send {
 #[derive(Debug, Default)]
 pub struct Batch {
     pub ticks: Vec<Tick>,
-    /// Upstream gaps, in order; each goes out just before `ticks[before]`.
+    /// Upstream gaps and resets, in order; each goes out just before `ticks[before]`.
     pub upstream_gaps: Vec<UpstreamGap>,
+    /// The upstream's own sequence numbers of the ticks that have one, as (index in `ticks`,
+    /// number), in order: recordings keep them.
+    pub upstream_seqs: Vec<(usize, u64)>,
 }
 
-/// Events of `symbol` the upstream's own sequence numbers say it skipped.
+/// A break in the upstream's numbering of `symbol`, revealed by `ticks[before]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamGap {
     /// Index of the first tick after the gap in [`Batch::ticks`].
     pub before: usize,
     pub symbol: SymbolId,
-    /// How many upstream events are missing.
-    pub missed: u64,
+    pub kind: Discontinuity,
     /// Index of the source in [`crate::ingest::IngestStats::sources`] (set by the ingest thread).
     pub source: usize,
 }
 
+/// What the upstream's numbering says happened before a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discontinuity {
+    /// This many upstream events are missing (`upstream_gap`).
+    Missed(u64),
+    /// The numbering started again; how many events are missing is unknown (`upstream_reset`).
+    Reset(ResetReason),
+}
+
 impl Batch {
     pub fn with_capacity(ticks: usize) -> Self {
-        Self { ticks: Vec::with_capacity(ticks), upstream_gaps: Vec::new() }
+        Self { ticks: Vec::with_capacity(ticks), upstream_gaps: Vec::new(), upstream_seqs: Vec::new() }
     }
 
-    /// Appends a normalized tick, and the upstream gap it revealed if any.
+    /// Appends a normalized tick, the upstream gap or reset it revealed if any, and its
+    /// upstream sequence number.
     pub fn push(&mut self, normalized: Normalized) {
-        if let Some((from, to)) = normalized.upstream_gap {
-            let gap = UpstreamGap {
-                before: self.ticks.len(),
-                symbol: normalized.tick.symbol,
-                missed: to - from + 1,
-                source: 0,
-            };
-            self.upstream_gaps.push(gap);
+        let before = self.ticks.len();
+        let kind = match (normalized.upstream_gap, normalized.upstream_reset) {
+            (_, Some(reason)) => Some(Discontinuity::Reset(reason)),
+            (Some((from, to)), None) => Some(Discontinuity::Missed(to.saturating_sub(from).saturating_add(1))),
+            (None, None) => None,
+        };
+        if let Some(kind) = kind {
+            self.upstream_gaps.push(UpstreamGap { before, symbol: normalized.tick.symbol, kind, source: 0 });
+        }
+        if let Some(seq) = normalized.upstream_seq {
+            self.upstream_seqs.push((before, seq));
         }
         self.ticks.push(normalized.tick);
     }
@@ -81,6 +97,7 @@ impl Batch {
     pub fn clear(&mut self) {
         self.ticks.clear();
         self.upstream_gaps.clear();
+        self.upstream_seqs.clear();
     }
 }
 
@@ -104,6 +121,8 @@ pub struct SourceStats {
     pub rejected: Arc<RejectCounts>,
     /// The upstream connection of a network source.
     pub health: Arc<SourceHealth>,
+    /// `upstream_reset`s announced, by [`ResetReason::index`] (counted by the ingest thread).
+    pub upstream_resets: [AtomicU64; ResetReason::REASONS.len()],
 }
 
 impl SourceStats {
@@ -117,6 +136,7 @@ impl SourceStats {
             down: AtomicBool::new(false),
             rejected: Arc::default(),
             health: Arc::default(),
+            upstream_resets: Default::default(),
         }
     }
 

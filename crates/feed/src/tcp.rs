@@ -296,6 +296,7 @@ impl Reader {
             if let Some(held_back) = self.connected_log.allow() {
                 tracing::info!(source = &*self.name, %peer, held_back, "upstream connected");
             }
+            self.normalizer.new_session();
             let mut session = Session::start(&tx, &self.health);
             let ended = self.read(stream, &mut session, handoff.as_ref());
             session.end(&self.liveness, &self.health, &mut backoff);
@@ -346,6 +347,8 @@ impl Reader {
                 self.health.replaced.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(source = &*self.name, %peer, "a newer upstream connection replaces the current one");
                 reader = BufReader::with_capacity(64 * 1024, newer);
+                // A new connection is a new upstream session: its numbering may start afresh.
+                self.normalizer.new_session();
                 session.heard();
                 continue;
             }

@@ -344,7 +344,7 @@ mod tests {
 
     fn tick(ts: u64) -> Upstream {
         let tick = Tick { symbol: SymbolId(0), seq: 0, ts, gw_ts: 0, kind: TickKind::Trade { price: 1, size: 1 } };
-        Upstream::Tick(Normalized { tick, upstream_gap: None })
+        Upstream::Tick(Normalized::new(tick, None, crate::upstream_seq::Continuity::InOrder))
     }
 
     #[test]

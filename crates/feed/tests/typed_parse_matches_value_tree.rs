@@ -14,6 +14,7 @@ use tickgate_core::{AssetClass, SymbolInfo, SymbolTable, Tick, TickKind, parse_f
 use tickgate_feed::exchange::{Exchange, ExchangeMapper, rfc3339_ns};
 use tickgate_feed::normalize::{Normalized, Normalizer, Reject};
 use tickgate_feed::resolve::{SymbolResolver, UnknownSymbols};
+use tickgate_feed::upstream_seq::{Continuity, DEFAULT_MAX_SEQ_JUMP, Numbering, ResetReason, UpstreamSeqs};
 
 const NOW: u64 = 1_700_000_000_000_000_000;
 const SKEW: u64 = 60_000_000_000;
@@ -36,14 +37,8 @@ fn resolver() -> SymbolResolver {
 
 // ---- The value-tree oracles (the normalizers as they were) ----
 
-fn upstream_seq(last: &mut u64, seq: u64) -> Result<Option<(u64, u64)>, Reject> {
-    if *last != 0 && seq <= *last {
-        return Err(Reject::SeqBackwards);
-    }
-    let gap = (*last != 0 && seq > *last + 1).then(|| (*last + 1, seq - 1));
-    *last = seq;
-    Ok(gap)
-}
+// The upstream sequence lifecycle is not a matter of parsing: the oracles share it
+// (tickgate_feed::upstream_seq, tested on its own).
 
 fn scaled(n: i64, scale: u8) -> Option<i64> {
     10i64.checked_pow(u32::from(scale)).and_then(|f| n.checked_mul(f))
@@ -52,13 +47,14 @@ fn scaled(n: i64, scale: u8) -> Option<i64> {
 struct OldNormalizer {
     buffers: simd_json::Buffers,
     resolver: SymbolResolver,
-    last_seq: Vec<u64>,
+    seqs: UpstreamSeqs,
 }
 
 impl OldNormalizer {
     fn new() -> Self {
         let resolver = resolver();
-        Self { buffers: simd_json::Buffers::new(1024), last_seq: vec![0; resolver.capacity()], resolver }
+        let seqs = UpstreamSeqs::new(resolver.capacity(), DEFAULT_MAX_SEQ_JUMP);
+        Self { buffers: simd_json::Buffers::new(1024), seqs, resolver }
     }
 
     fn normalize(&mut self, message: &mut [u8], now_ns: u64) -> Result<Normalized, Reject> {
@@ -125,19 +121,22 @@ impl OldNormalizer {
         if ts.abs_diff(now_ns) > SKEW {
             return Err(Reject::TimestampSkew);
         }
-        let upstream_gap = match uint("seq")? {
+        let seq = uint("seq")?;
+        let reset = match object.get("reset") {
             None => None,
-            Some(seq) => upstream_seq(&mut self.last_seq[symbol.index()], seq)?,
+            Some(BorrowedValue::String(s)) => Some(ResetReason::parse(s).ok_or(Reject::WrongType("reset"))?),
+            Some(_) => return Err(Reject::WrongType("reset")),
         };
-        Ok(Normalized { tick: Tick { symbol, seq: 0, ts, gw_ts: 0, kind }, upstream_gap })
+        let continuity = self.seqs.check(symbol.index(), seq, Numbering::Contiguous, reset)?;
+        Ok(Normalized::new(Tick { symbol, seq: 0, ts, gw_ts: 0, kind }, seq, continuity))
     }
 }
 
 struct OldMapper {
     exchange: Exchange,
     resolver: SymbolResolver,
-    last_ticker_seq: Vec<u64>,
-    last_trade_id: Vec<u64>,
+    ticker_seqs: UpstreamSeqs,
+    trade_ids: UpstreamSeqs,
     buffers: simd_json::Buffers,
 }
 
@@ -151,8 +150,8 @@ impl OldMapper {
         let n = resolver.capacity();
         Self {
             exchange,
-            last_ticker_seq: vec![0; n],
-            last_trade_id: vec![0; n],
+            ticker_seqs: UpstreamSeqs::new(n, DEFAULT_MAX_SEQ_JUMP),
+            trade_ids: UpstreamSeqs::new(n, DEFAULT_MAX_SEQ_JUMP),
             resolver,
             buffers: simd_json::Buffers::new(1024),
         }
@@ -246,19 +245,16 @@ impl OldMapper {
             }
             _ => {}
         }
-        let upstream_gap = match seq {
-            None => None,
-            Some((true, trade_id)) => upstream_seq(&mut self.last_trade_id[symbol.index()], trade_id)?,
+        let (upstream_seq, continuity) = match seq {
+            None => (None, Continuity::InOrder),
+            Some((true, id)) => {
+                (Some(id), self.trade_ids.check(symbol.index(), Some(id), Numbering::Contiguous, None)?)
+            }
             Some((false, seq)) => {
-                let last = &mut self.last_ticker_seq[symbol.index()];
-                if *last != 0 && seq <= *last {
-                    return Err(Reject::SeqBackwards);
-                }
-                *last = seq;
-                None
+                (None, self.ticker_seqs.check(symbol.index(), Some(seq), Numbering::Increasing, None)?)
             }
         };
-        Ok(Some(Normalized { tick: Tick { symbol, seq: 0, ts, gw_ts: 0, kind }, upstream_gap }))
+        Ok(Some(Normalized::new(Tick { symbol, seq: 0, ts, gw_ts: 0, kind }, upstream_seq, continuity)))
     }
 }
 
@@ -275,9 +271,10 @@ enum Schema {
 impl Schema {
     fn keys(self) -> &'static [&'static str] {
         match self {
-            Schema::Tickgate => {
-                &["type", "symbol", "price", "size", "bid", "bid_size", "ask", "ask_size", "ts", "seq", "data", "x"]
-            }
+            Schema::Tickgate => &[
+                "type", "symbol", "price", "size", "bid", "bid_size", "ask", "ask_size", "ts", "seq", "reset", "data",
+                "x",
+            ],
             Schema::Binance => {
                 &["e", "s", "p", "q", "T", "u", "b", "B", "a", "A", "E", "data", "stream", "result", "id", "S"]
             }
@@ -442,6 +439,15 @@ fn good(schema: Schema) -> impl Strategy<Value = Vec<(String, Value)>> {
                 ("size", "100"),
                 ("ts", "1700000000000000000"),
                 ("seq", "42"),
+            ]),
+            members(&[
+                ("type", r#""trade""#),
+                ("symbol", r#""AAPL""#),
+                ("price", "3"),
+                ("size", "1"),
+                ("ts", "1700000000000000000"),
+                ("seq", "1"),
+                ("reset", r#""upstream_restart""#),
             ]),
             members(&[
                 ("type", r#""quote""#),

@@ -266,13 +266,28 @@ pub fn gap(out: &mut Vec<u8>, info: &SymbolInfo, from_seq: u64, to_seq: u64, rea
 /// own sequence numbers say it skipped `missed` events of the symbol after the event `after_seq`
 /// (tickgate's numbering has no hole: nothing was lost between the gateway and the client).
 pub fn upstream_gap(out: &mut Vec<u8>, info: &SymbolInfo, source: &str, after_seq: u64, missed: u64) {
-    open(out, "upstream_gap");
+    upstream_notice(out, "upstream_gap", info, source, after_seq);
+    field_u64(out, "missed", missed);
+    out.push(b'}');
+}
+
+/// The members `upstream_gap` and `upstream_reset` share, up to `after_seq`.
+fn upstream_notice(out: &mut Vec<u8>, kind: &str, info: &SymbolInfo, source: &str, after_seq: u64) {
+    open(out, kind);
     out.extend_from_slice(b",\"symbol\":\"");
     out.extend_from_slice(info.name.as_bytes());
     out.extend_from_slice(b"\",\"source\":");
     write_str(out, source);
     field_u64(out, "after_seq", after_seq);
-    field_u64(out, "missed", missed);
+}
+
+/// `{"type":"upstream_reset","symbol":..,"source":..,"after_seq":..,"reason":..}`: the
+/// upstream's numbering of the symbol started again after the event `after_seq` (a reconnect, an
+/// implausible jump, a replay's new lap): an unknown number of its events may be missing there.
+pub fn upstream_reset(out: &mut Vec<u8>, info: &SymbolInfo, source: &str, after_seq: u64, reason: &str) {
+    upstream_notice(out, "upstream_reset", info, source, after_seq);
+    out.extend_from_slice(b",\"reason\":");
+    write_str(out, reason);
     out.push(b'}');
 }
 
@@ -347,5 +362,10 @@ mod tests {
         assert_eq!(v, json!({"type":"gap","symbol":"AAPL","from_seq":3,"to_seq":9,"reason":"gateway_overload"}));
         let v = encode(|o| upstream_gap(o, &aapl(), "nasdaq-1", 41, 3));
         assert_eq!(v, json!({"type":"upstream_gap","symbol":"AAPL","source":"nasdaq-1","after_seq":41,"missed":3}));
+        let v = encode(|o| upstream_reset(o, &aapl(), "nasdaq-1", 41, "upstream_restart"));
+        assert_eq!(
+            v,
+            json!({"type":"upstream_reset","symbol":"AAPL","source":"nasdaq-1","after_seq":41,"reason":"upstream_restart"})
+        );
     }
 }

@@ -37,6 +37,9 @@ pub struct FeedConfig {
     pub tcp_listen: Option<SocketAddr>,
     /// Upstream messages whose exchange time is further than this from now are rejected, in ms.
     pub max_skew_ms: u64,
+    /// The largest forward jump of an upstream's `seq` announced as an upstream gap; a larger
+    /// one (or a step back of more than this) restarts the numbering with an upstream reset.
+    pub max_seq_jump: u64,
     /// With "binance" or "coinbase": the exchange's WebSocket URL, `wss://` (TLS) or `ws://`.
     pub exchange_url: Option<String>,
     /// A PEM file of CA certificates trusted for `wss://`, besides the built-in webpki roots
@@ -183,6 +186,22 @@ impl FeedConfig {
 }
 
 impl SourceConfig {
+    /// A source named `name` of kind `source`, every other key at its default.
+    pub fn new(name: &str, source: &str) -> Self {
+        Self {
+            name: name.into(),
+            source: source.into(),
+            tcp_connect: None,
+            tcp_listen: None,
+            exchange_url: None,
+            exchange_symbols: Vec::new(),
+            aliases: Default::default(),
+            replay_path: None,
+            replay_speed: one(),
+            replay_loop: false,
+        }
+    }
+
     /// Checks the keys of one source; `prefix` is how errors name it (`feed.` or
     /// `feed.sources[2].`).
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
@@ -237,6 +256,36 @@ impl SourceConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// An hour and a day in ms: the longest timeouts, so a deadline from now never overflows.
+const HOUR_MS: u64 = 3_600_000;
+const DAY_MS: u64 = 24 * HOUR_MS;
+/// Largest `feed.max_skew_ms` (ten years): its value in ns fits in a u64.
+pub const MAX_SKEW_MS: u64 = 10 * 365 * DAY_MS;
+/// Largest `feed.max_seq_jump`.
+pub const MAX_SEQ_JUMP: u64 = 1_000_000_000_000;
+
+/// Refuses an alias named like a symbol of the universe (but for one naming itself): it would
+/// silently reroute that symbol's messages for every source.
+fn refuse_shadowing_aliases(
+    aliases: &std::collections::HashMap<String, String>,
+    key: &str,
+    universe: &SymbolTable,
+) -> Result<(), ConfigError> {
+    let mut shadowing: Vec<&String> = aliases
+        .iter()
+        .filter(|(name, to)| name != to && universe.lookup(name).is_some())
+        .map(|(name, _)| name)
+        .collect();
+    shadowing.sort();
+    match shadowing.first() {
+        Some(name) => Err(invalid(
+            format!("{key}.{name}"),
+            format!("is a symbol of the universe: an alias may not take its name (it maps to {:?})", aliases[*name]),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -374,6 +423,7 @@ impl Default for FeedConfig {
             tcp_connect: None,
             tcp_listen: None,
             max_skew_ms: 60_000,
+            max_seq_jump: tickgate_feed::upstream_seq::DEFAULT_MAX_SEQ_JUMP,
             exchange_url: None,
             exchange_ca_file: None,
             exchange_symbols: Vec::new(),
@@ -714,10 +764,16 @@ impl Config {
                 format!("must be \"conflate\", \"drop\" or \"disconnect\", got {:?}", l.slow_consumer_policy),
             ));
         }
+        self.check_ranges()?;
         self.sim.validate()?;
         self.universe.validate()?;
-        let symbols = self.universe.build(&self.sim)?.capacity();
+        let universe = self.universe.build(&self.sim)?;
+        let symbols = universe.capacity();
         let f = &self.feed;
+        refuse_shadowing_aliases(&f.aliases, "feed.aliases", &universe)?;
+        for (i, source) in f.sources.iter().enumerate() {
+            refuse_shadowing_aliases(&source.aliases, &format!("feed.sources[{i}].aliases"), &universe)?;
+        }
         if f.sources.is_empty() {
             f.sources()[0].validate("feed.")?;
         } else {
@@ -770,6 +826,39 @@ impl Config {
             symbol_state: (reactors + 1) * symbols as u128 * per_symbol,
             connection_slots: (self.limits.max_connections as u128 + 16 * reactors) * per_connection,
         }
+    }
+
+    /// Checks that every duration and count is within a range where no conversion (ms to ns,
+    /// a deadline from now, a socket option) can wrap or panic.
+    fn check_ranges(&self) -> Result<(), ConfigError> {
+        let (s, l, f) = (&self.server, &self.limits, &self.feed);
+        let counts = [
+            ("server.shutdown_grace_ms", s.shutdown_grace_ms, 0, HOUR_MS, "ms"),
+            ("server.socket_send_buffer", s.socket_send_buffer as u64, 0, 1 << 30, "bytes"),
+            ("limits.write_deadline_ms", l.write_deadline_ms, 100, HOUR_MS, "ms"),
+            ("limits.close_linger_ms", l.close_linger_ms, 0, HOUR_MS, "ms"),
+            ("limits.handshake_timeout_ms", l.handshake_timeout_ms, 1, HOUR_MS, "ms"),
+            ("limits.ping_interval_ms", l.ping_interval_ms, 1, DAY_MS, "ms"),
+            ("limits.idle_timeout_ms", l.idle_timeout_ms, 1, DAY_MS, "ms"),
+            ("limits.max_connections", l.max_connections as u64, 1, 10_000_000, "connections"),
+            ("limits.max_connections_per_ip", l.max_connections_per_ip as u64, 0, 10_000_000, "connections"),
+            ("limits.max_subscriptions", l.max_subscriptions as u64, 1, 1_000_000, "subscriptions"),
+            ("auth.auth_timeout_ms", self.auth.auth_timeout_ms, 1, HOUR_MS, "ms"),
+            ("feed.max_skew_ms", f.max_skew_ms, 1, MAX_SKEW_MS, "ms"),
+            ("feed.max_seq_jump", f.max_seq_jump, 0, MAX_SEQ_JUMP, "sequence numbers"),
+        ];
+        for (key, value, min, max, unit) in counts {
+            if !(min..=max).contains(&value) {
+                return Err(invalid(key, format!("must be between {min} and {max} {unit}, got {value}")));
+            }
+        }
+        if l.messages_per_second > 1e9 {
+            return Err(invalid(
+                "limits.messages_per_second",
+                format!("must be at most 1000000000, got {}", l.messages_per_second),
+            ));
+        }
+        Ok(())
     }
 
     /// The TLS client configuration of the exchange source (`wss://`): the built-in webpki roots
@@ -912,7 +1001,11 @@ mod tests {
                 "feed.exchange_ca_file cannot read /nonexistent/ca.pem",
             ),
         ];
-        for (text, position, needle) in cases {
+        check_refusals(&cases);
+    }
+
+    fn check_refusals(cases: &[(&str, &str, &str)]) {
+        for &(text, position, needle) in cases {
             let err = Config::from_toml(text, "test.toml").unwrap_err().to_string();
             assert!(!err.contains('\n'), "one line: {err}");
             assert!(err.contains(needle), "{err:?} should contain {needle:?}");
@@ -939,6 +1032,53 @@ mod tests {
             (liveness.silence, liveness.status_hold),
             (std::time::Duration::from_millis(300), std::time::Duration::ZERO)
         );
+    }
+
+    #[test]
+    fn every_duration_and_count_is_range_checked_naming_the_key() {
+        let cases = [
+            ("[feed]\nmax_skew_ms = 18446744073709\n", "", "feed.max_skew_ms must be between 1 and 315360000000 ms"),
+            ("[feed]\nmax_skew_ms = 0\n", "", "feed.max_skew_ms must be between"),
+            ("[feed]\nmax_seq_jump = 18446744073709551615\n", "", "feed.max_seq_jump must be between"),
+            ("[server]\nshutdown_grace_ms = 18446744073709551615\n", "", "server.shutdown_grace_ms must be"),
+            ("[server]\nsocket_send_buffer = 4294967296\n", "", "server.socket_send_buffer must be"),
+            ("[limits]\nwrite_deadline_ms = 18446744073709551615\n", "", "limits.write_deadline_ms must be"),
+            ("[limits]\nclose_linger_ms = 18446744073709551615\n", "", "limits.close_linger_ms must be"),
+            ("[limits]\nhandshake_timeout_ms = 36000000\n", "", "limits.handshake_timeout_ms must be"),
+            ("[limits]\nidle_timeout_ms = 18446744073709551615\n", "", "limits.idle_timeout_ms must be"),
+            ("[limits]\nping_interval_ms = 0\n", "", "limits.ping_interval_ms must be"),
+            ("[limits]\nmax_connections = 100000000\n", "", "limits.max_connections must be"),
+            ("[limits]\nmax_connections_per_ip = 100000000\n", "", "limits.max_connections_per_ip must be"),
+            ("[limits]\nmax_subscriptions = 100000000\n", "", "limits.max_subscriptions must be"),
+            ("[limits]\nmessages_per_second = 1e300\n", "", "limits.messages_per_second must be at most"),
+            ("[auth]\nauth_timeout_ms = 18446744073709551615\n", "", "auth.auth_timeout_ms must be"),
+        ];
+        check_refusals(&cases);
+        let ok = "[feed]\nmax_skew_ms = 315360000000\nmax_seq_jump = 0\n";
+        assert_eq!(Config::from_toml(ok, "test.toml").unwrap().feed.max_seq_jump, 0, "the bounds themselves are fine");
+    }
+
+    #[test]
+    fn an_alias_named_like_a_universe_symbol_is_refused() {
+        let universe = "[universe]\nsymbols = [{ name = \"AAPL\", price_scale = 2, size_scale = 0 }, { name = \"MSFT\", price_scale = 2, size_scale = 0 }]\n";
+        let cases = [
+            (
+                format!("{universe}[feed]\naliases = {{ AAPL = \"MSFT\" }}\n"),
+                "feed.aliases.AAPL is a symbol of the universe",
+            ),
+            (
+                format!(
+                    "{universe}[[feed.sources]]\nname = \"a\"\nsource = \"sim\"\naliases = {{ MSFT = \"AAPL\" }}\n"
+                ),
+                "feed.sources[0].aliases.MSFT is a symbol of the universe",
+            ),
+        ];
+        for (text, needle) in &cases {
+            let err = Config::from_toml(text, "test.toml").unwrap_err().to_string();
+            assert!(err.contains(needle), "{err:?} should contain {needle:?}");
+        }
+        let fine = format!("{universe}[feed]\naliases = {{ AAPL = \"AAPL\", APPLE = \"AAPL\" }}\n");
+        Config::from_toml(&fine, "test.toml").expect("an alias naming itself, or a new name, is fine");
     }
 
     #[test]

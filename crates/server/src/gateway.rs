@@ -280,13 +280,14 @@ fn start_source(
     stats: Arc<SourceStats>,
 ) -> Result<Box<dyn Source>, StartError> {
     let resolver = || SymbolResolver::new(symbols.clone(), &source.aliases, config.universe.unknown());
-    let max_skew_ns = config.feed.max_skew_ms * 1_000_000;
+    // Validated: at most MAX_SKEW_MS, so the product fits.
+    let max_skew_ns = config.feed.max_skew_ms.saturating_mul(1_000_000);
+    let max_seq_jump = config.feed.max_seq_jump;
     Ok(match source.source.as_str() {
         "replay" => {
             let path = source.replay_path.clone().unwrap_or_default();
-            let rejected = stats.rejected.clone();
             let replay =
-                Replay::open_with(&path, resolver(), source.replay_speed, source.replay_loop, rejected, &source.name)
+                Replay::open_with(&path, resolver(), source.replay_speed, source.replay_loop, max_seq_jump, stats)
                     .map_err(|e| StartError::Feed { path, source: e })?;
             Box::new(replay)
         }
@@ -296,14 +297,14 @@ fn start_source(
                 (None, Some(addr)) => TcpMode::Listen(addr),
                 (None, None) => unreachable!("validated: one of them is set"),
             };
-            let normalizer = Normalizer::with_resolver(resolver(), max_skew_ns);
+            let normalizer = Normalizer::with_resolver(resolver(), max_skew_ns).with_max_seq_jump(max_seq_jump);
             let tcp = TcpSource::start(mode, normalizer, stats, config.feed.liveness())
                 .map_err(|e| StartError::Source { name: source.name.clone(), source: e })?;
             Box::new(tcp)
         }
         name @ ("binance" | "coinbase") => {
             let exchange = if name == "binance" { Exchange::Binance } else { Exchange::Coinbase };
-            let mapper = ExchangeMapper::with_resolver(exchange, resolver());
+            let mapper = ExchangeMapper::with_resolver(exchange, resolver()).with_max_seq_jump(max_seq_jump);
             let feed = ExchangeSource::start(
                 exchange,
                 source.exchange_url.clone().unwrap_or_default(),

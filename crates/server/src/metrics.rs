@@ -81,6 +81,7 @@ fn source_ok(source: &SourceStats, paused: bool, now_ns: u64) -> (bool, serde_js
         "reconnects": load(&source.health.reconnects),
         "connect_failures": load(&source.health.connect_failures),
         "upstream_gaps": load(&source.health.upstream_gaps),
+        "upstream_resets": source.upstream_resets.iter().map(load).sum::<u64>(),
         "rejected": source.rejected_total(),
         "last_tick_age_ms": ms(last_tick_age),
         "last_message_age_ms": if source.is_networked() {
@@ -277,6 +278,12 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         "The wait before the next attempt to reach the upstream (0 while connected).",
         &["source"],
     )?;
+    let upstream_resets = counter(
+        "tickgate_upstream_resets_total",
+        "upstream_reset notices: the upstream's numbering of a symbol started again, by reason \
+         (upstream_restart, seq_jump, replay_loop).",
+        &["source", "reason"],
+    )?;
     let feed_up = gauge("tickgate_feed_up", "1 while the source is delivering, else 0.", &["source"])?;
     let last_tick_age = float_gauge(
         "tickgate_feed_last_tick_age_seconds",
@@ -297,6 +304,9 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         subscription_errors.with_label_values(&[name]).inc_by(load(&source.health.subscription_errors));
         probes.with_label_values(&[name]).inc_by(load(&source.health.probes));
         backoff.with_label_values(&[name]).set(load(&source.health.backoff_ms) as f64 / 1e3);
+        for (i, reason) in tickgate_feed::upstream_seq::ResetReason::REASONS.iter().enumerate() {
+            upstream_resets.with_label_values(&[name, reason]).inc_by(load(&source.upstream_resets[i]));
+        }
         feed_up.with_label_values(&[name]).set(i64::from(source_ok(source, paused, now_ns).0));
         last_tick_age
             .with_label_values(&[name])

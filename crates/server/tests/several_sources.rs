@@ -24,18 +24,7 @@ fn trade(symbol: &str, seq: u64, price: &str, size: &str) -> String {
 }
 
 fn tcp_source(name: &str, upstream: &TcpListener) -> SourceConfig {
-    SourceConfig {
-        name: name.into(),
-        source: "tcp".into(),
-        tcp_connect: Some(upstream.local_addr().unwrap()),
-        tcp_listen: None,
-        exchange_url: None,
-        exchange_symbols: Vec::new(),
-        aliases: Default::default(),
-        replay_path: None,
-        replay_speed: 1.0,
-        replay_loop: false,
-    }
+    SourceConfig { tcp_connect: Some(upstream.local_addr().unwrap()), ..SourceConfig::new(name, "tcp") }
 }
 
 fn accept(listener: &TcpListener) -> TcpStream {
