@@ -7,6 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -127,6 +128,10 @@ fn fake_server(fault: Fault, lifetime: Duration) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     let clients: Arc<Mutex<Vec<(TcpStream, bool)>>> = Arc::new(Mutex::new(Vec::new()));
     let accepted = Arc::clone(&clients);
+    // The last seq this fake published, per symbol. Its own: the publisher of an earlier test's
+    // fake may still be running out its lifetime.
+    let published: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let snapshot_at = Arc::clone(&published);
     thread::spawn(move || {
         for i in 0..CLIENTS {
             let (mut stream, _) = listener.accept().unwrap();
@@ -144,7 +149,7 @@ fn fake_server(fault: Fault, lifetime: Duration) -> SocketAddr {
                 if refused && s == 0 {
                     continue;
                 }
-                let at = PUBLISHED[s].load(std::sync::atomic::Ordering::SeqCst);
+                let at = snapshot_at[s].load(Ordering::SeqCst);
                 hello.extend(text_frame(&format!(
                     r#"{{"type":"snapshot","symbol":"{name}","seq":{at},"trade":null,"quote":null}}"#
                 )));
@@ -158,9 +163,6 @@ fn fake_server(fault: Fault, lifetime: Duration) -> SocketAddr {
             accepted.push((stream, first));
         }
     });
-    for published in &PUBLISHED {
-        published.store(0, std::sync::atomic::Ordering::SeqCst);
-    }
     thread::spawn(move || {
         let start = Instant::now();
         let mut seq = 0u64;
@@ -186,17 +188,13 @@ fn fake_server(fault: Fault, lifetime: Duration) -> SocketAddr {
                 }
                 let _ = stream.write_all(&batch);
             }
-            for published in &PUBLISHED {
-                published.store(seq, std::sync::atomic::Ordering::SeqCst);
+            for symbol in published.iter() {
+                symbol.store(seq, Ordering::SeqCst);
             }
         }
     });
     addr
 }
-
-/// The last seq the fake published, per symbol (one fake at a time).
-static PUBLISHED: [std::sync::atomic::AtomicU64; 2] =
-    [std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)];
 
 fn params(addr: SocketAddr, connections: usize, universe: Vec<String>, per_client: usize) -> RunParams {
     RunParams {
