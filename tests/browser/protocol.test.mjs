@@ -108,10 +108,13 @@ test('the gateway saying its feed is down shows a notice until it is back', asyn
   await until('notice gone', () => !document.querySelector('[data-testid=notice-feed]'));
 });
 
-test('a seq jump no gap announced resubscribes for a fresh snapshot', async () => {
+test('a seq jump no gap announced unsubscribes and subscribes again for a fresh snapshot', async () => {
   const before = gw.commands.length;
   gw.client.send(trade('AAPL', 30, '106.00')); // 27 expected
   await gw.waitForCommand((c) => c.op === 'subscribe' && c.symbols.join() === 'AAPL', before);
+  // A held symbol gets no second snapshot: the unsubscribe comes first.
+  const ops = gw.commands.slice(before).filter((c) => c.symbols?.join() === 'AAPL').map((c) => c.op);
+  assert.deepEqual(ops.slice(0, 2), ['unsubscribe', 'subscribe']);
   await until('gaps 2', () => document.querySelector('[data-testid=gaps]').textContent === '2');
   assert.match(await text('notice-seq'), /AAPL skipped seq 27–29/);
   // The scripted gateway's snapshot is at seq 10, price 100.00.

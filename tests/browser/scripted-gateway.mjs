@@ -119,19 +119,27 @@ export async function startScriptedGateway({ universe, snapshot, port = 0, welco
         scripted.refuseSubscribes -= 1;
         reply({ type: 'error', ...id, code: 'rate_limited', message: 'too many messages; this one was not executed' });
       } else if (command.op === 'subscribe') {
-        // As tickgate does: the known symbols are subscribed (each gets a snapshot), the unknown
-        // ones are named in an unknown_symbol error.
+        // As tickgate does: the known symbols are subscribed (each one not held yet gets a
+        // snapshot; a held one is only confirmed), the unknown ones are named in an
+        // unknown_symbol error.
+        client.held ??= new Set();
         const known = command.symbols.filter((s) => universe.includes(s));
         const unknown = command.symbols.filter((s) => !universe.includes(s));
         if (known.length || !unknown.length) {
           reply({ type: 'subscribed', ...id, symbols: known, policy: 'conflate' });
-          for (const s of known) reply(scripted.snapshot(s));
+          for (const s of known) {
+            if (!client.held.has(s)) reply(scripted.snapshot(s));
+            client.held.add(s);
+          }
         }
         if (unknown.length) {
           reply({ type: 'error', ...id, code: 'unknown_symbol', message: 'unknown symbols', symbols: unknown });
         }
       }
-      if (command.op === 'unsubscribe') reply({ type: 'unsubscribed', ...id, symbols: command.symbols });
+      if (command.op === 'unsubscribe') {
+        for (const s of command.symbols) client.held?.delete(s);
+        reply({ type: 'unsubscribed', ...id, symbols: command.symbols });
+      }
       for (const w of waiters.splice(0)) w();
     },
     /** The first command from index `from` on that matches pred, once it has arrived. */

@@ -953,7 +953,7 @@ mod tests {
             format!("allocate {} MiB up front (1024 reactors: channels {} MiB", up.total() >> 20, up.channels >> 20);
         assert!(err.contains(&named), "{err}");
         assert!(err.contains("more than the 4096 MiB allowed") && !err.contains('\n'), "{err}");
-        assert!(refused("[limits]\nmax_connections = 100000000\n").contains("connection slots 5"));
+        assert!(refused("[limits]\nmax_connections = 10000000\n").contains("connection slots 5"));
         assert!(refused("[server]\nreactors = 512\n[sim]\nsymbols = 100000\n").contains("per-symbol state"));
         // The same reactors with small channels fit; so does the default, by far.
         Config::from_toml("[server]\nreactors = 1024\nchannel_capacity = 1024\n", "test.toml").unwrap();
