@@ -37,7 +37,9 @@ use tungstenite::{Message, WebSocket};
 use crate::admission::{Admission, Refusal};
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::connection::{AuthState, CloseReason, Closing, Connection, Millis, Phase, WriteCounts, WriteOutcome};
+use crate::connection::{
+    AuthState, CloseReason, Closing, Connection, Millis, Phase, READ_BYTES_PER_TURN, WriteCounts, WriteOutcome,
+};
 use crate::hold::{HoldTimer, Pass, WriteHold};
 use crate::http::{self, Parsed, Route, Surface};
 use crate::metrics::Telemetry;
@@ -47,15 +49,6 @@ pub const LISTENER: Token = Token(usize::MAX - 1);
 pub const WAKER: Token = Token(usize::MAX - 2);
 pub const ADMIN_LISTENER: Token = Token(usize::MAX - 3);
 pub const HOLD_TIMER: Token = Token(usize::MAX - 4);
-
-/// WebSocket limits of the echo route: the conformance cases send messages of up to 16 MiB.
-fn echo_ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
-        .max_message_size(Some(64 << 20))
-        .max_frame_size(Some(16 << 20))
-}
 
 /// How often a reactor passes over every connection's timers.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
@@ -87,6 +80,10 @@ const FLUSH_SLICE: usize = 32;
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Bytes read from a socket per `read` while in the HTTP phase or draining.
 const READ_CHUNK: usize = 2048;
+/// Most messages (of every kind) taken from one connection per turn; with the read allowance
+/// of [`crate::connection::ConnIo::grant_turn`], what keeps one busy client from holding the reactor. A
+/// connection that reaches either waits on the backlog for the next turn.
+const MESSAGES_PER_TURN: usize = 16;
 
 /// What a reactor needs from the gateway.
 #[derive(Debug)]
@@ -129,6 +126,11 @@ pub struct Reactor {
     lvc: LastValueCache,
     /// Connections with something queued this turn.
     dirty: Vec<ConnKey>,
+    /// Connections whose read allowance ran out with more to read: read again next turn
+    /// (edge-triggered readiness will not say so again).
+    backlog: Vec<ConnKey>,
+    /// The backlog being read by [`Reactor::read_backlog`] (kept to reuse its capacity).
+    revisiting: Vec<ConnKey>,
     /// The list being written by [`Reactor::flush_dirty`] (kept to reuse its capacity).
     flushing: Vec<ConnKey>,
     /// Connections on their way out, checked against their deadline.
@@ -228,11 +230,13 @@ impl Reactor {
             budget,
             default_policy,
             // Sized for this reactor's share of the connection limit up front: the memory is only
-            // touched as connections arrive, and the slab never moves its 560-byte entries around.
+            // touched as connections arrive, and the slab never moves its 568-byte entries around.
             conns: Slab::with_capacity(slab_capacity),
             index: SubscriptionIndex::new(n),
             lvc: LastValueCache::new(n),
             dirty: Vec::with_capacity(1024),
+            backlog: Vec::new(),
+            revisiting: Vec::new(),
             flushing: Vec::with_capacity(1024),
             closing: Vec::new(),
             over_limit: Vec::new(),
@@ -271,7 +275,9 @@ impl Reactor {
         loop {
             // While holding, the hold timer wakes the reactor (the ingest thread need not);
             // the poll's own timeout, in whole milliseconds, is only a backstop.
+            // A backlog of connections with more to read: look at the sockets and go on at once.
             let timeout = match self.hold_until {
+                _ if !self.backlog.is_empty() => Duration::ZERO,
                 Some(until) => until.saturating_duration_since(Instant::now()),
                 None if self.inbox.park() => IDLE_POLL,
                 None => Duration::ZERO,
@@ -300,6 +306,7 @@ impl Reactor {
                     }
                 }
             }
+            self.read_backlog();
             // Holding (see crate::hold): ticks wait in the channel and replies in their queues
             // until the hold timer, unless shutdown has begun.
             let holding = self.hold_until.is_some_and(|until| until > self.now) && self.draining_until.is_none();
@@ -440,7 +447,39 @@ impl Reactor {
         self.begin_close(key, None, CloseReason::Refused);
     }
 
+    /// A readiness event: reads the connection, unless it waits on the backlog (then it is read
+    /// once this turn, by [`Reactor::read_backlog`]).
     fn on_readable(&mut self, key: usize) {
+        if self.conns.get(key).is_some_and(|c| !c.backlogged) {
+            self.read(key);
+        }
+    }
+
+    /// Reads every connection left on the backlog by the previous turn, each within its allowance.
+    fn read_backlog(&mut self) {
+        let mut revisiting = std::mem::take(&mut self.revisiting);
+        std::mem::swap(&mut revisiting, &mut self.backlog);
+        for &key in &revisiting {
+            if let Some(conn) = self.conns.get_mut(key as usize) {
+                conn.backlogged = false;
+                self.read(key as usize);
+            }
+        }
+        revisiting.clear();
+        self.revisiting = revisiting;
+    }
+
+    /// Puts a connection whose allowance ran out on the backlog, to be read next turn.
+    fn read_later(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.backlogged {
+                conn.backlogged = true;
+                self.backlog.push(key as ConnKey);
+            }
+        }
+    }
+
+    fn read(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         if conn.closing.is_some() {
             self.read_discarding(key);
@@ -496,6 +535,13 @@ impl Reactor {
             Parsed::Partial => return,
             Parsed::Complete(Route::Upgrade { response, head_len, echo, token }) => {
                 match self.authorize(token.as_deref()) {
+                    // The echo route has no commands, so no `auth` message: a token must come
+                    // with the upgrade request.
+                    Ok(AuthState::Pending { .. }) if echo => http::response(
+                        401,
+                        "Unauthorized",
+                        "authentication is on: the echo route needs a token with the upgrade request\n",
+                    ),
                     Ok(auth) => {
                         if let Some(conn) = self.conns.get_mut(key) {
                             conn.auth = auth;
@@ -540,14 +586,10 @@ impl Reactor {
         if io.utf8.feed(&early).is_err() {
             io.invalid_utf8 = true;
         }
-        let config = if echo { echo_ws_config() } else { self.ws_config };
-        let ws = WebSocket::from_partially_read(io, early, Role::Server, Some(config));
+        // The echo route has the same limits as /ws (the conformance script raises them).
+        let ws = WebSocket::from_partially_read(io, early, Role::Server, Some(self.ws_config));
         conn.phase = Phase::Ws(ws);
         conn.echo = echo;
-        if echo {
-            // The echo route is a conformance tool; it has no commands, so no auth message.
-            conn.auth = AuthState::Open;
-        }
         self.turn.upgraded += 1;
         if echo {
             return;
@@ -585,21 +627,30 @@ impl Reactor {
         }
     }
 
-    /// Reads WebSocket messages until the socket would block.
+    /// Reads WebSocket messages within the turn's allowance: [`MESSAGES_PER_TURN`] messages and
+    /// the bytes and frames of [`crate::connection::ConnIo::grant_turn`]. A connection that used it up with more to
+    /// read goes on the backlog; the frames read (every kind) are charged to its frame rate.
     fn read_ws(&mut self, key: usize) {
-        loop {
+        let Some(io) = self.conns.get_mut(key).and_then(|c| c.io()) else { return };
+        io.grant_turn();
+        let mut messages = 0;
+        let more = loop {
             let Some(conn) = self.conns.get_mut(key) else { return };
             if conn.closing.is_some() {
                 return;
+            }
+            if messages == MESSAGES_PER_TURN {
+                break true;
             }
             let echo = conn.echo;
             let Phase::Ws(ws) = &mut conn.phase else { return };
             let result = ws.read();
             if result.is_ok() {
                 conn.last_inbound = self.now_ms;
+                messages += 1;
             }
-            // Every client message spends a token (echo connections run conformance suites).
-            if let (Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_)), false) = (&result, echo) {
+            // Every client message spends a token.
+            if let Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_)) = &result {
                 let limits = &self.config.limits;
                 if conn.bucket.allow(self.now, limits.messages_per_second, limits.message_burst) {
                     conn.strikes = 0;
@@ -671,11 +722,13 @@ impl Reactor {
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Everything valid has been handled; invalid text seen in a frame not yet
                     // complete fails the connection now rather than once it is all in.
-                    let invalid = matches!(self.conns.get(key), Some(Connection { phase: Phase::Ws(ws), .. }) if ws.get_ref().invalid_utf8);
-                    if invalid {
+                    let Some(Connection { phase: Phase::Ws(ws), .. }) = self.conns.get(key) else { return };
+                    if ws.get_ref().invalid_utf8 {
                         self.on_ws_error(key, tungstenite::Error::Utf8(String::from("invalid UTF-8")));
+                        return;
                     }
-                    return;
+                    // Either the socket is empty, or the allowance is spent and it may not be.
+                    break ws.get_ref().turn_spent();
                 }
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -683,7 +736,25 @@ impl Reactor {
                     return;
                 }
             }
+        };
+        if self.charge_frames(key) && more {
+            self.read_later(key);
         }
+    }
+
+    /// Charges the frames read since the last charge to the connection's frame rate; past
+    /// `limits.max_frames_per_second`, closes it with 1008. Returns whether it is still open.
+    fn charge_frames(&mut self, key: usize) -> bool {
+        let max = self.config.limits.max_frames_per_second;
+        let now_ms = self.now_ms;
+        let Some(conn) = self.conns.get_mut(key) else { return false };
+        let Some(io) = conn.io() else { return false };
+        let frames = io.take_frames();
+        if conn.frame_window.charge(now_ms, u32::from(frames), max) {
+            return true;
+        }
+        self.begin_close(key, Some((CloseCode::PolicyViolation, "too many frames")), CloseReason::TooManyFrames);
+        false
     }
 
     fn on_ws_error(&mut self, key: usize, error: tungstenite::Error) {
@@ -1224,15 +1295,21 @@ impl Reactor {
         self.mark_dirty(key);
     }
 
-    /// Reads and discards what a closing client still sends, until it hangs up.
+    /// Reads and discards what a closing client still sends, until it hangs up, at most
+    /// [`READ_BYTES_PER_TURN`] a turn (then the rest waits on the backlog).
     fn read_discarding(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let Some(io) = conn.io() else { return };
         let mut chunk = [0u8; READ_CHUNK];
+        let mut left = READ_BYTES_PER_TURN as usize;
         loop {
-            match io.sock.read(&mut chunk) {
+            if left == 0 {
+                self.read_later(key);
+                return;
+            }
+            match io.sock.read(&mut chunk[..left.min(READ_CHUNK)]) {
                 Ok(0) => break,
-                Ok(_) => {}
+                Ok(n) => left = left.saturating_sub(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => break,
@@ -1336,7 +1413,7 @@ impl Reactor {
         let now_secs = wall_clock_ns() / 1_000_000_000;
         for (key, c) in self.conns.iter_mut() {
             let closing = c.closing.is_some();
-            let (echo, opened, last_inbound, last_ping) = (c.echo, c.opened, c.last_inbound, c.last_ping);
+            let (opened, last_inbound, last_ping) = (c.opened, c.last_inbound, c.last_ping);
             let upgraded = matches!(c.phase, Phase::Ws(_));
             let auth_timeout = matches!(c.auth, AuthState::Pending { deadline } if deadline <= now);
             let token_expired =
@@ -1347,8 +1424,7 @@ impl Reactor {
             if closing {
                 continue;
             }
-            // Echo connections carry conformance messages of up to 16 MiB: only the deadline applies.
-            let over = io.out.is_over(&budget) && !echo;
+            let over = io.out.is_over(&budget);
             if io.out.is_stalled(&budget, now) || over {
                 actions.push((key, Sweep::SlowConsumer));
             } else if !upgraded && opened.until(now_ms) >= handshake_timeout {
