@@ -126,11 +126,12 @@ pub struct Reactor {
     lvc: LastValueCache,
     /// Connections with something queued this turn.
     dirty: Vec<ConnKey>,
-    /// Connections whose read allowance ran out with more to read: read again next turn
-    /// (edge-triggered readiness will not say so again).
-    backlog: Vec<ConnKey>,
-    /// The backlog being read by [`Reactor::read_backlog`] (kept to reuse its capacity).
-    revisiting: Vec<ConnKey>,
+    /// Connections whose read allowance ran out with more to read, by key and session (a key
+    /// may be reused meanwhile): read again next turn (edge-triggered readiness will not say so
+    /// again).
+    backlog: Vec<(ConnKey, u64)>,
+    /// Last turn's backlog, read this turn by [`Reactor::read_backlog`].
+    revisiting: Vec<(ConnKey, u64)>,
     /// The list being written by [`Reactor::flush_dirty`] (kept to reuse its capacity).
     flushing: Vec<ConnKey>,
     /// Connections on their way out, checked against their deadline.
@@ -289,6 +290,9 @@ impl Reactor {
                 }
             }
             self.inbox.unpark();
+            // Last turn's backlog is read after this turn's events; what runs out of allowance
+            // from here on waits for the next turn.
+            std::mem::swap(&mut self.revisiting, &mut self.backlog);
             self.now = Instant::now();
             self.now_ms = Millis::since(self.epoch, self.now);
             for event in events.iter() {
@@ -455,14 +459,18 @@ impl Reactor {
         }
     }
 
-    /// Reads every connection left on the backlog by the previous turn, each within its allowance.
+    /// Reads every connection the previous turn left on the backlog, each within a new allowance.
     fn read_backlog(&mut self) {
         let mut revisiting = std::mem::take(&mut self.revisiting);
-        std::mem::swap(&mut revisiting, &mut self.backlog);
-        for &key in &revisiting {
-            if let Some(conn) = self.conns.get_mut(key as usize) {
-                conn.backlogged = false;
-                self.read(key as usize);
+        for &(key, session) in &revisiting {
+            let key = key as usize;
+            match self.conns.get_mut(key) {
+                Some(conn) if conn.session == session && conn.backlogged => {
+                    conn.backlogged = false;
+                    self.read(key);
+                }
+                // Closed since, and its key perhaps reused.
+                _ => {}
             }
         }
         revisiting.clear();
@@ -474,7 +482,7 @@ impl Reactor {
         if let Some(conn) = self.conns.get_mut(key) {
             if !conn.backlogged {
                 conn.backlogged = true;
-                self.backlog.push(key as ConnKey);
+                self.backlog.push((key as ConnKey, conn.session));
             }
         }
     }
