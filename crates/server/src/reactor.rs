@@ -2,8 +2,10 @@
 //!
 //! The loop, once per turn:
 //! 1. `poll` (sleeping only when the ingest channel is empty, see [`ReactorInbox::park`]);
-//! 2. accept until `WouldBlock`; read every readable connection until `WouldBlock` (mio is
-//!    edge-triggered: a readiness event must be drained), answering commands as they come;
+//! 2. accept until `WouldBlock`; read every readable connection, and the backlog the last turn
+//!    left, each within a per-turn allowance (bytes, frames, messages), answering commands as
+//!    they come. mio is edge-triggered, so a connection that spends its allowance before
+//!    `WouldBlock` goes on the backlog for the next turn: one client cannot hold the reactor;
 //! 3. drain a batch of ticks from the ingest channel and queue each tick's shared frame on its
 //!    subscribers' queues;
 //! 4. write every connection that got something, many frames per `writev`, fanning out the ticks
@@ -80,9 +82,9 @@ const FLUSH_SLICE: usize = 32;
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Bytes read from a socket per `read` while in the HTTP phase or draining.
 const READ_CHUNK: usize = 2048;
-/// Most messages (of every kind) taken from one connection per turn; with the read allowance
-/// of [`crate::connection::ConnIo::grant_turn`], what keeps one busy client from holding the reactor. A
-/// connection that reaches either waits on the backlog for the next turn.
+/// Most messages (of every kind) taken from one connection per turn. With the read allowance of
+/// [`crate::connection::ConnIo::grant_turn`], it keeps one busy client from holding the reactor:
+/// a connection that reaches either waits on the backlog for the next turn.
 const MESSAGES_PER_TURN: usize = 16;
 
 /// What a reactor needs from the gateway.
@@ -635,9 +637,10 @@ impl Reactor {
         }
     }
 
-    /// Reads WebSocket messages within the turn's allowance: [`MESSAGES_PER_TURN`] messages and
-    /// the bytes and frames of [`crate::connection::ConnIo::grant_turn`]. A connection that used it up with more to
-    /// read goes on the backlog; the frames read (every kind) are charged to its frame rate.
+    /// Reads WebSocket messages within the turn's allowance: [`MESSAGES_PER_TURN`] messages, and
+    /// the bytes and frames of [`crate::connection::ConnIo::grant_turn`]. A connection that used
+    /// it up with more to read goes on the backlog; the frames read (every kind) are charged to
+    /// its frame rate.
     fn read_ws(&mut self, key: usize) {
         let Some(io) = self.conns.get_mut(key).and_then(|c| c.io()) else { return };
         io.grant_turn();

@@ -286,11 +286,24 @@ fn read_close(stream: &mut TcpStream) -> Option<(u16, String)> {
     }
 }
 
+/// Starts a gateway configured by `tweak` and runs a flood of `flood` (after `opening`) against
+/// it with [`under_attack`]; returns the gateway, to check how the flooders were closed.
+fn flooded(name: &str, tweak: fn(&mut Config), opening: &[u8], flood: &[u8]) -> Gateway {
+    let gateway = start_gateway(tweak);
+    let addr = gateway.local_addr();
+    under_attack(name, &gateway, || Attack::flood(addr, opening.to_vec(), repeated(flood)));
+    gateway
+}
+
+/// Flooders closed for their frames or for their messages.
+fn closed_for_flooding(gateway: &Gateway) -> u64 {
+    closed_for(gateway, CloseReason::TooManyFrames) + closed_for(gateway, CloseReason::RateLimit)
+}
+
 #[test]
 fn a_pong_flood() {
-    let gateway = start_gateway(one_reactor);
+    let gateway = flooded("pong flood", one_reactor, b"", &frame(0x8a, b""));
     let addr = gateway.local_addr();
-    under_attack("pong flood", &gateway, || Attack::flood(addr, Vec::new(), repeated(&frame(0x8a, b""))));
     assert!(closed_for(&gateway, CloseReason::TooManyFrames) > 0, "the flooders were closed for their frames");
     // What the attacker sees: 1008 "too many frames".
     let mut stream = upgraded(addr, "/ws").unwrap();
@@ -307,48 +320,34 @@ fn no_frame_limit(c: &mut Config) {
 
 #[test]
 fn a_pong_flood_held_by_the_read_allowance_alone() {
-    let gateway = start_gateway(no_frame_limit);
-    let addr = gateway.local_addr();
-    under_attack("pong flood, frame limit off", &gateway, || {
-        Attack::flood(addr, Vec::new(), repeated(&frame(0x8a, b"")))
-    });
+    let gateway = flooded("pong flood, frame limit off", no_frame_limit, b"", &frame(0x8a, b""));
     assert_eq!(closed_for(&gateway, CloseReason::TooManyFrames), 0, "the flood was read, not closed");
 }
 
 #[test]
 fn a_continuation_frame_flood_held_by_the_read_allowance_alone() {
-    let gateway = start_gateway(no_frame_limit);
-    let addr = gateway.local_addr();
-    under_attack("continuation-frame flood, frame limit off", &gateway, || {
-        Attack::flood(addr, frame(0x01, b"{"), repeated(&frame(0x00, b"")))
-    });
+    let continuation = frame(0x00, b"");
+    let gateway =
+        flooded("continuation-frame flood, frame limit off", no_frame_limit, &frame(0x01, b"{"), &continuation);
     assert_eq!(closed_for(&gateway, CloseReason::TooManyFrames), 0, "the flood was read, not closed");
 }
 
 #[test]
 fn a_ping_flood() {
-    let gateway = start_gateway(one_reactor);
-    let addr = gateway.local_addr();
-    under_attack("ping flood", &gateway, || Attack::flood(addr, Vec::new(), repeated(&frame(0x89, b"are you there"))));
-    assert!(closed_for(&gateway, CloseReason::TooManyFrames) + closed_for(&gateway, CloseReason::RateLimit) > 0);
+    let gateway = flooded("ping flood", one_reactor, b"", &frame(0x89, b"are you there"));
+    assert!(closed_for_flooding(&gateway) > 0);
 }
 
 #[test]
 fn a_tiny_frame_flood() {
-    let gateway = start_gateway(one_reactor);
-    let addr = gateway.local_addr();
-    under_attack("tiny-frame flood", &gateway, || Attack::flood(addr, Vec::new(), repeated(&frame(0x81, b""))));
-    assert!(closed_for(&gateway, CloseReason::TooManyFrames) + closed_for(&gateway, CloseReason::RateLimit) > 0);
+    let gateway = flooded("tiny-frame flood", one_reactor, b"", &frame(0x81, b""));
+    assert!(closed_for_flooding(&gateway) > 0);
 }
 
 #[test]
 fn a_continuation_frame_flood() {
     // One message that never ends: a first fragment, then empty continuations forever.
-    let gateway = start_gateway(one_reactor);
-    let addr = gateway.local_addr();
-    under_attack("continuation-frame flood", &gateway, || {
-        Attack::flood(addr, frame(0x01, b"{"), repeated(&frame(0x00, b"")))
-    });
+    let gateway = flooded("continuation-frame flood", one_reactor, &frame(0x01, b"{"), &frame(0x00, b""));
     assert!(closed_for(&gateway, CloseReason::TooManyFrames) > 0, "closed for its frames, not left to run");
 }
 
@@ -361,20 +360,15 @@ fn a_fragmented_message_flood() {
         fragmented.extend(frame(0x00, std::slice::from_ref(b)));
     }
     fragmented.extend(frame(0x80, &command[command.len() - 1..]));
-    let gateway = start_gateway(one_reactor);
-    let addr = gateway.local_addr();
-    under_attack("fragmented-message flood", &gateway, || Attack::flood(addr, Vec::new(), repeated(&fragmented)));
+    let gateway = flooded("fragmented-message flood", one_reactor, b"", &fragmented);
     assert!(closed_for(&gateway, CloseReason::TooManyFrames) > 0);
 }
 
 #[test]
 fn a_command_flood() {
-    let gateway = start_gateway(one_reactor);
-    let addr = gateway.local_addr();
-    under_attack("command flood", &gateway, || {
-        Attack::flood(addr, Vec::new(), repeated(&frame(0x81, br#"{"op":"list_subscriptions"}"#)))
-    });
-    assert!(closed_for(&gateway, CloseReason::TooManyFrames) + closed_for(&gateway, CloseReason::RateLimit) > 0);
+    let command = frame(0x81, br#"{"op":"list_subscriptions"}"#);
+    let gateway = flooded("command flood", one_reactor, b"", &command);
+    assert!(closed_for_flooding(&gateway) > 0);
 }
 
 /// A universe big enough for amplification to matter.
@@ -395,15 +389,14 @@ fn subscribe_amplification() {
     under_attack("subscribe amplification", &gateway, || {
         Attack::flood(addr, Vec::new(), repeated(&frame(0x81, command.as_bytes())))
     });
+    assert!(closed_for_flooding(&gateway) + closed_for(&gateway, CloseReason::SlowConsumer) > 0);
 }
 
 #[test]
 fn list_symbols_amplification() {
-    let gateway = start_gateway(big_universe);
-    let addr = gateway.local_addr();
-    under_attack("list_symbols amplification", &gateway, || {
-        Attack::flood(addr, Vec::new(), repeated(&frame(0x81, br#"{"op":"list_symbols"}"#)))
-    });
+    let command = frame(0x81, br#"{"op":"list_symbols"}"#);
+    let gateway = flooded("list_symbols amplification", big_universe, b"", &command);
+    assert!(closed_for_flooding(&gateway) + closed_for(&gateway, CloseReason::SlowConsumer) > 0);
 }
 
 #[test]
