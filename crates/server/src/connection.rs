@@ -26,10 +26,10 @@ pub const MAX_IOV: usize = 64;
 ///
 /// `Read` reads the socket within the turn's allowance ([`ConnIo::grant_turn`]): once it is
 /// spent, or once the text is known to be invalid, it answers `WouldBlock` without a system
-/// call, which tungstenite treats like an empty socket (its partial frame is kept). `Write` appends to the outbox as a control frame that no policy
-/// drops (tungstenite only ever writes whole control frames, pongs and closes, so they queue
-/// between whole tick frames), and `flush` does nothing: the reactor writes the queue out with
-/// [`ConnIo::write_out`].
+/// call, which tungstenite treats like an empty socket (its partial frame is kept). `Write`
+/// appends to the outbox as a control frame that no policy drops (tungstenite only ever writes
+/// whole control frames, pongs and closes, so they queue between whole tick frames), and
+/// `flush` does nothing: the reactor writes the queue out with [`ConnIo::write_out`].
 #[derive(Debug)]
 pub struct ConnIo {
     pub sock: TcpStream,

@@ -592,7 +592,9 @@ impl Reactor {
         let Phase::Http { mut io, head } = std::mem::replace(&mut conn.phase, Phase::Moving) else { return };
         io.out.push_control(Frame::from_bytes(response), self.now);
         let early = head[head_len..].to_vec();
-        // Bytes that came with the request head are WebSocket frames already.
+        // Bytes that came with the request head are WebSocket frames already (fewer than
+        // READ_CHUNK bytes: the head is read in chunks until it is complete); their frames are
+        // charged with the first read.
         if io.utf8.feed(&early).is_err() {
             io.invalid_utf8 = true;
         }

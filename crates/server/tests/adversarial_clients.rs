@@ -132,7 +132,7 @@ impl Drop for Attack {
 
 /// A TCP connection that completed the WebSocket upgrade (the welcome is not read).
 fn upgraded(addr: SocketAddr, path: &str) -> Option<TcpStream> {
-    upgrade(TcpStream::connect(addr).ok()?, addr, path)
+    upgrade(TcpStream::connect(addr).ok()?, addr, path, b"")
 }
 
 /// The same with a 4 KiB receive buffer, for a client that never reads: what the gateway sends
@@ -141,18 +141,20 @@ fn upgraded_small_window(addr: SocketAddr) -> Option<TcpStream> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).ok()?;
     socket.set_recv_buffer_size(4096).ok()?;
     socket.connect(&addr.into()).ok()?;
-    upgrade(socket.into(), addr, "/ws")
+    upgrade(socket.into(), addr, "/ws", b"")
 }
 
-fn upgrade(mut stream: TcpStream, addr: SocketAddr, path: &str) -> Option<TcpStream> {
+/// Upgrades `stream`, sending `early` (frames) in the same write as the request.
+fn upgrade(mut stream: TcpStream, addr: SocketAddr, path: &str, early: &[u8]) -> Option<TcpStream> {
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     stream.set_write_timeout(Some(Duration::from_millis(100))).ok()?;
-    write!(
-        stream,
+    let mut request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
-    .ok()?;
+    .into_bytes();
+    request.extend_from_slice(early);
+    stream.write_all(&request).ok()?;
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -313,6 +315,10 @@ fn a_pong_flood() {
     // What the attacker sees: 1008 "too many frames".
     let mut stream = upgraded(addr, "/ws").unwrap();
     let _ = stream.write_all(&frame(0x8a, b"").repeat(500));
+    assert_eq!(read_close(&mut stream), Some((1008, "too many frames".to_string())));
+    // Frames sent in the same packet as the request head count too.
+    let early = frame(0x8a, b"").repeat(500);
+    let mut stream = upgrade(TcpStream::connect(addr).unwrap(), addr, "/ws", &early).unwrap();
     assert_eq!(read_close(&mut stream), Some((1008, "too many frames".to_string())));
 }
 
