@@ -648,11 +648,11 @@ impl Config {
                 ),
             ));
         }
-        if !(u64::from(l.message_burst).max(10)..=1_000_000).contains(&u64::from(l.max_frames_per_second)) {
+        if !(u64::from(l.message_burst).max(10)..=100_000_000).contains(&u64::from(l.max_frames_per_second)) {
             return Err(invalid(
                 "limits.max_frames_per_second",
                 format!(
-                    "must be between limits.message_burst ({}, and at least 10) and 1000000, got {}",
+                    "must be between limits.message_burst ({}, and at least 10) and 100000000, got {}",
                     l.message_burst, l.max_frames_per_second
                 ),
             ));
