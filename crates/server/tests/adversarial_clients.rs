@@ -24,7 +24,7 @@ use serde_json::json;
 use tickgate_server::config::ApiKey;
 use tickgate_server::connection::CloseReason;
 use tickgate_server::{Config, Gateway};
-use tickgate_testkit::{TestClient, eventually, start_gateway};
+use tickgate_testkit::{TestClient, client_frame, eventually, start_gateway};
 
 /// How long each phase is measured.
 const MEASURE: Duration = Duration::from_millis(2_000);
@@ -173,18 +173,7 @@ fn upgrade(mut stream: TcpStream, addr: SocketAddr, path: &str, early: &[u8]) ->
 
 /// A masked client frame.
 fn frame(fin_opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let key = [0x1f, 0x2e, 0x3d, 0x4c];
-    let mut f = vec![fin_opcode];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&key);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    f
+    client_frame(fin_opcode, payload, true)
 }
 
 /// `frame` repeated to about 64 KiB.
