@@ -12,7 +12,7 @@ use tungstenite::WebSocket;
 use crate::auth::Principal;
 
 /// Most bytes read from one connection per reactor turn; past it the connection waits for the
-/// next turn (the reactor revisits it, see `Reactor::read_backlog`).
+/// next turn (the reactor reads it again, see `Reactor::read_again`).
 pub const READ_BYTES_PER_TURN: u32 = 16 * 1024;
 /// Most frames read from one connection per reactor turn (checked between reads, so one read
 /// may overshoot it by what fits in the read buffer).
@@ -319,7 +319,7 @@ pub struct Connection {
     pub dirty: bool,
     /// Queued in the reactor's list of connections to read again next turn (its read allowance
     /// ran out with more to read).
-    pub backlogged: bool,
+    pub read_again: bool,
     /// Boxed: only connections on their way out have one.
     pub closing: Option<Box<Closing>>,
     pub peer: SocketAddr,
@@ -361,7 +361,7 @@ impl Connection {
             phase: Phase::Http { io: ConnIo::new(sock, Outbox::new(policy, now)), head: Vec::new() },
             subs: SymbolSet::new(),
             dirty: false,
-            backlogged: false,
+            read_again: false,
             closing: None,
             peer,
             session,

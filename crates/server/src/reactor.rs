@@ -2,10 +2,10 @@
 //!
 //! The loop, once per turn:
 //! 1. `poll` (sleeping only when the ingest channel is empty, see [`ReactorInbox::park`]);
-//! 2. accept until `WouldBlock`; read every readable connection, and the backlog the last turn
-//!    left, each within a per-turn allowance (bytes, frames, messages), answering commands as
+//! 2. accept until `WouldBlock`; read every readable connection, and those the last turn left
+//!    with more to read, each within a per-turn allowance (bytes, frames, messages), answering commands as
 //!    they come. mio is edge-triggered, so a connection that spends its allowance before
-//!    `WouldBlock` goes on the backlog for the next turn: one client cannot hold the reactor;
+//!    `WouldBlock` is read again next turn: one client cannot hold the reactor;
 //! 3. drain a batch of ticks from the ingest channel and queue each tick's shared frame on its
 //!    subscribers' queues;
 //! 4. write every connection that got something, many frames per `writev`, fanning out the ticks
@@ -84,7 +84,7 @@ const IDLE_POLL: Duration = Duration::from_millis(100);
 const READ_CHUNK: usize = 2048;
 /// Most messages (of every kind) taken from one connection per turn. With the read allowance of
 /// [`crate::connection::ConnIo::grant_turn`], it keeps one busy client from holding the reactor:
-/// a connection that reaches either waits on the backlog for the next turn.
+/// a connection that reaches either is read again next turn.
 const MESSAGES_PER_TURN: usize = 16;
 
 /// What a reactor needs from the gateway.
@@ -131,8 +131,8 @@ pub struct Reactor {
     /// Connections whose read allowance ran out with more to read, by key and session (a key
     /// may be reused meanwhile): read again next turn (edge-triggered readiness will not say so
     /// again).
-    backlog: Vec<(ConnKey, u64)>,
-    /// Last turn's backlog, read this turn by [`Reactor::read_backlog`].
+    to_read_again: Vec<(ConnKey, u64)>,
+    /// Last turn's `to_read_again`, read this turn by [`Reactor::read_again`].
     revisiting: Vec<(ConnKey, u64)>,
     /// The list being written by [`Reactor::flush_dirty`] (kept to reuse its capacity).
     flushing: Vec<ConnKey>,
@@ -238,7 +238,7 @@ impl Reactor {
             index: SubscriptionIndex::new(n),
             lvc: LastValueCache::new(n),
             dirty: Vec::with_capacity(1024),
-            backlog: Vec::new(),
+            to_read_again: Vec::new(),
             revisiting: Vec::new(),
             flushing: Vec::with_capacity(1024),
             closing: Vec::new(),
@@ -278,9 +278,9 @@ impl Reactor {
         loop {
             // While holding, the hold timer wakes the reactor (the ingest thread need not);
             // the poll's own timeout, in whole milliseconds, is only a backstop.
-            // A backlog of connections with more to read: look at the sockets and go on at once.
+            // Connections with more to read: look at the sockets and go on at once.
             let timeout = match self.hold_until {
-                _ if !self.backlog.is_empty() => Duration::ZERO,
+                _ if !self.to_read_again.is_empty() => Duration::ZERO,
                 Some(until) => until.saturating_duration_since(Instant::now()),
                 None if self.inbox.park() => IDLE_POLL,
                 None => Duration::ZERO,
@@ -292,9 +292,9 @@ impl Reactor {
                 }
             }
             self.inbox.unpark();
-            // Last turn's backlog is read after this turn's events; what runs out of allowance
+            // Last turn's connections with more to read are read after this turn's events; what runs out of allowance
             // from here on waits for the next turn.
-            std::mem::swap(&mut self.revisiting, &mut self.backlog);
+            std::mem::swap(&mut self.revisiting, &mut self.to_read_again);
             self.now = Instant::now();
             self.now_ms = Millis::since(self.epoch, self.now);
             for event in events.iter() {
@@ -312,7 +312,7 @@ impl Reactor {
                     }
                 }
             }
-            self.read_backlog();
+            self.read_again();
             // Holding (see crate::hold): ticks wait in the channel and replies in their queues
             // until the hold timer, unless shutdown has begun.
             let holding = self.hold_until.is_some_and(|until| until > self.now) && self.draining_until.is_none();
@@ -453,22 +453,23 @@ impl Reactor {
         self.begin_close(key, None, CloseReason::Refused);
     }
 
-    /// A readiness event: reads the connection, unless it waits on the backlog (then it is read
-    /// once this turn, by [`Reactor::read_backlog`]).
+    /// A readiness event: reads the connection, unless it is to be read again anyway (then it is
+    /// read once this turn, by [`Reactor::read_again`]).
     fn on_readable(&mut self, key: usize) {
-        if self.conns.get(key).is_some_and(|c| !c.backlogged) {
+        if self.conns.get(key).is_some_and(|c| !c.read_again) {
             self.read(key);
         }
     }
 
-    /// Reads every connection the previous turn left on the backlog, each within a new allowance.
-    fn read_backlog(&mut self) {
+    /// Reads every connection the previous turn left with more to read, each within a new
+    /// allowance.
+    fn read_again(&mut self) {
         let mut revisiting = std::mem::take(&mut self.revisiting);
         for &(key, session) in &revisiting {
             let key = key as usize;
             match self.conns.get_mut(key) {
-                Some(conn) if conn.session == session && conn.backlogged => {
-                    conn.backlogged = false;
+                Some(conn) if conn.session == session && conn.read_again => {
+                    conn.read_again = false;
                     self.read(key);
                 }
                 // Closed since, and its key perhaps reused.
@@ -479,12 +480,12 @@ impl Reactor {
         self.revisiting = revisiting;
     }
 
-    /// Puts a connection whose allowance ran out on the backlog, to be read next turn.
+    /// Lists a connection whose allowance ran out, to be read again next turn.
     fn read_later(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.backlogged {
-                conn.backlogged = true;
-                self.backlog.push((key as ConnKey, conn.session));
+            if !conn.read_again {
+                conn.read_again = true;
+                self.to_read_again.push((key as ConnKey, conn.session));
             }
         }
     }
@@ -641,7 +642,7 @@ impl Reactor {
 
     /// Reads WebSocket messages within the turn's allowance: [`MESSAGES_PER_TURN`] messages, and
     /// the bytes and frames of [`crate::connection::ConnIo::grant_turn`]. A connection that used
-    /// it up with more to read goes on the backlog; the frames read (every kind) are charged to
+    /// it up with more to read is read again next turn; the frames read (every kind) are charged to
     /// its frame rate.
     fn read_ws(&mut self, key: usize) {
         let Some(io) = self.conns.get_mut(key).and_then(|c| c.io()) else { return };
@@ -1309,7 +1310,7 @@ impl Reactor {
     }
 
     /// Reads and discards what a closing client still sends, until it hangs up, at most
-    /// [`READ_BYTES_PER_TURN`] a turn (then the rest waits on the backlog).
+    /// [`READ_BYTES_PER_TURN`] a turn (the rest is read again next turn).
     fn read_discarding(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let Some(io) = conn.io() else { return };
