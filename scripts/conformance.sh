@@ -19,7 +19,25 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 config=$(mktemp)
 report=.local/conformance
 rm -rf "$report"
-printf '[server]\nlisten = "127.0.0.1:%s"\nreactors = 1\necho_route = true\n[log]\nlevel = "warn"\n' "$port" >"$config"
+# /echo has the limits of /ws; the cases need larger ones, set here: messages and frames of up
+# to 16 MiB (9.1.6, 9.2.6) echoed whole (the outbound limits), 1,000 messages in a row (9.7, 9.8)
+# and 4 MiB in 64-byte fragments, 65,536 frames (9.3.1, 9.4.1).
+cat >"$config" <<TOML
+[server]
+listen = "127.0.0.1:$port"
+reactors = 1
+echo_route = true
+[limits]
+max_message_size = 16777216
+read_buffer_size = 65536
+outbound_soft_limit = 33554432
+outbound_hard_limit = 67108864
+messages_per_second = 100000.0
+message_burst = 100000
+max_frames_per_second = 1000000
+[log]
+level = "warn"
+TOML
 target/debug/tickgate --config "$config" >/dev/null &
 gateway=$!
 trap 'kill $gateway 2>/dev/null || true; rm -f "$config"' EXIT

@@ -31,6 +31,8 @@ pub struct Utf8Watch {
     /// Bytes of an incomplete UTF-8 sequence carried over (at most 3).
     pending: [u8; 4],
     pending_len: u8,
+    /// Frame headers seen, wrapping (see [`Utf8Watch::frames`]).
+    frames: u16,
 }
 
 impl Default for Utf8Watch {
@@ -41,7 +43,21 @@ impl Default for Utf8Watch {
 
 impl Utf8Watch {
     pub fn new() -> Self {
-        Self { state: State::Header { buf: [0; 14], have: 0 }, in_text: false, pending: [0; 4], pending_len: 0 }
+        Self {
+            state: State::Header { buf: [0; 14], have: 0 },
+            in_text: false,
+            pending: [0; 4],
+            pending_len: 0,
+            frames: 0,
+        }
+    }
+
+    /// Frames whose header has arrived, every kind counted (control, continuation, empty),
+    /// wrapping at 2^16: the difference (`wrapping_sub`) of two readings is the frames between
+    /// them, for spans of fewer than 65,536 frames. Stops counting once the stream holds
+    /// something the frame parser rejects (an unmasked frame) or invalid text.
+    pub fn frames(&self) -> u16 {
+        self.frames
     }
 
     /// Feeds the next bytes read from the client.
@@ -99,6 +115,7 @@ impl Utf8Watch {
             return None;
         }
         let mask = [h[at], h[at + 1], h[at + 2], h[at + 3]];
+        self.frames = self.frames.wrapping_add(1);
         let fin = h[0] & 0x80 != 0;
         let text = match h[0] & 0x0f {
             0x1 => {
@@ -185,6 +202,25 @@ mod tests {
             assert_eq!(w.feed(&stream[..split]), Ok(()));
             assert_eq!(w.feed(&stream[split..]), Ok(()), "split at {split}");
         }
+    }
+
+    #[test]
+    fn counts_every_frame_however_the_stream_is_split() {
+        let mut stream = frame(0x01, b"{\"op\":");
+        stream.extend(frame(0x8a, b""));
+        stream.extend(frame(0x00, b""));
+        stream.extend(frame(0x89, b"ping"));
+        stream.extend(frame(0x80, b"1}"));
+        stream.extend(frame(0x82, &[0u8; 300]));
+        for split in 0..stream.len() {
+            let mut w = Utf8Watch::new();
+            let _ = w.feed(&stream[..split]);
+            let _ = w.feed(&stream[split..]);
+            assert_eq!(w.frames(), 6, "split at {split}");
+        }
+        let mut w = Utf8Watch::new();
+        let _ = w.feed(&stream[..3]);
+        assert_eq!(w.frames(), 0, "a header is counted once it is whole");
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! Who may connect: the gateway-wide and per-address connection limits.
 //!
+//! "Per address" is per network prefix: one host on IPv6 usually holds a whole /64, so counting
+//! whole IPv6 addresses would let it open unlimited connections. Addresses are grouped by
+//! [`AddressGroups`] (`limits.ipv6_prefix_len`, `limits.ipv4_prefix_len`) before they are counted.
+//!
 //! Shared by every reactor and touched only when a connection opens or closes, never per
 //! message; the per-address map is behind a mutex for that reason.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -17,22 +21,58 @@ pub enum Refusal {
     PerAddress,
 }
 
-/// Open connections, in total and per source address.
+/// How source addresses are grouped for the per-address limit: by their first `v4` bits (IPv4)
+/// or `v6` bits (IPv6). IPv4 addresses mapped into IPv6 (`::ffff:a.b.c.d`, what a dual-stack
+/// listener sees) count as IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressGroups {
+    pub v4: u8,
+    pub v6: u8,
+}
+
+impl Default for AddressGroups {
+    /// Each IPv4 address on its own, IPv6 by /64.
+    fn default() -> Self {
+        Self { v4: 32, v6: 64 }
+    }
+}
+
+impl AddressGroups {
+    /// The group `ip` is counted in: the address with the bits past its prefix cleared.
+    pub fn group(self, ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from_bits(v4.to_bits() & prefix_mask_u32(self.v4))),
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & prefix_mask_u128(self.v6))),
+        }
+    }
+}
+
+fn prefix_mask_u32(len: u8) -> u32 {
+    u32::MAX.checked_shl(32u32.saturating_sub(u32::from(len))).unwrap_or(0)
+}
+
+fn prefix_mask_u128(len: u8) -> u128 {
+    u128::MAX.checked_shl(128u32.saturating_sub(u32::from(len))).unwrap_or(0)
+}
+
+/// Open connections, in total and per source address group.
 #[derive(Debug)]
 pub struct Admission {
     max_total: usize,
     max_per_ip: usize,
+    groups: AddressGroups,
     open: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     per_user: Mutex<HashMap<String, usize>>,
 }
 
 impl Admission {
-    /// `max_per_ip` 0 means no per-address limit.
-    pub fn new(max_total: usize, max_per_ip: usize) -> Self {
+    /// `max_per_ip` 0 means no per-address limit; `groups` says which addresses count as one.
+    pub fn new(max_total: usize, max_per_ip: usize, groups: AddressGroups) -> Self {
         Self {
             max_total,
             max_per_ip,
+            groups,
             open: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             per_user: Mutex::new(HashMap::new()),
@@ -47,7 +87,7 @@ impl Admission {
         }
         if self.max_per_ip > 0 {
             let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            let count = per_ip.entry(ip).or_insert(0);
+            let count = per_ip.entry(self.groups.group(ip)).or_insert(0);
             if *count >= self.max_per_ip {
                 drop(per_ip);
                 self.open.fetch_sub(1, Ordering::AcqRel);
@@ -63,10 +103,11 @@ impl Admission {
         self.open.fetch_sub(1, Ordering::AcqRel);
         if self.max_per_ip > 0 {
             let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(count) = per_ip.get_mut(&ip) {
-                *count -= 1;
+            let group = self.groups.group(ip);
+            if let Some(count) = per_ip.get_mut(&group) {
+                *count = count.saturating_sub(1);
                 if *count == 0 {
-                    per_ip.remove(&ip);
+                    per_ip.remove(&group);
                 }
             }
         }
@@ -105,7 +146,7 @@ mod tests {
 
     #[test]
     fn limits_in_total_and_per_address() {
-        let a = Admission::new(3, 2);
+        let a = Admission::new(3, 2, AddressGroups::default());
         let (x, y): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         assert_eq!(a.admit(x), Ok(()));
         assert_eq!(a.admit(x), Ok(()));
@@ -114,6 +155,39 @@ mod tests {
         assert_eq!(a.admit(y), Err(Refusal::Full));
         a.release(x);
         assert_eq!(a.admit(y), Ok(()));
+        assert_eq!(a.open(), 3);
+    }
+
+    #[test]
+    fn ipv6_counts_by_prefix_and_ipv4_by_address() {
+        let groups = AddressGroups::default();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(groups.group(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(groups.group(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")), ip("2001:db8:1:2::"));
+        assert_ne!(groups.group(ip("2001:db8:1:3::1")), groups.group(ip("2001:db8:1:2::1")));
+        assert_eq!(groups.group(ip("10.1.2.3")), ip("10.1.2.3"));
+        // What a dual-stack listener sees of an IPv4 client: grouped as IPv4, not into ::/64.
+        assert_eq!(groups.group(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+        assert_ne!(groups.group(ip("::ffff:10.1.2.3")), groups.group(ip("::ffff:10.1.2.4")));
+        let wide = AddressGroups { v4: 24, v6: 48 };
+        assert_eq!(wide.group(ip("10.1.2.3")), ip("10.1.2.0"));
+        assert_eq!(wide.group(ip("2001:db8:1:ffff::1")), ip("2001:db8:1::"));
+        let extremes = |v4, v6| AddressGroups { v4, v6 };
+        assert_eq!(extremes(0, 0).group(ip("10.1.2.3")), ip("0.0.0.0"));
+        assert_eq!(extremes(0, 0).group(ip("2001:db8::1")), ip("::"));
+        assert_eq!(extremes(32, 128).group(ip("2001:db8::1")), ip("2001:db8::1"));
+    }
+
+    #[test]
+    fn one_ipv6_prefix_shares_one_allowance() {
+        let a = Admission::new(100, 2, AddressGroups::default());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(a.admit(ip("2001:db8::1")), Ok(()));
+        assert_eq!(a.admit(ip("2001:db8::2")), Ok(()));
+        assert_eq!(a.admit(ip("2001:db8::3")), Err(Refusal::PerAddress), "the same /64");
+        assert_eq!(a.admit(ip("2001:db8:0:1::1")), Ok(()), "the next /64");
+        a.release(ip("2001:db8::1"));
+        assert_eq!(a.admit(ip("2001:db8::ffff")), Ok(()), "released into the group");
         assert_eq!(a.open(), 3);
     }
 }

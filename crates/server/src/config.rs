@@ -568,10 +568,18 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Open connections from one IP address past which new ones get 429; 0 = no limit.
     pub max_connections_per_ip: usize,
+    /// IPv6 addresses count as one for `max_connections_per_ip` when they share this many
+    /// leading bits (a host usually holds a whole /64).
+    pub ipv6_prefix_len: u8,
+    /// The same for IPv4 (32: each address on its own).
+    pub ipv4_prefix_len: u8,
     /// Messages a client may send per second on average (token bucket).
     pub messages_per_second: f64,
     /// Messages a client may send in a burst.
     pub message_burst: u32,
+    /// WebSocket frames of every kind (pings, pongs, continuations, empty ones too) a client may
+    /// send within one second; one more closes it with 1008.
+    pub max_frames_per_second: u32,
     /// Subscriptions one connection may hold.
     pub max_subscriptions: usize,
     /// A connection silent this long gets a ping, in ms.
@@ -596,8 +604,11 @@ impl Default for LimitsConfig {
             handshake_timeout_ms: 5_000,
             max_connections: 19_000,
             max_connections_per_ip: 0,
+            ipv6_prefix_len: 64,
+            ipv4_prefix_len: 32,
             messages_per_second: 20.0,
             message_burst: 50,
+            max_frames_per_second: 200,
             max_subscriptions: 1024,
             ping_interval_ms: 30_000,
             idle_timeout_ms: 75_000,
@@ -743,6 +754,27 @@ impl Config {
                 ),
             ));
         }
+        if !(u64::from(l.message_burst).max(10)..=100_000_000).contains(&u64::from(l.max_frames_per_second)) {
+            return Err(invalid(
+                "limits.max_frames_per_second",
+                format!(
+                    "must be between limits.message_burst ({}, and at least 10) and 100000000, got {}",
+                    l.message_burst, l.max_frames_per_second
+                ),
+            ));
+        }
+        if !(16..=128).contains(&l.ipv6_prefix_len) {
+            return Err(invalid(
+                "limits.ipv6_prefix_len",
+                format!("must be between 16 and 128 bits, got {}", l.ipv6_prefix_len),
+            ));
+        }
+        if !(8..=32).contains(&l.ipv4_prefix_len) {
+            return Err(invalid(
+                "limits.ipv4_prefix_len",
+                format!("must be between 8 and 32 bits, got {}", l.ipv4_prefix_len),
+            ));
+        }
         if l.idle_timeout_ms <= l.ping_interval_ms {
             return Err(invalid(
                 "limits.idle_timeout_ms",
@@ -877,6 +909,11 @@ impl Config {
         }
     }
 
+    /// How source addresses are grouped for `limits.max_connections_per_ip`.
+    pub fn address_groups(&self) -> crate::admission::AddressGroups {
+        crate::admission::AddressGroups { v4: self.limits.ipv4_prefix_len, v6: self.limits.ipv6_prefix_len }
+    }
+
     /// The slow-consumer policy of connections that do not choose one.
     pub fn default_policy(&self) -> Policy {
         Policy::parse(&self.limits.slow_consumer_policy).unwrap_or_default()
@@ -974,6 +1011,9 @@ mod tests {
             ("[limits]\nmax_message_size = 10\n", "", "limits.max_message_size must be between"),
             ("[sim]\nrate = -1.0\n", "", "sim.rate"),
             ("[limits]\nslow_consumer_policy = \"pray\"\n", "", "limits.slow_consumer_policy must be"),
+            ("[limits]\nipv6_prefix_len = 8\n", "", "limits.ipv6_prefix_len must be between 16 and 128"),
+            ("[limits]\nipv4_prefix_len = 33\n", "", "limits.ipv4_prefix_len must be between 8 and 32"),
+            ("[limits]\nmax_frames_per_second = 20\n", "", "limits.max_frames_per_second must be between"),
             ("[limits]\noutbound_hard_limit = 300000\n", "", "limits.outbound_hard_limit must be at least twice"),
             ("[universe]\nunknown_symbols = \"maybe\"\n", "", "universe.unknown_symbols must be"),
             ("[universe]\nsymbols = [{ name = \"a b\", price_scale = 2, size_scale = 0 }]\n", "", "universe.symbols"),

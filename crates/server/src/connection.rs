@@ -11,16 +11,25 @@ use tungstenite::WebSocket;
 
 use crate::auth::Principal;
 
+/// Most bytes read from one connection per reactor turn; past it the connection waits for the
+/// next turn (the reactor reads it again, see `Reactor::read_again`).
+pub const READ_BYTES_PER_TURN: u32 = 16 * 1024;
+/// Most frames read from one connection per reactor turn (checked between reads, so one read
+/// may overshoot it by what fits in the read buffer).
+pub const READ_FRAMES_PER_TURN: u16 = 32;
+
 /// Most slices handed to one `writev`: about 10 KB of ticks, where one call costs about the same
 /// as a call with one frame.
 pub const MAX_IOV: usize = 64;
 
 /// The socket and the outbox: the stream tungstenite runs on.
 ///
-/// `Read` reads the socket. `Write` appends to the outbox as a control frame that no policy
-/// drops (tungstenite only ever writes whole control frames, pongs and closes, so they queue
-/// between whole tick frames), and `flush` does nothing: the reactor writes the queue out with
-/// [`ConnIo::write_out`].
+/// `Read` reads the socket within the turn's allowance ([`ConnIo::grant_turn`]): once it is
+/// spent, or once the text is known to be invalid, it answers `WouldBlock` without a system
+/// call, which tungstenite treats like an empty socket (its partial frame is kept). `Write`
+/// appends to the outbox as a control frame that no policy drops (tungstenite only ever writes
+/// whole control frames, pongs and closes, so they queue between whole tick frames), and
+/// `flush` does nothing: the reactor writes the queue out with [`ConnIo::write_out`].
 #[derive(Debug)]
 pub struct ConnIo {
     pub sock: TcpStream,
@@ -29,6 +38,10 @@ pub struct ConnIo {
     pub utf8: Utf8Watch,
     /// Set when `utf8` saw invalid text: the reactor closes with 1007.
     pub invalid_utf8: bool,
+    /// Bytes this connection may still read this turn.
+    read_left: u32,
+    /// `utf8.frames()` when the frames read were last taken ([`ConnIo::take_frames`]).
+    frames_taken: u16,
 }
 
 /// What [`ConnIo::write_out`] did.
@@ -51,6 +64,33 @@ pub enum WriteOutcome {
 }
 
 impl ConnIo {
+    pub fn new(sock: TcpStream, out: Outbox) -> Self {
+        Self { sock, out, utf8: Utf8Watch::new(), invalid_utf8: false, read_left: 0, frames_taken: 0 }
+    }
+
+    /// Opens this turn's read allowance: [`READ_BYTES_PER_TURN`] bytes, and frames up to
+    /// [`READ_FRAMES_PER_TURN`] since they were last taken.
+    pub fn grant_turn(&mut self) {
+        self.read_left = READ_BYTES_PER_TURN;
+    }
+
+    /// Frames (of every kind) read since they were last taken.
+    pub fn frames_untaken(&self) -> u16 {
+        self.utf8.frames().wrapping_sub(self.frames_taken)
+    }
+
+    /// Takes the frames read since the last call, to charge them to the client's frame rate.
+    pub fn take_frames(&mut self) -> u16 {
+        let frames = self.frames_untaken();
+        self.frames_taken = self.utf8.frames();
+        frames
+    }
+
+    /// Whether this turn's allowance is spent (the socket may still hold more).
+    pub fn turn_spent(&self) -> bool {
+        self.read_left == 0 || self.frames_untaken() >= READ_FRAMES_PER_TURN
+    }
+
     /// Writes the queue with as many frames per `writev` as fit; returns where it stopped and
     /// counts calls and bytes.
     pub fn write_out(&mut self, now: Instant, counts: &mut WriteCounts) -> io::Result<WriteOutcome> {
@@ -77,7 +117,12 @@ impl ConnIo {
 
 impl Read for ConnIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.sock.read(buf)?;
+        if self.invalid_utf8 || self.turn_spent() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let room = buf.len().min(self.read_left as usize);
+        let n = self.sock.read(&mut buf[..room])?;
+        self.read_left = self.read_left.saturating_sub(n as u32);
         if !self.invalid_utf8 && self.utf8.feed(&buf[..n]).is_err() {
             self.invalid_utf8 = true;
         }
@@ -129,6 +174,8 @@ pub enum CloseReason {
     AuthFailed,
     /// Its token expired (1008).
     TokenExpired,
+    /// Sent more frames within a second than `limits.max_frames_per_second` (1008).
+    TooManyFrames,
 }
 
 /// Where a connection stands with authentication.
@@ -146,7 +193,7 @@ pub enum AuthState {
 
 impl CloseReason {
     /// Every reason, in the order of [`CloseReason::index`].
-    pub const ALL: [CloseReason; 15] = [
+    pub const ALL: [CloseReason; 16] = [
         CloseReason::ClientClose,
         CloseReason::ClientVanished,
         CloseReason::ProtocolError,
@@ -162,6 +209,7 @@ impl CloseReason {
         CloseReason::Refused,
         CloseReason::AuthFailed,
         CloseReason::TokenExpired,
+        CloseReason::TooManyFrames,
     ];
 
     pub fn index(self) -> usize {
@@ -185,6 +233,7 @@ impl CloseReason {
             CloseReason::Refused => "refused",
             CloseReason::AuthFailed => "auth_failed",
             CloseReason::TokenExpired => "token_expired",
+            CloseReason::TooManyFrames => "too_many_frames",
         }
     }
 }
@@ -233,6 +282,33 @@ impl Millis {
     }
 }
 
+/// Frames a client sent within the current second of the reactor's clock, against
+/// `limits.max_frames_per_second`.
+///
+/// The second is kept modulo 2^16 to keep every connection 8 bytes smaller: a client whose
+/// next frame comes exactly a multiple of 65,536 s (18 h) later finds its old count, which at
+/// worst closes a client that was already near the limit then and is again now. Packed to 6
+/// bytes (2-aligned), so it fits beside the connection's flags.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, packed(2))]
+pub struct FrameWindow {
+    second: u16,
+    frames: u32,
+}
+
+impl FrameWindow {
+    /// Counts `frames` more at `now`; false once the second's total is over `max`.
+    pub fn charge(&mut self, now: Millis, frames: u32, max: u32) -> bool {
+        let second = (now.0 / 1000) as u16;
+        if second != self.second {
+            self.second = second;
+            self.frames = 0;
+        }
+        self.frames = self.frames.saturating_add(frames);
+        self.frames <= max
+    }
+}
+
 /// One client connection.
 #[derive(Debug)]
 pub struct Connection {
@@ -241,6 +317,9 @@ pub struct Connection {
     pub subs: SymbolSet,
     /// Queued in the reactor's list of connections to flush this turn.
     pub dirty: bool,
+    /// Queued in the reactor's list of connections to read again next turn (its read allowance
+    /// ran out with more to read).
+    pub read_again: bool,
     /// Boxed: only connections on their way out have one.
     pub closing: Option<Box<Closing>>,
     pub peer: SocketAddr,
@@ -258,6 +337,8 @@ pub struct Connection {
     pub bucket: TokenBucket,
     /// Messages refused in a row for the rate limit.
     pub strikes: u32,
+    /// Frames this second, against `limits.max_frames_per_second`.
+    pub frame_window: FrameWindow,
     /// Last time anything came from the client (a message, a pong).
     pub last_inbound: Millis,
     /// Last time we pinged it.
@@ -277,12 +358,10 @@ impl Connection {
         now_ms: Millis,
     ) -> Self {
         Self {
-            phase: Phase::Http {
-                io: ConnIo { sock, out: Outbox::new(policy, now), utf8: Utf8Watch::new(), invalid_utf8: false },
-                head: Vec::new(),
-            },
+            phase: Phase::Http { io: ConnIo::new(sock, Outbox::new(policy, now)), head: Vec::new() },
             subs: SymbolSet::new(),
             dirty: false,
+            read_again: false,
             closing: None,
             peer,
             session,
@@ -293,6 +372,7 @@ impl Connection {
             admitted: false,
             bucket: TokenBucket::new(burst, now),
             strikes: 0,
+            frame_window: FrameWindow::default(),
             last_inbound: now_ms,
             last_ping: now_ms,
             auth: AuthState::Open,
@@ -306,5 +386,28 @@ impl Connection {
             Phase::Ws(ws) => Some(ws.get_mut()),
             Phase::Moving => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frame_window_counts_per_second() {
+        let mut w = FrameWindow::default();
+        assert!(w.charge(Millis(10), 150, 200));
+        assert!(w.charge(Millis(999), 50, 200), "200 within the second is allowed");
+        assert!(!w.charge(Millis(999), 1, 200), "201 is not");
+        assert!(w.charge(Millis(1_000), 200, 200), "a new second starts from zero");
+        assert!(!w.charge(Millis(1_500), u32::MAX, 200), "no wrap on a huge count");
+        assert!(!w.charge(Millis(1_600), u32::MAX, u32::MAX - 1));
+        assert!(w.charge(Millis(2_000), 1, 1), "the window moved on");
+    }
+
+    #[test]
+    fn a_connection_stays_small() {
+        // Every idle connection costs its slab entry (docs/BENCHMARKS.md: at most 1 KiB in all).
+        assert!(std::mem::size_of::<Connection>() <= 568, "{}", std::mem::size_of::<Connection>());
     }
 }

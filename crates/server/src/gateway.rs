@@ -145,7 +145,11 @@ impl Gateway {
         };
         let mut admin_listener = admin_listener;
         let authenticator = Authenticator::from_config(&config.auth)?.map(Arc::new);
-        let admission = Arc::new(Admission::new(config.limits.max_connections, config.limits.max_connections_per_ip));
+        let admission = Arc::new(Admission::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+            config.address_groups(),
+        ));
         for (id, ((listener, poll), inbox)) in listeners.into_iter().zip(polls).zip(inboxes).enumerate() {
             let setup = ReactorSetup {
                 id,

@@ -2,8 +2,10 @@
 //!
 //! The loop, once per turn:
 //! 1. `poll` (sleeping only when the ingest channel is empty, see [`ReactorInbox::park`]);
-//! 2. accept until `WouldBlock`; read every readable connection until `WouldBlock` (mio is
-//!    edge-triggered: a readiness event must be drained), answering commands as they come;
+//! 2. accept until `WouldBlock`; read every readable connection, and those the last turn left
+//!    with more to read, each within a per-turn allowance (bytes, frames, messages), answering commands as
+//!    they come. mio is edge-triggered, so a connection that spends its allowance before
+//!    `WouldBlock` is read again next turn: one client cannot hold the reactor;
 //! 3. drain a batch of ticks from the ingest channel and queue each tick's shared frame on its
 //!    subscribers' queues;
 //! 4. write every connection that got something, many frames per `writev`, fanning out the ticks
@@ -37,7 +39,9 @@ use tungstenite::{Message, WebSocket};
 use crate::admission::{Admission, Refusal};
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::connection::{AuthState, CloseReason, Closing, Connection, Millis, Phase, WriteCounts, WriteOutcome};
+use crate::connection::{
+    AuthState, CloseReason, Closing, Connection, Millis, Phase, READ_BYTES_PER_TURN, WriteCounts, WriteOutcome,
+};
 use crate::hold::{HoldTimer, Pass, WriteHold};
 use crate::http::{self, Parsed, Route, Surface};
 use crate::liveness::{Fault, Part};
@@ -49,15 +53,6 @@ pub const LISTENER: Token = Token(usize::MAX - 1);
 pub const WAKER: Token = Token(usize::MAX - 2);
 pub const ADMIN_LISTENER: Token = Token(usize::MAX - 3);
 pub const HOLD_TIMER: Token = Token(usize::MAX - 4);
-
-/// WebSocket limits of the echo route: the conformance cases send messages of up to 16 MiB.
-fn echo_ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
-        .max_message_size(Some(64 << 20))
-        .max_frame_size(Some(16 << 20))
-}
 
 /// The reactor-wide part of a [`Session`] call. A macro, not a method: it borrows the fields
 /// it needs, so a connection can be borrowed beside it.
@@ -121,6 +116,11 @@ enum Backlog {
     Failed,
 }
 
+/// Most messages (of every kind) taken from one connection per turn. With the read allowance of
+/// [`crate::connection::ConnIo::grant_turn`], it keeps one busy client from holding the reactor:
+/// a connection that reaches either is read again next turn.
+const MESSAGES_PER_TURN: usize = 16;
+
 /// What a reactor needs from the gateway.
 #[derive(Debug)]
 pub struct ReactorSetup {
@@ -162,6 +162,12 @@ pub struct Reactor {
     lvc: LastValueCache,
     /// Connections with something queued this turn.
     dirty: Vec<ConnKey>,
+    /// Connections whose read allowance ran out with more to read, by key and session (a key
+    /// may be reused meanwhile): read again next turn (edge-triggered readiness will not say so
+    /// again).
+    to_read_again: Vec<(ConnKey, u64)>,
+    /// Last turn's `to_read_again`, read this turn by [`Reactor::read_again`].
+    revisiting: Vec<(ConnKey, u64)>,
     /// The list being written by [`Reactor::flush_dirty`] (kept to reuse its capacity).
     flushing: Vec<ConnKey>,
     /// Connections on their way out, checked against their deadline.
@@ -266,11 +272,13 @@ impl Reactor {
             budget,
             default_policy,
             // Sized for this reactor's share of the connection limit up front: the memory is only
-            // touched as connections arrive, and the slab never moves its 560-byte entries around.
+            // touched as connections arrive, and the slab never moves its 568-byte entries around.
             conns: Slab::with_capacity(slab_capacity),
             index: SubscriptionIndex::new(n),
             lvc: LastValueCache::new(n),
             dirty: Vec::with_capacity(1024),
+            to_read_again: Vec::new(),
+            revisiting: Vec::new(),
             flushing: Vec::with_capacity(1024),
             closing: Vec::new(),
             over_limit: Vec::new(),
@@ -312,7 +320,9 @@ impl Reactor {
         loop {
             // While holding, the hold timer wakes the reactor (the ingest thread need not);
             // the poll's own timeout, in whole milliseconds, is only a backstop.
+            // Connections with more to read: look at the sockets and go on at once.
             let timeout = match self.hold_until {
+                _ if !self.to_read_again.is_empty() => Duration::ZERO,
                 Some(until) => until.saturating_duration_since(Instant::now()),
                 None if self.backlog.contains(&Backlog::Capped) => Duration::ZERO,
                 None if self.inbox.park() => IDLE_POLL,
@@ -324,6 +334,9 @@ impl Reactor {
                 }
             }
             self.inbox.unpark();
+            // Last turn's connections with more to read are read after this turn's events; what runs out of allowance
+            // from here on waits for the next turn.
+            std::mem::swap(&mut self.revisiting, &mut self.to_read_again);
             self.now = Instant::now();
             self.now_ms = Millis::since(self.epoch, self.now);
             // Each listener is accepted from once a turn: if an event announced new connections,
@@ -345,6 +358,7 @@ impl Reactor {
                 }
             }
             self.accept_from(to_accept);
+            self.read_again();
             // Holding (see crate::hold): ticks wait in the channel and replies in their queues
             // until the hold timer, unless shutdown has begun.
             let holding = self.hold_until.is_some_and(|until| until > self.now) && self.draining_until.is_none();
@@ -536,7 +550,44 @@ impl Reactor {
         self.begin_close(key, None, CloseReason::Refused);
     }
 
+    /// A readiness event: reads the connection, unless it is to be read again anyway (then it is
+    /// read once this turn, by [`Reactor::read_again`]).
     fn on_readable(&mut self, key: usize) {
+        if self.conns.get(key).is_some_and(|c| !c.read_again) {
+            self.read(key);
+        }
+    }
+
+    /// Reads every connection the previous turn left with more to read, each within a new
+    /// allowance.
+    fn read_again(&mut self) {
+        let mut revisiting = std::mem::take(&mut self.revisiting);
+        for &(key, session) in &revisiting {
+            let key = key as usize;
+            match self.conns.get_mut(key) {
+                Some(conn) if conn.session == session && conn.read_again => {
+                    conn.read_again = false;
+                    self.read(key);
+                }
+                // Closed since, and its key perhaps reused.
+                _ => {}
+            }
+        }
+        revisiting.clear();
+        self.revisiting = revisiting;
+    }
+
+    /// Lists a connection whose allowance ran out, to be read again next turn.
+    fn read_later(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.read_again {
+                conn.read_again = true;
+                self.to_read_again.push((key as ConnKey, conn.session));
+            }
+        }
+    }
+
+    fn read(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         if conn.closing.is_some() {
             self.read_discarding(key);
@@ -597,6 +648,13 @@ impl Reactor {
             ),
             Parsed::Complete(Route::Upgrade { response, head_len, echo, token }) => {
                 match self.authorize(token.as_deref()) {
+                    // The echo route has no commands, so no `auth` message: a token must come
+                    // with the upgrade request.
+                    Ok(AuthState::Pending { .. }) if echo => http::response(
+                        401,
+                        "Unauthorized",
+                        "authentication is on: the echo route needs a token with the upgrade request\n",
+                    ),
                     Ok(auth) => {
                         if let Some(conn) = self.conns.get_mut(key) {
                             conn.auth = auth;
@@ -644,18 +702,16 @@ impl Reactor {
         let Phase::Http { mut io, head } = std::mem::replace(&mut conn.phase, Phase::Moving) else { return };
         io.out.push_control(Frame::from_bytes(response), self.now);
         let early = head[head_len..].to_vec();
-        // Bytes that came with the request head are WebSocket frames already.
+        // Bytes that came with the request head are WebSocket frames already (fewer than
+        // READ_CHUNK bytes: the head is read in chunks until it is complete); their frames are
+        // charged with the first read.
         if io.utf8.feed(&early).is_err() {
             io.invalid_utf8 = true;
         }
-        let config = if echo { echo_ws_config() } else { self.ws_config };
-        let ws = WebSocket::from_partially_read(io, early, Role::Server, Some(config));
+        // The echo route has the same limits as /ws (the conformance script raises them).
+        let ws = WebSocket::from_partially_read(io, early, Role::Server, Some(self.ws_config));
         conn.phase = Phase::Ws(ws);
         conn.echo = echo;
-        if echo {
-            // The echo route is a conformance tool; it has no commands, so no auth message.
-            conn.auth = AuthState::Open;
-        }
         self.turn.upgraded += 1;
         if echo {
             return;
@@ -693,21 +749,31 @@ impl Reactor {
         }
     }
 
-    /// Reads WebSocket messages until the socket would block.
+    /// Reads WebSocket messages within the turn's allowance: [`MESSAGES_PER_TURN`] messages, and
+    /// the bytes and frames of [`crate::connection::ConnIo::grant_turn`]. A connection that used
+    /// it up with more to read is read again next turn; the frames read (every kind) are charged to
+    /// its frame rate.
     fn read_ws(&mut self, key: usize) {
-        loop {
+        let Some(io) = self.conns.get_mut(key).and_then(|c| c.io()) else { return };
+        io.grant_turn();
+        let mut messages = 0;
+        let more = loop {
             let Some(conn) = self.conns.get_mut(key) else { return };
             if conn.closing.is_some() {
                 return;
+            }
+            if messages == MESSAGES_PER_TURN {
+                break true;
             }
             let echo = conn.echo;
             let Phase::Ws(ws) = &mut conn.phase else { return };
             let result = ws.read();
             if result.is_ok() {
                 conn.last_inbound = self.now_ms;
+                messages += 1;
             }
-            // Every client message spends a token (echo connections run conformance suites).
-            if let (Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_)), false) = (&result, echo) {
+            // Every client message spends a token.
+            if let Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_)) = &result {
                 let limits = &self.config.limits;
                 if conn.bucket.allow(self.now, limits.messages_per_second, limits.message_burst) {
                     conn.strikes = 0;
@@ -779,11 +845,13 @@ impl Reactor {
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Everything valid has been handled; invalid text seen in a frame not yet
                     // complete fails the connection now rather than once it is all in.
-                    let invalid = matches!(self.conns.get(key), Some(Connection { phase: Phase::Ws(ws), .. }) if ws.get_ref().invalid_utf8);
-                    if invalid {
+                    let Some(Connection { phase: Phase::Ws(ws), .. }) = self.conns.get(key) else { return };
+                    if ws.get_ref().invalid_utf8 {
                         self.on_ws_error(key, tungstenite::Error::Utf8(String::from("invalid UTF-8")));
+                        return;
                     }
-                    return;
+                    // Either the socket is empty, or the allowance is spent and it may not be.
+                    break ws.get_ref().turn_spent();
                 }
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -791,7 +859,25 @@ impl Reactor {
                     return;
                 }
             }
+        };
+        if self.charge_frames(key) && more {
+            self.read_later(key);
         }
+    }
+
+    /// Charges the frames read since the last charge to the connection's frame rate; past
+    /// `limits.max_frames_per_second`, closes it with 1008. Returns whether it is still open.
+    fn charge_frames(&mut self, key: usize) -> bool {
+        let max = self.config.limits.max_frames_per_second;
+        let now_ms = self.now_ms;
+        let Some(conn) = self.conns.get_mut(key) else { return false };
+        let Some(io) = conn.io() else { return false };
+        let frames = io.take_frames();
+        if conn.frame_window.charge(now_ms, u32::from(frames), max) {
+            return true;
+        }
+        self.begin_close(key, Some((CloseCode::PolicyViolation, "too many frames")), CloseReason::TooManyFrames);
+        false
     }
 
     fn on_ws_error(&mut self, key: usize, error: tungstenite::Error) {
@@ -1192,15 +1278,21 @@ impl Reactor {
         self.mark_dirty(key);
     }
 
-    /// Reads and discards what a closing client still sends, until it hangs up.
+    /// Reads and discards what a closing client still sends, until it hangs up, at most
+    /// [`READ_BYTES_PER_TURN`] a turn (the rest is read again next turn).
     fn read_discarding(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let Some(io) = conn.io() else { return };
         let mut chunk = [0u8; READ_CHUNK];
+        let mut left = READ_BYTES_PER_TURN as usize;
         loop {
-            match io.sock.read(&mut chunk) {
+            if left == 0 {
+                self.read_later(key);
+                return;
+            }
+            match io.sock.read(&mut chunk[..left.min(READ_CHUNK)]) {
                 Ok(0) => break,
-                Ok(_) => {}
+                Ok(n) => left = left.saturating_sub(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => break,
@@ -1337,7 +1429,7 @@ impl Reactor {
         let now_secs = wall_clock_ns() / 1_000_000_000;
         for (key, c) in self.conns.iter_mut() {
             let closing = c.closing.is_some();
-            let (echo, opened, last_inbound, last_ping) = (c.echo, c.opened, c.last_inbound, c.last_ping);
+            let (opened, last_inbound, last_ping) = (c.opened, c.last_inbound, c.last_ping);
             let upgraded = matches!(c.phase, Phase::Ws(_));
             let auth_timeout = matches!(c.auth, AuthState::Pending { deadline } if deadline <= now);
             let token_expired =
@@ -1348,8 +1440,7 @@ impl Reactor {
             if closing {
                 continue;
             }
-            // Echo connections carry conformance messages of up to 16 MiB: only the deadline applies.
-            let over = io.out.is_over(&budget) && !echo;
+            let over = io.out.is_over(&budget);
             if io.out.is_stalled(&budget, now) || over {
                 actions.push((key, Sweep::SlowConsumer));
             } else if !upgraded && opened.until(now_ms) >= handshake_timeout {

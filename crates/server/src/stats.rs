@@ -136,7 +136,7 @@ impl LatencyWindow {
 pub struct ReactorStats {
     pub counters: ReactorCounters,
     /// Connections closed, by [`CloseReason::index`](crate::connection::CloseReason::index).
-    pub closed_by_reason: [AtomicU64; 15],
+    pub closed_by_reason: [AtomicU64; 16],
     /// HTTP responses by status, in the order of [`HTTP_STATUSES`].
     pub http_by_status: [AtomicU64; HTTP_STATUSES.len()],
     /// Client commands by op ([`COMMAND_OPS`]) and result (0 ok, 1 error).

@@ -228,28 +228,8 @@ impl RawClient {
 
     /// Sends a client frame; `mask` chooses whether it is masked (clients must mask).
     pub fn send_frame(&mut self, fin_opcode: u8, payload: &[u8], mask: bool) {
-        let mut frame = vec![fin_opcode];
-        let mask_bit = if mask { 0x80 } else { 0 };
-        match payload.len() {
-            n if n < 126 => frame.push(mask_bit | n as u8),
-            n if n <= 65_535 => {
-                frame.push(mask_bit | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(mask_bit | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        if mask {
-            let key = [0x12, 0x34, 0x56, 0x78];
-            frame.extend_from_slice(&key);
-            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        } else {
-            frame.extend_from_slice(payload);
-        }
         // The server may close before taking it all; that is what some tests check.
-        let _ = self.stream.write_all(&frame);
+        let _ = self.stream.write_all(&client_frame(fin_opcode, payload, mask));
     }
 
     /// Reads one server frame: (opcode, payload); None if the connection ended first.
@@ -290,6 +270,31 @@ impl RawClient {
         }
         None
     }
+}
+
+/// A client frame: the first byte (FIN and opcode), the payload, masked or not (clients must mask).
+pub fn client_frame(fin_opcode: u8, payload: &[u8], mask: bool) -> Vec<u8> {
+    let mut frame = vec![fin_opcode];
+    let mask_bit = if mask { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => frame.push(mask_bit | n as u8),
+        n if n <= 65_535 => {
+            frame.push(mask_bit | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(mask_bit | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if mask {
+        let key = [0x12, 0x34, 0x56, 0x78];
+        frame.extend_from_slice(&key);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        frame.extend_from_slice(payload);
+    }
+    frame
 }
 
 /// Sends a raw HTTP request and returns the whole response.
