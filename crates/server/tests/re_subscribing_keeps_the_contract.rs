@@ -137,6 +137,7 @@ fn a_client_flooding_large_commands_without_reading_stays_bounded_and_is_closed_
         c.limits.outbound_hard_limit = hard;
         c.limits.messages_per_second = 1e6;
         c.limits.message_burst = 1_000_000;
+        c.limits.max_frames_per_second = 1_000_000;
         c.sim.symbols = 100;
         c.sim.rate = 1_000.0;
     });
