@@ -1,0 +1,125 @@
+//! Accepting connections: from the public and admin listeners, within the per-turn cap, and
+//! refusing those a limit turns away.
+
+use std::io::{self};
+use std::sync::atomic::Ordering;
+
+use mio::{Interest, Token};
+use tickgate_core::Frame;
+
+use super::{Backlog, MAX_ACCEPTS_PER_TURN, Reactor};
+use crate::admission::Refusal;
+use crate::connection::{CloseReason, Connection};
+use crate::http;
+use crate::stats::HTTP_STATUSES;
+
+impl Reactor {
+    /// Accepts from the listeners marked in `which`: the public one, then the admin one.
+    pub(super) fn accept_from(&mut self, which: [bool; 2]) {
+        for (admin, accept) in [false, true].into_iter().zip(which) {
+            if accept {
+                self.accept(admin);
+            }
+        }
+    }
+
+    /// Accepts from a listener until `WouldBlock`, at most [`MAX_ACCEPTS_PER_TURN`]; records
+    /// what is left in [`Reactor::backlog`].
+    pub(super) fn accept(&mut self, admin: bool) {
+        let backlog = usize::from(admin);
+        self.backlog[backlog] = Backlog::Drained;
+        // While stopping, nothing is accepted, except health checks after a failure.
+        if self.draining_until.is_some() && !self.failed {
+            return;
+        }
+        for accepted_so_far in 0.. {
+            if accepted_so_far == MAX_ACCEPTS_PER_TURN {
+                self.backlog[backlog] = Backlog::Capped;
+                return;
+            }
+            let accepted = match (&self.admin_listener, admin) {
+                (Some(listener), true) => listener.accept(),
+                _ => self.listener.accept(),
+            };
+            match accepted {
+                Ok((mut sock, peer)) => {
+                    if let Err(e) = sock.set_nodelay(self.config.server.tcp_nodelay) {
+                        tracing::debug!(%peer, error = %e, "set_nodelay failed");
+                    }
+                    let send_buffer = self.config.server.socket_send_buffer;
+                    if send_buffer > 0 {
+                        if let Err(e) = socket2::SockRef::from(&sock).set_send_buffer_size(send_buffer) {
+                            tracing::debug!(%peer, error = %e, "setting SO_SNDBUF failed");
+                        }
+                    }
+                    let entry = self.conns.vacant_entry();
+                    let key = entry.key();
+                    if let Err(e) =
+                        self.poll.registry().register(&mut sock, Token(key), Interest::READABLE | Interest::WRITABLE)
+                    {
+                        tracing::warn!(%peer, error = %e, "cannot register connection");
+                        continue;
+                    }
+                    self.next_session += 1;
+                    let burst = self.config.limits.message_burst;
+                    let mut conn = Connection::new(
+                        sock,
+                        peer,
+                        self.next_session,
+                        self.default_policy,
+                        burst,
+                        self.now,
+                        self.now_ms,
+                    );
+                    conn.admin = admin;
+                    // The admin port is for operators and is not counted against clients' limits.
+                    let refusal = if admin { None } else { self.admission.admit(peer.ip()).err() };
+                    conn.admitted = !admin && refusal.is_none();
+                    entry.insert(conn);
+                    self.turn.accepted += 1;
+                    if let Some(refusal) = refusal {
+                        self.refuse(key, refusal);
+                        continue;
+                    }
+                    // The request may already be there; with edge triggers, read it now.
+                    self.on_readable(key);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+                Err(e) => {
+                    // Out of file descriptors or similar: the rest waits in the backlog, and is
+                    // tried again at housekeeping.
+                    self.backlog[backlog] = Backlog::Failed;
+                    if let Some(held) = self.may_warn() {
+                        tracing::warn!(reactor = self.id, error = %e, held_back = held, "accept failed");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Answers a connection a limit refused, and closes it.
+    pub(super) fn refuse(&mut self, key: usize, refusal: Refusal) {
+        let response = match refusal {
+            Refusal::Full => http::response(
+                503,
+                "Service Unavailable",
+                "the gateway is at its connection limit (limits.max_connections); retry later\n",
+            ),
+            Refusal::PerAddress => http::response(
+                429,
+                "Too Many Requests",
+                "too many connections from your address (limits.max_connections_per_ip)\n",
+            ),
+        };
+        self.turn.connections_refused += 1;
+        if let Some(i) = HTTP_STATUSES.iter().position(|&s| s == http::status_of(&response)) {
+            self.stats.http_by_status[i].fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(io) = self.conns.get_mut(key).and_then(|c| c.io()) {
+            io.out.push_control(Frame::from_bytes(&response), self.now);
+        }
+        self.begin_close(key, None, CloseReason::Refused);
+    }
+}

@@ -1,0 +1,113 @@
+//! Fan-out: ticks and control messages from the ingest channel onto subscribers' outboxes, and
+//! the delivery latency of what was fanned out.
+
+use std::time::Instant;
+
+use tickgate_core::{Outbox, SymbolId, Verdict};
+use tickgate_feed::fanout::FanoutMsg;
+use tickgate_feed::ingest::wall_clock_ns;
+
+use super::Reactor;
+use crate::connection::Phase;
+use crate::session::{self, Desk, Outcome};
+
+impl Reactor {
+    /// Takes ticks from the ingest channel, within what is left of the turn's allowance
+    /// ([`MAX_FANOUT_PER_TURN`] messages, [`MAX_OFFERS_PER_TURN`] offers, checked between
+    /// messages), and offers each to its subscribers' outboxes.
+    pub(super) fn fan_out(&mut self) {
+        let budget = self.budget;
+        let now = self.now;
+        let mut offers = 0;
+        while self.fanout_left.0 > 0 && offers < self.fanout_left.1 {
+            let Some(msg) = self.inbox.try_recv() else { break };
+            self.fanout_left.0 -= 1;
+            match msg {
+                FanoutMsg::Tick { tick, frame } => {
+                    self.lvc.record(&tick);
+                    let subscribers = self.index.subscribers(tick.symbol);
+                    let info = self.symbols.get(tick.symbol);
+                    offers += subscribers.len();
+                    // Subscribers marked dirty during a write pass are written in the next one.
+                    let mut next_pass = 0;
+                    for &key in subscribers {
+                        let conn = &mut self.conns[key as usize];
+                        let Phase::Ws(ws) = &mut conn.phase else { continue };
+                        let out = &mut ws.get_mut().out;
+                        let verdict = session::deliver_tick(out, &tick, &frame, info, &mut self.builder, &budget, now);
+                        match verdict {
+                            Verdict::Queued => self.turn.deliveries += 1,
+                            Verdict::Conflated => self.turn.conflated += 1,
+                            Verdict::Dropped => self.turn.dropped += 1,
+                            Verdict::Disconnect => self.over_limit.push(key),
+                        }
+                        if !conn.dirty {
+                            conn.dirty = true;
+                            self.dirty.push(key);
+                            next_pass += u64::from(self.passing);
+                        }
+                    }
+                    self.fanned_out.push((tick.gw_ts, subscribers.len() as u64 - next_pass));
+                    if next_pass > 0 {
+                        self.carried.push((tick.gw_ts, next_pass));
+                    }
+                }
+                FanoutMsg::Notice { symbol, frame } => {
+                    self.control_to_subscribers(symbol, |desk, out| desk.deliver_notice(out, symbol, frame.clone()));
+                }
+                FanoutMsg::Broadcast { frame } => self.broadcast(&frame),
+                FanoutMsg::Resync { symbol, from_seq, to_seq, values } => {
+                    self.lvc.replace(symbol, values);
+                    let mut skipped = None;
+                    self.control_to_subscribers(symbol, |desk, out| {
+                        let skipped = skipped.get_or_insert_with(|| desk.resync(symbol, from_seq, to_seq));
+                        desk.deliver_resync(out, symbol, skipped)
+                    });
+                }
+            }
+        }
+        self.fanout_left.1 = self.fanout_left.1.saturating_sub(offers);
+        while let Some(key) = self.over_limit.pop() {
+            self.close_slow_consumer(key as usize);
+        }
+    }
+
+    /// Queues a control frame about `symbol` for each of its subscribers, through their
+    /// sessions; the ones it takes past their hard limit are closed at the end of the fan-out.
+    pub(super) fn control_to_subscribers(
+        &mut self,
+        symbol: SymbolId,
+        mut deliver: impl FnMut(&mut Desk<'_>, &mut Outbox) -> Outcome,
+    ) {
+        let mut desk = desk!(self);
+        for &key in self.index.subscribers(symbol) {
+            let conn = &mut self.conns[key as usize];
+            let Phase::Ws(ws) = &mut conn.phase else { continue };
+            if deliver(&mut desk, &mut ws.get_mut().out) == Outcome::SlowConsumer {
+                self.over_limit.push(key);
+            }
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// Times this turn's ticks from their ingest to the end of the write pass that handed them
+    /// to the kernel: one histogram entry per tick, weighted by its deliveries.
+    pub(super) fn time_deliveries(&mut self, fanout_started: Instant) {
+        if self.fanned_out.is_empty() {
+            return;
+        }
+        let written_ns = wall_clock_ns();
+        for &(gw_ts, deliveries) in &self.fanned_out {
+            if deliveries > 0 {
+                let _ = self.latency.record_n(written_ns.saturating_sub(gw_ts).max(1_000), deliveries);
+            }
+        }
+        self.fanned_out.clear();
+        // What this pass fanned out to connections it had already written is timed after the next.
+        std::mem::swap(&mut self.fanned_out, &mut self.carried);
+        let _ = self.fanout_time.record((fanout_started.elapsed().as_nanos() as u64).max(1_000));
+    }
+}
