@@ -251,7 +251,7 @@ impl Client {
 
     fn reject(&mut self, reject: Reject) {
         self.rejects[reject.index()].fetch_add(1, Ordering::Relaxed);
-        self.log.note(reject);
+        self.log.note(reject, "");
     }
 }
 
