@@ -813,12 +813,20 @@ impl Config {
                     let line = before.matches('\n').count() + 1;
                     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
                     let line_end = text[line_start..].find('\n').map_or(text.len(), |i| line_start + i);
+                    let snippet = text[line_start..line_end].trim().to_string();
+                    let message = match snippet.as_str() {
+                        "[[feed.source]]" => format!(
+                            "{message}: feed.source is the kind of the single source (source = \"tcp\"); several \
+                             sources are [[feed.sources]]"
+                        ),
+                        _ => message,
+                    };
                     ConfigError::Parse {
                         path: origin.to_string(),
                         line,
                         column: span.start - line_start + 1,
                         message,
-                        snippet: text[line_start..line_end].trim().to_string(),
+                        snippet,
                     }
                 }
                 None => ConfigError::ParseNoSpan { path: origin.to_string(), message },
@@ -906,12 +914,7 @@ impl Config {
                 ),
             ));
         }
-        if l.max_connections == 0 || l.max_subscriptions == 0 || l.handshake_timeout_ms == 0 {
-            return Err(invalid(
-                "limits",
-                "max_connections, max_subscriptions and handshake_timeout_ms must be positive".to_string(),
-            ));
-        }
+        // max_connections, max_subscriptions and handshake_timeout_ms of 0: check_ranges names them.
         if Policy::parse(&l.slow_consumer_policy).is_none() {
             return Err(invalid(
                 "limits.slow_consumer_policy",
@@ -1295,6 +1298,23 @@ mod tests {
                 "",
                 "feed.exchange_url must be a ws:// or wss:// URL",
             ),
+            ("[[feed.source]]\nname = \"a\"\nsource = \"sim\"\n", "1:1", "several sources are [[feed.sources]]"),
+            ("[universe]\nadded_size_scale = 30\n", "", "universe.added_size_scale must be at most 18, got 30"),
+            (
+                "[universe]\nsim_symbols = \"yes\"\n",
+                "",
+                "universe.sim_symbols must be \"auto\" or \"always\" or \"never\", got \"yes\"",
+            ),
+            (
+                "[universe]\nunknown_symbols = \"add\"\nadded_scales = [{ pattern = \"A*B*\", price_scale = 2, size_scale = 0 }]\n",
+                "",
+                "universe.added_scales[0].pattern must be a name, PREFIX*, *SUFFIX or *, got \"A*B*\"",
+            ),
+            (
+                "[feed]\nreplay_loop = true\n[[feed.sources]]\nname = \"a\"\nsource = \"sim\"\n",
+                "",
+                "but feed.replay_loop = true is set too",
+            ),
             (
                 "[feed]\nexchange_ca_file = \"/nonexistent/ca.pem\"\n",
                 "",
@@ -1347,6 +1367,11 @@ mod tests {
             ("[limits]\nhandshake_timeout_ms = 36000000\n", "", "limits.handshake_timeout_ms must be"),
             ("[limits]\nidle_timeout_ms = 18446744073709551615\n", "", "limits.idle_timeout_ms must be"),
             ("[limits]\nping_interval_ms = 0\n", "", "limits.ping_interval_ms must be"),
+            (
+                "[limits]\nmax_subscriptions = 0\n",
+                "",
+                "limits.max_subscriptions must be between 1 and 1000000 subscriptions, got 0",
+            ),
             ("[limits]\nmax_connections = 100000000\n", "", "limits.max_connections must be"),
             ("[limits]\nmax_connections_per_ip = 100000000\n", "", "limits.max_connections_per_ip must be"),
             ("[limits]\nmax_subscriptions = 100000000\n", "", "limits.max_subscriptions must be"),
