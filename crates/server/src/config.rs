@@ -397,7 +397,7 @@ pub struct ScaleRuleConfig {
 pub const MAX_ADDED_SYMBOLS: usize = 1_000_000;
 
 /// Lines of a recording read to learn its symbols (`--check-config` and the start).
-pub const RECORDING_LINES_SCANNED: usize = 1_000_000;
+pub const RECORDING_LINES_SCANNED: usize = 100_000;
 
 impl UniverseConfig {
     /// Builds the universe: the simulated market's symbols when `with_sim` (they come first:
