@@ -485,8 +485,13 @@ impl UniverseConfig {
         ];
         for (i, rule) in self.added_scales.iter().enumerate() {
             let key = format!("universe.added_scales[{i}]");
-            let pattern = rule.pattern.trim_start_matches('*').trim_end_matches('*');
-            if rule.pattern.is_empty() || pattern.contains('*') {
+            let stars = rule.pattern.matches('*').count();
+            let well_formed = match stars {
+                0 => !rule.pattern.is_empty(),
+                1 => rule.pattern.starts_with('*') || rule.pattern.ends_with('*'),
+                _ => false,
+            };
+            if !well_formed {
                 return Err(invalid(
                     format!("{key}.pattern"),
                     format!("must be a name, PREFIX*, *SUFFIX or *, got {:?}", rule.pattern),
@@ -1256,7 +1261,7 @@ mod tests {
             format!("allocate {} MiB up front (1024 reactors: channels {} MiB", up.total() >> 20, up.channels >> 20);
         assert!(err.contains(&named), "{err}");
         assert!(err.contains("more than the 4096 MiB allowed") && !err.contains('\n'), "{err}");
-        assert!(refused("[limits]\nmax_connections = 10000000\n").contains("connection slots "));
+        assert!(refused("[limits]\nmax_connections = 10000000\n").contains("connection slots 5"));
         assert!(refused("[server]\nreactors = 512\n[sim]\nsymbols = 100000\n").contains("per-symbol state"));
         // The same reactors with small channels fit; so does the default, by far.
         Config::from_toml("[server]\nreactors = 1024\nchannel_capacity = 1024\n", "test.toml").unwrap();
@@ -1309,6 +1314,11 @@ mod tests {
                 "[universe]\nunknown_symbols = \"add\"\nadded_scales = [{ pattern = \"A*B*\", price_scale = 2, size_scale = 0 }]\n",
                 "",
                 "universe.added_scales[0].pattern must be a name, PREFIX*, *SUFFIX or *, got \"A*B*\"",
+            ),
+            (
+                "[universe]\nunknown_symbols = \"add\"\nadded_scales = [{ pattern = \"**\", price_scale = 2, size_scale = 0 }]\n",
+                "",
+                "universe.added_scales[0].pattern must be a name, PREFIX*, *SUFFIX or *, got \"**\"",
             ),
             (
                 "[feed]\nreplay_loop = true\n[[feed.sources]]\nname = \"a\"\nsource = \"sim\"\n",

@@ -93,7 +93,8 @@ fn every_key_of_the_default_file_is_in_the_configuration_reference() {
     assert!(keys.len() > 60, "{keys:?}");
     let mut missing = Vec::new();
     for (section, key) in &keys {
-        // `[[feed.sources]]` entries' keys are listed with the section they belong to.
+        // The commented `[[feed.sources]]` example's keys count as [feed]'s: its reference
+        // (with "Several sources") describes them.
         let heading = format!("### `[{section}]`");
         let start = reference.find(&heading).unwrap_or_else(|| panic!("no {heading} in the reference"));
         let body = &reference[start..];
@@ -132,8 +133,8 @@ fn logged_messages() -> Vec<(PathBuf, String)> {
 
 /// The last string literal before the parenthesis that closes a macro call's arguments.
 fn last_literal(args: &str) -> Option<String> {
-    let (mut depth, mut last, mut chars) = (0usize, None, args.char_indices());
-    while let Some((i, c)) = chars.next() {
+    let (mut depth, mut last, mut chars) = (0usize, None, args.chars());
+    while let Some(c) = chars.next() {
         match c {
             '(' | '[' | '{' => depth += 1,
             ')' | ']' | '}' if depth == 0 => return last,
@@ -141,7 +142,7 @@ fn last_literal(args: &str) -> Option<String> {
             '"' => {
                 let mut literal = String::new();
                 let mut escaped = false;
-                for (_, c) in chars.by_ref() {
+                for c in chars.by_ref() {
                     match (escaped, c) {
                         (false, '\\') => escaped = true,
                         (false, '"') => break,
@@ -154,7 +155,6 @@ fn last_literal(args: &str) -> Option<String> {
                 if depth == 0 {
                     last = Some(literal);
                 }
-                let _ = i;
             }
             _ => {}
         }
