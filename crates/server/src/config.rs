@@ -1304,6 +1304,21 @@ mod tests {
                 "feed.exchange_url must be a ws:// or wss:// URL",
             ),
             ("[[feed.source]]\nname = \"a\"\nsource = \"sim\"\n", "1:1", "several sources are [[feed.sources]]"),
+            (
+                "[auth]\nenabled = true\n",
+                "",
+                "auth.enabled is true but auth.jwt_algorithm is \"\" and auth.api_keys is empty",
+            ),
+            (
+                "[auth]\nenabled = true\njwt_algorithm = \"HS256\"\njwt_secret = \"short\"\n",
+                "",
+                "auth.jwt_secret must be at least 32 bytes for HS256, got 5 bytes",
+            ),
+            (
+                "[auth]\nenabled = true\napi_keys = [{ key = \"0123456789abcdef\", user = \"a\", symbols = [] }, { key = \"short\", user = \"b\", symbols = [] }]\n",
+                "",
+                "auth.api_keys[1].key must be at least 16 characters, got 5 (user \"b\")",
+            ),
             ("[universe]\nadded_size_scale = 30\n", "", "universe.added_size_scale must be at most 18, got 30"),
             (
                 "[universe]\nsim_symbols = \"yes\"\n",
