@@ -170,7 +170,17 @@ pub struct Normalizer {
 }
 
 /// Longest symbol name a reject's log line quotes.
-const MAX_LOGGED_NAME: usize = 64;
+pub(crate) const MAX_LOGGED_NAME: usize = 64;
+
+/// Keeps the first [`MAX_LOGGED_NAME`] bytes of `name` in `out` (cleared by the caller), for the
+/// log line of a reject: no allocation once `out` has that room.
+pub(crate) fn remember_name(out: &mut String, name: &str) {
+    let mut cut = name.len().min(MAX_LOGGED_NAME);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    out.push_str(&name[..cut]);
+}
 
 impl Normalizer {
     /// `aliases` maps upstream names to the universe's (e.g. "BTCUSDT" -> "BTC-USD"); unknown
@@ -210,11 +220,7 @@ impl Normalizer {
         self.last_symbol.clear();
         let m: Message<'_> = self.parser.parse(message)?;
         let symbol_name = m.symbol.text("symbol")?;
-        let mut cut = symbol_name.len().min(MAX_LOGGED_NAME);
-        while !symbol_name.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        self.last_symbol.push_str(&symbol_name[..cut]);
+        remember_name(&mut self.last_symbol, symbol_name);
         let info = self.resolver.find(symbol_name)?;
         let kind = match m.kind.text("type")? {
             "trade" => {
@@ -336,6 +342,22 @@ mod tests {
             q.tick.kind,
             TickKind::Quote { bid: 6_400_050, bid_size: 12_345, ask: 6_400_100, ask_size: 100_000_000 }
         );
+    }
+
+    #[test]
+    fn a_reject_knows_the_symbol_its_message_carried() {
+        let mut n = normalizer();
+        let long = "L".repeat(100);
+        let cases = [
+            (format!(r#"{{"type":"trade","symbol":"ZZZ","price":"1","size":"1","ts":{NOW}}}"#), "ZZZ".to_string()),
+            (format!(r#"{{"type":"trade","symbol":"AAPL","price":"1.001","size":"1","ts":{NOW}}}"#), "AAPL".into()),
+            (format!(r#"{{"type":"trade","symbol":"{long}","price":"1","size":"1","ts":{NOW}}}"#), "L".repeat(64)),
+            (r#"{"type":"trade","price":"1"#.to_string(), String::new()),
+        ];
+        for (message, symbol) in cases {
+            assert!(run(&mut n, &message).is_err(), "{message}");
+            assert_eq!(n.last_symbol(), symbol, "{message}");
+        }
     }
 
     #[test]

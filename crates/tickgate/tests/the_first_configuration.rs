@@ -1,7 +1,7 @@
 //! The first configuration of docs/OPERATIONS.md, taken from the document itself: the shipped
 //! tape next to a TCP upstream of one's own symbols, run by the binary. Both deliver on the
 //! first try, nothing is rejected, and the gateway is ready before anything connects to the
-//! (optional) listening source.
+//! (optional) listening source; a stray symbol's reject is logged with its name and source.
 
 mod support;
 
@@ -96,10 +96,18 @@ fn the_tape_and_a_tcp_source_of_ones_own_symbols_deliver_side_by_side() {
             _ => {}
         }
     }
-    gateway.signal("TERM");
-    assert!(gateway.exit_status(PATIENCE).success());
     let log = gateway.stdout();
     assert!(!log.contains("upstream message rejected"), "{log}");
     assert!(!log.contains("configuration warning"), "{log}");
+    // A symbol of nobody's: its reject's log line names it and the source.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let stray =
+        format!("{{\"type\":\"trade\",\"symbol\":\"NOT-LISTED\",\"price\":\"1\",\"size\":\"1\",\"ts\":{now}}}\n");
+    upstream.write_all(stray.as_bytes()).unwrap();
+    gateway.wait_for_line("upstream message rejected");
+    let line = gateway.stdout().lines().find(|l| l.contains("upstream message rejected")).unwrap().to_string();
+    assert!(line.contains("NOT-LISTED") && line.contains("desk") && line.contains("unknown_symbol"), "{line}");
+    gateway.signal("TERM");
+    assert!(gateway.exit_status(PATIENCE).success());
     std::fs::remove_dir_all(&dir).ok();
 }
