@@ -13,7 +13,7 @@ fn run(addr: std::net::SocketAddr, extra: &[&str]) -> (Option<i32>, String) {
     let out = std::env::temp_dir().join(format!("tickgate-loadtest-own-{}", std::process::id()));
     let output = Command::new(BIN)
         .args(["run", "--addr", &addr.to_string(), "-n", "10", "-k", "5", "-s", "50"])
-        .args(["--warmup", "1", "--duration", "3", "--drain", "3", "--quiet", "--out"])
+        .args(["--warmup", "1", "--duration", "3", "--drain", "3", "--out"])
         .arg(&out)
         .args(extra)
         .output()
@@ -40,6 +40,9 @@ fn the_rate_comes_from_the_gateway_and_the_exit_status_says_whether_the_run_pass
     // A bound no machine can fail (a loaded one, a debug build): the run passes.
     let (code, text) = run(addr, &["--p99-bound-ms", "5000"]);
     assert_eq!(code, Some(0), "{text}");
+    // Not a terminal: progress as plain lines, one a second, no carriage return.
+    assert!(text.lines().any(|l| l.starts_with("measuring ") && l.contains("msgs/s=")), "{text}");
+    assert!(!text.contains('\r'), "{text:?}");
     assert!(text.contains("verdict: PASSED."), "{text}");
     assert!(text.contains("tickgate: rate read from /metrics"), "{text}");
     let rate = rate_in(&text);
@@ -47,12 +50,13 @@ fn the_rate_comes_from_the_gateway_and_the_exit_status_says_whether_the_run_pass
     assert_eq!(text.matches("expected/s").count(), 1, "the table once: {text}");
 
     // A bound no server meets: the run fails its criteria, says why, and exits 2.
-    let (code, text) = run(addr, &["--p99-bound-ms", "0.000001"]);
+    let (code, text) = run(addr, &["--p99-bound-ms", "0.000001", "--quiet"]);
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("verdict: FAILED. ") && text.contains("Why: p99 "), "{text}");
 
     // Given, the rate is taken as given.
-    let (_, text) = run(addr, &["--p99-bound-ms", "5000", "--rate", "800"]);
+    let (_, text) = run(addr, &["--p99-bound-ms", "5000", "--rate", "800", "--quiet"]);
+    assert!(!text.contains("msgs/s="), "--quiet shows no progress: {text}");
     assert_eq!(rate_in(&text), 800.0, "{text}");
     gateway.shutdown();
 }
