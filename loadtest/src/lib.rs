@@ -2,7 +2,9 @@
 //! sequence accounting, the verdict) and the reports, for the binary and its tests.
 
 pub mod conn;
+pub mod metrics;
 pub mod procfs;
+pub mod progress;
 pub mod report;
 pub mod run;
 pub mod scan;

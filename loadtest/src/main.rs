@@ -13,12 +13,37 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use tickgate_feed::sim::{SimConfig, universe};
 
+use tickgate_loadtest::metrics;
 use tickgate_loadtest::report::{self, Step, Sweep};
 use tickgate_loadtest::run::{self, Pick, RunParams};
 use tickgate_loadtest::verdict::{self, Criteria};
 
+/// The columns of the table `run` and `sweep` print, for `--help`.
+const COLUMNS: &str = "\
+Output: one table line per step (docs/LOADTEST.md explains each figure):
+  rate/s       the server's tick rate: --rate/--rates, or read from its /metrics
+  expected/s   deliveries/s to the reading clients if nothing were lost:
+               rate x N x k / S x (1 - slow share)
+  delivered/s  trades and quotes the reading clients received per second
+  p50..max us  latency from the server's gw_ts to receipt, in microseconds
+  lost         events skipped with no gap or conflation to account for them
+  cpu ns/d     the server's CPU time per delivered event, in ns
+               (needs --server-cmd or --server-pid)
+  gen          the load generator's own CPU, as a share of one core
+               (90% or more: the step is gen-bound, its figures are the generator's)
+  verdict      passed, failed, gen-bound or errored; the reasons follow the line
+Then a verdict in words, and the JSON file's path.
+Exit status: 0 a step passed, 2 none did (the run failed its criteria), 1 an error.";
+
 #[derive(Debug, Parser)]
-#[command(version, about = "Load generator and benchmark reporter for tickgate")]
+#[command(
+    version,
+    about = "Load generator and benchmark reporter for tickgate",
+    long_about = "Load generator and benchmark reporter for tickgate: opens many WebSocket clients \
+                  that subscribe to a market-data server (tickgate, or a peer speaking its messages), \
+                  measures deliveries, latency, loss, CPU and memory, and judges the run. \
+                  See docs/LOADTEST.md."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -26,20 +51,30 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Print the first N symbols of the simulated universe, one per line.
+    /// Print the first N symbols of the simulated universe, one per line (what -s picks from;
+    /// give them to a peer server as its universe).
     Symbols {
+        /// How many symbols.
         #[arg(long, default_value_t = 100)]
         count: usize,
     },
-    /// One measured run.
+    /// One measured run against a running server (or one --server-cmd starts), judged.
+    #[command(after_help = COLUMNS)]
     Run {
         #[command(flatten)]
         load: LoadArgs,
-        /// Tick rate to start the server with (with --server-cmd).
-        #[arg(long, default_value_t = 10_000.0)]
-        rate: f64,
+        /// The server's tick rate, for expected/s (and {rate} of --server-cmd). Unset: read from
+        /// the gateway's /metrics (tickgate_ticks_ingested_total over the run) at
+        /// --metrics-addr; with --server-cmd, 10000.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Where the gateway serves /metrics, to read its tick rate when --rate is not given
+        /// (its server.admin_listen, if it has one). Default: --addr.
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<SocketAddr>,
     },
     /// Runs at each rate in turn, restarting the server each time.
+    #[command(after_help = COLUMNS)]
     Sweep {
         #[command(flatten)]
         load: LoadArgs,
@@ -54,8 +89,10 @@ enum Cmd {
     Compare {
         /// Sweep JSON files; the first is the baseline.
         files: Vec<PathBuf>,
+        /// Write a plot of p99 latency against delivered events per second here.
         #[arg(long)]
         svg: Option<PathBuf>,
+        /// Write the Markdown table here too (it is always printed).
         #[arg(long)]
         markdown: Option<PathBuf>,
     },
@@ -124,9 +161,10 @@ struct LoadArgs {
     /// Directory for the JSON results (created if missing).
     #[arg(long, default_value = "loadtest/results")]
     out: PathBuf,
+    /// Seed of the clients' symbol picks and churn: the same seed gives the same subscriptions.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// No live progress line.
+    /// No progress display (a live bar on a terminal, a line a second otherwise).
     #[arg(long)]
     quiet: bool,
 }
@@ -140,8 +178,12 @@ fn main() -> ExitCode {
             }
             Ok(Outcome::Done)
         }
-        Cmd::Run { load, rate } => sweep(&load, &[rate], false),
-        Cmd::Sweep { load, rates, stop_on_fail } => sweep(&load, &rates, stop_on_fail),
+        Cmd::Run { load, rate, metrics_addr } => match (rate, &load.server_cmd) {
+            (Some(rate), _) => sweep(&load, &[rate], false, None),
+            (None, Some(_)) => sweep(&load, &[DEFAULT_RATE], false, None),
+            (None, None) => sweep(&load, &[f64::NAN], false, Some(metrics_addr.unwrap_or(load.addr))),
+        },
+        Cmd::Sweep { load, rates, stop_on_fail } => sweep(&load, &rates, stop_on_fail, None),
         Cmd::Compare { files, svg, markdown } => {
             compare(&files, svg.as_deref(), markdown.as_deref()).map(|()| Outcome::Done)
         }
@@ -207,7 +249,12 @@ impl Drop for Server {
     }
 }
 
-fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool) -> Result<Outcome, String> {
+/// The tick rate a server started by `run --server-cmd` is given when --rate is not.
+const DEFAULT_RATE: f64 = 10_000.0;
+
+/// Runs each rate in turn. With `rate_from`, the single rate is read from the gateway's
+/// /metrics at that address over the run instead.
+fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool, rate_from: Option<SocketAddr>) -> Result<Outcome, String> {
     if let Some(core) = load.pin_core {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         match cores.iter().find(|c| c.id == core) {
@@ -227,10 +274,18 @@ fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool) -> Result<Outcome, 
         p99_bound_us: load.p99_bound_ms * 1000.0,
         steps: Vec::new(),
     };
+    let expected_at = |rate: f64| {
+        rate * load.connections as f64 * (load.per_client.min(load.symbols) as f64) / load.symbols as f64
+            * (1.0 - load.slow_share)
+    };
     for &rate in rates {
-        let expected = rate * load.connections as f64 * (load.per_client.min(load.symbols) as f64)
-            / load.symbols as f64
-            * (1.0 - load.slow_share);
+        let before = match rate_from {
+            Some(at) => Some((
+                metrics::ticks_ingested(at).map_err(|e| format!("{e}; give the tick rate with --rate"))?,
+                Instant::now(),
+            )),
+            None => None,
+        };
         let server = match &load.server_cmd {
             Some(cmd) => {
                 let cmd = cmd
@@ -260,8 +315,9 @@ fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool) -> Result<Outcome, 
             policy: load.policy.clone(),
             drain: Duration::from_secs_f64(load.drain),
         };
+        let shown_rate = if rate_from.is_some() { "read from /metrics".to_string() } else { format!("{rate}/s") };
         eprintln!(
-            "{}: rate {rate}/s, {} connections x {} of {} symbols",
+            "{}: rate {shown_rate}, {} connections x {} of {} symbols",
             load.name, load.connections, load.per_client, load.symbols
         );
         let measured = server.and_then(|server| {
@@ -269,6 +325,14 @@ fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool) -> Result<Outcome, 
             drop(server);
             measured
         });
+        let rate = match (rate_from, before) {
+            (Some(at), Some((count, since))) => {
+                let after = metrics::ticks_ingested(at).map_err(|e| format!("{e}; give the tick rate with --rate"))?;
+                after.saturating_sub(count) as f64 / since.elapsed().as_secs_f64()
+            }
+            _ => rate,
+        };
+        let expected = expected_at(rate);
         let step = match measured {
             Ok(measured) => {
                 let verdict = verdict::judge(&measured, &Criteria::new(expected, result.p99_bound_us));
@@ -297,6 +361,8 @@ fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool) -> Result<Outcome, 
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     if result.steps.len() > 1 {
         println!("\n{}", report::step_table(&result));
+    } else if let Some(step) = result.steps.first() {
+        println!("{}", verdict_in_words(step, load.p99_bound_ms));
     }
     println!("results: {}", path.display());
     match result.best() {
@@ -311,9 +377,36 @@ fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool) -> Result<Outcome, 
             Ok(Outcome::Done)
         }
         None => {
-            println!("{}: no step passed", load.name);
+            if result.steps.len() > 1 {
+                println!("{}: no step passed", load.name);
+            }
             Ok(Outcome::NothingPassed)
         }
+    }
+}
+
+/// One run's verdict as a sentence.
+fn verdict_in_words(step: &Step, p99_bound_ms: f64) -> String {
+    let r = &step.result;
+    let figure =
+        |path: &[&str]| path.iter().try_fold(r, |v, key| v.get(key)).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+    let delivered = figure(&["delivered_per_s"]);
+    let share = if step.expected_per_s > 0.0 { 100.0 * delivered / step.expected_per_s } else { 0.0 };
+    let measured = format!(
+        "{delivered:.0} deliveries/s, {share:.0}% of the {:.0}/s expected at a tick rate of {:.0}/s; p99 {:.2} ms \
+         (bound {p99_bound_ms} ms)",
+        step.expected_per_s,
+        step.rate,
+        figure(&["latency_us", "p99"]) / 1000.0,
+    );
+    let why = step.verdict.reasons.join("; ");
+    match step.verdict.status {
+        _ if step.ok => format!("verdict: PASSED. {measured}; nothing lost."),
+        verdict::Status::GeneratorBound => format!(
+            "verdict: FAILED (gen-bound): every check passed, but the load generator was saturated, so the \
+             figures are its own. {measured}. {why}."
+        ),
+        _ => format!("verdict: FAILED. {measured}. Why: {why}."),
     }
 }
 

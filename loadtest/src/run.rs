@@ -6,7 +6,7 @@
 //! when the tick entered it, so a server that falls behind shows it in the figures.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -51,7 +51,7 @@ pub struct RunParams {
     pub seed: u64,
     /// Server process to measure (CPU, RSS).
     pub server_pid: Option<u32>,
-    /// Print a progress line every second.
+    /// Show progress on standard error: a live bar on a terminal, a line a second otherwise.
     pub progress: bool,
     /// Slow-client policy to ask for in every subscribe; None: the server's default.
     pub policy: Option<String>,
@@ -336,10 +336,8 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
     let mut window_closed: Option<(Instant, ProcSample, Option<ProcSample>)> = None;
     let mut marks: Vec<Option<u64>> = Vec::new();
     let mut rss_connected = 0;
-    let mut last_progress = Instant::now();
-    let mut progress_count = 0u64;
+    let mut progress = params.progress.then(crate::progress::Progress::new);
     let mut churns = 0u64;
-    let redraw = io::stderr().is_terminal();
 
     loop {
         let now = Instant::now();
@@ -470,30 +468,29 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
             }
         }
 
-        if params.progress && now.duration_since(last_progress) >= Duration::from_secs(1) {
-            let delivered: u64 = clients.iter().map(|c| c.delivered).sum();
-            let rate =
-                (delivered - progress_count.min(delivered)) as f64 / now.duration_since(last_progress).as_secs_f64();
-            progress_count = delivered;
-            let name = match phase {
-                Phase::Connecting => "connecting",
-                Phase::WarmingUp { .. } => "warming up",
-                Phase::Measuring { .. } => "measuring",
-                Phase::Draining { .. } => "draining",
+        if let Some(progress) = progress.as_mut().filter(|p| p.due(now)) {
+            let ms = |d: Duration| d.as_millis() as u64;
+            let left = |until: Instant| until.saturating_duration_since(now);
+            let (phase_name, done, total) = match phase {
+                Phase::Connecting => ("connecting", reader.open as u64, params.connections as u64),
+                Phase::WarmingUp { since } => ("warming up", ms(now.duration_since(since)), ms(params.warmup)),
+                Phase::Measuring { until } => {
+                    ("measuring", ms(params.duration.saturating_sub(left(until))), ms(params.duration))
+                }
+                Phase::Draining { until } => {
+                    ("draining", ms(params.drain.saturating_sub(left(until))), ms(params.drain))
+                }
             };
-            let line = format!(
-                "{name:<11} t={:>5.1}s open={:<6} msgs/s={rate:<10.0} p99={:.0}us",
-                now.duration_since(start).as_secs_f64(),
-                reader.open,
-                reader.latency.value_at_quantile(0.99) as f64 / 1000.0
-            );
-            // Redrawn in place on a terminal; one line per second into a pipe or a log.
-            if redraw {
-                eprint!("\r{line}      ")
-            } else {
-                eprintln!("{line}")
-            }
-            last_progress = now;
+            let status = crate::progress::Status {
+                phase: phase_name,
+                done,
+                total,
+                elapsed_s: now.duration_since(start).as_secs_f64(),
+                open: reader.open,
+                delivered: clients.iter().map(|c| c.delivered).sum(),
+                p99_us: reader.latency.value_at_quantile(0.99) as f64 / 1000.0,
+            };
+            progress.show(now, &status);
         }
 
         let timeout = if reader.in_flight > 0 || clients.len() < params.connections {
@@ -513,8 +510,8 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
             reader.read(c, now, in_window);
         }
     }
-    if params.progress && redraw {
-        eprintln!();
+    if let Some(progress) = &progress {
+        progress.finish();
     }
 
     let (window_start, server_start, own_start) = window.expect("the loop ends only after the window");

@@ -22,7 +22,7 @@ use tickgate_core::{SymbolTable, Tick, TickKind, parse_fixed};
 
 pub use crate::exchange_feed::{ConnectError, ExchangeSource, MAX_MESSAGE};
 use crate::json::{Field, Members, Nested, Parser, json_object, set};
-use crate::normalize::{Normalized, Reject};
+use crate::normalize::{Normalized, Reject, remember_name};
 use crate::resolve::{SymbolResolver, UnknownSymbols};
 use crate::upstream_seq::{Continuity, DEFAULT_MAX_SEQ_JUMP, Numbering, ResetReason, UpstreamSeqs};
 
@@ -43,6 +43,8 @@ pub struct ExchangeMapper {
     trade_ids: UpstreamSeqs,
     /// simd-json's buffers and tape, reused so a message costs no allocation.
     parser: Parser,
+    /// The symbol name of the last message, for the log line of a reject.
+    last_symbol: String,
 }
 
 impl std::fmt::Debug for ExchangeMapper {
@@ -60,7 +62,8 @@ impl ExchangeMapper {
 
     pub fn with_resolver(exchange: Exchange, resolver: SymbolResolver) -> Self {
         let seqs = UpstreamSeqs::new(resolver.capacity(), DEFAULT_MAX_SEQ_JUMP);
-        Self { exchange, resolver, ticker_seqs: seqs.clone(), trade_ids: seqs, parser: Parser::new() }
+        let last_symbol = String::with_capacity(crate::normalize::MAX_LOGGED_NAME);
+        Self { exchange, resolver, ticker_seqs: seqs.clone(), trade_ids: seqs, parser: Parser::new(), last_symbol }
     }
 
     /// The largest forward jump of a `trade_id` taken as an upstream gap (`feed.max_seq_jump`).
@@ -76,10 +79,17 @@ impl ExchangeMapper {
         self.trade_ids.new_session(ResetReason::UpstreamRestart);
     }
 
+    /// The symbol name the last message carried ("" if none): what a reject's log names.
+    pub fn last_symbol(&self) -> &str {
+        &self.last_symbol
+    }
+
     /// Maps one message. `Ok(None)` is a message that carries no tick (a subscription ack, a
     /// heartbeat); `now_ns` stamps messages without an exchange time (Binance's bookTicker).
     pub fn map(&mut self, message: &mut [u8], now_ns: u64) -> Result<Option<Normalized>, Reject> {
         let resolver = &mut self.resolver;
+        let last = &mut self.last_symbol;
+        last.clear();
         let (name, found, kind, ts, seq) = match self.exchange {
             Exchange::Binance => {
                 let message: BinanceMessage<'_> = self.parser.parse(message)?;
@@ -93,6 +103,7 @@ impl ExchangeMapper {
                         return Ok(None);
                     }
                     let name = event.s.text("s")?;
+                    remember_name(last, name);
                     let info = resolver.find(name)?;
                     let price = fixed(event.p.text("p")?, info.price_scale, "p")?;
                     let size = fixed(event.q.text("q")?, info.size_scale, "q")?;
@@ -101,6 +112,7 @@ impl ExchangeMapper {
                     (name, info, TickKind::Trade { price, size }, ts, None)
                 } else if event.u.is_present() && event.b.is_present() {
                     let name = event.s.text("s")?;
+                    remember_name(last, name);
                     let info = resolver.find(name)?;
                     let kind = TickKind::Quote {
                         bid: fixed(event.b.text("b")?, info.price_scale, "b")?,
@@ -119,6 +131,7 @@ impl ExchangeMapper {
                 match m.kind.text("type")? {
                     "match" | "last_match" => {
                         let name = m.product_id.text("product_id")?;
+                        remember_name(last, name);
                         let info = resolver.find(name)?;
                         let kind = TickKind::Trade {
                             price: fixed(m.price.text("price")?, info.price_scale, "price")?,
@@ -129,6 +142,7 @@ impl ExchangeMapper {
                     }
                     "ticker" => {
                         let name = m.product_id.text("product_id")?;
+                        remember_name(last, name);
                         let info = resolver.find(name)?;
                         let kind = TickKind::Quote {
                             bid: fixed(m.best_bid.text("best_bid")?, info.price_scale, "best_bid")?,
@@ -386,7 +400,9 @@ mod tests {
             Err(Reject::BadDecimal("p"))
         );
         assert_eq!(map(&mut b, r#"{"e":"trade","s":"DOGEUSDT","p":"1","q":"1","T":1}"#), Err(Reject::UnknownSymbol));
+        assert_eq!(b.last_symbol(), "DOGEUSDT", "what the reject's log line names");
         assert_eq!(map(&mut b, r#"{"e":"trade","s":"BNBBTC","p":"1""#), Err(Reject::Malformed));
+        assert_eq!(b.last_symbol(), "", "a message that could not be read names no symbol");
         assert_eq!(map(&mut b, r#"{"e":"trade","s":"BNBBTC","p":"-1","q":"1","T":1}"#), Err(Reject::NonPositivePrice));
         assert_eq!(
             map(

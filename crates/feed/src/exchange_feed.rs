@@ -179,7 +179,7 @@ impl Client {
                 // A message over MAX_MESSAGE cannot be skipped within the stream: it is counted,
                 // and the connection starts over.
                 Err(tungstenite::Error::Capacity(e)) => {
-                    self.reject(Reject::Malformed);
+                    self.reject_unread(Reject::Malformed);
                     return format!("message too big: {e}");
                 }
                 Err(e) => return e.to_string(),
@@ -194,7 +194,7 @@ impl Client {
                 }
                 tungstenite::Message::Close(frame) => return format!("closed by the exchange: {frame:?}"),
                 // Exchanges send text; anything else is counted and skipped.
-                tungstenite::Message::Binary(_) => self.reject(Reject::Malformed),
+                tungstenite::Message::Binary(_) => self.reject_unread(Reject::Malformed),
                 _ => {}
             }
         }
@@ -249,9 +249,16 @@ impl Client {
         None
     }
 
+    /// Counts and logs the reject of the message just mapped, naming its symbol.
     fn reject(&mut self, reject: Reject) {
         self.rejects[reject.index()].fetch_add(1, Ordering::Relaxed);
-        self.log.note(reject);
+        self.log.note(reject, self.mapper.last_symbol());
+    }
+
+    /// Counts and logs the reject of a message that was never mapped (no symbol to name).
+    fn reject_unread(&mut self, reject: Reject) {
+        self.rejects[reject.index()].fetch_add(1, Ordering::Relaxed);
+        self.log.note(reject, "");
     }
 }
 

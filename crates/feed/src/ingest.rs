@@ -42,9 +42,11 @@ impl IngestStats {
         Self { sources, ..Self::default() }
     }
 
-    /// Whether some source says its upstream is down.
+    /// Whether some required source says its upstream is down: the feed is then down for a
+    /// client that connects (its welcome says so). An optional source's outage is told in its own
+    /// `status` messages only.
     pub fn any_source_down(&self) -> bool {
-        self.sources.iter().any(|s| s.down.load(Ordering::Relaxed))
+        self.sources.iter().any(|s| s.required && s.down.load(Ordering::Relaxed))
     }
 }
 

@@ -116,7 +116,8 @@ impl RejectLog {
         Self { source: source.into(), last: None, held: 0 }
     }
 
-    pub fn note(&mut self, reject: Reject) {
+    /// Notes a rejected message; `symbol` is the name it carried ("" when it had none).
+    pub fn note(&mut self, reject: Reject, symbol: &str) {
         let now = std::time::Instant::now();
         if self.last.is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1)) {
             self.held += 1;
@@ -124,7 +125,7 @@ impl RejectLog {
         }
         self.last = Some(now);
         let held_back = std::mem::take(&mut self.held);
-        tracing::warn!(source = &*self.source, %reject, held_back, "upstream message rejected");
+        tracing::warn!(source = &*self.source, symbol, %reject, held_back, "upstream message rejected");
     }
 }
 
@@ -163,6 +164,22 @@ pub struct Normalizer {
     max_skew_ns: u64,
     /// The upstream's sequence numbers per symbol.
     seqs: UpstreamSeqs,
+    /// The symbol name of the last message (its first [`MAX_LOGGED_NAME`] bytes), for the log
+    /// line of a reject; its room is allocated once.
+    last_symbol: String,
+}
+
+/// Longest symbol name a reject's log line quotes.
+pub(crate) const MAX_LOGGED_NAME: usize = 64;
+
+/// Keeps the first [`MAX_LOGGED_NAME`] bytes of `name` in `out` (cleared by the caller), for the
+/// log line of a reject: no allocation once `out` has that room.
+pub(crate) fn remember_name(out: &mut String, name: &str) {
+    let mut cut = name.len().min(MAX_LOGGED_NAME);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    out.push_str(&name[..cut]);
 }
 
 impl Normalizer {
@@ -174,7 +191,7 @@ impl Normalizer {
 
     pub fn with_resolver(resolver: SymbolResolver, max_skew_ns: u64) -> Self {
         let seqs = UpstreamSeqs::new(resolver.capacity(), DEFAULT_MAX_SEQ_JUMP);
-        Self { parser: Parser::new(), resolver, max_skew_ns, seqs }
+        Self { parser: Parser::new(), resolver, max_skew_ns, seqs, last_symbol: String::with_capacity(MAX_LOGGED_NAME) }
     }
 
     /// The largest forward jump of `seq` taken as an upstream gap (`feed.max_seq_jump`).
@@ -193,10 +210,17 @@ impl Normalizer {
         self.seqs.new_session(reason);
     }
 
+    /// The symbol name the last message carried ("" if it had none): what a reject's log names.
+    pub fn last_symbol(&self) -> &str {
+        &self.last_symbol
+    }
+
     /// Normalizes one message (modified in place by the parser). `now_ns` is the wall clock.
     pub fn normalize(&mut self, message: &mut [u8], now_ns: u64) -> Result<Normalized, Reject> {
+        self.last_symbol.clear();
         let m: Message<'_> = self.parser.parse(message)?;
         let symbol_name = m.symbol.text("symbol")?;
+        remember_name(&mut self.last_symbol, symbol_name);
         let info = self.resolver.find(symbol_name)?;
         let kind = match m.kind.text("type")? {
             "trade" => {
@@ -321,6 +345,22 @@ mod tests {
     }
 
     #[test]
+    fn a_reject_knows_the_symbol_its_message_carried() {
+        let mut n = normalizer();
+        let long = "L".repeat(100);
+        let cases = [
+            (format!(r#"{{"type":"trade","symbol":"ZZZ","price":"1","size":"1","ts":{NOW}}}"#), "ZZZ".to_string()),
+            (format!(r#"{{"type":"trade","symbol":"AAPL","price":"1.001","size":"1","ts":{NOW}}}"#), "AAPL".into()),
+            (format!(r#"{{"type":"trade","symbol":"{long}","price":"1","size":"1","ts":{NOW}}}"#), "L".repeat(64)),
+            (r#"{"type":"trade","price":"1"#.to_string(), String::new()),
+        ];
+        for (message, symbol) in cases {
+            assert!(run(&mut n, &message).is_err(), "{message}");
+            assert_eq!(n.last_symbol(), symbol, "{message}");
+        }
+    }
+
+    #[test]
     fn bad_messages_are_rejected_with_their_reason() {
         let mut n = normalizer();
         let cases = [
@@ -350,7 +390,7 @@ mod tests {
             .unwrap();
         table.reserve_additions(1);
         let table = Arc::new(table);
-        let add = UnknownSymbols::Add { price_scale: 2, size_scale: 0 };
+        let add = UnknownSymbols::Add(crate::resolve::AddedScales::uniform(2, 0));
         let mut n = Normalizer::with_resolver(SymbolResolver::new(table.clone(), &HashMap::new(), add), 60_000_000_000);
         let msg = |symbol: &str, price: &str| {
             format!(r#"{{"type":"trade","symbol":"{symbol}","price":"{price}","size":"1","ts":{NOW}}}"#)

@@ -30,7 +30,8 @@ use crate::upstream_seq::{DEFAULT_MAX_SEQ_JUMP, ResetReason};
 /// Counts of rejected lines, by [`Reject::index`].
 pub type RejectCounts = [AtomicU64; Reject::REASONS.len()];
 
-fn open(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
+/// Opens a recording for reading: gzip when its name ends in `.gz`.
+pub fn open(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
     let file = File::open(path)?;
     Ok(if path.extension().is_some_and(|e| e == "gz") {
         Box::new(BufReader::new(GzDecoder::new(file)))
@@ -195,7 +196,7 @@ impl Replay {
                         }
                         Err(reject) => {
                             self.stats.rejected[reject.index()].fetch_add(1, Ordering::Relaxed);
-                            self.log.note(reject);
+                            self.log.note(reject, self.normalizer.last_symbol());
                         }
                     }
                 }

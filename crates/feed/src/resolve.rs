@@ -17,14 +17,57 @@ use tickgate_core::{AssetClass, SymbolError, SymbolId, SymbolInfo, SymbolTable};
 use crate::normalize::Reject;
 
 /// What to do with an upstream symbol the universe does not have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum UnknownSymbols {
     /// Reject the message (counted as `unknown_symbol`).
     #[default]
     Reject,
-    /// Add the symbol to the universe with these scales (the table's reserved room permitting;
-    /// past it, messages are rejected as `universe_full`).
-    Add { price_scale: u8, size_scale: u8 },
+    /// Add the symbol to the universe with the scales these rules give it (the table's reserved
+    /// room permitting; past it, messages are rejected as `universe_full`).
+    Add(AddedScales),
+}
+
+/// The scales of added symbols: those of the first rule whose pattern matches the name, or
+/// the default pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedScales {
+    pub rules: Arc<[ScaleRule]>,
+    pub price_scale: u8,
+    pub size_scale: u8,
+}
+
+/// Scales for the added symbols whose name matches `pattern`: a name, `PREFIX*`, `*SUFFIX` or `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleRule {
+    pub pattern: Box<str>,
+    pub price_scale: u8,
+    pub size_scale: u8,
+}
+
+impl AddedScales {
+    /// Every added symbol gets these scales.
+    pub fn uniform(price_scale: u8, size_scale: u8) -> Self {
+        Self { rules: Arc::new([]), price_scale, size_scale }
+    }
+
+    /// The (price, size) scales of a symbol added under `name`.
+    pub fn for_name(&self, name: &str) -> (u8, u8) {
+        self.rules
+            .iter()
+            .find(|rule| pattern_matches(&rule.pattern, name))
+            .map_or((self.price_scale, self.size_scale), |rule| (rule.price_scale, rule.size_scale))
+    }
+}
+
+/// Whether `name` matches `pattern`: the same name, `PREFIX*`, `*SUFFIX`, or `*` (any name).
+pub fn pattern_matches(pattern: &str, name: &str) -> bool {
+    if let Some(prefix) = pattern.strip_suffix('*') {
+        return name.starts_with(prefix);
+    }
+    if let Some(suffix) = pattern.strip_prefix('*') {
+        return name.ends_with(suffix);
+    }
+    pattern == name
 }
 
 /// What [`SymbolResolver::find`] found for a name.
@@ -82,8 +125,9 @@ impl SymbolResolver {
             self.names.insert(upstream.into(), id);
             return Ok(self.known(id));
         }
-        match self.unknown {
-            UnknownSymbols::Add { price_scale, size_scale } if is_valid_symbol_name(self.universe_name(upstream)) => {
+        match &self.unknown {
+            UnknownSymbols::Add(scales) if is_valid_symbol_name(self.universe_name(upstream)) => {
+                let (price_scale, size_scale) = scales.for_name(self.universe_name(upstream));
                 Ok(Found { id: None, price_scale, size_scale })
             }
             _ => Err(Reject::UnknownSymbol),
@@ -160,8 +204,8 @@ mod tests {
     fn adds_new_names_once_shared_across_sources_until_the_room_runs_out() {
         let symbols = table(2);
         let aliases = HashMap::from([("ETHUSDT".to_string(), "ETH-USD".to_string())]);
-        let add = UnknownSymbols::Add { price_scale: 4, size_scale: 6 };
-        let mut a = SymbolResolver::new(symbols.clone(), &aliases, add);
+        let add = UnknownSymbols::Add(AddedScales::uniform(4, 6));
+        let mut a = SymbolResolver::new(symbols.clone(), &aliases, add.clone());
         let mut b = SymbolResolver::new(symbols.clone(), &HashMap::new(), add);
         assert_eq!(a.resolve("ETHUSDT"), Ok(SymbolId(1)), "an alias adds its target name");
         assert_eq!(b.resolve("ETH-USD"), Ok(SymbolId(1)), "the other source finds it");
@@ -170,5 +214,23 @@ mod tests {
         assert_eq!(b.resolve("SOL-USD"), Ok(SymbolId(2)));
         assert_eq!(a.resolve("DOGE-USD"), Err(Reject::UniverseFull));
         assert_eq!(symbols.len(), 3);
+    }
+
+    #[test]
+    fn added_symbols_take_the_scales_of_the_first_matching_rule() {
+        let rule =
+            |pattern: &str, price_scale, size_scale| ScaleRule { pattern: pattern.into(), price_scale, size_scale };
+        let scales = AddedScales {
+            rules: Arc::new([rule("*-USD", 2, 8), rule("DESK*", 4, 0), rule("ACME", 3, 1)]),
+            price_scale: 8,
+            size_scale: 8,
+        };
+        assert_eq!(scales.for_name("SOL-USD"), (2, 8));
+        assert_eq!(scales.for_name("DESK-A"), (4, 0));
+        assert_eq!(scales.for_name("ACME"), (3, 1));
+        assert_eq!(scales.for_name("ACMEX"), (8, 8), "an exact pattern matches only its name");
+        let mut r = SymbolResolver::new(table(4), &HashMap::new(), UnknownSymbols::Add(scales));
+        let id = r.resolve("DESK-B").unwrap();
+        assert_eq!((r.symbols().get(id).price_scale, r.symbols().get(id).size_scale), (4, 0));
     }
 }

@@ -53,7 +53,7 @@ pub const MIN_RATE: f64 = 0.001;
 pub const MAX_RATE: f64 = 10_000_000.0;
 
 /// Settings of the simulated market (`[sim]` in the config file).
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimConfig {
     /// Seed of the random walk: the same seed gives the same events.
@@ -73,7 +73,7 @@ pub struct SimConfig {
 }
 
 /// How the simulated market spreads its events over symbols.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Activity {
     /// Skewed like a real market: a few symbols take most events (Zipf-Mandelbrot weights).

@@ -117,6 +117,9 @@ pub struct SourceStats {
     pub last_tick_ns: AtomicU64,
     /// Set while the source says its upstream is down (clients were told).
     pub down: AtomicBool,
+    /// Whether the feed is ready (and up for clients that connect) only while this source is:
+    /// an optional source that is down is reported, and leaves the feed up.
+    pub required: bool,
     /// Upstream messages rejected, by [`crate::normalize::Reject::index`].
     pub rejected: Arc<RejectCounts>,
     /// The upstream connection of a network source.
@@ -134,10 +137,16 @@ impl SourceStats {
             ticks: AtomicU64::new(0),
             last_tick_ns: AtomicU64::new(0),
             down: AtomicBool::new(false),
+            required: true,
             rejected: Arc::default(),
             health: Arc::default(),
             upstream_resets: Default::default(),
         }
+    }
+
+    /// The same source, required or optional (see [`Self::required`]).
+    pub fn with_required(self, required: bool) -> Self {
+        Self { required, ..self }
     }
 
     /// Whether the source has an upstream connection to lose.

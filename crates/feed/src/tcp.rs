@@ -398,7 +398,7 @@ impl Reader {
     fn finish_line(&mut self, line: &mut Vec<u8>, skipping: &mut bool, session: &mut Session<'_>) {
         if std::mem::take(skipping) {
             self.rejects[Reject::Malformed.index()].fetch_add(1, Ordering::Relaxed);
-            self.log.note(Reject::Malformed);
+            self.log.note(Reject::Malformed, "");
         } else {
             if line.last() == Some(&b'\r') {
                 line.pop();
@@ -422,7 +422,7 @@ impl Reader {
             }
             Err(reject) => {
                 self.rejects[reject.index()].fetch_add(1, Ordering::Relaxed);
-                self.log.note(reject);
+                self.log.note(reject, self.normalizer.last_symbol());
             }
         }
     }

@@ -82,7 +82,10 @@ impl Authenticator {
             "" => None,
             "HS256" => {
                 if config.jwt_secret.len() < 32 {
-                    return Err(invalid("auth.jwt_secret", "must be at least 32 bytes for HS256".into()));
+                    return Err(invalid(
+                        "auth.jwt_secret",
+                        format!("must be at least 32 bytes for HS256, got {} bytes", config.jwt_secret.len()),
+                    ));
                 }
                 Some((DecodingKey::from_secret(config.jwt_secret.as_bytes()), Validation::new(Algorithm::HS256)))
             }
@@ -128,10 +131,17 @@ impl Authenticator {
             })
             .collect();
         if jwt.is_none() && api_keys.is_empty() {
-            return Err(invalid("auth", "is enabled but has neither a JWT key nor API keys".into()));
+            return Err(invalid(
+                "auth.enabled",
+                "is true but auth.jwt_algorithm is \"\" and auth.api_keys is empty: configure a JWT key or API keys"
+                    .into(),
+            ));
         }
-        if config.api_keys.iter().any(|k| k.key.len() < 16) {
-            return Err(invalid("auth.api_keys", "every key must be at least 16 characters".into()));
+        if let Some((i, short)) = config.api_keys.iter().enumerate().find(|(_, k)| k.key.len() < 16) {
+            return Err(ConfigError::Invalid {
+                key: format!("auth.api_keys[{i}].key"),
+                reason: format!("must be at least 16 characters, got {} (user {:?})", short.key.len(), short.user),
+            });
         }
         Ok(Some(Self { jwt, api_keys }))
     }

@@ -6,13 +6,13 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tickgate_core::{AssetClass, Budget, Policy, SymbolInfo, SymbolTable};
-use tickgate_feed::resolve::UnknownSymbols;
+use tickgate_feed::resolve::{AddedScales, ScaleRule, UnknownSymbols};
 use tickgate_feed::sim::SimConfig;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -25,7 +25,7 @@ pub struct Config {
 }
 
 /// `[feed]`: where ticks come from, and whether to record them.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FeedConfig {
     /// "sim" (the built-in simulated market), "replay" (a recording) or "tcp" (JSON lines over
@@ -82,7 +82,7 @@ pub const HEALTHY_SESSION_MS: std::ops::RangeInclusive<u64> = 0..=3_600_000;
 pub const STATUS_HOLD_MS: std::ops::RangeInclusive<u64> = 0..=60_000;
 
 /// One of several sources (`[[feed.sources]]`): a name, and the keys of a single source.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// How metrics, /readyz, logs and status messages name the source: 1-32 of a-z, 0-9, '-', '_'.
@@ -106,18 +106,35 @@ pub struct SourceConfig {
     pub replay_speed: f64,
     #[serde(default)]
     pub replay_loop: bool,
+    /// Whether the feed is ready only while this source flows (see [`Self::is_required`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
 }
 
 fn one() -> f64 {
     1.0
 }
 
+/// The keys of `[feed]` that describe its single source, unused with `[[feed.sources]]`.
+const SINGLE_SOURCE_KEYS: [&str; 8] = [
+    "source",
+    "tcp_connect",
+    "tcp_listen",
+    "exchange_url",
+    "exchange_symbols",
+    "replay_path",
+    "replay_speed",
+    "replay_loop",
+];
+
 /// The kinds of source, as configured.
 pub const SOURCE_KINDS: [&str; 5] = ["sim", "replay", "tcp", "binance", "coinbase"];
 
 impl FeedConfig {
     /// The sources to run: `[[feed.sources]]`, or the single source of the `[feed]` keys (named
-    /// after its kind). Aliases are `feed.aliases` plus each source's own.
+    /// after its kind). Aliases are `feed.aliases` plus each source's own; `required` is set:
+    /// a single source is required, one of several is unless it says otherwise or is a `tcp`
+    /// source with `tcp_listen`.
     pub fn sources(&self) -> Vec<SourceConfig> {
         if self.sources.is_empty() {
             return vec![SourceConfig {
@@ -131,6 +148,7 @@ impl FeedConfig {
                 replay_path: self.replay_path.clone(),
                 replay_speed: self.replay_speed,
                 replay_loop: self.replay_loop,
+                required: Some(true),
             }];
         }
         self.sources
@@ -138,7 +156,8 @@ impl FeedConfig {
             .map(|s| {
                 let mut aliases = self.aliases.clone();
                 aliases.extend(s.aliases.clone());
-                SourceConfig { aliases, ..s.clone() }
+                let required = s.required.or(Some(!(s.source == "tcp" && s.tcp_listen.is_some())));
+                SourceConfig { aliases, required, ..s.clone() }
             })
             .collect()
     }
@@ -170,18 +189,30 @@ impl FeedConfig {
         Ok(())
     }
 
-    /// Whether any single-source key differs from its default (they and `[[feed.sources]]`
-    /// exclude each other).
-    fn single_source_configured(&self) -> bool {
+    /// The first single-source key set away from its default, with its value (they and
+    /// `[[feed.sources]]` exclude each other).
+    fn single_source_key(&self) -> Option<(&'static str, String)> {
         let d = Self::default();
-        self.source != d.source
-            || self.tcp_connect.is_some()
-            || self.tcp_listen.is_some()
-            || self.exchange_url.is_some()
-            || !self.exchange_symbols.is_empty()
-            || self.replay_path.is_some()
-            || self.replay_speed != d.replay_speed
-            || self.replay_loop
+        let shown = |value: &dyn std::fmt::Debug| format!("{value:?}");
+        [
+            ("feed.source", self.source != d.source, shown(&self.source)),
+            ("feed.tcp_connect", self.tcp_connect.is_some(), shown(&self.tcp_connect)),
+            ("feed.tcp_listen", self.tcp_listen.is_some(), shown(&self.tcp_listen)),
+            ("feed.exchange_url", self.exchange_url.is_some(), shown(&self.exchange_url)),
+            ("feed.exchange_symbols", !self.exchange_symbols.is_empty(), shown(&self.exchange_symbols)),
+            ("feed.replay_path", self.replay_path.is_some(), shown(&self.replay_path)),
+            ("feed.replay_speed", self.replay_speed != d.replay_speed, shown(&self.replay_speed)),
+            ("feed.replay_loop", self.replay_loop, shown(&self.replay_loop)),
+        ]
+        .into_iter()
+        .find(|(_, set, _)| *set)
+        .map(|(key, _, value)| (key, value))
+    }
+
+    /// Whether a sim or replay source runs (the universe then holds the simulated market's
+    /// symbols, see [`UniverseConfig::sim_symbols`]).
+    pub fn runs_sim_or_replay(&self) -> bool {
+        self.sources().iter().any(|s| matches!(s.source.as_str(), "sim" | "replay"))
     }
 }
 
@@ -199,7 +230,14 @@ impl SourceConfig {
             replay_path: None,
             replay_speed: one(),
             replay_loop: false,
+            required: None,
         }
+    }
+
+    /// Whether /readyz needs this source up: `required` (as [`FeedConfig::sources`] sets it;
+    /// unset, yes).
+    pub fn is_required(&self) -> bool {
+        self.required.unwrap_or(true)
     }
 
     /// Checks the keys of one source; `prefix` is how errors name it (`feed.` or
@@ -296,17 +334,23 @@ fn is_valid_source_name(name: &str) -> bool {
 }
 
 /// `[universe]`: the symbols clients can subscribe to.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UniverseConfig {
-    /// The symbols and their scales. With none here and no `symbols_file`, the universe is the
-    /// simulated market's (`[sim] symbols`).
+    /// Whether the simulated market's symbols (`[sim] symbols`) are in the universe, ahead of
+    /// the configured ones: "auto" (when a sim or replay source runs, or no symbol is
+    /// configured), "always" or "never".
+    pub sim_symbols: String,
+    /// Symbols of the universe besides the simulated market's, with their scales.
     pub symbols: Vec<SymbolConfig>,
     /// A file of more symbols, one `NAME,PRICE_SCALE,SIZE_SCALE` per line (`#` comments).
     pub symbols_file: Option<std::path::PathBuf>,
     /// An upstream symbol the universe does not have: "reject" it (counted), or "add" it.
     pub unknown_symbols: String,
-    /// Decimal places of prices and sizes of added symbols: values with more are rejected.
+    /// Scales of added symbols by name pattern; the first match wins.
+    pub added_scales: Vec<ScaleRuleConfig>,
+    /// Decimal places of prices and sizes of added symbols no rule of `added_scales` matches:
+    /// values with more are rejected.
     pub added_price_scale: u8,
     pub added_size_scale: u8,
     /// Most symbols "add" may add; past it, their messages are rejected as universe_full.
@@ -316,9 +360,11 @@ pub struct UniverseConfig {
 impl Default for UniverseConfig {
     fn default() -> Self {
         Self {
+            sim_symbols: "auto".into(),
             symbols: Vec::new(),
             symbols_file: None,
             unknown_symbols: "reject".into(),
+            added_scales: Vec::new(),
             added_price_scale: 8,
             added_size_scale: 8,
             max_added_symbols: 10_000,
@@ -327,7 +373,7 @@ impl Default for UniverseConfig {
 }
 
 /// One symbol of `[universe] symbols`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SymbolConfig {
     pub name: String,
@@ -337,83 +383,163 @@ pub struct SymbolConfig {
     pub size_scale: u8,
 }
 
+/// One rule of `[universe] added_scales`: the scales of added symbols whose name matches
+/// `pattern` (a name, `PREFIX*`, `*SUFFIX` or `*`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRuleConfig {
+    pub pattern: String,
+    pub price_scale: u8,
+    pub size_scale: u8,
+}
+
 /// Largest `universe.max_added_symbols`.
 pub const MAX_ADDED_SYMBOLS: usize = 1_000_000;
 
+/// Lines of a recording read to learn its symbols (`--check-config` and the start).
+pub const RECORDING_LINES_SCANNED: usize = 100_000;
+
 impl UniverseConfig {
-    /// Builds the universe: the configured symbols (or the simulated market's), with room for
-    /// the symbols "add" may add.
-    pub fn build(&self, sim: &SimConfig) -> Result<SymbolTable, ConfigError> {
-        let mut table = if self.symbols.is_empty() && self.symbols_file.is_none() {
-            tickgate_feed::sim::universe(sim)
-        } else {
-            let mut table = SymbolTable::new();
-            let entry = |name: &str, price_scale, size_scale| SymbolInfo {
-                name: name.into(),
-                class: AssetClass::Equity,
-                price_scale,
-                size_scale,
-            };
-            for s in &self.symbols {
-                table
-                    .insert(entry(&s.name, s.price_scale, s.size_scale))
-                    .map_err(|e| invalid("universe.symbols", e.to_string()))?;
-            }
-            if let Some(path) = &self.symbols_file {
-                let key = "universe.symbols_file";
-                let text =
-                    std::fs::read_to_string(path).map_err(|e| invalid(key, format!("{}: {e}", path.display())))?;
-                for (n, line) in text.lines().enumerate() {
-                    let line = line.split('#').next().unwrap_or("").trim();
-                    if line.is_empty() {
-                        continue;
-                    }
-                    let at = |reason: String| invalid(key, format!("{}:{}: {reason}", path.display(), n + 1));
-                    let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-                    let [name, price_scale, size_scale] = fields[..] else {
-                        return Err(at(format!("expected NAME,PRICE_SCALE,SIZE_SCALE, got {line:?}")));
-                    };
-                    let scale = |text: &str| text.parse::<u8>().map_err(|_| at(format!("{text:?} is not a scale")));
-                    table
-                        .insert(entry(name, scale(price_scale)?, scale(size_scale)?))
-                        .map_err(|e| at(e.to_string()))?;
+    /// Builds the universe: the simulated market's symbols when `with_sim` (they come first:
+    /// the simulated market numbers them from 0), then the configured ones, with room for the
+    /// symbols "add" may add.
+    pub fn build(&self, sim: &SimConfig, with_sim: bool) -> Result<SymbolTable, ConfigError> {
+        let mut table = if with_sim { tickgate_feed::sim::universe(sim) } else { SymbolTable::new() };
+        for (i, s) in self.symbols.iter().enumerate() {
+            insert_configured(&mut table, &s.name, s.price_scale, s.size_scale, &format!("universe.symbols[{i}]"))?;
+        }
+        if let Some(path) = &self.symbols_file {
+            let key = "universe.symbols_file";
+            let text = std::fs::read_to_string(path).map_err(|e| invalid(key, format!("{}: {e}", path.display())))?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.split('#').next().unwrap_or("").trim();
+                if line.is_empty() {
+                    continue;
                 }
+                let at = format!("{key} {}:{}:", path.display(), n + 1);
+                let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+                let [name, price_scale, size_scale] = fields[..] else {
+                    return Err(invalid(at, format!("expected NAME,PRICE_SCALE,SIZE_SCALE, got {line:?}")));
+                };
+                let scale =
+                    |text: &str| text.parse::<u8>().map_err(|_| invalid(&at, format!("{text:?} is not a scale")));
+                insert_configured(&mut table, name, scale(price_scale)?, scale(size_scale)?, &at)?;
             }
-            if table.is_empty() {
-                return Err(invalid("universe.symbols", "lists no symbol"));
-            }
-            table
-        };
+        }
+        if table.is_empty() {
+            return Err(invalid(
+                "universe.symbols",
+                format!("lists no symbol (and universe.sim_symbols = {:?} adds none)", self.sim_symbols),
+            ));
+        }
         if self.unknown() != UnknownSymbols::Reject {
             table.reserve_additions(self.max_added_symbols);
         }
         Ok(table)
     }
 
+    /// Whether the universe holds the simulated market's symbols, given whether a sim or
+    /// replay source runs.
+    fn with_sim(&self, sim_or_replay_runs: bool) -> bool {
+        match self.sim_symbols.as_str() {
+            "always" => true,
+            "never" => false,
+            _ => sim_or_replay_runs || (self.symbols.is_empty() && self.symbols_file.is_none()),
+        }
+    }
+
     /// What sources do with symbols the universe does not have.
     pub fn unknown(&self) -> UnknownSymbols {
         match self.unknown_symbols.as_str() {
-            "add" => UnknownSymbols::Add { price_scale: self.added_price_scale, size_scale: self.added_size_scale },
+            "add" => UnknownSymbols::Add(AddedScales {
+                rules: self
+                    .added_scales
+                    .iter()
+                    .map(|r| ScaleRule {
+                        pattern: r.pattern.as_str().into(),
+                        price_scale: r.price_scale,
+                        size_scale: r.size_scale,
+                    })
+                    .collect(),
+                price_scale: self.added_price_scale,
+                size_scale: self.added_size_scale,
+            }),
             _ => UnknownSymbols::Reject,
         }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if !matches!(self.unknown_symbols.as_str(), "reject" | "add") {
-            return Err(invalid(
-                "universe.unknown_symbols",
-                format!("must be \"reject\" or \"add\", got {:?}", self.unknown_symbols),
-            ));
-        }
+        let choice = |key: &str, value: &str, allowed: &[&str]| {
+            if allowed.contains(&value) {
+                return Ok(());
+            }
+            let allowed: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
+            Err(invalid(key, format!("must be {}, got {value:?}", allowed.join(" or "))))
+        };
+        choice("universe.unknown_symbols", &self.unknown_symbols, &["reject", "add"])?;
+        choice("universe.sim_symbols", &self.sim_symbols, &["auto", "always", "never"])?;
         let max = tickgate_core::decimal::MAX_SCALE;
-        if self.added_price_scale > max || self.added_size_scale > max {
-            return Err(invalid("universe.added_price_scale", format!("and added_size_scale must be at most {max}")));
+        let mut scales = vec![
+            ("universe.added_price_scale".to_string(), self.added_price_scale),
+            ("universe.added_size_scale".to_string(), self.added_size_scale),
+        ];
+        for (i, rule) in self.added_scales.iter().enumerate() {
+            let key = format!("universe.added_scales[{i}]");
+            let stars = rule.pattern.matches('*').count();
+            let well_formed = match stars {
+                0 => !rule.pattern.is_empty(),
+                1 => rule.pattern.starts_with('*') || rule.pattern.ends_with('*'),
+                _ => false,
+            };
+            if !well_formed {
+                return Err(invalid(
+                    format!("{key}.pattern"),
+                    format!("must be a name, PREFIX*, *SUFFIX or *, got {:?}", rule.pattern),
+                ));
+            }
+            scales.push((format!("{key}.price_scale"), rule.price_scale));
+            scales.push((format!("{key}.size_scale"), rule.size_scale));
+        }
+        for (key, scale) in scales {
+            if scale > max {
+                return Err(invalid(key, format!("must be at most {max}, got {scale}")));
+            }
         }
         if self.max_added_symbols > MAX_ADDED_SYMBOLS {
-            return Err(invalid("universe.max_added_symbols", format!("must be at most {MAX_ADDED_SYMBOLS}")));
+            return Err(invalid(
+                "universe.max_added_symbols",
+                format!("must be at most {MAX_ADDED_SYMBOLS}, got {}", self.max_added_symbols),
+            ));
         }
         Ok(())
     }
+}
+
+/// Adds a configured symbol; one the simulated market has already is fine with the same scales.
+fn insert_configured(
+    table: &mut SymbolTable,
+    name: &str,
+    price_scale: u8,
+    size_scale: u8,
+    key: &str,
+) -> Result<(), ConfigError> {
+    if let Some(id) = table.lookup(name) {
+        let known = table.get(id);
+        if (known.price_scale, known.size_scale) == (price_scale, size_scale) {
+            return Ok(());
+        }
+        return Err(invalid(
+            key,
+            format!(
+                "{name:?} (price_scale {price_scale}, size_scale {size_scale}) is already in the universe with price_scale \
+                 {} and size_scale {}: give it the same scales, or set universe.sim_symbols = \"never\"",
+                known.price_scale, known.size_scale
+            ),
+        ));
+    }
+    let info = SymbolInfo { name: name.into(), class: AssetClass::Equity, price_scale, size_scale };
+    table.insert(info).map_err(|e| invalid(key, format!("{name:?}: {e}")))?;
+    Ok(())
 }
 
 impl Default for FeedConfig {
@@ -443,7 +569,7 @@ impl Default for FeedConfig {
 }
 
 /// `[auth]`: who may connect and which symbols each user may receive.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Require a token from every client.
@@ -476,7 +602,7 @@ impl Default for AuthConfig {
 }
 
 /// One static API key.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKey {
     pub key: String,
@@ -487,7 +613,7 @@ pub struct ApiKey {
 }
 
 /// `[server]`: where to listen and how many reactors.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address of the WebSocket endpoint (`/ws`) and the HTTP routes.
@@ -543,7 +669,7 @@ impl Default for ServerConfig {
 }
 
 /// `[limits]`: per-connection resources.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Largest client message (and frame), in bytes; larger ones are closed with 1009.
@@ -618,7 +744,7 @@ impl Default for LimitsConfig {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// Default level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG overrides it.
@@ -651,16 +777,51 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
-    /// Reads and validates a TOML file.
+    /// Reads and validates a TOML file. Relative paths in it are taken from the file's folder
+    /// (and become absolute).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        Self::from_toml(&text, &path.display().to_string())
+        let mut config = Self::parse(&text, &path.display().to_string())?;
+        let folder = path.parent().unwrap_or(Path::new(""));
+        // `tickgate --config tickgate.toml` names the current folder as "".
+        let folder = if folder.as_os_str().is_empty() { Path::new(".") } else { folder };
+        let folder = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
+        config.resolve_paths(&folder);
+        config.validate()?;
+        Ok(config)
     }
 
-    /// Parses and validates TOML text; `origin` names it in errors.
+    /// Parses and validates TOML text; `origin` names it in errors. Relative paths stay
+    /// relative (to the working folder).
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let config = Self::parse(text, origin)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Makes every relative path of the configuration relative to `folder` instead.
+    pub fn resolve_paths(&mut self, folder: &Path) {
+        let resolve = |path: &mut Option<std::path::PathBuf>| {
+            if let Some(p) = path.as_mut() {
+                if p.is_relative() {
+                    *p = folder.join(&*p);
+                }
+            }
+        };
+        resolve(&mut self.universe.symbols_file);
+        resolve(&mut self.feed.replay_path);
+        resolve(&mut self.feed.record_path);
+        resolve(&mut self.feed.exchange_ca_file);
+        resolve(&mut self.auth.jwt_public_key_file);
+        for source in &mut self.feed.sources {
+            resolve(&mut source.replay_path);
+        }
+    }
+
+    /// Parses TOML text without validating it.
+    fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
             let message = e.message().trim().replace('\n', " ");
             match e.span() {
                 Some(span) => {
@@ -668,19 +829,25 @@ impl Config {
                     let line = before.matches('\n').count() + 1;
                     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
                     let line_end = text[line_start..].find('\n').map_or(text.len(), |i| line_start + i);
+                    let snippet = text[line_start..line_end].trim().to_string();
+                    let message = match snippet.as_str() {
+                        "[[feed.source]]" => format!(
+                            "{message}: feed.source is the kind of the single source (source = \"tcp\"); several \
+                             sources are [[feed.sources]]"
+                        ),
+                        _ => message,
+                    };
                     ConfigError::Parse {
                         path: origin.to_string(),
                         line,
                         column: span.start - line_start + 1,
                         message,
-                        snippet: text[line_start..line_end].trim().to_string(),
+                        snippet,
                     }
                 }
                 None => ConfigError::ParseNoSpan { path: origin.to_string(), message },
             }
-        })?;
-        config.validate()?;
-        Ok(config)
+        })
     }
 
     /// Checks every value's range.
@@ -784,12 +951,7 @@ impl Config {
                 ),
             ));
         }
-        if l.max_connections == 0 || l.max_subscriptions == 0 || l.handshake_timeout_ms == 0 {
-            return Err(invalid(
-                "limits",
-                "max_connections, max_subscriptions and handshake_timeout_ms must be positive".to_string(),
-            ));
-        }
+        // max_connections, max_subscriptions and handshake_timeout_ms of 0: check_ranges names them.
         if Policy::parse(&l.slow_consumer_policy).is_none() {
             return Err(invalid(
                 "limits.slow_consumer_policy",
@@ -799,7 +961,7 @@ impl Config {
         self.check_ranges()?;
         self.sim.validate()?;
         self.universe.validate()?;
-        let universe = self.universe.build(&self.sim)?;
+        let universe = self.symbol_table()?;
         let symbols = universe.capacity();
         let f = &self.feed;
         refuse_shadowing_aliases(&f.aliases, "feed.aliases", &universe)?;
@@ -809,10 +971,13 @@ impl Config {
         if f.sources.is_empty() {
             f.sources()[0].validate("feed.")?;
         } else {
-            if f.single_source_configured() {
+            if let Some((key, value)) = f.single_source_key() {
                 return Err(invalid(
                     "feed.sources",
-                    "replaces the single source of feed.source and its keys: set one or the other",
+                    format!(
+                        "replaces the single source of feed.source and its keys, but {key} = {value} is set too: \
+                         set one or the other"
+                    ),
                 ));
             }
             for (i, source) in f.sources.iter().enumerate() {
@@ -828,6 +993,13 @@ impl Config {
                 }
                 source.validate(&prefix)?;
             }
+            if !f.sources().iter().any(SourceConfig::is_required) {
+                return Err(invalid(
+                    "feed.sources",
+                    "has no required source (every one has required = false, or is a tcp_listen source left unset): \
+                     set required = true on at least one",
+                ));
+            }
             if f.sources.iter().filter(|s| s.source == "sim").count() > 1 {
                 return Err(invalid("feed.sources", "may hold one \"sim\" source at most (it is [sim])"));
             }
@@ -838,7 +1010,88 @@ impl Config {
         }
         crate::auth::Authenticator::from_config(&self.auth)?;
         self.up_front(symbols).check()?;
+        self.sources_against_universe(&universe)?;
         Ok(())
+    }
+
+    /// The configuration as TOML that loads back to the same configuration, secrets replaced
+    /// by `<redacted**...>` of their own length (so a length check still passes). With
+    /// `[[feed.sources]]`, the single-source keys of `[feed]` (then unused) are left out.
+    pub fn to_redacted_toml(&self) -> Result<String, ConfigError> {
+        let redact = |secret: &mut String| {
+            let len = secret.len();
+            *secret = if len >= 10 { format!("<redacted{}>", "*".repeat(len - 10)) } else { "*".repeat(len) };
+        };
+        let mut shown = self.clone();
+        redact(&mut shown.auth.jwt_secret);
+        for key in &mut shown.auth.api_keys {
+            redact(&mut key.key);
+        }
+        let mut table = toml::Table::try_from(&shown).map_err(|e| invalid("(the configuration)", e.to_string()))?;
+        if !self.feed.sources.is_empty() {
+            if let Some(toml::Value::Table(feed)) = table.get_mut("feed") {
+                for key in SINGLE_SOURCE_KEYS {
+                    feed.remove(key);
+                }
+            }
+        }
+        toml::to_string(&table).map_err(|e| invalid("(the configuration)", e.to_string()))
+    }
+
+    /// The universe this configuration starts with (see [`UniverseConfig::build`]).
+    pub fn symbol_table(&self) -> Result<SymbolTable, ConfigError> {
+        self.universe.build(&self.sim, self.universe.with_sim(self.feed.runs_sim_or_replay()))
+    }
+
+    /// What is probably wrong but may be meant: a replay or exchange source some of whose
+    /// symbols are not in the universe (their messages will be rejected as unknown_symbol).
+    /// One line each, naming the source's key and the symbols.
+    pub fn warnings(&self) -> Vec<String> {
+        match self.symbol_table() {
+            Ok(universe) => self.source_symbols_missing(&universe).into_iter().map(|m| m.to_string()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Refuses a replay or exchange source none of whose symbols could be published (none in
+    /// the universe, and unknown symbols rejected): certainly wrong.
+    fn sources_against_universe(&self, universe: &SymbolTable) -> Result<(), ConfigError> {
+        match self.source_symbols_missing(universe).into_iter().find(|m| m.all) {
+            Some(missing) => Err(invalid(missing.key.clone(), missing.reason())),
+            None => Ok(()),
+        }
+    }
+
+    /// For each replay or exchange source, its symbols (a recording's from its first
+    /// [`RECORDING_LINES_SCANNED`] lines) that the universe lacks, when unknown symbols are
+    /// rejected.
+    fn source_symbols_missing(&self, universe: &SymbolTable) -> Vec<MissingSymbols> {
+        if self.universe.unknown() != UnknownSymbols::Reject {
+            return Vec::new();
+        }
+        let single = self.feed.sources.is_empty();
+        let mut found = Vec::new();
+        for (i, source) in self.feed.sources().iter().enumerate() {
+            let prefix = if single { "feed.".to_string() } else { format!("feed.sources[{i}].") };
+            let (key, names) = match source.source.as_str() {
+                "replay" => match source.replay_path.as_deref().map(recording_symbols) {
+                    Some(Ok(names)) => (format!("{prefix}replay_path"), names),
+                    _ => continue,
+                },
+                "binance" | "coinbase" => (format!("{prefix}exchange_symbols"), source.exchange_symbols.clone()),
+                _ => continue,
+            };
+            let in_universe = |name: &String| {
+                let ours = source.aliases.get(name).unwrap_or(name);
+                universe.lookup(ours).is_some()
+            };
+            let missing: Vec<String> = names.iter().filter(|n| !in_universe(n)).cloned().collect();
+            if !missing.is_empty() {
+                let all = missing.len() == names.len();
+                found.push(MissingSymbols { key, source: source.name.clone(), missing, of: names.len(), all });
+            }
+        }
+        found
     }
 
     /// What starting with this configuration allocates before the first client, for a universe
@@ -928,6 +1181,61 @@ impl Config {
     }
 }
 
+/// A source's symbols that the universe lacks.
+#[derive(Debug)]
+struct MissingSymbols {
+    key: String,
+    source: String,
+    missing: Vec<String>,
+    /// How many symbols the source has.
+    of: usize,
+    all: bool,
+}
+
+impl MissingSymbols {
+    fn reason(&self) -> String {
+        const SHOWN: usize = 10;
+        let mut names = self.missing.iter().take(SHOWN).map(String::as_str).collect::<Vec<_>>().join(", ");
+        if self.missing.len() > SHOWN {
+            names.push_str(&format!(" and {} more", self.missing.len() - SHOWN));
+        }
+        format!(
+            "(source {:?}): {} of its {} symbols are not in the universe and will be rejected as unknown_symbol: {names}; \
+             add them to [universe] symbols, or set universe.unknown_symbols = \"add\"",
+            self.source,
+            self.missing.len(),
+            self.of
+        )
+    }
+}
+
+impl std::fmt::Display for MissingSymbols {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.key, self.reason())
+    }
+}
+
+/// The symbols a recording names, in order of first appearance, from its first
+/// [`RECORDING_LINES_SCANNED`] lines.
+pub fn recording_symbols(path: &Path) -> std::io::Result<Vec<String>> {
+    #[derive(Deserialize)]
+    struct Line {
+        symbol: Option<String>,
+    }
+    let reader = tickgate_feed::replay::open(path)?;
+    let mut seen = std::collections::HashSet::new();
+    let mut names = Vec::new();
+    for line in std::io::BufRead::lines(reader).take(RECORDING_LINES_SCANNED) {
+        let line = line?;
+        if let Ok(Line { symbol: Some(name) }) = serde_json::from_str::<Line>(&line) {
+            if seen.insert(name.clone()) {
+                names.push(name);
+            }
+        }
+    }
+    Ok(names)
+}
+
 /// Most memory a configuration may allocate up front (see [`Config::up_front`]).
 pub const MAX_UP_FRONT_BYTES: u128 = 4 << 30;
 
@@ -985,7 +1293,7 @@ mod tests {
         assert!(err.starts_with("server.reactors, server.channel_capacity, limits.max_connections"), "{err}");
         let mut big = Config::default();
         big.server.reactors = 1024;
-        let up = big.up_front(Config::default().universe.build(&big.sim).unwrap().capacity());
+        let up = big.up_front(big.symbol_table().unwrap().capacity());
         let named =
             format!("allocate {} MiB up front (1024 reactors: channels {} MiB", up.total() >> 20, up.channels >> 20);
         assert!(err.contains(&named), "{err}");
@@ -1034,6 +1342,43 @@ mod tests {
                 "[feed]\nsource = \"binance\"\nexchange_url = \"https://example.com/ws\"\nexchange_symbols = [\"BTCUSDT\"]\n",
                 "",
                 "feed.exchange_url must be a ws:// or wss:// URL",
+            ),
+            ("[[feed.source]]\nname = \"a\"\nsource = \"sim\"\n", "1:1", "several sources are [[feed.sources]]"),
+            (
+                "[auth]\nenabled = true\n",
+                "",
+                "auth.enabled is true but auth.jwt_algorithm is \"\" and auth.api_keys is empty",
+            ),
+            (
+                "[auth]\nenabled = true\njwt_algorithm = \"HS256\"\njwt_secret = \"short\"\n",
+                "",
+                "auth.jwt_secret must be at least 32 bytes for HS256, got 5 bytes",
+            ),
+            (
+                "[auth]\nenabled = true\napi_keys = [{ key = \"0123456789abcdef\", user = \"a\", symbols = [] }, { key = \"short\", user = \"b\", symbols = [] }]\n",
+                "",
+                "auth.api_keys[1].key must be at least 16 characters, got 5 (user \"b\")",
+            ),
+            ("[universe]\nadded_size_scale = 30\n", "", "universe.added_size_scale must be at most 18, got 30"),
+            (
+                "[universe]\nsim_symbols = \"yes\"\n",
+                "",
+                "universe.sim_symbols must be \"auto\" or \"always\" or \"never\", got \"yes\"",
+            ),
+            (
+                "[universe]\nunknown_symbols = \"add\"\nadded_scales = [{ pattern = \"A*B*\", price_scale = 2, size_scale = 0 }]\n",
+                "",
+                "universe.added_scales[0].pattern must be a name, PREFIX*, *SUFFIX or *, got \"A*B*\"",
+            ),
+            (
+                "[universe]\nunknown_symbols = \"add\"\nadded_scales = [{ pattern = \"**\", price_scale = 2, size_scale = 0 }]\n",
+                "",
+                "universe.added_scales[0].pattern must be a name, PREFIX*, *SUFFIX or *, got \"**\"",
+            ),
+            (
+                "[feed]\nreplay_loop = true\n[[feed.sources]]\nname = \"a\"\nsource = \"sim\"\n",
+                "",
+                "but feed.replay_loop = true is set too",
             ),
             (
                 "[feed]\nexchange_ca_file = \"/nonexistent/ca.pem\"\n",
@@ -1087,6 +1432,11 @@ mod tests {
             ("[limits]\nhandshake_timeout_ms = 36000000\n", "", "limits.handshake_timeout_ms must be"),
             ("[limits]\nidle_timeout_ms = 18446744073709551615\n", "", "limits.idle_timeout_ms must be"),
             ("[limits]\nping_interval_ms = 0\n", "", "limits.ping_interval_ms must be"),
+            (
+                "[limits]\nmax_subscriptions = 0\n",
+                "",
+                "limits.max_subscriptions must be between 1 and 1000000 subscriptions, got 0",
+            ),
             ("[limits]\nmax_connections = 100000000\n", "", "limits.max_connections must be"),
             ("[limits]\nmax_connections_per_ip = 100000000\n", "", "limits.max_connections_per_ip must be"),
             ("[limits]\nmax_subscriptions = 100000000\n", "", "limits.max_subscriptions must be"),
@@ -1128,11 +1478,11 @@ mod tests {
         let file = dir.join("symbols.csv");
         std::fs::write(&file, "# name,price_scale,size_scale\nETH-USD, 2, 8\n\nAAPL,2,0  # an equity\n").unwrap();
         let text = format!(
-            "[universe]\nsymbols = [{{ name = \"BTC-USD\", price_scale = 2, size_scale = 8 }}]\nsymbols_file = {:?}\nunknown_symbols = \"add\"\nmax_added_symbols = 5\n",
+            "[universe]\nsim_symbols = \"never\"\nsymbols = [{{ name = \"BTC-USD\", price_scale = 2, size_scale = 8 }}]\nsymbols_file = {:?}\nunknown_symbols = \"add\"\nmax_added_symbols = 5\n",
             file.display().to_string()
         );
         let config = Config::from_toml(&text, "test.toml").unwrap();
-        let table = config.universe.build(&config.sim).unwrap();
+        let table = config.symbol_table().unwrap();
         let names: Vec<&str> = table.iter().map(|(_, s)| &*s.name).collect();
         assert_eq!(names, ["BTC-USD", "ETH-USD", "AAPL"]);
         assert_eq!((table.get(SymbolId(1)).price_scale, table.get(SymbolId(1)).size_scale), (2, 8));
@@ -1154,6 +1504,109 @@ mod tests {
         assert_eq!(sources[1].replay_speed, 1.0);
         let single = Config::default().feed.sources();
         assert_eq!((single.len(), single[0].name.as_str()), (1, "sim"));
+    }
+
+    #[test]
+    fn redacted_toml_loads_back_to_the_same_configuration() {
+        let text = "[server]\nlisten = \"127.0.0.1:9000\"\n[auth]\nenabled = true\njwt_algorithm = \"HS256\"\njwt_secret = \"0123456789abcdef0123456789abcdef\"\napi_keys = [{ key = \"k-1234567890abcdef\", user = \"u\", symbols = [\"*\"] }]\n[universe]\nsymbols = [{ name = \"DESK-A\", price_scale = 2, size_scale = 0 }]\nadded_scales = [{ pattern = \"*-USD\", price_scale = 2, size_scale = 8 }]\n[feed]\naliases = { XBT = \"BTC-USD\" }\n[[feed.sources]]\nname = \"sim\"\nsource = \"sim\"\n[[feed.sources]]\nname = \"desk\"\nsource = \"tcp\"\ntcp_listen = \"127.0.0.1:7000\"\nrequired = false\n";
+        let config = Config::from_toml(text, "test.toml").unwrap();
+        let shown = config.to_redacted_toml().unwrap();
+        assert!(!shown.contains("0123456789abcdef") && !shown.contains("k-1234567890abcdef"), "{shown}");
+        assert!(shown.contains("jwt_secret = \"<redacted**********************>\""), "{shown}");
+        let feed = shown.parse::<toml::Table>().unwrap()["feed"].as_table().unwrap().clone();
+        assert!(SINGLE_SOURCE_KEYS.iter().all(|key| !feed.contains_key(*key)), "no single-source keys: {feed:?}");
+        let back = Config::from_toml(&shown, "shown.toml").unwrap();
+        let mut expected = config.clone();
+        expected.auth.jwt_secret = "<redacted**********************>".into();
+        expected.auth.api_keys[0].key = "<redacted********>".into();
+        assert_eq!(back, expected);
+        let default = Config::default().to_redacted_toml().unwrap();
+        assert_eq!(Config::from_toml(&default, "default.toml").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn sources_are_required_unless_optional_by_choice_or_a_listening_tcp_source_among_others() {
+        let text = "[[feed.sources]]\nname = \"sim\"\nsource = \"sim\"\n[[feed.sources]]\nname = \"desk\"\nsource = \"tcp\"\ntcp_listen = \"127.0.0.1:7000\"\n[[feed.sources]]\nname = \"up\"\nsource = \"tcp\"\ntcp_connect = \"127.0.0.1:7001\"\nrequired = false\n";
+        let config = Config::from_toml(text, "t.toml").unwrap();
+        let required: Vec<bool> = config.feed.sources().iter().map(SourceConfig::is_required).collect();
+        assert_eq!(required, [true, false, false]);
+        let single =
+            Config::from_toml("[feed]\nsource = \"tcp\"\ntcp_listen = \"127.0.0.1:7000\"\n", "t.toml").unwrap();
+        assert!(single.feed.sources()[0].is_required(), "a single source is the feed");
+        let none = "[[feed.sources]]\nname = \"desk\"\nsource = \"tcp\"\ntcp_listen = \"127.0.0.1:7000\"\n[[feed.sources]]\nname = \"sim\"\nsource = \"sim\"\nrequired = false\n";
+        let err = Config::from_toml(none, "t.toml").unwrap_err().to_string();
+        assert!(err.starts_with("feed.sources has no required source"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_configuration_files_folder() {
+        let dir = std::env::temp_dir().join(format!("tickgate-paths-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("tapes")).unwrap();
+        std::fs::write(dir.join("symbols.csv"), "DESK-A,2,0\n").unwrap();
+        std::fs::write(
+            dir.join("tapes/t.jsonl"),
+            "{\"type\":\"trade\",\"symbol\":\"DESK-A\",\"price\":\"1\",\"size\":\"1\",\"ts\":1}\n",
+        )
+        .unwrap();
+        let file = dir.join("tickgate.toml");
+        std::fs::write(&file, "[universe]\nsymbols_file = \"symbols.csv\"\n[feed]\nsource = \"replay\"\nreplay_path = \"tapes/t.jsonl\"\nrecord_path = \"out.jsonl\"\n").unwrap();
+        let config = Config::from_file(&file).expect("paths resolve against the file's folder, not the working one");
+        let dir = std::path::absolute(&dir).unwrap();
+        assert_eq!(config.feed.replay_path.as_deref(), Some(dir.join("tapes/t.jsonl").as_path()));
+        assert_eq!(config.feed.record_path.as_deref(), Some(dir.join("out.jsonl").as_path()));
+        assert_eq!(config.universe.symbols_file.as_deref(), Some(dir.join("symbols.csv").as_path()));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_universe_combines_the_simulated_markets_symbols_and_the_configured_ones() {
+        let tape = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/tapes/sim-3s.jsonl.gz");
+        let own = "[universe]\nsymbols = [{ name = \"DESK-A\", price_scale = 2, size_scale = 0 }]\n";
+        // A replay runs: the simulated market's symbols are in, the configured one after them.
+        let text = format!(
+            "{own}[[feed.sources]]\nname = \"tape\"\nsource = \"replay\"\nreplay_path = {tape:?}\n[[feed.sources]]\nname = \"desk\"\nsource = \"tcp\"\ntcp_listen = \"127.0.0.1:7000\"\n"
+        );
+        let config = Config::from_toml(&text, "t.toml").unwrap();
+        let table = config.symbol_table().unwrap();
+        assert_eq!(table.len(), config.sim.symbols + 1);
+        assert_eq!(&*table.get(SymbolId(0)).name, "AAPL", "the simulated market's numbering is kept");
+        assert!(table.lookup("DESK-A").is_some() && table.lookup("BTC-USD").is_some());
+        assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+        // Only a TCP source: the configured symbols alone, as before.
+        let tcp_only = format!("{own}[feed]\nsource = \"tcp\"\ntcp_listen = \"127.0.0.1:7000\"\n");
+        assert_eq!(Config::from_toml(&tcp_only, "t.toml").unwrap().symbol_table().unwrap().len(), 1);
+        // The tape with the simulated market's symbols left out: every one would be rejected.
+        let never = text.replace("[universe]\n", "[universe]\nsim_symbols = \"never\"\n");
+        let err = Config::from_toml(&never, "t.toml").unwrap_err().to_string();
+        assert!(err.starts_with("feed.sources[0].replay_path (source \"tape\"): 50 of its 50 symbols"), "{err}");
+        assert!(err.contains("unknown_symbol: ") && err.contains(" and 40 more"), "{err}");
+        // Fewer simulated symbols than the tape uses: a warning, naming the missing ones.
+        let small = format!("[sim]\nsymbols = 20\n{text}");
+        let config = Config::from_toml(&small, "t.toml").unwrap();
+        let warnings = config.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("feed.sources[0].replay_path (source \"tape\"): 30 of its 50"), "{warnings:?}");
+        // An exchange source's symbols through its aliases.
+        let exchange = format!(
+            "{own}[feed]\nsource = \"binance\"\nexchange_url = \"wss://x.example/ws\"\nexchange_symbols = [\"DESKA\", \"OTHER\"]\naliases = {{ DESKA = \"DESK-A\" }}\n"
+        );
+        let warnings = Config::from_toml(&exchange, "t.toml").unwrap().warnings();
+        assert!(
+            warnings[0].starts_with("feed.exchange_symbols (source \"binance\"): 1 of its 2 symbols")
+                && warnings[0].contains(": OTHER;"),
+            "{warnings:?}"
+        );
+        // A configured symbol the simulated market has with other scales is refused, named.
+        let clash =
+            "[universe]\nsim_symbols = \"always\"\nsymbols = [{ name = \"AAPL\", price_scale = 4, size_scale = 0 }]\n";
+        let err = Config::from_toml(clash, "t.toml").unwrap_err().to_string();
+        assert!(
+            err.starts_with("universe.symbols[0] \"AAPL\" (price_scale 4, size_scale 0) is already in the universe"),
+            "{err}"
+        );
+        // Adding symbols: warnings are moot.
+        let add = never.replace("[universe]\n", "[universe]\nunknown_symbols = \"add\"\n");
+        assert!(Config::from_toml(&add, "t.toml").unwrap().warnings().is_empty());
     }
 
     #[test]

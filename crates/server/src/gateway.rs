@@ -84,7 +84,7 @@ impl Gateway {
     fn launch(config: Config, fault_hook: bool) -> Result<Self, StartError> {
         config.validate()?;
         let config = Arc::new(config);
-        let symbols = Arc::new(config.universe.build(&config.sim)?);
+        let symbols = Arc::new(config.symbol_table()?);
         let source_configs = config.feed.sources();
         let reactors = config.reactor_count();
         let listeners = bind_listeners(config.server.listen, reactors, config.server.share_port)?;
@@ -111,7 +111,7 @@ impl Gateway {
             .map(|c| {
                 let kind = SOURCE_KINDS.iter().copied().find(|k| *k == c.source).unwrap_or("sim");
                 let expected_rate = if kind == "sim" { config.sim.rate } else { 1.0 };
-                Arc::new(SourceStats::new(&c.name, kind, expected_rate))
+                Arc::new(SourceStats::new(&c.name, kind, expected_rate).with_required(c.is_required()))
             })
             .collect();
         let mut stats =

@@ -69,6 +69,7 @@ fn source_ok(source: &SourceStats, paused: bool, now_ns: u64) -> (bool, serde_js
     let body = serde_json::json!({
         "name": &*source.name,
         "kind": source.kind,
+        "required": source.required,
         "ok": ok,
         "up": up,
         "connected": connected,
@@ -93,14 +94,17 @@ fn source_ok(source: &SourceStats, paused: bool, now_ns: u64) -> (bool, serde_js
     (ok, body)
 }
 
-/// Whether the feed is delivering (every source) and every reactor is turning.
+/// Whether the feed is delivering (every required source) and every reactor is turning.
 pub fn readiness(t: &Telemetry, now_ns: u64) -> Readiness {
     let ingest = &t.stats.ingest;
     let heartbeat_age = age_ns(now_ns, load(&ingest.heartbeat_ns));
     let paused = ingest.paused.load(Ordering::Relaxed);
     let sources: Vec<(bool, serde_json::Value)> =
         ingest.sources.iter().map(|source| source_ok(source, paused, now_ns)).collect();
-    let feed_ok = heartbeat_age < HEARTBEAT_LIMIT_NS && sources.iter().all(|(ok, _)| *ok);
+    let required = ingest.sources.iter().map(|source| source.required);
+    let feed_ok = heartbeat_age < HEARTBEAT_LIMIT_NS && sources.iter().zip(required).all(|((ok, _), r)| *ok || !r);
+    let not_delivering: Vec<&str> =
+        ingest.sources.iter().zip(&sources).filter(|(_, (ok, _))| !ok).map(|(s, _)| &*s.name).collect();
     let reactors: Vec<serde_json::Value> = t
         .stats
         .reactors
@@ -122,6 +126,7 @@ pub fn readiness(t: &Telemetry, now_ns: u64) -> Readiness {
             "paused": paused,
             "heartbeat_age_ms": ms(heartbeat_age),
             "last_tick_age_ms": ms(age_ns(now_ns, load(&ingest.last_batch_ns))),
+            "not_delivering": not_delivering,
             "sources": sources.into_iter().map(|(_, body)| body).collect::<Vec<_>>(),
         },
         "reactors": reactors,
@@ -285,6 +290,11 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         &["source", "reason"],
     )?;
     let feed_up = gauge("tickgate_feed_up", "1 while the source is delivering, else 0.", &["source"])?;
+    let source_required = gauge(
+        "tickgate_source_required",
+        "1 if /readyz needs the source delivering, 0 for an optional source.",
+        &["source"],
+    )?;
     let last_tick_age = float_gauge(
         "tickgate_feed_last_tick_age_seconds",
         "Seconds since the last tick from the source.",
@@ -308,6 +318,7 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
             upstream_resets.with_label_values(&[name, reason]).inc_by(load(&source.upstream_resets[i]));
         }
         feed_up.with_label_values(&[name]).set(i64::from(source_ok(source, paused, now_ns).0));
+        source_required.with_label_values(&[name]).set(i64::from(source.required));
         last_tick_age
             .with_label_values(&[name])
             .set(age_ns(now_ns, load(&source.last_tick_ns)).min(u64::MAX / 2) as f64 / 1e9);

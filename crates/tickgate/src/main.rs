@@ -37,7 +37,8 @@ struct Args {
     /// Configuration file (TOML); see config/default.toml for every setting.
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Validate FILE, print the effective configuration, and exit.
+    /// Validate FILE, print the effective configuration as TOML (secrets redacted; relative
+    /// paths made relative to the working folder) and exit; warnings go to standard error.
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
     /// Listen address (overrides server.listen).
@@ -73,18 +74,24 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config.is_some() {
-        let mut shown = config.clone();
-        if !shown.auth.jwt_secret.is_empty() {
-            shown.auth.jwt_secret = "<redacted>".into();
+        for warning in config.warnings() {
+            eprintln!("tickgate: warning: {warning}");
         }
-        for key in &mut shown.auth.api_keys {
-            key.key = "<redacted>".into();
-        }
+        let shown = match config.to_redacted_toml() {
+            Ok(shown) => shown,
+            Err(e) => {
+                eprintln!("tickgate: {e}");
+                return ExitCode::from(2);
+            }
+        };
         // A closed pipe (`| head`) is not an error worth a panic.
-        let _ = writeln!(std::io::stdout(), "{shown:#?}");
+        let _ = write!(std::io::stdout(), "{shown}");
         return ExitCode::SUCCESS;
     }
     init_logging(&config.log.level);
+    for warning in config.warnings() {
+        tracing::warn!(%warning, "configuration warning");
+    }
     let fault = match fault_from_env() {
         Ok(fault) => fault,
         Err(message) => {
