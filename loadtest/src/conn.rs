@@ -86,6 +86,8 @@ pub struct Reader<'u> {
     pub in_flight: usize,
     pub failed_connects: usize,
     pub unreadable: u64,
+    /// Events of the window stamped with a `gw_ts` later than their receipt: not timed.
+    pub stamped_ahead: u64,
     pub errors: BTreeMap<String, u64>,
     pub policy: Option<String>,
 }
@@ -101,6 +103,7 @@ impl<'u> Reader<'u> {
             in_flight: 0,
             failed_connects: 0,
             unreadable: 0,
+            stamped_ahead: 0,
             errors: BTreeMap::new(),
             policy: None,
         }
@@ -250,7 +253,15 @@ impl<'u> Reader<'u> {
                     (Some(_), None) => {}
                 }
                 if counted {
-                    return f.gw_ts.map(|gw| received_ns.saturating_sub(gw));
+                    // Stamped and received on one clock: a stamp after the receipt is not a
+                    // latency of zero but a stamp (or a clock) that cannot be trusted.
+                    return match f.gw_ts {
+                        Some(gw) if gw > received_ns => {
+                            self.stamped_ahead += 1;
+                            None
+                        }
+                        gw_ts => gw_ts.map(|gw| received_ns - gw),
+                    };
                 }
             }
             b"snapshot" => match (symbol, f.seq) {

@@ -162,6 +162,8 @@ pub struct RunResult {
     /// Messages that are not a JSON object, of an unknown type, or without a field their type
     /// needs (a snapshot's seq, a gap's range).
     pub unreadable: u64,
+    /// Events of the window whose `gw_ts` was later than their receipt (not timed).
+    pub stamped_ahead: u64,
     /// Error replies, by code, over the whole run.
     pub errors: BTreeMap<String, u64>,
     /// The slow-client policy the server announced in its `subscribed` replies ("mixed" if they
@@ -584,6 +586,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
         pairs: count_pairs(&clients, &marks),
         slow: slow_fates(&clients),
         unreadable: reader.unreadable,
+        stamped_ahead: reader.stamped_ahead,
         errors: reader.errors,
         policy: reader.policy,
         closes,

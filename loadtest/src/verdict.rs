@@ -77,6 +77,9 @@ pub fn judge(r: &RunResult, c: &Criteria) -> Verdict {
     if r.latency_us.count != r.delivered {
         fail(format!("{} of {} delivered events carried a readable gw_ts", r.latency_us.count, r.delivered));
     }
+    if r.stamped_ahead > 0 {
+        fail(format!("{} events stamped with a gw_ts after they were received", r.stamped_ahead));
+    }
     if r.seq_tracked != r.delivered {
         fail(format!(
             "{} of {} delivered events were sequence-checked (the rest had no readable seq or symbol, or were not subscribed)",
@@ -234,6 +237,9 @@ mod tests {
         let mut r = clean();
         r.unreadable = 1;
         fails_with(&r, "unreadable");
+        let mut r = clean();
+        r.stamped_ahead = 1;
+        fails_with(&r, "1 events stamped with a gw_ts after");
     }
 
     #[test]

@@ -29,6 +29,10 @@ const CLIENTS: usize = 4;
 const PER_SYMBOL: f64 = 200.0;
 /// The seq at which a fault strikes (well inside the window: 0.5 s warm-up, 2 s window).
 const FAULT_SEQ: u64 = 300;
+/// The seq at which [`Fault::ClosesEveryone`] closes every client: 2 s after the fake started,
+/// half a second before the earliest end of the window.
+const CLOSE_EVERYONE_SEQ: u64 = 400;
+const GOING_AWAY: &[u8] = b"going away";
 
 /// How a fake breaks the protocol (for the first client, on the first symbol).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +47,19 @@ enum Fault {
     StopsEarly,
     /// Closes the first client with 1008 "slow consumer" (a fair fate for a stalled client).
     CutsFirst,
+    /// Sends `seq` as a JSON string.
+    SeqAsString,
+    /// Sends one event twice.
+    Duplicated,
+    /// Drops five events and announces only the first three of them in a gap.
+    ShortGap,
+    /// Sends a snapshot as of the last seq the client already holds (faithful: nothing to skip
+    /// or repeat).
+    SnapshotAtLastHeld,
+    /// Stamps `gw_ts` one second after the event was sent: a latency no clock can measure.
+    GwTsInTheFuture,
+    /// Closes every client with 1001 a little before the window ends.
+    ClosesEveryone,
 }
 
 fn wall_ns() -> u64 {
@@ -91,7 +108,18 @@ fn accept_client(stream: &mut TcpStream) -> Vec<String> {
     command["symbols"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
 }
 
-/// What the fake sends one client for one event of `symbol`, given the fault.
+/// Separates two messages in what [`event_for`] returns.
+const NEXT: char = '\n';
+
+/// `text` with the value `from` of its member `key` replaced by `to` (with or without a space
+/// after the colon).
+fn with_member(text: &str, key: &str, from: &str, to: &str) -> String {
+    let spaced = text.replacen(&format!("\"{key}\": {from}"), &format!("\"{key}\": {to}"), 1);
+    spaced.replacen(&format!("\"{key}\":{from}"), &format!("\"{key}\":{to}"), 1)
+}
+
+/// What the fake sends one client for one event of `symbol`, given the fault: one message, or
+/// several separated by [`NEXT`].
 fn event_for(fault: Fault, first_client: bool, symbol: usize, seq: u64) -> Option<String> {
     let name = SYMBOLS[symbol];
     let hit = first_client && symbol == 0;
@@ -108,6 +136,21 @@ fn event_for(fault: Fault, first_client: bool, symbol: usize, seq: u64) -> Optio
     let normal = if seq % 2 == 1 { trade("") } else { quote };
     match fault {
         _ if !hit => Some(normal),
+        Fault::SeqAsString => Some(with_member(&normal, "seq", &seq.to_string(), &format!("\"{seq}\""))),
+        Fault::Duplicated if seq == FAULT_SEQ => Some(format!("{normal}{NEXT}{normal}")),
+        Fault::ShortGap if (FAULT_SEQ..FAULT_SEQ + 5).contains(&seq) => (seq == FAULT_SEQ).then(|| {
+            let to = FAULT_SEQ + 2;
+            format!(r#"{{"type":"gap","symbol":"{name}","from_seq":{seq},"to_seq":{to},"reason":"slow_consumer"}}"#)
+        }),
+        Fault::SnapshotAtLastHeld if seq == FAULT_SEQ => {
+            let held = seq - 1;
+            Some(format!(
+                r#"{{"type":"snapshot","symbol":"{name}","seq":{held},"trade":null,"quote":null}}{NEXT}{normal}"#
+            ))
+        }
+        Fault::GwTsInTheFuture => {
+            Some(with_member(&normal, "gw_ts", &gw.to_string(), &(gw + 1_000_000_000).to_string()))
+        }
         Fault::NoGwTs => Some(format!(r#"{{"type":"quote","symbol":"{name}","seq":{seq},"bid":"1","ask":"2"}}"#)),
         Fault::SilentDrop if seq == FAULT_SEQ => None,
         Fault::ConflatedTrade if seq == FAULT_SEQ => None,
@@ -181,9 +224,17 @@ fn fake_server(fault: Fault, lifetime: Duration) -> SocketAddr {
                     batch.extend([0x88, 2 + reason.len() as u8, 0x03, 0xf0]);
                     batch.extend(reason);
                 }
+                if fault == Fault::ClosesEveryone && seq >= CLOSE_EVERYONE_SEQ {
+                    if seq == CLOSE_EVERYONE_SEQ {
+                        batch.extend([0x88, 2 + GOING_AWAY.len() as u8, 0x03, 0xe9]);
+                        batch.extend(GOING_AWAY);
+                    }
+                    let _ = stream.write_all(&batch);
+                    continue;
+                }
                 for s in 0..SYMBOLS.len() {
-                    if let Some(text) = event_for(fault, *first, s, seq) {
-                        batch.extend(text_frame(&text));
+                    for text in event_for(fault, *first, s, seq).iter().flat_map(|text| text.split(NEXT)) {
+                        batch.extend(text_frame(text));
                     }
                 }
                 let _ = stream.write_all(&batch);
@@ -379,4 +430,47 @@ fn a_stalled_client_kept_whole_passes_and_one_that_lost_untold_fails() {
     assert_eq!(v.status, Status::Failed, "{r:#?}");
     assert!(v.reasons.iter().any(|why| why.contains("1 events lost untold")), "{v:#?}");
     assert_eq!(r.seq.lost, 0, "the reading clients lost nothing");
+}
+
+#[test]
+fn seqs_sent_as_strings_fail() {
+    let r = fails_with(Fault::SeqAsString, "sequence-checked");
+    assert!(r.seq_tracked < r.delivered, "{r:#?}");
+}
+
+#[test]
+fn a_duplicated_event_fails() {
+    let r = fails_with(Fault::Duplicated, "duplicate");
+    assert_eq!(r.seq.duplicates, 1);
+}
+
+#[test]
+fn a_gap_that_announces_fewer_seqs_than_were_missed_fails_even_for_a_stalled_client() {
+    let r = fails_with(Fault::ShortGap, "2 events lost without a gap");
+    assert_eq!((r.seq.announced, r.seq.lost), (3, 2));
+    // A stalled client may be told of a gap; the two it was not told of still fail the step.
+    let (r, v) = against_fake_with(Fault::ShortGap, 0.25);
+    assert_eq!(v.status, Status::Failed, "{r:#?}");
+    assert!(v.reasons.iter().any(|why| why.contains("2 events lost untold")), "{v:#?}");
+    assert_eq!((r.slow_seq.announced, r.seq.lost), (3, 0));
+}
+
+#[test]
+fn a_snapshot_as_of_the_last_held_seq_passes() {
+    let (r, v) = against_fake(Fault::SnapshotAtLastHeld);
+    assert_eq!(v, Verdict { status: Status::Passed, reasons: vec![] }, "{r:#?}");
+    assert_eq!((r.seq.duplicates, r.seq.lost), (0, 0));
+}
+
+#[test]
+fn a_gw_ts_later_than_the_receipt_fails() {
+    let r = fails_with(Fault::GwTsInTheFuture, "gw_ts after");
+    // The other client's events, and the first client's other symbol, are timed.
+    assert!(r.latency_us.count > 0 && r.latency_us.count < r.delivered, "{r:#?}");
+}
+
+#[test]
+fn a_server_that_closes_everyone_before_the_window_ends_fails() {
+    let r = fails_with(Fault::ClosesEveryone, "1001 ×4");
+    assert_eq!(r.closes.get(&1001), Some(&(CLIENTS as u64)));
 }

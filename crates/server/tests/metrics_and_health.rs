@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use tickgate_testkit::{TestClient, eventually, http_request, start_gateway};
+use tickgate_server::{Fault, Gateway};
+use tickgate_testkit::{TestClient, eventually, http_request, one_client_per_reactor, start_gateway, test_config};
 
 /// Parses the Prometheus text format into "name{labels}" -> value.
 fn scrape(addr: std::net::SocketAddr) -> HashMap<String, f64> {
@@ -121,6 +122,35 @@ fn an_admin_port_keeps_metrics_private() {
     let ws_on_admin = http_request(admin, "GET /ws HTTP/1.1\r\n\r\n");
     assert!(ws_on_admin.starts_with("HTTP/1.1 404"), "{ws_on_admin}");
     assert!(http_request(gateway.local_addr(), "GET /healthz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn with_an_admin_port_a_failure_is_explained_there_and_not_on_the_public_port() {
+    let mut config = test_config();
+    config.server.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    // Clients that never read their close hold the stop open while the routes are asked (one on
+    // each reactor: a reactor with no client left stops at once, and the admin port is
+    // reactor 0's).
+    config.server.shutdown_grace_ms = 8_000;
+    config.limits.close_linger_ms = 6_000;
+    let gateway = Gateway::start_with_fault_hook(config).expect("gateway starts");
+    let (public, admin) = (gateway.local_addr(), gateway.admin_addr().expect("admin port bound"));
+    let holders = one_client_per_reactor(public, 2);
+    gateway.inject_fault(Fault::IngestPanic);
+    let mut answer = String::new();
+    eventually("the public /healthz answers 503", || {
+        answer = http_request(public, "GET /healthz HTTP/1.1\r\n\r\n");
+        answer.starts_with("HTTP/1.1 503")
+    });
+    assert!(answer.ends_with("\r\n\r\nfailed\n"), "only that it failed: {answer}");
+    let operators = http_request(admin, "GET /healthz HTTP/1.1\r\n\r\n");
+    assert!(
+        operators.starts_with("HTTP/1.1 503")
+            && operators.contains("failed: the ingest thread stopped: panicked: injected fault"),
+        "{operators}"
+    );
+    drop(holders);
+    gateway.shutdown();
 }
 
 #[test]

@@ -131,8 +131,8 @@ fn main() -> ExitCode {
 
     let events = watch(signals, gateway.liveness().clone());
     let failure = wait_for_stop(&events, &gateway, fault);
-    let overrun = failure.as_ref().map(|_| grace + FAILURE_EXIT_MARGIN);
-    std::thread::spawn(move || exit_early(&events, overrun));
+    let failed = failure.clone().map(|failure| (failure, grace + FAILURE_EXIT_MARGIN));
+    std::thread::spawn(move || exit_early(&events, failed));
     let liveness = gateway.liveness().clone();
     gateway.shutdown();
     // A thread that failed during a graceful shutdown fails the exit too.
@@ -204,25 +204,39 @@ fn watch(mut signals: Signals, liveness: Arc<Liveness>) -> Receiver<Event> {
     received
 }
 
-/// Once the shutdown has begun: a second SIGTERM or SIGINT exits at once (130); after a
-/// failure, so does a shutdown still running after `overrun` (a thread that is stuck).
-fn exit_early(events: &Receiver<Event>, overrun: Option<Duration>) {
-    let deadline = overrun.map(|overrun| Instant::now() + overrun);
+/// Once the shutdown has begun: a second SIGTERM or SIGINT exits at once (130). After a
+/// failure the stop is already under way: the first such signal is only logged, a second one
+/// exits at once, and so does a stop still running after `overrun` (a thread that is stuck);
+/// both with the failure's status and line, which a supervisor must see.
+fn exit_early(events: &Receiver<Event>, failed: Option<(Failure, Duration)>) {
+    let deadline = failed.as_ref().map(|(_, overrun)| Instant::now() + *overrun);
+    let mut signalled = false;
     loop {
         let event = match deadline {
             Some(deadline) => events.recv_timeout(deadline.saturating_duration_since(Instant::now())),
             None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
-        match event {
-            Ok(Event::Signal(SIGINT | SIGTERM)) => std::process::exit(130),
-            Ok(_) => {}
-            Err(RecvTimeoutError::Timeout) => {
-                eprintln!("tickgate: the shutdown after a failure did not finish in time; exiting");
-                std::process::exit(i32::from(FAILED));
+        match (event, &failed) {
+            (Ok(Event::Signal(SIGINT | SIGTERM)), None) => std::process::exit(130),
+            (Ok(Event::Signal(SIGINT | SIGTERM)), Some((failure, _))) if signalled => exit_failed(failure),
+            (Ok(Event::Signal(signal @ (SIGINT | SIGTERM))), Some(_)) => {
+                signalled = true;
+                tracing::warn!(signal, "already stopping after a failure; a second signal exits at once");
             }
-            Err(RecvTimeoutError::Disconnected) => return,
+            (Ok(_), _) => {}
+            (Err(RecvTimeoutError::Timeout), Some((failure, _))) => {
+                eprintln!("tickgate: the shutdown after a failure did not finish in time; exiting");
+                exit_failed(failure);
+            }
+            (Err(_), _) => return,
         }
     }
+}
+
+/// Exits at once with the status of a failure, saying which.
+fn exit_failed(failure: &Failure) -> ! {
+    eprintln!("tickgate: {failure}");
+    std::process::exit(i32::from(FAILED))
 }
 
 fn load(args: &Args) -> Result<Config, String> {

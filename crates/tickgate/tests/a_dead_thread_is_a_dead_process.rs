@@ -101,6 +101,44 @@ fn when_the_ingest_thread_dies_clients_hear_the_feed_is_down_then_1011() {
     assert_exits_70(tickgate, clients, "the ingest thread stopped: panicked: injected fault");
 }
 
+/// A SIGTERM that arrives while the failure's stop is under way (a supervisor that stops what
+/// its health check found failed) neither cuts the stop short nor hides the failure.
+#[test]
+fn a_sigterm_during_the_stop_after_a_failure_keeps_status_70() {
+    let (mut tickgate, addr, _config) = start_with_fault("reactor-panic:1");
+    let clients = subscribed_clients(addr);
+    tickgate.signal("USR2");
+    // The client of reactor 0 has not read its close: the stop is held open.
+    assert_unhealthy(addr, "reactor 1 stopped: panicked: injected fault");
+    tickgate.signal("TERM");
+    tickgate.wait_for_line("already stopping after a failure");
+    assert!(tickgate.running(), "the first signal after a failure lets the stop go on");
+    assert_exits_70(tickgate, clients, "reactor 1 stopped: panicked: injected fault");
+}
+
+/// Clients that never take their 1011 hold the stop at most `server.shutdown_grace_ms`, not
+/// their close linger, and not until the last-resort exit.
+#[test]
+fn clients_that_never_read_their_1011_do_not_hold_the_exit_past_the_grace() {
+    let config = TempConfig::new(
+        "short-grace",
+        "[server]\npin_cores = false\nshutdown_grace_ms = 1000\n\n[limits]\nclose_linger_ms = 60000\n",
+    );
+    let (mut tickgate, addr) = Tickgate::start(
+        &["--config", config.path(), "--listen", "127.0.0.1:0", "--reactors", "2", "--log-level", "info"],
+        &[("TICKGATE_TEST_FAULT", "ingest-panic")],
+    );
+    let clients = subscribed_clients(addr);
+    tickgate.signal("USR2");
+    assert_eq!(tickgate.exit_status(PATIENCE).code(), Some(70));
+    let stderr = tickgate.stderr();
+    assert!(
+        stderr.contains("tickgate: the ingest thread stopped") && !stderr.contains("did not finish in time"),
+        "{stderr}"
+    );
+    drop(clients);
+}
+
 /// Too few descriptors for everything: at each limit the process either starts whole or exits
 /// 1 with one line, and at one of them the line is a reactor's (the others already running).
 #[test]

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{PATIENCE, Tickgate};
+use support::{PATIENCE, TempConfig, Tickgate};
 use tickgate_testkit::{TestClient, http_request};
 use tungstenite::protocol::frame::coding::CloseCode;
 
@@ -45,4 +45,24 @@ fn a_sigterm_as_soon_as_the_port_accepts_still_closes_with_1001() {
     tickgate.signal("TERM");
     assert_eq!(client.recv_close().expect("a close frame").code, CloseCode::Away);
     assert!(tickgate.exit_status(PATIENCE).success());
+}
+
+#[test]
+fn a_second_sigterm_during_the_shutdown_exits_at_once_with_130() {
+    // A client that never reads its close would hold the shutdown for half a minute.
+    let config = TempConfig::new(
+        "long-drain",
+        "[server]\npin_cores = false\nshutdown_grace_ms = 30000\n\n[limits]\nclose_linger_ms = 30000\n",
+    );
+    let (mut tickgate, addr) =
+        Tickgate::start(&["--config", config.path(), "--listen", "127.0.0.1:0", "--reactors", "2"], &[]);
+    let holder = TestClient::connect(addr);
+    tickgate.signal("TERM");
+    tickgate.wait_for_line("shutting down");
+    assert!(tickgate.running(), "the first SIGTERM waits for the client");
+    let second = Instant::now();
+    tickgate.signal("TERM");
+    assert_eq!(tickgate.exit_status(PATIENCE).code(), Some(130));
+    assert!(second.elapsed() < Duration::from_secs(10), "exited {:?} after the second SIGTERM", second.elapsed());
+    drop(holder);
 }

@@ -82,8 +82,12 @@ impl Reactor {
             }
             Parsed::Complete(Route::Respond(response)) => response,
             Parsed::Complete(Route::Health { head }) => {
+                // The failure's text (a panic message, an OS error) is for operators: with an admin
+                // port, the public one only says that the gateway failed.
+                let private = matches!(surface, Surface::Public { operational: false, .. });
                 let full = match self.telemetry.liveness.failure() {
                     None => http::response(200, "OK", "ok\n"),
+                    Some(_) if private => http::response(503, "Service Unavailable", "failed\n"),
                     Some(failure) => http::response(503, "Service Unavailable", &format!("failed: {failure}\n")),
                 };
                 if head { http::without_body(full) } else { full }
