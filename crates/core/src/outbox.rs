@@ -204,7 +204,9 @@ impl Outbox {
             return Verdict::Dropped;
         }
         let queued = self.queue.queued_bytes();
-        if queued >= budget.hard {
+        // Past the hard watermark, as `is_over` and `push_within` count it: a queue filled to
+        // exactly the watermark (a reply may take it there) is not closed by the next event.
+        if queued > budget.hard {
             return Verdict::Disconnect;
         }
         if queued < budget.soft {
@@ -591,6 +593,28 @@ mod tests {
             h.outbox.push_control(encode(SNAP, 0, 0, 0, 40), h.now);
         }
         assert!(h.outbox.is_over(&h.budget));
+        h.event(0, false, 0);
+        assert!(h.disconnected, "past the hard watermark every event disconnects");
+    }
+
+    #[test]
+    fn a_queue_exactly_at_the_hard_watermark_is_not_past_it() {
+        let mut h = Harness::new(Policy::Conflate);
+        // 14 quotes reach the soft watermark (200); the 15th is queued past it, replaceable.
+        for _ in 0..15 {
+            h.event(0, false, 0);
+        }
+        let room = h.budget.hard - h.outbox.queue.queued_bytes();
+        let reply = |n: usize| Frame::from_bytes(&vec![0u8; n]);
+        assert_eq!(h.outbox.push_within(reply(room + 1), &h.budget, h.now), Err(OverHardLimit));
+        assert_eq!(h.outbox.push_within(reply(room), &h.budget, h.now), Ok(()), "up to the hard watermark");
+        assert!(!h.outbox.is_over(&h.budget), "at the watermark, not past it");
+        h.event(0, false, 0);
+        assert!(!h.disconnected, "a quote that replaces a queued one does not disconnect at the watermark");
+        h.event(1, true, 0);
+        assert!(!h.disconnected, "a trade with no room is dropped, as below the watermark");
+        assert!(h.outbox.has_gaps());
+        h.outbox.push_control(reply(1), h.now);
         h.event(0, false, 0);
         assert!(h.disconnected, "past the hard watermark every event disconnects");
     }

@@ -145,3 +145,49 @@ fn es256_tokens_verify_with_the_public_key() {
     let (reply, _) = client.subscribe(&["ETH-USD"]);
     assert_eq!(reply["symbols"], json!(["ETH-USD"]));
 }
+
+/// A client that keeps sending commands and pongs (within the rate and frame limits, with room
+/// for a reactor that reads a few seconds' worth at once) instead of authenticating gets every
+/// command refused, and is still closed at the authentication deadline while it sends.
+#[test]
+fn sending_without_authenticating_is_closed_at_the_deadline() {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tickgate_testkit::{RawClient, client_frame};
+
+    let gateway = start_gateway(with_auth);
+    let mut raw = RawClient::connect(gateway.local_addr());
+    let mut writer = raw.stream.try_clone().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooding = stop.clone();
+    let flooder = std::thread::spawn(move || {
+        let subscribe = client_frame(0x81, br#"{"op":"subscribe","symbols":["AAPL"],"id":1}"#, true);
+        let pongs: Vec<u8> = (0..3).flat_map(|_| client_frame(0x8a, b"", true)).collect();
+        // About 30 pongs and 10 commands a second: under limits.max_frames_per_second (200) and
+        // limits.messages_per_second (20).
+        while !flooding.load(Ordering::Relaxed) {
+            if writer.write_all(&pongs).and_then(|()| writer.write_all(&subscribe)).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let mut refused = 0;
+    let close = loop {
+        match raw.read_frame().expect("a frame before the end") {
+            (0x1, payload) => {
+                let message: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+                assert_eq!(message["type"], "error", "nothing is executed before auth: {message}");
+                refused += usize::from(message["code"] == "unauthenticated");
+            }
+            (0x8, payload) => break payload,
+            (opcode, _) => panic!("unexpected frame {opcode:#x}"),
+        }
+    };
+    stop.store(true, Ordering::Relaxed);
+    flooder.join().unwrap();
+    assert!(refused > 0, "the commands were answered");
+    assert_eq!(close[..2], 1008u16.to_be_bytes());
+    assert_eq!(&close[2..], b"authentication required");
+}

@@ -116,3 +116,42 @@ fn resubscribing_a_held_symbol_is_acknowledged_without_a_snapshot() {
         }
     }
 }
+
+/// A command that arrives one byte at a time — a fragmented text message cut inside a UTF-8
+/// character at its fragment boundary, a ping between the fragments — is read whole: every
+/// frame boundary and every byte inside a header falls between two reads.
+#[test]
+fn a_command_sent_one_byte_at_a_time_is_answered_whole() {
+    use std::io::Write;
+    use tickgate_testkit::{RawClient, client_frame};
+
+    let gateway = start_gateway(|c| c.sim.symbols = 20);
+    let name = gateway.symbols().iter().next().map(|(_, s)| s.name.to_string()).unwrap();
+    let text = format!("{{\"op\":\"subscribe\",\"symbols\":[\"{name}\",\"X€\"],\"id\":3}}");
+    let cut = text.find('€').unwrap() + 1;
+    let mut stream = client_frame(0x01, &text.as_bytes()[..cut], true);
+    stream.extend(client_frame(0x89, b"p", true));
+    stream.extend(client_frame(0x80, &text.as_bytes()[cut..], true));
+    let mut raw = RawClient::connect(gateway.local_addr());
+    raw.stream.set_nodelay(true).unwrap();
+    for byte in &stream {
+        raw.stream.write_all(std::slice::from_ref(byte)).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let (opcode, payload) = raw.read_frame().expect("the answers");
+        let message: serde_json::Value = match opcode {
+            0xA => json!({"type":"pong","payload":String::from_utf8_lossy(&payload)}),
+            1 => serde_json::from_slice(&payload).unwrap(),
+            other => panic!("unexpected frame {other:#x}"),
+        };
+        if message["type"] != "trade" && message["type"] != "quote" {
+            seen.push(message);
+        }
+    }
+    assert_eq!(seen[0], json!({"type":"pong","payload":"p"}), "the ping is answered between the fragments");
+    assert_eq!(seen[1], json!({"type":"subscribed","id":3,"symbols":[name],"policy":"conflate"}));
+    assert_eq!((&seen[2]["type"], &seen[2]["symbol"]), (&json!("snapshot"), &json!(name)));
+    assert_eq!((&seen[3]["code"], &seen[3]["symbols"]), (&json!("unknown_symbol"), &json!(["X€"])), "{}", seen[3]);
+}
