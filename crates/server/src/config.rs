@@ -22,6 +22,40 @@ pub struct Config {
     pub feed: FeedConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: serve `wss://` and `https://` on `server.listen` (both files set), and on the admin
+/// port too with `admin`. SIGHUP reads the files again (see docs/OPERATIONS.md).
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM: the server certificate first, then its intermediates.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM: the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<std::path::PathBuf>,
+    /// The admin listener (`server.admin_listen`) speaks TLS too.
+    pub admin: bool,
+}
+
+impl TlsConfig {
+    /// The certificate's files, when TLS is on.
+    pub fn paths(&self) -> Option<crate::tls::CertPaths> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(chain), Some(key)) => Some(crate::tls::CertPaths { chain: chain.clone(), key: key.clone() }),
+            _ => None,
+        }
+    }
+
+    fn validate(&self, admin_listen: Option<SocketAddr>) -> Result<(), ConfigError> {
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(invalid("tls.cert_file", "and tls.key_file come together (both, or neither)"));
+        }
+        if self.admin && (self.cert_file.is_none() || admin_listen.is_none()) {
+            return Err(invalid("tls.admin", "needs tls.cert_file, tls.key_file and server.admin_listen"));
+        }
+        Ok(())
+    }
 }
 
 /// `[feed]`: where ticks come from, and whether to record them.
@@ -686,6 +720,7 @@ impl Config {
     /// Checks every value's range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.server;
+        self.tls.validate(s.admin_listen)?;
         if s.reactors > 1024 {
             return Err(invalid(
                 "server.reactors",

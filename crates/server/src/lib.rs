@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod reactor;
 pub mod session;
 pub mod stats;
+pub mod tls;
 
 pub use config::{Config, ConfigError};
 pub use gateway::{Gateway, GatewayStats, StartError};

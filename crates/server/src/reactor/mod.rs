@@ -20,6 +20,7 @@
 //! | module | job |
 //! |---|---|
 //! | `accept` | accepting from the listeners, refusing what a limit turns away |
+//! | `tls_edge` | a connection's TLS failing or on the wrong port: the answer and the count |
 //! | `upgrade` | the HTTP phase: plain routes, authentication, the WebSocket upgrade |
 //! | `read` | readiness, the per-turn read allowance, WebSocket messages, protocol errors |
 //! | `command` | commands, through the connection's sans-IO [`Session`] |
@@ -76,6 +77,7 @@ mod command;
 mod fanout;
 mod read;
 mod sweep;
+mod tls_edge;
 mod upgrade;
 mod write;
 
@@ -132,6 +134,8 @@ pub struct ReactorSetup {
     pub telemetry: Arc<Telemetry>,
     pub admission: Arc<Admission>,
     pub authenticator: Option<Arc<Authenticator>>,
+    /// Serve TLS (on the public listener, and on the admin one if it says so).
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// The reactor's state. Connections live in a slab whose keys are their mio tokens.
@@ -181,6 +185,7 @@ pub struct Reactor {
     telemetry: Arc<Telemetry>,
     admission: Arc<Admission>,
     authenticator: Option<Arc<Authenticator>>,
+    tls: Option<Arc<crate::tls::Tls>>,
     /// Last pass over every connection's timers (handshake, keepalive, write deadline).
     last_sweep: Instant,
     /// This turn's writes.
@@ -229,6 +234,7 @@ impl Reactor {
             telemetry,
             admission,
             authenticator,
+            tls,
         } = setup;
         if let Some(core) = core {
             if !core_affinity::set_for_current(core) {
@@ -265,7 +271,7 @@ impl Reactor {
             budget,
             default_policy,
             // Sized for this reactor's share of the connection limit up front: the memory is only
-            // touched as connections arrive, and the slab never moves its 568-byte entries around.
+            // touched as connections arrive, and the slab never moves its 576-byte entries around.
             conns: Slab::with_capacity(slab_capacity),
             index: SubscriptionIndex::new(n),
             lvc: LastValueCache::new(n),
@@ -287,6 +293,7 @@ impl Reactor {
             telemetry,
             admission,
             authenticator,
+            tls,
             last_sweep: Instant::now(),
             writes: WriteCounts::default(),
             fanout_left: (MAX_FANOUT_PER_TURN, MAX_OFFERS_PER_TURN),

@@ -54,11 +54,20 @@ impl Reactor {
             self.read_discarding(key);
             return;
         }
+        let handshaking = conn.io().is_some_and(|io| io.tls_handshaking());
         if matches!(conn.phase, Phase::Http { .. }) {
             self.read_http(key);
         }
         if matches!(self.conns.get(key), Some(Connection { phase: Phase::Ws(_), closing: None, .. })) {
             self.read_ws(key);
+        }
+        // TLS: a handshake that moved on has records to send that no frame will carry.
+        let Some(io) = self.conns.get_mut(key).and_then(|c| c.io()) else { return };
+        if handshaking && !io.tls_handshaking() && io.tls.is_some() {
+            self.turn.tls_handshakes += 1;
+        }
+        if io.tls_wants_write() {
+            self.mark_dirty(key);
         }
     }
 
@@ -202,6 +211,7 @@ impl Reactor {
                 self.remove(key, CloseReason::ClientVanished);
                 return;
             }
+            tungstenite::Error::Io(_) if self.on_tls_failure(key) => return,
             tungstenite::Error::Io(e) => {
                 let reason = match e.kind() {
                     io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => {
