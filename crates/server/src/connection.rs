@@ -19,6 +19,10 @@ pub const READ_BYTES_PER_TURN: u32 = 16 * 1024;
 /// may overshoot it by what fits in the read buffer).
 pub const READ_FRAMES_PER_TURN: u16 = 32;
 
+/// Most `read_tls` calls (each at most one socket read) per [`ConnIo::read_plain`] call: a
+/// client sending records without plaintext cannot hold the reactor.
+pub const TLS_READS_PER_CALL: u32 = 16;
+
 /// Most slices handed to one `writev`: about 10 KB of ticks, where one call costs about the same
 /// as a call with one frame.
 pub const MAX_IOV: usize = 64;
@@ -94,12 +98,21 @@ impl ConnIo {
     /// made is written once, best effort.
     pub fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let Some(tls) = &mut self.tls else { return self.sock.read(buf) };
+        tls.capped = false;
+        let mut records = 0;
         loop {
             match tls.session.reader().read(buf) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
+            // Records that yield no plaintext (handshake, alerts, key updates, empty records)
+            // are read within a cap too; past it the reactor reads again next turn.
+            if records == TLS_READS_PER_CALL {
+                tls.capped = true;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            records += 1;
             if !tls.first_byte_seen {
                 let mut first = [0u8; 1];
                 if self.sock.peek(&mut first)? == 0 {

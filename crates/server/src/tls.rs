@@ -194,11 +194,14 @@ pub struct TlsLayer {
     /// The first byte was looked at (a ClientHello, or plain HTTP on a TLS port).
     pub first_byte_seen: bool,
     pub failure: Option<TlsFailure>,
+    /// The last read stopped at its cap with the socket perhaps not empty: read again next
+    /// turn (edge-triggered readiness will not say so again).
+    pub capped: bool,
 }
 
 impl TlsLayer {
     pub fn new(session: rustls::ServerConnection) -> Self {
-        Self { session, first_byte_seen: false, failure: None }
+        Self { session, first_byte_seen: false, failure: None, capped: false }
     }
 }
 

@@ -355,3 +355,20 @@ fn one_of_the_pair_alone_is_a_configuration_error() {
     let error = Gateway::start(config).expect_err("unreadable files refuse the start");
     assert!(error.to_string().contains("/nonexistent/chain.pem"), "{error}");
 }
+
+#[test]
+fn a_client_over_a_connection_limit_gets_its_answer_over_tls() {
+    let pki = Pki::new("refused");
+    let gateway = tls_gateway(&pki, |c| c.limits.max_connections_per_ip = 1);
+    let config = pki.client_config(&[&rustls::version::TLS13]);
+    let (_first, _) = wss_connect(gateway.local_addr(), config.clone());
+    let stream = tls_connect(gateway.local_addr(), config);
+    let url = format!("wss://localhost:{}/ws", gateway.local_addr().port());
+    match tungstenite::client(url, stream) {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+            assert_eq!(response.status(), 429, "the refusal, readable through TLS");
+        }
+        Err(e) => panic!("expected a 429 over TLS, got {e}"),
+        Ok(_) => panic!("a second connection from one address was let in"),
+    }
+}
