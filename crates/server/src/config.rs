@@ -556,6 +556,10 @@ pub struct ServerConfig {
     /// then spreads new connections over every process. Off by default: the address is
     /// tickgate's alone, and a second process on it fails to start.
     pub share_port: bool,
+    /// Every connection to `listen` starts with a PROXY protocol header (v1 or v2) from a load
+    /// balancer, whose client address then stands for the connection (limits, logs); one without
+    /// a valid header is closed. Only for a port nothing but the balancer can reach.
+    pub proxy_protocol: bool,
 }
 
 impl Default for ServerConfig {
@@ -572,6 +576,7 @@ impl Default for ServerConfig {
             tcp_nodelay: true,
             write_hold_max_us: 0,
             share_port: false,
+            proxy_protocol: false,
         }
     }
 }

@@ -299,6 +299,8 @@ pub enum CloseReason {
     TooManyFrames,
     /// Not TLS on a TLS port, a refused TLS handshake or record, or TLS on a plain port.
     TlsFailed,
+    /// No PROXY protocol header, or a malformed one, where `server.proxy_protocol` wants one.
+    ProxyHeaderRefused,
 }
 
 /// Where a connection stands with authentication.
@@ -316,7 +318,7 @@ pub enum AuthState {
 
 impl CloseReason {
     /// Every reason, in the order of [`CloseReason::index`].
-    pub const ALL: [CloseReason; 17] = [
+    pub const ALL: [CloseReason; 18] = [
         CloseReason::ClientClose,
         CloseReason::ClientVanished,
         CloseReason::ProtocolError,
@@ -334,6 +336,7 @@ impl CloseReason {
         CloseReason::TokenExpired,
         CloseReason::TooManyFrames,
         CloseReason::TlsFailed,
+        CloseReason::ProxyHeaderRefused,
     ];
 
     pub fn index(self) -> usize {
@@ -359,6 +362,7 @@ impl CloseReason {
             CloseReason::TokenExpired => "token_expired",
             CloseReason::TooManyFrames => "too_many_frames",
             CloseReason::TlsFailed => "tls_failed",
+            CloseReason::ProxyHeaderRefused => "proxy_header_refused",
         }
     }
 }
@@ -458,6 +462,9 @@ pub struct Connection {
     pub echo: bool,
     /// Counted in by the admission limits (refused connections are not).
     pub admitted: bool,
+    /// On a `server.proxy_protocol` listener, before its PROXY header: the peer is still the
+    /// balancer, and the connection is not yet admitted.
+    pub proxy_pending: bool,
     /// The client's message allowance.
     pub bucket: TokenBucket,
     /// Messages refused in a row for the rate limit.
@@ -495,6 +502,7 @@ impl Connection {
             frames_sent: 0,
             echo: false,
             admitted: false,
+            proxy_pending: false,
             bucket: TokenBucket::new(burst, now),
             strikes: 0,
             frame_window: FrameWindow::default(),

@@ -14,6 +14,7 @@ pub mod hold;
 pub mod http;
 pub mod liveness;
 pub mod metrics;
+pub mod proxy_protocol;
 pub mod reactor;
 pub mod session;
 pub mod stats;

@@ -213,6 +213,12 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
             |c| &c.tls_failures,
         ),
         ("tickgate_tls_plain_http_total", "Plain HTTP requests on a TLS port (answered 400).", |c| &c.tls_plain_http),
+        ("tickgate_proxy_headers_total", "PROXY protocol headers taken (server.proxy_protocol).", |c| &c.proxy_headers),
+        (
+            "tickgate_proxy_headers_refused_total",
+            "Connections refused for a missing or malformed PROXY protocol header.",
+            |c| &c.proxy_headers_refused,
+        ),
         ("tickgate_tls_on_plain_port_total", "TLS ClientHellos on a plain port (answered with an alert).", |c| {
             &c.tls_on_plain_port
         }),

@@ -96,6 +96,10 @@ counters! {
         tls_plain_http,
         /// TLS ClientHellos on a plain port (answered with a handshake_failure alert).
         tls_on_plain_port,
+        /// PROXY protocol headers taken (`server.proxy_protocol`).
+        proxy_headers,
+        /// Connections refused for a missing or malformed PROXY protocol header.
+        proxy_headers_refused,
     }
 }
 

@@ -372,3 +372,39 @@ fn a_client_over_a_connection_limit_gets_its_answer_over_tls() {
         Ok(_) => panic!("a second connection from one address was let in"),
     }
 }
+
+#[test]
+fn a_proxy_header_goes_before_the_client_hello() {
+    let pki = Pki::new("proxied");
+    let gateway = tls_gateway(&pki, |c| {
+        c.server.proxy_protocol = true;
+        c.limits.max_connections_per_ip = 1;
+    });
+    let addr = gateway.local_addr();
+    let through_balancer = |client: &str| {
+        let mut sock = TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(PATIENCE)).unwrap();
+        sock.write_all(format!("PROXY TCP4 {client} 10.0.0.1 40000 443\r\n").as_bytes()).unwrap();
+        let session = rustls::ClientConnection::new(
+            pki.client_config(&[&rustls::version::TLS13]),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
+        let mut stream = rustls::StreamOwned::new(session, sock);
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock).expect("TLS handshake after the PROXY header");
+        }
+        match tungstenite::client(format!("wss://localhost:{}/ws", addr.port()), stream) {
+            Ok((ws, _)) => Ok(ws),
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+                Err(response.status().as_u16())
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    };
+    let mut ws = through_balancer("203.0.113.7").expect("a client through the balancer");
+    assert_eq!(recv(&mut ws)["type"], "welcome");
+    assert_eq!(through_balancer("203.0.113.7").err(), Some(429), "the client's address is the one limited");
+    let mut other = through_balancer("203.0.113.8").expect("another client");
+    assert_eq!(recv(&mut other)["type"], "welcome");
+}

@@ -83,12 +83,15 @@ impl Reactor {
                         self.now_ms,
                     );
                     conn.admin = admin;
+                    // Behind a PROXY-protocol balancer, admission waits for the client's address.
+                    conn.proxy_pending = !admin && self.config.server.proxy_protocol;
                     if let (Some(session), Phase::Http { io, .. }) = (session, &mut conn.phase) {
                         io.tls = Some(Box::new(TlsLayer::new(session)));
                     }
                     // The admin port is for operators and is not counted against clients' limits.
-                    let refusal = if admin { None } else { self.admission.admit(peer.ip()).err() };
-                    conn.admitted = !admin && refusal.is_none();
+                    let counted = !admin && !conn.proxy_pending;
+                    let refusal = if counted { self.admission.admit(peer.ip()).err() } else { None };
+                    conn.admitted = counted && refusal.is_none();
                     entry.insert(conn);
                     self.turn.accepted += 1;
                     if let Some(refusal) = refusal {

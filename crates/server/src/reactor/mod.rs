@@ -20,6 +20,7 @@
 //! | module | job |
 //! |---|---|
 //! | `accept` | accepting from the listeners, refusing what a limit turns away |
+//! | `proxied` | the PROXY protocol header a balancer sends first: the client's address, then admission |
 //! | `tls_edge` | a connection's TLS failing or on the wrong port: the answer and the count |
 //! | `upgrade` | the HTTP phase: plain routes, authentication, the WebSocket upgrade |
 //! | `read` | readiness, the per-turn read allowance, WebSocket messages, protocol errors |
@@ -75,6 +76,7 @@ mod accept;
 mod close;
 mod command;
 mod fanout;
+mod proxied;
 mod read;
 mod sweep;
 mod tls_edge;

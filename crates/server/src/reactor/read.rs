@@ -50,6 +50,16 @@ impl Reactor {
 
     pub(super) fn read(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else { return };
+        // A connection refused at admission once its header is read is read on (discarding),
+        // so that a TLS client's handshake completes and its answer reaches it.
+        if conn.proxy_pending
+            && conn.closing.is_none()
+            && !self.read_proxy_header(key)
+            && self.conns.get(key).is_none_or(|c| c.closing.is_none())
+        {
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(key) else { return };
         let handshaking = conn.io().is_some_and(|io| io.tls_handshaking());
         if conn.closing.is_some() {
             self.read_discarding(key);
