@@ -560,6 +560,9 @@ pub struct ServerConfig {
     /// balancer, whose client address then stands for the connection (limits, logs); one without
     /// a valid header is closed. Only for a port nothing but the balancer can reach.
     pub proxy_protocol: bool,
+    /// Addresses (CIDRs) of HTTP proxies whose `Forwarded` / `X-Forwarded-For` headers name the
+    /// client of an upgrade (limits, logs); from anyone else those headers are ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -577,6 +580,7 @@ impl Default for ServerConfig {
             write_hold_max_us: 0,
             share_port: false,
             proxy_protocol: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -726,6 +730,8 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.server;
         self.tls.validate(s.admin_listen)?;
+        crate::forwarded::TrustedProxies::parse(&s.trusted_proxies)
+            .map_err(|reason| invalid("server.trusted_proxies", reason))?;
         if s.reactors > 1024 {
             return Err(invalid(
                 "server.reactors",

@@ -219,6 +219,11 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
             "Connections refused for a missing or malformed PROXY protocol header.",
             |c| &c.proxy_headers_refused,
         ),
+        (
+            "tickgate_forwarded_addresses_total",
+            "Upgrades whose client address came from a trusted proxy's Forwarded or X-Forwarded-For.",
+            |c| &c.forwarded_addresses,
+        ),
         ("tickgate_tls_on_plain_port_total", "TLS ClientHellos on a plain port (answered with an alert).", |c| {
             &c.tls_on_plain_port
         }),

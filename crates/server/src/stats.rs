@@ -100,6 +100,8 @@ counters! {
         proxy_headers,
         /// Connections refused for a missing or malformed PROXY protocol header.
         proxy_headers_refused,
+        /// Upgrades whose client address came from a trusted proxy's forwarding headers.
+        forwarded_addresses,
     }
 }
 

@@ -188,6 +188,8 @@ pub struct Reactor {
     admission: Arc<Admission>,
     authenticator: Option<Arc<Authenticator>>,
     tls: Option<Arc<crate::tls::Tls>>,
+    /// Proxies whose forwarding headers are believed (`server.trusted_proxies`).
+    trusted_proxies: crate::forwarded::TrustedProxies,
     /// Last pass over every connection's timers (handshake, keepalive, write deadline).
     last_sweep: Instant,
     /// This turn's writes.
@@ -260,6 +262,9 @@ impl Reactor {
         let n = symbols.capacity();
         let (budget, default_policy) = (config.budget(), config.default_policy());
         let slab_capacity = config.limits.max_connections / config.reactor_count() + 16;
+        // Validated with the configuration.
+        let trusted_proxies =
+            crate::forwarded::TrustedProxies::parse(&config.server.trusted_proxies).unwrap_or_default();
         Ok(Self {
             id,
             poll,
@@ -296,6 +301,7 @@ impl Reactor {
             admission,
             authenticator,
             tls,
+            trusted_proxies,
             last_sweep: Instant::now(),
             writes: WriteCounts::default(),
             fanout_left: (MAX_FANOUT_PER_TURN, MAX_OFFERS_PER_TURN),

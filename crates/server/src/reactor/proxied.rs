@@ -1,12 +1,18 @@
-//! Connections through a PROXY-protocol balancer (`server.proxy_protocol`): the header comes
-//! first, says whose connection it is, and only then is the connection admitted, under the
-//! client's address. The header is peeked and then consumed exactly, so what follows it (a TLS
+//! The client's address behind a balancer or proxy.
+//!
+//! Through a PROXY-protocol balancer (`server.proxy_protocol`): the header comes first, says
+//! whose connection it is, and only then is the connection admitted, under the client's
+//! address. The header is peeked and then consumed exactly, so what follows it (a TLS
 //! ClientHello, an HTTP request) stays in the socket for the next layer.
+//!
+//! From a trusted HTTP proxy (`server.trusted_proxies`): at the upgrade, the address its
+//! `Forwarded` or `X-Forwarded-For` names replaces the proxy's, and admission moves to it.
 
 use std::io;
 
 use super::Reactor;
-use crate::connection::CloseReason;
+use crate::connection::{CloseReason, Phase};
+use crate::forwarded;
 use crate::proxy_protocol::{self, Parsed, ProxyHeader, V2_MAX};
 
 impl Reactor {
@@ -63,6 +69,46 @@ impl Reactor {
         conn.proxy_pending = false;
         self.turn.proxy_headers += 1;
         match self.admission.admit(conn.peer.ip()) {
+            Ok(()) => {
+                conn.admitted = true;
+                true
+            }
+            Err(refusal) => {
+                self.refuse(key, refusal);
+                false
+            }
+        }
+    }
+
+    /// Before an upgrade from a trusted proxy: the client address its forwarding headers name
+    /// replaces the proxy's, and the connection is counted under it instead. False when that
+    /// address is over a limit (the refusal is answered).
+    pub(super) fn take_forwarded_address(&mut self, key: usize) -> bool {
+        if self.trusted_proxies.is_empty() {
+            return true;
+        }
+        let Some(conn) = self.conns.get_mut(key) else { return false };
+        if conn.admin || !self.trusted_proxies.contains(conn.peer.ip()) {
+            return true;
+        }
+        let Phase::Http { head, .. } = &conn.phase else { return true };
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut request = httparse::Request::new(&mut headers);
+        if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
+            return true;
+        }
+        let Some(client) = forwarded::client_address(request.headers, &self.trusted_proxies) else { return true };
+        if client == conn.peer.ip() {
+            return true;
+        }
+        if conn.admitted {
+            self.admission.release(conn.peer.ip());
+            conn.admitted = false;
+        }
+        // The headers carry no port worth keeping: 0 says so in the logs.
+        conn.peer = std::net::SocketAddr::new(client, 0);
+        self.turn.forwarded_addresses += 1;
+        match self.admission.admit(client) {
             Ok(()) => {
                 conn.admitted = true;
                 true

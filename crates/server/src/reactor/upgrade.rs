@@ -69,6 +69,9 @@ impl Reactor {
                 "the gateway failed and is stopping; connect again once it has restarted\n",
             ),
             Parsed::Complete(Route::Upgrade { response, head_len, echo, token }) => {
+                if !self.take_forwarded_address(key) {
+                    return;
+                }
                 match self.authorize(token.as_deref()) {
                     // The echo route has no commands, so no `auth` message: a token must come
                     // with the upgrade request.

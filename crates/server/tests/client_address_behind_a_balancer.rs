@@ -1,6 +1,8 @@
-//! Behind a PROXY-protocol balancer (`server.proxy_protocol`): the header's client address is
-//! the connection's (the per-address limit counts it, not the balancer's), v1 and v2, before
-//! plain HTTP or TLS; a missing or malformed header is refused and counted, never guessed.
+//! The client's address behind a balancer. Through a PROXY-protocol balancer
+//! (`server.proxy_protocol`): the header's client address is the connection's (the per-address
+//! limit counts it, not the balancer's), v1 and v2; a missing or malformed header is refused and
+//! counted, never guessed. From a trusted HTTP proxy (`server.trusted_proxies`): the rightmost
+//! untrusted `X-Forwarded-For` hop is the client; from anyone else the header is ignored.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -83,4 +85,44 @@ fn a_missing_or_malformed_header_is_refused_and_counted() {
     assert_eq!(closed, Some(3.0));
     // A proper client still gets in.
     connect(addr, &v1("198.51.100.1")).expect("a client with a header");
+}
+
+/// A WebSocket upgrade with `X-Forwarded-For: xff`; the status of a refusal.
+fn upgrade_forwarded_for(addr: SocketAddr, xff: &str) -> Result<tungstenite::WebSocket<TcpStream>, u16> {
+    use tungstenite::client::IntoClientRequest;
+    let sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    request.headers_mut().insert("X-Forwarded-For", xff.parse().unwrap());
+    match tungstenite::client(request, sock) {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("unexpected {e}"),
+    }
+}
+
+#[test]
+fn forwarded_for_from_a_trusted_proxy_names_the_client_and_is_ignored_from_others() {
+    // 127.0.0.1 is the trusted proxy: its X-Forwarded-For names the client that is limited.
+    let trusting = start_gateway(|c| {
+        c.server.trusted_proxies = vec!["127.0.0.0/8".into()];
+        c.server.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.limits.max_connections_per_ip = 1;
+    });
+    let addr = trusting.local_addr();
+    let _a = upgrade_forwarded_for(addr, "203.0.113.7").expect("first client");
+    // What the client itself put in front is not believed: the rightmost untrusted hop counts.
+    let _b = upgrade_forwarded_for(addr, "203.0.113.7, 203.0.113.8").expect("203.0.113.8");
+    assert_eq!(upgrade_forwarded_for(addr, "198.51.100.9, 203.0.113.7").err(), Some(429));
+    eventually("counted", || total(&trusting, "tickgate_forwarded_addresses_total") == 3.0);
+
+    // Nobody trusted: the header is ignored, the peer (127.0.0.1) is the one limited.
+    let wary = start_gateway(|c| {
+        c.server.trusted_proxies = vec!["10.0.0.0/8".into()];
+        c.limits.max_connections_per_ip = 1;
+    });
+    let _c = upgrade_forwarded_for(wary.local_addr(), "203.0.113.7").expect("first");
+    assert_eq!(upgrade_forwarded_for(wary.local_addr(), "203.0.113.8").err(), Some(429), "spoofed header ignored");
 }
