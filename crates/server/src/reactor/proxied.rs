@@ -68,16 +68,7 @@ impl Reactor {
         }
         conn.proxy_pending = false;
         self.turn.proxy_headers += 1;
-        match self.admission.admit(conn.peer.ip()) {
-            Ok(()) => {
-                conn.admitted = true;
-                true
-            }
-            Err(refusal) => {
-                self.refuse(key, refusal);
-                false
-            }
-        }
+        self.admit_client(key)
     }
 
     /// Before an upgrade from a trusted proxy: the client address its forwarding headers name
@@ -108,7 +99,14 @@ impl Reactor {
         // The headers carry no port worth keeping: 0 says so in the logs.
         conn.peer = std::net::SocketAddr::new(client, 0);
         self.turn.forwarded_addresses += 1;
-        match self.admission.admit(client) {
+        self.admit_client(key)
+    }
+
+    /// Counts the connection in under its (client) address; false when a limit refuses it (the
+    /// refusal is answered).
+    fn admit_client(&mut self, key: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else { return false };
+        match self.admission.admit(conn.peer.ip()) {
             Ok(()) => {
                 conn.admitted = true;
                 true
