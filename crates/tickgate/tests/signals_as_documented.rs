@@ -45,7 +45,7 @@ fn sighup_reloads_the_tls_certificate_and_keeps_the_old_one_when_the_new_is_bad(
     )
     .unwrap();
     let (mut tickgate, addr) = Tickgate::start(&["--config", config.to_str().unwrap()], &[]);
-    assert!(tickgate.stdout().contains("tickgate listening: WebSocket wss://"), "{}", tickgate.stdout());
+    tickgate.wait_for_line("tickgate listening: WebSocket wss://");
     // A new pair from the script: taken.
     let remade = std::process::Command::new("bash").arg(script).arg(&dir).output().expect("bash runs");
     assert!(remade.status.success());
