@@ -112,11 +112,14 @@ fn forwarded_for_from_a_trusted_proxy_names_the_client_and_is_ignored_from_other
         c.limits.max_connections_per_ip = 1;
     });
     let addr = trusting.local_addr();
+    // Connections from the proxy that have not upgraded yet are not held to its address's limit.
+    let waiting: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
     let _a = upgrade_forwarded_for(addr, "203.0.113.7").expect("first client");
     // What the client itself put in front is not believed: the rightmost untrusted hop counts.
     let _b = upgrade_forwarded_for(addr, "203.0.113.7, 203.0.113.8").expect("203.0.113.8");
     assert_eq!(upgrade_forwarded_for(addr, "198.51.100.9, 203.0.113.7").err(), Some(429));
     eventually("counted", || total(&trusting, "tickgate_forwarded_addresses_total") == 3.0);
+    drop(waiting);
 
     // Nobody trusted: the header is ignored, the peer (127.0.0.1) is the one limited.
     let wary = start_gateway(|c| {

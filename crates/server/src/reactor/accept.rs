@@ -83,13 +83,16 @@ impl Reactor {
                         self.now_ms,
                     );
                     conn.admin = admin;
-                    // Behind a PROXY-protocol balancer, admission waits for the client's address.
+                    // Behind a PROXY-protocol balancer or a trusted proxy, admission waits for the
+                    // client's address (the header; the forwarding headers at the upgrade), so the
+                    // proxy's own address is never held to the per-address limit.
                     conn.proxy_pending = !admin && self.config.server.proxy_protocol;
+                    let deferred = conn.proxy_pending || self.trusted_proxies.contains(peer.ip());
                     if let (Some(session), Phase::Http { io, .. }) = (session, &mut conn.phase) {
                         io.tls = Some(Box::new(TlsLayer::new(session)));
                     }
                     // The admin port is for operators and is not counted against clients' limits.
-                    let counted = !admin && !conn.proxy_pending;
+                    let counted = !admin && !deferred;
                     let refusal = if counted { self.admission.admit(peer.ip()).err() } else { None };
                     conn.admitted = counted && refusal.is_none();
                     entry.insert(conn);

@@ -71,34 +71,27 @@ impl Reactor {
         self.admit_client(key)
     }
 
-    /// Before an upgrade from a trusted proxy: the client address its forwarding headers name
-    /// replaces the proxy's, and the connection is counted under it instead. False when that
-    /// address is over a limit (the refusal is answered).
+    /// Before an upgrade from a trusted proxy (not yet admitted, see [`Reactor::accept`]): the
+    /// client address its forwarding headers name, if any, replaces the proxy's, and the
+    /// connection is counted in under it. False when a limit refuses it (the refusal is answered).
     pub(super) fn take_forwarded_address(&mut self, key: usize) -> bool {
-        if self.trusted_proxies.is_empty() {
-            return true;
-        }
         let Some(conn) = self.conns.get_mut(key) else { return false };
-        if conn.admin || !self.trusted_proxies.contains(conn.peer.ip()) {
+        if conn.admin || conn.admitted || !self.trusted_proxies.contains(conn.peer.ip()) {
             return true;
         }
-        let Phase::Http { head, .. } = &conn.phase else { return true };
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut request = httparse::Request::new(&mut headers);
-        if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
-            return true;
+        if let Phase::Http { head, .. } = &conn.phase {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut request = httparse::Request::new(&mut headers);
+            let client = match request.parse(head) {
+                Ok(httparse::Status::Complete(_)) => forwarded::client_address(request.headers, &self.trusted_proxies),
+                _ => None,
+            };
+            if let Some(client) = client {
+                // The headers carry no port worth keeping: 0 says so in the logs.
+                conn.peer = std::net::SocketAddr::new(client, 0);
+                self.turn.forwarded_addresses += 1;
+            }
         }
-        let Some(client) = forwarded::client_address(request.headers, &self.trusted_proxies) else { return true };
-        if client == conn.peer.ip() {
-            return true;
-        }
-        if conn.admitted {
-            self.admission.release(conn.peer.ip());
-            conn.admitted = false;
-        }
-        // The headers carry no port worth keeping: 0 says so in the logs.
-        conn.peer = std::net::SocketAddr::new(client, 0);
-        self.turn.forwarded_addresses += 1;
         self.admit_client(key)
     }
 
