@@ -10,5 +10,6 @@ pub mod exchange;
 pub mod http;
 pub mod normalize;
 pub mod outbox;
+pub mod proxy;
 pub mod replay;
 pub mod utf8;

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use arbitrary::{Arbitrary, Unstructured};
-use tickgate_fuzz::{command, exchange, http, normalize, outbox, replay as replay_file, utf8};
+use tickgate_fuzz::{command, exchange, http, normalize, outbox, proxy, replay as replay_file, utf8};
 
 fn inputs(dir: &str, target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(target);
@@ -50,6 +50,11 @@ fn command_parser() {
 #[test]
 fn http_request() {
     replay("http_request", http::check);
+}
+
+#[test]
+fn proxy_header() {
+    replay("proxy_header", proxy::check);
 }
 
 #[test]

@@ -22,6 +22,40 @@ pub struct Config {
     pub feed: FeedConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: serve `wss://` and `https://` on `server.listen` (both files set), and on the admin
+/// port too with `admin`. SIGHUP reads the files again (see docs/OPERATIONS.md).
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM: the server certificate first, then its intermediates.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM: the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<std::path::PathBuf>,
+    /// The admin listener (`server.admin_listen`) speaks TLS too.
+    pub admin: bool,
+}
+
+impl TlsConfig {
+    /// The certificate's files, when TLS is on.
+    pub fn paths(&self) -> Option<crate::tls::CertPaths> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(chain), Some(key)) => Some(crate::tls::CertPaths { chain: chain.clone(), key: key.clone() }),
+            _ => None,
+        }
+    }
+
+    fn validate(&self, admin_listen: Option<SocketAddr>) -> Result<(), ConfigError> {
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(invalid("tls.cert_file", "and tls.key_file come together (both, or neither)"));
+        }
+        if self.admin && (self.cert_file.is_none() || admin_listen.is_none()) {
+            return Err(invalid("tls.admin", "needs tls.cert_file, tls.key_file and server.admin_listen"));
+        }
+        Ok(())
+    }
 }
 
 /// `[feed]`: where ticks come from, and whether to record them.
@@ -648,6 +682,13 @@ pub struct ServerConfig {
     /// then spreads new connections over every process. Off by default: the address is
     /// tickgate's alone, and a second process on it fails to start.
     pub share_port: bool,
+    /// Every connection to `listen` starts with a PROXY protocol header (v1 or v2) from a load
+    /// balancer, whose client address then stands for the connection (limits, logs); one without
+    /// a valid header is closed. Only for a port nothing but the balancer can reach.
+    pub proxy_protocol: bool,
+    /// Addresses (CIDRs) of HTTP proxies whose `Forwarded` / `X-Forwarded-For` headers name the
+    /// client of an upgrade (limits, logs); from anyone else those headers are ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -664,6 +705,8 @@ impl Default for ServerConfig {
             tcp_nodelay: true,
             write_hold_max_us: 0,
             share_port: false,
+            proxy_protocol: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -853,6 +896,9 @@ impl Config {
     /// Checks every value's range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.server;
+        self.tls.validate(s.admin_listen)?;
+        crate::forwarded::TrustedProxies::parse(&s.trusted_proxies)
+            .map_err(|reason| invalid("server.trusted_proxies", reason))?;
         if s.reactors > 1024 {
             return Err(invalid(
                 "server.reactors",

@@ -10,6 +10,7 @@ use tickgate_protocol::inbound::Utf8Watch;
 use tungstenite::WebSocket;
 
 use crate::auth::Principal;
+use crate::tls::{TlsFailure, TlsLayer, classify_first_byte};
 
 /// Most bytes read from one connection per reactor turn; past it the connection waits for the
 /// next turn (the reactor reads it again, see `Reactor::read_again`).
@@ -17,6 +18,10 @@ pub const READ_BYTES_PER_TURN: u32 = 16 * 1024;
 /// Most frames read from one connection per reactor turn (checked between reads, so one read
 /// may overshoot it by what fits in the read buffer).
 pub const READ_FRAMES_PER_TURN: u16 = 32;
+
+/// Most `read_tls` calls (each at most one socket read) per [`ConnIo::read_plain`] call: a
+/// client sending records without plaintext cannot hold the reactor.
+pub const TLS_READS_PER_CALL: u32 = 16;
 
 /// Most slices handed to one `writev`: about 10 KB of ticks, where one call costs about the same
 /// as a call with one frame.
@@ -42,6 +47,9 @@ pub struct ConnIo {
     read_left: u32,
     /// `utf8.frames()` when the frames read were last taken ([`ConnIo::take_frames`]).
     frames_taken: u16,
+    /// On a TLS listener: the session between the socket and the WebSocket bytes. Boxed: a
+    /// rustls session is about 1 KB, and plain connections do not pay for it.
+    pub tls: Option<Box<TlsLayer>>,
 }
 
 /// What [`ConnIo::write_out`] did.
@@ -65,7 +73,78 @@ pub enum WriteOutcome {
 
 impl ConnIo {
     pub fn new(sock: TcpStream, out: Outbox) -> Self {
-        Self { sock, out, utf8: Utf8Watch::new(), invalid_utf8: false, read_left: 0, frames_taken: 0 }
+        Self { sock, out, utf8: Utf8Watch::new(), invalid_utf8: false, read_left: 0, frames_taken: 0, tls: None }
+    }
+
+    /// Why this connection's TLS failed, if it did.
+    pub fn tls_failure(&self) -> Option<TlsFailure> {
+        self.tls.as_ref().and_then(|t| t.failure)
+    }
+
+    /// Whether TLS is still handshaking (nothing can be answered in HTTP yet).
+    pub fn tls_handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.session.is_handshaking())
+    }
+
+    /// Whether TLS has records to send (a handshake message, an alert) that no queued frame
+    /// will push out.
+    pub fn tls_wants_write(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.session.wants_write())
+    }
+
+    /// Reads plaintext: straight from the socket, or through TLS (reading records until one
+    /// yields plaintext or the socket is empty). `Ok(0)` is the end of the stream. A TLS failure
+    /// is an `InvalidData` error, its kind kept in [`ConnIo::tls_failure`], and the alert rustls
+    /// made is written once, best effort.
+    pub fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(tls) = &mut self.tls else { return self.sock.read(buf) };
+        tls.capped = false;
+        let mut records = 0;
+        loop {
+            match tls.session.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            // Records that yield no plaintext (handshake, alerts, key updates, empty records)
+            // are read within a cap too; past it the reactor reads again next turn.
+            if records == TLS_READS_PER_CALL {
+                tls.capped = true;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            records += 1;
+            if !tls.first_byte_seen {
+                let mut first = [0u8; 1];
+                if self.sock.peek(&mut first)? == 0 {
+                    return Ok(0);
+                }
+                tls.first_byte_seen = true;
+                if let Some(failure) = classify_first_byte(first[0]) {
+                    tls.failure = Some(failure);
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "not a TLS handshake"));
+                }
+            }
+            if tls.session.read_tls(&mut self.sock)? == 0 {
+                return Ok(0);
+            }
+            if let Err(e) = tls.session.process_new_packets() {
+                tls.failure = Some(TlsFailure::Protocol);
+                let _ = tls.session.write_tls(&mut self.sock);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        }
+    }
+
+    /// Ends the write side once everything queued is out: TLS's close_notify first (best
+    /// effort: a few bytes into an emptied socket buffer), then FIN.
+    pub fn shutdown_write(&mut self) {
+        if let Some(tls) = &mut self.tls {
+            if !tls.session.is_handshaking() {
+                tls.session.send_close_notify();
+                let _ = tls.session.write_tls(&mut self.sock);
+            }
+        }
+        let _ = self.sock.shutdown(std::net::Shutdown::Write);
     }
 
     /// Opens this turn's read allowance: [`READ_BYTES_PER_TURN`] bytes, and frames up to
@@ -94,6 +173,9 @@ impl ConnIo {
     /// Writes the queue with as many frames per `writev` as fit; returns where it stopped and
     /// counts calls and bytes.
     pub fn write_out(&mut self, now: Instant, counts: &mut WriteCounts) -> io::Result<WriteOutcome> {
+        if self.tls.is_some() {
+            return self.write_out_tls(now, counts);
+        }
         loop {
             if self.out.queue.is_empty() {
                 return Ok(WriteOutcome::Drained);
@@ -115,13 +197,52 @@ impl ConnIo {
     }
 }
 
+impl ConnIo {
+    /// [`ConnIo::write_out`] through TLS: the records rustls holds go first (`writev` of up to
+    /// 64 of them), then as many queued frames as its buffer takes are encrypted together (many
+    /// frames per record, up to 16 KB each), and again until the queue or the socket stops it.
+    /// While the handshake runs, queued frames wait (`Blocked`): reading moves it on.
+    fn write_out_tls(&mut self, now: Instant, counts: &mut WriteCounts) -> io::Result<WriteOutcome> {
+        let Some(tls) = &mut self.tls else { return Ok(WriteOutcome::Drained) };
+        loop {
+            while tls.session.wants_write() {
+                match tls.session.write_tls(&mut self.sock) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(written) => {
+                        counts.calls += 1;
+                        counts.bytes += written as u64;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(WriteOutcome::Blocked),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if self.out.queue.is_empty() {
+                return Ok(WriteOutcome::Drained);
+            }
+            if tls.session.is_handshaking() {
+                return Ok(WriteOutcome::Blocked);
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let n = self.out.queue.io_slices(&mut slices);
+            let taken = tls.session.writer().write_vectored(&slices[..n])?;
+            if taken == 0 {
+                // rustls's buffer is full although it was just written out: nothing to do
+                // but wait for the socket.
+                return Ok(WriteOutcome::Blocked);
+            }
+            counts.frames += self.out.wrote(taken, now) as u64;
+        }
+    }
+}
+
 impl Read for ConnIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.invalid_utf8 || self.turn_spent() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let room = buf.len().min(self.read_left as usize);
-        let n = self.sock.read(&mut buf[..room])?;
+        let n = self.read_plain(&mut buf[..room])?;
         self.read_left = self.read_left.saturating_sub(n as u32);
         if !self.invalid_utf8 && self.utf8.feed(&buf[..n]).is_err() {
             self.invalid_utf8 = true;
@@ -176,6 +297,10 @@ pub enum CloseReason {
     TokenExpired,
     /// Sent more frames within a second than `limits.max_frames_per_second` (1008).
     TooManyFrames,
+    /// Not TLS on a TLS port, a refused TLS handshake or record, or TLS on a plain port.
+    TlsFailed,
+    /// No PROXY protocol header, or a malformed one, where `server.proxy_protocol` wants one.
+    ProxyHeaderRefused,
 }
 
 /// Where a connection stands with authentication.
@@ -193,7 +318,7 @@ pub enum AuthState {
 
 impl CloseReason {
     /// Every reason, in the order of [`CloseReason::index`].
-    pub const ALL: [CloseReason; 16] = [
+    pub const ALL: [CloseReason; 18] = [
         CloseReason::ClientClose,
         CloseReason::ClientVanished,
         CloseReason::ProtocolError,
@@ -210,6 +335,8 @@ impl CloseReason {
         CloseReason::AuthFailed,
         CloseReason::TokenExpired,
         CloseReason::TooManyFrames,
+        CloseReason::TlsFailed,
+        CloseReason::ProxyHeaderRefused,
     ];
 
     pub fn index(self) -> usize {
@@ -234,6 +361,8 @@ impl CloseReason {
             CloseReason::AuthFailed => "auth_failed",
             CloseReason::TokenExpired => "token_expired",
             CloseReason::TooManyFrames => "too_many_frames",
+            CloseReason::TlsFailed => "tls_failed",
+            CloseReason::ProxyHeaderRefused => "proxy_header_refused",
         }
     }
 }
@@ -333,6 +462,9 @@ pub struct Connection {
     pub echo: bool,
     /// Counted in by the admission limits (refused connections are not).
     pub admitted: bool,
+    /// On a `server.proxy_protocol` listener, before its PROXY header: the peer is still the
+    /// balancer, and the connection is not yet admitted.
+    pub proxy_pending: bool,
     /// The client's message allowance.
     pub bucket: TokenBucket,
     /// Messages refused in a row for the rate limit.
@@ -370,6 +502,7 @@ impl Connection {
             frames_sent: 0,
             echo: false,
             admitted: false,
+            proxy_pending: false,
             bucket: TokenBucket::new(burst, now),
             strikes: 0,
             frame_window: FrameWindow::default(),
@@ -407,7 +540,8 @@ mod tests {
 
     #[test]
     fn a_connection_stays_small() {
-        // Every idle connection costs its slab entry (docs/BENCHMARKS.md: at most 1 KiB in all).
-        assert!(std::mem::size_of::<Connection>() <= 568, "{}", std::mem::size_of::<Connection>());
+        // Every idle connection costs its slab entry (docs/BENCHMARKS.md: at most 1 KiB in all);
+        // 8 of these bytes are the TLS session's pointer (the session itself is boxed).
+        assert!(std::mem::size_of::<Connection>() <= 576, "{}", std::mem::size_of::<Connection>());
     }
 }

@@ -27,6 +27,7 @@ use crate::liveness::{Fault, Liveness, Part, panic_message};
 use crate::metrics::Telemetry;
 use crate::reactor::{Reactor, ReactorSetup, WAKER};
 use crate::stats::ReactorStats;
+use crate::tls::Tls;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::CertError),
     #[error("cannot start {what}: {source}")]
     Thread { what: &'static str, source: std::io::Error },
     #[error("feed file {path}: {source}")]
@@ -100,6 +103,10 @@ impl Gateway {
         };
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
 
+        let tls = match config.tls.paths() {
+            Some(paths) => Some(Arc::new(Tls::new(paths, config.tls.admin, crate::tls::now_secs())?)),
+            None => None,
+        };
         // Every reactor's poll, waker, channel and counters first, so the telemetry that every
         // reactor serves can see all of them.
         let mut polls = Vec::with_capacity(reactors);
@@ -133,6 +140,7 @@ impl Gateway {
             symbols: symbols.clone(),
             started_ns: wall_clock_ns(),
             liveness: liveness.clone(),
+            tls: tls.clone(),
         });
         let mut gateway = Gateway {
             local_addr,
@@ -165,6 +173,7 @@ impl Gateway {
                 telemetry: telemetry.clone(),
                 admission: admission.clone(),
                 authenticator: authenticator.clone(),
+                tls: tls.clone(),
             };
             let (started_tx, started) = std::sync::mpsc::sync_channel(1);
             let liveness = liveness.clone();
@@ -225,6 +234,13 @@ impl Gateway {
     /// The admin port's address, when one is configured.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// Reads the TLS certificate and key again (SIGHUP): new handshakes present the new pair,
+    /// open connections keep theirs; a pair that fails to load or check keeps the old one.
+    /// `None` when TLS is off.
+    pub fn reload_tls(&self) -> Option<Result<(), crate::tls::CertError>> {
+        self.telemetry.tls.as_ref().map(|tls| tls.reload(crate::tls::now_secs()))
     }
 
     /// What /metrics and /readyz report.

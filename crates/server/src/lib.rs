@@ -9,14 +9,17 @@ pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod forwarded;
 pub mod gateway;
 pub mod hold;
 pub mod http;
 pub mod liveness;
 pub mod metrics;
+pub mod proxy_protocol;
 pub mod reactor;
 pub mod session;
 pub mod stats;
+pub mod tls;
 
 pub use config::{Config, ConfigError};
 pub use gateway::{Gateway, GatewayStats, StartError};

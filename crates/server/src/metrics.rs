@@ -27,6 +27,8 @@ pub struct Telemetry {
     pub started_ns: u64,
     /// Whether the gateway has failed (/healthz, /readyz).
     pub liveness: Arc<crate::liveness::Liveness>,
+    /// The TLS configuration and its reloads, when TLS is on.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// A heartbeat older than this means a thread is stuck.
@@ -209,6 +211,27 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         ("tickgate_pings_sent_total", "Keepalive pings sent to silent connections.", |c| &c.pings_sent),
         ("tickgate_auth_failures_total", "Tokens refused, or not presented in time.", |c| &c.auth_failures),
         ("tickgate_not_entitled_total", "Subscriptions refused for lack of entitlement.", |c| &c.not_entitled),
+        ("tickgate_tls_handshakes_total", "TLS handshakes completed.", |c| &c.tls_handshakes),
+        (
+            "tickgate_tls_failures_total",
+            "TLS handshakes or records refused (garbage, truncated or unsupported ClientHello), and clients neither TLS nor HTTP on a TLS port.",
+            |c| &c.tls_failures,
+        ),
+        ("tickgate_tls_plain_http_total", "Plain HTTP requests on a TLS port (answered 400).", |c| &c.tls_plain_http),
+        ("tickgate_proxy_headers_total", "PROXY protocol headers taken (server.proxy_protocol).", |c| &c.proxy_headers),
+        (
+            "tickgate_proxy_headers_refused_total",
+            "Connections refused for a missing or malformed PROXY protocol header.",
+            |c| &c.proxy_headers_refused,
+        ),
+        (
+            "tickgate_forwarded_addresses_total",
+            "Upgrades whose client address came from a trusted proxy's Forwarded or X-Forwarded-For.",
+            |c| &c.forwarded_addresses,
+        ),
+        ("tickgate_tls_on_plain_port_total", "TLS ClientHellos on a plain port (answered with an alert).", |c| {
+            &c.tls_on_plain_port
+        }),
     ];
     for &(name, help, field) in per_reactor {
         let c = counter(name, help, &["reactor"])?;
@@ -222,6 +245,18 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     gaps.with_label_values(&["gateway_overload"]).inc_by(sum(|c| &c.overload_gaps_sent));
     gaps.with_label_values(&["upstream"]).inc_by(sum(|c| &c.upstream_gaps_sent));
 
+    if let Some(tls) = &t.tls {
+        let reloads = counter(
+            "tickgate_tls_reloads_total",
+            "Certificate reloads (SIGHUP): ok took the new pair, failed kept the old one.",
+            &["result"],
+        )?;
+        reloads.with_label_values(&["ok"]).inc_by(load(&tls.reloads_ok));
+        reloads.with_label_values(&["failed"]).inc_by(load(&tls.reloads_failed));
+        gauge("tickgate_tls_certificate_not_after_seconds", "When the served certificate expires (Unix time).", &[])?
+            .with_label_values(&[] as &[&str])
+            .set(load(&tls.not_after) as i64);
+    }
     let closed = counter("tickgate_connections_closed_total", "Connections closed, by reason.", &["reason"])?;
     for reason in CloseReason::ALL {
         let n: u64 = s.reactors.iter().map(|r| load(&r.closed_by_reason[reason.index()])).sum();

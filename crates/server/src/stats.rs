@@ -87,6 +87,21 @@ counters! {
         auth_failures,
         /// Subscriptions refused for lack of entitlement.
         not_entitled,
+        /// TLS handshakes completed.
+        tls_handshakes,
+        /// TLS handshakes or records rustls refused (garbage, a truncated or unsupported
+        /// ClientHello, a bad record), and clients that were neither TLS nor HTTP on a TLS port.
+        tls_failures,
+        /// Plain HTTP requests on a TLS port (answered 400 in plain HTTP).
+        tls_plain_http,
+        /// TLS ClientHellos on a plain port (answered with a handshake_failure alert).
+        tls_on_plain_port,
+        /// PROXY protocol headers taken (`server.proxy_protocol`).
+        proxy_headers,
+        /// Connections refused for a missing or malformed PROXY protocol header.
+        proxy_headers_refused,
+        /// Upgrades whose client address came from a trusted proxy's forwarding headers.
+        forwarded_addresses,
     }
 }
 
@@ -136,7 +151,7 @@ impl LatencyWindow {
 pub struct ReactorStats {
     pub counters: ReactorCounters,
     /// Connections closed, by [`CloseReason::index`](crate::connection::CloseReason::index).
-    pub closed_by_reason: [AtomicU64; 16],
+    pub closed_by_reason: [AtomicU64; crate::connection::CloseReason::ALL.len()],
     /// HTTP responses by status, in the order of [`HTTP_STATUSES`].
     pub http_by_status: [AtomicU64; HTTP_STATUSES.len()],
     /// Client commands by op ([`COMMAND_OPS`]) and result (0 ok, 1 error).

@@ -126,8 +126,9 @@ fn main() -> ExitCode {
     let sources: Vec<String> =
         gateway.stats().ingest.sources.iter().map(|s| format!("{} ({})", s.name, s.kind)).collect();
     tracing::info!(%addr, symbols = gateway.symbols().len(), sources = %sources.join(", "), "tickgate is running");
-    println!("tickgate listening: WebSocket ws://{addr}/ws");
-    println!("open http://{addr}");
+    let (ws, web) = if gateway.telemetry().tls.is_some() { ("wss", "https") } else { ("ws", "http") };
+    println!("tickgate listening: WebSocket {ws}://{addr}/ws");
+    println!("open {web}://{addr}");
 
     let events = watch(signals, gateway.liveness().clone());
     let failure = wait_for_stop(&events, &gateway, fault);
@@ -157,14 +158,20 @@ fn fault_from_env() -> Result<Option<Fault>, String> {
     }
 }
 
-/// Serves until SIGTERM or SIGINT (None) or the gateway's failure; SIGHUP is logged and
-/// ignored, SIGUSR2 injects `fault` when there is one.
+/// Serves until SIGTERM or SIGINT (None) or the gateway's failure; SIGHUP reloads the TLS
+/// certificate (when TLS is on), SIGUSR2 injects `fault` when there is one.
 fn wait_for_stop(events: &Receiver<Event>, gateway: &Gateway, fault: Option<Fault>) -> Option<Failure> {
     loop {
         match events.recv() {
-            Ok(Event::Signal(SIGHUP)) => {
-                tracing::warn!("SIGHUP ignored: tickgate reloads nothing; restart it to apply a new configuration")
-            }
+            Ok(Event::Signal(SIGHUP)) => match gateway.reload_tls() {
+                None => tracing::warn!(
+                    "SIGHUP ignored: TLS is off, and nothing else is reloaded; restart to apply a new configuration"
+                ),
+                Some(Ok(())) => tracing::info!("SIGHUP: TLS certificate reloaded; new handshakes present it"),
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "SIGHUP: TLS certificate NOT reloaded; the old one is still served")
+                }
+            },
             Ok(Event::Signal(SIGUSR2)) => {
                 if let Some(fault) = fault {
                     tracing::warn!(?fault, "injecting a fault ({FAULT_VARIABLE})");

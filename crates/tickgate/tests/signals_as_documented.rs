@@ -1,5 +1,5 @@
-//! Signals do what docs/OPERATIONS.md says: SIGHUP is logged and ignored (it is kept for a
-//! reload), SIGTERM and SIGINT close every client with 1001 and exit 0, from the first moment
+//! Signals do what docs/OPERATIONS.md says: SIGHUP reloads the TLS certificate (a bad new pair
+//! keeps the old one) and is logged and ignored without TLS, SIGTERM and SIGINT close every client with 1001 and exit 0, from the first moment
 //! the port accepts.
 
 mod support;
@@ -16,7 +16,7 @@ fn sighup_is_logged_and_ignored() {
     let mut client = TestClient::connect(addr);
     client.subscribe(&["AAPL", "BTC-USD"]);
     tickgate.signal("HUP");
-    tickgate.wait_for_line("SIGHUP ignored");
+    tickgate.wait_for_line("SIGHUP ignored: TLS is off");
     // Still serving: the stream goes on, health checks pass, new clients get in.
     client.recv_type("trade");
     assert!(tickgate.running());
@@ -25,6 +25,45 @@ fn sighup_is_logged_and_ignored() {
     tickgate.signal("INT");
     assert_eq!(client.recv_close().expect("a close frame").code, CloseCode::Away);
     assert!(tickgate.exit_status(PATIENCE).success());
+}
+
+#[test]
+fn sighup_reloads_the_tls_certificate_and_keeps_the_old_one_when_the_new_is_bad() {
+    let dir = std::env::temp_dir().join(format!("tickgate-sighup-{}", std::process::id()));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/make-test-cert.sh");
+    let made = std::process::Command::new("bash").arg(script).arg(&dir).output().expect("bash runs");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let config = dir.join("tickgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nreactors = 2\n\
+             [tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+            dir.join("chain.pem"),
+            dir.join("key.pem")
+        ),
+    )
+    .unwrap();
+    let (mut tickgate, addr) = Tickgate::start(&["--config", config.to_str().unwrap()], &[]);
+    tickgate.wait_for_line("tickgate listening: WebSocket wss://");
+    // A new pair from the script: taken.
+    let remade = std::process::Command::new("bash").arg(script).arg(&dir).output().expect("bash runs");
+    assert!(remade.status.success());
+    tickgate.signal("HUP");
+    tickgate.wait_for_line("TLS certificate reloaded");
+    // A key that is not PEM: refused, the process serves on.
+    std::fs::write(dir.join("key.pem"), "not a key").unwrap();
+    tickgate.signal("HUP");
+    tickgate.wait_for_line("TLS certificate NOT reloaded");
+    let log = tickgate.stdout();
+    let line = log.lines().find(|l| l.contains("NOT reloaded")).unwrap_or_default();
+    assert!(line.contains("key.pem"), "the log names the file: {line}");
+    assert!(tickgate.running());
+    let plain = http_request(addr, "GET /healthz HTTP/1.1\r\n\r\n");
+    assert!(plain.starts_with("HTTP/1.1 400"), "the TLS port still answers: {plain}");
+    tickgate.signal("TERM");
+    assert!(tickgate.exit_status(PATIENCE).success());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

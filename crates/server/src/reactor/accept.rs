@@ -9,9 +9,10 @@ use tickgate_core::Frame;
 
 use super::{Backlog, MAX_ACCEPTS_PER_TURN, Reactor};
 use crate::admission::Refusal;
-use crate::connection::{CloseReason, Connection};
+use crate::connection::{CloseReason, Connection, Phase};
 use crate::http;
 use crate::stats::HTTP_STATUSES;
+use crate::tls::TlsLayer;
 
 impl Reactor {
     /// Accepts from the listeners marked in `which`: the public one, then the admin one.
@@ -52,6 +53,16 @@ impl Reactor {
                             tracing::debug!(%peer, error = %e, "setting SO_SNDBUF failed");
                         }
                     }
+                    // On a TLS listener, the session first: without one the socket is dropped
+                    // before it is registered (rustls refuses only a broken configuration).
+                    let tls = self.tls.as_ref().filter(|tls| !admin || tls.admin);
+                    let session = match tls.map(|tls| tls.accept()).transpose() {
+                        Ok(session) => session,
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "cannot start a TLS session");
+                            continue;
+                        }
+                    };
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
                     if let Err(e) =
@@ -72,9 +83,18 @@ impl Reactor {
                         self.now_ms,
                     );
                     conn.admin = admin;
+                    // Behind a PROXY-protocol balancer or a trusted proxy, admission waits for the
+                    // client's address (the header; the forwarding headers at the upgrade), so the
+                    // proxy's own address is never held to the per-address limit.
+                    conn.proxy_pending = !admin && self.config.server.proxy_protocol;
+                    let deferred = conn.proxy_pending || self.trusted_proxies.contains(peer.ip());
+                    if let (Some(session), Phase::Http { io, .. }) = (session, &mut conn.phase) {
+                        io.tls = Some(Box::new(TlsLayer::new(session)));
+                    }
                     // The admin port is for operators and is not counted against clients' limits.
-                    let refusal = if admin { None } else { self.admission.admit(peer.ip()).err() };
-                    conn.admitted = !admin && refusal.is_none();
+                    let counted = !admin && !deferred;
+                    let refusal = if counted { self.admission.admit(peer.ip()).err() } else { None };
+                    conn.admitted = counted && refusal.is_none();
                     entry.insert(conn);
                     self.turn.accepted += 1;
                     if let Some(refusal) = refusal {

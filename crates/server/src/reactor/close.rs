@@ -1,7 +1,7 @@
 //! Closing: the close handshake within the linger deadline, slow consumers, and removing a
 //! connection with everything it held.
 
-use std::io::{self, Read};
+use std::io;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -57,7 +57,9 @@ impl Reactor {
                 self.read_later(key);
                 return;
             }
-            match io.sock.read(&mut chunk[..left.min(READ_CHUNK)]) {
+            // Through TLS when there is TLS: a refused client's handshake completes, so its
+            // answer can go out.
+            match io.read_plain(&mut chunk[..left.min(READ_CHUNK)]) {
                 Ok(0) => break,
                 Ok(n) => left = left.saturating_sub(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

@@ -20,6 +20,8 @@
 //! | module | job |
 //! |---|---|
 //! | `accept` | accepting from the listeners, refusing what a limit turns away |
+//! | `proxied` | the PROXY protocol header a balancer sends first: the client's address, then admission |
+//! | `tls_edge` | a connection's TLS failing or on the wrong port: the answer and the count |
 //! | `upgrade` | the HTTP phase: plain routes, authentication, the WebSocket upgrade |
 //! | `read` | readiness, the per-turn read allowance, WebSocket messages, protocol errors |
 //! | `command` | commands, through the connection's sans-IO [`Session`] |
@@ -74,8 +76,10 @@ mod accept;
 mod close;
 mod command;
 mod fanout;
+mod proxied;
 mod read;
 mod sweep;
+mod tls_edge;
 mod upgrade;
 mod write;
 
@@ -132,6 +136,8 @@ pub struct ReactorSetup {
     pub telemetry: Arc<Telemetry>,
     pub admission: Arc<Admission>,
     pub authenticator: Option<Arc<Authenticator>>,
+    /// Serve TLS (on the public listener, and on the admin one if it says so).
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// The reactor's state. Connections live in a slab whose keys are their mio tokens.
@@ -181,6 +187,9 @@ pub struct Reactor {
     telemetry: Arc<Telemetry>,
     admission: Arc<Admission>,
     authenticator: Option<Arc<Authenticator>>,
+    tls: Option<Arc<crate::tls::Tls>>,
+    /// Proxies whose forwarding headers are believed (`server.trusted_proxies`).
+    trusted_proxies: crate::forwarded::TrustedProxies,
     /// Last pass over every connection's timers (handshake, keepalive, write deadline).
     last_sweep: Instant,
     /// This turn's writes.
@@ -229,6 +238,7 @@ impl Reactor {
             telemetry,
             admission,
             authenticator,
+            tls,
         } = setup;
         if let Some(core) = core {
             if !core_affinity::set_for_current(core) {
@@ -252,6 +262,9 @@ impl Reactor {
         let n = symbols.capacity();
         let (budget, default_policy) = (config.budget(), config.default_policy());
         let slab_capacity = config.limits.max_connections / config.reactor_count() + 16;
+        // Validated with the configuration.
+        let trusted_proxies =
+            crate::forwarded::TrustedProxies::parse(&config.server.trusted_proxies).unwrap_or_default();
         Ok(Self {
             id,
             poll,
@@ -265,7 +278,7 @@ impl Reactor {
             budget,
             default_policy,
             // Sized for this reactor's share of the connection limit up front: the memory is only
-            // touched as connections arrive, and the slab never moves its 568-byte entries around.
+            // touched as connections arrive, and the slab never moves its 576-byte entries around.
             conns: Slab::with_capacity(slab_capacity),
             index: SubscriptionIndex::new(n),
             lvc: LastValueCache::new(n),
@@ -287,6 +300,8 @@ impl Reactor {
             telemetry,
             admission,
             authenticator,
+            tls,
+            trusted_proxies,
             last_sweep: Instant::now(),
             writes: WriteCounts::default(),
             fanout_left: (MAX_FANOUT_PER_TURN, MAX_OFFERS_PER_TURN),

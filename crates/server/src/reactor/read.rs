@@ -50,15 +50,40 @@ impl Reactor {
 
     pub(super) fn read(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.closing.is_some() {
-            self.read_discarding(key);
+        // A connection refused at admission once its header is read is read on (discarding),
+        // so that a TLS client's handshake completes and its answer reaches it.
+        if conn.proxy_pending
+            && conn.closing.is_none()
+            && !self.read_proxy_header(key)
+            && self.conns.get(key).is_none_or(|c| c.closing.is_none())
+        {
             return;
         }
-        if matches!(conn.phase, Phase::Http { .. }) {
-            self.read_http(key);
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let handshaking = conn.io().is_some_and(|io| io.tls_handshaking());
+        if conn.closing.is_some() {
+            self.read_discarding(key);
+        } else {
+            if matches!(conn.phase, Phase::Http { .. }) {
+                self.read_http(key);
+            }
+            if matches!(self.conns.get(key), Some(Connection { phase: Phase::Ws(_), closing: None, .. })) {
+                self.read_ws(key);
+            }
         }
-        if matches!(self.conns.get(key), Some(Connection { phase: Phase::Ws(_), closing: None, .. })) {
-            self.read_ws(key);
+        // TLS: a handshake that moved on has records to send that no frame will carry, and a
+        // read that stopped at its cap goes on next turn.
+        let Some(io) = self.conns.get_mut(key).and_then(|c| c.io()) else { return };
+        let Some(tls) = &io.tls else { return };
+        let (capped, wants_write) = (tls.capped, tls.session.wants_write());
+        if handshaking && !tls.session.is_handshaking() {
+            self.turn.tls_handshakes += 1;
+        }
+        if wants_write {
+            self.mark_dirty(key);
+        }
+        if capped {
+            self.read_later(key);
         }
     }
 
@@ -202,9 +227,14 @@ impl Reactor {
                 self.remove(key, CloseReason::ClientVanished);
                 return;
             }
+            tungstenite::Error::Io(_) if self.on_tls_failure(key) => return,
             tungstenite::Error::Io(e) => {
                 let reason = match e.kind() {
-                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => {
+                    io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+                    // TLS: the client hung up without close_notify.
+                    | io::ErrorKind::UnexpectedEof => {
                         CloseReason::ClientVanished
                     }
                     _ => CloseReason::IoError,

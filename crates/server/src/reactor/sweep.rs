@@ -137,6 +137,11 @@ impl Reactor {
             match action {
                 Sweep::SlowConsumer => self.close_slow_consumer(key),
                 Sweep::HandshakeTimeout => {
+                    // Stalled inside the TLS handshake: there is no channel to answer on.
+                    if self.conns.get_mut(key).and_then(|c| c.io()).is_some_and(|io| io.tls_handshaking()) {
+                        self.remove(key, CloseReason::HandshakeTimeout);
+                        continue;
+                    }
                     let response = http::response(408, "Request Timeout", "the upgrade took too long\n");
                     if let Some(i) = HTTP_STATUSES.iter().position(|&s| s == 408) {
                         self.stats.http_by_status[i].fetch_add(1, Ordering::Relaxed);

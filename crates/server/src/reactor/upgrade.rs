@@ -1,7 +1,7 @@
 //! The HTTP phase: reading the request head, answering the plain routes (health, readiness,
 //! metrics), and upgrading to WebSocket after deciding the connection's authentication.
 
-use std::io::{self, Read};
+use std::io;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -34,12 +34,16 @@ impl Reactor {
             if room == 0 {
                 break http::parse_and_route(head, max_head, surface, &self.config.limits.allowed_origins);
             }
-            match io.sock.read(&mut chunk[..room]) {
+            match io.read_plain(&mut chunk[..room]) {
                 Ok(0) => {
                     self.remove(key, CloseReason::ClientVanished);
                     return;
                 }
                 Ok(n) => {
+                    if head.is_empty() && io.tls.is_none() && chunk[0] == crate::tls::HANDSHAKE_RECORD {
+                        self.answer_tls_on_plain_port(key);
+                        return;
+                    }
                     head.extend_from_slice(&chunk[..n]);
                     if let Parsed::Complete(route) =
                         http::parse_and_route(head, max_head, surface, &self.config.limits.allowed_origins)
@@ -50,7 +54,9 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    self.remove(key, CloseReason::ClientVanished);
+                    if !self.on_tls_failure(key) {
+                        self.remove(key, CloseReason::ClientVanished);
+                    }
                     return;
                 }
             }
@@ -63,6 +69,9 @@ impl Reactor {
                 "the gateway failed and is stopping; connect again once it has restarted\n",
             ),
             Parsed::Complete(Route::Upgrade { response, head_len, echo, token }) => {
+                if !self.take_forwarded_address(key) {
+                    return;
+                }
                 match self.authorize(token.as_deref()) {
                     // The echo route has no commands, so no `auth` message: a token must come
                     // with the upgrade request.

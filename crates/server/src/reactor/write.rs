@@ -1,7 +1,6 @@
 //! Writing: the connections with something queued, many frames per `writev`, fanning out what
 //! arrives meanwhile; and the write hold after a long pass.
 
-use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use tickgate_core::subscription::ConnKey;
@@ -80,7 +79,7 @@ impl Reactor {
                         // Everything, the close frame included, is out: send FIN, then wait for
                         // the client to hang up so our close is not lost to a reset.
                         if let Some(io) = conn.io() {
-                            let _ = io.sock.shutdown(Shutdown::Write);
+                            io.shutdown_write();
                         }
                     }
                 }

@@ -50,7 +50,8 @@ impl Tickgate {
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 if let Some(addr) = line
-                    .strip_prefix("tickgate listening: WebSocket ws://")
+                    .strip_prefix("tickgate listening: WebSocket ")
+                    .and_then(|rest| rest.strip_prefix("ws://").or_else(|| rest.strip_prefix("wss://")))
                     .and_then(|rest| rest.strip_suffix("/ws"))
                     .and_then(|addr| addr.parse::<SocketAddr>().ok())
                 {
