@@ -27,7 +27,7 @@ pub struct Config {
 
 /// `[tls]`: serve `wss://` and `https://` on `server.listen` (both files set), and on the admin
 /// port too with `admin`. SIGHUP reads the files again (see docs/OPERATIONS.md).
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM: the server certificate first, then its intermediates.
@@ -857,6 +857,8 @@ impl Config {
         resolve(&mut self.feed.record_path);
         resolve(&mut self.feed.exchange_ca_file);
         resolve(&mut self.auth.jwt_public_key_file);
+        resolve(&mut self.tls.cert_file);
+        resolve(&mut self.tls.key_file);
         for source in &mut self.feed.sources {
             resolve(&mut source.replay_path);
         }

@@ -245,18 +245,22 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     gaps.with_label_values(&["gateway_overload"]).inc_by(sum(|c| &c.overload_gaps_sent));
     gaps.with_label_values(&["upstream"]).inc_by(sum(|c| &c.upstream_gaps_sent));
 
-    if let Some(tls) = &t.tls {
-        let reloads = counter(
-            "tickgate_tls_reloads_total",
-            "Certificate reloads (SIGHUP): ok took the new pair, failed kept the old one.",
-            &["result"],
-        )?;
-        reloads.with_label_values(&["ok"]).inc_by(load(&tls.reloads_ok));
-        reloads.with_label_values(&["failed"]).inc_by(load(&tls.reloads_failed));
-        gauge("tickgate_tls_certificate_not_after_seconds", "When the served certificate expires (Unix time).", &[])?
-            .with_label_values(&[] as &[&str])
-            .set(load(&tls.not_after) as i64);
-    }
+    // Registered with TLS off too (reading 0), so dashboards and alerts need no special case.
+    let load_tls = |f: fn(&crate::tls::Tls) -> &AtomicU64| t.tls.as_ref().map_or(0, |tls| load(f(tls)));
+    let reloads = counter(
+        "tickgate_tls_reloads_total",
+        "Certificate reloads (SIGHUP): ok took the new pair, failed kept the old one.",
+        &["result"],
+    )?;
+    reloads.with_label_values(&["ok"]).inc_by(load_tls(|tls| &tls.reloads_ok));
+    reloads.with_label_values(&["failed"]).inc_by(load_tls(|tls| &tls.reloads_failed));
+    gauge(
+        "tickgate_tls_certificate_not_after_seconds",
+        "When the served certificate expires (Unix time); 0 with TLS off.",
+        &[],
+    )?
+    .with_label_values(&[] as &[&str])
+    .set(load_tls(|tls| &tls.not_after) as i64);
     let closed = counter("tickgate_connections_closed_total", "Connections closed, by reason.", &["reason"])?;
     for reason in CloseReason::ALL {
         let n: u64 = s.reactors.iter().map(|r| load(&r.closed_by_reason[reason.index()])).sum();
