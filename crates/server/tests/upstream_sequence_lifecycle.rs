@@ -146,3 +146,42 @@ fn an_upstream_that_restarts_keeps_flowing_and_the_recording_replays_the_same() 
     assert_eq!(metric(addr, "tickgate_upstream_gaps_total{source=\"desk\"}"), Some(2.0));
     assert_eq!(metric(addr, "tickgate_upstream_resets_total{reason=\"seq_jump\",source=\"desk\"}"), Some(2.0));
 }
+
+/// An upstream that numbers afresh on the same connection (a daily reset, say), after fewer
+/// messages than `feed.max_seq_jump`: a short run of its new numbers is refused as repeats, then
+/// it flows again after an `upstream_reset`, instead of staying silent until its numbers pass
+/// the old ones.
+#[test]
+fn an_upstream_that_numbers_afresh_without_reconnecting_flows_again_after_a_reset() {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let gateway = start_gateway(|c| {
+        c.server.reactors = 1;
+        let mut desk = SourceConfig::new("desk", "tcp");
+        desk.tcp_connect = Some(upstream_addr);
+        c.feed.sources = vec![desk];
+    });
+    let addr = gateway.local_addr();
+    let mut feed = accept(&upstream);
+    let mut client = TestClient::connect(addr);
+    client.subscribe(&["AAPL"]);
+    let run = u64::from(tickgate_feed::upstream_seq::RESTART_RUN);
+    let mut lines = String::new();
+    for seq in 1..=200 {
+        lines += &trade("AAPL", seq, 1_000 + seq);
+    }
+    for seq in 1..=run + 9 {
+        lines += &trade("AAPL", seq, 2_000 + seq);
+    }
+    feed.write_all(lines.as_bytes()).unwrap();
+    let received = kinds(&events(&mut client, 200 + 1 + 10));
+    assert_eq!(received[199], "trade 1200.00");
+    assert_eq!(received[200], "reset upstream_restart after 200", "{received:?}");
+    assert_eq!(received[201], format!("trade {}.00", 2_000 + run), "{received:?}");
+    assert_eq!(received[210], format!("trade {}.00", 2_009 + run), "{received:?}");
+    let refused = metric(addr, "tickgate_ticks_rejected_total{reason=\"seq_backwards\",source=\"desk\"}");
+    assert_eq!(refused, Some((run - 1) as f64), "the run before the reset is counted");
+    drop(feed);
+    drop(client);
+    gateway.shutdown();
+}
