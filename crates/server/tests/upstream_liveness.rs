@@ -461,3 +461,22 @@ fn tcp_probes_in_listen_mode_change_nothing_for_clients() {
     assert!(messages.iter().any(|m| m["price"] == "11.00"), "the upstream goes on: {messages:?}");
     assert_eq!(source_health(addr)["up"], true);
 }
+
+#[test]
+fn in_listen_mode_connections_held_open_without_a_byte_cannot_lock_a_restarted_upstream_out() {
+    let (gateway, mut client, listen, first) = listening_gateway_with_an_upstream();
+    let addr = gateway.local_addr();
+    // More silent connections than may wait, held open (the silence bound is 20 s).
+    let silent: Vec<TcpStream> = (0..tickgate_feed::tcp::MAX_WAITING + 4).map(|_| connect_upstream(listen)).collect();
+    eventually("the silent ones accepted", || {
+        metric(addr, "tickgate_source_probes_total{source=\"tcp\"}") >= Some(4.0)
+    });
+    // The upstream restarts: its old connection ends, the new one sends at once.
+    drop(first);
+    assert_eq!(client.recv_type("status")["feed"], "down");
+    let mut restarted = connect_upstream(listen);
+    restarted.write_all(trade(1, "12.00").as_bytes()).unwrap();
+    assert_eq!(client.recv_type("status")["feed"], "up", "the restarted upstream got in");
+    assert_eq!(client.recv_type("trade")["price"], "12.00");
+    drop(silent);
+}
