@@ -208,7 +208,7 @@ impl Client {
         let unknown = match self.mapper.map(buf, now) {
             Ok(Some(normalized)) => {
                 if let Some((from, to)) = normalized.upstream_gap {
-                    self.health.upstream_gaps.fetch_add(to - from + 1, Ordering::Relaxed);
+                    self.health.count_gap(from, to);
                 }
                 self.health.last_message_ns.store(now, Ordering::Relaxed);
                 session.deliver(normalized);

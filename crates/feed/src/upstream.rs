@@ -85,6 +85,17 @@ pub struct SourceHealth {
     pub unhealthy_attempts: AtomicU64,
 }
 
+impl SourceHealth {
+    /// Counts the upstream gap `from..=to`. Saturating: the sizes come from the upstream, and an
+    /// upstream that jumps back and forth by `feed.max_seq_jump` would wrap a plain sum in
+    /// seconds.
+    pub fn count_gap(&self, from: u64, to: u64) {
+        let missed = to.saturating_sub(from).saturating_add(1);
+        let _ =
+            self.upstream_gaps.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_add(missed)));
+    }
+}
+
 /// The wait between attempts: doubles from `reconnect_min` to `reconnect_max`, each wait drawn
 /// between half and all of it (jitter, so restarted gateways do not reconnect in step).
 #[derive(Debug)]
@@ -380,6 +391,16 @@ mod tests {
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!((feed.poll(100, &mut batch), feed.is_up()), (0, true), "up first");
         assert_eq!(feed.poll(100, &mut batch), 1, "then the ticks");
+    }
+
+    #[test]
+    fn the_gap_count_saturates() {
+        let health = SourceHealth::default();
+        health.count_gap(3, 4);
+        assert_eq!(health.upstream_gaps.load(Ordering::Relaxed), 2);
+        health.count_gap(1, u64::MAX - 1);
+        health.count_gap(1, 1_000_000);
+        assert_eq!(health.upstream_gaps.load(Ordering::Relaxed), u64::MAX, "no wrap");
     }
 
     #[test]
