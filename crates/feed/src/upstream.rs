@@ -73,7 +73,8 @@ pub struct SourceHealth {
     pub last_message_ns: AtomicU64,
     /// Sessions ended because the upstream said nothing for the silence bound.
     pub silences: AtomicU64,
-    /// Subscriptions the exchange refused (each ends the session).
+    /// Subscriptions the exchange refused, or left unanswered for the silence bound (each ends
+    /// the session).
     pub subscription_errors: AtomicU64,
     /// Listen mode: connections that closed (or stayed silent) without sending anything.
     pub probes: AtomicU64,
@@ -199,6 +200,11 @@ impl<'a> Session<'a> {
 
     pub fn silent_for(&self) -> Duration {
         self.last_heard.elapsed()
+    }
+
+    /// How long the session has waited for its first tick or acknowledgement (None once live).
+    pub fn not_live_for(&self) -> Option<Duration> {
+        (!self.live).then(|| self.started.elapsed())
     }
 
     /// The upstream acknowledged the subscription: the source is up.

@@ -480,3 +480,31 @@ fn in_listen_mode_connections_held_open_without_a_byte_cannot_lock_a_restarted_u
     assert_eq!(client.recv_type("trade")["price"], "12.00");
     drop(silent);
 }
+
+#[test]
+fn an_exchange_that_never_answers_the_subscription_but_answers_pings_is_reconnected() {
+    let (exchange, gateway, mut client) = gateway_on(binance);
+    let addr = gateway.local_addr();
+    let mut ws = exchange_accept(&exchange);
+    // Neither an acknowledgement nor a tick: only the WebSocket layer lives (reading answers
+    // the gateway's pings), so the connection is never silent.
+    ws.get_mut().set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let accepted = Instant::now();
+    let closed = loop {
+        match ws.read() {
+            Ok(Message::Close(_)) | Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                break accepted.elapsed();
+            }
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break accepted.elapsed(),
+            Ok(_) => {}
+        }
+        assert!(accepted.elapsed() < PATIENCE, "the gateway kept an unanswered subscription open");
+    };
+    assert!(closed >= Duration::from_millis(250), "given the silence bound: {closed:?}");
+    let _again = exchange_accept(&exchange);
+    eventually("counted", || {
+        metric(addr, "tickgate_source_subscription_errors_total{source=\"binance\"}") == Some(1.0)
+    });
+    assert_eq!(statuses(&messages_within(&mut client, Duration::from_millis(200))), Vec::<String>::new(), "never up");
+}
