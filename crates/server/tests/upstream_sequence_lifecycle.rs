@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+use tickgate_server::Gateway;
 use tickgate_server::config::SourceConfig;
 use tickgate_testkit::{TestClient, eventually, metric, start_gateway};
 
@@ -55,17 +56,23 @@ fn kinds(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// Runs a TCP upstream through a gateway named "desk" that records to `record`: seq 10, 11,
-/// 14, 15; a reconnect that numbers from 1; an absurd jump and a return. Returns what a
-/// subscriber received.
-fn live_run(upstream: &TcpListener, upstream_addr: SocketAddr, record: &Path) -> (Vec<Value>, [Option<f64>; 2]) {
-    let gateway = start_gateway(|c| {
+/// A gateway whose one source, "desk", connects to a TCP upstream at `upstream_addr`, recording
+/// to `record` if given.
+fn desk_gateway(upstream_addr: SocketAddr, record: Option<&Path>) -> Gateway {
+    start_gateway(|c| {
         c.server.reactors = 1;
         let mut desk = SourceConfig::new("desk", "tcp");
         desk.tcp_connect = Some(upstream_addr);
         c.feed.sources = vec![desk];
-        c.feed.record_path = Some(record.to_path_buf());
-    });
+        c.feed.record_path = record.map(Path::to_path_buf);
+    })
+}
+
+/// Runs a TCP upstream through a gateway named "desk" that records to `record`: seq 10, 11,
+/// 14, 15; a reconnect that numbers from 1; an absurd jump and a return. Returns what a
+/// subscriber received.
+fn live_run(upstream: &TcpListener, upstream_addr: SocketAddr, record: &Path) -> (Vec<Value>, [Option<f64>; 2]) {
+    let gateway = desk_gateway(upstream_addr, Some(record));
     let addr = gateway.local_addr();
     let mut feed = accept(upstream);
     let mut client = TestClient::connect(addr);
@@ -155,12 +162,7 @@ fn an_upstream_that_restarts_keeps_flowing_and_the_recording_replays_the_same() 
 fn an_upstream_that_numbers_afresh_without_reconnecting_flows_again_after_a_reset() {
     let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
     let upstream_addr = upstream.local_addr().unwrap();
-    let gateway = start_gateway(|c| {
-        c.server.reactors = 1;
-        let mut desk = SourceConfig::new("desk", "tcp");
-        desk.tcp_connect = Some(upstream_addr);
-        c.feed.sources = vec![desk];
-    });
+    let gateway = desk_gateway(upstream_addr, None);
     let addr = gateway.local_addr();
     let mut feed = accept(&upstream);
     let mut client = TestClient::connect(addr);
