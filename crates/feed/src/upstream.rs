@@ -400,6 +400,38 @@ mod tests {
     }
 
     #[test]
+    fn sessions_that_end_during_the_status_hold_still_come_out_up_ticks_down_in_order() {
+        let liveness = Liveness { status_hold: Duration::from_millis(50), ..Liveness::default() };
+        let (tx, mut feed) = UpstreamFeed::channel(64, &liveness);
+        // Three short sessions, all queued before the ingest side looks: the second and third
+        // begin and end within the hold of the one before.
+        for session in 1..=3 {
+            for event in [Upstream::Live, tick(session), Upstream::Lost] {
+                tx.send(event).unwrap();
+            }
+        }
+        let mut batch = Batch::default();
+        let (mut told, mut up) = (Vec::new(), false);
+        let start = Instant::now();
+        while told.len() < 9 && start.elapsed() < Duration::from_secs(10) {
+            let n = feed.poll(100, &mut batch);
+            if n > 0 {
+                assert!(up, "ticks only while the clients were told up");
+                told.push(format!("{n} ticks"));
+            }
+            if feed.is_up() != up {
+                up = feed.is_up();
+                told.push(if up { "up" } else { "down" }.to_string());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let once = ["up", "1 ticks", "down"];
+        assert_eq!(told, [once, once, once].concat());
+        let ts: Vec<u64> = batch.ticks.iter().map(|t| t.ts).collect();
+        assert_eq!(ts, [1, 2, 3], "each session's tick, in order");
+    }
+
+    #[test]
     fn the_gap_count_saturates() {
         let health = SourceHealth::default();
         health.count_gap(3, 4);
