@@ -508,3 +508,26 @@ fn an_exchange_that_never_answers_the_subscription_but_answers_pings_is_reconnec
     });
     assert_eq!(statuses(&messages_within(&mut client, Duration::from_millis(200))), Vec::<String>::new(), "never up");
 }
+
+#[test]
+fn in_listen_mode_a_takeover_in_the_middle_of_a_line_counts_the_cut_line_and_mixes_nothing() {
+    let (gateway, mut client, listen, mut first) = listening_gateway_with_an_upstream();
+    let addr = gateway.local_addr();
+    // Half a line whose other half never comes; the reader has it before the takeover.
+    let line = trade(2, "20.00");
+    first.write_all(&line.as_bytes()[..line.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut second = connect_upstream(listen);
+    // The second upstream's bytes are never glued onto the first one's half line.
+    second.write_all(trade(3, "30.00").as_bytes()).unwrap();
+    // Its numbering carries on the first one's: the cut line's seq 2 is announced missing.
+    let gap = client.recv();
+    assert_eq!((gap["type"].as_str(), gap["missed"].as_u64()), (Some("upstream_gap"), Some(1)), "{gap}");
+    let m = client.recv();
+    assert_eq!((m["type"].as_str(), m["price"].as_str()), (Some("trade"), Some("30.00")), "no status between");
+    eventually("the cut line counted", || {
+        metric(addr, "tickgate_ticks_rejected_total{reason=\"malformed\",source=\"tcp\"}") == Some(1.0)
+    });
+    let after = messages_within(&mut client, Duration::from_millis(300));
+    assert!(after.iter().all(|m| m["type"] != "status" && m["price"] != "20.00"), "{after:?}");
+}
