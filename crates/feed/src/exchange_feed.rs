@@ -158,6 +158,14 @@ impl Client {
                 let _ = ws.close(None);
                 return "shutting down".into();
             }
+            // Pongs keep a connection alive, not a subscription the exchange never answered.
+            if let Some(waited) = session.not_live_for().filter(|w| *w >= self.liveness.silence) {
+                self.health.subscription_errors.fetch_add(1, Ordering::Relaxed);
+                let waited_ms = waited.as_millis() as u64;
+                tracing::error!(source = &*self.name, url = %self.url, waited_ms, "the exchange did not answer the subscription");
+                let _ = ws.close(None);
+                return format!("subscription unanswered for {waited_ms} ms");
+            }
             if last_ping.elapsed() >= self.liveness.ping_interval() {
                 last_ping = Instant::now();
                 if let Err(e) = ws.send(tungstenite::Message::Ping(Default::default())) {
@@ -208,7 +216,7 @@ impl Client {
         let unknown = match self.mapper.map(buf, now) {
             Ok(Some(normalized)) => {
                 if let Some((from, to)) = normalized.upstream_gap {
-                    self.health.upstream_gaps.fetch_add(to - from + 1, Ordering::Relaxed);
+                    self.health.count_gap(from, to);
                 }
                 self.health.last_message_ns.store(now, Ordering::Relaxed);
                 session.deliver(normalized);

@@ -223,8 +223,7 @@ impl Source for Replay {
                 break;
             }
             if let Some((from, to)) = normalized.upstream_gap {
-                let missed = to.saturating_sub(from).saturating_add(1);
-                self.stats.health.upstream_gaps.fetch_add(missed, Ordering::Relaxed);
+                self.stats.health.count_gap(from, to);
             }
             out.push(normalized);
             n += 1;

@@ -18,7 +18,8 @@
 //! is counted as a probe, logged at most once a second, and changes nothing for clients. One that
 //! sends data replaces the current connection, if any (which is closed): a restarted upstream
 //! always gets in, even past a half-open predecessor. At most [`MAX_WAITING`] connections wait;
-//! more are closed at once, with a log line.
+//! a newer one closes the one that waited longest (counted as a probe, with a log line), so
+//! connections held open without a byte cannot lock a restarted upstream out.
 
 use std::io::{self, BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -177,17 +178,26 @@ impl Acceptor {
                     if waiting.len() >= MAX_WAITING {
                         self.sweep(waiting);
                     }
-                    if waiting.len() >= MAX_WAITING || stream.set_nonblocking(true).is_err() {
+                    if stream.set_nonblocking(true).is_err() {
+                        self.probe(peer, "failed before sending anything");
+                        continue;
+                    }
+                    // Full: the connection that waited longest makes room. Connections held open
+                    // without a byte then only push each other out; a restarted upstream, which
+                    // sends at once, is handed over at the next sweep.
+                    if waiting.len() >= MAX_WAITING
+                        && let Some(oldest) = waiting.iter().enumerate().min_by_key(|(_, w)| w.2).map(|(i, _)| i)
+                    {
+                        let (_, dropped, _) = waiting.swap_remove(oldest);
                         self.health.probes.fetch_add(1, Ordering::Relaxed);
                         if let Some(held_back) = self.refused_log.allow() {
                             tracing::warn!(
                                 source = &*self.name,
-                                %peer,
+                                peer = %dropped,
                                 held_back,
-                                "upstream connection refused: {MAX_WAITING} connections already wait for their first byte"
+                                "upstream connection closed unread: {MAX_WAITING} connections wait for their first byte, a newer one came"
                             );
                         }
-                        continue;
                     }
                     waiting.push((stream, peer, Instant::now()));
                 }
@@ -415,7 +425,7 @@ impl Reader {
         match self.normalizer.normalize(line, now) {
             Ok(normalized) => {
                 if let Some((from, to)) = normalized.upstream_gap {
-                    self.health.upstream_gaps.fetch_add(to - from + 1, Ordering::Relaxed);
+                    self.health.count_gap(from, to);
                 }
                 self.health.last_message_ns.store(now, Ordering::Relaxed);
                 session.deliver(normalized);

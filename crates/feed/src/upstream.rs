@@ -73,7 +73,8 @@ pub struct SourceHealth {
     pub last_message_ns: AtomicU64,
     /// Sessions ended because the upstream said nothing for the silence bound.
     pub silences: AtomicU64,
-    /// Subscriptions the exchange refused (each ends the session).
+    /// Subscriptions the exchange refused, or left unanswered for the silence bound (each ends
+    /// the session).
     pub subscription_errors: AtomicU64,
     /// Listen mode: connections that closed (or stayed silent) without sending anything.
     pub probes: AtomicU64,
@@ -83,6 +84,17 @@ pub struct SourceHealth {
     pub backoff_ms: AtomicU64,
     /// Attempts and sessions since the last healthy session.
     pub unhealthy_attempts: AtomicU64,
+}
+
+impl SourceHealth {
+    /// Counts the upstream gap `from..=to`. Saturating: the sizes come from the upstream, and an
+    /// upstream that jumps back and forth by `feed.max_seq_jump` would wrap a plain sum in
+    /// seconds.
+    pub fn count_gap(&self, from: u64, to: u64) {
+        let missed = to.saturating_sub(from).saturating_add(1);
+        let _ =
+            self.upstream_gaps.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_add(missed)));
+    }
 }
 
 /// The wait between attempts: doubles from `reconnect_min` to `reconnect_max`, each wait drawn
@@ -188,6 +200,11 @@ impl<'a> Session<'a> {
 
     pub fn silent_for(&self) -> Duration {
         self.last_heard.elapsed()
+    }
+
+    /// How long the session has waited for its first tick or acknowledgement (None once live).
+    pub fn not_live_for(&self) -> Option<Duration> {
+        (!self.live).then(|| self.started.elapsed())
     }
 
     /// The upstream acknowledged the subscription: the source is up.
@@ -380,6 +397,48 @@ mod tests {
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!((feed.poll(100, &mut batch), feed.is_up()), (0, true), "up first");
         assert_eq!(feed.poll(100, &mut batch), 1, "then the ticks");
+    }
+
+    #[test]
+    fn sessions_that_end_during_the_status_hold_still_come_out_up_ticks_down_in_order() {
+        let liveness = Liveness { status_hold: Duration::from_millis(50), ..Liveness::default() };
+        let (tx, mut feed) = UpstreamFeed::channel(64, &liveness);
+        // Three short sessions, all queued before the ingest side looks: the second and third
+        // begin and end within the hold of the one before.
+        for session in 1..=3 {
+            for event in [Upstream::Live, tick(session), Upstream::Lost] {
+                tx.send(event).unwrap();
+            }
+        }
+        let mut batch = Batch::default();
+        let (mut told, mut up) = (Vec::new(), false);
+        let start = Instant::now();
+        while told.len() < 9 && start.elapsed() < Duration::from_secs(10) {
+            let n = feed.poll(100, &mut batch);
+            if n > 0 {
+                assert!(up, "ticks only while the clients were told up");
+                told.push(format!("{n} ticks"));
+            }
+            if feed.is_up() != up {
+                up = feed.is_up();
+                told.push(if up { "up" } else { "down" }.to_string());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let once = ["up", "1 ticks", "down"];
+        assert_eq!(told, [once, once, once].concat());
+        let ts: Vec<u64> = batch.ticks.iter().map(|t| t.ts).collect();
+        assert_eq!(ts, [1, 2, 3], "each session's tick, in order");
+    }
+
+    #[test]
+    fn the_gap_count_saturates() {
+        let health = SourceHealth::default();
+        health.count_gap(3, 4);
+        assert_eq!(health.upstream_gaps.load(Ordering::Relaxed), 2);
+        health.count_gap(1, u64::MAX - 1);
+        health.count_gap(1, 1_000_000);
+        assert_eq!(health.upstream_gaps.load(Ordering::Relaxed), u64::MAX, "no wrap");
     }
 
     #[test]

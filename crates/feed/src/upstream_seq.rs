@@ -7,23 +7,32 @@
 //! | `last + 2 ..= last + 1 + max_jump` | delivered, after an upstream gap of the skipped span |
 //! | further ahead than that | delivered, after an upstream reset (`seq_jump`); the numbering starts again there |
 //! | `last - max_jump ..= last` (a repeat or a late one) | rejected, `seq_backwards`; nothing changes |
+//! | the [`RESTART_RUN`]th number in a row behind `last`, each above the one before | delivered, after an upstream reset (`upstream_restart`): the upstream numbers afresh without reconnecting; the numbering starts again there |
 //! | further back than that | delivered, after an upstream reset (`seq_jump`); the numbering starts again there |
 //! | the first `seq` of a new session (a reconnect) | continuing the last session's numbering (`last + 1 ..= last + 1 + max_jump`, or any number ahead for [`Numbering::Increasing`]): as within a session; otherwise delivered after an upstream reset (`upstream_restart`) |
 //! | the first `seq` of a new replay lap | delivered after an upstream reset (`replay_loop`) |
 //! | a message the upstream marks as a reset | delivered after an upstream reset of its reason |
 //!
 //! `seq` 0 is an ordinary number, the lowest. A jump can never become a baseline that rejects
-//! what follows: going back more than `max_jump` is itself a reset, so at most `max_jump + 1`
-//! messages in a row can be rejected, and only while they really are repeats. No arithmetic here
+//! what follows: going back more than `max_jump` is itself a reset, and a numbering that runs
+//! again behind the last number (an upstream that restarts at 1 on the same connection, after
+//! fewer than `max_jump` messages) is one after [`RESTART_RUN`] of its numbers. Repeats of one
+//! number, or numbers that go back, can be rejected for as long as they come. No arithmetic here
 //! can wrap.
 
 /// Default `feed.max_seq_jump`: the largest forward jump taken as a gap rather than a reset.
 pub const DEFAULT_MAX_SEQ_JUMP: u64 = 1_000_000;
 
+/// Numbers in a row behind the last delivered one, each above the one before, that are taken as
+/// the upstream numbering afresh rather than as repeats: the upstream's retransmission of its
+/// last few messages stays rejected, a restarted numbering loses at most `RESTART_RUN - 1`.
+pub const RESTART_RUN: u32 = 32;
+
 /// Why the upstream's numbering of a symbol did not continue: clients get an `upstream_reset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ResetReason {
-    /// A new upstream session (a reconnect) numbers afresh.
+    /// A new upstream session (a reconnect) numbers afresh, or the upstream numbers afresh on
+    /// the same connection (a run of [`RESTART_RUN`] rising numbers behind the last).
     UpstreamRestart,
     /// The number jumped further than `feed.max_seq_jump` (ahead or back).
     SeqJump,
@@ -82,6 +91,9 @@ struct SymbolSeq {
     last: Option<u64>,
     /// Set by a new session until the symbol's first number of that session.
     new_session: Option<ResetReason>,
+    /// The rejected numbers behind `last` since the last delivered one, each above the one
+    /// before: (the latest, how many).
+    behind: Option<(u64, u32)>,
 }
 
 /// The last upstream sequence number of every symbol of one source.
@@ -123,12 +135,12 @@ impl UpstreamSeqs {
         let max_jump = self.max_jump;
         let Some(s) = self.symbols.get_mut(index) else { return Ok(Continuity::InOrder) };
         if let Some(reason) = reset {
-            *s = SymbolSeq { last: seq, new_session: None };
+            *s = SymbolSeq { last: seq, new_session: None, behind: None };
             return Ok(Continuity::Reset(reason));
         }
         let Some(seq) = seq else { return Ok(Continuity::InOrder) };
         let Some(last) = s.last else {
-            *s = SymbolSeq { last: Some(seq), new_session: None };
+            *s = SymbolSeq { last: Some(seq), new_session: None, behind: None };
             return Ok(Continuity::InOrder);
         };
         // Events skipped if `seq` continues the numbering (None: it does not go forward).
@@ -144,10 +156,20 @@ impl UpstreamSeqs {
                 continued(last, seq, skipped, numbering)
             }
             (None, Some(_)) => Continuity::Reset(ResetReason::SeqJump),
-            (None, None) if last - seq <= max_jump => return Err(crate::normalize::Reject::SeqBackwards),
+            (None, None) if last - seq <= max_jump => {
+                let run = match s.behind {
+                    Some((latest, run)) if seq > latest => run.saturating_add(1),
+                    _ => 1,
+                };
+                if run < RESTART_RUN {
+                    s.behind = Some((seq, run));
+                    return Err(crate::normalize::Reject::SeqBackwards);
+                }
+                Continuity::Reset(ResetReason::UpstreamRestart)
+            }
             (None, None) => Continuity::Reset(ResetReason::SeqJump),
         };
-        *s = SymbolSeq { last: Some(seq), new_session: None };
+        *s = SymbolSeq { last: Some(seq), new_session: None, behind: None };
         Ok(continuity)
     }
 }
@@ -201,6 +223,36 @@ mod tests {
     }
 
     #[test]
+    fn an_upstream_that_numbers_afresh_without_reconnecting_loses_at_most_a_restart_run() {
+        let mut s = UpstreamSeqs::new(1, MAX_JUMP);
+        for seq in 1..=500 {
+            assert!(check(&mut s, seq).is_ok());
+        }
+        // A daily reset on the same connection: 1, 2, ... again, all within max_jump of 500.
+        let run = u64::from(RESTART_RUN);
+        for seq in 1..run {
+            assert_eq!(check(&mut s, seq), Err(Reject::SeqBackwards), "seq {seq}");
+        }
+        assert_eq!(check(&mut s, run), Ok(Continuity::Reset(ResetReason::UpstreamRestart)));
+        assert_eq!(check(&mut s, run + 1), Ok(Continuity::InOrder), "the new numbering is the baseline");
+        assert_eq!(check(&mut s, run + 1), Err(Reject::SeqBackwards), "and repeats of it are repeats");
+
+        // A retransmission of the last few, and one number repeated however often, stay repeats.
+        let mut s = UpstreamSeqs::new(1, MAX_JUMP);
+        for seq in 1..=500 {
+            assert!(check(&mut s, seq).is_ok());
+        }
+        for seq in 500 - run + 2..=500 {
+            assert_eq!(check(&mut s, seq), Err(Reject::SeqBackwards), "a retransmitted {seq}");
+        }
+        assert_eq!(check(&mut s, 501), Ok(Continuity::InOrder), "then the numbering carries on");
+        for _ in 0..3 * run {
+            assert_eq!(check(&mut s, 400), Err(Reject::SeqBackwards));
+        }
+        assert_eq!(check(&mut s, 502), Ok(Continuity::InOrder));
+    }
+
+    #[test]
     fn increasing_numbering_has_no_gaps_but_still_no_poisoning_baseline() {
         let mut s = UpstreamSeqs::new(1, MAX_JUMP);
         let mut check = |seq| s.check(0, Some(seq), Numbering::Increasing, None);
@@ -221,6 +273,8 @@ mod tests {
     enum Op {
         NewSession,
         Seq(u64),
+        /// A numbering running from this number, longer than a restart run.
+        Run(u64),
     }
 
     fn seq_value() -> impl Strategy<Value = u64> {
@@ -228,7 +282,7 @@ mod tests {
     }
 
     fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![1 => Just(Op::NewSession), 8 => seq_value().prop_map(Op::Seq)]
+        prop_oneof![1 => Just(Op::NewSession), 8 => seq_value().prop_map(Op::Seq), 1 => (0..40u64).prop_map(Op::Run)]
     }
 
     proptest! {
@@ -241,18 +295,31 @@ mod tests {
             let mut s = UpstreamSeqs::new(1, MAX_JUMP);
             let mut last: Option<u64> = None;
             let mut fresh_session = false;
+            // Rejected numbers in a row, each above the one before: (the latest, how many).
+            let mut behind: Option<(u64, u32)> = None;
+            let ops = ops.into_iter().flat_map(|op| match op {
+                Op::Run(from) => (from..from + u64::from(RESTART_RUN) + 5).map(Op::Seq).collect(),
+                op => vec![op],
+            });
             for op in ops {
                 match op {
                     Op::NewSession => {
                         s.new_session(ResetReason::UpstreamRestart);
                         fresh_session = true;
                     }
+                    Op::Run(_) => unreachable!("expanded above"),
                     Op::Seq(seq) => match check(&mut s, seq) {
                         Err(reject) => {
                             prop_assert_eq!(reject, Reject::SeqBackwards);
                             let last = last.expect("a first number is never rejected");
                             prop_assert!(!fresh_session, "a new session's first number is delivered");
                             prop_assert!(seq <= last && last - seq <= MAX_JUMP);
+                            let run = match behind {
+                                Some((latest, run)) if seq > latest => run + 1,
+                                _ => 1,
+                            };
+                            prop_assert!(run < RESTART_RUN, "a numbering afresh is taken after {} numbers", RESTART_RUN);
+                            behind = Some((seq, run));
                         }
                         Ok(continuity) => {
                             if let Continuity::Gap { from, to } = continuity {
@@ -265,6 +332,7 @@ mod tests {
                             }
                             last = Some(seq);
                             fresh_session = false;
+                            behind = None;
                         }
                     },
                 }

@@ -461,3 +461,73 @@ fn tcp_probes_in_listen_mode_change_nothing_for_clients() {
     assert!(messages.iter().any(|m| m["price"] == "11.00"), "the upstream goes on: {messages:?}");
     assert_eq!(source_health(addr)["up"], true);
 }
+
+#[test]
+fn in_listen_mode_connections_held_open_without_a_byte_cannot_lock_a_restarted_upstream_out() {
+    let (gateway, mut client, listen, first) = listening_gateway_with_an_upstream();
+    let addr = gateway.local_addr();
+    // More silent connections than may wait, held open (the silence bound is 20 s).
+    let silent: Vec<TcpStream> = (0..tickgate_feed::tcp::MAX_WAITING + 4).map(|_| connect_upstream(listen)).collect();
+    eventually("the silent ones accepted", || {
+        metric(addr, "tickgate_source_probes_total{source=\"tcp\"}") >= Some(4.0)
+    });
+    // The upstream restarts: its old connection ends, the new one sends at once.
+    drop(first);
+    assert_eq!(client.recv_type("status")["feed"], "down");
+    let mut restarted = connect_upstream(listen);
+    restarted.write_all(trade(1, "12.00").as_bytes()).unwrap();
+    assert_eq!(client.recv_type("status")["feed"], "up", "the restarted upstream got in");
+    assert_eq!(client.recv_type("trade")["price"], "12.00");
+    drop(silent);
+}
+
+#[test]
+fn an_exchange_that_never_answers_the_subscription_but_answers_pings_is_reconnected() {
+    let (exchange, gateway, mut client) = gateway_on(binance);
+    let addr = gateway.local_addr();
+    let mut ws = exchange_accept(&exchange);
+    // Neither an acknowledgement nor a tick: only the WebSocket layer lives (reading answers
+    // the gateway's pings), so the connection is never silent.
+    ws.get_mut().set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let accepted = Instant::now();
+    let closed = loop {
+        match ws.read() {
+            Ok(Message::Close(_)) | Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                break accepted.elapsed();
+            }
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break accepted.elapsed(),
+            Ok(_) => {}
+        }
+        assert!(accepted.elapsed() < PATIENCE, "the gateway kept an unanswered subscription open");
+    };
+    assert!(closed >= Duration::from_millis(250), "given the silence bound: {closed:?}");
+    let _again = exchange_accept(&exchange);
+    eventually("counted", || {
+        metric(addr, "tickgate_source_subscription_errors_total{source=\"binance\"}") == Some(1.0)
+    });
+    assert_eq!(statuses(&messages_within(&mut client, Duration::from_millis(200))), Vec::<String>::new(), "never up");
+}
+
+#[test]
+fn in_listen_mode_a_takeover_in_the_middle_of_a_line_counts_the_cut_line_and_mixes_nothing() {
+    let (gateway, mut client, listen, mut first) = listening_gateway_with_an_upstream();
+    let addr = gateway.local_addr();
+    // Half a line whose other half never comes; the reader has it before the takeover.
+    let line = trade(2, "20.00");
+    first.write_all(&line.as_bytes()[..line.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut second = connect_upstream(listen);
+    // The second upstream's bytes are never glued onto the first one's half line.
+    second.write_all(trade(3, "30.00").as_bytes()).unwrap();
+    // Its numbering carries on the first one's: the cut line's seq 2 is announced missing.
+    let gap = client.recv();
+    assert_eq!((gap["type"].as_str(), gap["missed"].as_u64()), (Some("upstream_gap"), Some(1)), "{gap}");
+    let m = client.recv();
+    assert_eq!((m["type"].as_str(), m["price"].as_str()), (Some("trade"), Some("30.00")), "no status between");
+    eventually("the cut line counted", || {
+        metric(addr, "tickgate_ticks_rejected_total{reason=\"malformed\",source=\"tcp\"}") == Some(1.0)
+    });
+    let after = messages_within(&mut client, Duration::from_millis(300));
+    assert!(after.iter().all(|m| m["type"] != "status" && m["price"] != "20.00"), "{after:?}");
+}

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+use tickgate_server::Gateway;
 use tickgate_server::config::SourceConfig;
 use tickgate_testkit::{TestClient, eventually, metric, start_gateway};
 
@@ -55,17 +56,23 @@ fn kinds(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// Runs a TCP upstream through a gateway named "desk" that records to `record`: seq 10, 11,
-/// 14, 15; a reconnect that numbers from 1; an absurd jump and a return. Returns what a
-/// subscriber received.
-fn live_run(upstream: &TcpListener, upstream_addr: SocketAddr, record: &Path) -> (Vec<Value>, [Option<f64>; 2]) {
-    let gateway = start_gateway(|c| {
+/// A gateway whose one source, "desk", connects to a TCP upstream at `upstream_addr`, recording
+/// to `record` if given.
+fn desk_gateway(upstream_addr: SocketAddr, record: Option<&Path>) -> Gateway {
+    start_gateway(|c| {
         c.server.reactors = 1;
         let mut desk = SourceConfig::new("desk", "tcp");
         desk.tcp_connect = Some(upstream_addr);
         c.feed.sources = vec![desk];
-        c.feed.record_path = Some(record.to_path_buf());
-    });
+        c.feed.record_path = record.map(Path::to_path_buf);
+    })
+}
+
+/// Runs a TCP upstream through a gateway named "desk" that records to `record`: seq 10, 11,
+/// 14, 15; a reconnect that numbers from 1; an absurd jump and a return. Returns what a
+/// subscriber received.
+fn live_run(upstream: &TcpListener, upstream_addr: SocketAddr, record: &Path) -> (Vec<Value>, [Option<f64>; 2]) {
+    let gateway = desk_gateway(upstream_addr, Some(record));
     let addr = gateway.local_addr();
     let mut feed = accept(upstream);
     let mut client = TestClient::connect(addr);
@@ -145,4 +152,38 @@ fn an_upstream_that_restarts_keeps_flowing_and_the_recording_replays_the_same() 
     let addr = gateway.local_addr();
     assert_eq!(metric(addr, "tickgate_upstream_gaps_total{source=\"desk\"}"), Some(2.0));
     assert_eq!(metric(addr, "tickgate_upstream_resets_total{reason=\"seq_jump\",source=\"desk\"}"), Some(2.0));
+}
+
+/// An upstream that numbers afresh on the same connection (a daily reset, say), after fewer
+/// messages than `feed.max_seq_jump`: a short run of its new numbers is refused as repeats, then
+/// it flows again after an `upstream_reset`, instead of staying silent until its numbers pass
+/// the old ones.
+#[test]
+fn an_upstream_that_numbers_afresh_without_reconnecting_flows_again_after_a_reset() {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let gateway = desk_gateway(upstream_addr, None);
+    let addr = gateway.local_addr();
+    let mut feed = accept(&upstream);
+    let mut client = TestClient::connect(addr);
+    client.subscribe(&["AAPL"]);
+    let run = u64::from(tickgate_feed::upstream_seq::RESTART_RUN);
+    let mut lines = String::new();
+    for seq in 1..=200 {
+        lines += &trade("AAPL", seq, 1_000 + seq);
+    }
+    for seq in 1..=run + 9 {
+        lines += &trade("AAPL", seq, 2_000 + seq);
+    }
+    feed.write_all(lines.as_bytes()).unwrap();
+    let received = kinds(&events(&mut client, 200 + 1 + 10));
+    assert_eq!(received[199], "trade 1200.00");
+    assert_eq!(received[200], "reset upstream_restart after 200", "{received:?}");
+    assert_eq!(received[201], format!("trade {}.00", 2_000 + run), "{received:?}");
+    assert_eq!(received[210], format!("trade {}.00", 2_009 + run), "{received:?}");
+    let refused = metric(addr, "tickgate_ticks_rejected_total{reason=\"seq_backwards\",source=\"desk\"}");
+    assert_eq!(refused, Some((run - 1) as f64), "the run before the reset is counted");
+    drop(feed);
+    drop(client);
+    gateway.shutdown();
 }
