@@ -25,6 +25,6 @@ pub use market::{LastValueCache, LastValues, Sequencer};
 pub use outbound::{EntryId, OutboundQueue};
 pub use outbox::{Budget, MissedSpan, Outbox, OverHardLimit, Policy, Verdict};
 pub use rate::TokenBucket;
-pub use subscription::{SubscriptionIndex, SymbolSet};
+pub use subscription::{Channels, SubscriptionIndex, SymbolSet};
 pub use symbol::{AssetClass, SymbolError, SymbolId, SymbolInfo, SymbolTable};
 pub use tick::{Tick, TickKind};

@@ -2,7 +2,9 @@
 //!
 //! ```json
 //! {"op":"subscribe","symbols":["AAPL","MSFT"],"id":1}
+//! {"op":"subscribe","symbols":["MSFT"],"channels":["trades"],"id":5}
 //! {"op":"unsubscribe","symbols":["AAPL"],"id":2}
+//! {"op":"unsubscribe","symbols":["AAPL"],"channels":["quotes"],"id":6}
 //! {"op":"list_symbols","id":3}
 //! {"op":"list_subscriptions","id":4}
 //! ```
@@ -14,7 +16,7 @@
 use std::borrow::Cow;
 
 use simd_json::{BorrowedValue, StaticNode};
-use tickgate_core::Policy;
+use tickgate_core::{Channels, Policy};
 
 /// Longest string id accepted, in characters.
 pub const MAX_ID_CHARS: usize = 64;
@@ -33,13 +35,17 @@ impl RequestId {
 /// One parsed client command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command<'a> {
-    /// Subscribe; `policy` chooses this connection's slow-consumer policy.
+    /// Subscribe; `policy` chooses this connection's slow-consumer policy; `channels` (none:
+    /// both) the events wanted of every symbol of the command.
     Subscribe {
         symbols: Vec<Cow<'a, str>>,
         policy: Option<Policy>,
+        channels: Option<Channels>,
     },
+    /// Unsubscribe from `channels` of the symbols (none: from the symbols altogether).
     Unsubscribe {
         symbols: Vec<Cow<'a, str>>,
+        channels: Option<Channels>,
     },
     ListSymbols,
     ListSubscriptions,
@@ -118,9 +124,13 @@ pub fn parse_command(buf: &mut [u8]) -> Result<Request<'_>, CommandError> {
                 },
                 Some(_) => return Err(CommandError::new(id, "field \"policy\" must be a string")),
             };
-            Command::Subscribe { symbols: take_symbols(&mut object, &id)?, policy }
+            let channels = take_channels(&mut object, &id)?;
+            Command::Subscribe { symbols: take_symbols(&mut object, &id)?, policy, channels }
         }
-        "unsubscribe" => Command::Unsubscribe { symbols: take_symbols(&mut object, &id)? },
+        "unsubscribe" => {
+            let channels = take_channels(&mut object, &id)?;
+            Command::Unsubscribe { symbols: take_symbols(&mut object, &id)?, channels }
+        }
         "list_symbols" => Command::ListSymbols,
         "list_subscriptions" => Command::ListSubscriptions,
         "auth" => match object.remove("token") {
@@ -128,10 +138,7 @@ pub fn parse_command(buf: &mut [u8]) -> Result<Request<'_>, CommandError> {
             _ => return Err(CommandError::new(id, "field \"token\" must be a string")),
         },
         other => {
-            let mut shown: String = other.chars().take(32).collect();
-            if shown.len() < other.len() {
-                shown.push('…');
-            }
+            let shown = shorten(other);
             return Err(CommandError::new(
                 id,
                 format!(
@@ -177,6 +184,48 @@ fn take_symbols<'a>(
     }
 }
 
+/// A client's word, cut to 32 characters to be quoted in an error.
+fn shorten(text: &str) -> String {
+    let mut shown: String = text.chars().take(32).collect();
+    if shown.len() < text.len() {
+        shown.push('…');
+    }
+    shown
+}
+
+/// The optional `channels` field: a non-empty array of `"trades"` and `"quotes"`.
+fn take_channels(
+    object: &mut simd_json::value::borrowed::Object<'_>,
+    id: &Option<RequestId>,
+) -> Result<Option<Channels>, CommandError> {
+    let not_list = || {
+        CommandError::new(
+            id.clone(),
+            "field \"channels\" must be a non-empty array of \"trades\" and \"quotes\", e.g. [\"trades\"]",
+        )
+    };
+    let items = match object.remove("channels") {
+        None | Some(BorrowedValue::Static(StaticNode::Null)) => return Ok(None),
+        Some(BorrowedValue::Array(items)) if !items.is_empty() => items,
+        Some(_) => return Err(not_list()),
+    };
+    let mut channels = Channels::NONE;
+    for item in items.iter() {
+        let BorrowedValue::String(name) = item else { return Err(not_list()) };
+        match Channels::parse(name) {
+            Some(channel) => channels = channels.union(channel),
+            None => {
+                let shown = shorten(name);
+                return Err(CommandError::new(
+                    id.clone(),
+                    format!("unknown channel {shown:?}; the channels are \"trades\" and \"quotes\""),
+                ));
+            }
+        }
+    }
+    Ok(Some(channels))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,12 +243,27 @@ mod tests {
     fn parses_every_op() {
         let r = parse(r#"{"op":"subscribe","symbols":["AAPL","MSFT"],"id":1}"#).unwrap();
         assert_eq!(r.id, id("1"));
-        assert_eq!(r.command, Command::Subscribe { symbols: vec!["AAPL".into(), "MSFT".into()], policy: None });
+        assert_eq!(
+            r.command,
+            Command::Subscribe { symbols: vec!["AAPL".into(), "MSFT".into()], policy: None, channels: None }
+        );
         let r = parse(r#"{"op":"subscribe","symbols":["AAPL"],"policy":"drop"}"#).unwrap();
-        assert_eq!(r.command, Command::Subscribe { symbols: vec!["AAPL".into()], policy: Some(Policy::Drop) });
+        assert_eq!(
+            r.command,
+            Command::Subscribe { symbols: vec!["AAPL".into()], policy: Some(Policy::Drop), channels: None }
+        );
         let r = parse(r#"{"id":"req-\"7\"","op":"unsubscribe","symbols":[]}"#).unwrap();
         assert_eq!(r.id, id(r#""req-\"7\"""#));
-        assert_eq!(r.command, Command::Unsubscribe { symbols: vec![] });
+        assert_eq!(r.command, Command::Unsubscribe { symbols: vec![], channels: None });
+        let r = parse(r#"{"op":"subscribe","symbols":["AAPL"],"channels":["quotes","trades","quotes"]}"#).unwrap();
+        assert_eq!(
+            r.command,
+            Command::Subscribe { symbols: vec!["AAPL".into()], policy: None, channels: Some(Channels::ALL) }
+        );
+        let r = parse(r#"{"op":"unsubscribe","symbols":["AAPL"],"channels":["trades"]}"#).unwrap();
+        assert_eq!(r.command, Command::Unsubscribe { symbols: vec!["AAPL".into()], channels: Some(Channels::TRADES) });
+        let r = parse(r#"{"op":"subscribe","symbols":["AAPL"],"channels":null}"#).unwrap();
+        assert!(matches!(r.command, Command::Subscribe { channels: None, .. }));
         assert_eq!(parse(r#"{"op":"list_symbols"}"#).unwrap().command, Command::ListSymbols);
         let r = parse(r#"{"op":"list_subscriptions","id":-2.5,"extra":true}"#).unwrap();
         assert_eq!((r.id, r.command), (id("-2.5"), Command::ListSubscriptions));
@@ -225,6 +289,10 @@ mod tests {
                 id("7"),
                 "\"conflate\", \"drop\" or \"disconnect\"",
             ),
+            (r#"{"op":"subscribe","symbols":[],"channels":["bids"],"id":8}"#, id("8"), "unknown channel \"bids\""),
+            (r#"{"op":"subscribe","symbols":[],"channels":[],"id":9}"#, id("9"), "non-empty array"),
+            (r#"{"op":"unsubscribe","symbols":[],"channels":"trades","id":10}"#, id("10"), "non-empty array"),
+            (r#"{"op":"subscribe","symbols":[],"channels":[1],"id":11}"#, id("11"), "non-empty array"),
         ];
         for (text, want_id, want_message) in cases {
             let err = parse(text).unwrap_err();

@@ -139,6 +139,21 @@ pub fn subscribed<'s>(
     out.extend_from_slice(b"\"}");
 }
 
+/// Adds `"channels":[..]` to the reply just written into `out` (a `subscribed` or
+/// `unsubscribed`): the channels its command named.
+pub fn with_channels(out: &mut Vec<u8>, channels: tickgate_core::Channels) {
+    debug_assert_eq!(out.last(), Some(&b'}'));
+    out.pop();
+    out.extend_from_slice(b",\"channels\":[");
+    for (i, name) in channels.names().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, name);
+    }
+    out.extend_from_slice(b"]}");
+}
+
 /// `{"type":"error","id":..,"code":..,"message":..}` with optional `symbols`.
 pub fn error<'s>(
     out: &mut Vec<u8>,
@@ -333,6 +348,20 @@ mod tests {
             (v["bid"].as_str(), v["ask"].as_str(), v["ask_size"].as_str()),
             (Some("187.11"), Some("187.13"), Some("5"))
         );
+    }
+
+    #[test]
+    fn replies_can_state_their_channels() {
+        let v = encode(|o| {
+            subscribed(o, None, ["AAPL"], tickgate_core::Policy::Drop);
+            with_channels(o, tickgate_core::Channels::TRADES);
+        });
+        assert_eq!(v, json!({"type":"subscribed","symbols":["AAPL"],"policy":"drop","channels":["trades"]}));
+        let v = encode(|o| {
+            symbol_list(o, "unsubscribed", None, ["AAPL"]);
+            with_channels(o, tickgate_core::Channels::ALL);
+        });
+        assert_eq!(v, json!({"type":"unsubscribed","symbols":["AAPL"],"channels":["trades","quotes"]}));
     }
 
     #[test]

@@ -22,8 +22,8 @@ use std::time::Instant;
 
 use tickgate_core::subscription::ConnKey;
 use tickgate_core::{
-    Budget, Frame, LastValueCache, Outbox, OverHardLimit, Policy, SubscriptionIndex, SymbolId, SymbolInfo, SymbolSet,
-    SymbolTable, Tick, Verdict,
+    Budget, Channels, Frame, LastValueCache, Outbox, OverHardLimit, Policy, SubscriptionIndex, SymbolId, SymbolInfo,
+    SymbolSet, SymbolTable, Tick, Verdict,
 };
 use tickgate_protocol::{Command, ErrorCode, FrameBuilder, RequestId, message};
 
@@ -210,6 +210,13 @@ impl Desk<'_> {
     }
 }
 
+/// What a `subscribe` asks for besides its symbols.
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    policy: Option<Policy>,
+    channels: Option<Channels>,
+}
+
 /// The limits a command is checked against.
 #[derive(Debug, Clone, Copy)]
 pub struct CommandLimits {
@@ -239,8 +246,11 @@ impl Session<'_> {
             desk.error(self.out, id, ErrorCode::Backlogged, text, [])
         } else {
             match command {
-                Command::Subscribe { symbols, policy } => self.subscribe(desk, index, limits, id, symbols, *policy),
-                Command::Unsubscribe { symbols } => self.unsubscribe(desk, index, id, symbols),
+                Command::Subscribe { symbols, policy, channels } => {
+                    let wanted = Wanted { policy: *policy, channels: *channels };
+                    self.subscribe(desk, index, limits, id, symbols, wanted)
+                }
+                Command::Unsubscribe { symbols, channels } => self.unsubscribe(desk, index, id, symbols, *channels),
                 Command::ListSymbols => {
                     let symbols = desk.symbols;
                     let frame = desk
@@ -264,8 +274,10 @@ impl Session<'_> {
     }
 
     /// Subscribes: answers `subscribed` with every symbol now held, then a snapshot for each
-    /// symbol not held before. A symbol already held is only acknowledged: its stream goes on
-    /// where it is (no snapshot; what the client is owed still comes as a gap and a snapshot).
+    /// symbol not held before and each held one that gains a channel. A symbol already held on
+    /// the channels asked for is only acknowledged: its stream goes on where it is (no snapshot;
+    /// what the client is owed still comes as a gap and a snapshot). Channels add up: a symbol
+    /// held on trades and subscribed on quotes is then held on both.
     fn subscribe(
         &mut self,
         desk: &mut Desk<'_>,
@@ -273,7 +285,7 @@ impl Session<'_> {
         limits: CommandLimits,
         id: Option<&RequestId>,
         names: &[Cow<'_, str>],
-        policy: Option<Policy>,
+        Wanted { policy, channels }: Wanted,
     ) -> Result<(), OverHardLimit> {
         let (mut known, unknown) = resolve(desk.symbols, names);
         let mut not_entitled = Vec::new();
@@ -292,14 +304,21 @@ impl Session<'_> {
         let universe = desk.symbols.capacity();
         let max = limits.max_subscriptions;
         let mut refused = Vec::new();
+        // Symbols not held before, and held ones that gain a channel: each gets a snapshot.
         let mut added = Vec::new();
+        let wanted = channels.unwrap_or(Channels::ALL);
         self.subs.reserve(known.len().min(max.saturating_sub(self.subs.len())), universe);
         known.retain(|&symbol| {
             if self.subs.contains(symbol) {
+                let held = index.channels_of(symbol, self.key).unwrap_or(Channels::ALL);
+                if !held.contains(wanted) {
+                    index.set_channels(symbol, self.key, held.union(wanted));
+                    added.push(symbol);
+                }
                 true
             } else if self.subs.len() < max {
                 self.subs.insert(symbol, universe);
-                index.add(symbol, self.key);
+                index.add_on(symbol, self.key, wanted);
                 added.push(symbol);
                 true
             } else {
@@ -309,8 +328,12 @@ impl Session<'_> {
         });
         if !known.is_empty() || (unknown.is_empty() && refused.is_empty() && not_entitled.is_empty()) {
             let (symbols, policy) = (desk.symbols, self.out.policy);
-            let frame =
-                desk.builder.text(|o| message::subscribed(o, id, known.iter().map(|&s| &*symbols.get(s).name), policy));
+            let frame = desk.builder.text(|o| {
+                message::subscribed(o, id, known.iter().map(|&s| &*symbols.get(s).name), policy);
+                if let Some(channels) = channels {
+                    message::with_channels(o, channels);
+                }
+            });
             desk.push(self.out, frame)?;
             for &symbol in &added {
                 if !desk.settle(self.out, symbol, None)? {
@@ -343,27 +366,45 @@ impl Session<'_> {
         self.reply_unknown(desk, id, &unknown)
     }
 
-    /// Unsubscribes: answers `unsubscribed`; what the client was still owed for those symbols is
-    /// forgotten (events of them queued before stay queued, ahead of the answer).
+    /// Unsubscribes from `channels` of the symbols (none: both): answers `unsubscribed`. A symbol
+    /// left with a channel stays held on it, its stream and what the client is owed unchanged;
+    /// a symbol left with none is dropped, and what the client was still owed for it is
+    /// forgotten (events of it queued before stay queued, ahead of the answer).
     fn unsubscribe(
         &mut self,
         desk: &mut Desk<'_>,
         index: &mut SubscriptionIndex,
         id: Option<&RequestId>,
         names: &[Cow<'_, str>],
+        channels: Option<Channels>,
     ) -> Result<(), OverHardLimit> {
         let (known, unknown) = resolve(desk.symbols, names);
+        let leaving = channels.unwrap_or(Channels::ALL);
         if !known.is_empty() || unknown.is_empty() {
             for &symbol in &known {
-                if self.subs.remove(symbol) {
-                    index.remove(symbol, self.key);
+                let left = index.channels_of(symbol, self.key).map(|held| held.without(leaving));
+                match left {
+                    Some(left) if !left.is_empty() => {
+                        // The answer is about the symbol: no quote queued before it may be
+                        // replaced by one after it, and what the client is owed comes first.
+                        desk.settle(self.out, symbol, None)?;
+                        index.set_channels(symbol, self.key, left);
+                    }
+                    _ => {
+                        if self.subs.remove(symbol) {
+                            index.remove(symbol, self.key);
+                        }
+                        let _ = self.out.settle(symbol);
+                    }
                 }
-                let _ = self.out.settle(symbol);
             }
             let symbols = desk.symbols;
-            let frame = desk
-                .builder
-                .text(|o| message::symbol_list(o, "unsubscribed", id, known.iter().map(|&s| &*symbols.get(s).name)));
+            let frame = desk.builder.text(|o| {
+                message::symbol_list(o, "unsubscribed", id, known.iter().map(|&s| &*symbols.get(s).name));
+                if let Some(channels) = channels {
+                    message::with_channels(o, channels);
+                }
+            });
             desk.push(self.out, frame)?;
         }
         self.reply_unknown(desk, id, &unknown)

@@ -16,6 +16,10 @@
 //! - an `upstream_gap` is never overtaken by a later event (its `after_seq` is not behind what
 //!   the client holds);
 //! - nothing about a symbol arrives after its `unsubscribed`, until it is subscribed again;
+//! - channels: only events of the channels held arrive; a subscribe that adds a channel to a
+//!   held symbol is followed by a snapshot (after a gap if one is owed); every seq the client
+//!   does not get is of a channel it does not hold, or a quote counted in a `conflated`, or in
+//!   an announced gap;
 //! - every command gets an answer; nothing follows a close frame;
 //! - the queue never holds more than the hard limit (plus the close frame);
 //! - once everything is read, the client holds the last seq of every symbol it subscribed.
@@ -28,7 +32,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 use tickgate_core::subscription::ConnKey;
 use tickgate_core::{
-    AssetClass, Budget, LastValueCache, Outbox, Policy, SubscriptionIndex, SymbolId, SymbolInfo, SymbolSet,
+    AssetClass, Budget, Channels, LastValueCache, Outbox, Policy, SubscriptionIndex, SymbolId, SymbolInfo, SymbolSet,
     SymbolTable, Tick, TickKind, Verdict,
 };
 use tickgate_protocol::{CloseCode, FrameBuilder, close_frame, message, parse_command};
@@ -45,9 +49,11 @@ enum Op {
     Subscribe {
         mask: u8,
         policy: Option<Policy>,
+        channels: Option<Channels>,
     },
     Unsubscribe {
         mask: u8,
+        channels: Option<Channels>,
     },
     ListSubscriptions,
     ListSymbols,
@@ -80,10 +86,21 @@ fn policy() -> impl Strategy<Value = Policy> {
     prop_oneof![Just(Policy::Conflate), Just(Policy::Drop), Just(Policy::Disconnect)]
 }
 
+/// No `channels` field (both), or one naming some.
+fn channels() -> impl Strategy<Value = Option<Channels>> {
+    prop_oneof![
+        2 => Just(None),
+        1 => Just(Some(Channels::TRADES)),
+        1 => Just(Some(Channels::QUOTES)),
+        1 => Just(Some(Channels::ALL)),
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (1u8..64, prop::option::weighted(0.2, policy())).prop_map(|(mask, policy)| Op::Subscribe { mask, policy }),
-        1 => (1u8..64).prop_map(|mask| Op::Unsubscribe { mask }),
+        3 => (1u8..64, prop::option::weighted(0.2, policy()), channels())
+            .prop_map(|(mask, policy, channels)| Op::Subscribe { mask, policy, channels }),
+        1 => (1u8..64, channels()).prop_map(|(mask, channels)| Op::Unsubscribe { mask, channels }),
         1 => Just(Op::ListSubscriptions),
         1 => Just(Op::ListSymbols),
         8 => (0..SYMBOLS, any::<bool>()).prop_map(|(symbol, trade)| Op::Tick { symbol, trade }),
@@ -208,6 +225,15 @@ impl Gateway {
         self.index.subscribers(symbol).contains(&KEY)
     }
 
+    /// Whether the fan-out offers this tick to the connection.
+    fn offered(&self, tick: &Tick) -> bool {
+        self.index.channels_of(tick.symbol, KEY).is_some_and(|c| c.admits(&tick.kind))
+    }
+
+    fn is_quote(&self, symbol: SymbolId, seq: u64) -> bool {
+        self.quotes.contains(&(symbol.0, seq))
+    }
+
     fn tick(&mut self, symbol: u32, trade: bool) {
         let id = SymbolId(symbol);
         self.seq[symbol as usize] += 1;
@@ -221,7 +247,7 @@ impl Gateway {
         let tick = Tick { symbol: id, seq, ts: seq, gw_ts: seq, kind };
         self.feed_lvc.record(&tick);
         self.lvc.record(&tick);
-        if self.closed || !self.subscribed_here(id) {
+        if self.closed || !self.offered(&tick) {
             return;
         }
         let info = self.symbols.get(id);
@@ -303,6 +329,28 @@ struct Held {
     awaiting_snapshot: bool,
     /// A gap was read: the next message about the symbol is a snapshot at or past this seq.
     gap_to: Option<u64>,
+    /// The channels held, as the replies stated them.
+    channels: Option<Channels>,
+}
+
+/// The kind of event `seq` of symbol `id` was (the ones the reactor skipped count as trades).
+fn kind_of(quotes: &BTreeSet<(u32, u64)>, id: u32, seq: u64) -> TickKind {
+    if quotes.contains(&(id, seq)) {
+        TickKind::Quote { bid: 0, bid_size: 0, ask: 0, ask_size: 0 }
+    } else {
+        TickKind::Trade { price: 0, size: 0 }
+    }
+}
+
+/// The channels a `subscribed` or `unsubscribed` names (none named: both).
+fn stated_channels(m: &Value) -> Channels {
+    match m["channels"].as_array() {
+        None => Channels::ALL,
+        Some(names) => names
+            .iter()
+            .map(|n| Channels::parse(n.as_str().unwrap()).expect("a channel name"))
+            .fold(Channels::NONE, Channels::union),
+    }
 }
 
 /// The client: decodes frames and checks each message against the contract.
@@ -356,16 +404,28 @@ impl Client {
         let seq = |field: &str| m[field].as_u64().unwrap_or_else(|| panic!("{field} in {m}"));
         match kind {
             "subscribed" => {
+                let wanted = stated_channels(m);
                 for name in names() {
                     let held = self.held.entry(name.as_str().unwrap().to_string()).or_default();
-                    if held.seq.is_none() {
+                    let before = held.channels.unwrap_or(Channels::NONE);
+                    if held.seq.is_none() || !before.contains(wanted) {
                         held.awaiting_snapshot = true;
                     }
+                    held.channels = Some(before.union(wanted));
                 }
             }
             "unsubscribed" => {
+                let leaving = stated_channels(m);
                 for name in names() {
-                    self.held.remove(name.as_str().unwrap());
+                    let name = name.as_str().unwrap();
+                    if let Some(held) = self.held.get_mut(name) {
+                        let left = held.channels.unwrap_or(Channels::ALL).without(leaving);
+                        if left.is_empty() {
+                            self.held.remove(name);
+                        } else {
+                            held.channels = Some(left);
+                        }
+                    }
                 }
             }
             "snapshot" => {
@@ -375,26 +435,34 @@ impl Client {
                 let s = seq("seq");
                 match (held.awaiting_snapshot, held.gap_to) {
                     (true, None) => {}
-                    (false, Some(to)) => prop_assert!(s >= to, "snapshot {} older than its gap's end {}", s, to),
-                    _ => prop_assert!(false, "snapshot not after a subscribe or a gap: {} ({:?})", m, held),
+                    (_, Some(to)) => prop_assert!(s >= to, "snapshot {} older than its gap's end {}", s, to),
+                    (false, None) => prop_assert!(false, "snapshot not after a subscribe or a gap: {} ({:?})", m, held),
                 }
                 if let Some(h) = held.seq {
                     prop_assert!(s >= h, "snapshot {} older than held {}", s, h);
                 }
-                *held = Held { seq: Some(s), awaiting_snapshot: false, gap_to: None };
+                *held = Held { seq: Some(s), awaiting_snapshot: false, gap_to: None, channels: held.channels };
             }
             "gap" => {
                 let held = self.held.get_mut(&symbol);
                 prop_assert!(held.is_some(), "gap of {} not subscribed: {}", symbol, m);
                 let held = held.unwrap();
+                // A held symbol that gains a channel is owed a snapshot, and may get a gap first.
                 prop_assert!(
-                    !held.awaiting_snapshot && held.gap_to.is_none(),
+                    (!held.awaiting_snapshot || held.seq.is_some()) && held.gap_to.is_none(),
                     "gap before a snapshot: {} ({:?})",
                     m,
                     held
                 );
                 let (from, to) = (seq("from_seq"), seq("to_seq"));
-                prop_assert_eq!(Some(from), held.seq.map(|h| h + 1), "gap starts right after what is held: {}", m);
+                // Right after what is held, but for the seqs of a channel not held.
+                let h = held.seq.unwrap_or_default();
+                prop_assert!(from > h, "gap starts after what is held: {}", m);
+                let channels = held.channels.unwrap_or(Channels::ALL);
+                let id: u32 = symbol[1..].parse().unwrap();
+                for seq in h + 1..from {
+                    prop_assert!(!channels.admits(&kind_of(quotes, id, seq)), "gap {} leaves {} out", m, seq);
+                }
                 prop_assert!(to >= from);
                 held.gap_to = Some(to);
             }
@@ -410,11 +478,19 @@ impl Client {
                 let s = seq("seq");
                 let conflated = m["conflated"].as_u64().unwrap_or(0);
                 prop_assert!(kind == "quote" || conflated == 0);
-                prop_assert_eq!(s, h + 1 + conflated, "every missing seq is accounted for: held {}, got {}", h, m);
+                prop_assert!(s > h, "seq never goes back: held {}, got {}", h, m);
                 let id: u32 = symbol[1..].parse().unwrap();
-                for missing in h + 1..s {
-                    prop_assert!(quotes.contains(&(id, missing)), "seq {} superseded but not a quote: {}", missing, m);
+                let channels = held.channels.unwrap_or(Channels::ALL);
+                let is_quote = |seq: u64| quotes.contains(&(id, seq));
+                let kind_of = |seq: u64| kind_of(quotes, id, seq);
+                prop_assert!(channels.admits(&kind_of(s)), "{} on channels {:?}", m, channels);
+                // What is missing on the channels held: superseded quotes, as many as it says.
+                let mut superseded = 0;
+                for missing in (h + 1..s).filter(|&seq| channels.admits(&kind_of(seq))) {
+                    prop_assert!(is_quote(missing), "seq {} superseded but not a quote: {}", missing, m);
+                    superseded += 1;
                 }
+                prop_assert_eq!(superseded, conflated, "every missing seq is accounted for: held {}, got {}", h, m);
                 self.held.get_mut(&symbol).unwrap().seq = Some(s);
             }
             "upstream_gap" => {
@@ -451,6 +527,13 @@ fn names(mask: u8) -> String {
     names.join(",")
 }
 
+/// The `channels` field of a command, if any.
+fn channels_field(channels: Option<Channels>) -> String {
+    channels
+        .map(|c| format!(",\"channels\":[{}]", c.names().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(",")))
+        .unwrap_or_default()
+}
+
 fn run(policy: Policy, soft: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut gw = Gateway::new(policy, soft);
     let mut client = Client::default();
@@ -458,12 +541,16 @@ fn run(policy: Policy, soft: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
     for op in ops {
         let mut read = Vec::new();
         match op {
-            Op::Subscribe { mask, policy } => {
+            Op::Subscribe { mask, policy, channels } => {
                 let policy = policy.map(|p| format!(",\"policy\":\"{}\"", p.as_str())).unwrap_or_default();
-                sent.push(gw.command(format!("{{\"op\":\"subscribe\",\"symbols\":[{}]{policy}}}", names(mask))));
+                let channels = channels_field(channels);
+                sent.push(
+                    gw.command(format!("{{\"op\":\"subscribe\",\"symbols\":[{}]{policy}{channels}}}", names(mask))),
+                );
             }
-            Op::Unsubscribe { mask } => {
-                sent.push(gw.command(format!("{{\"op\":\"unsubscribe\",\"symbols\":[{}]}}", names(mask))))
+            Op::Unsubscribe { mask, channels } => {
+                let channels = channels_field(channels);
+                sent.push(gw.command(format!("{{\"op\":\"unsubscribe\",\"symbols\":[{}]{channels}}}", names(mask))))
             }
             Op::ListSubscriptions => sent.push(gw.command("{\"op\":\"list_subscriptions\"}".into())),
             Op::ListSymbols => sent.push(gw.command("{\"op\":\"list_symbols\"}".into())),
@@ -506,7 +593,22 @@ fn run(policy: Policy, soft: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
         prop_assert_eq!(held, subs.iter().map(String::as_str).collect::<BTreeSet<_>>());
         for s in gw.subs.iter() {
             let name = &gw.symbols.get(s).name;
-            prop_assert_eq!(client.held[&**name].seq, Some(gw.seq[s.index()]), "{} caught up", name);
+            let held = client.held[&**name];
+            let channels = gw.index.channels_of(s, KEY).expect("held symbols are in the index");
+            prop_assert_eq!(held.channels.unwrap_or(Channels::ALL), channels, "{} channels as stated", name);
+            // Caught up: whatever came after the seq held is of a channel not held.
+            let h = held.seq.expect("a snapshot was read");
+            for seq in h + 1..=gw.seq[s.index()] {
+                prop_assert!(
+                    !gw.is_quote(s, seq) && channels == Channels::QUOTES
+                        || gw.is_quote(s, seq) && channels == Channels::TRADES,
+                    "{} caught up: holds {}, missed {} on {:?}",
+                    name,
+                    h,
+                    seq,
+                    channels
+                );
+            }
         }
     }
     Ok(())
@@ -529,13 +631,14 @@ proptest! {
 /// the symbols it holds, several times, then reads everything.
 #[test]
 fn re_subscribing_held_symbols_while_behind_keeps_the_contract() {
-    let mut ops = vec![Op::Subscribe { mask: 0b111, policy: Some(Policy::Conflate) }, Op::Read(usize::MAX)];
+    let mut ops =
+        vec![Op::Subscribe { mask: 0b111, policy: Some(Policy::Conflate), channels: None }, Op::Read(usize::MAX)];
     for round in 0..6 {
         for symbol in 0..3 {
             ops.push(Op::Quotes { symbol, n: 30 });
             ops.push(Op::Tick { symbol, trade: round % 2 == 0 });
         }
-        ops.push(Op::Subscribe { mask: 0b111, policy: None });
+        ops.push(Op::Subscribe { mask: 0b111, policy: None, channels: None });
         ops.push(Op::UpstreamGap { symbol: round % 3 });
         ops.push(Op::Read(100));
     }

@@ -26,11 +26,17 @@ impl Reactor {
                 FanoutMsg::Tick { tick, frame } => {
                     self.lvc.record(&tick);
                     let subscribers = self.index.subscribers(tick.symbol);
+                    let channels = self.index.channels(tick.symbol);
                     let info = self.symbols.get(tick.symbol);
                     offers += subscribers.len();
                     // Subscribers marked dirty during a write pass are written in the next one.
                     let mut next_pass = 0;
-                    for &key in subscribers {
+                    let mut offered = 0;
+                    for (&key, channels) in subscribers.iter().zip(channels) {
+                        if !channels.admits(&tick.kind) {
+                            continue;
+                        }
+                        offered += 1;
                         let conn = &mut self.conns[key as usize];
                         let Phase::Ws(ws) = &mut conn.phase else { continue };
                         let out = &mut ws.get_mut().out;
@@ -47,7 +53,7 @@ impl Reactor {
                             next_pass += u64::from(self.passing);
                         }
                     }
-                    self.fanned_out.push((tick.gw_ts, subscribers.len() as u64 - next_pass));
+                    self.fanned_out.push((tick.gw_ts, offered - next_pass));
                     if next_pass > 0 {
                         self.carried.push((tick.gw_ts, next_pass));
                     }
