@@ -114,14 +114,21 @@ pub fn symbol_list<'s>(
 ) {
     open(out, kind);
     write_id(out, id);
-    out.extend_from_slice(b",\"symbols\":[");
-    for (i, s) in symbols.into_iter().enumerate() {
+    out.extend_from_slice(b",\"symbols\":");
+    write_str_array(out, symbols);
+    out.push(b'}');
+}
+
+/// `["a","b"]`.
+fn write_str_array<'s>(out: &mut Vec<u8>, items: impl IntoIterator<Item = &'s str>) {
+    out.push(b'[');
+    for (i, s) in items.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         write_str(out, s);
     }
-    out.extend_from_slice(b"]}");
+    out.push(b']');
 }
 
 /// `{"type":"subscribed","id":..,"symbols":[..],"policy":..}`: the symbols now subscribed and
@@ -144,14 +151,9 @@ pub fn subscribed<'s>(
 pub fn with_channels(out: &mut Vec<u8>, channels: tickgate_core::Channels) {
     debug_assert_eq!(out.last(), Some(&b'}'));
     out.pop();
-    out.extend_from_slice(b",\"channels\":[");
-    for (i, name) in channels.names().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_str(out, name);
-    }
-    out.extend_from_slice(b"]}");
+    out.extend_from_slice(b",\"channels\":");
+    write_str_array(out, channels.names());
+    out.push(b'}');
 }
 
 /// `{"type":"error","id":..,"code":..,"message":..}` with optional `symbols`.
