@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod rate;
 pub mod subscription;
 pub mod symbol;
+pub mod throttle;
 pub mod tick;
 
 pub use decimal::{DecimalError, format_fixed, parse_fixed};
@@ -27,4 +28,5 @@ pub use outbox::{Budget, MissedSpan, Outbox, OverHardLimit, Policy, Verdict};
 pub use rate::TokenBucket;
 pub use subscription::{Channels, SubscriptionIndex, SymbolSet};
 pub use symbol::{AssetClass, SymbolError, SymbolId, SymbolInfo, SymbolTable};
+pub use throttle::{QuoteVerdict, Release, SlotWheel, Throttles};
 pub use tick::{Tick, TickKind};

@@ -41,6 +41,8 @@ pub enum Command<'a> {
         symbols: Vec<Cow<'a, str>>,
         policy: Option<Policy>,
         channels: Option<Channels>,
+        /// Most updates per second per symbol (quotes above it are conflated).
+        max_rate: Option<u16>,
     },
     /// Unsubscribe from `channels` of the symbols (none: from the symbols altogether).
     Unsubscribe {
@@ -125,7 +127,8 @@ pub fn parse_command(buf: &mut [u8]) -> Result<Request<'_>, CommandError> {
                 Some(_) => return Err(CommandError::new(id, "field \"policy\" must be a string")),
             };
             let channels = take_channels(&mut object, &id)?;
-            Command::Subscribe { symbols: take_symbols(&mut object, &id)?, policy, channels }
+            let max_rate = take_max_rate(&mut object, &id)?;
+            Command::Subscribe { symbols: take_symbols(&mut object, &id)?, policy, channels, max_rate }
         }
         "unsubscribe" => {
             let channels = take_channels(&mut object, &id)?;
@@ -181,6 +184,28 @@ fn take_symbols<'a>(
             .collect(),
         Some(_) => Err(not_list()),
         None => Err(CommandError::new(id.clone(), "missing field \"symbols\"")),
+    }
+}
+
+/// The optional `max_rate` field: a whole number of updates per second, 1 to
+/// [`tickgate_core::throttle::MAX_RATE`].
+fn take_max_rate(
+    object: &mut simd_json::value::borrowed::Object<'_>,
+    id: &Option<RequestId>,
+) -> Result<Option<u16>, CommandError> {
+    let max = tickgate_core::throttle::MAX_RATE;
+    let rate = match object.remove("max_rate") {
+        None | Some(BorrowedValue::Static(StaticNode::Null)) => return Ok(None),
+        Some(BorrowedValue::Static(StaticNode::U64(n))) => Some(n),
+        Some(BorrowedValue::Static(StaticNode::I64(n))) => u64::try_from(n).ok(),
+        Some(_) => None,
+    };
+    match rate.and_then(|n| u16::try_from(n).ok()) {
+        Some(n) if (1..=max).contains(&n) => Ok(Some(n)),
+        _ => Err(CommandError::new(
+            id.clone(),
+            format!("field \"max_rate\" must be a whole number of updates per second from 1 to {max}"),
+        )),
     }
 }
 
@@ -245,12 +270,22 @@ mod tests {
         assert_eq!(r.id, id("1"));
         assert_eq!(
             r.command,
-            Command::Subscribe { symbols: vec!["AAPL".into(), "MSFT".into()], policy: None, channels: None }
+            Command::Subscribe {
+                symbols: vec!["AAPL".into(), "MSFT".into()],
+                policy: None,
+                channels: None,
+                max_rate: None
+            }
         );
         let r = parse(r#"{"op":"subscribe","symbols":["AAPL"],"policy":"drop"}"#).unwrap();
         assert_eq!(
             r.command,
-            Command::Subscribe { symbols: vec!["AAPL".into()], policy: Some(Policy::Drop), channels: None }
+            Command::Subscribe {
+                symbols: vec!["AAPL".into()],
+                policy: Some(Policy::Drop),
+                channels: None,
+                max_rate: None
+            }
         );
         let r = parse(r#"{"id":"req-\"7\"","op":"unsubscribe","symbols":[]}"#).unwrap();
         assert_eq!(r.id, id(r#""req-\"7\"""#));
@@ -258,10 +293,19 @@ mod tests {
         let r = parse(r#"{"op":"subscribe","symbols":["AAPL"],"channels":["quotes","trades","quotes"]}"#).unwrap();
         assert_eq!(
             r.command,
-            Command::Subscribe { symbols: vec!["AAPL".into()], policy: None, channels: Some(Channels::ALL) }
+            Command::Subscribe {
+                symbols: vec!["AAPL".into()],
+                policy: None,
+                channels: Some(Channels::ALL),
+                max_rate: None
+            }
         );
         let r = parse(r#"{"op":"unsubscribe","symbols":["AAPL"],"channels":["trades"]}"#).unwrap();
         assert_eq!(r.command, Command::Unsubscribe { symbols: vec!["AAPL".into()], channels: Some(Channels::TRADES) });
+        let r = parse(r#"{"op":"subscribe","symbols":["AAPL"],"max_rate":4}"#).unwrap();
+        assert!(matches!(r.command, Command::Subscribe { max_rate: Some(4), .. }));
+        let r = parse(r#"{"op":"subscribe","symbols":["AAPL"],"max_rate":null}"#).unwrap();
+        assert!(matches!(r.command, Command::Subscribe { max_rate: None, .. }));
         let r = parse(r#"{"op":"subscribe","symbols":["AAPL"],"channels":null}"#).unwrap();
         assert!(matches!(r.command, Command::Subscribe { channels: None, .. }));
         assert_eq!(parse(r#"{"op":"list_symbols"}"#).unwrap().command, Command::ListSymbols);
@@ -293,6 +337,13 @@ mod tests {
             (r#"{"op":"subscribe","symbols":[],"channels":[],"id":9}"#, id("9"), "non-empty array"),
             (r#"{"op":"unsubscribe","symbols":[],"channels":"trades","id":10}"#, id("10"), "non-empty array"),
             (r#"{"op":"subscribe","symbols":[],"channels":[1],"id":11}"#, id("11"), "non-empty array"),
+            (r#"{"op":"subscribe","symbols":[],"max_rate":0,"id":12}"#, id("12"), "from 1 to 1000"),
+            (r#"{"op":"subscribe","symbols":[],"max_rate":-4,"id":13}"#, id("13"), "\"max_rate\" must be a whole"),
+            (r#"{"op":"subscribe","symbols":[],"max_rate":2.5,"id":14}"#, id("14"), "\"max_rate\" must be a whole"),
+            (r#"{"op":"subscribe","symbols":[],"max_rate":4.0,"id":15}"#, id("15"), "\"max_rate\" must be a whole"),
+            (r#"{"op":"subscribe","symbols":[],"max_rate":1001,"id":16}"#, id("16"), "from 1 to 1000"),
+            (r#"{"op":"subscribe","symbols":[],"max_rate":1e30,"id":17}"#, id("17"), "from 1 to 1000"),
+            (r#"{"op":"subscribe","symbols":[],"max_rate":"4","id":18}"#, id("18"), "from 1 to 1000"),
         ];
         for (text, want_id, want_message) in cases {
             let err = parse(text).unwrap_err();

@@ -146,6 +146,16 @@ pub fn subscribed<'s>(
     out.extend_from_slice(b"\"}");
 }
 
+/// Adds `"max_rate":n` to the `subscribed` just written into `out`: the rate now in force for
+/// its symbols.
+pub fn with_max_rate(out: &mut Vec<u8>, rate: u16) {
+    debug_assert_eq!(out.last(), Some(&b'}'));
+    out.pop();
+    out.extend_from_slice(b",\"max_rate\":");
+    write_u64(out, u64::from(rate));
+    out.push(b'}');
+}
+
 /// Adds `"channels":[..]` to the reply just written into `out` (a `subscribed` or
 /// `unsubscribed`): the channels its command named.
 pub fn with_channels(out: &mut Vec<u8>, channels: tickgate_core::Channels) {

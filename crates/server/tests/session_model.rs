@@ -16,6 +16,9 @@
 //! - an `upstream_gap` is never overtaken by a later event (its `after_seq` is not behind what
 //!   the client holds);
 //! - nothing about a symbol arrives after its `unsubscribed`, until it is subscribed again;
+//! - rate caps (`max_rate`, and the gateway's cap): quotes held back go out at their slot as
+//!   the newest quote with `conflated` counting the ones it superseded; a trade is never held
+//!   back and never overtakes a quote held back (seq never goes back);
 //! - channels: only events of the channels held arrive; a subscribe that adds a channel to a
 //!   held symbol is followed by a snapshot (after a gap if one is owed); every seq the client
 //!   does not get is of a channel it does not hold, or a quote counted in a `conflated`, or in
@@ -32,11 +35,11 @@ use proptest::prelude::*;
 use serde_json::Value;
 use tickgate_core::subscription::ConnKey;
 use tickgate_core::{
-    AssetClass, Budget, Channels, LastValueCache, Outbox, Policy, SubscriptionIndex, SymbolId, SymbolInfo, SymbolSet,
-    SymbolTable, Tick, TickKind, Verdict,
+    AssetClass, Budget, Channels, LastValueCache, Outbox, Policy, SlotWheel, SubscriptionIndex, SymbolId, SymbolInfo,
+    SymbolSet, SymbolTable, Tick, TickKind, Verdict,
 };
 use tickgate_protocol::{CloseCode, FrameBuilder, close_frame, message, parse_command};
-use tickgate_server::session::{CommandLimits, Desk, Outcome, Session, deliver_tick};
+use tickgate_server::session::{CommandLimits, Desk, Moment, Outcome, Session, deliver_tick, release};
 use tickgate_server::stats::TurnCounters;
 
 const SYMBOLS: u32 = 5;
@@ -50,6 +53,7 @@ enum Op {
         mask: u8,
         policy: Option<Policy>,
         channels: Option<Channels>,
+        max_rate: Option<u16>,
     },
     Unsubscribe {
         mask: u8,
@@ -80,10 +84,19 @@ enum Op {
     Stall {
         ms: u64,
     },
+    /// A little time passes: quotes held back by rate caps whose slot has come are released.
+    Elapse {
+        ms: u64,
+    },
 }
 
 fn policy() -> impl Strategy<Value = Policy> {
     prop_oneof![Just(Policy::Conflate), Just(Policy::Drop), Just(Policy::Disconnect)]
+}
+
+/// No `max_rate` field, or a low or high rate.
+fn max_rate() -> impl Strategy<Value = Option<u16>> {
+    prop_oneof![2 => Just(None), 1 => Just(Some(1)), 1 => Just(Some(4)), 1 => Just(Some(50))]
 }
 
 /// No `channels` field (both), or one naming some.
@@ -98,8 +111,8 @@ fn channels() -> impl Strategy<Value = Option<Channels>> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (1u8..64, prop::option::weighted(0.2, policy()), channels())
-            .prop_map(|(mask, policy, channels)| Op::Subscribe { mask, policy, channels }),
+        3 => (1u8..64, prop::option::weighted(0.2, policy()), channels(), max_rate())
+            .prop_map(|(mask, policy, channels, max_rate)| Op::Subscribe { mask, policy, channels, max_rate }),
         1 => (1u8..64, channels()).prop_map(|(mask, channels)| Op::Unsubscribe { mask, channels }),
         1 => Just(Op::ListSubscriptions),
         1 => Just(Op::ListSymbols),
@@ -109,6 +122,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..SYMBOLS, 1u64..5).prop_map(|(symbol, skipped)| Op::Resync { symbol, skipped }),
         4 => prop_oneof![1usize..64, 64usize..2000, Just(usize::MAX)].prop_map(Op::Read),
         1 => (1u64..6000).prop_map(|ms| Op::Stall { ms }),
+        3 => (1u64..400).prop_map(|ms| Op::Elapse { ms }),
     ]
 }
 
@@ -145,10 +159,14 @@ struct Gateway {
     quotes: BTreeSet<(u32, u64)>,
     next_id: u64,
     closed: bool,
+    /// The gateway's cap on updates per second (`limits.max_update_rate`).
+    cap: u16,
+    wheel: SlotWheel,
+    started: Instant,
 }
 
 impl Gateway {
-    fn new(policy: Policy, soft: usize) -> Self {
+    fn new(policy: Policy, soft: usize, cap: u16) -> Self {
         let mut symbols = SymbolTable::new();
         for i in 0..SYMBOLS {
             let info =
@@ -172,6 +190,9 @@ impl Gateway {
             quotes: BTreeSet::new(),
             next_id: 0,
             closed: false,
+            cap,
+            wheel: SlotWheel::new(),
+            started: now,
         }
     }
 
@@ -208,7 +229,7 @@ impl Gateway {
         }
         let mut bytes = json.replacen('{', &format!("{{\"id\":{id},"), 1).into_bytes();
         let request = parse_command(&mut bytes).expect("the model sends valid commands");
-        let limits = CommandLimits { max_subscriptions: 4 };
+        let limits = CommandLimits { max_subscriptions: 4, max_rate: self.cap };
         let mut desk = desk!(self);
         let mut session = Session { key: KEY, subs: &mut self.subs, out: &mut self.out, principal: None };
         let behind = session.out.is_behind(&desk.budget);
@@ -250,10 +271,41 @@ impl Gateway {
         if self.closed || !self.offered(&tick) {
             return;
         }
+        let at = self.moment();
         let info = self.symbols.get(id);
         let frame = self.builder.text(|o| message::event(o, info, &tick, 0));
-        let verdict = deliver_tick(&mut self.out, &tick, &frame, info, &mut self.builder, &self.budget, self.now);
-        if verdict == Verdict::Disconnect {
+        let verdict = deliver_tick(&mut self.out, &tick, &frame, info, &mut self.builder, &self.budget, at);
+        match verdict {
+            Verdict::Disconnect => self.close_slow_consumer(),
+            Verdict::Throttled { schedule_at: Some(due) } => self.wheel.schedule(KEY, due),
+            _ => {}
+        }
+    }
+
+    fn moment(&self) -> Moment {
+        Moment { now: self.now, ms: self.now.duration_since(self.started).as_millis() as u64 }
+    }
+
+    /// The reactor's release of the quotes held back whose slot has come.
+    fn release_due(&mut self) {
+        let at = self.moment();
+        let mut due = Vec::new();
+        self.wheel.expire(at.ms, &mut due);
+        if due.is_empty() || self.closed {
+            return;
+        }
+        let mut throttles = std::mem::take(&mut self.out.throttles);
+        let mut disconnect = false;
+        let (out, symbols, builder, budget) = (&mut self.out, &self.symbols, &mut self.builder, &self.budget);
+        let next = throttles.take_due(at.ms, |held| {
+            let verdict = release(out, &held, symbols.get(held.quote.symbol), builder, budget, at.now);
+            disconnect |= verdict == Verdict::Disconnect;
+        });
+        self.out.throttles = throttles;
+        if let Some(next) = next {
+            self.wheel.schedule(KEY, next);
+        }
+        if disconnect {
             self.close_slow_consumer();
         }
     }
@@ -534,19 +586,21 @@ fn channels_field(channels: Option<Channels>) -> String {
         .unwrap_or_default()
 }
 
-fn run(policy: Policy, soft: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut gw = Gateway::new(policy, soft);
+fn run(policy: Policy, soft: usize, cap: u16, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut gw = Gateway::new(policy, soft, cap);
     let mut client = Client::default();
     let mut sent = Vec::new();
     for op in ops {
         let mut read = Vec::new();
         match op {
-            Op::Subscribe { mask, policy, channels } => {
+            Op::Subscribe { mask, policy, channels, max_rate } => {
                 let policy = policy.map(|p| format!(",\"policy\":\"{}\"", p.as_str())).unwrap_or_default();
                 let channels = channels_field(channels);
-                sent.push(
-                    gw.command(format!("{{\"op\":\"subscribe\",\"symbols\":[{}]{policy}{channels}}}", names(mask))),
-                );
+                let rate = max_rate.map(|r| format!(",\"max_rate\":{r}")).unwrap_or_default();
+                sent.push(gw.command(format!(
+                    "{{\"op\":\"subscribe\",\"symbols\":[{}]{policy}{channels}{rate}}}",
+                    names(mask)
+                )));
             }
             Op::Unsubscribe { mask, channels } => {
                 let channels = channels_field(channels);
@@ -561,7 +615,12 @@ fn run(policy: Policy, soft: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Read(max) => gw.read(max, &mut read),
             Op::Stall { ms } => {
                 gw.now += Duration::from_millis(ms);
+                gw.release_due();
                 gw.sweep();
+            }
+            Op::Elapse { ms } => {
+                gw.now += Duration::from_millis(ms);
+                gw.release_due();
             }
         }
         prop_assert!(
@@ -572,12 +631,14 @@ fn run(policy: Policy, soft: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
         );
         client.absorb(&read, &gw.quotes)?;
     }
-    // The client reads everything.
+    // The client reads everything, while time passes for what rate caps hold back.
     for _ in 0..10_000 {
+        gw.now += Duration::from_millis(200);
+        gw.release_due();
         let mut read = Vec::new();
         gw.read(usize::MAX, &mut read);
         client.absorb(&read, &gw.quotes)?;
-        if gw.out.queue.is_empty() && (gw.closed || !gw.out.has_gaps()) {
+        if gw.out.queue.is_empty() && (gw.closed || !gw.out.has_gaps()) && gw.wheel.is_empty() {
             break;
         }
     }
@@ -621,9 +682,10 @@ proptest! {
     fn the_connection_path_keeps_the_contract(
         policy in policy(),
         soft in prop_oneof![Just(700usize), Just(1500), Just(4000)],
+        cap in prop_oneof![2 => Just(0u16), 1 => Just(10)],
         ops in prop::collection::vec(op(), 0..300),
     ) {
-        run(policy, soft, ops)?;
+        run(policy, soft, cap, ops)?;
     }
 }
 
@@ -631,17 +693,19 @@ proptest! {
 /// the symbols it holds, several times, then reads everything.
 #[test]
 fn re_subscribing_held_symbols_while_behind_keeps_the_contract() {
-    let mut ops =
-        vec![Op::Subscribe { mask: 0b111, policy: Some(Policy::Conflate), channels: None }, Op::Read(usize::MAX)];
+    let mut ops = vec![
+        Op::Subscribe { mask: 0b111, policy: Some(Policy::Conflate), channels: None, max_rate: None },
+        Op::Read(usize::MAX),
+    ];
     for round in 0..6 {
         for symbol in 0..3 {
             ops.push(Op::Quotes { symbol, n: 30 });
             ops.push(Op::Tick { symbol, trade: round % 2 == 0 });
         }
-        ops.push(Op::Subscribe { mask: 0b111, policy: None, channels: None });
+        ops.push(Op::Subscribe { mask: 0b111, policy: None, channels: None, max_rate: None });
         ops.push(Op::UpstreamGap { symbol: round % 3 });
         ops.push(Op::Read(100));
     }
-    run(Policy::Conflate, 700, ops.clone()).unwrap();
-    run(Policy::Drop, 700, ops).unwrap();
+    run(Policy::Conflate, 700, 0, ops.clone()).unwrap();
+    run(Policy::Drop, 700, 0, ops).unwrap();
 }
