@@ -6,7 +6,7 @@
 //! slot: a quote that comes when its slot is used is held back (the newest replaces the one
 //! held, which is then superseded), and goes out at the next slot, saying how many quotes it
 //! superseded (`"conflated": n`). Nothing is owed across a trade: a trade of the symbol first
-//! sends the quote held back (it uses the next slot), so seq never goes back and the only seqs
+//! sends the quote held back, so seq never goes back and the only seqs
 //! skipped are quotes counted in a `conflated`.
 //!
 //! No timer per subscription: a connection with quotes held back is scheduled once, at its
@@ -128,8 +128,12 @@ impl Throttles {
         let inner = self.0.get_or_insert_with(Box::default);
         match inner.find(symbol) {
             Ok(i) => {
-                inner.entries[i].rate = rate;
-                inner.entries[i].next_slot = 0;
+                // The next slot starts no earlier than it did under the old rate: changing the
+                // rate back and forth does not let more quotes through.
+                let t = &mut inner.entries[i];
+                let due = t.due_ms();
+                t.rate = rate;
+                t.next_slot = due.saturating_mul(u64::from(rate)).div_ceil(1_000);
             }
             Err(i) => inner.entries.insert(i, Throttle { symbol, rate, next_slot: 0, held: None }),
         }
@@ -166,14 +170,14 @@ impl Throttles {
     }
 
     /// Takes the quote held back for `symbol`, with how many quotes it supersedes: before a
-    /// trade or a control frame about the symbol goes out (it uses the next slot).
+    /// trade or a control frame about the symbol goes out. It uses no slot (were it to use the
+    /// next, a busy stretch of trades would push the slots far ahead of the clock), so a
+    /// subscription gets at most its rate of quotes plus one per trade.
     pub fn take_held(&mut self, symbol: SymbolId) -> Option<Release> {
         let inner = self.0.as_mut()?;
         let i = inner.find(symbol).ok()?;
         let t = &mut inner.entries[i];
-        let held = t.held.take()?;
-        t.next_slot += 1;
-        Some(held.release())
+        Some(t.held.take()?.release())
     }
 
     /// When the connection must be put on the wheel: the earliest due time of what it holds,
@@ -329,11 +333,18 @@ mod tests {
         // A trade takes the held quote first, and that uses the next slot.
         assert!(matches!(t.on_quote(&quote(6), 520), Some(QuoteVerdict::Held { .. })));
         assert_eq!(t.take_held(SymbolId(1)), Some(Release { quote: quote(6), superseded: 0, from_seq: 6 }));
-        assert!(matches!(t.on_quote(&quote(8), 760), Some(QuoteVerdict::Held { .. })), "slot 3 was used");
-        assert!(matches!(t.on_quote(&quote(9), 1000), Some(QuoteVerdict::Release(Release { superseded: 1, .. }))));
+        assert_eq!(t.on_quote(&quote(8), 760), Some(QuoteVerdict::Send), "slot 3 is free");
+        assert!(matches!(t.on_quote(&quote(9), 770), Some(QuoteVerdict::Held { .. })));
+        let released = Release { quote: quote(10), superseded: 1, from_seq: 9 };
+        assert_eq!(t.on_quote(&quote(10), 1000), Some(QuoteVerdict::Release(released)));
+        // A new rate starts its slots where the old one's next slot starts.
+        assert!(t.set(SymbolId(1), 1).is_none());
+        assert!(matches!(t.on_quote(&quote(11), 1200), Some(QuoteVerdict::Held { .. })));
+        // The wheel fires at 1,000 (scheduled for quote 9): the connection is due again at 2,000.
+        assert_eq!(t.take_due(1_000, |_| panic!("not due")), Some(2_000));
+        assert!(t.set(SymbolId(1), 4).is_none());
         // Lifting the cap hands the held quote back.
-        assert!(matches!(t.on_quote(&quote(10), 1001), Some(QuoteVerdict::Held { .. })));
-        assert_eq!(t.set(SymbolId(1), 0).map(|r| (r.quote.seq, r.superseded)), Some((10, 0)));
+        assert_eq!(t.set(SymbolId(1), 0).map(|r| (r.quote.seq, r.superseded)), Some((11, 0)));
         assert!(t.is_empty());
     }
 

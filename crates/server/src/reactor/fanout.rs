@@ -37,15 +37,19 @@ impl Reactor {
                         if !channels.admits(&tick.kind) {
                             continue;
                         }
-                        offered += 1;
                         let conn = &mut self.conns[key as usize];
                         let Phase::Ws(ws) = &mut conn.phase else { continue };
                         let out = &mut ws.get_mut().out;
                         let verdict = session::deliver_tick(out, &tick, &frame, info, &mut self.builder, &budget, at);
                         count(&mut self.turn, &mut self.over_limit, key, verdict);
-                        if let Verdict::Throttled { schedule_at: Some(due) } = verdict {
-                            self.wheel.schedule(key, due);
+                        if let Verdict::Throttled { schedule_at } = verdict {
+                            // Nothing queued: nothing to write, nothing to time.
+                            if let Some(due) = schedule_at {
+                                self.wheel.schedule(key, due);
+                            }
+                            continue;
                         }
+                        offered += 1;
                         if !conn.dirty {
                             conn.dirty = true;
                             self.dirty.push(key);
