@@ -393,6 +393,31 @@ mod tests {
         Budget { soft: 200, hard: 600, write_deadline: Duration::from_secs(10) }
     }
 
+    #[test]
+    fn a_quote_that_already_supersedes_adds_up_and_misses_from_its_first() {
+        let (budget, now) = (budget(), Instant::now());
+        let mut out = Outbox::new(Policy::Conflate, now);
+        // Past the soft watermark: the next quote stays replaceable.
+        out.push_control(encode(GAP, 9, 0, 0, 250), now);
+        let q = tick(1, 10, false);
+        let v = out.offer_superseding(&q, &encode(b'Q', 1, 10, 2, 0), 2, 8, &budget, now, |_| unreachable!());
+        assert_eq!(v, Verdict::Queued);
+        // A newer quote superseding 3 held back replaces it: 2 + 1 + 3.
+        let newer = tick(1, 14, false);
+        let mut said = 0;
+        let v = out.offer_superseding(&newer, &encode(b'Q', 1, 14, 3, 0), 3, 11, &budget, now, |n| {
+            said = n;
+            encode(b'Q', 1, 14, n, 0)
+        });
+        assert_eq!((v, said), (Verdict::Conflated, 6));
+        // Dropped, it misses the quotes it superseded too.
+        let mut out = Outbox::new(Policy::Drop, now);
+        out.push_control(encode(GAP, 9, 0, 0, 250), now);
+        let v = out.offer_superseding(&newer, &encode(b'Q', 1, 14, 3, 0), 3, 11, &budget, now, |_| unreachable!());
+        assert_eq!(v, Verdict::Dropped);
+        assert_eq!(out.settle(SymbolId(1)), Some(MissedSpan { symbol: SymbolId(1), from_seq: 11, to_seq: 14 }));
+    }
+
     /// The world around one outbox: a feed with per-symbol seq, and a client reading bytes.
     struct Harness {
         outbox: Outbox,
