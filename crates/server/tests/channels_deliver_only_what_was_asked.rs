@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tickgate_testkit::{TestClient, metric, start_gateway};
 
 /// Reads events of `symbol` for `secs` seconds (at least `min` events), returning seq -> type.
@@ -29,15 +29,6 @@ fn events_for(client: &mut TestClient, symbol: &str, secs: u64, min: usize) -> B
     seen
 }
 
-/// The reply, then the snapshot's seq.
-fn subscribe(client: &mut TestClient, command: Value) -> (Value, u64) {
-    client.send_json(command);
-    let reply = client.recv();
-    let snapshot = client.recv();
-    assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
-    (reply, snapshot["seq"].as_u64().unwrap())
-}
-
 #[test]
 fn a_one_channel_client_skips_exactly_the_other_channel() {
     let gateway = start_gateway(|c| {
@@ -50,13 +41,13 @@ fn a_one_channel_client_skips_exactly_the_other_channel() {
     let mut trades = TestClient::connect(addr);
     let mut quotes = TestClient::connect(addr);
 
-    let (reply, both_from) = subscribe(&mut both, json!({"op":"subscribe","symbols":[symbol],"id":1}));
+    let (reply, both_from) = both.subscribe_one(json!({"op":"subscribe","symbols":[symbol],"id":1}));
     assert_eq!(reply, json!({"type":"subscribed","id":1,"symbols":[symbol],"policy":"conflate"}));
     let (reply, trades_from) =
-        subscribe(&mut trades, json!({"op":"subscribe","symbols":[symbol],"channels":["trades"],"id":2}));
+        trades.subscribe_one(json!({"op":"subscribe","symbols":[symbol],"channels":["trades"],"id":2}));
     assert_eq!(reply, json!({"type":"subscribed","id":2,"symbols":[symbol],"policy":"conflate","channels":["trades"]}));
     let (_, quotes_from) =
-        subscribe(&mut quotes, json!({"op":"subscribe","symbols":[symbol],"channels":["quotes"],"id":3}));
+        quotes.subscribe_one(json!({"op":"subscribe","symbols":[symbol],"channels":["quotes"],"id":3}));
 
     let all = events_for(&mut both, &symbol, 3, 200);
     let only_trades = events_for(&mut trades, &symbol, 0, 20);
@@ -88,7 +79,7 @@ fn adding_a_channel_sends_a_snapshot_and_dropping_one_keeps_the_other() {
     });
     let symbol = gateway.symbols().iter().next().unwrap().1.name.to_string();
     let mut client = TestClient::connect(gateway.local_addr());
-    subscribe(&mut client, json!({"op":"subscribe","symbols":[symbol],"channels":["trades"]}));
+    client.subscribe_one(json!({"op":"subscribe","symbols":[symbol],"channels":["trades"]}));
     events_for(&mut client, &symbol, 1, 5);
 
     // Adding quotes: the reply, then a snapshot, then both channels from there on.
@@ -131,7 +122,7 @@ fn malformed_channels_get_a_clear_error_and_leave_the_connection_alone() {
     let symbol = gateway.symbols().iter().next().unwrap().1.name.to_string();
     let addr = gateway.local_addr();
     let mut client = TestClient::connect(addr);
-    subscribe(&mut client, json!({"op":"subscribe","symbols":[symbol],"channels":["trades"]}));
+    client.subscribe_one(json!({"op":"subscribe","symbols":[symbol],"channels":["trades"]}));
     let invalid = r#"tickgate_commands_total{op="invalid",result="error"}"#;
     let before = metric(addr, invalid).unwrap_or(0.0);
     for (i, channels) in [json!(["bids"]), json!([]), json!("trades"), json!([7])].into_iter().enumerate() {

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tickgate_testkit::{TestClient, eventually, metric, start_gateway};
 
 /// Events of `symbol` read for `secs` seconds: seq -> (type, conflated, when it arrived).
@@ -24,14 +24,6 @@ fn read_events(client: &mut TestClient, symbol: &str, secs: u64) -> BTreeMap<u64
     seen
 }
 
-fn subscribe(client: &mut TestClient, command: Value) -> (Value, u64) {
-    client.send_json(command);
-    let reply = client.recv();
-    let snapshot = client.recv();
-    assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
-    (reply, snapshot["seq"].as_u64().unwrap())
-}
-
 #[test]
 fn a_throttled_client_gets_at_most_its_rate_of_quotes_and_accounts_for_every_seq() {
     let gateway = start_gateway(|c| {
@@ -42,9 +34,9 @@ fn a_throttled_client_gets_at_most_its_rate_of_quotes_and_accounts_for_every_seq
     let addr = gateway.local_addr();
     let mut reference = TestClient::connect(addr);
     let mut throttled = TestClient::connect(addr);
-    let (_, reference_from) = subscribe(&mut reference, json!({"op":"subscribe","symbols":[symbol]}));
+    let (_, reference_from) = reference.subscribe_one(json!({"op":"subscribe","symbols":[symbol]}));
     let (reply, throttled_from) =
-        subscribe(&mut throttled, json!({"op":"subscribe","symbols":[symbol],"max_rate":4,"id":1}));
+        throttled.subscribe_one(json!({"op":"subscribe","symbols":[symbol],"max_rate":4,"id":1}));
     assert_eq!(reply, json!({"type":"subscribed","id":1,"symbols":[symbol],"policy":"conflate","max_rate":4}));
 
     let secs = 4;
@@ -97,7 +89,7 @@ fn the_gateway_cap_applies_to_everyone_and_bad_rates_get_a_clear_error() {
     let addr = gateway.local_addr();
     let mut client = TestClient::connect(addr);
     // Asking for more than the cap gets the cap; asking nothing gets it too.
-    let (reply, _) = subscribe(&mut client, json!({"op":"subscribe","symbols":[symbol],"max_rate":50,"id":1}));
+    let (reply, _) = client.subscribe_one(json!({"op":"subscribe","symbols":[symbol],"max_rate":50,"id":1}));
     assert_eq!(reply["max_rate"], 2, "{reply}");
     let started = Instant::now();
     let got = read_events(&mut client, &symbol, 3);
