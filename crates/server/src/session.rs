@@ -16,6 +16,11 @@
 //! then a snapshot) — see [`Desk::settle`]. And every frame queued here counts against the byte
 //! budget when it is queued: one that would take the queue past the hard limit is not queued,
 //! and the outcome is [`Outcome::SlowConsumer`].
+//!
+//! Channels and rate caps: the fan-out offers a tick only to subscribers whose channels admit
+//! it; [`deliver_tick`] holds back a quote above its subscription's rate (see
+//! [`tickgate_core::throttle`]), and a quote held back is sent before any frame about its
+//! symbol ([`Desk::settle`]) and before a trade of it, so the rule above still holds.
 
 use std::borrow::Cow;
 use std::time::Instant;
