@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod rate;
 pub mod subscription;
 pub mod symbol;
+pub mod throttle;
 pub mod tick;
 
 pub use decimal::{DecimalError, format_fixed, parse_fixed};
@@ -25,6 +26,7 @@ pub use market::{LastValueCache, LastValues, Sequencer};
 pub use outbound::{EntryId, OutboundQueue};
 pub use outbox::{Budget, MissedSpan, Outbox, OverHardLimit, Policy, Verdict};
 pub use rate::TokenBucket;
-pub use subscription::{SubscriptionIndex, SymbolSet};
+pub use subscription::{Channels, SubscriptionIndex, SymbolSet};
 pub use symbol::{AssetClass, SymbolError, SymbolId, SymbolInfo, SymbolTable};
+pub use throttle::{QuoteVerdict, Release, SlotWheel, Throttles};
 pub use tick::{Tick, TickKind};

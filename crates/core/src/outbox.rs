@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use crate::frame::Frame;
 use crate::outbound::{EntryId, OutboundQueue};
 use crate::symbol::SymbolId;
+use crate::throttle::Throttles;
 use crate::tick::Tick;
 
 /// What to do with a client that falls behind.
@@ -113,6 +114,11 @@ pub enum Verdict {
     Dropped,
     /// The connection must be closed as a slow consumer.
     Disconnect,
+    /// A quote held back by its subscription's rate (see [`crate::throttle`]); the connection
+    /// must be put on the reactor's wheel at `schedule_at`, if given.
+    Throttled {
+        schedule_at: Option<u64>,
+    },
 }
 
 /// A quote that a newer quote of the same symbol may still replace.
@@ -134,9 +140,10 @@ struct Behind {
 }
 
 impl Behind {
-    fn miss(&mut self, tick: &Tick) -> Verdict {
+    /// Opens a span for `tick`, from `from_seq` (the first quote it supersedes, if any).
+    fn miss(&mut self, tick: &Tick, from_seq: u64) -> Verdict {
         self.replaceable.retain(|r| r.symbol != tick.symbol);
-        self.missed.push(MissedSpan { symbol: tick.symbol, from_seq: tick.seq, to_seq: tick.seq });
+        self.missed.push(MissedSpan { symbol: tick.symbol, from_seq, to_seq: tick.seq });
         Verdict::Dropped
     }
 }
@@ -151,11 +158,13 @@ pub struct Outbox {
     behind: Option<Box<Behind>>,
     /// Last time bytes were written, or the queue became non-empty.
     last_progress: Instant,
+    /// The subscriptions with a maximum update rate (see [`crate::throttle`]).
+    pub throttles: Throttles,
 }
 
 impl Outbox {
     pub fn new(policy: Policy, now: Instant) -> Self {
-        Self { queue: OutboundQueue::new(), policy, behind: None, last_progress: now }
+        Self { queue: OutboundQueue::new(), policy, behind: None, last_progress: now, throttles: Throttles::default() }
     }
 
     /// Offers one live event. `frame` is the shared frame; `reencode(n)` builds this client's
@@ -165,6 +174,24 @@ impl Outbox {
         &mut self,
         tick: &Tick,
         frame: &Frame,
+        budget: &Budget,
+        now: Instant,
+        reencode: impl FnOnce(u32) -> Frame,
+    ) -> Verdict {
+        self.offer_superseding(tick, frame, 0, tick.seq, budget, now, reencode)
+    }
+
+    /// [`Outbox::offer`] for a quote that already supersedes `superseded` quotes, the first of
+    /// them `from_seq` (its frame says so): replacing a queued quote adds them up, and dropping
+    /// it misses them too.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub fn offer_superseding(
+        &mut self,
+        tick: &Tick,
+        frame: &Frame,
+        superseded: u32,
+        from_seq: u64,
         budget: &Budget,
         now: Instant,
         reencode: impl FnOnce(u32) -> Frame,
@@ -187,7 +214,7 @@ impl Outbox {
                 return Verdict::Queued;
             }
         }
-        self.offer_behind(tick, frame, budget, reencode)
+        self.offer_behind(tick, frame, superseded, from_seq, budget, reencode)
     }
 
     #[cold]
@@ -195,6 +222,8 @@ impl Outbox {
         &mut self,
         tick: &Tick,
         frame: &Frame,
+        already: u32,
+        from_seq: u64,
         budget: &Budget,
         reencode: impl FnOnce(u32) -> Frame,
     ) -> Verdict {
@@ -218,20 +247,20 @@ impl Outbox {
         }
         match self.policy {
             Policy::Disconnect => Verdict::Disconnect,
-            Policy::Drop => behind.miss(tick),
+            Policy::Drop => behind.miss(tick, from_seq),
             Policy::Conflate if tick.kind.is_trade() => {
                 behind.replaceable.retain(|r| r.symbol != tick.symbol);
                 if queued + frame.len() <= budget.trade_limit() {
                     self.queue.push(frame.clone());
                     Verdict::Queued
                 } else {
-                    behind.miss(tick)
+                    behind.miss(tick, from_seq)
                 }
             }
             Policy::Conflate => {
                 if let Some(pos) = behind.replaceable.iter().position(|r| r.symbol == tick.symbol) {
                     let r = behind.replaceable[pos];
-                    let superseded = r.superseded.saturating_add(1);
+                    let superseded = r.superseded.saturating_add(1).saturating_add(already);
                     if self.queue.replace(r.entry, reencode(superseded)) {
                         behind.replaceable[pos].superseded = superseded;
                         return Verdict::Conflated;
@@ -239,10 +268,10 @@ impl Outbox {
                     behind.replaceable.swap_remove(pos);
                 }
                 if queued + frame.len() > budget.hard {
-                    return behind.miss(tick);
+                    return behind.miss(tick, from_seq);
                 }
                 let entry = self.queue.push(frame.clone());
-                behind.replaceable.push(Replaceable { symbol: tick.symbol, entry, superseded: 0 });
+                behind.replaceable.push(Replaceable { symbol: tick.symbol, entry, superseded: already });
                 Verdict::Queued
             }
         }
@@ -364,6 +393,31 @@ mod tests {
 
     fn budget() -> Budget {
         Budget { soft: 200, hard: 600, write_deadline: Duration::from_secs(10) }
+    }
+
+    #[test]
+    fn a_quote_that_already_supersedes_adds_up_and_misses_from_its_first() {
+        let (budget, now) = (budget(), Instant::now());
+        let mut out = Outbox::new(Policy::Conflate, now);
+        // Past the soft watermark: the next quote stays replaceable.
+        out.push_control(encode(GAP, 9, 0, 0, 250), now);
+        let q = tick(1, 10, false);
+        let v = out.offer_superseding(&q, &encode(b'Q', 1, 10, 2, 0), 2, 8, &budget, now, |_| unreachable!());
+        assert_eq!(v, Verdict::Queued);
+        // A newer quote superseding 3 held back replaces it: 2 + 1 + 3.
+        let newer = tick(1, 14, false);
+        let mut said = 0;
+        let v = out.offer_superseding(&newer, &encode(b'Q', 1, 14, 3, 0), 3, 11, &budget, now, |n| {
+            said = n;
+            encode(b'Q', 1, 14, n, 0)
+        });
+        assert_eq!((v, said), (Verdict::Conflated, 6));
+        // Dropped, it misses the quotes it superseded too.
+        let mut out = Outbox::new(Policy::Drop, now);
+        out.push_control(encode(GAP, 9, 0, 0, 250), now);
+        let v = out.offer_superseding(&newer, &encode(b'Q', 1, 14, 3, 0), 3, 11, &budget, now, |_| unreachable!());
+        assert_eq!(v, Verdict::Dropped);
+        assert_eq!(out.settle(SymbolId(1)), Some(MissedSpan { symbol: SymbolId(1), from_seq: 11, to_seq: 14 }));
     }
 
     /// The world around one outbox: a feed with per-symbol seq, and a client reading bytes.

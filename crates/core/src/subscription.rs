@@ -5,6 +5,69 @@
 //! fanning out a tick costs its number of deliveries, never the number of connections.
 
 use crate::symbol::SymbolId;
+use crate::tick::TickKind;
+
+/// Which events of a symbol a subscription asks for: trades, quotes, or both (the default).
+///
+/// A set of the two channels in two bits; the empty set is never stored (a subscription with no
+/// channel left is no subscription).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Channels(u8);
+
+impl Default for Channels {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+impl Channels {
+    pub const NONE: Channels = Channels(0);
+    pub const TRADES: Channels = Channels(1);
+    pub const QUOTES: Channels = Channels(2);
+    pub const ALL: Channels = Channels(3);
+
+    /// A channel by its wire name (`"trades"`, `"quotes"`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "trades" => Some(Self::TRADES),
+            "quotes" => Some(Self::QUOTES),
+            _ => None,
+        }
+    }
+
+    /// The wire names of the channels in the set, trades first.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        [(Self::TRADES, "trades"), (Self::QUOTES, "quotes")]
+            .into_iter()
+            .filter(move |&(c, _)| self.contains(c))
+            .map(|(_, name)| name)
+    }
+
+    pub fn union(self, other: Channels) -> Channels {
+        Channels(self.0 | other.0)
+    }
+
+    /// The channels of `self` that are not in `other`.
+    pub fn without(self, other: Channels) -> Channels {
+        Channels(self.0 & !other.0)
+    }
+
+    /// Whether every channel of `other` is in `self`.
+    pub fn contains(self, other: Channels) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether an event of this kind belongs to the set.
+    #[inline]
+    pub fn admits(self, kind: &TickKind) -> bool {
+        let channel = if kind.is_trade() { Self::TRADES } else { Self::QUOTES };
+        self.0 & channel.0 != 0
+    }
+}
 
 /// The symbols one connection is subscribed to.
 ///
@@ -180,23 +243,34 @@ impl Iterator for BitIter {
 /// Key of a connection inside one reactor.
 pub type ConnKey = u32;
 
-/// Symbol -> the connections of one reactor subscribed to it.
+/// Symbol -> the connections of one reactor subscribed to it, with the [`Channels`] each asked
+/// for.
 ///
 /// Kept in step with the connections' [`SymbolSet`]s by the reactor: every insert or remove in a
-/// set is mirrored here, and a closing connection removes itself from every symbol it held.
+/// set is mirrored here, and a closing connection removes itself from every symbol it held. The
+/// channels live only here, in a vector parallel to the subscribers', so the fan-out reads them
+/// in the same pass.
 #[derive(Debug, Clone)]
 pub struct SubscriptionIndex {
     subscribers: Vec<Vec<ConnKey>>,
+    channels: Vec<Vec<Channels>>,
     total: usize,
 }
 
 impl SubscriptionIndex {
     pub fn new(symbols: usize) -> Self {
-        Self { subscribers: vec![Vec::new(); symbols], total: 0 }
+        Self { subscribers: vec![Vec::new(); symbols], channels: vec![Vec::new(); symbols], total: 0 }
     }
 
+    /// Adds `conn` to `symbol`'s subscribers on both channels.
     pub fn add(&mut self, symbol: SymbolId, conn: ConnKey) {
+        self.add_on(symbol, conn, Channels::ALL);
+    }
+
+    /// Adds `conn` to `symbol`'s subscribers on `channels`.
+    pub fn add_on(&mut self, symbol: SymbolId, conn: ConnKey, channels: Channels) {
         self.subscribers[symbol.index()].push(conn);
+        self.channels[symbol.index()].push(channels);
         self.total += 1;
     }
 
@@ -205,6 +279,7 @@ impl SubscriptionIndex {
         let subs = &mut self.subscribers[symbol.index()];
         if let Some(pos) = subs.iter().position(|&c| c == conn) {
             subs.swap_remove(pos);
+            self.channels[symbol.index()].swap_remove(pos);
             self.total -= 1;
         }
     }
@@ -212,6 +287,29 @@ impl SubscriptionIndex {
     /// The connections subscribed to `symbol`.
     pub fn subscribers(&self, symbol: SymbolId) -> &[ConnKey] {
         &self.subscribers[symbol.index()]
+    }
+
+    /// The channels of each of [`SubscriptionIndex::subscribers`], in the same order.
+    pub fn channels(&self, symbol: SymbolId) -> &[Channels] {
+        &self.channels[symbol.index()]
+    }
+
+    /// The channels `conn` holds of `symbol`, if it is subscribed.
+    pub fn channels_of(&self, symbol: SymbolId, conn: ConnKey) -> Option<Channels> {
+        let pos = self.subscribers[symbol.index()].iter().position(|&c| c == conn)?;
+        Some(self.channels[symbol.index()][pos])
+    }
+
+    /// Sets the channels `conn` holds of `symbol`; false if it is not subscribed.
+    pub fn set_channels(&mut self, symbol: SymbolId, conn: ConnKey, channels: Channels) -> bool {
+        debug_assert!(!channels.is_empty());
+        match self.subscribers[symbol.index()].iter().position(|&c| c == conn) {
+            Some(pos) => {
+                self.channels[symbol.index()][pos] = channels;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Number of (symbol, connection) pairs.
@@ -283,5 +381,38 @@ mod tests {
         assert_eq!(index.subscribers(SymbolId(1)), &[11]);
         assert_eq!(index.subscribers(SymbolId(0)), &[] as &[ConnKey]);
         assert_eq!(index.total(), 2);
+    }
+
+    #[test]
+    fn index_keeps_each_subscribers_channels_through_removals() {
+        let mut index = SubscriptionIndex::new(2);
+        index.add_on(SymbolId(1), 10, Channels::TRADES);
+        index.add(SymbolId(1), 11);
+        index.add_on(SymbolId(1), 12, Channels::QUOTES);
+        index.remove(SymbolId(1), 10);
+        // The last subscriber took the removed one's place, with its own channels.
+        assert_eq!(index.subscribers(SymbolId(1)), &[12, 11]);
+        assert_eq!(index.channels(SymbolId(1)), &[Channels::QUOTES, Channels::ALL]);
+        assert_eq!(index.channels_of(SymbolId(1), 11), Some(Channels::ALL));
+        assert_eq!(index.channels_of(SymbolId(1), 10), None);
+        assert!(index.set_channels(SymbolId(1), 11, Channels::TRADES));
+        assert!(!index.set_channels(SymbolId(0), 11, Channels::TRADES));
+        assert_eq!(index.channels(SymbolId(1)), &[Channels::QUOTES, Channels::TRADES]);
+    }
+
+    #[test]
+    fn channels_admit_their_kind_and_combine_as_sets() {
+        let trade = TickKind::Trade { price: 1, size: 1 };
+        let quote = TickKind::Quote { bid: 1, bid_size: 1, ask: 2, ask_size: 1 };
+        assert!(Channels::TRADES.admits(&trade) && !Channels::TRADES.admits(&quote));
+        assert!(Channels::QUOTES.admits(&quote) && !Channels::QUOTES.admits(&trade));
+        assert!(Channels::ALL.admits(&trade) && Channels::ALL.admits(&quote));
+        assert_eq!(Channels::TRADES.union(Channels::QUOTES), Channels::ALL);
+        assert_eq!(Channels::ALL.without(Channels::TRADES), Channels::QUOTES);
+        assert!(Channels::ALL.without(Channels::ALL).is_empty());
+        assert!(Channels::ALL.contains(Channels::QUOTES) && !Channels::QUOTES.contains(Channels::ALL));
+        assert_eq!(Channels::ALL.names().collect::<Vec<_>>(), ["trades", "quotes"]);
+        assert_eq!(Channels::parse("quotes"), Some(Channels::QUOTES));
+        assert_eq!(Channels::parse("Quotes"), None);
     }
 }

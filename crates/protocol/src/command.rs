@@ -2,7 +2,9 @@
 //!
 //! ```json
 //! {"op":"subscribe","symbols":["AAPL","MSFT"],"id":1}
+//! {"op":"subscribe","symbols":["MSFT"],"channels":["trades"],"id":5}
 //! {"op":"unsubscribe","symbols":["AAPL"],"id":2}
+//! {"op":"unsubscribe","symbols":["AAPL"],"channels":["quotes"],"id":6}
 //! {"op":"list_symbols","id":3}
 //! {"op":"list_subscriptions","id":4}
 //! ```
@@ -14,7 +16,7 @@
 use std::borrow::Cow;
 
 use simd_json::{BorrowedValue, StaticNode};
-use tickgate_core::Policy;
+use tickgate_core::{Channels, Policy};
 
 /// Longest string id accepted, in characters.
 pub const MAX_ID_CHARS: usize = 64;
@@ -33,13 +35,19 @@ impl RequestId {
 /// One parsed client command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command<'a> {
-    /// Subscribe; `policy` chooses this connection's slow-consumer policy.
+    /// Subscribe; `policy` chooses this connection's slow-consumer policy; `channels` (none:
+    /// both) the events wanted of every symbol of the command.
     Subscribe {
         symbols: Vec<Cow<'a, str>>,
         policy: Option<Policy>,
+        channels: Option<Channels>,
+        /// Most updates per second per symbol (quotes above it are conflated).
+        max_rate: Option<u16>,
     },
+    /// Unsubscribe from `channels` of the symbols (none: from the symbols altogether).
     Unsubscribe {
         symbols: Vec<Cow<'a, str>>,
+        channels: Option<Channels>,
     },
     ListSymbols,
     ListSubscriptions,
@@ -118,9 +126,14 @@ pub fn parse_command(buf: &mut [u8]) -> Result<Request<'_>, CommandError> {
                 },
                 Some(_) => return Err(CommandError::new(id, "field \"policy\" must be a string")),
             };
-            Command::Subscribe { symbols: take_symbols(&mut object, &id)?, policy }
+            let channels = take_channels(&mut object, &id)?;
+            let max_rate = take_max_rate(&mut object, &id)?;
+            Command::Subscribe { symbols: take_symbols(&mut object, &id)?, policy, channels, max_rate }
         }
-        "unsubscribe" => Command::Unsubscribe { symbols: take_symbols(&mut object, &id)? },
+        "unsubscribe" => {
+            let channels = take_channels(&mut object, &id)?;
+            Command::Unsubscribe { symbols: take_symbols(&mut object, &id)?, channels }
+        }
         "list_symbols" => Command::ListSymbols,
         "list_subscriptions" => Command::ListSubscriptions,
         "auth" => match object.remove("token") {
@@ -128,10 +141,7 @@ pub fn parse_command(buf: &mut [u8]) -> Result<Request<'_>, CommandError> {
             _ => return Err(CommandError::new(id, "field \"token\" must be a string")),
         },
         other => {
-            let mut shown: String = other.chars().take(32).collect();
-            if shown.len() < other.len() {
-                shown.push('…');
-            }
+            let shown = shorten(other);
             return Err(CommandError::new(
                 id,
                 format!(
@@ -177,6 +187,70 @@ fn take_symbols<'a>(
     }
 }
 
+/// The optional `max_rate` field: a whole number of updates per second, 1 to
+/// [`tickgate_core::throttle::MAX_RATE`].
+fn take_max_rate(
+    object: &mut simd_json::value::borrowed::Object<'_>,
+    id: &Option<RequestId>,
+) -> Result<Option<u16>, CommandError> {
+    let max = tickgate_core::throttle::MAX_RATE;
+    let rate = match object.remove("max_rate") {
+        None | Some(BorrowedValue::Static(StaticNode::Null)) => return Ok(None),
+        Some(BorrowedValue::Static(StaticNode::U64(n))) => Some(n),
+        Some(BorrowedValue::Static(StaticNode::I64(n))) => u64::try_from(n).ok(),
+        Some(_) => None,
+    };
+    match rate.and_then(|n| u16::try_from(n).ok()) {
+        Some(n) if (1..=max).contains(&n) => Ok(Some(n)),
+        _ => Err(CommandError::new(
+            id.clone(),
+            format!("field \"max_rate\" must be a whole number of updates per second from 1 to {max}"),
+        )),
+    }
+}
+
+/// A client's word, cut to 32 characters to be quoted in an error.
+fn shorten(text: &str) -> String {
+    let mut shown: String = text.chars().take(32).collect();
+    if shown.len() < text.len() {
+        shown.push('…');
+    }
+    shown
+}
+
+/// The optional `channels` field: a non-empty array of `"trades"` and `"quotes"`.
+fn take_channels(
+    object: &mut simd_json::value::borrowed::Object<'_>,
+    id: &Option<RequestId>,
+) -> Result<Option<Channels>, CommandError> {
+    let not_list = || {
+        CommandError::new(
+            id.clone(),
+            "field \"channels\" must be a non-empty array of \"trades\" and \"quotes\", e.g. [\"trades\"]",
+        )
+    };
+    let items = match object.remove("channels") {
+        None | Some(BorrowedValue::Static(StaticNode::Null)) => return Ok(None),
+        Some(BorrowedValue::Array(items)) if !items.is_empty() => items,
+        Some(_) => return Err(not_list()),
+    };
+    let mut channels = Channels::NONE;
+    for item in items.iter() {
+        let BorrowedValue::String(name) = item else { return Err(not_list()) };
+        match Channels::parse(name) {
+            Some(channel) => channels = channels.union(channel),
+            None => {
+                let shown = shorten(name);
+                return Err(CommandError::new(
+                    id.clone(),
+                    format!("unknown channel {shown:?}; the channels are \"trades\" and \"quotes\""),
+                ));
+            }
+        }
+    }
+    Ok(Some(channels))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,12 +268,46 @@ mod tests {
     fn parses_every_op() {
         let r = parse(r#"{"op":"subscribe","symbols":["AAPL","MSFT"],"id":1}"#).unwrap();
         assert_eq!(r.id, id("1"));
-        assert_eq!(r.command, Command::Subscribe { symbols: vec!["AAPL".into(), "MSFT".into()], policy: None });
+        assert_eq!(
+            r.command,
+            Command::Subscribe {
+                symbols: vec!["AAPL".into(), "MSFT".into()],
+                policy: None,
+                channels: None,
+                max_rate: None
+            }
+        );
         let r = parse(r#"{"op":"subscribe","symbols":["AAPL"],"policy":"drop"}"#).unwrap();
-        assert_eq!(r.command, Command::Subscribe { symbols: vec!["AAPL".into()], policy: Some(Policy::Drop) });
+        assert_eq!(
+            r.command,
+            Command::Subscribe {
+                symbols: vec!["AAPL".into()],
+                policy: Some(Policy::Drop),
+                channels: None,
+                max_rate: None
+            }
+        );
         let r = parse(r#"{"id":"req-\"7\"","op":"unsubscribe","symbols":[]}"#).unwrap();
         assert_eq!(r.id, id(r#""req-\"7\"""#));
-        assert_eq!(r.command, Command::Unsubscribe { symbols: vec![] });
+        assert_eq!(r.command, Command::Unsubscribe { symbols: vec![], channels: None });
+        let r = parse(r#"{"op":"subscribe","symbols":["AAPL"],"channels":["quotes","trades","quotes"]}"#).unwrap();
+        assert_eq!(
+            r.command,
+            Command::Subscribe {
+                symbols: vec!["AAPL".into()],
+                policy: None,
+                channels: Some(Channels::ALL),
+                max_rate: None
+            }
+        );
+        let r = parse(r#"{"op":"unsubscribe","symbols":["AAPL"],"channels":["trades"]}"#).unwrap();
+        assert_eq!(r.command, Command::Unsubscribe { symbols: vec!["AAPL".into()], channels: Some(Channels::TRADES) });
+        let r = parse(r#"{"op":"subscribe","symbols":["AAPL"],"max_rate":4}"#).unwrap();
+        assert!(matches!(r.command, Command::Subscribe { max_rate: Some(4), .. }));
+        let r = parse(r#"{"op":"subscribe","symbols":["AAPL"],"max_rate":null}"#).unwrap();
+        assert!(matches!(r.command, Command::Subscribe { max_rate: None, .. }));
+        let r = parse(r#"{"op":"subscribe","symbols":["AAPL"],"channels":null}"#).unwrap();
+        assert!(matches!(r.command, Command::Subscribe { channels: None, .. }));
         assert_eq!(parse(r#"{"op":"list_symbols"}"#).unwrap().command, Command::ListSymbols);
         let r = parse(r#"{"op":"list_subscriptions","id":-2.5,"extra":true}"#).unwrap();
         assert_eq!((r.id, r.command), (id("-2.5"), Command::ListSubscriptions));
@@ -225,6 +333,17 @@ mod tests {
                 id("7"),
                 "\"conflate\", \"drop\" or \"disconnect\"",
             ),
+            (r#"{"op":"subscribe","symbols":[],"channels":["bids"],"id":8}"#, id("8"), "unknown channel \"bids\""),
+            (r#"{"op":"subscribe","symbols":[],"channels":[],"id":9}"#, id("9"), "non-empty array"),
+            (r#"{"op":"unsubscribe","symbols":[],"channels":"trades","id":10}"#, id("10"), "non-empty array"),
+            (r#"{"op":"subscribe","symbols":[],"channels":[1],"id":11}"#, id("11"), "non-empty array"),
+            (r#"{"op":"subscribe","symbols":[],"max_rate":0,"id":12}"#, id("12"), "from 1 to 1000"),
+            (r#"{"op":"subscribe","symbols":[],"max_rate":-4,"id":13}"#, id("13"), "\"max_rate\" must be a whole"),
+            (r#"{"op":"subscribe","symbols":[],"max_rate":2.5,"id":14}"#, id("14"), "\"max_rate\" must be a whole"),
+            (r#"{"op":"subscribe","symbols":[],"max_rate":4.0,"id":15}"#, id("15"), "\"max_rate\" must be a whole"),
+            (r#"{"op":"subscribe","symbols":[],"max_rate":1001,"id":16}"#, id("16"), "from 1 to 1000"),
+            (r#"{"op":"subscribe","symbols":[],"max_rate":1e30,"id":17}"#, id("17"), "from 1 to 1000"),
+            (r#"{"op":"subscribe","symbols":[],"max_rate":"4","id":18}"#, id("18"), "from 1 to 1000"),
         ];
         for (text, want_id, want_message) in cases {
             let err = parse(text).unwrap_err();

@@ -114,14 +114,21 @@ pub fn symbol_list<'s>(
 ) {
     open(out, kind);
     write_id(out, id);
-    out.extend_from_slice(b",\"symbols\":[");
-    for (i, s) in symbols.into_iter().enumerate() {
+    out.extend_from_slice(b",\"symbols\":");
+    write_str_array(out, symbols);
+    out.push(b'}');
+}
+
+/// `["a","b"]`.
+fn write_str_array<'s>(out: &mut Vec<u8>, items: impl IntoIterator<Item = &'s str>) {
+    out.push(b'[');
+    for (i, s) in items.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         write_str(out, s);
     }
-    out.extend_from_slice(b"]}");
+    out.push(b']');
 }
 
 /// `{"type":"subscribed","id":..,"symbols":[..],"policy":..}`: the symbols now subscribed and
@@ -137,6 +144,26 @@ pub fn subscribed<'s>(
     out.extend_from_slice(b",\"policy\":\"");
     out.extend_from_slice(policy.as_str().as_bytes());
     out.extend_from_slice(b"\"}");
+}
+
+/// Adds `"max_rate":n` to the `subscribed` just written into `out`: the rate now in force for
+/// its symbols.
+pub fn with_max_rate(out: &mut Vec<u8>, rate: u16) {
+    debug_assert_eq!(out.last(), Some(&b'}'));
+    out.pop();
+    out.extend_from_slice(b",\"max_rate\":");
+    write_u64(out, u64::from(rate));
+    out.push(b'}');
+}
+
+/// Adds `"channels":[..]` to the reply just written into `out` (a `subscribed` or
+/// `unsubscribed`): the channels its command named.
+pub fn with_channels(out: &mut Vec<u8>, channels: tickgate_core::Channels) {
+    debug_assert_eq!(out.last(), Some(&b'}'));
+    out.pop();
+    out.extend_from_slice(b",\"channels\":");
+    write_str_array(out, channels.names());
+    out.push(b'}');
 }
 
 /// `{"type":"error","id":..,"code":..,"message":..}` with optional `symbols`.
@@ -333,6 +360,20 @@ mod tests {
             (v["bid"].as_str(), v["ask"].as_str(), v["ask_size"].as_str()),
             (Some("187.11"), Some("187.13"), Some("5"))
         );
+    }
+
+    #[test]
+    fn replies_can_state_their_channels() {
+        let v = encode(|o| {
+            subscribed(o, None, ["AAPL"], tickgate_core::Policy::Drop);
+            with_channels(o, tickgate_core::Channels::TRADES);
+        });
+        assert_eq!(v, json!({"type":"subscribed","symbols":["AAPL"],"policy":"drop","channels":["trades"]}));
+        let v = encode(|o| {
+            symbol_list(o, "unsubscribed", None, ["AAPL"]);
+            with_channels(o, tickgate_core::Channels::ALL);
+        });
+        assert_eq!(v, json!({"type":"unsubscribed","symbols":["AAPL"],"channels":["trades","quotes"]}));
     }
 
     #[test]

@@ -751,6 +751,9 @@ pub struct LimitsConfig {
     pub max_frames_per_second: u32,
     /// Subscriptions one connection may hold.
     pub max_subscriptions: usize,
+    /// Most updates per second per subscription, whatever the client asks (quotes above it are
+    /// conflated; trades all arrive); 0 for no cap.
+    pub max_update_rate: u16,
     /// A connection silent this long gets a ping, in ms.
     pub ping_interval_ms: u64,
     /// A connection silent this long (no message, no pong) is closed, in ms.
@@ -779,6 +782,7 @@ impl Default for LimitsConfig {
             message_burst: 50,
             max_frames_per_second: 200,
             max_subscriptions: 1024,
+            max_update_rate: 0,
             ping_interval_ms: 30_000,
             idle_timeout_ms: 75_000,
             allowed_origins: Vec::new(),
@@ -1176,6 +1180,13 @@ impl Config {
             ("limits.max_connections", l.max_connections as u64, 1, 10_000_000, "connections"),
             ("limits.max_connections_per_ip", l.max_connections_per_ip as u64, 0, 10_000_000, "connections"),
             ("limits.max_subscriptions", l.max_subscriptions as u64, 1, 1_000_000, "subscriptions"),
+            (
+                "limits.max_update_rate",
+                u64::from(l.max_update_rate),
+                0,
+                u64::from(tickgate_core::throttle::MAX_RATE),
+                "updates per second",
+            ),
             ("auth.auth_timeout_ms", self.auth.auth_timeout_ms, 1, HOUR_MS, "ms"),
             ("feed.max_skew_ms", f.max_skew_ms, 1, MAX_SKEW_MS, "ms"),
             ("feed.max_seq_jump", f.max_seq_jump, 0, MAX_SEQ_JUMP, "sequence numbers"),
@@ -1488,6 +1499,7 @@ mod tests {
             ("[limits]\nmax_connections = 100000000\n", "", "limits.max_connections must be"),
             ("[limits]\nmax_connections_per_ip = 100000000\n", "", "limits.max_connections_per_ip must be"),
             ("[limits]\nmax_subscriptions = 100000000\n", "", "limits.max_subscriptions must be"),
+            ("[limits]\nmax_update_rate = 1001\n", "", "limits.max_update_rate must be"),
             ("[limits]\nmessages_per_second = 1e300\n", "", "limits.messages_per_second must be at most"),
             ("[auth]\nauth_timeout_ms = 18446744073709551615\n", "", "auth.auth_timeout_ms must be"),
         ];

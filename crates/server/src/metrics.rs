@@ -190,6 +190,11 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         ("tickgate_conflated_total", "Quotes that replaced a superseded quote queued for a slow client.", |c| {
             &c.conflated
         }),
+        (
+            "tickgate_throttled_quotes_total",
+            "Quotes held back by a subscription's max_rate (each superseded by a later quote it sent).",
+            |c| &c.throttled,
+        ),
         ("tickgate_dropped_total", "Events a slow client's policy dropped (each announced in a gap).", |c| &c.dropped),
         ("tickgate_slow_consumer_disconnects_total", "Connections closed with 1008 slow consumer.", |c| {
             &c.slow_consumer_closes

@@ -16,14 +16,19 @@
 //! then a snapshot) — see [`Desk::settle`]. And every frame queued here counts against the byte
 //! budget when it is queued: one that would take the queue past the hard limit is not queued,
 //! and the outcome is [`Outcome::SlowConsumer`].
+//!
+//! Channels and rate caps: the fan-out offers a tick only to subscribers whose channels admit
+//! it; [`deliver_tick`] holds back a quote above its subscription's rate (see
+//! [`tickgate_core::throttle`]), and a quote held back is sent before any frame about its
+//! symbol ([`Desk::settle`]) and before a trade of it, so the rule above still holds.
 
 use std::borrow::Cow;
 use std::time::Instant;
 
 use tickgate_core::subscription::ConnKey;
 use tickgate_core::{
-    Budget, Frame, LastValueCache, Outbox, OverHardLimit, Policy, SubscriptionIndex, SymbolId, SymbolInfo, SymbolSet,
-    SymbolTable, Tick, Verdict,
+    Budget, Channels, Frame, LastValueCache, Outbox, OverHardLimit, Policy, QuoteVerdict, Release, SubscriptionIndex,
+    SymbolId, SymbolInfo, SymbolSet, SymbolTable, Tick, Verdict,
 };
 use tickgate_protocol::{Command, ErrorCode, FrameBuilder, RequestId, message};
 
@@ -86,8 +91,17 @@ pub struct Session<'a> {
     pub principal: Option<&'a Principal>,
 }
 
+/// The reactor's clock for one turn: `now`, and the same in milliseconds since the reactor
+/// started (the slot clock of the rate caps).
+#[derive(Debug, Clone, Copy)]
+pub struct Moment {
+    pub now: Instant,
+    pub ms: u64,
+}
+
 /// Offers one live tick to a connection: the per-delivery path (no allocation unless the
-/// connection is behind and conflating, then one re-encoded frame).
+/// connection is behind and conflating, or sends a quote that supersedes quotes its rate held
+/// back: then one re-encoded frame).
 #[inline]
 pub fn deliver_tick(
     out: &mut Outbox,
@@ -96,9 +110,57 @@ pub fn deliver_tick(
     info: &SymbolInfo,
     builder: &mut FrameBuilder,
     budget: &Budget,
+    at: Moment,
+) -> Verdict {
+    if !out.throttles.is_empty() {
+        return deliver_throttled(out, tick, frame, info, builder, budget, at);
+    }
+    out.offer(tick, frame, budget, at.now, |superseded| builder.text(|o| message::event(o, info, tick, superseded)))
+}
+
+/// [`deliver_tick`] to a connection with rate caps: a quote above its subscription's rate is
+/// held back; a trade first sends the quote held back, so seq never goes back.
+#[inline(never)]
+fn deliver_throttled(
+    out: &mut Outbox,
+    tick: &Tick,
+    frame: &Frame,
+    info: &SymbolInfo,
+    builder: &mut FrameBuilder,
+    budget: &Budget,
+    at: Moment,
+) -> Verdict {
+    if tick.kind.is_trade() {
+        if let Some(held) = out.throttles.take_held(tick.symbol) {
+            if release(out, &held, info, builder, budget, at.now) == Verdict::Disconnect {
+                return Verdict::Disconnect;
+            }
+        }
+    } else {
+        match out.throttles.on_quote(tick, at.ms) {
+            None | Some(QuoteVerdict::Send) => {}
+            Some(QuoteVerdict::Held { schedule_at }) => return Verdict::Throttled { schedule_at },
+            Some(QuoteVerdict::Release(newest)) => return release(out, &newest, info, builder, budget, at.now),
+        }
+    }
+    out.offer(tick, frame, budget, at.now, |superseded| builder.text(|o| message::event(o, info, tick, superseded)))
+}
+
+/// Sends a quote that supersedes quotes held back by its subscription's rate: a frame of its
+/// own, saying how many.
+pub fn release(
+    out: &mut Outbox,
+    r: &Release,
+    info: &SymbolInfo,
+    builder: &mut FrameBuilder,
+    budget: &Budget,
     now: Instant,
 ) -> Verdict {
-    out.offer(tick, frame, budget, now, |superseded| builder.text(|o| message::event(o, info, tick, superseded)))
+    let (quote, superseded) = (&r.quote, r.superseded);
+    let frame = builder.text(|o| message::event(o, info, quote, superseded));
+    out.offer_superseding(quote, &frame, superseded, r.from_seq, budget, now, |total| {
+        builder.text(|o| message::event(o, info, quote, total))
+    })
 }
 
 impl Desk<'_> {
@@ -140,6 +202,7 @@ impl Desk<'_> {
         symbol: SymbolId,
         skipped: Option<&Skipped>,
     ) -> Result<bool, OverHardLimit> {
+        self.release_held(out, symbol)?;
         match (out.settle(symbol), skipped) {
             (None, None) => return Ok(false),
             (None, Some(s)) => {
@@ -161,6 +224,17 @@ impl Desk<'_> {
         Ok(true)
     }
 
+    /// Sends the quote `symbol`'s rate holds back, if any: before a frame about the symbol.
+    fn release_held(&mut self, out: &mut Outbox, symbol: SymbolId) -> Result<(), OverHardLimit> {
+        if let Some(held) = out.throttles.take_held(symbol) {
+            let info = self.symbols.get(symbol);
+            if release(out, &held, info, self.builder, &self.budget, self.now) == Verdict::Disconnect {
+                return Err(OverHardLimit);
+            }
+        }
+        Ok(())
+    }
+
     /// What a resync announces to every subscriber of `symbol`: the reactor skipped
     /// `from_seq..=to_seq`, and its last-value cache already holds the values after them.
     pub fn resync(&mut self, symbol: SymbolId, from_seq: u64, to_seq: u64) -> Skipped {
@@ -173,7 +247,12 @@ impl Desk<'_> {
     /// Announces what the connection's policy dropped, span by span, while its queue is below the
     /// soft limit (the rest waits for the next write).
     pub fn announce_gaps(&mut self, out: &mut Outbox) -> Outcome {
-        while let Some(span) = out.next_gap(&self.budget) {
+        while let Some(mut span) = out.next_gap(&self.budget) {
+            // A quote held back by a rate cap came after the span (the event that opened it sent
+            // what was held before): the snapshot supersedes it, so the gap covers it.
+            if let Some(held) = out.throttles.take_held(span.symbol) {
+                span.to_seq = span.to_seq.max(held.quote.seq);
+            }
             self.counters.slow_gaps_sent += 1;
             if self.announce(out, span.symbol, span.from_seq, span.to_seq, SLOW_CONSUMER).is_err() {
                 return Outcome::SlowConsumer;
@@ -210,10 +289,31 @@ impl Desk<'_> {
     }
 }
 
+/// What a `subscribe` asks for besides its symbols.
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    policy: Option<Policy>,
+    channels: Option<Channels>,
+    max_rate: Option<u16>,
+}
+
+/// The rate a subscription gets: the lower of what it asks for and the gateway's cap (`0`:
+/// none), `0` when neither caps it.
+fn effective_rate(asked: Option<u16>, cap: u16) -> u16 {
+    match (asked, cap) {
+        (None, cap) => cap,
+        (Some(asked), 0) => asked,
+        (Some(asked), cap) => asked.min(cap),
+    }
+}
+
 /// The limits a command is checked against.
 #[derive(Debug, Clone, Copy)]
 pub struct CommandLimits {
     pub max_subscriptions: usize,
+    /// The gateway's cap on updates per second per subscription (`limits.max_update_rate`),
+    /// `0` for none.
+    pub max_rate: u16,
 }
 
 impl Session<'_> {
@@ -239,8 +339,11 @@ impl Session<'_> {
             desk.error(self.out, id, ErrorCode::Backlogged, text, [])
         } else {
             match command {
-                Command::Subscribe { symbols, policy } => self.subscribe(desk, index, limits, id, symbols, *policy),
-                Command::Unsubscribe { symbols } => self.unsubscribe(desk, index, id, symbols),
+                Command::Subscribe { symbols, policy, channels, max_rate } => {
+                    let wanted = Wanted { policy: *policy, channels: *channels, max_rate: *max_rate };
+                    self.subscribe(desk, index, limits, id, symbols, wanted)
+                }
+                Command::Unsubscribe { symbols, channels } => self.unsubscribe(desk, index, id, symbols, *channels),
                 Command::ListSymbols => {
                     let symbols = desk.symbols;
                     let frame = desk
@@ -264,8 +367,10 @@ impl Session<'_> {
     }
 
     /// Subscribes: answers `subscribed` with every symbol now held, then a snapshot for each
-    /// symbol not held before. A symbol already held is only acknowledged: its stream goes on
-    /// where it is (no snapshot; what the client is owed still comes as a gap and a snapshot).
+    /// symbol not held before and each held one that gains a channel. A symbol already held on
+    /// the channels asked for is only acknowledged: its stream goes on where it is (no snapshot;
+    /// what the client is owed still comes as a gap and a snapshot). Channels add up: a symbol
+    /// held on trades and subscribed on quotes is then held on both.
     fn subscribe(
         &mut self,
         desk: &mut Desk<'_>,
@@ -273,7 +378,7 @@ impl Session<'_> {
         limits: CommandLimits,
         id: Option<&RequestId>,
         names: &[Cow<'_, str>],
-        policy: Option<Policy>,
+        Wanted { policy, channels, max_rate }: Wanted,
     ) -> Result<(), OverHardLimit> {
         let (mut known, unknown) = resolve(desk.symbols, names);
         let mut not_entitled = Vec::new();
@@ -292,14 +397,21 @@ impl Session<'_> {
         let universe = desk.symbols.capacity();
         let max = limits.max_subscriptions;
         let mut refused = Vec::new();
+        // Symbols not held before, and held ones that gain a channel: each gets a snapshot.
         let mut added = Vec::new();
+        let wanted = channels.unwrap_or(Channels::ALL);
         self.subs.reserve(known.len().min(max.saturating_sub(self.subs.len())), universe);
         known.retain(|&symbol| {
             if self.subs.contains(symbol) {
+                let held = index.channels_of(symbol, self.key).unwrap_or(Channels::ALL);
+                if !held.contains(wanted) {
+                    index.set_channels(symbol, self.key, held.union(wanted));
+                    added.push(symbol);
+                }
                 true
             } else if self.subs.len() < max {
                 self.subs.insert(symbol, universe);
-                index.add(symbol, self.key);
+                index.add_on(symbol, self.key, wanted);
                 added.push(symbol);
                 true
             } else {
@@ -307,10 +419,36 @@ impl Session<'_> {
                 false
             }
         });
+        // What a rate cap holds back of a symbol that gains a channel goes out before the answer
+        // (a snapshot follows it).
+        for &symbol in &added {
+            desk.release_held(self.out, symbol)?;
+        }
+        // The rate of every symbol of the request is what the request says (none: the gateway's
+        // cap alone); a quote held back under a cap lifted goes out first.
+        let rate = effective_rate(max_rate, limits.max_rate);
+        for &symbol in &known {
+            if self.out.throttles.rate(symbol).unwrap_or(0) != rate {
+                if let Some(held) = self.out.throttles.set(symbol, rate) {
+                    let info = desk.symbols.get(symbol);
+                    let verdict = release(self.out, &held, info, desk.builder, &desk.budget, desk.now);
+                    if verdict == Verdict::Disconnect {
+                        return Err(OverHardLimit);
+                    }
+                }
+            }
+        }
         if !known.is_empty() || (unknown.is_empty() && refused.is_empty() && not_entitled.is_empty()) {
             let (symbols, policy) = (desk.symbols, self.out.policy);
-            let frame =
-                desk.builder.text(|o| message::subscribed(o, id, known.iter().map(|&s| &*symbols.get(s).name), policy));
+            let frame = desk.builder.text(|o| {
+                message::subscribed(o, id, known.iter().map(|&s| &*symbols.get(s).name), policy);
+                if let Some(channels) = channels {
+                    message::with_channels(o, channels);
+                }
+                if rate > 0 {
+                    message::with_max_rate(o, rate);
+                }
+            });
             desk.push(self.out, frame)?;
             for &symbol in &added {
                 if !desk.settle(self.out, symbol, None)? {
@@ -343,27 +481,47 @@ impl Session<'_> {
         self.reply_unknown(desk, id, &unknown)
     }
 
-    /// Unsubscribes: answers `unsubscribed`; what the client was still owed for those symbols is
-    /// forgotten (events of them queued before stay queued, ahead of the answer).
+    /// Unsubscribes from `channels` of the symbols (none: both): answers `unsubscribed`. A symbol
+    /// left with a channel stays held on it, its stream and what the client is owed unchanged;
+    /// a symbol left with none is dropped, and what the client was still owed for it is
+    /// forgotten (events of it queued before stay queued, ahead of the answer).
     fn unsubscribe(
         &mut self,
         desk: &mut Desk<'_>,
         index: &mut SubscriptionIndex,
         id: Option<&RequestId>,
         names: &[Cow<'_, str>],
+        channels: Option<Channels>,
     ) -> Result<(), OverHardLimit> {
         let (known, unknown) = resolve(desk.symbols, names);
+        let leaving = channels.unwrap_or(Channels::ALL);
         if !known.is_empty() || unknown.is_empty() {
             for &symbol in &known {
-                if self.subs.remove(symbol) {
-                    index.remove(symbol, self.key);
+                let left = index.channels_of(symbol, self.key).map(|held| held.without(leaving));
+                match left {
+                    Some(left) if !left.is_empty() => {
+                        // The answer is about the symbol: no quote queued before it may be
+                        // replaced by one after it, and what the client is owed comes first.
+                        desk.settle(self.out, symbol, None)?;
+                        index.set_channels(symbol, self.key, left);
+                    }
+                    _ => {
+                        if self.subs.remove(symbol) {
+                            index.remove(symbol, self.key);
+                        }
+                        let _ = self.out.settle(symbol);
+                        // A quote held back is not sent: nothing of the symbol follows the answer.
+                        let _ = self.out.throttles.set(symbol, 0);
+                    }
                 }
-                let _ = self.out.settle(symbol);
             }
             let symbols = desk.symbols;
-            let frame = desk
-                .builder
-                .text(|o| message::symbol_list(o, "unsubscribed", id, known.iter().map(|&s| &*symbols.get(s).name)));
+            let frame = desk.builder.text(|o| {
+                message::symbol_list(o, "unsubscribed", id, known.iter().map(|&s| &*symbols.get(s).name));
+                if let Some(channels) = channels {
+                    message::with_channels(o, channels);
+                }
+            });
             desk.push(self.out, frame)?;
         }
         self.reply_unknown(desk, id, &unknown)

@@ -44,6 +44,8 @@ counters! {
         deliveries,
         /// Quotes that replaced a superseded quote queued for a slow client.
         conflated,
+        /// Quotes held back by their subscription's rate cap (superseded by a later one).
+        throttled,
         /// Events not queued for a slow client (announced later with a gap).
         dropped,
         /// Per-client frames queued (replies, snapshots, gaps).

@@ -41,6 +41,7 @@ fn metrics_exist_and_move_with_traffic() {
         "tickgate_ticks_ingested_total",
         "tickgate_frames_built_total",
         "tickgate_conflated_total",
+        "tickgate_throttled_quotes_total",
         "tickgate_dropped_total",
         "tickgate_gaps_sent_total",
         "tickgate_slow_consumer_disconnects_total",

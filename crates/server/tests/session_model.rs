@@ -16,6 +16,13 @@
 //! - an `upstream_gap` is never overtaken by a later event (its `after_seq` is not behind what
 //!   the client holds);
 //! - nothing about a symbol arrives after its `unsubscribed`, until it is subscribed again;
+//! - rate caps (`max_rate`, and the gateway's cap): quotes held back go out at their slot as
+//!   the newest quote with `conflated` counting the ones it superseded; a trade is never held
+//!   back and never overtakes a quote held back (seq never goes back);
+//! - channels: only events of the channels held arrive; a subscribe that adds a channel to a
+//!   held symbol is followed by a snapshot (after a gap if one is owed); every seq the client
+//!   does not get is of a channel it does not hold, or a quote counted in a `conflated`, or in
+//!   an announced gap;
 //! - every command gets an answer; nothing follows a close frame;
 //! - the queue never holds more than the hard limit (plus the close frame);
 //! - once everything is read, the client holds the last seq of every symbol it subscribed.
@@ -28,11 +35,11 @@ use proptest::prelude::*;
 use serde_json::Value;
 use tickgate_core::subscription::ConnKey;
 use tickgate_core::{
-    AssetClass, Budget, LastValueCache, Outbox, Policy, SubscriptionIndex, SymbolId, SymbolInfo, SymbolSet,
-    SymbolTable, Tick, TickKind, Verdict,
+    AssetClass, Budget, Channels, LastValueCache, Outbox, Policy, SlotWheel, SubscriptionIndex, SymbolId, SymbolInfo,
+    SymbolSet, SymbolTable, Tick, TickKind, Verdict,
 };
 use tickgate_protocol::{CloseCode, FrameBuilder, close_frame, message, parse_command};
-use tickgate_server::session::{CommandLimits, Desk, Outcome, Session, deliver_tick};
+use tickgate_server::session::{CommandLimits, Desk, Moment, Outcome, Session, deliver_tick, release};
 use tickgate_server::stats::TurnCounters;
 
 const SYMBOLS: u32 = 5;
@@ -45,9 +52,12 @@ enum Op {
     Subscribe {
         mask: u8,
         policy: Option<Policy>,
+        channels: Option<Channels>,
+        max_rate: Option<u16>,
     },
     Unsubscribe {
         mask: u8,
+        channels: Option<Channels>,
     },
     ListSubscriptions,
     ListSymbols,
@@ -74,16 +84,36 @@ enum Op {
     Stall {
         ms: u64,
     },
+    /// A little time passes: quotes held back by rate caps whose slot has come are released.
+    Elapse {
+        ms: u64,
+    },
 }
 
 fn policy() -> impl Strategy<Value = Policy> {
     prop_oneof![Just(Policy::Conflate), Just(Policy::Drop), Just(Policy::Disconnect)]
 }
 
+/// No `max_rate` field, or a low or high rate.
+fn max_rate() -> impl Strategy<Value = Option<u16>> {
+    prop_oneof![2 => Just(None), 1 => Just(Some(1)), 1 => Just(Some(4)), 1 => Just(Some(50))]
+}
+
+/// No `channels` field (both), or one naming some.
+fn channels() -> impl Strategy<Value = Option<Channels>> {
+    prop_oneof![
+        2 => Just(None),
+        1 => Just(Some(Channels::TRADES)),
+        1 => Just(Some(Channels::QUOTES)),
+        1 => Just(Some(Channels::ALL)),
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (1u8..64, prop::option::weighted(0.2, policy())).prop_map(|(mask, policy)| Op::Subscribe { mask, policy }),
-        1 => (1u8..64).prop_map(|mask| Op::Unsubscribe { mask }),
+        3 => (1u8..64, prop::option::weighted(0.2, policy()), channels(), max_rate())
+            .prop_map(|(mask, policy, channels, max_rate)| Op::Subscribe { mask, policy, channels, max_rate }),
+        1 => (1u8..64, channels()).prop_map(|(mask, channels)| Op::Unsubscribe { mask, channels }),
         1 => Just(Op::ListSubscriptions),
         1 => Just(Op::ListSymbols),
         8 => (0..SYMBOLS, any::<bool>()).prop_map(|(symbol, trade)| Op::Tick { symbol, trade }),
@@ -92,6 +122,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..SYMBOLS, 1u64..5).prop_map(|(symbol, skipped)| Op::Resync { symbol, skipped }),
         4 => prop_oneof![1usize..64, 64usize..2000, Just(usize::MAX)].prop_map(Op::Read),
         1 => (1u64..6000).prop_map(|ms| Op::Stall { ms }),
+        3 => (1u64..400).prop_map(|ms| Op::Elapse { ms }),
     ]
 }
 
@@ -128,10 +159,14 @@ struct Gateway {
     quotes: BTreeSet<(u32, u64)>,
     next_id: u64,
     closed: bool,
+    /// The gateway's cap on updates per second (`limits.max_update_rate`).
+    cap: u16,
+    wheel: SlotWheel,
+    started: Instant,
 }
 
 impl Gateway {
-    fn new(policy: Policy, soft: usize) -> Self {
+    fn new(policy: Policy, soft: usize, cap: u16) -> Self {
         let mut symbols = SymbolTable::new();
         for i in 0..SYMBOLS {
             let info =
@@ -155,6 +190,9 @@ impl Gateway {
             quotes: BTreeSet::new(),
             next_id: 0,
             closed: false,
+            cap,
+            wheel: SlotWheel::new(),
+            started: now,
         }
     }
 
@@ -191,7 +229,7 @@ impl Gateway {
         }
         let mut bytes = json.replacen('{', &format!("{{\"id\":{id},"), 1).into_bytes();
         let request = parse_command(&mut bytes).expect("the model sends valid commands");
-        let limits = CommandLimits { max_subscriptions: 4 };
+        let limits = CommandLimits { max_subscriptions: 4, max_rate: self.cap };
         let mut desk = desk!(self);
         let mut session = Session { key: KEY, subs: &mut self.subs, out: &mut self.out, principal: None };
         let behind = session.out.is_behind(&desk.budget);
@@ -208,6 +246,15 @@ impl Gateway {
         self.index.subscribers(symbol).contains(&KEY)
     }
 
+    /// Whether the fan-out offers this tick to the connection.
+    fn offered(&self, tick: &Tick) -> bool {
+        self.index.channels_of(tick.symbol, KEY).is_some_and(|c| c.admits(&tick.kind))
+    }
+
+    fn is_quote(&self, symbol: SymbolId, seq: u64) -> bool {
+        self.quotes.contains(&(symbol.0, seq))
+    }
+
     fn tick(&mut self, symbol: u32, trade: bool) {
         let id = SymbolId(symbol);
         self.seq[symbol as usize] += 1;
@@ -221,13 +268,44 @@ impl Gateway {
         let tick = Tick { symbol: id, seq, ts: seq, gw_ts: seq, kind };
         self.feed_lvc.record(&tick);
         self.lvc.record(&tick);
-        if self.closed || !self.subscribed_here(id) {
+        if self.closed || !self.offered(&tick) {
             return;
         }
+        let at = self.moment();
         let info = self.symbols.get(id);
         let frame = self.builder.text(|o| message::event(o, info, &tick, 0));
-        let verdict = deliver_tick(&mut self.out, &tick, &frame, info, &mut self.builder, &self.budget, self.now);
-        if verdict == Verdict::Disconnect {
+        let verdict = deliver_tick(&mut self.out, &tick, &frame, info, &mut self.builder, &self.budget, at);
+        match verdict {
+            Verdict::Disconnect => self.close_slow_consumer(),
+            Verdict::Throttled { schedule_at: Some(due) } => self.wheel.schedule(KEY, due),
+            _ => {}
+        }
+    }
+
+    fn moment(&self) -> Moment {
+        Moment { now: self.now, ms: self.now.duration_since(self.started).as_millis() as u64 }
+    }
+
+    /// The reactor's release of the quotes held back whose slot has come.
+    fn release_due(&mut self) {
+        let at = self.moment();
+        let mut due = Vec::new();
+        self.wheel.expire(at.ms, &mut due);
+        if due.is_empty() || self.closed {
+            return;
+        }
+        let mut throttles = std::mem::take(&mut self.out.throttles);
+        let mut disconnect = false;
+        let (out, symbols, builder, budget) = (&mut self.out, &self.symbols, &mut self.builder, &self.budget);
+        let next = throttles.take_due(at.ms, |held| {
+            let verdict = release(out, &held, symbols.get(held.quote.symbol), builder, budget, at.now);
+            disconnect |= verdict == Verdict::Disconnect;
+        });
+        self.out.throttles = throttles;
+        if let Some(next) = next {
+            self.wheel.schedule(KEY, next);
+        }
+        if disconnect {
             self.close_slow_consumer();
         }
     }
@@ -303,6 +381,28 @@ struct Held {
     awaiting_snapshot: bool,
     /// A gap was read: the next message about the symbol is a snapshot at or past this seq.
     gap_to: Option<u64>,
+    /// The channels held, as the replies stated them.
+    channels: Option<Channels>,
+}
+
+/// The kind of event `seq` of symbol `id` was (the ones the reactor skipped count as trades).
+fn kind_of(quotes: &BTreeSet<(u32, u64)>, id: u32, seq: u64) -> TickKind {
+    if quotes.contains(&(id, seq)) {
+        TickKind::Quote { bid: 0, bid_size: 0, ask: 0, ask_size: 0 }
+    } else {
+        TickKind::Trade { price: 0, size: 0 }
+    }
+}
+
+/// The channels a `subscribed` or `unsubscribed` names (none named: both).
+fn stated_channels(m: &Value) -> Channels {
+    match m["channels"].as_array() {
+        None => Channels::ALL,
+        Some(names) => names
+            .iter()
+            .map(|n| Channels::parse(n.as_str().unwrap()).expect("a channel name"))
+            .fold(Channels::NONE, Channels::union),
+    }
 }
 
 /// The client: decodes frames and checks each message against the contract.
@@ -356,16 +456,28 @@ impl Client {
         let seq = |field: &str| m[field].as_u64().unwrap_or_else(|| panic!("{field} in {m}"));
         match kind {
             "subscribed" => {
+                let wanted = stated_channels(m);
                 for name in names() {
                     let held = self.held.entry(name.as_str().unwrap().to_string()).or_default();
-                    if held.seq.is_none() {
+                    let before = held.channels.unwrap_or(Channels::NONE);
+                    if held.seq.is_none() || !before.contains(wanted) {
                         held.awaiting_snapshot = true;
                     }
+                    held.channels = Some(before.union(wanted));
                 }
             }
             "unsubscribed" => {
+                let leaving = stated_channels(m);
                 for name in names() {
-                    self.held.remove(name.as_str().unwrap());
+                    let name = name.as_str().unwrap();
+                    if let Some(held) = self.held.get_mut(name) {
+                        let left = held.channels.unwrap_or(Channels::ALL).without(leaving);
+                        if left.is_empty() {
+                            self.held.remove(name);
+                        } else {
+                            held.channels = Some(left);
+                        }
+                    }
                 }
             }
             "snapshot" => {
@@ -375,26 +487,34 @@ impl Client {
                 let s = seq("seq");
                 match (held.awaiting_snapshot, held.gap_to) {
                     (true, None) => {}
-                    (false, Some(to)) => prop_assert!(s >= to, "snapshot {} older than its gap's end {}", s, to),
-                    _ => prop_assert!(false, "snapshot not after a subscribe or a gap: {} ({:?})", m, held),
+                    (_, Some(to)) => prop_assert!(s >= to, "snapshot {} older than its gap's end {}", s, to),
+                    (false, None) => prop_assert!(false, "snapshot not after a subscribe or a gap: {} ({:?})", m, held),
                 }
                 if let Some(h) = held.seq {
                     prop_assert!(s >= h, "snapshot {} older than held {}", s, h);
                 }
-                *held = Held { seq: Some(s), awaiting_snapshot: false, gap_to: None };
+                *held = Held { seq: Some(s), awaiting_snapshot: false, gap_to: None, channels: held.channels };
             }
             "gap" => {
                 let held = self.held.get_mut(&symbol);
                 prop_assert!(held.is_some(), "gap of {} not subscribed: {}", symbol, m);
                 let held = held.unwrap();
+                // A held symbol that gains a channel is owed a snapshot, and may get a gap first.
                 prop_assert!(
-                    !held.awaiting_snapshot && held.gap_to.is_none(),
+                    (!held.awaiting_snapshot || held.seq.is_some()) && held.gap_to.is_none(),
                     "gap before a snapshot: {} ({:?})",
                     m,
                     held
                 );
                 let (from, to) = (seq("from_seq"), seq("to_seq"));
-                prop_assert_eq!(Some(from), held.seq.map(|h| h + 1), "gap starts right after what is held: {}", m);
+                // Right after what is held, but for the seqs of a channel not held.
+                let h = held.seq.unwrap_or_default();
+                prop_assert!(from > h, "gap starts after what is held: {}", m);
+                let channels = held.channels.unwrap_or(Channels::ALL);
+                let id: u32 = symbol[1..].parse().unwrap();
+                for seq in h + 1..from {
+                    prop_assert!(!channels.admits(&kind_of(quotes, id, seq)), "gap {} leaves {} out", m, seq);
+                }
                 prop_assert!(to >= from);
                 held.gap_to = Some(to);
             }
@@ -410,11 +530,19 @@ impl Client {
                 let s = seq("seq");
                 let conflated = m["conflated"].as_u64().unwrap_or(0);
                 prop_assert!(kind == "quote" || conflated == 0);
-                prop_assert_eq!(s, h + 1 + conflated, "every missing seq is accounted for: held {}, got {}", h, m);
+                prop_assert!(s > h, "seq never goes back: held {}, got {}", h, m);
                 let id: u32 = symbol[1..].parse().unwrap();
-                for missing in h + 1..s {
-                    prop_assert!(quotes.contains(&(id, missing)), "seq {} superseded but not a quote: {}", missing, m);
+                let channels = held.channels.unwrap_or(Channels::ALL);
+                let is_quote = |seq: u64| quotes.contains(&(id, seq));
+                let kind_of = |seq: u64| kind_of(quotes, id, seq);
+                prop_assert!(channels.admits(&kind_of(s)), "{} on channels {:?}", m, channels);
+                // What is missing on the channels held: superseded quotes, as many as it says.
+                let mut superseded = 0;
+                for missing in (h + 1..s).filter(|&seq| channels.admits(&kind_of(seq))) {
+                    prop_assert!(is_quote(missing), "seq {} superseded but not a quote: {}", missing, m);
+                    superseded += 1;
                 }
+                prop_assert_eq!(superseded, conflated, "every missing seq is accounted for: held {}, got {}", h, m);
                 self.held.get_mut(&symbol).unwrap().seq = Some(s);
             }
             "upstream_gap" => {
@@ -451,19 +579,32 @@ fn names(mask: u8) -> String {
     names.join(",")
 }
 
-fn run(policy: Policy, soft: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut gw = Gateway::new(policy, soft);
+/// The `channels` field of a command, if any.
+fn channels_field(channels: Option<Channels>) -> String {
+    channels
+        .map(|c| format!(",\"channels\":[{}]", c.names().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(",")))
+        .unwrap_or_default()
+}
+
+fn run(policy: Policy, soft: usize, cap: u16, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut gw = Gateway::new(policy, soft, cap);
     let mut client = Client::default();
     let mut sent = Vec::new();
     for op in ops {
         let mut read = Vec::new();
         match op {
-            Op::Subscribe { mask, policy } => {
+            Op::Subscribe { mask, policy, channels, max_rate } => {
                 let policy = policy.map(|p| format!(",\"policy\":\"{}\"", p.as_str())).unwrap_or_default();
-                sent.push(gw.command(format!("{{\"op\":\"subscribe\",\"symbols\":[{}]{policy}}}", names(mask))));
+                let channels = channels_field(channels);
+                let rate = max_rate.map(|r| format!(",\"max_rate\":{r}")).unwrap_or_default();
+                sent.push(gw.command(format!(
+                    "{{\"op\":\"subscribe\",\"symbols\":[{}]{policy}{channels}{rate}}}",
+                    names(mask)
+                )));
             }
-            Op::Unsubscribe { mask } => {
-                sent.push(gw.command(format!("{{\"op\":\"unsubscribe\",\"symbols\":[{}]}}", names(mask))))
+            Op::Unsubscribe { mask, channels } => {
+                let channels = channels_field(channels);
+                sent.push(gw.command(format!("{{\"op\":\"unsubscribe\",\"symbols\":[{}]{channels}}}", names(mask))))
             }
             Op::ListSubscriptions => sent.push(gw.command("{\"op\":\"list_subscriptions\"}".into())),
             Op::ListSymbols => sent.push(gw.command("{\"op\":\"list_symbols\"}".into())),
@@ -474,7 +615,12 @@ fn run(policy: Policy, soft: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Read(max) => gw.read(max, &mut read),
             Op::Stall { ms } => {
                 gw.now += Duration::from_millis(ms);
+                gw.release_due();
                 gw.sweep();
+            }
+            Op::Elapse { ms } => {
+                gw.now += Duration::from_millis(ms);
+                gw.release_due();
             }
         }
         prop_assert!(
@@ -485,12 +631,14 @@ fn run(policy: Policy, soft: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
         );
         client.absorb(&read, &gw.quotes)?;
     }
-    // The client reads everything.
+    // The client reads everything, while time passes for what rate caps hold back.
     for _ in 0..10_000 {
+        gw.now += Duration::from_millis(200);
+        gw.release_due();
         let mut read = Vec::new();
         gw.read(usize::MAX, &mut read);
         client.absorb(&read, &gw.quotes)?;
-        if gw.out.queue.is_empty() && (gw.closed || !gw.out.has_gaps()) {
+        if gw.out.queue.is_empty() && (gw.closed || !gw.out.has_gaps()) && gw.wheel.is_empty() {
             break;
         }
     }
@@ -506,7 +654,22 @@ fn run(policy: Policy, soft: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
         prop_assert_eq!(held, subs.iter().map(String::as_str).collect::<BTreeSet<_>>());
         for s in gw.subs.iter() {
             let name = &gw.symbols.get(s).name;
-            prop_assert_eq!(client.held[&**name].seq, Some(gw.seq[s.index()]), "{} caught up", name);
+            let held = client.held[&**name];
+            let channels = gw.index.channels_of(s, KEY).expect("held symbols are in the index");
+            prop_assert_eq!(held.channels.unwrap_or(Channels::ALL), channels, "{} channels as stated", name);
+            // Caught up: whatever came after the seq held is of a channel not held.
+            let h = held.seq.expect("a snapshot was read");
+            for seq in h + 1..=gw.seq[s.index()] {
+                prop_assert!(
+                    !gw.is_quote(s, seq) && channels == Channels::QUOTES
+                        || gw.is_quote(s, seq) && channels == Channels::TRADES,
+                    "{} caught up: holds {}, missed {} on {:?}",
+                    name,
+                    h,
+                    seq,
+                    channels
+                );
+            }
         }
     }
     Ok(())
@@ -519,9 +682,10 @@ proptest! {
     fn the_connection_path_keeps_the_contract(
         policy in policy(),
         soft in prop_oneof![Just(700usize), Just(1500), Just(4000)],
+        cap in prop_oneof![2 => Just(0u16), 1 => Just(10)],
         ops in prop::collection::vec(op(), 0..300),
     ) {
-        run(policy, soft, ops)?;
+        run(policy, soft, cap, ops)?;
     }
 }
 
@@ -529,16 +693,19 @@ proptest! {
 /// the symbols it holds, several times, then reads everything.
 #[test]
 fn re_subscribing_held_symbols_while_behind_keeps_the_contract() {
-    let mut ops = vec![Op::Subscribe { mask: 0b111, policy: Some(Policy::Conflate) }, Op::Read(usize::MAX)];
+    let mut ops = vec![
+        Op::Subscribe { mask: 0b111, policy: Some(Policy::Conflate), channels: None, max_rate: None },
+        Op::Read(usize::MAX),
+    ];
     for round in 0..6 {
         for symbol in 0..3 {
             ops.push(Op::Quotes { symbol, n: 30 });
             ops.push(Op::Tick { symbol, trade: round % 2 == 0 });
         }
-        ops.push(Op::Subscribe { mask: 0b111, policy: None });
+        ops.push(Op::Subscribe { mask: 0b111, policy: None, channels: None, max_rate: None });
         ops.push(Op::UpstreamGap { symbol: round % 3 });
         ops.push(Op::Read(100));
     }
-    run(Policy::Conflate, 700, ops.clone()).unwrap();
-    run(Policy::Drop, 700, ops).unwrap();
+    run(Policy::Conflate, 700, 0, ops.clone()).unwrap();
+    run(Policy::Drop, 700, 0, ops).unwrap();
 }

@@ -148,6 +148,16 @@ impl TestClient {
         (reply, snapshots)
     }
 
+    /// Sends a `subscribe` of one symbol (with any options) and returns its reply, which must be
+    /// the next message, and the seq of the snapshot, which must follow it.
+    pub fn subscribe_one(&mut self, command: Value) -> (Value, u64) {
+        self.send_json(command);
+        let reply = self.recv();
+        let snapshot = self.recv();
+        assert_eq!(snapshot["type"], "snapshot", "after {reply}: {snapshot}");
+        (reply, snapshot["seq"].as_u64().expect("a snapshot has a seq"))
+    }
+
     /// Reads until the server closes; returns its close frame.
     pub fn recv_close(&mut self) -> Option<CloseFrame> {
         let deadline = Instant::now() + PATIENCE;

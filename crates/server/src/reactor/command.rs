@@ -72,7 +72,10 @@ impl Reactor {
         let Phase::Ws(ws) = &mut conn.phase else { return Outcome::Open };
         let mut session = Session { key: key as ConnKey, subs: &mut conn.subs, out: &mut ws.get_mut().out, principal };
         let mut desk = desk!(self);
-        let limits = CommandLimits { max_subscriptions: self.config.limits.max_subscriptions };
+        let limits = CommandLimits {
+            max_subscriptions: self.config.limits.max_subscriptions,
+            max_rate: self.config.limits.max_update_rate,
+        };
         session.handle(&mut desk, &mut self.index, limits, id, command)
     }
 

@@ -3,13 +3,14 @@
 
 use std::time::Instant;
 
+use tickgate_core::subscription::ConnKey;
 use tickgate_core::{Outbox, SymbolId, Verdict};
 use tickgate_feed::fanout::FanoutMsg;
 use tickgate_feed::ingest::wall_clock_ns;
 
 use super::Reactor;
 use crate::connection::Phase;
-use crate::session::{self, Desk, Outcome};
+use crate::session::{self, Desk, Moment, Outcome};
 
 impl Reactor {
     /// Takes ticks from the ingest channel, within what is left of the turn's allowance
@@ -17,7 +18,7 @@ impl Reactor {
     /// messages), and offers each to its subscribers' outboxes.
     pub(super) fn fan_out(&mut self) {
         let budget = self.budget;
-        let now = self.now;
+        let at = Moment { now: self.now, ms: self.now_ms.0 };
         let mut offers = 0;
         while self.fanout_left.0 > 0 && offers < self.fanout_left.1 {
             let Some(msg) = self.inbox.try_recv() else { break };
@@ -26,28 +27,36 @@ impl Reactor {
                 FanoutMsg::Tick { tick, frame } => {
                     self.lvc.record(&tick);
                     let subscribers = self.index.subscribers(tick.symbol);
+                    let channels = self.index.channels(tick.symbol);
                     let info = self.symbols.get(tick.symbol);
                     offers += subscribers.len();
                     // Subscribers marked dirty during a write pass are written in the next one.
                     let mut next_pass = 0;
-                    for &key in subscribers {
+                    let mut offered = 0;
+                    for (&key, channels) in subscribers.iter().zip(channels) {
+                        if !channels.admits(&tick.kind) {
+                            continue;
+                        }
                         let conn = &mut self.conns[key as usize];
                         let Phase::Ws(ws) = &mut conn.phase else { continue };
                         let out = &mut ws.get_mut().out;
-                        let verdict = session::deliver_tick(out, &tick, &frame, info, &mut self.builder, &budget, now);
-                        match verdict {
-                            Verdict::Queued => self.turn.deliveries += 1,
-                            Verdict::Conflated => self.turn.conflated += 1,
-                            Verdict::Dropped => self.turn.dropped += 1,
-                            Verdict::Disconnect => self.over_limit.push(key),
+                        let verdict = session::deliver_tick(out, &tick, &frame, info, &mut self.builder, &budget, at);
+                        count(&mut self.turn, &mut self.over_limit, key, verdict);
+                        if let Verdict::Throttled { schedule_at } = verdict {
+                            // Nothing queued: nothing to write, nothing to time.
+                            if let Some(due) = schedule_at {
+                                self.wheel.schedule(key, due);
+                            }
+                            continue;
                         }
+                        offered += 1;
                         if !conn.dirty {
                             conn.dirty = true;
                             self.dirty.push(key);
                             next_pass += u64::from(self.passing);
                         }
                     }
-                    self.fanned_out.push((tick.gw_ts, subscribers.len() as u64 - next_pass));
+                    self.fanned_out.push((tick.gw_ts, offered - next_pass));
                     if next_pass > 0 {
                         self.carried.push((tick.gw_ts, next_pass));
                     }
@@ -67,6 +76,40 @@ impl Reactor {
             }
         }
         self.fanout_left.1 = self.fanout_left.1.saturating_sub(offers);
+        while let Some(key) = self.over_limit.pop() {
+            self.close_slow_consumer(key as usize);
+        }
+    }
+
+    /// Sends the quotes held back by rate caps whose slot has come: the connections due on the
+    /// wheel, each once, whatever the number of symbols it throttles.
+    pub(super) fn release_throttled(&mut self) {
+        let at = Moment { now: self.now, ms: self.now_ms.0 };
+        let mut due = std::mem::take(&mut self.due);
+        self.wheel.expire(at.ms, &mut due);
+        for &key in &due {
+            let Some(conn) = self.conns.get_mut(key as usize) else { continue };
+            let Phase::Ws(ws) = &mut conn.phase else { continue };
+            let out = &mut ws.get_mut().out;
+            let mut throttles = std::mem::take(&mut out.throttles);
+            let (symbols, builder, budget) = (&self.symbols, &mut self.builder, &self.budget);
+            let (turn, over_limit) = (&mut self.turn, &mut self.over_limit);
+            let next = throttles.take_due(at.ms, |held| {
+                let info = symbols.get(held.quote.symbol);
+                let verdict = session::release(out, &held, info, builder, budget, at.now);
+                count(turn, over_limit, key, verdict);
+            });
+            out.throttles = throttles;
+            if let Some(next) = next {
+                self.wheel.schedule(key, next);
+            }
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+        due.clear();
+        self.due = due;
         while let Some(key) = self.over_limit.pop() {
             self.close_slow_consumer(key as usize);
         }
@@ -109,5 +152,16 @@ impl Reactor {
         // What this pass fanned out to connections it had already written is timed after the next.
         std::mem::swap(&mut self.fanned_out, &mut self.carried);
         let _ = self.fanout_time.record((fanout_started.elapsed().as_nanos() as u64).max(1_000));
+    }
+}
+
+/// Counts what became of one event offered to a connection; one to close joins `over_limit`.
+fn count(turn: &mut crate::stats::TurnCounters, over_limit: &mut Vec<ConnKey>, key: ConnKey, verdict: Verdict) {
+    match verdict {
+        Verdict::Queued => turn.deliveries += 1,
+        Verdict::Conflated => turn.conflated += 1,
+        Verdict::Dropped => turn.dropped += 1,
+        Verdict::Throttled { .. } => turn.throttled += 1,
+        Verdict::Disconnect => over_limit.push(key),
     }
 }

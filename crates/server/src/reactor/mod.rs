@@ -39,7 +39,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tickgate_core::subscription::ConnKey;
-use tickgate_core::{Budget, LastValueCache, Policy, SubscriptionIndex, SymbolTable};
+use tickgate_core::{Budget, LastValueCache, Policy, SlotWheel, SubscriptionIndex, SymbolTable};
 use tickgate_feed::fanout::ReactorInbox;
 use tickgate_protocol::FrameBuilder;
 use tungstenite::protocol::WebSocketConfig;
@@ -173,6 +173,10 @@ pub struct Reactor {
     closing: Vec<ConnKey>,
     /// Connections over the outbound hard limit, found during fan-out.
     over_limit: Vec<ConnKey>,
+    /// When connections with quotes held back by rate caps are due (see tickgate_core::throttle).
+    wheel: SlotWheel,
+    /// The connections the wheel found due this turn (kept for its capacity).
+    due: Vec<ConnKey>,
     builder: FrameBuilder,
     command_buf: Vec<u8>,
     next_session: u64,
@@ -288,6 +292,8 @@ impl Reactor {
             flushing: Vec::with_capacity(1024),
             closing: Vec::new(),
             over_limit: Vec::new(),
+            wheel: SlotWheel::new(),
+            due: Vec::new(),
             builder: FrameBuilder::new(),
             command_buf: Vec::with_capacity(1024),
             next_session: 0,
@@ -333,7 +339,12 @@ impl Reactor {
                 _ if !self.to_read_again.is_empty() => Duration::ZERO,
                 Some(until) => until.saturating_duration_since(Instant::now()),
                 None if self.backlog.contains(&Backlog::Capped) => Duration::ZERO,
-                None if self.inbox.park() => IDLE_POLL,
+                None if self.inbox.park() => {
+                    match self.wheel.next_due_in(Millis::since(self.epoch, Instant::now()).0) {
+                        Some(ms) => IDLE_POLL.min(Duration::from_millis(ms)),
+                        None => IDLE_POLL,
+                    }
+                }
                 None => Duration::ZERO,
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -376,6 +387,7 @@ impl Reactor {
                 let pass_started = self.write_hold.as_ref().map(|_| Instant::now());
                 self.fanout_left = (MAX_FANOUT_PER_TURN, MAX_OFFERS_PER_TURN);
                 self.fan_out();
+                self.release_throttled();
                 let written = self.flush_dirty(true);
                 self.time_deliveries(fanout_started);
                 self.turn.turns += 1;
