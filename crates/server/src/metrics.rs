@@ -213,6 +213,20 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     }
     let gaps = counter("tickgate_gaps_sent_total", "Gap messages sent to clients, by reason.", &["reason"])?;
     let sum = |f: Field| s.reactors.iter().map(|r| load(f(&r.counters))).sum::<u64>();
+    let resumes = counter(
+        "tickgate_resumes_total",
+        "Resuming subscriptions, by outcome: whole (every event after the client's seq), history (gap and \
+         snapshot: the history did not reach back), ahead (gap and snapshot: the client's seq was past ours).",
+        &["outcome"],
+    )?;
+    resumes.with_label_values(&["whole"]).inc_by(sum(|c| &c.resumes_whole));
+    resumes.with_label_values(&["history"]).inc_by(sum(|c| &c.resumes_history));
+    resumes.with_label_values(&["ahead"]).inc_by(sum(|c| &c.resumes_ahead));
+    let replayed =
+        counter("tickgate_resume_replayed_events_total", "Events queued by resumes, from the history.", &[])?;
+    replayed.with_label_values(&[] as &[&str]).inc_by(sum(|c| &c.replayed));
+    gaps.with_label_values(&["history"]).inc_by(sum(|c| &c.resumes_history));
+    gaps.with_label_values(&["ahead"]).inc_by(sum(|c| &c.resumes_ahead));
     gaps.with_label_values(&["slow_consumer"]).inc_by(sum(|c| &c.slow_gaps_sent));
     gaps.with_label_values(&["gateway_overload"]).inc_by(sum(|c| &c.overload_gaps_sent));
     gaps.with_label_values(&["upstream"]).inc_by(sum(|c| &c.upstream_gaps_sent));
@@ -338,6 +352,9 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     let subscriptions = gauge("tickgate_subscriptions", "Subscriptions held by open connections.", &["reactor"])?;
     let queued =
         gauge("tickgate_outbound_queued_bytes", "Bytes queued for clients and not yet written.", &["reactor"])?;
+    let history_bytes =
+        gauge("tickgate_history_bytes", "Bytes the resume history holds (frames and bookkeeping).", &["reactor"])?;
+    let history_events = gauge("tickgate_history_events", "Events the resume history holds.", &["reactor"])?;
     let depth = gauge(
         "tickgate_channel_depth",
         "Ticks waiting in the reactor's channel from the ingest thread.",
@@ -353,6 +370,8 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         connections.with_label_values(&[&id]).set(load(&r.connections) as i64);
         subscriptions.with_label_values(&[&id]).set(load(&r.subscriptions) as i64);
         queued.with_label_values(&[&id]).set(load(&r.queued_bytes) as i64);
+        history_bytes.with_label_values(&[&id]).set(load(&r.history_bytes) as i64);
+        history_events.with_label_values(&[&id]).set(load(&r.history_events) as i64);
         depth.with_label_values(&[&id]).set(load(&r.channel_depth) as i64);
         heartbeat.with_label_values(&[&id]).set(age_ns(now_ns, load(&r.heartbeat_ns)).min(u64::MAX / 2) as f64 / 1e9);
     }

@@ -22,10 +22,10 @@ use std::time::Instant;
 
 use tickgate_core::subscription::ConnKey;
 use tickgate_core::{
-    Budget, Frame, LastValueCache, Outbox, OverHardLimit, Policy, SubscriptionIndex, SymbolId, SymbolInfo, SymbolSet,
-    SymbolTable, Tick, Verdict,
+    Budget, Frame, History, LastValueCache, Outbox, OverHardLimit, Policy, Since, SubscriptionIndex, SymbolId,
+    SymbolInfo, SymbolSet, SymbolTable, Tick, Verdict,
 };
-use tickgate_protocol::{Command, ErrorCode, FrameBuilder, RequestId, message};
+use tickgate_protocol::{Command, ErrorCode, FrameBuilder, RequestId, Resume, message};
 
 use crate::auth::Principal;
 use crate::stats::TurnCounters;
@@ -63,6 +63,11 @@ pub struct Skipped {
 
 const OVERLOAD: &str = "gateway_overload";
 const SLOW_CONSUMER: &str = "slow_consumer";
+/// A resume's `seq` is older than the history still held.
+const HISTORY: &str = "history";
+/// A resume's `seq` is past the newest event of the symbol here (the client saw another
+/// stream, or the gateway restarted): the client drops what it holds past the snapshot.
+const AHEAD: &str = "ahead";
 
 /// The reactor-wide state a session call uses.
 #[derive(Debug)]
@@ -70,6 +75,8 @@ pub struct Desk<'a> {
     pub symbols: &'a SymbolTable,
     /// Snapshots come from here: as of the last tick this reactor fanned out.
     pub lvc: &'a LastValueCache,
+    /// What a resume replays: as of the same tick as `lvc`.
+    pub history: &'a History,
     pub builder: &'a mut FrameBuilder,
     pub budget: Budget,
     pub counters: &'a mut TurnCounters,
@@ -182,6 +189,41 @@ impl Desk<'_> {
         Outcome::Open
     }
 
+    /// Resumes a symbol just subscribed after `seq`, the last of it the client holds: `resumed`
+    /// and every event after `seq` from the history (through the outbox and its policy, like live
+    /// ticks), with no snapshot; or, when the history does not reach back that far, a gap
+    /// ("history") and a snapshot; or, for a `seq` past the newest event here, a gap ("ahead")
+    /// from the newest event to `seq`, and a snapshot.
+    fn resume(&mut self, out: &mut Outbox, symbol: SymbolId, seq: u64) -> Result<(), OverHardLimit> {
+        let head = self.lvc.get(symbol).seq;
+        if seq > head {
+            self.counters.resumes_ahead += 1;
+            return self.announce(out, symbol, head + 1, seq, AHEAD);
+        }
+        let history = self.history;
+        match history.since(symbol, seq, head) {
+            Since::NotHeld => {
+                self.counters.resumes_history += 1;
+                self.announce(out, symbol, seq + 1, head, HISTORY)
+            }
+            Since::Whole(events) => {
+                self.counters.resumes_whole += 1;
+                let info = self.symbols.get(symbol);
+                let resumed = self.builder.text(|o| message::resumed(o, info, seq, head));
+                self.push(out, resumed)?;
+                for (tick, frame) in events {
+                    match deliver_tick(out, tick, frame, info, self.builder, &self.budget, self.now) {
+                        Verdict::Queued => self.counters.replayed += 1,
+                        Verdict::Conflated => self.counters.conflated += 1,
+                        Verdict::Dropped => self.counters.dropped += 1,
+                        Verdict::Disconnect => return Err(OverHardLimit),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// An `upstream_gap` notice for a subscriber of its symbol.
     pub fn deliver_notice(&mut self, out: &mut Outbox, symbol: SymbolId, notice: Frame) -> Outcome {
         self.counters.upstream_gaps_sent += 1;
@@ -239,7 +281,9 @@ impl Session<'_> {
             desk.error(self.out, id, ErrorCode::Backlogged, text, [])
         } else {
             match command {
-                Command::Subscribe { symbols, policy } => self.subscribe(desk, index, limits, id, symbols, *policy),
+                Command::Subscribe { symbols, policy, resume } => {
+                    self.subscribe(desk, index, limits, id, symbols, *policy, resume)
+                }
                 Command::Unsubscribe { symbols } => self.unsubscribe(desk, index, id, symbols),
                 Command::ListSymbols => {
                     let symbols = desk.symbols;
@@ -264,8 +308,10 @@ impl Session<'_> {
     }
 
     /// Subscribes: answers `subscribed` with every symbol now held, then a snapshot for each
-    /// symbol not held before. A symbol already held is only acknowledged: its stream goes on
-    /// where it is (no snapshot; what the client is owed still comes as a gap and a snapshot).
+    /// symbol not held before, or, for one in `resume`, what [`Desk::resume`] sends. A symbol
+    /// already held is only acknowledged, resumed or not: its stream goes on where it is (no
+    /// snapshot; what the client is owed still comes as a gap and a snapshot).
+    #[allow(clippy::too_many_arguments)]
     fn subscribe(
         &mut self,
         desk: &mut Desk<'_>,
@@ -274,8 +320,13 @@ impl Session<'_> {
         id: Option<&RequestId>,
         names: &[Cow<'_, str>],
         policy: Option<Policy>,
+        resume: &[Resume<'_>],
     ) -> Result<(), OverHardLimit> {
-        let (mut known, unknown) = resolve(desk.symbols, names);
+        let mut resume_after: Vec<(SymbolId, u64)> =
+            resume.iter().filter_map(|r| Some((desk.symbols.lookup(&r.symbol)?, r.seq))).collect();
+        resume_after.sort_unstable();
+        let names: Vec<Cow<'_, str>> = names.iter().chain(resume.iter().map(|r| &r.symbol)).cloned().collect();
+        let (mut known, unknown) = resolve(desk.symbols, &names);
         let mut not_entitled = Vec::new();
         if let Some(principal) = self.principal {
             known.retain(|&s| {
@@ -313,8 +364,12 @@ impl Session<'_> {
                 desk.builder.text(|o| message::subscribed(o, id, known.iter().map(|&s| &*symbols.get(s).name), policy));
             desk.push(self.out, frame)?;
             for &symbol in &added {
-                if !desk.settle(self.out, symbol, None)? {
-                    desk.push_snapshot(self.out, symbol)?;
+                if desk.settle(self.out, symbol, None)? {
+                    continue;
+                }
+                match resume_after.binary_search_by_key(&symbol, |&(s, _)| s) {
+                    Ok(i) => desk.resume(self.out, symbol, resume_after[i].1)?,
+                    Err(_) => desk.push_snapshot(self.out, symbol)?,
                 }
             }
         }

@@ -87,6 +87,14 @@ counters! {
         auth_failures,
         /// Subscriptions refused for lack of entitlement.
         not_entitled,
+        /// Resumes answered with every event after the client's seq (none when it was current).
+        resumes_whole,
+        /// Resumes answered with a gap "history" and a snapshot (the history did not reach back).
+        resumes_history,
+        /// Resumes answered with a gap "ahead" and a snapshot (the client's seq was past ours).
+        resumes_ahead,
+        /// Events queued by resumes, from the history.
+        replayed,
     }
 }
 
@@ -156,4 +164,7 @@ pub struct ReactorStats {
     pub subscriptions: AtomicU64,
     /// Bytes queued for its connections and not yet written (gauge).
     pub queued_bytes: AtomicU64,
+    /// Bytes and events its resume history holds (gauges).
+    pub history_bytes: AtomicU64,
+    pub history_events: AtomicU64,
 }

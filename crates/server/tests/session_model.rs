@@ -7,8 +7,10 @@
 //! while a client reads the bytes in pieces of any size. Every byte the client reads is decoded
 //! and checked against the contract of docs/PROTOCOL.md, per symbol:
 //!
-//! - the first thing after `subscribed` for a symbol not held is its snapshot; re-subscribing a
-//!   held symbol sends no snapshot;
+//! - the first thing after `subscribed` for a symbol not held is its snapshot, or, when it was
+//!   resumed after a seq, `resumed` from exactly that seq (then the events after it, no
+//!   snapshot) or a gap from right after it ("history") or from the gateway's newest seq up to
+//!   it ("ahead"), then a snapshot; re-subscribing a held symbol sends no snapshot, resumed or not;
 //! - seq never goes back; an event's seq is exactly the one after what the client holds, plus
 //!   the quotes its `conflated` says it superseded (all quotes);
 //! - a gap starts right after what the client holds, and the next message about the symbol is
@@ -28,8 +30,8 @@ use proptest::prelude::*;
 use serde_json::Value;
 use tickgate_core::subscription::ConnKey;
 use tickgate_core::{
-    AssetClass, Budget, LastValueCache, Outbox, Policy, SubscriptionIndex, SymbolId, SymbolInfo, SymbolSet,
-    SymbolTable, Tick, TickKind, Verdict,
+    AssetClass, Budget, History, HistoryLimits, LastValueCache, Outbox, Policy, SubscriptionIndex, SymbolId,
+    SymbolInfo, SymbolSet, SymbolTable, Tick, TickKind, Verdict,
 };
 use tickgate_protocol::{CloseCode, FrameBuilder, close_frame, message, parse_command};
 use tickgate_server::session::{CommandLimits, Desk, Outcome, Session, deliver_tick};
@@ -48,6 +50,13 @@ enum Op {
     },
     Unsubscribe {
         mask: u8,
+    },
+    /// Subscribes the symbols of `mask`, resuming each after the gateway's seq less `back`
+    /// (at least 1), or, `ahead`, after a seq `back` + 1 past it.
+    Resume {
+        mask: u8,
+        back: u64,
+        ahead: bool,
     },
     ListSubscriptions,
     ListSymbols,
@@ -84,6 +93,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (1u8..64, prop::option::weighted(0.2, policy())).prop_map(|(mask, policy)| Op::Subscribe { mask, policy }),
         1 => (1u8..64).prop_map(|mask| Op::Unsubscribe { mask }),
+        2 => (1u8..64, prop_oneof![0u64..4, 4u64..40], prop::bool::weighted(0.15))
+            .prop_map(|(mask, back, ahead)| Op::Resume { mask, back, ahead }),
         1 => Just(Op::ListSubscriptions),
         1 => Just(Op::ListSymbols),
         8 => (0..SYMBOLS, any::<bool>()).prop_map(|(symbol, trade)| Op::Tick { symbol, trade }),
@@ -102,6 +113,7 @@ macro_rules! desk {
         Desk {
             symbols: &$gw.symbols,
             lvc: &$gw.lvc,
+            history: &$gw.history,
             builder: &mut $gw.builder,
             budget: $gw.budget,
             counters: &mut $gw.counters,
@@ -116,6 +128,8 @@ struct Gateway {
     /// The reactor's last values (snapshots) and the feed's (what a resync carries).
     lvc: LastValueCache,
     feed_lvc: LastValueCache,
+    /// The reactor's history: small, so resumes find it exhausted too.
+    history: History,
     index: SubscriptionIndex,
     builder: FrameBuilder,
     counters: TurnCounters,
@@ -144,6 +158,10 @@ impl Gateway {
             symbols,
             lvc: LastValueCache::new(n),
             feed_lvc: LastValueCache::new(n),
+            history: History::new(
+                n,
+                HistoryLimits { events_per_symbol: 12, bytes_per_symbol: 1 << 20, events: 30, bytes: 1 << 20 },
+            ),
             index: SubscriptionIndex::new(n),
             builder: FrameBuilder::new(),
             counters: TurnCounters::default(),
@@ -221,11 +239,12 @@ impl Gateway {
         let tick = Tick { symbol: id, seq, ts: seq, gw_ts: seq, kind };
         self.feed_lvc.record(&tick);
         self.lvc.record(&tick);
+        let info = self.symbols.get(id);
+        let frame = self.builder.text(|o| message::event(o, info, &tick, 0));
+        self.history.record(&tick, &frame);
         if self.closed || !self.subscribed_here(id) {
             return;
         }
-        let info = self.symbols.get(id);
-        let frame = self.builder.text(|o| message::event(o, info, &tick, 0));
         let verdict = deliver_tick(&mut self.out, &tick, &frame, info, &mut self.builder, &self.budget, self.now);
         if verdict == Verdict::Disconnect {
             self.close_slow_consumer();
@@ -257,6 +276,7 @@ impl Gateway {
         }
         let to_seq = self.seq[symbol as usize];
         self.lvc.replace(id, *self.feed_lvc.get(id));
+        self.history.forget(id);
         if self.closed || !self.subscribed_here(id) {
             return;
         }
@@ -303,6 +323,8 @@ struct Held {
     awaiting_snapshot: bool,
     /// A gap was read: the next message about the symbol is a snapshot at or past this seq.
     gap_to: Option<u64>,
+    /// Subscribed resuming after `seq`: `resumed` or a gap comes next.
+    awaiting_resume: bool,
 }
 
 /// The client: decodes frames and checks each message against the contract.
@@ -312,6 +334,8 @@ struct Client {
     held: BTreeMap<String, Held>,
     answered: BTreeSet<u64>,
     closed: bool,
+    /// The seqs each resuming command resumes after, by command id.
+    resuming: BTreeMap<u64, BTreeMap<String, u64>>,
 }
 
 impl Client {
@@ -356,12 +380,28 @@ impl Client {
         let seq = |field: &str| m[field].as_u64().unwrap_or_else(|| panic!("{field} in {m}"));
         match kind {
             "subscribed" => {
+                let resuming = m["id"].as_u64().and_then(|id| self.resuming.remove(&id)).unwrap_or_default();
                 for name in names() {
-                    let held = self.held.entry(name.as_str().unwrap().to_string()).or_default();
-                    if held.seq.is_none() {
-                        held.awaiting_snapshot = true;
+                    let name = name.as_str().unwrap().to_string();
+                    let new = !self.held.contains_key(&name);
+                    let held = self.held.entry(name.clone()).or_default();
+                    match resuming.get(&name) {
+                        Some(&after) if new => {
+                            *held = Held { seq: Some(after), awaiting_resume: true, ..Held::default() }
+                        }
+                        _ if held.seq.is_none() => held.awaiting_snapshot = true,
+                        _ => {}
                     }
                 }
+            }
+            "resumed" => {
+                let held = self.held.get_mut(&symbol);
+                prop_assert!(held.is_some(), "resumed {} not subscribed: {}", symbol, m);
+                let held = held.unwrap();
+                prop_assert!(held.awaiting_resume, "resumed without a resume: {} ({:?})", m, held);
+                prop_assert_eq!(Some(seq("after_seq")), held.seq, "resumed from the seq asked: {}", m);
+                prop_assert!(seq("to_seq") >= seq("after_seq"));
+                held.awaiting_resume = false;
             }
             "unsubscribed" => {
                 for name in names() {
@@ -381,7 +421,7 @@ impl Client {
                 if let Some(h) = held.seq {
                     prop_assert!(s >= h, "snapshot {} older than held {}", s, h);
                 }
-                *held = Held { seq: Some(s), awaiting_snapshot: false, gap_to: None };
+                *held = Held { seq: Some(s), ..Held::default() };
             }
             "gap" => {
                 let held = self.held.get_mut(&symbol);
@@ -394,14 +434,24 @@ impl Client {
                     held
                 );
                 let (from, to) = (seq("from_seq"), seq("to_seq"));
-                prop_assert_eq!(Some(from), held.seq.map(|h| h + 1), "gap starts right after what is held: {}", m);
                 prop_assert!(to >= from);
-                held.gap_to = Some(to);
+                if m["reason"] == "ahead" {
+                    prop_assert!(held.awaiting_resume, "gap ahead without a resume: {}", m);
+                    prop_assert_eq!(Some(to), held.seq, "gap ahead ends at the seq resumed from: {}", m);
+                    // The client drops what it holds past the gateway's newest event.
+                    *held = Held { gap_to: Some(from - 1), ..Held::default() };
+                } else {
+                    let history = m["reason"] == "history";
+                    prop_assert_eq!(history, held.awaiting_resume, "a gap \"history\" answers a resume: {}", m);
+                    prop_assert_eq!(Some(from), held.seq.map(|h| h + 1), "gap starts right after what is held: {}", m);
+                    held.gap_to = Some(to);
+                    held.awaiting_resume = false;
+                }
             }
             "trade" | "quote" => {
                 let held = self.held.get(&symbol).copied().unwrap_or_default();
                 prop_assert!(
-                    held.seq.is_some() && !held.awaiting_snapshot && held.gap_to.is_none(),
+                    held.seq.is_some() && !held.awaiting_snapshot && held.gap_to.is_none() && !held.awaiting_resume,
                     "event {} with {:?}",
                     m,
                     held
@@ -420,7 +470,7 @@ impl Client {
             "upstream_gap" => {
                 let held = self.held.get(&symbol).copied().unwrap_or_default();
                 prop_assert!(
-                    held.seq.is_some() && !held.awaiting_snapshot && held.gap_to.is_none(),
+                    held.seq.is_some() && !held.awaiting_snapshot && held.gap_to.is_none() && !held.awaiting_resume,
                     "notice {} with {:?}",
                     m,
                     held
@@ -464,6 +514,22 @@ fn run(policy: Policy, soft: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Unsubscribe { mask } => {
                 sent.push(gw.command(format!("{{\"op\":\"unsubscribe\",\"symbols\":[{}]}}", names(mask))))
+            }
+            Op::Resume { mask, back, ahead } => {
+                let mut after = BTreeMap::new();
+                let mut entries = Vec::new();
+                for i in (0..SYMBOLS).filter(|i| mask & (1 << i) != 0) {
+                    let head = gw.seq[i as usize];
+                    let seq = if ahead { head + back + 1 } else { head.saturating_sub(back).max(1) };
+                    after.insert(format!("S{i}"), seq);
+                    entries.push(format!("{{\"symbol\":\"S{i}\",\"seq\":{seq}}}"));
+                }
+                if mask & (1 << SYMBOLS) != 0 {
+                    entries.push("{\"symbol\":\"NOPE\",\"seq\":5}".to_string());
+                }
+                let id = gw.command(format!("{{\"op\":\"subscribe\",\"resume\":[{}]}}", entries.join(",")));
+                client.resuming.insert(id, after);
+                sent.push(id);
             }
             Op::ListSubscriptions => sent.push(gw.command("{\"op\":\"list_subscriptions\"}".into())),
             Op::ListSymbols => sent.push(gw.command("{\"op\":\"list_symbols\"}".into())),
@@ -541,4 +607,32 @@ fn re_subscribing_held_symbols_while_behind_keeps_the_contract() {
     }
     run(Policy::Conflate, 700, ops.clone()).unwrap();
     run(Policy::Drop, 700, ops).unwrap();
+}
+
+/// Resumes that find the history whole, exhausted, and behind the client, in one run.
+#[test]
+fn resumes_are_whole_exhausted_or_ahead() {
+    let ops = vec![
+        Op::Tick { symbol: 0, trade: true },
+        Op::Quotes { symbol: 0, n: 5 },
+        Op::Quotes { symbol: 1, n: 40 },
+        Op::Resume { mask: 0b001, back: 3, ahead: false },
+        Op::Resume { mask: 0b010, back: 30, ahead: false },
+        Op::Resume { mask: 0b100, back: 2, ahead: true },
+        Op::Read(usize::MAX),
+    ];
+    for policy in [Policy::Conflate, Policy::Drop, Policy::Disconnect] {
+        run(policy, 4000, ops.clone()).unwrap();
+    }
+    let mut gw = Gateway::new(Policy::Drop, 4000);
+    for _ in 0..6 {
+        gw.tick(0, true);
+    }
+    gw.command("{\"op\":\"subscribe\",\"resume\":[{\"symbol\":\"S0\",\"seq\":3}]}".into());
+    let mut read = Vec::new();
+    gw.read(usize::MAX, &mut read);
+    let text = String::from_utf8_lossy(&read);
+    assert!(text.contains("\"type\":\"resumed\",\"symbol\":\"S0\",\"after_seq\":3,\"to_seq\":6"), "{text}");
+    assert!(!text.contains("snapshot"), "{text}");
+    assert_eq!((gw.counters.resumes_whole, gw.counters.replayed), (1, 3));
 }

@@ -37,7 +37,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tickgate_core::subscription::ConnKey;
-use tickgate_core::{Budget, LastValueCache, Policy, SubscriptionIndex, SymbolTable};
+use tickgate_core::{Budget, History, LastValueCache, Policy, SubscriptionIndex, SymbolTable};
 use tickgate_feed::fanout::ReactorInbox;
 use tickgate_protocol::FrameBuilder;
 use tungstenite::protocol::WebSocketConfig;
@@ -62,6 +62,7 @@ macro_rules! desk {
         Desk {
             symbols: &$reactor.symbols,
             lvc: &$reactor.lvc,
+            history: &$reactor.history,
             builder: &mut $reactor.builder,
             budget: $reactor.budget,
             counters: &mut $reactor.turn,
@@ -153,6 +154,8 @@ pub struct Reactor {
     /// Last values as of the last tick this reactor fanned out: snapshots come from here, so
     /// they line up exactly with the stream that follows them.
     lvc: LastValueCache,
+    /// The recent events of every symbol, as of the same tick as `lvc`: what a resume replays.
+    history: History,
     /// Connections with something queued this turn.
     dirty: Vec<ConnKey>,
     /// Connections whose read allowance ran out with more to read, by key and session (a key
@@ -250,6 +253,7 @@ impl Reactor {
             us => Some((WriteHold { max: Duration::from_micros(us) }, HoldTimer::new(poll.registry(), HOLD_TIMER)?)),
         };
         let n = symbols.capacity();
+        let history = History::new(n, config.history.limits());
         let (budget, default_policy) = (config.budget(), config.default_policy());
         let slab_capacity = config.limits.max_connections / config.reactor_count() + 16;
         Ok(Self {
@@ -269,6 +273,7 @@ impl Reactor {
             conns: Slab::with_capacity(slab_capacity),
             index: SubscriptionIndex::new(n),
             lvc: LastValueCache::new(n),
+            history,
             dirty: Vec::with_capacity(1024),
             to_read_again: Vec::new(),
             revisiting: Vec::new(),
