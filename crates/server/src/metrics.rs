@@ -7,7 +7,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hdrhistogram::Histogram;
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use std::sync::Arc;
@@ -17,7 +16,23 @@ use tickgate_feed::source::SourceStats;
 
 use crate::connection::CloseReason;
 use crate::gateway::GatewayStats;
-use crate::stats::{COMMAND_OPS, HTTP_STATUSES, ReactorCounters, latency_histogram};
+use crate::stats::{COMMAND_OPS, HTTP_STATUSES, LATENCY_BUCKETS_NS, ReactorCounters};
+
+/// Appends one histogram in the text format: cumulative `_bucket` series with `le` in seconds,
+/// then `_sum` (seconds) and `_count`.
+fn write_histogram(out: &mut Vec<u8>, name: &str, help: &str, buckets: &[u64], count: u64, sum_ns: u64) {
+    use std::io::Write;
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    let mut cumulative = 0u64;
+    for (bound, n) in LATENCY_BUCKETS_NS.iter().zip(buckets) {
+        cumulative += n;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 / 1e9);
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", count.max(cumulative));
+    let _ = writeln!(out, "{name}_sum {}", sum_ns as f64 / 1e9);
+    let _ = writeln!(out, "{name}_count {}", count.max(cumulative));
+}
 
 /// Everything /metrics and /readyz read, shared by every reactor.
 #[derive(Debug)]
@@ -376,36 +391,33 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         heartbeat.with_label_values(&[&id]).set(age_ns(now_ns, load(&r.heartbeat_ns)).min(u64::MAX / 2) as f64 / 1e9);
     }
 
-    // Latency windows, merged over the reactors.
-    let windows = [
+    let mut out = Vec::with_capacity(16 * 1024);
+    TextEncoder::new().encode(&registry.gather(), &mut out)?;
+    // Latency histograms, summed over the reactors.
+    let histograms = [
         (
             "tickgate_delivery_latency_seconds",
-            "Ingest to the end of the write pass that handed each delivery to the kernel (frames waiting for a full socket included at that point), last ten seconds (quantile 1 = max).",
-            "tickgate_delivery_latency_window_count",
-            "Deliveries in the latency window.",
+            "Ingest to the end of the write pass that handed each delivery to the kernel (frames waiting for a full socket included at that point).",
+            0,
         ),
         (
             "tickgate_fanout_batch_seconds",
-            "One reactor turn that fanned out ticks: its socket events, fan-out and writes, last ten seconds (quantile 1 = max).",
-            "tickgate_fanout_batch_window_count",
-            "Batches in the fan-out window.",
+            "One reactor turn that fanned out ticks: its socket events, fan-out and writes.",
+            1,
         ),
     ];
-    for (i, (name, help, count_name, count_help)) in windows.into_iter().enumerate() {
-        let mut merged: Histogram<u64> = latency_histogram();
+    for (name, help, which) in histograms {
+        let mut buckets = [0u64; LATENCY_BUCKETS_NS.len()];
+        let (mut count, mut sum_ns) = (0u64, 0u64);
         for r in &s.reactors {
-            let w = if i == 0 { &r.delivery_latency } else { &r.fanout_time };
-            w.merge_into(&mut merged);
+            let h = if which == 0 { &r.delivery_latency } else { &r.fanout_time };
+            for (total, b) in buckets.iter_mut().zip(&h.buckets) {
+                *total += load(b);
+            }
+            count += load(&h.count);
+            sum_ns = sum_ns.saturating_add(load(&h.sum_ns));
         }
-        let q = float_gauge(name, help, &["quantile"])?;
-        for (label, quantile) in [("0.5", 0.5), ("0.9", 0.9), ("0.99", 0.99), ("0.999", 0.999), ("1", 1.0)] {
-            let v = if merged.is_empty() { 0 } else { merged.value_at_quantile(quantile) };
-            q.with_label_values(&[label]).set(v as f64 / 1e9);
-        }
-        gauge(count_name, count_help, &[])?.with_label_values(&[] as &[&str]).set(merged.len() as i64);
+        write_histogram(&mut out, name, help, &buckets, count, sum_ns);
     }
-
-    let mut out = Vec::with_capacity(16 * 1024);
-    TextEncoder::new().encode(&registry.gather(), &mut out)?;
     Ok(String::from_utf8(out).unwrap_or_default())
 }

@@ -205,8 +205,8 @@ impl Reactor {
         self.stats.channel_depth.store(self.inbox.len() as u64, Ordering::Relaxed);
         if self.now.duration_since(self.last_publish) >= PUBLISH_EVERY {
             self.last_publish = self.now;
-            self.stats.delivery_latency.publish(&self.latency);
-            self.stats.fanout_time.publish(&self.fanout_time);
+            self.stats.delivery_latency.add(&self.latency);
+            self.stats.fanout_time.add(&self.fanout_time);
             self.latency.reset();
             self.fanout_time.reset();
         }
