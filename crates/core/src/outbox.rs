@@ -151,11 +151,14 @@ pub struct Outbox {
     behind: Option<Box<Behind>>,
     /// Last time bytes were written, or the queue became non-empty.
     last_progress: Instant,
+    /// Gap messages queued for this connection (for operators: who is behind); saturates. A
+    /// `u32` beside `policy`, in what was padding: a connection's size does not grow.
+    pub gaps_sent: u32,
 }
 
 impl Outbox {
     pub fn new(policy: Policy, now: Instant) -> Self {
-        Self { queue: OutboundQueue::new(), policy, behind: None, last_progress: now }
+        Self { queue: OutboundQueue::new(), policy, behind: None, last_progress: now, gaps_sent: 0 }
     }
 
     /// Offers one live event. `frame` is the shared frame; `reencode(n)` builds this client's
@@ -315,6 +318,15 @@ impl Outbox {
         self.queue.trim();
         if self.queue.queued_bytes() < budget.soft && !self.has_gaps() {
             self.behind = None;
+        }
+    }
+
+    /// How long queued bytes have waited with none written (zero when the queue is empty).
+    pub fn waiting(&self, now: Instant) -> std::time::Duration {
+        if self.queue.is_empty() {
+            std::time::Duration::ZERO
+        } else {
+            now.saturating_duration_since(self.last_progress)
         }
     }
 

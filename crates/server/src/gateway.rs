@@ -133,6 +133,7 @@ impl Gateway {
             symbols: symbols.clone(),
             started_ns: wall_clock_ns(),
             liveness: liveness.clone(),
+            connz: Default::default(),
         });
         let mut gateway = Gateway {
             local_addr,

@@ -42,6 +42,8 @@ pub struct Telemetry {
     pub started_ns: u64,
     /// Whether the gateway has failed (/healthz, /readyz).
     pub liveness: Arc<crate::liveness::Liveness>,
+    /// Where the reactors gather a `/connz` answer.
+    pub connz: crate::connz::Board,
 }
 
 /// A heartbeat older than this means a thread is stuck.

@@ -128,6 +128,7 @@ impl Desk<'_> {
         let info = self.symbols.get(symbol);
         let gap = self.builder.text(|o| message::gap(o, info, from_seq, to_seq, reason));
         self.push(out, gap)?;
+        out.gaps_sent = out.gaps_sent.saturating_add(1);
         self.push_snapshot(out, symbol)
     }
 
@@ -151,6 +152,7 @@ impl Desk<'_> {
             (None, None) => return Ok(false),
             (None, Some(s)) => {
                 self.push(out, s.gap.clone())?;
+                out.gaps_sent = out.gaps_sent.saturating_add(1);
                 self.push(out, s.snapshot.clone())?;
             }
             (Some(owed), Some(s)) => {
@@ -158,6 +160,7 @@ impl Desk<'_> {
                 let from_seq = owed.from_seq.min(s.from_seq);
                 let gap = self.builder.text(|o| message::gap(o, info, from_seq, s.to_seq, OVERLOAD));
                 self.push(out, gap)?;
+                out.gaps_sent = out.gaps_sent.saturating_add(1);
                 self.push(out, s.snapshot.clone())?;
             }
             (Some(owed), None) => {

@@ -74,6 +74,7 @@ macro_rules! desk {
 mod accept;
 mod close;
 mod command;
+mod connz;
 mod fanout;
 mod read;
 mod sweep;
@@ -214,6 +215,10 @@ pub struct Reactor {
     /// The gateway failed: this reactor is closing its clients with 1011, and meanwhile answers
     /// health checks (503) and refuses upgrades.
     failed: bool,
+    /// The last `/connz` generation this reactor posted its part of.
+    connz_answered: u64,
+    /// A `/connz` request this reactor got and is gathering (see [`crate::connz`]).
+    connz_waiting: Option<connz::Waiting>,
 }
 
 impl Reactor {
@@ -307,6 +312,8 @@ impl Reactor {
             warnings_held: 0,
             backlog: [Backlog::Drained; 2],
             failed: false,
+            connz_answered: 0,
+            connz_waiting: None,
         })
     }
 

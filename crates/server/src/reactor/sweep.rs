@@ -51,6 +51,7 @@ impl Reactor {
                 }
             }
         }
+        self.connz_turn();
         if now.duration_since(self.last_sweep) >= SWEEP_EVERY {
             self.last_sweep = now;
             self.sweep(now);
