@@ -69,6 +69,11 @@ const HISTORY: &str = "history";
 /// stream, or the gateway restarted): the client drops what it holds past the snapshot.
 const AHEAD: &str = "ahead";
 
+/// Most events one `subscribe` replays, over all its resumed symbols: a symbol whose replay
+/// would go past it gets a gap ("history") and a snapshot instead, so one command costs a
+/// reactor a bounded turn.
+pub const MAX_REPLAY_PER_COMMAND: u64 = 16 * 1024;
+
 /// The reactor-wide state a session call uses.
 #[derive(Debug)]
 pub struct Desk<'a> {
@@ -197,19 +202,29 @@ impl Desk<'_> {
     /// ticks), with no snapshot; or, when the history does not reach back that far, a gap
     /// ("history") and a snapshot; or, for a `seq` past the newest event here, a gap ("ahead")
     /// from the newest event to `seq`, and a snapshot.
-    fn resume(&mut self, out: &mut Outbox, symbol: SymbolId, seq: u64) -> Result<(), OverHardLimit> {
+    /// `replay_left` is what is left of the command's [`MAX_REPLAY_PER_COMMAND`].
+    fn resume(
+        &mut self,
+        out: &mut Outbox,
+        symbol: SymbolId,
+        seq: u64,
+        replay_left: &mut u64,
+    ) -> Result<(), OverHardLimit> {
         let head = self.lvc.get(symbol).seq;
         if seq > head {
             self.counters.resumes_ahead += 1;
             return self.announce(out, symbol, head + 1, seq, AHEAD);
         }
         let history = self.history;
-        match history.since(symbol, seq, head) {
+        let missed = head - seq;
+        let since = if missed <= *replay_left { history.since(symbol, seq, head) } else { Since::NotHeld };
+        match since {
             Since::NotHeld => {
                 self.counters.resumes_history += 1;
                 self.announce(out, symbol, seq + 1, head, HISTORY)
             }
             Since::Whole(events) => {
+                *replay_left -= missed;
                 self.counters.resumes_whole += 1;
                 let info = self.symbols.get(symbol);
                 let resumed = self.builder.text(|o| message::resumed(o, info, seq, head));
@@ -328,6 +343,7 @@ impl Session<'_> {
         let mut resume_after: Vec<(SymbolId, u64)> =
             resume.iter().filter_map(|r| Some((desk.symbols.lookup(&r.symbol)?, r.seq))).collect();
         resume_after.sort_unstable();
+        let mut replay_left = MAX_REPLAY_PER_COMMAND;
         let names: Vec<Cow<'_, str>> = names.iter().chain(resume.iter().map(|r| &r.symbol)).cloned().collect();
         let (mut known, unknown) = resolve(desk.symbols, &names);
         let mut not_entitled = Vec::new();
@@ -371,7 +387,7 @@ impl Session<'_> {
                     continue;
                 }
                 match resume_after.binary_search_by_key(&symbol, |&(s, _)| s) {
-                    Ok(i) => desk.resume(self.out, symbol, resume_after[i].1)?,
+                    Ok(i) => desk.resume(self.out, symbol, resume_after[i].1, &mut replay_left)?,
                     Err(_) => desk.push_snapshot(self.out, symbol)?,
                 }
             }

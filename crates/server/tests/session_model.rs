@@ -636,3 +636,25 @@ fn resumes_are_whole_exhausted_or_ahead() {
     assert!(!text.contains("snapshot"), "{text}");
     assert_eq!((gw.counters.resumes_whole, gw.counters.replayed), (1, 3));
 }
+
+/// One command replays at most `MAX_REPLAY_PER_COMMAND` events: a symbol past it gets a gap
+/// "history" and a snapshot, the others of the command are still replayed.
+#[test]
+fn one_command_replays_a_bounded_number_of_events() {
+    let mut gw = Gateway::new(Policy::Drop, 1 << 30);
+    let limits =
+        HistoryLimits { events_per_symbol: 1 << 20, bytes_per_symbol: 1 << 30, events: 1 << 20, bytes: 1 << 30 };
+    gw.history = History::new(gw.symbols.capacity(), limits);
+    let max = tickgate_server::session::MAX_REPLAY_PER_COMMAND;
+    for _ in 0..max + 2 {
+        gw.tick(0, true);
+    }
+    for _ in 0..10 {
+        gw.tick(1, true);
+    }
+    gw.command(
+        "{\"op\":\"subscribe\",\"resume\":[{\"symbol\":\"S1\",\"seq\":1},{\"symbol\":\"S0\",\"seq\":1}]}".into(),
+    );
+    assert_eq!((gw.counters.resumes_whole, gw.counters.resumes_history), (1, 1));
+    assert_eq!(gw.counters.replayed, 9, "S1 replayed, S0 past the bound");
+}
