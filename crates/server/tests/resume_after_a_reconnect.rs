@@ -52,24 +52,29 @@ fn read_contiguous(client: &mut TestClient, symbol: &str, mut held: u64, until: 
     held
 }
 
+/// A client holds `symbol`, disconnects, and misses 40 events or more (an observer sees them);
+/// a new connection then resumes after what it held. Returns what it held, the newest seq the
+/// observer saw, and the new connection.
+fn away_then_resume(gateway: &Gateway, symbol: &str) -> (u64, u64, TestClient) {
+    let mut observer = TestClient::connect(gateway.local_addr());
+    observer.subscribe(&[symbol]);
+    let mut first = TestClient::connect(gateway.local_addr());
+    let held = hold_until(&mut first, symbol, 1);
+    drop(first);
+    let mut newest = held;
+    while newest < held + 40 {
+        newest = next_event(&mut observer, symbol)["seq"].as_u64().unwrap_or(newest);
+    }
+    let mut again = TestClient::connect(gateway.local_addr());
+    again.send_json(json!({"op": "subscribe", "resume": [{"symbol": symbol, "seq": held}], "id": 1}));
+    (held, newest, again)
+}
+
 #[test]
 fn a_client_that_reconnects_resumes_with_nothing_missed() {
     let gateway = start_gateway(|_| {});
     let symbol = first_symbol(&gateway);
-    let mut observer = TestClient::connect(gateway.local_addr());
-    observer.subscribe(&[&symbol]);
-
-    let mut first = TestClient::connect(gateway.local_addr());
-    let held = hold_until(&mut first, &symbol, 1);
-    drop(first);
-    // Events the client misses while away.
-    let mut newest = held;
-    while newest < held + 40 {
-        newest = next_event(&mut observer, &symbol)["seq"].as_u64().unwrap_or(newest);
-    }
-
-    let mut again = TestClient::connect(gateway.local_addr());
-    again.send_json(json!({"op": "subscribe", "resume": [{"symbol": symbol, "seq": held}], "id": 1}));
+    let (held, newest, mut again) = away_then_resume(&gateway, &symbol);
     let subscribed = again.recv();
     assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
     assert_eq!(subscribed["symbols"], json!([symbol]));
@@ -89,18 +94,7 @@ fn a_client_that_reconnects_resumes_with_nothing_missed() {
 fn a_seq_the_history_no_longer_reaches_gets_a_gap_and_a_snapshot() {
     let gateway = start_gateway(|c| c.history.max_events_per_symbol = 8);
     let symbol = first_symbol(&gateway);
-    let mut observer = TestClient::connect(gateway.local_addr());
-    observer.subscribe(&[&symbol]);
-    let mut first = TestClient::connect(gateway.local_addr());
-    let held = hold_until(&mut first, &symbol, 1);
-    drop(first);
-    let mut newest = held;
-    while newest < held + 40 {
-        newest = next_event(&mut observer, &symbol)["seq"].as_u64().unwrap_or(newest);
-    }
-
-    let mut again = TestClient::connect(gateway.local_addr());
-    again.send_json(json!({"op": "subscribe", "resume": [{"symbol": symbol, "seq": held}], "id": 1}));
+    let (held, _newest, mut again) = away_then_resume(&gateway, &symbol);
     assert_eq!(again.recv()["type"], "subscribed");
     let gap = again.recv();
     assert_eq!((gap["type"].as_str(), gap["reason"].as_str()), (Some("gap"), Some("history")), "{gap}");
