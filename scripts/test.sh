@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # Every test of tickgate, installing what the tests need where it is missing:
-#   1. cargo test: unit tests, property tests, and integration tests over real sockets; then
+#   1. cargo test: unit tests, property tests, and integration tests over real sockets (installs
+#      promtool, from Debian's prometheus package, if missing); then
 #      the fuzz targets' seeds and saved reproducers, replayed on stable (fuzz/README.md);
 #   2. RFC 6455 conformance (Autobahn cases via kosoku, installed into .local/venv);
 #   3. the dashboard in headless Chromium (installs chromium and playwright-core if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# promtool (Debian's prometheus package) checks a live /metrics in the tests; the test fails
+# without it rather than skipping.
+if ! command -v promtool >/dev/null; then
+  sudo=
+  if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
+  echo "test.sh: installing promtool (apt-get install prometheus)"
+  $sudo apt-get install -y --no-install-recommends prometheus >/dev/null \
+    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends prometheus >/dev/null; }
+fi
 
 cargo test --workspace --locked
 cargo test --manifest-path fuzz/Cargo.toml --locked

@@ -8,6 +8,10 @@
 //! - `fan_out/offer/M`: only the offers are measured. Ticks are offered in runs (256 per
 //!   outbox for M = 1, 40 for M = 100, 16 for M = 10,000: every queue stays far below the soft
 //!   watermark), and the queues are drained between runs outside the measurement.
+//! - `fan_out/offer_and_drain_with_history/M`: `offer_and_drain` plus what the reactor adds per
+//!   tick for resumes: recording the tick and its frame in a full `History` (default bounds, so
+//!   each record also evicts the oldest event). The ratio to `offer_and_drain/M` is the cost of
+//!   the history on the live path.
 
 use std::hint::black_box;
 use std::io::IoSlice;
@@ -15,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tickgate_benches::{MAX_IOV, aapl, default_budget, event_frame, quote, slice_bytes, symbols};
-use tickgate_core::{Budget, Outbox, Policy, SymbolInfo, Tick, Verdict};
+use tickgate_core::{Budget, History, HistoryLimits, Outbox, Policy, SymbolInfo, Tick, Verdict};
 use tickgate_protocol::{FrameBuilder, message};
 
 const SUBSCRIBERS: [usize; 3] = [1, 100, 10_000];
@@ -67,6 +71,20 @@ fn fan_out(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("offer_and_drain", m), &m, |b, &m| {
             b.iter(|| {
                 let queued = offer_all(&mut outboxes, &tick, &frame, info, &budget, &mut builder, now);
+                drain(&mut outboxes, now);
+                assert_eq!(queued, m as u64, "every offer is below the soft watermark");
+            })
+        });
+
+        let limits =
+            HistoryLimits { events_per_symbol: 1024, bytes_per_symbol: 1 << 20, events: 1 << 20, bytes: 256 << 20 };
+        let mut history = History::new(table.capacity(), limits);
+        let mut live = tick;
+        group.bench_with_input(BenchmarkId::new("offer_and_drain_with_history", m), &m, |b, &m| {
+            b.iter(|| {
+                live.seq += 1;
+                history.record(black_box(&live), &frame);
+                let queued = offer_all(&mut outboxes, &live, &frame, info, &budget, &mut builder, now);
                 drain(&mut outboxes, now);
                 assert_eq!(queued, m as u64, "every offer is below the soft watermark");
             })

@@ -152,6 +152,51 @@ test('a 1008 slow-consumer close is shown plainly; the page reconnects and resub
   assert.equal(await page.getAttribute('[data-testid="row-JPM"]', 'data-epoch'), '2');
 });
 
+test('a reconnect resumes after the seq each row holds: the missed events apply, or the gap is shown', async () => {
+  // The rows hold their seqs from the connection before (AAPL, BTC-USD, JPM: live).
+  const held = {};
+  for (const s of ['AAPL', 'BTC-USD', 'JPM']) held[s] = Number(await page.getAttribute(`[data-testid="row-${s}"]`, 'data-seq'));
+  assert.ok(held.AAPL > 0 && held.JPM > 0, JSON.stringify(held));
+  // The gateway has what AAPL and BTC-USD missed, not what JPM missed.
+  gw.resume = (symbol, seq) => {
+    if (symbol === 'JPM') {
+      return [`{"type":"gap","symbol":"JPM","from_seq":${seq + 1},"to_seq":${seq + 40},"reason":"history"}`,
+        snapshot('JPM', seq + 40, '77.00')];
+    }
+    const events = symbol === 'AAPL' ? [trade('AAPL', seq + 1, '120.00'), quote('AAPL', seq + 2, '119.90', '120.10')] : [];
+    return [`{"type":"resumed","symbol":"${symbol}","after_seq":${seq},"to_seq":${seq + events.length}}`, ...events];
+  };
+  const before = gw.commands.length;
+  gw.client.close(1001, 'going away');
+  await until('status live again', () =>
+    document.querySelector('[data-testid=status]').dataset.state === 'live'
+    && document.querySelector('[data-testid=status]').dataset.epoch === '3');
+  const resubscribed = await gw.waitForCommand((c) => c.op === 'subscribe', before);
+  assert.deepEqual(resubscribed.resume, [
+    { symbol: 'AAPL', seq: held.AAPL }, { symbol: 'BTC-USD', seq: held['BTC-USD'] }, { symbol: 'JPM', seq: held.JPM },
+  ]);
+  await stateIs('AAPL', 'live');
+  await valueIs('price-AAPL', '120.00');
+  await valueIs('bid-AAPL', '119.90');
+  assert.equal(await page.getAttribute('[data-testid="row-AAPL"]', 'data-seq'), String(held.AAPL + 2));
+  await stateIs('BTC-USD', 'live');
+  await stateIs('JPM', 'live');
+  assert.equal(await value('price-JPM'), '77.00');
+  assert.match(await text('notice-resume'), new RegExp(`Resumed with a gap: JPM missed seq ${held.JPM + 1}–${held.JPM + 40} ` +
+    '\\(the gateway no longer held what was missed while disconnected\\)'));
+  // A reconnect where everything is there says so.
+  gw.resume = (symbol, seq) => [`{"type":"resumed","symbol":"${symbol}","after_seq":${seq},"to_seq":${seq}}`];
+  gw.client.close(1001, 'going away');
+  await until('status live again', () =>
+    document.querySelector('[data-testid=status]').dataset.state === 'live'
+    && document.querySelector('[data-testid=status]').dataset.epoch === '4');
+  await until('resumed notice', () =>
+    /Resumed, nothing missed: 3 of 3 symbols/.test(document.querySelector('[data-testid=notice-resume]')?.textContent || ''));
+  await stateIs('JPM', 'live');
+  await page.screenshot({ path: artifact('dashboard-resumed.png') });
+  gw.resume = null;
+});
+
 test('a stored symbol the gateway does not have is marked unknown', async () => {
   await page.evaluate(() => localStorage.setItem('tickgate.watchlist', JSON.stringify(['AAPL', 'GONE'])));
   await page.reload();

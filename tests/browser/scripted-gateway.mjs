@@ -85,8 +85,9 @@ class Client {
  * list_symbols and `snapshot(symbol)` the snapshot sent after each subscribe; `welcome` holds
  * fields added to every welcome. `snapshot` and `welcome` may be replaced later through the
  * returned object. While `refuseSubscribes` is above zero, each subscribe is answered with
- * a `rate_limited` error instead, and the count goes down. Every command received is kept in
- * `commands`, every client in `clients`.
+ * a `rate_limited` error instead, and the count goes down. A symbol subscribed with `resume`
+ * gets what `resume(symbol, seq)` returns (messages), when it is set, instead of its snapshot.
+ * Every command received is kept in `commands`, every client in `clients`.
  */
 export async function startScriptedGateway({ universe, snapshot, port = 0, welcome = {} }) {
   const html = fs.readFileSync(INDEX_HTML);
@@ -108,6 +109,7 @@ export async function startScriptedGateway({ universe, snapshot, port = 0, welco
     snapshot,
     welcome,
     refuseSubscribes: 0,
+    resume: null,
     /** The newest client still connected. */
     get client() { return clients.filter((c) => !c.closed).at(-1); },
     onCommand(client, command) {
@@ -123,12 +125,16 @@ export async function startScriptedGateway({ universe, snapshot, port = 0, welco
         // snapshot; a held one is only confirmed), the unknown ones are named in an
         // unknown_symbol error.
         client.held ??= new Set();
-        const known = command.symbols.filter((s) => universe.includes(s));
-        const unknown = command.symbols.filter((s) => !universe.includes(s));
+        const after = new Map((command.resume || []).map((r) => [r.symbol, r.seq]));
+        const names = [...new Set([...(command.symbols || []), ...after.keys()])];
+        const known = names.filter((s) => universe.includes(s));
+        const unknown = names.filter((s) => !universe.includes(s));
         if (known.length || !unknown.length) {
           reply({ type: 'subscribed', ...id, symbols: known, policy: 'conflate' });
           for (const s of known) {
-            if (!client.held.has(s)) reply(scripted.snapshot(s));
+            if (client.held.has(s)) continue;
+            if (after.has(s) && scripted.resume) for (const m of scripted.resume(s, after.get(s))) reply(m);
+            else reply(scripted.snapshot(s));
             client.held.add(s);
           }
         }

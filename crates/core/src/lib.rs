@@ -11,6 +11,7 @@
 
 pub mod decimal;
 pub mod frame;
+pub mod history;
 pub mod market;
 pub mod outbound;
 pub mod outbox;
@@ -22,6 +23,7 @@ pub mod tick;
 
 pub use decimal::{DecimalError, format_fixed, parse_fixed};
 pub use frame::Frame;
+pub use history::{History, HistoryLimits, Since};
 pub use market::{LastValueCache, LastValues, Sequencer};
 pub use outbound::{EntryId, OutboundQueue};
 pub use outbox::{Budget, MissedSpan, Outbox, OverHardLimit, Policy, Verdict};

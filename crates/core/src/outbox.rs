@@ -160,11 +160,21 @@ pub struct Outbox {
     last_progress: Instant,
     /// The subscriptions with a maximum update rate (see [`crate::throttle`]).
     pub throttles: Throttles,
+    /// Gap messages queued for this connection (for operators: who is behind); saturates. A
+    /// `u32` beside `policy`, in what was padding: a connection's size does not grow.
+    pub gaps_sent: u32,
 }
 
 impl Outbox {
     pub fn new(policy: Policy, now: Instant) -> Self {
-        Self { queue: OutboundQueue::new(), policy, behind: None, last_progress: now, throttles: Throttles::default() }
+        Self {
+            queue: OutboundQueue::new(),
+            policy,
+            behind: None,
+            last_progress: now,
+            throttles: Throttles::default(),
+            gaps_sent: 0,
+        }
     }
 
     /// Offers one live event. `frame` is the shared frame; `reencode(n)` builds this client's
@@ -346,6 +356,15 @@ impl Outbox {
         self.queue.trim();
         if self.queue.queued_bytes() < budget.soft && !self.has_gaps() {
             self.behind = None;
+        }
+    }
+
+    /// How long queued bytes have waited with none written (zero when the queue is empty).
+    pub fn waiting(&self, now: Instant) -> std::time::Duration {
+        if self.queue.is_empty() {
+            std::time::Duration::ZERO
+        } else {
+            now.saturating_duration_since(self.last_progress)
         }
     }
 

@@ -3,6 +3,7 @@
 //! ```json
 //! {"op":"subscribe","symbols":["AAPL","MSFT"],"id":1}
 //! {"op":"subscribe","symbols":["MSFT"],"channels":["trades"],"id":5}
+//! {"op":"subscribe","resume":[{"symbol":"AAPL","seq":812}],"id":5}
 //! {"op":"unsubscribe","symbols":["AAPL"],"id":2}
 //! {"op":"unsubscribe","symbols":["AAPL"],"channels":["quotes"],"id":6}
 //! {"op":"list_symbols","id":3}
@@ -36,13 +37,15 @@ impl RequestId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command<'a> {
     /// Subscribe; `policy` chooses this connection's slow-consumer policy; `channels` (none:
-    /// both) the events wanted of every symbol of the command.
+    /// both) the events wanted of every symbol of the command. The symbols of `resume` are
+    /// subscribed too, each resuming after the last `seq` the client holds.
     Subscribe {
         symbols: Vec<Cow<'a, str>>,
         policy: Option<Policy>,
         channels: Option<Channels>,
         /// Most updates per second per symbol (quotes above it are conflated).
         max_rate: Option<u16>,
+        resume: Vec<Resume<'a>>,
     },
     /// Unsubscribe from `channels` of the symbols (none: from the symbols altogether).
     Unsubscribe {
@@ -68,6 +71,13 @@ impl Command<'_> {
             Command::Auth { .. } => "auth",
         }
     }
+}
+
+/// One symbol of a resuming `subscribe`: the last `seq` of it the client holds (at least 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume<'a> {
+    pub symbol: Cow<'a, str>,
+    pub seq: u64,
 }
 
 /// A command with the id to echo in its reply.
@@ -128,7 +138,12 @@ pub fn parse_command(buf: &mut [u8]) -> Result<Request<'_>, CommandError> {
             };
             let channels = take_channels(&mut object, &id)?;
             let max_rate = take_max_rate(&mut object, &id)?;
-            Command::Subscribe { symbols: take_symbols(&mut object, &id)?, policy, channels, max_rate }
+            let resume = take_resume(&mut object, &id)?;
+            let symbols = match object.get("symbols") {
+                None if !resume.is_empty() => Vec::new(),
+                _ => take_symbols(&mut object, &id)?,
+            };
+            Command::Subscribe { symbols, policy, channels, max_rate, resume }
         }
         "unsubscribe" => {
             let channels = take_channels(&mut object, &id)?;
@@ -251,6 +266,51 @@ fn take_channels(
     Ok(Some(channels))
 }
 
+/// `"resume":[{"symbol":"AAPL","seq":812},..]`: each symbol once, each `seq` an integer of at
+/// least 1.
+fn take_resume<'a>(
+    object: &mut simd_json::value::borrowed::Object<'a>,
+    id: &Option<RequestId>,
+) -> Result<Vec<Resume<'a>>, CommandError> {
+    let bad = |text: String| CommandError::new(id.clone(), text);
+    let shape = "field \"resume\" must be an array of {\"symbol\":\"AAPL\",\"seq\":812} (the last seq you hold)";
+    let items = match object.remove("resume") {
+        None | Some(BorrowedValue::Static(StaticNode::Null)) => return Ok(Vec::new()),
+        Some(BorrowedValue::Array(items)) => items,
+        Some(_) => return Err(bad(shape.to_string())),
+    };
+    let mut resume = Vec::with_capacity(items.len());
+    for item in *items {
+        let BorrowedValue::Object(mut entry) = item else { return Err(bad(shape.to_string())) };
+        let Some(BorrowedValue::String(symbol)) = entry.remove("symbol") else { return Err(bad(shape.to_string())) };
+        let shown: String = symbol.chars().take(32).collect();
+        let seq = match entry.remove("seq") {
+            Some(BorrowedValue::Static(StaticNode::U64(n))) if n >= 1 => n,
+            Some(BorrowedValue::Static(StaticNode::I64(n))) if n >= 1 => n as u64,
+            Some(BorrowedValue::Static(StaticNode::U64(_) | StaticNode::I64(_))) => {
+                return Err(bad(format!(
+                    "resume seq of {shown:?} must be at least 1 (the last seq you hold); \
+                     subscribe without resume for a snapshot"
+                )));
+            }
+            Some(_) => {
+                return Err(bad(format!(
+                    "resume seq of {shown:?} must be an integer between 1 and 18446744073709551615"
+                )));
+            }
+            None => return Err(bad(format!("resume entry of {shown:?} has no \"seq\""))),
+        };
+        resume.push(Resume { symbol, seq });
+    }
+    let mut names: Vec<&str> = resume.iter().map(|r| r.symbol.as_ref()).collect();
+    names.sort_unstable();
+    if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
+        let shown: String = twice[0].chars().take(32).collect();
+        return Err(bad(format!("symbol {shown:?} appears more than once in \"resume\"")));
+    }
+    Ok(resume)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,7 +334,8 @@ mod tests {
                 symbols: vec!["AAPL".into(), "MSFT".into()],
                 policy: None,
                 channels: None,
-                max_rate: None
+                max_rate: None,
+                resume: vec![]
             }
         );
         let r = parse(r#"{"op":"subscribe","symbols":["AAPL"],"policy":"drop"}"#).unwrap();
@@ -284,8 +345,18 @@ mod tests {
                 symbols: vec!["AAPL".into()],
                 policy: Some(Policy::Drop),
                 channels: None,
-                max_rate: None
+                max_rate: None,
+                resume: vec![]
             }
+        );
+        let r = parse(
+            r#"{"op":"subscribe","resume":[{"symbol":"AAPL","seq":812},{"symbol":"MSFT","seq":18446744073709551615}]}"#,
+        )
+        .unwrap();
+        let resume = vec![Resume { symbol: "AAPL".into(), seq: 812 }, Resume { symbol: "MSFT".into(), seq: u64::MAX }];
+        assert_eq!(
+            r.command,
+            Command::Subscribe { symbols: vec![], policy: None, channels: None, max_rate: None, resume }
         );
         let r = parse(r#"{"id":"req-\"7\"","op":"unsubscribe","symbols":[]}"#).unwrap();
         assert_eq!(r.id, id(r#""req-\"7\"""#));
@@ -297,7 +368,8 @@ mod tests {
                 symbols: vec!["AAPL".into()],
                 policy: None,
                 channels: Some(Channels::ALL),
-                max_rate: None
+                max_rate: None,
+                resume: vec![]
             }
         );
         let r = parse(r#"{"op":"unsubscribe","symbols":["AAPL"],"channels":["trades"]}"#).unwrap();
@@ -344,6 +416,25 @@ mod tests {
             (r#"{"op":"subscribe","symbols":[],"max_rate":1001,"id":16}"#, id("16"), "from 1 to 1000"),
             (r#"{"op":"subscribe","symbols":[],"max_rate":1e30,"id":17}"#, id("17"), "from 1 to 1000"),
             (r#"{"op":"subscribe","symbols":[],"max_rate":"4","id":18}"#, id("18"), "from 1 to 1000"),
+            (r#"{"op":"subscribe","resume":{"AAPL":1},"id":28}"#, id("28"), "must be an array of {"),
+            (r#"{"op":"subscribe","resume":[{"symbol":"AAPL","seq":0}]}"#, None, "must be at least 1"),
+            (r#"{"op":"subscribe","resume":[{"symbol":"AAPL","seq":-3}]}"#, None, "must be at least 1"),
+            (r#"{"op":"subscribe","resume":[{"symbol":"AAPL","seq":1.5}]}"#, None, "must be an integer"),
+            (r#"{"op":"subscribe","resume":[{"symbol":"AAPL","seq":"7"}]}"#, None, "must be an integer"),
+            (r#"{"op":"subscribe","resume":[{"symbol":"AAPL","seq":1e30}]}"#, None, "must be an integer"),
+            (
+                r#"{"op":"subscribe","resume":[{"symbol":"AAPL","seq":99999999999999999999999}]}"#,
+                None,
+                "not valid JSON",
+            ),
+            (r#"{"op":"subscribe","resume":[{"symbol":"AAPL"}]}"#, None, "has no \"seq\""),
+            (r#"{"op":"subscribe","resume":[{"seq":4}]}"#, None, "must be an array of {"),
+            (
+                r#"{"op":"subscribe","resume":[{"symbol":"AAPL","seq":4},{"symbol":"AAPL","seq":5}]}"#,
+                None,
+                "\"AAPL\" appears more than once",
+            ),
+            (r#"{"op":"subscribe","resume":[],"id":29}"#, id("29"), "missing field \"symbols\""),
         ];
         for (text, want_id, want_message) in cases {
             let err = parse(text).unwrap_err();

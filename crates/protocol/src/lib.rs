@@ -14,6 +14,6 @@ pub mod json;
 pub mod message;
 pub mod ws;
 
-pub use command::{Command, CommandError, Request, RequestId, parse_command};
+pub use command::{Command, CommandError, Request, RequestId, Resume, parse_command};
 pub use message::ErrorCode;
 pub use ws::{CloseCode, FrameBuilder, close_frame, data_frame, ping_frame};

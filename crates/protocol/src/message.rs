@@ -289,6 +289,19 @@ pub fn gap(out: &mut Vec<u8>, info: &SymbolInfo, from_seq: u64, to_seq: u64, rea
     out.push(b'}');
 }
 
+/// `{"type":"resumed","symbol":..,"after_seq":..,"to_seq":..}`: a resume found every event of the
+/// symbol after `after_seq`; those up to `to_seq` follow (none when the two are equal), then the
+/// live stream, with no snapshot.
+pub fn resumed(out: &mut Vec<u8>, info: &SymbolInfo, after_seq: u64, to_seq: u64) {
+    open(out, "resumed");
+    out.extend_from_slice(b",\"symbol\":\"");
+    out.extend_from_slice(info.name.as_bytes());
+    out.push(b'"');
+    field_u64(out, "after_seq", after_seq);
+    field_u64(out, "to_seq", to_seq);
+    out.push(b'}');
+}
+
 /// `{"type":"upstream_gap","symbol":..,"source":..,"after_seq":..,"missed":..}`: the upstream's
 /// own sequence numbers say it skipped `missed` events of the symbol after the event `after_seq`
 /// (tickgate's numbering has no hole: nothing was lost between the gateway and the client).

@@ -23,6 +23,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub log: LogConfig,
     pub tls: TlsConfig,
+    pub history: HistoryConfig,
 }
 
 /// `[tls]`: serve `wss://` and `https://` on `server.listen` (both files set), and on the admin
@@ -804,6 +805,55 @@ impl Default for LogConfig {
     }
 }
 
+/// `[history]`: the recent events each reactor keeps per symbol, for clients that resume after a
+/// reconnect (docs/PROTOCOL.md, "Resuming after a reconnect"). Every bound is per reactor; 0 in
+/// any keeps no history (a resume then gets a gap and a snapshot).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Most events kept per symbol.
+    pub max_events_per_symbol: usize,
+    /// Most bytes (frames and bookkeeping) kept per symbol.
+    pub max_bytes_per_symbol: usize,
+    /// Most events kept in all.
+    pub max_events: usize,
+    /// Most bytes kept in all.
+    pub max_bytes: usize,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self { max_events_per_symbol: 1024, max_bytes_per_symbol: 1 << 20, max_events: 1 << 20, max_bytes: 256 << 20 }
+    }
+}
+
+impl HistoryConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let keys = [
+            ("history.max_events_per_symbol", self.max_events_per_symbol, 1 << 24, "events"),
+            ("history.max_bytes_per_symbol", self.max_bytes_per_symbol, 1 << 32, "bytes"),
+            ("history.max_events", self.max_events, 1 << 28, "events"),
+            ("history.max_bytes", self.max_bytes, 1 << 36, "bytes"),
+        ];
+        for (key, value, max, unit) in keys {
+            if value > max {
+                return Err(invalid(key, format!("must be between 0 and {max} {unit}, got {value}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The bounds, for [`tickgate_core::History`].
+    pub fn limits(&self) -> tickgate_core::HistoryLimits {
+        tickgate_core::HistoryLimits {
+            events_per_symbol: self.max_events_per_symbol,
+            bytes_per_symbol: self.max_bytes_per_symbol,
+            events: self.max_events,
+            bytes: self.max_bytes,
+        }
+    }
+}
+
 /// A configuration that cannot be used, with the key and the reason on one line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -1011,6 +1061,7 @@ impl Config {
             ));
         }
         self.check_ranges()?;
+        self.history.validate()?;
         self.sim.validate()?;
         self.universe.validate()?;
         let universe = self.symbol_table()?;
@@ -1153,8 +1204,10 @@ impl Config {
         // A channel slot holds a message and crossbeam's stamp.
         let slot = (std::mem::size_of::<tickgate_feed::fanout::FanoutMsg>() + 8) as u128;
         // Each reactor, and the ingest thread, keep last values per symbol; each reactor also
-        // an index entry.
-        let per_symbol = (std::mem::size_of::<tickgate_core::LastValues>() + std::mem::size_of::<Vec<u32>>()) as u128;
+        // an index entry and a history slot (its events grow later, within `[history]`).
+        let per_symbol = (std::mem::size_of::<tickgate_core::LastValues>()
+            + std::mem::size_of::<Vec<u32>>()
+            + tickgate_core::history::SYMBOL_SLOT_BYTES) as u128;
         let per_connection = (std::mem::size_of::<crate::connection::Connection>() + 8) as u128;
         UpFront {
             reactors,

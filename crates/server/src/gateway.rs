@@ -141,6 +141,7 @@ impl Gateway {
             started_ns: wall_clock_ns(),
             liveness: liveness.clone(),
             tls: tls.clone(),
+            connz: Default::default(),
         });
         let mut gateway = Gateway {
             local_addr,

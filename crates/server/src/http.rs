@@ -21,6 +21,8 @@ pub enum Route {
     Metrics { head: bool },
     /// Answer with readiness: 200 or 503 and a JSON body (`head`: without it).
     Ready { head: bool },
+    /// List the connections (`/connz`), with the request's query string.
+    Connz { head: bool, query: String },
     /// Answer with liveness: 200 `ok`, or 503 and the failure once the gateway has failed.
     Health { head: bool },
 }
@@ -74,6 +76,7 @@ pub fn parse_and_route(buf: &[u8], max_head: usize, surface: Surface, allowed_or
                 Route::Respond(full) => Parsed::Complete(Route::Respond(without_body(full))),
                 Route::Metrics { .. } => Parsed::Complete(Route::Metrics { head: true }),
                 Route::Ready { .. } => Parsed::Complete(Route::Ready { head: true }),
+                Route::Connz { query, .. } => Parsed::Complete(Route::Connz { head: true, query }),
                 Route::Health { .. } => Parsed::Complete(Route::Health { head: true }),
             }
         }
@@ -125,8 +128,11 @@ fn route(req: &httparse::Request<'_, '_>, head_len: usize, surface: Surface) -> 
         "/healthz" => Route::Health { head: false },
         "/readyz" if operational => Route::Ready { head: false },
         "/metrics" if operational => Route::Metrics { head: false },
+        "/connz" if operational => {
+            Route::Connz { head: false, query: target.split_once('?').map_or("", |(_, q)| q).to_string() }
+        }
         _ if surface == Surface::Admin => {
-            Route::Respond(response(404, "Not Found", "the admin port serves /healthz, /readyz and /metrics\n"))
+            Route::Respond(response(404, "Not Found", "the admin port serves /healthz, /readyz, /metrics and /connz\n"))
         }
         "/echo" if echo => upgrade(req, head_len, true),
         "/ws" => {

@@ -9,6 +9,7 @@ pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod connz;
 pub mod forwarded;
 pub mod gateway;
 pub mod hold;

@@ -7,7 +7,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hdrhistogram::Histogram;
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use std::sync::Arc;
@@ -17,7 +16,23 @@ use tickgate_feed::source::SourceStats;
 
 use crate::connection::CloseReason;
 use crate::gateway::GatewayStats;
-use crate::stats::{COMMAND_OPS, HTTP_STATUSES, ReactorCounters, latency_histogram};
+use crate::stats::{COMMAND_OPS, HTTP_STATUSES, LATENCY_BUCKETS_NS, ReactorCounters};
+
+/// Appends one histogram in the text format: cumulative `_bucket` series with `le` in seconds,
+/// then `_sum` (seconds) and `_count`.
+fn write_histogram(out: &mut Vec<u8>, name: &str, help: &str, buckets: &[u64], count: u64, sum_ns: u64) {
+    use std::io::Write;
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    let mut cumulative = 0u64;
+    for (bound, n) in LATENCY_BUCKETS_NS.iter().zip(buckets) {
+        cumulative += n;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 / 1e9);
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", count.max(cumulative));
+    let _ = writeln!(out, "{name}_sum {}", sum_ns as f64 / 1e9);
+    let _ = writeln!(out, "{name}_count {}", count.max(cumulative));
+}
 
 /// Everything /metrics and /readyz read, shared by every reactor.
 #[derive(Debug)]
@@ -29,6 +44,8 @@ pub struct Telemetry {
     pub liveness: Arc<crate::liveness::Liveness>,
     /// The TLS configuration and its reloads, when TLS is on.
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// Where the reactors gather a `/connz` answer.
+    pub connz: crate::connz::Board,
 }
 
 /// A heartbeat older than this means a thread is stuck.
@@ -246,6 +263,20 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     }
     let gaps = counter("tickgate_gaps_sent_total", "Gap messages sent to clients, by reason.", &["reason"])?;
     let sum = |f: Field| s.reactors.iter().map(|r| load(f(&r.counters))).sum::<u64>();
+    let resumes = counter(
+        "tickgate_resumes_total",
+        "Resuming subscriptions, by outcome: whole (every event after the client's seq), history (gap and \
+         snapshot: the history did not reach back), ahead (gap and snapshot: the client's seq was past ours).",
+        &["outcome"],
+    )?;
+    resumes.with_label_values(&["whole"]).inc_by(sum(|c| &c.resumes_whole));
+    resumes.with_label_values(&["history"]).inc_by(sum(|c| &c.resumes_history));
+    resumes.with_label_values(&["ahead"]).inc_by(sum(|c| &c.resumes_ahead));
+    let replayed =
+        counter("tickgate_resume_replayed_events_total", "Events queued by resumes, from the history.", &[])?;
+    replayed.with_label_values(&[] as &[&str]).inc_by(sum(|c| &c.replayed));
+    gaps.with_label_values(&["history"]).inc_by(sum(|c| &c.resumes_history));
+    gaps.with_label_values(&["ahead"]).inc_by(sum(|c| &c.resumes_ahead));
     gaps.with_label_values(&["slow_consumer"]).inc_by(sum(|c| &c.slow_gaps_sent));
     gaps.with_label_values(&["gateway_overload"]).inc_by(sum(|c| &c.overload_gaps_sent));
     gaps.with_label_values(&["upstream"]).inc_by(sum(|c| &c.upstream_gaps_sent));
@@ -393,6 +424,9 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     let subscriptions = gauge("tickgate_subscriptions", "Subscriptions held by open connections.", &["reactor"])?;
     let queued =
         gauge("tickgate_outbound_queued_bytes", "Bytes queued for clients and not yet written.", &["reactor"])?;
+    let history_bytes =
+        gauge("tickgate_history_bytes", "Bytes the resume history holds (frames and bookkeeping).", &["reactor"])?;
+    let history_events = gauge("tickgate_history_events", "Events the resume history holds.", &["reactor"])?;
     let depth = gauge(
         "tickgate_channel_depth",
         "Ticks waiting in the reactor's channel from the ingest thread.",
@@ -408,40 +442,39 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         connections.with_label_values(&[&id]).set(load(&r.connections) as i64);
         subscriptions.with_label_values(&[&id]).set(load(&r.subscriptions) as i64);
         queued.with_label_values(&[&id]).set(load(&r.queued_bytes) as i64);
+        history_bytes.with_label_values(&[&id]).set(load(&r.history_bytes) as i64);
+        history_events.with_label_values(&[&id]).set(load(&r.history_events) as i64);
         depth.with_label_values(&[&id]).set(load(&r.channel_depth) as i64);
         heartbeat.with_label_values(&[&id]).set(age_ns(now_ns, load(&r.heartbeat_ns)).min(u64::MAX / 2) as f64 / 1e9);
     }
 
-    // Latency windows, merged over the reactors.
-    let windows = [
+    let mut out = Vec::with_capacity(16 * 1024);
+    TextEncoder::new().encode(&registry.gather(), &mut out)?;
+    // Latency histograms, summed over the reactors.
+    let histograms = [
         (
             "tickgate_delivery_latency_seconds",
-            "Ingest to the end of the write pass that handed each delivery to the kernel (frames waiting for a full socket included at that point), last ten seconds (quantile 1 = max).",
-            "tickgate_delivery_latency_window_count",
-            "Deliveries in the latency window.",
+            "Ingest to the end of the write pass that handed each delivery to the kernel (frames waiting for a full socket included at that point).",
+            0,
         ),
         (
             "tickgate_fanout_batch_seconds",
-            "One reactor turn that fanned out ticks: its socket events, fan-out and writes, last ten seconds (quantile 1 = max).",
-            "tickgate_fanout_batch_window_count",
-            "Batches in the fan-out window.",
+            "One reactor turn that fanned out ticks: its socket events, fan-out and writes.",
+            1,
         ),
     ];
-    for (i, (name, help, count_name, count_help)) in windows.into_iter().enumerate() {
-        let mut merged: Histogram<u64> = latency_histogram();
+    for (name, help, which) in histograms {
+        let mut buckets = [0u64; LATENCY_BUCKETS_NS.len()];
+        let (mut count, mut sum_ns) = (0u64, 0u64);
         for r in &s.reactors {
-            let w = if i == 0 { &r.delivery_latency } else { &r.fanout_time };
-            w.merge_into(&mut merged);
+            let h = if which == 0 { &r.delivery_latency } else { &r.fanout_time };
+            for (total, b) in buckets.iter_mut().zip(&h.buckets) {
+                *total += load(b);
+            }
+            count += load(&h.count);
+            sum_ns = sum_ns.saturating_add(load(&h.sum_ns));
         }
-        let q = float_gauge(name, help, &["quantile"])?;
-        for (label, quantile) in [("0.5", 0.5), ("0.9", 0.9), ("0.99", 0.99), ("0.999", 0.999), ("1", 1.0)] {
-            let v = if merged.is_empty() { 0 } else { merged.value_at_quantile(quantile) };
-            q.with_label_values(&[label]).set(v as f64 / 1e9);
-        }
-        gauge(count_name, count_help, &[])?.with_label_values(&[] as &[&str]).set(merged.len() as i64);
+        write_histogram(&mut out, name, help, &buckets, count, sum_ns);
     }
-
-    let mut out = Vec::with_capacity(16 * 1024);
-    TextEncoder::new().encode(&registry.gather(), &mut out)?;
     Ok(String::from_utf8(out).unwrap_or_default())
 }

@@ -27,10 +27,10 @@ use std::time::Instant;
 
 use tickgate_core::subscription::ConnKey;
 use tickgate_core::{
-    Budget, Channels, Frame, LastValueCache, Outbox, OverHardLimit, Policy, QuoteVerdict, Release, SubscriptionIndex,
-    SymbolId, SymbolInfo, SymbolSet, SymbolTable, Tick, Verdict,
+    Budget, Channels, Frame, History, LastValueCache, Outbox, OverHardLimit, Policy, QuoteVerdict, Release, Since,
+    SubscriptionIndex, SymbolId, SymbolInfo, SymbolSet, SymbolTable, Tick, Verdict,
 };
-use tickgate_protocol::{Command, ErrorCode, FrameBuilder, RequestId, message};
+use tickgate_protocol::{Command, ErrorCode, FrameBuilder, RequestId, Resume, message};
 
 use crate::auth::Principal;
 use crate::stats::TurnCounters;
@@ -68,6 +68,16 @@ pub struct Skipped {
 
 const OVERLOAD: &str = "gateway_overload";
 const SLOW_CONSUMER: &str = "slow_consumer";
+/// A resume's `seq` is older than the history still held.
+const HISTORY: &str = "history";
+/// A resume's `seq` is past the newest event of the symbol here (the client saw another
+/// stream, or the gateway restarted): the client drops what it holds past the snapshot.
+const AHEAD: &str = "ahead";
+
+/// Most events one `subscribe` replays, over all its resumed symbols: a symbol whose replay
+/// would go past it gets a gap ("history") and a snapshot instead, so one command costs a
+/// reactor a bounded turn.
+pub const MAX_REPLAY_PER_COMMAND: u64 = 16 * 1024;
 
 /// The reactor-wide state a session call uses.
 #[derive(Debug)]
@@ -75,6 +85,8 @@ pub struct Desk<'a> {
     pub symbols: &'a SymbolTable,
     /// Snapshots come from here: as of the last tick this reactor fanned out.
     pub lvc: &'a LastValueCache,
+    /// What a resume replays: as of the same tick as `lvc`.
+    pub history: &'a History,
     pub builder: &'a mut FrameBuilder,
     pub budget: Budget,
     pub counters: &'a mut TurnCounters,
@@ -183,6 +195,7 @@ impl Desk<'_> {
         let info = self.symbols.get(symbol);
         let gap = self.builder.text(|o| message::gap(o, info, from_seq, to_seq, reason));
         self.push(out, gap)?;
+        out.gaps_sent = out.gaps_sent.saturating_add(1);
         self.push_snapshot(out, symbol)
     }
 
@@ -207,6 +220,7 @@ impl Desk<'_> {
             (None, None) => return Ok(false),
             (None, Some(s)) => {
                 self.push(out, s.gap.clone())?;
+                out.gaps_sent = out.gaps_sent.saturating_add(1);
                 self.push(out, s.snapshot.clone())?;
             }
             (Some(owed), Some(s)) => {
@@ -214,6 +228,7 @@ impl Desk<'_> {
                 let from_seq = owed.from_seq.min(s.from_seq);
                 let gap = self.builder.text(|o| message::gap(o, info, from_seq, s.to_seq, OVERLOAD));
                 self.push(out, gap)?;
+                out.gaps_sent = out.gaps_sent.saturating_add(1);
                 self.push(out, s.snapshot.clone())?;
             }
             (Some(owed), None) => {
@@ -259,6 +274,57 @@ impl Desk<'_> {
             }
         }
         Outcome::Open
+    }
+
+    /// Resumes a symbol just subscribed after `seq`, the last of it the client holds: `resumed`
+    /// and every event after `seq` from the history (through the outbox and its policy, like live
+    /// ticks), with no snapshot; or, when the history does not reach back that far, a gap
+    /// ("history") and a snapshot; or, for a `seq` past the newest event here, a gap ("ahead")
+    /// from the newest event to `seq`, and a snapshot.
+    /// `replay_left` is what is left of the command's [`MAX_REPLAY_PER_COMMAND`].
+    fn resume(
+        &mut self,
+        out: &mut Outbox,
+        symbol: SymbolId,
+        seq: u64,
+        channels: Channels,
+        replay_left: &mut u64,
+    ) -> Result<(), OverHardLimit> {
+        let head = self.lvc.get(symbol).seq;
+        if seq > head {
+            self.counters.resumes_ahead += 1;
+            return self.announce(out, symbol, head + 1, seq, AHEAD);
+        }
+        let history = self.history;
+        let missed = head - seq;
+        let since = if missed <= *replay_left { history.since(symbol, seq, head) } else { Since::NotHeld };
+        match since {
+            Since::NotHeld => {
+                self.counters.resumes_history += 1;
+                self.announce(out, symbol, seq + 1, head, HISTORY)
+            }
+            Since::Whole(events) => {
+                *replay_left -= missed;
+                self.counters.resumes_whole += 1;
+                let info = self.symbols.get(symbol);
+                let resumed = self.builder.text(|o| message::resumed(o, info, seq, head));
+                self.push(out, resumed)?;
+                // What was missed is replayed whole: a rate cap paces the live stream, not
+                // this; events of a channel the connection does not hold are skipped, as live.
+                let builder = &mut *self.builder;
+                for (tick, frame) in events.filter(|(tick, _)| channels.admits(&tick.kind)) {
+                    let superseding = |n| builder.text(|o| message::event(o, info, tick, n));
+                    match out.offer(tick, frame, &self.budget, self.now, superseding) {
+                        Verdict::Queued => self.counters.replayed += 1,
+                        Verdict::Conflated => self.counters.conflated += 1,
+                        Verdict::Dropped => self.counters.dropped += 1,
+                        Verdict::Disconnect => return Err(OverHardLimit),
+                        Verdict::Throttled { .. } => unreachable!("the outbox itself never throttles"),
+                    }
+                }
+                Ok(())
+            }
+        }
     }
 
     /// An `upstream_gap` notice for a subscriber of its symbol.
@@ -339,9 +405,9 @@ impl Session<'_> {
             desk.error(self.out, id, ErrorCode::Backlogged, text, [])
         } else {
             match command {
-                Command::Subscribe { symbols, policy, channels, max_rate } => {
+                Command::Subscribe { symbols, policy, channels, max_rate, resume } => {
                     let wanted = Wanted { policy: *policy, channels: *channels, max_rate: *max_rate };
-                    self.subscribe(desk, index, limits, id, symbols, wanted)
+                    self.subscribe(desk, index, limits, id, symbols, wanted, resume)
                 }
                 Command::Unsubscribe { symbols, channels } => self.unsubscribe(desk, index, id, symbols, *channels),
                 Command::ListSymbols => {
@@ -367,10 +433,12 @@ impl Session<'_> {
     }
 
     /// Subscribes: answers `subscribed` with every symbol now held, then a snapshot for each
-    /// symbol not held before and each held one that gains a channel. A symbol already held on
-    /// the channels asked for is only acknowledged: its stream goes on where it is (no snapshot;
-    /// what the client is owed still comes as a gap and a snapshot). Channels add up: a symbol
-    /// held on trades and subscribed on quotes is then held on both.
+    /// symbol not held before and each held one that gains a channel, or, for one in `resume`,
+    /// what [`Desk::resume`] sends. A symbol already held on the channels asked for is only
+    /// acknowledged, resumed or not: its stream goes on where it is (no snapshot; what the client
+    /// is owed still comes as a gap and a snapshot). Channels add up: a symbol held on trades and
+    /// subscribed on quotes is then held on both.
+    #[allow(clippy::too_many_arguments)]
     fn subscribe(
         &mut self,
         desk: &mut Desk<'_>,
@@ -379,8 +447,14 @@ impl Session<'_> {
         id: Option<&RequestId>,
         names: &[Cow<'_, str>],
         Wanted { policy, channels, max_rate }: Wanted,
+        resume: &[Resume<'_>],
     ) -> Result<(), OverHardLimit> {
-        let (mut known, unknown) = resolve(desk.symbols, names);
+        let mut resume_after: Vec<(SymbolId, u64)> =
+            resume.iter().filter_map(|r| Some((desk.symbols.lookup(&r.symbol)?, r.seq))).collect();
+        resume_after.sort_unstable();
+        let mut replay_left = MAX_REPLAY_PER_COMMAND;
+        let names: Vec<Cow<'_, str>> = names.iter().chain(resume.iter().map(|r| &r.symbol)).cloned().collect();
+        let (mut known, unknown) = resolve(desk.symbols, &names);
         let mut not_entitled = Vec::new();
         if let Some(principal) = self.principal {
             known.retain(|&s| {
@@ -451,8 +525,15 @@ impl Session<'_> {
             });
             desk.push(self.out, frame)?;
             for &symbol in &added {
-                if !desk.settle(self.out, symbol, None)? {
-                    desk.push_snapshot(self.out, symbol)?;
+                if desk.settle(self.out, symbol, None)? {
+                    continue;
+                }
+                match resume_after.binary_search_by_key(&symbol, |&(s, _)| s) {
+                    Ok(i) => {
+                        let channels = index.channels_of(symbol, self.key).unwrap_or(Channels::ALL);
+                        desk.resume(self.out, symbol, resume_after[i].1, channels, &mut replay_left)?
+                    }
+                    Err(_) => desk.push_snapshot(self.out, symbol)?,
                 }
             }
         }

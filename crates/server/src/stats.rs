@@ -5,8 +5,6 @@
 //! memory.
 //! Events that are not per message (closes, HTTP answers, commands) count straight into atomics.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
@@ -104,6 +102,14 @@ counters! {
         proxy_headers_refused,
         /// Upgrades whose client address came from a trusted proxy's forwarding headers.
         forwarded_addresses,
+        /// Resumes answered with every event after the client's seq (none when it was current).
+        resumes_whole,
+        /// Resumes answered with a gap "history" and a snapshot (the history did not reach back).
+        resumes_history,
+        /// Resumes answered with a gap "ahead" and a snapshot (the client's seq was past ours).
+        resumes_ahead,
+        /// Events queued by resumes, from the history.
+        replayed,
     }
 }
 
@@ -114,37 +120,66 @@ pub const HTTP_STATUSES: [u16; 11] = [200, 400, 401, 403, 404, 405, 408, 429, 43
 pub const COMMAND_OPS: [&str; 6] =
     ["subscribe", "unsubscribe", "list_symbols", "list_subscriptions", "auth", "invalid"];
 
-/// Per-second histograms kept for the latency figures: the last ten seconds.
-pub const LATENCY_WINDOW_SECONDS: usize = 10;
-
-/// The last seconds of one latency histogram, published by its reactor once a second and
-/// merged by whoever serves /metrics (the only lock, taken once a second, never per message).
-#[derive(Debug, Default)]
-pub struct LatencyWindow {
-    seconds: Mutex<VecDeque<Histogram<u64>>>,
-}
-
 /// A histogram of nanoseconds, 1 µs to 60 s, two significant digits (1%).
 pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1_000, 60_000_000_000, 2).expect("valid histogram bounds")
 }
 
-impl LatencyWindow {
-    /// Adds one second's histogram, dropping the oldest past the window.
-    pub fn publish(&self, second: &Histogram<u64>) {
-        let mut seconds = self.seconds.lock().unwrap_or_else(|e| e.into_inner());
-        if seconds.len() == LATENCY_WINDOW_SECONDS {
-            seconds.pop_front();
-        }
-        seconds.push_back(second.clone());
-    }
+/// Upper bounds of the latency histograms' buckets, in ns: 25 µs to 10 s (the `le` labels of
+/// `/metrics`, in seconds), chosen for fan-out latencies from tens of microseconds on a quiet
+/// host to seconds for a reactor far behind.
+pub const LATENCY_BUCKETS_NS: [u64; 18] = [
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
 
-    /// Adds the window into `into`.
-    pub fn merge_into(&self, into: &mut Histogram<u64>) {
-        let seconds = self.seconds.lock().unwrap_or_else(|e| e.into_inner());
-        for h in seconds.iter() {
-            let _ = into.add(h);
+/// A Prometheus histogram of one latency, cumulative since start: a reactor adds each second's
+/// [`latency_histogram`] into it (a few relaxed atomic adds a second, never per message), and
+/// /metrics sums the reactors' and prints `_bucket`, `_sum` and `_count`.
+#[derive(Debug, Default)]
+pub struct LatencyBuckets {
+    /// Values at most each bound of [`LATENCY_BUCKETS_NS`] (not cumulative over buckets).
+    pub buckets: [AtomicU64; LATENCY_BUCKETS_NS.len()],
+    /// Every value, the ones past the last bound included.
+    pub count: AtomicU64,
+    pub sum_ns: AtomicU64,
+}
+
+impl LatencyBuckets {
+    /// Adds one second's histogram.
+    pub fn add(&self, second: &Histogram<u64>) {
+        let mut buckets = [0u64; LATENCY_BUCKETS_NS.len()];
+        let mut sum = 0u64;
+        for v in second.iter_recorded() {
+            let (value, n) = (second.highest_equivalent(v.value_iterated_to()), v.count_at_value());
+            sum = sum.saturating_add(value.saturating_mul(n));
+            if let Some(i) = LATENCY_BUCKETS_NS.iter().position(|&bound| value <= bound) {
+                buckets[i] += n;
+            }
         }
+        for (bucket, n) in self.buckets.iter().zip(buckets) {
+            if n > 0 {
+                bucket.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(second.len(), Ordering::Relaxed);
+        self.sum_ns.fetch_add(sum, Ordering::Relaxed);
     }
 }
 
@@ -158,10 +193,10 @@ pub struct ReactorStats {
     pub http_by_status: [AtomicU64; HTTP_STATUSES.len()],
     /// Client commands by op ([`COMMAND_OPS`]) and result (0 ok, 1 error).
     pub commands: [[AtomicU64; 2]; COMMAND_OPS.len()],
-    /// Ingest-to-kernel latency of deliveries, last ten seconds.
-    pub delivery_latency: LatencyWindow,
-    /// Time to fan out and write one batch of ticks, last ten seconds.
-    pub fanout_time: LatencyWindow,
+    /// Ingest-to-kernel latency of deliveries, since start.
+    pub delivery_latency: LatencyBuckets,
+    /// Time to fan out and write one batch of ticks, since start.
+    pub fanout_time: LatencyBuckets,
     /// Ticks waiting in the reactor's channel (gauge).
     pub channel_depth: AtomicU64,
     /// Wall-clock ns of the reactor's last housekeeping pass: a reactor whose heartbeat is old
@@ -173,4 +208,7 @@ pub struct ReactorStats {
     pub subscriptions: AtomicU64,
     /// Bytes queued for its connections and not yet written (gauge).
     pub queued_bytes: AtomicU64,
+    /// Bytes and events its resume history holds (gauges).
+    pub history_bytes: AtomicU64,
+    pub history_events: AtomicU64,
 }

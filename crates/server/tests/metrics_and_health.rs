@@ -50,8 +50,8 @@ fn metrics_exist_and_move_with_traffic() {
         "tickgate_subscriptions",
         "tickgate_symbols",
         "tickgate_feed_up",
-        "tickgate_delivery_latency_seconds",
-        "tickgate_fanout_batch_seconds",
+        "tickgate_delivery_latency_seconds_bucket",
+        "tickgate_fanout_batch_seconds_bucket",
         "tickgate_write_calls_total",
         "tickgate_frames_written_total",
         "tickgate_http_responses_total",
@@ -72,7 +72,7 @@ fn metrics_exist_and_move_with_traffic() {
     let mut after = HashMap::new();
     eventually("counters published and the latency window filled", || {
         after = scrape(addr);
-        sum(&after, "tickgate_delivery_latency_window_count") > 0.0
+        sum(&after, "tickgate_delivery_latency_seconds_count") > 0.0
     });
     // The scraping connection itself may be counted too, depending on when the gauge was taken.
     let open = sum(&after, "tickgate_connections");
@@ -84,8 +84,20 @@ fn metrics_exist_and_move_with_traffic() {
     assert_eq!(after["tickgate_commands_total{op=\"invalid\",result=\"error\"}"], 3.0);
     assert!(after["tickgate_http_responses_total{status=\"200\"}"] >= 1.0, "the earlier scrape was counted");
     assert_eq!(sum(&after, "tickgate_feed_up"), 1.0);
-    let p99 = after["tickgate_delivery_latency_seconds{quantile=\"0.99\"}"];
-    assert!(p99 > 0.0 && p99 < 5.0, "a real latency: {p99}");
+    // The p99 from the histogram's buckets: the first bound that holds 99% of the deliveries.
+    let count = after["tickgate_delivery_latency_seconds_count"];
+    let mut buckets: Vec<(f64, f64)> = after
+        .iter()
+        .filter_map(|(k, &v)| {
+            let le = k.strip_prefix("tickgate_delivery_latency_seconds_bucket{le=\"")?.strip_suffix("\"}")?;
+            Some((le.parse::<f64>().ok()?, v))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "cumulative buckets: {buckets:?}");
+    assert_eq!(buckets.last().map(|b| b.1), Some(count), "+Inf holds every delivery");
+    let p99 = buckets.iter().find(|b| b.1 >= 0.99 * count).map(|b| b.0).unwrap();
+    assert!(p99 > 0.0 && p99 <= 5.0, "a real latency: {p99}");
     drop(clients);
     eventually("closes counted by reason", || {
         let m = scrape(addr);

@@ -35,8 +35,8 @@ use proptest::prelude::*;
 use serde_json::Value;
 use tickgate_core::subscription::ConnKey;
 use tickgate_core::{
-    AssetClass, Budget, Channels, LastValueCache, Outbox, Policy, SlotWheel, SubscriptionIndex, SymbolId, SymbolInfo,
-    SymbolSet, SymbolTable, Tick, TickKind, Verdict,
+    AssetClass, Budget, Channels, History, HistoryLimits, LastValueCache, Outbox, Policy, SlotWheel, SubscriptionIndex,
+    SymbolId, SymbolInfo, SymbolSet, SymbolTable, Tick, TickKind, Verdict,
 };
 use tickgate_protocol::{CloseCode, FrameBuilder, close_frame, message, parse_command};
 use tickgate_server::session::{CommandLimits, Desk, Moment, Outcome, Session, deliver_tick, release};
@@ -133,6 +133,7 @@ macro_rules! desk {
         Desk {
             symbols: &$gw.symbols,
             lvc: &$gw.lvc,
+            history: &$gw.history,
             builder: &mut $gw.builder,
             budget: $gw.budget,
             counters: &mut $gw.counters,
@@ -146,6 +147,8 @@ struct Gateway {
     symbols: SymbolTable,
     /// The reactor's last values (snapshots) and the feed's (what a resync carries).
     lvc: LastValueCache,
+    /// Empty: resumes are modelled in session_model_resume.rs.
+    history: History,
     feed_lvc: LastValueCache,
     index: SubscriptionIndex,
     builder: FrameBuilder,
@@ -178,6 +181,7 @@ impl Gateway {
         Self {
             symbols,
             lvc: LastValueCache::new(n),
+            history: History::new(n, HistoryLimits { events_per_symbol: 0, bytes_per_symbol: 0, events: 0, bytes: 0 }),
             feed_lvc: LastValueCache::new(n),
             index: SubscriptionIndex::new(n),
             builder: FrameBuilder::new(),

@@ -26,6 +26,7 @@ impl Reactor {
             match msg {
                 FanoutMsg::Tick { tick, frame } => {
                     self.lvc.record(&tick);
+                    self.history.record(&tick, &frame);
                     let subscribers = self.index.subscribers(tick.symbol);
                     let channels = self.index.channels(tick.symbol);
                     let info = self.symbols.get(tick.symbol);
@@ -67,6 +68,7 @@ impl Reactor {
                 FanoutMsg::Broadcast { frame } => self.broadcast(&frame),
                 FanoutMsg::Resync { symbol, from_seq, to_seq, values } => {
                     self.lvc.replace(symbol, values);
+                    self.history.forget(symbol);
                     let mut skipped = None;
                     self.control_to_subscribers(symbol, |desk, out| {
                         let skipped = skipped.get_or_insert_with(|| desk.resync(symbol, from_seq, to_seq));

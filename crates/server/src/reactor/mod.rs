@@ -39,7 +39,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tickgate_core::subscription::ConnKey;
-use tickgate_core::{Budget, LastValueCache, Policy, SlotWheel, SubscriptionIndex, SymbolTable};
+use tickgate_core::{Budget, History, LastValueCache, Policy, SlotWheel, SubscriptionIndex, SymbolTable};
 use tickgate_feed::fanout::ReactorInbox;
 use tickgate_protocol::FrameBuilder;
 use tungstenite::protocol::WebSocketConfig;
@@ -64,6 +64,7 @@ macro_rules! desk {
         Desk {
             symbols: &$reactor.symbols,
             lvc: &$reactor.lvc,
+            history: &$reactor.history,
             builder: &mut $reactor.builder,
             budget: $reactor.budget,
             counters: &mut $reactor.turn,
@@ -75,6 +76,7 @@ macro_rules! desk {
 mod accept;
 mod close;
 mod command;
+mod connz;
 mod fanout;
 mod proxied;
 mod read;
@@ -159,6 +161,8 @@ pub struct Reactor {
     /// Last values as of the last tick this reactor fanned out: snapshots come from here, so
     /// they line up exactly with the stream that follows them.
     lvc: LastValueCache,
+    /// The recent events of every symbol, as of the same tick as `lvc`: what a resume replays.
+    history: History,
     /// Connections with something queued this turn.
     dirty: Vec<ConnKey>,
     /// Connections whose read allowance ran out with more to read, by key and session (a key
@@ -224,6 +228,10 @@ pub struct Reactor {
     /// The gateway failed: this reactor is closing its clients with 1011, and meanwhile answers
     /// health checks (503) and refuses upgrades.
     failed: bool,
+    /// The last `/connz` generation this reactor posted its part of.
+    connz_answered: u64,
+    /// A `/connz` request this reactor got and is gathering (see [`crate::connz`]).
+    connz_waiting: Option<connz::Waiting>,
 }
 
 impl Reactor {
@@ -264,6 +272,7 @@ impl Reactor {
             us => Some((WriteHold { max: Duration::from_micros(us) }, HoldTimer::new(poll.registry(), HOLD_TIMER)?)),
         };
         let n = symbols.capacity();
+        let history = History::new(n, config.history.limits());
         let (budget, default_policy) = (config.budget(), config.default_policy());
         let slab_capacity = config.limits.max_connections / config.reactor_count() + 16;
         // Validated with the configuration.
@@ -286,6 +295,7 @@ impl Reactor {
             conns: Slab::with_capacity(slab_capacity),
             index: SubscriptionIndex::new(n),
             lvc: LastValueCache::new(n),
+            history,
             dirty: Vec::with_capacity(1024),
             to_read_again: Vec::new(),
             revisiting: Vec::new(),
@@ -323,6 +333,8 @@ impl Reactor {
             warnings_held: 0,
             backlog: [Backlog::Drained; 2],
             failed: false,
+            connz_answered: 0,
+            connz_waiting: None,
         })
     }
 

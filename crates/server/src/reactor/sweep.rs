@@ -51,6 +51,7 @@ impl Reactor {
                 }
             }
         }
+        self.connz_turn();
         if now.duration_since(self.last_sweep) >= SWEEP_EVERY {
             self.last_sweep = now;
             self.sweep(now);
@@ -210,13 +211,15 @@ impl Reactor {
         self.stats.channel_depth.store(self.inbox.len() as u64, Ordering::Relaxed);
         if self.now.duration_since(self.last_publish) >= PUBLISH_EVERY {
             self.last_publish = self.now;
-            self.stats.delivery_latency.publish(&self.latency);
-            self.stats.fanout_time.publish(&self.fanout_time);
+            self.stats.delivery_latency.add(&self.latency);
+            self.stats.fanout_time.add(&self.fanout_time);
             self.latency.reset();
             self.fanout_time.reset();
         }
         self.stats.connections.store(self.conns.len() as u64, Ordering::Relaxed);
         self.stats.subscriptions.store(self.index.total() as u64, Ordering::Relaxed);
+        self.stats.history_bytes.store(self.history.bytes() as u64, Ordering::Relaxed);
+        self.stats.history_events.store(self.history.events() as u64, Ordering::Relaxed);
     }
 
     /// A fault a test armed (see `Gateway::start_with_fault_hook`), suffered as the real one.

@@ -108,6 +108,11 @@ impl Reactor {
                 };
                 if head { http::without_body(full) } else { full }
             }
+            Parsed::Complete(Route::Connz { head, query }) => match self.ask_connz(key, &query, head) {
+                Some(refusal) => refusal,
+                // Parked: answered once every reactor has posted its part.
+                None => return,
+            },
             Parsed::Complete(Route::Ready { head }) => {
                 let readiness = crate::metrics::readiness(&self.telemetry, wall_clock_ns());
                 let (status, reason) = if readiness.ready() { (200, "OK") } else { (503, "Service Unavailable") };
@@ -115,12 +120,17 @@ impl Reactor {
                 if head { http::without_body(full) } else { full }
             }
         };
-        let status = http::status_of(&response);
+        self.answer_http(key, &response);
+    }
+
+    /// Sends a plain HTTP response and closes the connection.
+    pub(super) fn answer_http(&mut self, key: usize, response: &[u8]) {
+        let status = http::status_of(response);
         if let Some(i) = HTTP_STATUSES.iter().position(|&s| s == status) {
             self.stats.http_by_status[i].fetch_add(1, Ordering::Relaxed);
         }
         if let Some(io) = self.conns.get_mut(key).and_then(|c| c.io()) {
-            io.out.push_control(Frame::from_bytes(&response), self.now);
+            io.out.push_control(Frame::from_bytes(response), self.now);
         }
         self.turn.http_responses += 1;
         self.begin_close(key, None, CloseReason::HttpAnswered);
