@@ -36,9 +36,12 @@ fn connz_lists_every_reactors_connections_with_the_one_behind_first() {
 
     let mut first = Value::Null;
     eventually("the stalled client is first by queued bytes", || {
+        // The readers keep up: they drain what is queued (a busy market never lets a read time
+        // out, so for a bounded while).
         for r in &mut readers {
             r.ws.get_ref().set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-            while r.ws.read().is_ok() {}
+            let until = std::time::Instant::now() + Duration::from_millis(50);
+            while std::time::Instant::now() < until && r.ws.read().is_ok() {}
         }
         let (status, body) = connz(admin, "?sort=queued_bytes&limit=2");
         assert_eq!(status, 200, "{body}");
@@ -58,7 +61,10 @@ fn connz_lists_every_reactors_connections_with_the_one_behind_first() {
     let (_, body) = connz(admin, "?sort=queued_bytes&offset=1&limit=2");
     let page: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(page["count"], 2);
-    assert_eq!(page["connections"][0]["session"], first["connections"][1]["session"]);
+    // The two readers, in either order (their queues move between the two requests).
+    let sessions: Vec<&str> =
+        page["connections"].as_array().unwrap().iter().map(|c| c["session"].as_str().unwrap()).collect();
+    assert!(!sessions.contains(&stalled_session.as_str()), "{page}");
     // Sorted by messages sent: a reader first (the stalled client's writes are blocked).
     let (_, body) = connz(admin, "?sort=messages_sent&limit=1");
     let by_sent: Value = serde_json::from_str(&body).unwrap();
