@@ -22,6 +22,8 @@ pub struct Config {
     pub feed: FeedConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+    /// `[bus]`: a cluster on NATS JetStream (off by default).
+    pub bus: tickgate_bus::BusConfig,
 }
 
 /// `[feed]`: where ticks come from, and whether to record them.
@@ -674,6 +676,7 @@ impl Config {
 
     /// Checks every value's range.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.bus.validate().map_err(|e| invalid(format!("bus.{}", e.key), e.reason))?;
         let s = &self.server;
         if s.reactors > 1024 {
             return Err(invalid(

@@ -1,0 +1,91 @@
+//! Connecting to NATS and finding (or creating) the stream, on the bus thread's runtime.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+
+use crate::{BusConfig, BusError, BusStats};
+
+/// A current-thread runtime for the bus thread.
+pub fn runtime() -> Result<tokio::runtime::Runtime, BusError> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(BusError::Thread)
+}
+
+/// Connects with the configured credentials and TLS; tracks the connection in `stats`.
+pub async fn connect(config: &BusConfig, stats: Arc<BusStats>) -> Result<async_nats::Client, BusError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name("tickgate")
+        .connection_timeout(Duration::from_millis(config.connect_timeout_ms))
+        .require_tls(config.tls_required);
+    if let (Some(user), Some(password)) = (&config.user, &config.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &config.token {
+        options = options.token(token.clone());
+    }
+    if let Some(path) = &config.creds_file {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|source| BusError::Credentials { path: path.clone(), source })?;
+    }
+    if let Some(ca) = &config.tls_ca_file {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    let events = stats.clone();
+    options = options.event_callback(move |event| {
+        let stats = events.clone();
+        async move {
+            match event {
+                async_nats::Event::Connected => {
+                    if !stats.connected.swap(true, Ordering::Relaxed) {
+                        stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("NATS connection is back");
+                    }
+                }
+                async_nats::Event::Disconnected => {
+                    stats.connected.store(false, Ordering::Relaxed);
+                    tracing::warn!("NATS connection lost; reconnecting");
+                }
+                other => tracing::info!(event = %other, "NATS"),
+            }
+        }
+    });
+    let connect_err = |reason: String| BusError::Connect { url: config.url.clone(), reason };
+    let client = tokio::time::timeout(
+        Duration::from_millis(config.connect_timeout_ms.saturating_mul(2)),
+        async_nats::connect_with_options(config.url.as_str(), options),
+    )
+    .await
+    .map_err(|_| connect_err("timed out".into()))?
+    .map_err(|e| connect_err(e.to_string()))?;
+    stats.connected.store(true, Ordering::Relaxed);
+    Ok(client)
+}
+
+/// The stream's configuration: every tick subject under the prefix, the configured retention.
+pub fn stream_config(config: &BusConfig) -> stream::Config {
+    stream::Config {
+        name: config.stream.clone(),
+        subjects: vec![format!("{}.>", config.subject_prefix)],
+        max_age: Duration::from_secs(config.max_age_s),
+        // Validated to fit.
+        max_bytes: i64::try_from(config.max_bytes).unwrap_or(i64::MAX),
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        ..Default::default()
+    }
+}
+
+/// The stream, created with [`stream_config`] if it does not exist.
+pub async fn stream(js: &jetstream::Context, config: &BusConfig) -> Result<stream::Stream, BusError> {
+    js.get_or_create_stream(stream_config(config))
+        .await
+        .map_err(|e| BusError::Stream { stream: config.stream.clone(), reason: e.to_string() })
+}

@@ -1,0 +1,176 @@
+//! A cluster on a real NATS JetStream (`nats-server -js`, started per test): a publisher and
+//! edges, the sequence contract on the edges' clients.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::TcpStream;
+
+use serde_json::Value;
+use tickgate_bus::BusRole;
+use tickgate_server::{Config, Gateway};
+use tickgate_testkit::nats::NatsServer;
+use tickgate_testkit::{TestClient, eventually, metric, start_gateway};
+
+const SYMBOL: &str = "AAPL";
+
+fn on_bus(nats: &NatsServer, role: BusRole) -> impl FnOnce(&mut Config) {
+    let url = nats.url();
+    move |c| {
+        c.server.reactors = 1;
+        c.sim.symbols = 5;
+        c.sim.rate = 2_000.0;
+        c.bus.role = role;
+        c.bus.url = url;
+    }
+}
+
+fn is_event(msg: &Value) -> bool {
+    msg["type"] == "trade" || msg["type"] == "quote"
+}
+
+/// The next `count` events of `symbol` at or after `from_seq`, by seq, as sent.
+fn collect(client: &mut TestClient, from_seq: u64, count: usize) -> BTreeMap<u64, String> {
+    let mut out = BTreeMap::new();
+    while out.len() < count {
+        let raw = client.recv_raw();
+        let msg: Value = serde_json::from_str(&raw).unwrap();
+        if msg["symbol"] == SYMBOL && is_event(&msg) && msg["seq"].as_u64().unwrap() >= from_seq {
+            out.insert(msg["seq"].as_u64().unwrap(), raw);
+        }
+    }
+    out
+}
+
+#[test]
+fn every_edge_sends_the_publishers_events_with_the_same_seq_and_bytes() {
+    let nats = NatsServer::start();
+    let publisher = start_gateway(on_bus(&nats, BusRole::Publisher));
+    let edges: Vec<Gateway> = (0..2).map(|_| start_gateway(on_bus(&nats, BusRole::Edge))).collect();
+    let mut clients: Vec<TestClient> = edges.iter().map(|e| TestClient::connect(e.local_addr())).collect();
+    let mut start = 0;
+    for client in &mut clients {
+        let (_, snaps) = client.subscribe(&[SYMBOL]);
+        start = start.max(snaps[0]["seq"].as_u64().unwrap() + 1);
+    }
+    let streams: Vec<_> = clients.iter_mut().map(|c| collect(c, start, 100)).collect();
+    let mut publisher_client = TestClient::connect(publisher.local_addr());
+    publisher_client.subscribe(&[SYMBOL]);
+    assert_eq!(streams[0], streams[1], "identical bytes for identical seq on both edges");
+    let seqs: Vec<u64> = streams[0].keys().copied().collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "contiguous: {seqs:?}");
+    assert!(metric(edges[0].local_addr(), "tickgate_bus_received_total").unwrap() >= 100.0);
+    assert!(metric(publisher.local_addr(), "tickgate_bus_published_total").unwrap() >= 100.0);
+}
+
+#[test]
+fn a_restarted_publisher_goes_on_upward_and_edges_say_it_restarted() {
+    let nats = NatsServer::start();
+    let publisher = start_gateway(on_bus(&nats, BusRole::Publisher));
+    let edge = start_gateway(on_bus(&nats, BusRole::Edge));
+    let mut client = TestClient::connect(edge.local_addr());
+    let (_, snaps) = client.subscribe(&[SYMBOL]);
+    let first = collect(&mut client, snaps[0]["seq"].as_u64().unwrap() + 1, 50);
+    drop(publisher);
+    let publisher = start_gateway(on_bus(&nats, BusRole::Publisher));
+    let mut last = *first.keys().last().unwrap();
+    let (mut reset, mut after) = (false, 0);
+    while after < 50 {
+        let msg = client.recv();
+        if msg["symbol"] != SYMBOL {
+            continue;
+        }
+        if msg["type"] == "upstream_reset" {
+            assert_eq!(msg["reason"], "publisher_restart", "{msg}");
+            assert_eq!(msg["source"], "bus");
+            assert!(!reset, "one reset for one restart");
+            reset = true;
+        } else if is_event(&msg) {
+            let seq = msg["seq"].as_u64().unwrap();
+            assert_eq!(seq, last + 1, "seq goes on upward, never repeated: {msg}");
+            last = seq;
+            after += usize::from(reset);
+        } else {
+            assert_ne!(msg["type"], "gap", "nothing published was lost: {msg}");
+        }
+    }
+    assert!(reset, "the restart was announced");
+    drop(publisher);
+}
+
+#[test]
+fn a_bad_bus_message_is_rejected_and_counted_and_a_stray_writer_stops_the_publisher_loudly() {
+    let nats = NatsServer::start();
+    let publisher = start_gateway(on_bus(&nats, BusRole::Publisher));
+    let edge = start_gateway(on_bus(&nats, BusRole::Edge));
+    let mut client = TestClient::connect(edge.local_addr());
+    client.subscribe(&[SYMBOL]);
+    let before = collect(&mut client, 0, 10);
+    // Core NATS publishes on the stream's subjects, as a stray client would: a truncated
+    // message, an unknown version, a symbol this universe does not have.
+    let mut raw = TcpStream::connect(nats.addr()).unwrap();
+    let mut unknown_symbol = vec![1u8, 0];
+    unknown_symbol.extend_from_slice(&[1; 48]);
+    unknown_symbol.push(4);
+    unknown_symbol.extend_from_slice(b"ZZZZ");
+    for payload in [&b"\x01\x00\x01"[..], &[9u8; 60][..], &unknown_symbol[..]] {
+        let mut command = format!("PUB tickgate.ticks.ZZZZ {}\r\n", payload.len()).into_bytes();
+        command.extend_from_slice(payload);
+        command.extend_from_slice(b"\r\n");
+        raw.write_all(&command).unwrap();
+    }
+    raw.write_all(b"PING\r\n").unwrap();
+    for reason in ["truncated", "unknown_version", "unknown_symbol"] {
+        let series = format!("tickgate_bus_rejected_total{{reason=\"{reason}\"}}");
+        eventually(&series, || metric(edge.local_addr(), &series) == Some(1.0));
+    }
+    // The stray writer moved the stream on behind the publisher's back: it must stop, loudly,
+    // rather than interleave its numbering with someone else's.
+    eventually("the publisher stops", || publisher.liveness().failure().is_some());
+    let failure = publisher.liveness().failure().unwrap().to_string();
+    assert!(failure.contains("another publisher"), "{failure}");
+    // Whatever reached the edge's client is well-formed and in order.
+    let mut last = *before.keys().last().unwrap();
+    while let Ok(msg) = client.try_recv_for(std::time::Duration::from_millis(500)) {
+        assert_ne!(msg["symbol"], "ZZZZ");
+        if msg["symbol"] == SYMBOL && is_event(&msg) {
+            assert_eq!(msg["seq"].as_u64().unwrap(), last + 1, "{msg}");
+            last += 1;
+        }
+    }
+}
+
+#[test]
+fn of_two_publishers_on_one_stream_one_stops_loudly_and_seqs_never_repeat() {
+    let nats = NatsServer::start();
+    let first = start_gateway(on_bus(&nats, BusRole::Publisher));
+    let edge = start_gateway(on_bus(&nats, BusRole::Edge));
+    let mut client = TestClient::connect(edge.local_addr());
+    client.subscribe(&[SYMBOL]);
+    collect(&mut client, 0, 10);
+    let second = start_gateway(on_bus(&nats, BusRole::Publisher));
+    eventually("a publisher stops", || first.liveness().failure().is_some() || second.liveness().failure().is_some());
+    let mut last = 0;
+    let mut events = 0;
+    while let Ok(msg) = client.try_recv_for(std::time::Duration::from_millis(1000)) {
+        if msg["symbol"] == SYMBOL && is_event(&msg) {
+            let seq = msg["seq"].as_u64().unwrap();
+            assert!(seq > last, "never a repeated or lower seq: {seq} after {last}");
+            last = seq;
+            events += 1;
+            if events > 200 {
+                break;
+            }
+        }
+    }
+}
+
+#[test]
+fn an_unreachable_nats_at_start_is_one_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut config = tickgate_testkit::test_config();
+    config.bus.role = BusRole::Edge;
+    config.bus.url = format!("nats://127.0.0.1:{port}");
+    config.bus.connect_timeout_ms = 500;
+    let error = Gateway::start(config).expect_err("no NATS there").to_string();
+    assert!(error.contains("cannot reach NATS at nats://127.0.0.1:"), "{error}");
+}
