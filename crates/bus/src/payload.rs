@@ -120,6 +120,15 @@ pub fn decode(bytes: &[u8], symbols: &SymbolTable) -> Result<BusTick, Reject> {
     Ok(BusTick { epoch, tick: Tick { symbol, seq, ts, gw_ts, kind } })
 }
 
+/// The publisher epoch of a message of any version this build knows, 0 if it has none (a
+/// stray message on the stream is nobody's).
+pub fn epoch_of(bytes: &[u8]) -> u64 {
+    match bytes.get(2..10) {
+        Some(epoch) if bytes[0] == VERSION => epoch.iter().rev().fold(0, |n, &b| (n << 8) | u64::from(b)),
+        _ => 0,
+    }
+}
+
 /// The subject of `name`'s ticks under `prefix`: `prefix.NAME`, a `.` of the name written `~`
 /// (a subject's tokens are split at dots; `~` is never part of a symbol name).
 pub fn subject(prefix: &str, name: &str) -> String {
@@ -189,6 +198,7 @@ mod tests {
             let mut out = Vec::new();
             encode(&mut out, 99, &table.get(tick.symbol).name, &tick);
             assert_eq!(decode(&out, &table), Ok(BusTick { epoch: 99, tick }));
+            assert_eq!(epoch_of(&out), 99);
         }
     }
 

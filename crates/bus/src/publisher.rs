@@ -25,6 +25,9 @@ use tokio::sync::mpsc;
 use crate::payload::{self, subject};
 use crate::{BusConfig, BusError, BusStats, connect};
 
+/// How often a publisher that lost NATS asks the stream again.
+const RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Most ticks published before their acknowledgements are awaited.
 const MAX_IN_FLIGHT: usize = 1024;
 
@@ -35,8 +38,6 @@ pub enum PublishFailure {
         "another publisher (epoch {other}) is writing to stream {stream}: this one stops; run one publisher per stream"
     )]
     Fenced { stream: String, other: u64 },
-    #[error("the stream {stream} cannot be read: {reason}")]
-    Stream { stream: String, reason: String },
 }
 
 /// The ingest thread's side: offers each sequenced tick to the bus thread.
@@ -198,8 +199,10 @@ impl Run {
                 }
             }
             let mut broken = false;
-            for ack in acks.drain(..) {
-                match ack.await {
+            // Awaited together: after a loss of NATS, every one of them times out at once,
+            // not one after the other.
+            for ack in futures_util::future::join_all(acks.drain(..).map(std::future::IntoFuture::into_future)).await {
+                match ack {
                     Ok(_) => {
                         self.stats.published.fetch_add(1, Ordering::Relaxed);
                     }
@@ -222,21 +225,34 @@ impl Run {
         Ok(())
     }
 
-    /// After a refused or lost message: whose is the stream's last message?
+    /// After a refused or lost message: whose is the stream's last message? While NATS cannot
+    /// answer (an outage), asks again every [`RETRY`]; ticks sequenced meanwhile wait in the
+    /// queue, or are dropped and counted when it is full.
     async fn resync(&mut self) -> Result<(), PublishFailure> {
-        let err = |e: &dyn std::fmt::Display| PublishFailure::Stream {
-            stream: self.stream_name.clone(),
-            reason: e.to_string(),
-        };
-        let last = self.stream.info().await.map_err(|e| err(&e))?.state.last_sequence;
-        if last != self.start_last && last > 0 {
-            let message = self.stream.get_raw_message(last).await.map_err(|e| err(&e))?;
-            let other = message.payload.get(2..10).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
-            if other != self.epoch {
-                return Err(PublishFailure::Fenced { stream: self.stream_name.clone(), other });
+        loop {
+            match self.last_written().await {
+                Ok((last, epoch)) => {
+                    if last != self.start_last && last > 0 && epoch != self.epoch {
+                        return Err(PublishFailure::Fenced { stream: self.stream_name.clone(), other: epoch });
+                    }
+                    self.expected = last;
+                    return Ok(());
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, "cannot read the stream's last message; retrying");
+                    tokio::time::sleep(RETRY).await;
+                }
             }
         }
-        self.expected = last;
-        Ok(())
+    }
+
+    /// The stream's last sequence and the epoch of the publisher that wrote it (0: none).
+    async fn last_written(&mut self) -> Result<(u64, u64), String> {
+        let last = self.stream.info().await.map_err(|e| e.to_string())?.state.last_sequence;
+        if last == 0 {
+            return Ok((0, 0));
+        }
+        let message = self.stream.get_raw_message(last).await.map_err(|e| e.to_string())?;
+        Ok((last, payload::epoch_of(&message.payload)))
     }
 }

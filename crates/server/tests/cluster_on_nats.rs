@@ -21,6 +21,7 @@ fn on_bus(nats: &NatsServer, role: BusRole) -> impl FnOnce(&mut Config) {
         c.sim.rate = 2_000.0;
         c.bus.role = role;
         c.bus.url = url;
+        c.bus.max_bytes = 64 << 20;
     }
 }
 
@@ -173,4 +174,77 @@ fn an_unreachable_nats_at_start_is_one_clear_error() {
     config.bus.connect_timeout_ms = 500;
     let error = Gateway::start(config).expect_err("no NATS there").to_string();
     assert!(error.contains("cannot reach NATS at nats://127.0.0.1:"), "{error}");
+}
+
+/// Reads until `count` events of [`SYMBOL`] came after the first `status` "up", checking the
+/// contract from `last`: each event is `last + 1`, or comes right after a `gap` (reason `bus`)
+/// naming exactly the numbers it skips. Returns the events that skipped nothing.
+fn events_after_recovery(client: &mut TestClient, mut last: u64, count: usize) -> usize {
+    let (mut back, mut events, mut contiguous, mut gap_to) = (false, 0, 0, None);
+    while events < count {
+        let msg = client.recv();
+        match msg["type"].as_str() {
+            Some("status") => back |= msg["feed"] == "up",
+            Some("gap") if msg["symbol"] == SYMBOL => {
+                assert_eq!(msg["reason"], "bus", "{msg}");
+                assert_eq!(msg["from_seq"].as_u64().unwrap(), last + 1, "{msg}");
+                gap_to = msg["to_seq"].as_u64();
+            }
+            Some("trade" | "quote") if msg["symbol"] == SYMBOL => {
+                let seq = msg["seq"].as_u64().unwrap();
+                match gap_to.take() {
+                    Some(to) => assert_eq!(seq, to + 1, "the event right after a gap: {msg}"),
+                    None => {
+                        assert_eq!(seq, last + 1, "no silent hole, no repeat: {msg}");
+                        contiguous += 1;
+                    }
+                }
+                last = seq;
+                events += usize::from(back);
+            }
+            _ => {}
+        }
+    }
+    contiguous
+}
+
+#[test]
+fn an_edge_that_loses_nats_says_so_and_carries_on_with_the_contract_when_it_returns() {
+    let mut nats = NatsServer::start();
+    let publisher = start_gateway(on_bus(&nats, BusRole::Publisher));
+    let edge = start_gateway(on_bus(&nats, BusRole::Edge));
+    let mut client = TestClient::connect(edge.local_addr());
+    client.subscribe(&[SYMBOL]);
+    let seen = collect(&mut client, 0, 20);
+    let readyz = |addr| tickgate_testkit::http_request(addr, "GET /readyz HTTP/1.1\r\n\r\n");
+    eventually("the edge is ready", || readyz(edge.local_addr()).starts_with("HTTP/1.1 200"));
+    nats.kill();
+    let mut last = *seen.keys().last().unwrap();
+    let status = loop {
+        let msg = client.recv();
+        if msg["symbol"] == SYMBOL && is_event(&msg) {
+            last = msg["seq"].as_u64().unwrap();
+        } else if msg["type"] == "status" {
+            break msg;
+        }
+    };
+    assert_eq!(status["feed"], "down", "{status}");
+    assert_eq!(status["source"], "bus");
+    eventually("the edge is not ready without its bus", || readyz(edge.local_addr()).starts_with("HTTP/1.1 503"));
+    let last = client_last_seq(&mut client, last);
+    nats.restart();
+    events_after_recovery(&mut client, last, 100);
+    eventually("the edge is ready again", || readyz(edge.local_addr()).starts_with("HTTP/1.1 200"));
+    assert!(metric(edge.local_addr(), "tickgate_bus_reconnects_total").unwrap() >= 1.0);
+    assert!(publisher.liveness().failure().is_none(), "a publisher that lost NATS carries on");
+}
+
+/// The last event of [`SYMBOL`] the client holds once the feed is down (none come then).
+fn client_last_seq(client: &mut TestClient, mut last: u64) -> u64 {
+    while let Ok(msg) = client.try_recv_for(std::time::Duration::from_millis(300)) {
+        if msg["symbol"] == SYMBOL && is_event(&msg) {
+            last = msg["seq"].as_u64().unwrap();
+        }
+    }
+    last
 }
