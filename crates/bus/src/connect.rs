@@ -56,7 +56,7 @@ pub async fn connect(config: &BusConfig, stats: Arc<BusStats>) -> Result<async_n
             }
         }
     });
-    let connect_err = |reason: String| BusError::Connect { url: config.url.clone(), reason };
+    let connect_err = |reason: String| BusError::Connect { url: redacted(&config.url), reason };
     let client = tokio::time::timeout(
         Duration::from_millis(config.connect_timeout_ms.saturating_mul(2)),
         async_nats::connect_with_options(config.url.as_str(), options),
@@ -88,4 +88,31 @@ pub async fn stream(js: &jetstream::Context, config: &BusConfig) -> Result<strea
     js.get_or_create_stream(stream_config(config))
         .await
         .map_err(|e| BusError::Stream { stream: config.stream.clone(), reason: e.to_string() })
+}
+
+/// `url` without the password of any `user:password@` in it (for messages and logs).
+pub fn redacted(url: &str) -> String {
+    url.split(',')
+        .map(|one| match (one.find("://"), one.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => match one[scheme + 3..at].split_once(':') {
+                Some((user, _)) => format!("{}{user}:<redacted>{}", &one[..scheme + 3], &one[at..]),
+                // A token alone.
+                None => format!("{}<redacted>{}", &one[..scheme + 3], &one[at..]),
+            },
+            _ => one.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_in_a_url_never_reaches_a_message() {
+        assert_eq!(redacted("nats://u:secret@h:4222,nats://h2:4222"), "nats://u:<redacted>@h:4222,nats://h2:4222");
+        assert_eq!(redacted("tls://s3cret@h:4222"), "tls://<redacted>@h:4222");
+        assert_eq!(redacted("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+    }
 }

@@ -12,6 +12,7 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     store: PathBuf,
+    extra: Vec<String>,
 }
 
 impl NatsServer {
@@ -19,10 +20,16 @@ impl NatsServer {
     /// installed (scripts/test.sh installs Debian's): a test of the cluster cannot pass
     /// without a real bus, and must not pass silently.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`NatsServer::start`] with more arguments (`--user`, `--pass`, ...).
+    pub fn start_with(extra: &[&str]) -> Self {
         let port =
             TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
         let store = std::env::temp_dir().join(format!("tickgate-nats-{}-{port}", std::process::id()));
-        let mut server = Self { child: None, port, store };
+        let extra = extra.iter().map(|a| a.to_string()).collect();
+        let mut server = Self { child: None, port, store, extra };
         server.spawn();
         server
     }
@@ -31,6 +38,7 @@ impl NatsServer {
         let child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(&self.store)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
