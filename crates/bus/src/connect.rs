@@ -83,11 +83,14 @@ pub fn stream_config(config: &BusConfig) -> stream::Config {
     }
 }
 
-/// The stream, created with [`stream_config`] if it does not exist.
-pub async fn stream(js: &jetstream::Context, config: &BusConfig) -> Result<stream::Stream, BusError> {
-    js.get_or_create_stream(stream_config(config))
-        .await
-        .map_err(|e| BusError::Stream { stream: config.stream.clone(), reason: e.to_string() })
+/// The stream, created with [`stream_config`] if it does not exist. The publisher also
+/// `applies` its retention to a stream that exists; an edge takes it as it is.
+pub async fn stream(js: &jetstream::Context, config: &BusConfig, apply: bool) -> Result<stream::Stream, BusError> {
+    let err = |reason: String| BusError::Stream { stream: config.stream.clone(), reason };
+    if apply {
+        js.create_or_update_stream(stream_config(config)).await.map_err(|e| err(e.to_string()))?;
+    }
+    js.get_or_create_stream(stream_config(config)).await.map_err(|e| err(e.to_string()))
 }
 
 /// `url` without the password of any `user:password@` in it (for messages and logs).

@@ -66,7 +66,7 @@ pub fn start(config: &BusConfig, symbols: Arc<SymbolTable>, stats: Arc<BusStats>
                 let messages = async {
                     let client = connect::connect(&config, thread_stats.clone()).await?;
                     let js = jetstream::new(client.clone());
-                    let stream = connect::stream(&js, &config).await?;
+                    let stream = connect::stream(&js, &config, false).await?;
                     let consumer = stream
                         .create_consumer(consumer::push::OrderedConfig {
                             deliver_subject: client.new_inbox(),
@@ -153,6 +153,7 @@ impl BusSource {
         let Some(last) = self.last.get_mut(tick.symbol.index()) else { return false };
         let (last_seq, last_epoch) = *last;
         if tick.seq <= last_seq {
+            self.stats.repeats.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         let before = out.ticks.len();

@@ -6,12 +6,16 @@
 //! a full queue drops the tick, counted, and edges see a `gap`); the bus thread publishes them
 //! pipelined, one batch of acknowledgements awaited at a time.
 //!
-//! **Fencing.** Every message carries `Nats-Expected-Last-Sequence`: the stream sequence this
-//! publisher expects its previous message to have. Alone on the stream it is always right; if
-//! another publisher wrote in between, the stream refuses the message. The publisher then
-//! reads the stream's last message: written by another publisher's epoch, it stops with
-//! [`PublishFailure::Fenced`] (the process fails, loudly); written by itself or nothing new,
-//! a message of its own was lost, and it carries on from the stream's last sequence.
+//! **Fencing.** Every message carries `Nats-Expected-Last-Sequence` (the stream sequence this
+//! publisher expects the stream's last message to have) and `Nats-Expected-Last-Subject-Sequence`
+//! (the same for the last message of the tick's own subject). Alone on the stream it is always
+//! right; the stream refuses a message when anyone else wrote in between, and the subject check
+//! means that even a pipelined chain that lines up again after an intruder never puts a
+//! symbol's message after anything but that publisher's previous one. On a refusal the
+//! publisher reads every message since the last it had verified: one written by another epoch
+//! (another publisher, or a stray message) stops it with [`PublishFailure::Fenced`] (the process
+//! fails, loudly); if all are its own, one of its messages was lost, and it carries on from the
+//! stream's state (edges announce the lost seqs as a `gap`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -92,13 +96,13 @@ pub fn start(
                 let setup = async {
                     let client = connect::connect(&config, thread_stats.clone()).await?;
                     let js = jetstream::new(client);
-                    let mut stream = connect::stream(&js, &config).await?;
+                    let mut stream = connect::stream(&js, &config, true).await?;
                     let stream_err = |e: &dyn std::fmt::Display| BusError::Stream {
                         stream: config.stream.clone(),
                         reason: e.to_string(),
                     };
                     let start_last = stream.info().await.map_err(|e| stream_err(&e))?.state.last_sequence;
-                    let last_seqs = read_last_seqs(&stream, &config, &symbols).await?;
+                    let last_seqs = read_last(&stream, &config, &symbols).await?;
                     Ok::<_, BusError>((js, stream, start_last, last_seqs))
                 };
                 let (js, stream, start_last, last_seqs) = match setup.await {
@@ -108,19 +112,20 @@ pub fn start(
                         return Ok(());
                     }
                 };
-                let _ = started_tx.send(Ok(last_seqs));
+                let _ = started_tx.send(Ok(last_seqs.iter().map(|l| (l.symbol, l.seq)).collect()));
                 let subjects: Vec<async_nats::Subject> = (0..symbols.capacity())
                     .map(|i| subject(&config.subject_prefix, &symbols.get(SymbolId(i as u32)).name).into())
                     .collect();
                 let mut run = Run {
                     js,
                     stream,
-                    stream_name: config.stream.clone(),
+                    config,
                     epoch,
-                    start_last,
                     expected: start_last,
+                    subject_last: vec![0; symbols.capacity()],
                     stats: thread_stats,
                 };
+                run.set_subject_last(&last_seqs);
                 run.publish_all(rx, &symbols, &subjects).await
             })
         })
@@ -132,18 +137,23 @@ pub fn start(
     }
 }
 
-/// Each symbol's last published seq: the last message of its subject, if any.
-async fn read_last_seqs(
-    stream: &Stream,
-    config: &BusConfig,
-    symbols: &SymbolTable,
-) -> Result<Vec<(SymbolId, u64)>, BusError> {
+/// The last message of a symbol's subject.
+struct LastOnSubject {
+    symbol: SymbolId,
+    /// Its seq (the publisher's numbering).
+    seq: u64,
+    /// Its stream sequence.
+    stream_seq: u64,
+}
+
+/// The last message of every symbol's subject that has one.
+async fn read_last(stream: &Stream, config: &BusConfig, symbols: &SymbolTable) -> Result<Vec<LastOnSubject>, BusError> {
     let mut last = Vec::new();
     for (id, info) in symbols.iter() {
         let subject = subject(&config.subject_prefix, &info.name);
         match stream.get_last_raw_message_by_subject(&subject).await {
             Ok(message) => match payload::decode(&message.payload, symbols) {
-                Ok(bus) => last.push((id, bus.tick.seq)),
+                Ok(bus) => last.push(LastOnSubject { symbol: id, seq: bus.tick.seq, stream_seq: message.sequence }),
                 Err(e) => {
                     return Err(BusError::LastSeq {
                         symbol: info.name.to_string(),
@@ -161,16 +171,24 @@ async fn read_last_seqs(
 struct Run {
     js: jetstream::Context,
     stream: Stream,
-    stream_name: String,
+    config: BusConfig,
     epoch: u64,
-    /// The stream's last sequence when this publisher started.
-    start_last: u64,
-    /// The stream sequence of this publisher's last message, as it expects it.
+    /// The stream sequence of the stream's last message, as this publisher expects it: its own
+    /// last message, or the last before it started.
     expected: u64,
+    /// Per symbol, the stream sequence of the last message on its subject, as expected (0: none).
+    subject_last: Vec<u64>,
     stats: Arc<BusStats>,
 }
 
 impl Run {
+    fn set_subject_last(&mut self, last: &[LastOnSubject]) {
+        self.subject_last.fill(0);
+        for l in last {
+            self.subject_last[l.symbol.index()] = l.stream_seq;
+        }
+    }
+
     async fn publish_all(
         &mut self,
         mut rx: mpsc::Receiver<Tick>,
@@ -181,16 +199,20 @@ impl Run {
         let mut acks = Vec::with_capacity(MAX_IN_FLIGHT);
         let mut payload = Vec::with_capacity(128);
         while rx.recv_many(&mut ticks, MAX_IN_FLIGHT).await > 0 {
+            // Every message up to here is known: this publisher's, or there before it started.
+            let verified = self.expected;
             for tick in ticks.drain(..) {
                 payload.clear();
                 payload::encode(&mut payload, self.epoch, &symbols.get(tick.symbol).name, &tick);
                 let message = PublishMessage::build()
                     .payload(Bytes::copy_from_slice(&payload))
-                    .expected_last_sequence(self.expected);
+                    .expected_last_sequence(self.expected)
+                    .expected_last_subject_sequence(self.subject_last[tick.symbol.index()]);
                 match self.js.send_publish(subjects[tick.symbol.index()].clone(), message).await {
                     Ok(ack) => {
                         acks.push(ack);
                         self.expected += 1;
+                        self.subject_last[tick.symbol.index()] = self.expected;
                     }
                     Err(e) => {
                         self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
@@ -219,40 +241,54 @@ impl Run {
                 }
             }
             if broken {
-                self.resync().await?;
+                self.resync(verified, symbols).await?;
             }
         }
         Ok(())
     }
 
-    /// After a refused or lost message: whose is the stream's last message? While NATS cannot
-    /// answer (an outage), asks again every [`RETRY`]; ticks sequenced meanwhile wait in the
-    /// queue, or are dropped and counted when it is full.
-    async fn resync(&mut self) -> Result<(), PublishFailure> {
+    /// After a refused or lost message: were all the stream's messages since `verified` this
+    /// publisher's? Any other writer's fences it. If they were (a message of its own was lost),
+    /// it takes the stream's state as it is and goes on. While NATS cannot answer (an outage),
+    /// asks again every [`RETRY`]; ticks sequenced meanwhile wait in the queue, or are dropped
+    /// and counted when it is full.
+    async fn resync(&mut self, verified: u64, symbols: &SymbolTable) -> Result<(), PublishFailure> {
         loop {
-            match self.last_written().await {
-                Ok((last, epoch)) => {
-                    if last != self.start_last && last > 0 && epoch != self.epoch {
-                        return Err(PublishFailure::Fenced { stream: self.stream_name.clone(), other: epoch });
+            match self.foreign_since(verified).await {
+                Ok((_, Some(other))) => {
+                    return Err(PublishFailure::Fenced { stream: self.config.stream.clone(), other });
+                }
+                Ok((last, None)) => match read_last(&self.stream, &self.config, symbols).await {
+                    Ok(subjects) => {
+                        self.expected = last;
+                        self.set_subject_last(&subjects);
+                        return Ok(());
                     }
-                    self.expected = last;
-                    return Ok(());
-                }
-                Err(reason) => {
-                    tracing::warn!(%reason, "cannot read the stream's last message; retrying");
-                    tokio::time::sleep(RETRY).await;
-                }
+                    Err(e) => tracing::warn!(error = %e, "cannot read the stream's last messages; retrying"),
+                },
+                Err(reason) => tracing::warn!(%reason, "cannot read the stream; retrying"),
             }
+            tokio::time::sleep(RETRY).await;
         }
     }
 
-    /// The stream's last sequence and the epoch of the publisher that wrote it (0: none).
-    async fn last_written(&mut self) -> Result<(u64, u64), String> {
+    /// The stream's last sequence, and the epoch of another writer of a message after
+    /// `verified`, if any (0: a message that is nobody's).
+    async fn foreign_since(&mut self, verified: u64) -> Result<(u64, Option<u64>), String> {
         let last = self.stream.info().await.map_err(|e| e.to_string())?.state.last_sequence;
-        if last == 0 {
-            return Ok((0, 0));
+        for sequence in verified.saturating_add(1)..=last {
+            match self.stream.get_raw_message(sequence).await {
+                Ok(message) => {
+                    let epoch = payload::epoch_of(&message.payload);
+                    if epoch != self.epoch {
+                        return Ok((last, Some(epoch)));
+                    }
+                }
+                // Gone already (retention): nothing to say about it.
+                Err(e) if e.kind() == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound => {}
+                Err(e) => return Err(e.to_string()),
+            }
         }
-        let message = self.stream.get_raw_message(last).await.map_err(|e| e.to_string())?;
-        Ok((last, payload::epoch_of(&message.payload)))
+        Ok((last, None))
     }
 }

@@ -21,6 +21,8 @@ pub struct BusStats {
     pub received: AtomicU64,
     /// Bus messages rejected (edge), by [`Reject::index`].
     pub rejected: [AtomicU64; Reject::REASONS.len()],
+    /// Ticks read with a seq not above their symbol's last (a repeat on the stream): dropped.
+    pub repeats: AtomicU64,
     /// Catch-ups from the stream after a loss of the bus (edge).
     pub catch_ups: AtomicU64,
     /// Messages of the stream not yet read by this edge.

@@ -408,7 +408,7 @@ fn render_bus(
     gauge("tickgate_bus_connected", "1 while the NATS connection is up.", &[])?
         .with_label_values(none)
         .set(i64::from(bus.connected.load(Ordering::Relaxed)));
-    let counters: [(&str, &str, &AtomicU64); 7] = [
+    let counters: [(&str, &str, &AtomicU64); 8] = [
         ("tickgate_bus_reconnects_total", "Reconnections to NATS after a loss.", &bus.reconnects),
         ("tickgate_bus_published_total", "Ticks published and acknowledged by the stream.", &bus.published),
         ("tickgate_bus_publish_errors_total", "Publishes that failed or that the stream refused.", &bus.publish_errors),
@@ -420,6 +420,7 @@ fn render_bus(
         ("tickgate_bus_received_total", "Ticks read from the stream and delivered (edge).", &bus.received),
         ("tickgate_bus_catch_ups_total", "Catch-ups from the stream after a loss of NATS (edge).", &bus.catch_ups),
         ("tickgate_bus_gaps_total", "Seq skips announced as gap, reason bus (edge).", &bus.gaps),
+        ("tickgate_bus_repeats_total", "Ticks read again with a seq already delivered: dropped (edge).", &bus.repeats),
     ];
     for (name, help, value) in counters {
         counter(name, help, &[])?.with_label_values(none).inc_by(load(value));

@@ -163,6 +163,11 @@ fn of_two_publishers_on_one_stream_one_stops_loudly_and_seqs_never_repeat() {
             }
         }
     }
+    assert_eq!(
+        metric(edge.local_addr(), "tickgate_bus_repeats_total"),
+        Some(0.0),
+        "the stream never holds a symbol's seq twice"
+    );
 }
 
 #[test]
