@@ -113,9 +113,8 @@ pub fn start(
                     }
                 };
                 let _ = started_tx.send(Ok(last_seqs.iter().map(|l| (l.symbol, l.seq)).collect()));
-                let subjects: Vec<async_nats::Subject> = (0..symbols.capacity())
-                    .map(|i| subject(&config.subject_prefix, &symbols.get(SymbolId(i as u32)).name).into())
-                    .collect();
+                // Filled on a symbol's first tick: a universe that grows has more room than names.
+                let mut subjects: Vec<Option<async_nats::Subject>> = vec![None; symbols.capacity()];
                 let mut run = Run {
                     js,
                     stream,
@@ -126,7 +125,7 @@ pub fn start(
                     stats: thread_stats,
                 };
                 run.set_subject_last(&last_seqs);
-                run.publish_all(rx, &symbols, &subjects).await
+                run.publish_all(rx, &symbols, &mut subjects).await
             })
         })
         .map_err(BusError::Thread)?;
@@ -193,7 +192,7 @@ impl Run {
         &mut self,
         mut rx: mpsc::Receiver<Tick>,
         symbols: &SymbolTable,
-        subjects: &[async_nats::Subject],
+        subjects: &mut [Option<async_nats::Subject>],
     ) -> Result<(), PublishFailure> {
         let mut ticks = Vec::with_capacity(MAX_IN_FLIGHT);
         let mut acks = Vec::with_capacity(MAX_IN_FLIGHT);
@@ -208,7 +207,11 @@ impl Run {
                     .payload(Bytes::copy_from_slice(&payload))
                     .expected_last_sequence(self.expected)
                     .expected_last_subject_sequence(self.subject_last[tick.symbol.index()]);
-                match self.js.send_publish(subjects[tick.symbol.index()].clone(), message).await {
+                let name = &symbols.get(tick.symbol).name;
+                let subject = subjects[tick.symbol.index()]
+                    .get_or_insert_with(|| subject(&self.config.subject_prefix, name).into())
+                    .clone();
+                match self.js.send_publish(subject, message).await {
                     Ok(ack) => {
                         acks.push(ack);
                         self.expected += 1;
