@@ -125,6 +125,13 @@ pub fn readiness(t: &Telemetry, now_ns: u64) -> Readiness {
             "sources": sources.into_iter().map(|(_, body)| body).collect::<Vec<_>>(),
         },
         "reactors": reactors,
+        // A cluster's bus: an edge's verdict is its source "bus" above; a publisher that lost
+        // NATS still serves its own clients, and says so here.
+        "bus": t.stats.bus.as_ref().map(|bus| serde_json::json!({
+            "connected": bus.connected.load(Ordering::Relaxed),
+            "lag_messages": load(&bus.lag_messages),
+            "publish_errors": load(&bus.publish_errors),
+        })),
     });
     Readiness { feed_ok, reactors_ok, body: body.to_string() + "\n" }
 }

@@ -243,6 +243,10 @@ fn an_edge_that_loses_nats_says_so_and_carries_on_with_the_contract_when_it_retu
     assert_eq!(status["feed"], "down", "{status}");
     assert_eq!(status["source"], "bus");
     eventually("the edge is not ready without its bus", || readyz(edge.local_addr()).starts_with("HTTP/1.1 503"));
+    let ready = readyz(edge.local_addr());
+    assert!(ready.contains(r#""bus":{"connected":false"#), "{ready}");
+    let ready = readyz(publisher.local_addr());
+    assert!(ready.starts_with("HTTP/1.1 200") && ready.contains(r#""connected":false"#), "{ready}");
     let last = client_last_seq(&mut client, last);
     nats.restart();
     events_after_recovery(&mut client, last, 100);
