@@ -1,16 +1,45 @@
 //! Connecting to NATS and finding (or creating) the stream, on the bus thread's runtime.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::SyncSender;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
 use crate::{BusConfig, BusError, BusStats};
 
-/// A current-thread runtime for the bus thread.
-pub fn runtime() -> Result<tokio::runtime::Runtime, BusError> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(BusError::Thread)
+/// Starts a bus thread named `name`: a current-thread runtime of its own runs `work`, which first
+/// sends what it started with, or why it could not start, through the sender it is given.
+/// Returns that and the thread (which ends with `fallback` if no runtime could be built).
+pub fn start_thread<S, R, F>(
+    name: &str,
+    fallback: R,
+    work: impl FnOnce(SyncSender<Result<S, BusError>>) -> F + Send + 'static,
+) -> Result<(S, JoinHandle<R>), BusError>
+where
+    S: Send + 'static,
+    R: Send + 'static,
+    F: Future<Output = R>,
+{
+    let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(work(started_tx)),
+            Err(e) => {
+                let _ = started_tx.send(Err(BusError::Thread(e)));
+                fallback
+            }
+        })
+        .map_err(BusError::Thread)?;
+    match started_rx.recv() {
+        Ok(Ok(started)) => Ok((started, thread)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(BusError::Ended),
+    }
 }
 
 /// Connects with the configured credentials and TLS; tracks the connection in `stats`.

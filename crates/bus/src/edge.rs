@@ -48,59 +48,41 @@ pub struct BusSource {
 pub fn start(config: &BusConfig, symbols: Arc<SymbolTable>, stats: Arc<BusStats>) -> Result<BusSource, BusError> {
     let (tx, rx) = mpsc::channel(QUEUE);
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
     let config = config.clone();
     let thread_stats = stats.clone();
     let capacity = symbols.capacity();
-    let thread = std::thread::Builder::new()
-        .name("tickgate-bus-edge".into())
-        .spawn(move || {
-            let runtime = match connect::runtime() {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    let _ = started_tx.send(Err(e));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let messages = async {
-                    let client = connect::connect(&config, thread_stats.clone()).await?;
-                    let js = jetstream::new(client.clone());
-                    let stream = connect::stream(&js, &config, false).await?;
-                    let consumer = stream
-                        .create_consumer(consumer::push::OrderedConfig {
-                            deliver_subject: client.new_inbox(),
-                            filter_subject: format!("{}.>", config.subject_prefix),
-                            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
-                            ..Default::default()
-                        })
-                        .await
-                        .map_err(|e| BusError::Stream { stream: config.stream.clone(), reason: e.to_string() })?;
-                    consumer
-                        .messages()
-                        .await
-                        .map_err(|e| BusError::Stream { stream: config.stream.clone(), reason: e.to_string() })
-                };
-                let messages = match messages.await {
-                    Ok(messages) => messages,
-                    Err(e) => {
-                        let _ = started_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = started_tx.send(Ok(()));
-                tokio::select! {
-                    () = read(messages, &symbols, &tx, &thread_stats) => {}
-                    _ = stopped => {}
-                }
-            });
-        })
-        .map_err(BusError::Thread)?;
-    match started_rx.recv() {
-        Ok(Ok(())) => Ok(BusSource { rx, stats, last: vec![(0, 0); capacity], thread: Some(thread), stop: Some(stop) }),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(BusError::Ended),
-    }
+    let ((), thread) = connect::start_thread("tickgate-bus-edge", (), move |started| async move {
+        let stream_err =
+            |e: &dyn std::fmt::Display| BusError::Stream { stream: config.stream.clone(), reason: e.to_string() };
+        let messages = async {
+            let client = connect::connect(&config, thread_stats.clone()).await?;
+            let js = jetstream::new(client.clone());
+            let stream = connect::stream(&js, &config, false).await?;
+            let consumer = stream
+                .create_consumer(consumer::push::OrderedConfig {
+                    deliver_subject: client.new_inbox(),
+                    filter_subject: format!("{}.>", config.subject_prefix),
+                    deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| stream_err(&e))?;
+            consumer.messages().await.map_err(|e| stream_err(&e))
+        };
+        let messages = match messages.await {
+            Ok(messages) => messages,
+            Err(e) => {
+                let _ = started.send(Err(e));
+                return;
+            }
+        };
+        let _ = started.send(Ok(()));
+        tokio::select! {
+            () = read(messages, &symbols, &tx, &thread_stats) => {}
+            _ = stopped => {}
+        }
+    })?;
+    Ok(BusSource { rx, stats, last: vec![(0, 0); capacity], thread: Some(thread), stop: Some(stop) })
 }
 
 /// Reads the stream into `tx` until the source is dropped.

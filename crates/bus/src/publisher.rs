@@ -79,61 +79,45 @@ pub fn start(
     epoch: u64,
 ) -> Result<Started, BusError> {
     let (tx, rx) = mpsc::channel(config.publish_queue);
-    let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
     let config = config.clone();
     let thread_stats = stats.clone();
-    let thread = std::thread::Builder::new()
-        .name("tickgate-bus-publisher".into())
-        .spawn(move || {
-            let runtime = match connect::runtime() {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    let _ = started_tx.send(Err(e));
-                    return Ok(());
-                }
-            };
-            runtime.block_on(async move {
-                let setup = async {
-                    let client = connect::connect(&config, thread_stats.clone()).await?;
-                    let js = jetstream::new(client);
-                    let mut stream = connect::stream(&js, &config, true).await?;
-                    let stream_err = |e: &dyn std::fmt::Display| BusError::Stream {
-                        stream: config.stream.clone(),
-                        reason: e.to_string(),
-                    };
-                    let start_last = stream.info().await.map_err(|e| stream_err(&e))?.state.last_sequence;
-                    let last_seqs = read_last(&stream, &config, &symbols).await?;
-                    Ok::<_, BusError>((js, stream, start_last, last_seqs))
-                };
-                let (js, stream, start_last, last_seqs) = match setup.await {
-                    Ok(ready) => ready,
-                    Err(e) => {
-                        let _ = started_tx.send(Err(e));
-                        return Ok(());
-                    }
-                };
-                let _ = started_tx.send(Ok(last_seqs.iter().map(|l| (l.symbol, l.seq)).collect()));
-                // Filled on a symbol's first tick: a universe that grows has more room than names.
-                let mut subjects: Vec<Option<async_nats::Subject>> = vec![None; symbols.capacity()];
-                let mut run = Run {
-                    js,
-                    stream,
-                    config,
-                    epoch,
-                    expected: start_last,
-                    subject_last: vec![0; symbols.capacity()],
-                    stats: thread_stats,
-                };
-                run.set_subject_last(&last_seqs);
-                run.publish_all(rx, &symbols, &mut subjects).await
-            })
-        })
-        .map_err(BusError::Thread)?;
-    match started_rx.recv() {
-        Ok(Ok(last_seqs)) => Ok(Started { sink: PublisherSink { tx, stats }, last_seqs, thread }),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(BusError::Ended),
-    }
+    let (last_seqs, thread) = connect::start_thread("tickgate-bus-publisher", Ok(()), move |started| async move {
+        let setup = async {
+            let client = connect::connect(&config, thread_stats.clone()).await?;
+            let js = jetstream::new(client);
+            let mut stream = connect::stream(&js, &config, true).await?;
+            let start_last = stream
+                .info()
+                .await
+                .map_err(|e| BusError::Stream { stream: config.stream.clone(), reason: e.to_string() })?
+                .state
+                .last_sequence;
+            let last_seqs = read_last(&stream, &config, &symbols).await?;
+            Ok::<_, BusError>((js, stream, start_last, last_seqs))
+        };
+        let (js, stream, start_last, last_seqs) = match setup.await {
+            Ok(ready) => ready,
+            Err(e) => {
+                let _ = started.send(Err(e));
+                return Ok(());
+            }
+        };
+        let _ = started.send(Ok(last_seqs.iter().map(|l| (l.symbol, l.seq)).collect()));
+        // Filled on a symbol's first tick: a universe that grows has more room than names.
+        let mut subjects: Vec<Option<async_nats::Subject>> = vec![None; symbols.capacity()];
+        let mut run = Run {
+            js,
+            stream,
+            config,
+            epoch,
+            expected: start_last,
+            subject_last: vec![0; symbols.capacity()],
+            stats: thread_stats,
+        };
+        run.set_subject_last(&last_seqs);
+        run.publish_all(rx, &symbols, &mut subjects).await
+    })?;
+    Ok(Started { sink: PublisherSink { tx, stats }, last_seqs, thread })
 }
 
 /// The last message of a symbol's subject.
