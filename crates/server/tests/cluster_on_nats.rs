@@ -25,6 +25,15 @@ fn on_bus(nats: &NatsServer, role: BusRole) -> impl FnOnce(&mut Config) {
     }
 }
 
+/// A publisher, an edge, and a client of the edge subscribed to [`SYMBOL`].
+fn publisher_edge_client(nats: &NatsServer) -> (Gateway, Gateway, TestClient) {
+    let publisher = start_gateway(on_bus(nats, BusRole::Publisher));
+    let edge = start_gateway(on_bus(nats, BusRole::Edge));
+    let mut client = TestClient::connect(edge.local_addr());
+    client.subscribe(&[SYMBOL]);
+    (publisher, edge, client)
+}
+
 fn is_event(msg: &Value) -> bool {
     msg["type"] == "trade" || msg["type"] == "quote"
 }
@@ -108,10 +117,7 @@ fn a_restarted_publisher_goes_on_upward_and_edges_say_it_restarted() {
 #[test]
 fn a_bad_bus_message_is_rejected_and_counted_and_a_stray_writer_stops_the_publisher_loudly() {
     let nats = NatsServer::start();
-    let publisher = start_gateway(on_bus(&nats, BusRole::Publisher));
-    let edge = start_gateway(on_bus(&nats, BusRole::Edge));
-    let mut client = TestClient::connect(edge.local_addr());
-    client.subscribe(&[SYMBOL]);
+    let (publisher, edge, mut client) = publisher_edge_client(&nats);
     let before = collect(&mut client, 0, 10);
     // Core NATS publishes on the stream's subjects, as a stray client would: a truncated
     // message, an unknown version, a symbol this universe does not have.
@@ -223,10 +229,7 @@ fn events_after_recovery(client: &mut TestClient, mut last: u64, count: usize) -
 #[test]
 fn an_edge_that_loses_nats_says_so_and_carries_on_with_the_contract_when_it_returns() {
     let mut nats = NatsServer::start();
-    let publisher = start_gateway(on_bus(&nats, BusRole::Publisher));
-    let edge = start_gateway(on_bus(&nats, BusRole::Edge));
-    let mut client = TestClient::connect(edge.local_addr());
-    client.subscribe(&[SYMBOL]);
+    let (publisher, edge, mut client) = publisher_edge_client(&nats);
     let seen = collect(&mut client, 0, 20);
     let readyz = |addr| tickgate_testkit::http_request(addr, "GET /readyz HTTP/1.1\r\n\r\n");
     eventually("the edge is ready", || readyz(edge.local_addr()).starts_with("HTTP/1.1 200"));
