@@ -241,4 +241,23 @@ mod tests {
         assert_eq!(subject("ticks", "BRK.B"), "ticks.BRK~B");
         assert_eq!(subject("ticks", "BTC-USD"), "ticks.BTC-USD");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_decode_to_a_tick_or_a_reason_never_a_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..120)) {
+            let _ = decode(&bytes, &table());
+        }
+
+        #[test]
+        fn any_tick_comes_back_as_it_went(
+            epoch: u64, seq in 1u64.., ts: u64, gw_ts: u64, a: i64, b: i64, c: i64, d: i64, quote: bool, symbol in 0u32..2,
+        ) {
+            let table = table();
+            let kind = if quote { TickKind::Quote { bid: a, bid_size: b, ask: c, ask_size: d } } else { TickKind::Trade { price: a, size: b } };
+            let tick = Tick { symbol: SymbolId(symbol), seq, ts, gw_ts, kind };
+            let mut out = Vec::new();
+            encode(&mut out, epoch, &table.get(tick.symbol).name, &tick);
+            proptest::prop_assert_eq!(decode(&out, &table), Ok(BusTick { epoch, tick }));
+        }
+    }
 }
