@@ -82,8 +82,6 @@ pub fn wall_clock_ns() -> u64 {
 pub trait SequencedSink: Send + std::fmt::Debug {
     /// One tick, stamped with its `seq` and `gw_ts`.
     fn sequenced(&mut self, tick: &Tick);
-    /// The end of a batch.
-    fn end_batch(&mut self) {}
 }
 
 /// Who numbers the ticks that reach [`Ingest::publish_batch`].
@@ -183,9 +181,6 @@ impl Ingest {
             }
         }
         debug_assert!(gaps.next().is_none(), "every upstream gap comes before the tick that revealed it");
-        if let Some(sink) = &mut self.sink {
-            sink.end_batch();
-        }
         for link in &mut self.links {
             link.flush(&self.lvc);
         }
