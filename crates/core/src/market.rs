@@ -21,6 +21,25 @@ impl Sequencer {
         tick.seq = *last;
     }
 
+    /// Takes `tick.seq` as the symbol's latest sequence number, for a tick sequenced elsewhere
+    /// (by the publisher of a cluster). Returns false, changing nothing, if it is not above the
+    /// latest one: such a tick was already seen.
+    pub fn observe(&mut self, tick: &Tick) -> bool {
+        let last = &mut self.last[tick.symbol.index()];
+        if tick.seq <= *last {
+            return false;
+        }
+        *last = tick.seq;
+        true
+    }
+
+    /// Continues the symbol's numbering after `seq` (a restarted publisher goes on from the last
+    /// number it published); never lowers it.
+    pub fn continue_after(&mut self, symbol: SymbolId, seq: u64) {
+        let last = &mut self.last[symbol.index()];
+        *last = (*last).max(seq);
+    }
+
     /// The sequence number of the symbol's latest event (0 before any).
     pub fn last_seq(&self, symbol: SymbolId) -> u64 {
         self.last[symbol.index()]

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tickgate_core::{LastValueCache, Sequencer, SymbolTable};
+use tickgate_core::{LastValueCache, Sequencer, SymbolId, SymbolTable, Tick};
 use tickgate_protocol::{FrameBuilder, message};
 
 use crate::fanout::ReactorLink;
@@ -31,6 +31,9 @@ pub struct IngestStats {
     pub last_batch_ns: AtomicU64,
     /// Wall-clock ns of the ingest loop's last turn: an old heartbeat means the thread is stuck.
     pub heartbeat_ns: AtomicU64,
+    /// Ticks that arrived already sequenced with a `seq` not above their symbol's last
+    /// ([`Sequencing::Keep`]): dropped, never delivered twice.
+    pub duplicates_dropped: AtomicU64,
     /// Set while the source is paused by an operator ([`FeedControl`]).
     pub paused: AtomicBool,
     /// Every configured source, in configuration order.
@@ -76,6 +79,23 @@ pub fn wall_clock_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// Where the ticks the ingest thread sequenced go besides the reactors: the bus of a cluster's
+/// publisher. Called on the ingest thread; must not block.
+pub trait SequencedSink: Send + std::fmt::Debug {
+    /// One tick, stamped with its `seq` and `gw_ts`.
+    fn sequenced(&mut self, tick: &Tick);
+}
+
+/// Who numbers the ticks that reach [`Ingest::publish_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sequencing {
+    /// The ingest thread stamps each tick (a standalone gateway, a cluster's publisher).
+    Stamp,
+    /// Ticks arrive numbered and stamped (a cluster's edge, fed by the bus): they keep their
+    /// `seq` and `gw_ts`; a tick whose `seq` is not above the symbol's last is dropped.
+    Keep,
+}
+
 /// Sequences ticks, keeps the last values, builds each frame once and publishes it.
 ///
 /// Sans-IO apart from the reactor links: [`Ingest::publish_batch`] is what the thread loop
@@ -88,6 +108,8 @@ pub struct Ingest {
     builder: FrameBuilder,
     links: Vec<ReactorLink>,
     stats: Arc<IngestStats>,
+    sequencing: Sequencing,
+    sink: Option<Box<dyn SequencedSink>>,
 }
 
 impl Ingest {
@@ -100,6 +122,30 @@ impl Ingest {
             builder: FrameBuilder::new(),
             links,
             stats,
+            sequencing: Sequencing::Stamp,
+            sink: None,
+        }
+    }
+
+    /// Ticks arrive already sequenced ([`Sequencing::Keep`]).
+    pub fn keeping_seq(mut self) -> Self {
+        self.sequencing = Sequencing::Keep;
+        self
+    }
+
+    /// Every sequenced tick also goes to `sink`.
+    pub fn with_sink(mut self, sink: Box<dyn SequencedSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Numbers each symbol's next tick after the given last published seq (a restarted
+    /// publisher goes on from the stream's last numbers).
+    pub fn continue_after(&mut self, last_seqs: impl IntoIterator<Item = (SymbolId, u64)>) {
+        for (symbol, seq) in last_seqs {
+            if symbol.index() < self.symbols.capacity() {
+                self.sequencer.continue_after(symbol, seq);
+            }
         }
     }
 
@@ -114,8 +160,21 @@ impl Ingest {
             while let Some(gap) = gaps.next_if(|g| g.before == i) {
                 self.announce_upstream_gap(gap);
             }
-            tick.gw_ts = if tick.gw_ts == 0 { gw_ts } else { tick.gw_ts.min(gw_ts) };
-            self.sequencer.stamp(tick);
+            match self.sequencing {
+                Sequencing::Stamp => {
+                    tick.gw_ts = if tick.gw_ts == 0 { gw_ts } else { tick.gw_ts.min(gw_ts) };
+                    self.sequencer.stamp(tick);
+                }
+                Sequencing::Keep => {
+                    if !self.sequencer.observe(tick) {
+                        self.stats.duplicates_dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+            }
+            if let Some(sink) = &mut self.sink {
+                sink.sequenced(tick);
+            }
             self.lvc.record(tick);
             let info = self.symbols.get(tick.symbol);
             let frame = self.builder.text(|out| message::event(out, info, tick, 0));
@@ -156,6 +215,9 @@ impl Ingest {
         let frame = match gap.kind {
             Discontinuity::Missed(missed) => {
                 self.builder.text(|out| message::upstream_gap(out, info, name, after_seq, missed))
+            }
+            Discontinuity::Skipped { from_seq, to_seq, reason } => {
+                self.builder.text(|out| message::gap(out, info, from_seq, to_seq, reason))
             }
             Discontinuity::Reset(reason) => {
                 if let Some(source) = source {

@@ -61,6 +61,9 @@ pub enum Discontinuity {
     Missed(u64),
     /// The numbering started again; how many events are missing is unknown (`upstream_reset`).
     Reset(ResetReason),
+    /// Ticks numbered elsewhere (a cluster's bus) skip tickgate's own numbers `from_seq..=to_seq`:
+    /// they were sequenced but never reached this gateway (`gap` with `reason`).
+    Skipped { from_seq: u64, to_seq: u64, reason: &'static str },
 }
 
 impl Batch {

@@ -38,18 +38,22 @@ pub enum ResetReason {
     SeqJump,
     /// A looping replay started its recording over.
     ReplayLoop,
+    /// The publisher of a cluster restarted: what its sources gave while it was down was never
+    /// published (the sequence goes on from the last number it did publish).
+    PublisherRestart,
 }
 
 impl ResetReason {
     /// Every reason, for metrics and the protocol, by [`ResetReason::index`].
-    pub const REASONS: [&'static str; 3] = ["upstream_restart", "seq_jump", "replay_loop"];
-    const ALL: [ResetReason; 3] = [Self::UpstreamRestart, Self::SeqJump, Self::ReplayLoop];
+    pub const REASONS: [&'static str; 4] = ["upstream_restart", "seq_jump", "replay_loop", "publisher_restart"];
+    const ALL: [ResetReason; 4] = [Self::UpstreamRestart, Self::SeqJump, Self::ReplayLoop, Self::PublisherRestart];
 
     pub fn index(self) -> usize {
         match self {
             Self::UpstreamRestart => 0,
             Self::SeqJump => 1,
             Self::ReplayLoop => 2,
+            Self::PublisherRestart => 3,
         }
     }
 

@@ -24,6 +24,8 @@ pub struct Config {
     pub log: LogConfig,
     pub tls: TlsConfig,
     pub history: HistoryConfig,
+    /// `[bus]`: a cluster on NATS JetStream (off by default).
+    pub bus: tickgate_bus::BusConfig,
 }
 
 /// `[tls]`: serve `wss://` and `https://` on `server.listen` (both files set), and on the admin
@@ -913,6 +915,10 @@ impl Config {
         resolve(&mut self.auth.jwt_public_key_file);
         resolve(&mut self.tls.cert_file);
         resolve(&mut self.tls.key_file);
+        resolve(&mut self.bus.creds_file);
+        resolve(&mut self.bus.tls_ca_file);
+        resolve(&mut self.bus.tls_cert_file);
+        resolve(&mut self.bus.tls_key_file);
         for source in &mut self.feed.sources {
             resolve(&mut source.replay_path);
         }
@@ -951,6 +957,7 @@ impl Config {
 
     /// Checks every value's range.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.bus.validate().map_err(|e| invalid(format!("bus.{}", e.key), e.reason))?;
         let s = &self.server;
         self.tls.validate(s.admin_listen)?;
         crate::forwarded::TrustedProxies::parse(&s.trusted_proxies)
@@ -1129,6 +1136,9 @@ impl Config {
         redact(&mut shown.auth.jwt_secret);
         for key in &mut shown.auth.api_keys {
             redact(&mut key.key);
+        }
+        for secret in [&mut shown.bus.password, &mut shown.bus.token].into_iter().flatten() {
+            redact(secret);
         }
         let mut table = toml::Table::try_from(&shown).map_err(|e| invalid("(the configuration)", e.to_string()))?;
         if !self.feed.sources.is_empty() {

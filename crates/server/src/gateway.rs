@@ -28,6 +28,7 @@ use crate::metrics::Telemetry;
 use crate::reactor::{Reactor, ReactorSetup, WAKER};
 use crate::stats::ReactorStats;
 use crate::tls::Tls;
+use tickgate_bus::{BusRole, BusStats};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,8 @@ pub enum StartError {
     Reactor { id: usize, source: std::io::Error },
     #[error("cannot start source {name:?}: {source}")]
     Source { name: String, source: std::io::Error },
+    #[error("bus: {0}")]
+    Bus(#[from] tickgate_bus::BusError),
 }
 
 /// Everything the gateway counts, shared read-only with metrics and tests.
@@ -55,6 +58,8 @@ pub struct GatewayStats {
     pub reactors: Vec<Arc<ReactorStats>>,
     /// One per reactor: the ingest side of its channel.
     pub links: Vec<Arc<LinkStats>>,
+    /// The bus of a cluster's publisher or edge.
+    pub bus: Option<Arc<BusStats>>,
 }
 
 /// A running gateway. Dropping it shuts it down.
@@ -88,7 +93,9 @@ impl Gateway {
         config.validate()?;
         let config = Arc::new(config);
         let symbols = Arc::new(config.symbol_table()?);
-        let source_configs = config.feed.sources();
+        let edge = config.bus.role == BusRole::Edge;
+        // An edge's one source is the stream.
+        let source_configs = if edge { Vec::new() } else { config.feed.sources() };
         let reactors = config.reactor_count();
         let listeners = bind_listeners(config.server.listen, reactors, config.server.share_port)?;
         let local_addr =
@@ -113,7 +120,7 @@ impl Gateway {
         let mut links = Vec::with_capacity(reactors);
         let mut inboxes = Vec::with_capacity(reactors);
         let mut wakers = Vec::with_capacity(reactors);
-        let source_stats = source_configs
+        let mut source_stats: Vec<Arc<SourceStats>> = source_configs
             .iter()
             .map(|c| {
                 let kind = SOURCE_KINDS.iter().copied().find(|k| *k == c.source).unwrap_or("sim");
@@ -121,8 +128,16 @@ impl Gateway {
                 Arc::new(SourceStats::new(&c.name, kind, expected_rate).with_required(c.is_required()))
             })
             .collect();
-        let mut stats =
-            GatewayStats { ingest: Arc::new(IngestStats::new(source_stats)), reactors: Vec::new(), links: Vec::new() };
+        if edge {
+            source_stats.push(Arc::new(SourceStats::new("bus", "bus", 1.0)));
+        }
+        let bus_stats = config.bus.enabled().then(|| Arc::new(BusStats::default()));
+        let mut stats = GatewayStats {
+            ingest: Arc::new(IngestStats::new(source_stats)),
+            reactors: Vec::new(),
+            links: Vec::new(),
+            bus: bus_stats.clone(),
+        };
         for _ in 0..reactors {
             let poll = Poll::new().map_err(thread_err("a reactor's poll"))?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(thread_err("a reactor's waker"))?);
@@ -194,6 +209,9 @@ impl Gateway {
         for (source, stats) in source_configs.iter().zip(&gateway.stats.ingest.sources) {
             sources.push(start_source(&config, source, &symbols, stats.clone())?);
         }
+        if let (true, Some(bus)) = (edge, &bus_stats) {
+            sources.push(Box::new(tickgate_bus::edge::start(&config.bus, symbols.clone(), bus.clone())?));
+        }
         if fault_hook && !sources.is_empty() {
             let first = sources.remove(0);
             sources.insert(0, Box::new(FaultHook { inner: first, liveness: liveness.clone() }));
@@ -204,7 +222,18 @@ impl Gateway {
             }
             None => None,
         };
-        let ingest = Ingest::new(symbols.clone(), links, gateway.stats.ingest.clone());
+        let mut ingest = Ingest::new(symbols.clone(), links, gateway.stats.ingest.clone());
+        match (config.bus.role, &bus_stats) {
+            (BusRole::Edge, _) => ingest = ingest.keeping_seq(),
+            (BusRole::Publisher, Some(bus)) => {
+                let started =
+                    tickgate_bus::publisher::start(&config.bus, symbols.clone(), bus.clone(), wall_clock_ns())?;
+                ingest.continue_after(started.last_seqs);
+                ingest = ingest.with_sink(Box::new(started.sink));
+                gateway.threads.push(watch_publisher(started.thread, liveness.clone())?);
+            }
+            _ => {}
+        }
         let batch_interval = std::time::Duration::from_micros(config.sim.batch_interval_us);
         let ingest = spawn_ingest(sources, ingest, batch_interval, recorder, shutdown)
             .map_err(thread_err("the ingest thread"))?;
@@ -340,6 +369,26 @@ fn start_source(
         }
         _ => Box::new(SimMarket::new(&config.sim, symbols)),
     })
+}
+
+/// Joins the publisher's bus thread; its end with an error (fenced by another publisher, the
+/// stream unreadable) fails the gateway.
+fn watch_publisher(
+    thread: JoinHandle<Result<(), tickgate_bus::publisher::PublishFailure>>,
+    liveness: Arc<Liveness>,
+) -> Result<JoinHandle<()>, StartError> {
+    std::thread::Builder::new()
+        .name("tickgate-bus-watch".into())
+        .spawn(move || {
+            let reason = match thread.join() {
+                Ok(Ok(())) => return,
+                Ok(Err(failure)) => failure.to_string(),
+                Err(payload) => panic_message(&*payload),
+            };
+            tracing::error!(%reason, "the bus publisher stopped");
+            liveness.fail(Part::Bus, reason);
+        })
+        .map_err(|source| StartError::Thread { what: "the bus watch", source })
 }
 
 /// Runs one reactor thread: reports whether it started, and turns its unexpected end (a panic,

@@ -15,6 +15,8 @@ use mio::Waker;
 pub enum Part {
     Reactor(usize),
     Ingest,
+    /// The bus thread of a cluster's publisher.
+    Bus,
 }
 
 /// Why the gateway failed.
@@ -29,6 +31,7 @@ impl std::fmt::Display for Failure {
         match self.part {
             Part::Reactor(id) => write!(f, "reactor {id} stopped: {}", self.reason),
             Part::Ingest => write!(f, "the ingest thread stopped: {}", self.reason),
+            Part::Bus => write!(f, "the bus publisher stopped: {}", self.reason),
         }
     }
 }

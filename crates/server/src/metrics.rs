@@ -149,6 +149,13 @@ pub fn readiness(t: &Telemetry, now_ns: u64) -> Readiness {
             "sources": sources.into_iter().map(|(_, body)| body).collect::<Vec<_>>(),
         },
         "reactors": reactors,
+        // A cluster's bus: an edge's verdict is its source "bus" above; a publisher that lost
+        // NATS still serves its own clients, and says so here.
+        "bus": t.stats.bus.as_ref().map(|bus| serde_json::json!({
+            "connected": bus.connected.load(Ordering::Relaxed),
+            "lag_messages": load(&bus.lag_messages),
+            "publish_errors": load(&bus.publish_errors),
+        })),
     });
     Readiness { feed_ok, reactors_ok, body: body.to_string() + "\n" }
 }
@@ -413,6 +420,9 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         "upstream_gap notices dropped because over 1,024 waited for room in a reactor's full channel.",
         &["reactor"],
     )?;
+    // Registered without a bus too (reading 0), so dashboards and alerts need no special case.
+    let no_bus = tickgate_bus::BusStats::default();
+    render_bus(s.bus.as_deref().unwrap_or(&no_bus), &counter, &gauge, &float_gauge)?;
     for (id, l) in s.links.iter().enumerate() {
         missed.with_label_values(&[&id.to_string()]).inc_by(load(&l.ticks_missed));
         wakes.with_label_values(&[&id.to_string()]).inc_by(load(&l.wakes));
@@ -477,4 +487,48 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         write_histogram(&mut out, name, help, &buckets, count, sum_ns);
     }
     Ok(String::from_utf8(out).unwrap_or_default())
+}
+
+/// Registers a metric family: (name, help, label names).
+type Register<'a, T> = dyn Fn(&str, &str, &[&str]) -> Result<T, prometheus::Error> + 'a;
+
+/// The bus of a cluster's publisher or edge (see OPERATIONS.md, "Cluster").
+fn render_bus(
+    bus: &tickgate_bus::BusStats,
+    counter: &Register<'_, IntCounterVec>,
+    gauge: &Register<'_, IntGaugeVec>,
+    float_gauge: &Register<'_, GaugeVec>,
+) -> Result<(), prometheus::Error> {
+    let none: &[&str] = &[];
+    gauge("tickgate_bus_connected", "1 while the NATS connection is up.", &[])?
+        .with_label_values(none)
+        .set(i64::from(bus.connected.load(Ordering::Relaxed)));
+    let counters: [(&str, &str, &AtomicU64); 8] = [
+        ("tickgate_bus_reconnects_total", "Reconnections to NATS after a loss.", &bus.reconnects),
+        ("tickgate_bus_published_total", "Ticks published and acknowledged by the stream.", &bus.published),
+        ("tickgate_bus_publish_errors_total", "Publishes that failed or that the stream refused.", &bus.publish_errors),
+        (
+            "tickgate_bus_publish_dropped_total",
+            "Ticks not published: the publish queue was full.",
+            &bus.publish_dropped,
+        ),
+        ("tickgate_bus_received_total", "Ticks read from the stream and delivered (edge).", &bus.received),
+        ("tickgate_bus_catch_ups_total", "Catch-ups from the stream after a loss of NATS (edge).", &bus.catch_ups),
+        ("tickgate_bus_gaps_total", "Seq skips announced as gap, reason bus (edge).", &bus.gaps),
+        ("tickgate_bus_repeats_total", "Ticks read again with a seq already delivered: dropped (edge).", &bus.repeats),
+    ];
+    for (name, help, value) in counters {
+        counter(name, help, &[])?.with_label_values(none).inc_by(load(value));
+    }
+    let rejected = counter("tickgate_bus_rejected_total", "Bus messages rejected, by reason (edge).", &["reason"])?;
+    for (i, reason) in tickgate_bus::payload::Reject::REASONS.iter().enumerate() {
+        rejected.with_label_values(&[reason]).inc_by(load(&bus.rejected[i]));
+    }
+    gauge("tickgate_bus_lag_messages", "Messages of the stream this edge has not read yet.", &[])?
+        .with_label_values(none)
+        .set(i64::try_from(load(&bus.lag_messages)).unwrap_or(i64::MAX));
+    float_gauge("tickgate_bus_lag_seconds", "Age of the last tick read from the stream when it was read (edge).", &[])?
+        .with_label_values(none)
+        .set(load(&bus.lag_ns) as f64 / 1e9);
+    Ok(())
 }

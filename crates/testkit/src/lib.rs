@@ -2,6 +2,8 @@
 //! blocking WebSocket client that speaks JSON, and a raw socket for sending what no client
 //! library would.
 
+pub mod nats;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -114,6 +116,22 @@ impl TestClient {
                 other => panic!("unexpected message {other:?}"),
             }
         }
+    }
+
+    /// The next message if one comes within `wait`; Err(()) if none does (or the connection
+    /// ended). Waits of other calls return to [`PATIENCE`] afterwards.
+    #[allow(clippy::result_unit_err)]
+    pub fn try_recv_for(&mut self, wait: Duration) -> Result<Value, ()> {
+        self.ws.get_mut().set_read_timeout(Some(wait)).map_err(|_| ())?;
+        let got = loop {
+            match self.ws.read() {
+                Ok(Message::Text(text)) => break serde_json::from_str(&text).map_err(|_| ()),
+                Ok(Message::Ping(_) | Message::Pong(_)) => {}
+                _ => break Err(()),
+            }
+        };
+        let _ = self.ws.get_mut().set_read_timeout(Some(PATIENCE));
+        got
     }
 
     /// The raw text of the next text message.

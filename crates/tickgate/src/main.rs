@@ -62,6 +62,25 @@ struct Args {
     /// Log level or filter (overrides log.level; RUST_LOG overrides both).
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// Role in a cluster on NATS JetStream: off, publisher or edge (overrides bus.role).
+    #[arg(long, value_name = "ROLE", value_parser = parse_bus_role)]
+    bus_role: Option<tickgate_bus::BusRole>,
+    /// NATS server URL, e.g. nats://127.0.0.1:4222 (overrides bus.url).
+    #[arg(long, value_name = "URL")]
+    bus_url: Option<String>,
+    /// JetStream stream of the cluster (overrides bus.stream).
+    #[arg(long, value_name = "NAME")]
+    bus_stream: Option<String>,
+}
+
+fn parse_bus_role(text: &str) -> Result<tickgate_bus::BusRole, String> {
+    use tickgate_bus::BusRole;
+    match text {
+        "off" => Ok(BusRole::Off),
+        "publisher" => Ok(BusRole::Publisher),
+        "edge" => Ok(BusRole::Edge),
+        other => Err(format!("{other:?} is not a role: off, publisher or edge")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -269,6 +288,15 @@ fn load(args: &Args) -> Result<Config, String> {
     }
     if let Some(seed) = args.sim_seed {
         config.sim.seed = seed;
+    }
+    if let Some(role) = args.bus_role {
+        config.bus.role = role;
+    }
+    if let Some(url) = &args.bus_url {
+        config.bus.url = url.clone();
+    }
+    if let Some(stream) = &args.bus_stream {
+        config.bus.stream = stream.clone();
     }
     if let Some(level) = &args.log_level {
         config.log.level = level.clone();
