@@ -38,7 +38,9 @@ pub fn check(data: &[u8]) {
                 let status = status_of(&response);
                 assert!((200..600).contains(&status), "status {status}: {}", String::from_utf8_lossy(&response));
             }
-            Parsed::Complete(Route::Metrics { .. } | Route::Ready { .. } | Route::Health { .. }) => {}
+            Parsed::Complete(
+                Route::Metrics { .. } | Route::Ready { .. } | Route::Health { .. } | Route::Connz { .. },
+            ) => {}
         }
     }
 }

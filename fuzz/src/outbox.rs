@@ -247,6 +247,7 @@ impl Harness {
             Verdict::Dropped | Verdict::Disconnect => {
                 assert_eq!((after, frames_after), (before, frames_before), "{v:?} leaves the queue alone")
             }
+            Verdict::Throttled { .. } => panic!("the outbox itself never throttles (rate caps are the session's)"),
         }
         assert!(
             after <= before || after <= self.budget.hard + SLACK,
