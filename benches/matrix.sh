@@ -34,7 +34,8 @@
 #   WARMUP=2          seconds between the last subscribe and the window (MEMORY=1: 1)
 #   SERVERS=tickgate,ceiling,bun,node-ws,tokio-tungstenite   in this order; the first is the baseline
 #                     (also: tickgate-hold, tickgate with server.write_hold_max_us = 1000,
-#                     benches/tickgate-hold.toml)
+#                     benches/tickgate-hold.toml; tickgate-nohistory, tickgate keeping no resume
+#                     history, benches/tickgate-nohistory.toml, to measure what the history costs)
 #   REPEAT=1          rounds; with more, each round runs every server in turn (so drift hits all
 #                     alike) into $OUT/round-<i>/, and a summary of medians and min-max follows
 #   P99_MS=5          p99 bound of a passing step, in ms
@@ -124,10 +125,10 @@ need_node=0
 need_rust_peers=0
 for s in "${servers[@]}"; do
   case "$s" in
-    tickgate | tickgate-hold) ;;
+    tickgate | tickgate-hold | tickgate-nohistory) ;;
     bun | node-ws) need_node=1 ;;
     ceiling | tokio-tungstenite) need_rust_peers=1 ;;
-    *) die "unknown server '$s' (tickgate, tickgate-hold, ceiling, bun, node-ws, tokio-tungstenite)" ;;
+    *) die "unknown server '$s' (tickgate, tickgate-hold, tickgate-nohistory, ceiling, bun, node-ws, tokio-tungstenite)" ;;
   esac
 done
 
@@ -176,6 +177,8 @@ server_cmd() {
     tickgate) echo "$PIN $(q "$TARGET/release/tickgate") --listen 127.0.0.1:{port} --sim-rate {rate} --sim-symbols {symbols} --sim-activity uniform --reactors 1 --log-level warn" ;;
     # The same, trading latency for CPU: a busy reactor holds its writes back up to 1 ms.
     tickgate-hold) echo "$PIN $(q "$TARGET/release/tickgate") --config $(q "$ROOT/benches/tickgate-hold.toml") --listen 127.0.0.1:{port} --sim-rate {rate} --sim-symbols {symbols} --sim-activity uniform --reactors 1 --log-level warn" ;;
+    # The same without the resume history: what recording every tick costs the live path.
+    tickgate-nohistory) echo "$PIN $(q "$TARGET/release/tickgate") --config $(q "$ROOT/benches/tickgate-nohistory.toml") --listen 127.0.0.1:{port} --sim-rate {rate} --sim-symbols {symbols} --sim-activity uniform --reactors 1 --log-level warn" ;;
     ceiling) echo "$PIN $(q "$PEER_TARGET/release/peer-ceiling") $peer_args" ;;
     bun) echo "$PIN $(q "$PEERS/node_modules/.bin/bun") $(q "$PEERS/bun/server.js") $peer_args" ;;
     node-ws) echo "$PIN $(q "$(command -v node)") $(q "$PEERS/node-ws/server.js") $peer_args" ;;
@@ -185,7 +188,7 @@ server_cmd() {
 }
 server_exe() {
   case "$1" in
-    tickgate | tickgate-hold) echo "$TARGET/release/tickgate" ;;
+    tickgate | tickgate-hold | tickgate-nohistory) echo "$TARGET/release/tickgate" ;;
     ceiling) echo "$PEER_TARGET/release/peer-ceiling" ;;
     bun) echo "$PEERS/node_modules/.bin/bun" ;;
     node-ws) command -v node || echo node ;;
