@@ -9,6 +9,7 @@
 //! It never touches a socket, a thread or a clock: time, bytes and events come in as arguments,
 //! so everything here is tested without a network.
 
+pub mod bandwidth;
 pub mod decimal;
 pub mod frame;
 pub mod history;
@@ -21,6 +22,7 @@ pub mod symbol;
 pub mod throttle;
 pub mod tick;
 
+pub use bandwidth::BandwidthCap;
 pub use decimal::{DecimalError, format_fixed, parse_fixed};
 pub use frame::Frame;
 pub use history::{History, HistoryLimits, Since};

@@ -77,10 +77,21 @@ impl OutboundQueue {
 
     /// Fills `slices` with the unwritten bytes, front first; returns how many it filled.
     pub fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        self.io_slices_within(slices, usize::MAX)
+    }
+
+    /// [`OutboundQueue::io_slices`] of at most `max_bytes` in all (the last slice cut short).
+    pub fn io_slices_within<'a>(&'a self, slices: &mut [IoSlice<'a>], max_bytes: usize) -> usize {
         let mut filled = 0;
+        let mut left = max_bytes;
         for (slot, frame) in slices.iter_mut().zip(self.frames.iter()) {
+            if left == 0 {
+                break;
+            }
             let start = if filled == 0 { self.front_written as usize } else { 0 };
-            *slot = IoSlice::new(&frame[start..]);
+            let end = frame.len().min(start.saturating_add(left));
+            *slot = IoSlice::new(&frame[start..end]);
+            left -= end - start;
             filled += 1;
         }
         filled
@@ -181,6 +192,21 @@ mod tests {
         assert!(q.is_empty());
         assert_eq!(q.queued_bytes(), 0);
         assert!(!q.is_mid_frame());
+    }
+
+    #[test]
+    fn slices_within_a_byte_limit_cut_the_last_short() {
+        let mut q = OutboundQueue::new();
+        q.push(Frame::from_bytes(b"hello"));
+        q.push(Frame::from_bytes(b"world!"));
+        q.consume(2);
+        let mut slices = [IoSlice::new(&[]); 8];
+        let n = q.io_slices_within(&mut slices, 6);
+        let taken: Vec<&[u8]> = slices[..n].iter().map(|s| &**s).collect();
+        assert_eq!(taken, [&b"llo"[..], &b"wor"[..]]);
+        assert_eq!(q.io_slices_within(&mut slices, 0), 0);
+        assert_eq!(q.io_slices_within(&mut slices, 3), 1, "exactly the front frame's rest");
+        assert_eq!(q.io_slices_within(&mut slices, usize::MAX), 2);
     }
 
     #[test]

@@ -33,10 +33,15 @@
 //! slow consumer); [`Outbox::push_control`] is for the frames that must go out regardless (a
 //! pong, a close, an HTTP answer).
 //!
+//! A connection with a bandwidth cap ([`crate::bandwidth`]) is written no faster than its cap;
+//! the bytes it holds back stay queued, and its policy applies past a soft watermark lowered to
+//! half a second of the cap. Everything above holds for it unchanged.
+//!
 //! Sans IO: the reactor passes `now` in and does the writing.
 
 use std::time::{Duration, Instant};
 
+use crate::bandwidth::BandwidthCap;
 use crate::frame::Frame;
 use crate::outbound::{EntryId, OutboundQueue};
 use crate::symbol::SymbolId;
@@ -160,6 +165,8 @@ pub struct Outbox {
     last_progress: Instant,
     /// The subscriptions with a maximum update rate (see [`crate::throttle`]).
     pub throttles: Throttles,
+    /// The connection's bandwidth cap, if any (see [`crate::bandwidth`]).
+    pub bandwidth: BandwidthCap,
     /// Gap messages queued for this connection (for operators: who is behind); saturates. A
     /// `u32` beside `policy`, in what was padding: a connection's size does not grow.
     pub gaps_sent: u32,
@@ -173,6 +180,7 @@ impl Outbox {
             behind: None,
             last_progress: now,
             throttles: Throttles::default(),
+            bandwidth: BandwidthCap::default(),
             gaps_sent: 0,
         }
     }
@@ -207,7 +215,7 @@ impl Outbox {
         reencode: impl FnOnce(u32) -> Frame,
     ) -> Verdict {
         let queued = self.queue.queued_bytes();
-        if queued < budget.soft {
+        if queued < self.bandwidth.soft_limit(budget.soft) {
             let caught_up = match &mut self.behind {
                 None => true,
                 Some(behind) if behind.missed.is_empty() => {
@@ -237,6 +245,7 @@ impl Outbox {
         budget: &Budget,
         reencode: impl FnOnce(u32) -> Frame,
     ) -> Verdict {
+        let budget = &self.bandwidth.budget(budget);
         let behind = self.behind.get_or_insert_with(Box::default);
         if let Some(span) = behind.missed.iter_mut().find(|s| s.symbol == tick.symbol) {
             span.to_seq = tick.seq;
@@ -319,14 +328,28 @@ impl Outbox {
             return 0;
         }
         self.last_progress = now;
+        self.bandwidth.spend(written);
         self.queue.consume(written)
+    }
+
+    /// How many bytes the next write may take: everything, or what the bandwidth cap allows
+    /// (`0`: wait, see [`BandwidthCap::due`]).
+    #[inline]
+    pub fn write_allowance(&mut self, now: Instant) -> usize {
+        self.bandwidth.allowance(self.queue.queued_bytes(), now)
+    }
+
+    /// Whether the queue is at or past the soft watermark of the policy (lowered under a
+    /// bandwidth cap).
+    fn is_past_soft(&self, budget: &Budget) -> bool {
+        self.queue.queued_bytes() >= self.bandwidth.soft_limit(budget.soft)
     }
 
     /// The next missed span to announce, while the queue is below the soft watermark. The
     /// caller queues a `gap` and a `snapshot` for it, then asks again: announcing stops at the
     /// soft watermark, so recovery never takes the queue far past it.
     pub fn next_gap(&mut self, budget: &Budget) -> Option<MissedSpan> {
-        if self.is_behind(budget) {
+        if self.is_past_soft(budget) {
             return None;
         }
         self.behind.as_mut()?.missed.pop()
@@ -354,7 +377,7 @@ impl Outbox {
     /// milliseconds, so that a connection hovering at the watermark does not allocate per event.
     pub fn trim(&mut self, budget: &Budget) {
         self.queue.trim();
-        if self.queue.queued_bytes() < budget.soft && !self.has_gaps() {
+        if !self.is_past_soft(budget) && !self.has_gaps() {
             self.behind = None;
         }
     }

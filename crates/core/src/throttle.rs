@@ -106,6 +106,11 @@ impl Throttles {
         self.0.is_none()
     }
 
+    /// How many subscriptions are throttled.
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |inner| inner.entries.len())
+    }
+
     /// The rate of `symbol`'s subscription, if it is throttled.
     pub fn rate(&self, symbol: SymbolId) -> Option<u16> {
         let inner = self.0.as_ref()?;

@@ -156,6 +156,52 @@ pub fn with_max_rate(out: &mut Vec<u8>, rate: u16) {
     out.push(b'}');
 }
 
+/// One subscription as `list_subscriptions` shows it: the symbol, its channels, its rate cap
+/// (`0`: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held<'s> {
+    pub symbol: &'s str,
+    pub channels: tickgate_core::Channels,
+    pub max_rate: u16,
+}
+
+/// `{"type":"subscriptions","id":..,"symbols":[..],"subscriptions":[{"symbol":..,"channels":[..],
+/// "max_rate":n},..],"policy":..,"max_bytes_per_second":n}`: the connection's subscriptions
+/// (`max_rate` only when capped), its slow-client policy and its bandwidth cap (only when capped).
+pub fn subscriptions(
+    out: &mut Vec<u8>,
+    id: Option<&RequestId>,
+    held: &[Held<'_>],
+    policy: tickgate_core::Policy,
+    max_bytes_per_second: Option<u32>,
+) {
+    symbol_list(out, "subscriptions", id, held.iter().map(|h| h.symbol));
+    out.pop();
+    out.extend_from_slice(b",\"subscriptions\":[");
+    for (i, h) in held.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"symbol\":");
+        write_str(out, h.symbol);
+        out.extend_from_slice(b",\"channels\":");
+        write_str_array(out, h.channels.names());
+        if h.max_rate > 0 {
+            out.extend_from_slice(b",\"max_rate\":");
+            write_u64(out, u64::from(h.max_rate));
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"],\"policy\":\"");
+    out.extend_from_slice(policy.as_str().as_bytes());
+    out.push(b'"');
+    if let Some(bytes) = max_bytes_per_second {
+        out.extend_from_slice(b",\"max_bytes_per_second\":");
+        write_u64(out, u64::from(bytes));
+    }
+    out.push(b'}');
+}
+
 /// Adds `"channels":[..]` to the reply just written into `out` (a `subscribed` or
 /// `unsubscribed`): the channels its command named.
 pub fn with_channels(out: &mut Vec<u8>, channels: tickgate_core::Channels) {
@@ -387,6 +433,26 @@ mod tests {
             with_channels(o, tickgate_core::Channels::ALL);
         });
         assert_eq!(v, json!({"type":"unsubscribed","symbols":["AAPL"],"channels":["trades","quotes"]}));
+    }
+
+    #[test]
+    fn subscriptions_show_each_symbols_channels_and_rate() {
+        use tickgate_core::{Channels, Policy};
+        let held = [
+            Held { symbol: "AAPL", channels: Channels::ALL, max_rate: 0 },
+            Held { symbol: "MSFT", channels: Channels::QUOTES, max_rate: 4 },
+        ];
+        let id = crate::parse_command(&mut br#"{"op":"list_subscriptions","id":7}"#.to_vec()).unwrap().id;
+        assert_eq!(
+            encode(|o| subscriptions(o, id.as_ref(), &held, Policy::Conflate, None)),
+            json!({"type":"subscriptions","id":7,"symbols":["AAPL","MSFT"],"subscriptions":[
+                {"symbol":"AAPL","channels":["trades","quotes"]},
+                {"symbol":"MSFT","channels":["quotes"],"max_rate":4}],"policy":"conflate"})
+        );
+        assert_eq!(
+            encode(|o| subscriptions(o, None, &[], Policy::Drop, Some(65_536))),
+            json!({"type":"subscriptions","symbols":[],"subscriptions":[],"policy":"drop","max_bytes_per_second":65_536})
+        );
     }
 
     #[test]

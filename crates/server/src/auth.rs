@@ -25,6 +25,9 @@ pub struct Principal {
     pub expires_at: Option<u64>,
     /// The user's connection limit, if any.
     pub max_connections: Option<usize>,
+    /// The user's bandwidth cap per connection in bytes per second, in place of the gateway's
+    /// (`limits.max_bytes_per_second`), if any.
+    pub max_bytes_per_second: Option<u32>,
 }
 
 impl Principal {
@@ -54,6 +57,25 @@ struct Claims {
     symbols: Vec<String>,
     #[serde(default)]
     max_connections: Option<usize>,
+    /// Checked by [`bandwidth_claim`]: any JSON value, so that a bad one is refused with a
+    /// message that names it.
+    #[serde(default)]
+    max_bytes_per_second: Option<serde_json::Value>,
+}
+
+/// The `max_bytes_per_second` claim: a whole number of bytes per second within
+/// [`tickgate_core::bandwidth::check_cap`]'s range.
+fn bandwidth_claim(claim: Option<&serde_json::Value>) -> Result<Option<u32>, AuthError> {
+    use tickgate_core::bandwidth::{MAX_BYTES_PER_SECOND, MIN_BYTES_PER_SECOND, check_cap};
+    let Some(value) = claim else { return Ok(None) };
+    let refused = || {
+        AuthError::Invalid(format!(
+            "max_bytes_per_second must be a whole number of bytes per second from {MIN_BYTES_PER_SECOND} to \
+             {MAX_BYTES_PER_SECOND}, got {value}"
+        ))
+    };
+    let bytes = value.as_u64().ok_or_else(refused)?;
+    check_cap(bytes).map(Some).map_err(|_| refused())
 }
 
 /// Checks tokens against the configured keys.
@@ -117,19 +139,24 @@ impl Authenticator {
             validation.set_required_spec_claims(&["exp", "sub"]);
             (key, validation)
         });
-        let api_keys: HashMap<String, Principal> = config
-            .api_keys
-            .iter()
-            .map(|k| {
-                let principal = Principal {
-                    user: k.user.clone(),
-                    symbols: k.symbols.clone(),
-                    expires_at: None,
-                    max_connections: k.max_connections,
-                };
-                (k.key.clone(), principal)
-            })
-            .collect();
+        let mut api_keys = HashMap::new();
+        for (i, k) in config.api_keys.iter().enumerate() {
+            let max_bytes_per_second = match k.max_bytes_per_second {
+                None => None,
+                Some(bytes) => Some(tickgate_core::bandwidth::check_cap(bytes).map_err(|e| ConfigError::Invalid {
+                    key: format!("auth.api_keys[{i}].max_bytes_per_second"),
+                    reason: e.to_string(),
+                })?),
+            };
+            let principal = Principal {
+                user: k.user.clone(),
+                symbols: k.symbols.clone(),
+                expires_at: None,
+                max_connections: k.max_connections,
+                max_bytes_per_second,
+            };
+            api_keys.insert(k.key.clone(), principal);
+        }
         if jwt.is_none() && api_keys.is_empty() {
             return Err(invalid(
                 "auth.enabled",
@@ -156,6 +183,7 @@ impl Authenticator {
         };
         match decode::<Claims>(token, key, validation) {
             Ok(data) => Ok(Principal {
+                max_bytes_per_second: bandwidth_claim(data.claims.max_bytes_per_second.as_ref())?,
                 user: data.claims.sub,
                 symbols: data.claims.symbols,
                 expires_at: Some(data.claims.exp),
@@ -178,6 +206,7 @@ mod tests {
             symbols: patterns.iter().map(|s| s.to_string()).collect(),
             expires_at: None,
             max_connections: None,
+            max_bytes_per_second: None,
         };
         assert!(p(&["AAPL"]).entitled("AAPL"));
         assert!(!p(&["AAPL"]).entitled("AAPLX"));

@@ -647,6 +647,8 @@ pub struct ApiKey {
     /// Symbol patterns the key is entitled to: "AAPL", "BTC-*", "*".
     pub symbols: Vec<String>,
     pub max_connections: Option<usize>,
+    /// The key's bandwidth cap in bytes per second, in place of `limits.max_bytes_per_second`.
+    pub max_bytes_per_second: Option<u64>,
 }
 
 /// `[server]`: where to listen and how many reactors.
@@ -757,6 +759,10 @@ pub struct LimitsConfig {
     /// Most updates per second per subscription, whatever the client asks (quotes above it are
     /// conflated; trades all arrive); 0 for no cap.
     pub max_update_rate: u16,
+    /// Most bytes per second written to one connection (a token's `max_bytes_per_second` claim
+    /// replaces it for its user); past it the connection's slow-consumer policy applies. 0 for
+    /// no cap.
+    pub max_bytes_per_second: u64,
     /// A connection silent this long gets a ping, in ms.
     pub ping_interval_ms: u64,
     /// A connection silent this long (no message, no pong) is closed, in ms.
@@ -786,6 +792,7 @@ impl Default for LimitsConfig {
             max_frames_per_second: 200,
             max_subscriptions: 1024,
             max_update_rate: 0,
+            max_bytes_per_second: 0,
             ping_interval_ms: 30_000,
             idle_timeout_ms: 75_000,
             allowed_origins: Vec::new(),
@@ -1061,6 +1068,11 @@ impl Config {
             ));
         }
         // max_connections, max_subscriptions and handshake_timeout_ms of 0: check_ranges names them.
+        if l.max_bytes_per_second != 0 {
+            if let Err(e) = tickgate_core::bandwidth::check_cap(l.max_bytes_per_second) {
+                return Err(invalid("limits.max_bytes_per_second", format!("{e} (0 for no cap)")));
+            }
+        }
         if Policy::parse(&l.slow_consumer_policy).is_none() {
             return Err(invalid(
                 "limits.slow_consumer_policy",

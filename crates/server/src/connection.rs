@@ -69,6 +69,9 @@ pub enum WriteOutcome {
     Drained,
     /// The kernel buffer is full; resume on writable readiness.
     Blocked,
+    /// The connection's bandwidth cap holds the rest back; resume when it is due (see
+    /// [`tickgate_core::BandwidthCap::due`]).
+    Capped,
 }
 
 impl ConnIo {
@@ -170,8 +173,8 @@ impl ConnIo {
         self.read_left == 0 || self.frames_untaken() >= READ_FRAMES_PER_TURN
     }
 
-    /// Writes the queue with as many frames per `writev` as fit; returns where it stopped and
-    /// counts calls and bytes.
+    /// Writes the queue with as many frames per `writev` as fit (and its bandwidth cap allows);
+    /// returns where it stopped and counts calls and bytes.
     pub fn write_out(&mut self, now: Instant, counts: &mut WriteCounts) -> io::Result<WriteOutcome> {
         if self.tls.is_some() {
             return self.write_out_tls(now, counts);
@@ -180,8 +183,12 @@ impl ConnIo {
             if self.out.queue.is_empty() {
                 return Ok(WriteOutcome::Drained);
             }
+            let allowed = self.out.write_allowance(now);
+            if allowed == 0 {
+                return Ok(WriteOutcome::Capped);
+            }
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let n = self.out.queue.io_slices(&mut slices);
+            let n = self.out.queue.io_slices_within(&mut slices, allowed);
             match self.sock.write_vectored(&slices[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => {
@@ -223,8 +230,12 @@ impl ConnIo {
             if tls.session.is_handshaking() {
                 return Ok(WriteOutcome::Blocked);
             }
+            let allowed = self.out.write_allowance(now);
+            if allowed == 0 {
+                return Ok(WriteOutcome::Capped);
+            }
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let n = self.out.queue.io_slices(&mut slices);
+            let n = self.out.queue.io_slices_within(&mut slices, allowed);
             let taken = tls.session.writer().write_vectored(&slices[..n])?;
             if taken == 0 {
                 // rustls's buffer is full although it was just written out: nothing to do
@@ -503,7 +514,7 @@ impl Connection {
             echo: false,
             admitted: false,
             proxy_pending: false,
-            bucket: TokenBucket::new(burst, now),
+            bucket: TokenBucket::new(burst, now_ms.0),
             strikes: 0,
             frame_window: FrameWindow::default(),
             last_inbound: now_ms,
@@ -541,8 +552,8 @@ mod tests {
     #[test]
     fn a_connection_stays_small() {
         // Every idle connection costs its slab entry (docs/BENCHMARKS.md: at most 1 KiB in all);
-        // 16 of these bytes are two pointers: the TLS session's and the rate-cap state's (both
-        // boxed, present only when used).
+        // 24 of these bytes are three pointers: the TLS session's, the rate caps' and the
+        // bandwidth cap's (all boxed, present only when used).
         assert!(std::mem::size_of::<Connection>() <= 584, "{}", std::mem::size_of::<Connection>());
     }
 }

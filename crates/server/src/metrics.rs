@@ -220,6 +220,11 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
             |c| &c.throttled,
         ),
         ("tickgate_dropped_total", "Events a slow client's policy dropped (each announced in a gap).", |c| &c.dropped),
+        (
+            "tickgate_bandwidth_waits_total",
+            "Writes stopped by a connection's bandwidth cap, the rest held back until the cap allows it.",
+            |c| &c.bandwidth_waits,
+        ),
         ("tickgate_slow_consumer_disconnects_total", "Connections closed with 1008 slow consumer.", |c| {
             &c.slow_consumer_closes
         }),
@@ -434,6 +439,23 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     let subscriptions = gauge("tickgate_subscriptions", "Subscriptions held by open connections.", &["reactor"])?;
     let queued =
         gauge("tickgate_outbound_queued_bytes", "Bytes queued for clients and not yet written.", &["reactor"])?;
+    let bandwidth_capped =
+        gauge("tickgate_bandwidth_capped_connections", "Open connections with a bandwidth cap.", &["reactor"])?;
+    let bandwidth_held = gauge(
+        "tickgate_bandwidth_held_connections",
+        "Connections whose bandwidth cap is holding queued bytes back.",
+        &["reactor"],
+    )?;
+    let bandwidth_held_bytes = gauge(
+        "tickgate_bandwidth_held_bytes",
+        "Bytes queued for connections whose bandwidth cap is holding them back.",
+        &["reactor"],
+    )?;
+    let rate_capped = gauge(
+        "tickgate_rate_capped_subscriptions",
+        "Subscriptions under a rate cap (max_rate or limits.max_update_rate).",
+        &["reactor"],
+    )?;
     let history_bytes =
         gauge("tickgate_history_bytes", "Bytes the resume history holds (frames and bookkeeping).", &["reactor"])?;
     let history_events = gauge("tickgate_history_events", "Events the resume history holds.", &["reactor"])?;
@@ -452,6 +474,10 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         connections.with_label_values(&[&id]).set(load(&r.connections) as i64);
         subscriptions.with_label_values(&[&id]).set(load(&r.subscriptions) as i64);
         queued.with_label_values(&[&id]).set(load(&r.queued_bytes) as i64);
+        bandwidth_capped.with_label_values(&[&id]).set(load(&r.bandwidth_capped) as i64);
+        bandwidth_held.with_label_values(&[&id]).set(load(&r.bandwidth_held) as i64);
+        bandwidth_held_bytes.with_label_values(&[&id]).set(load(&r.bandwidth_held_bytes) as i64);
+        rate_capped.with_label_values(&[&id]).set(load(&r.rate_capped_subscriptions) as i64);
         history_bytes.with_label_values(&[&id]).set(load(&r.history_bytes) as i64);
         history_events.with_label_values(&[&id]).set(load(&r.history_events) as i64);
         depth.with_label_values(&[&id]).set(load(&r.channel_depth) as i64);

@@ -418,10 +418,18 @@ impl Session<'_> {
                     desk.push(self.out, frame)
                 }
                 Command::ListSubscriptions => {
-                    let (symbols, subs) = (desk.symbols, &*self.subs);
-                    let frame = desk.builder.text(|o| {
-                        message::symbol_list(o, "subscriptions", id, subs.iter().map(|s| &*symbols.get(s).name))
-                    });
+                    let (symbols, out) = (desk.symbols, &*self.out);
+                    let held: Vec<message::Held<'_>> = self
+                        .subs
+                        .iter()
+                        .map(|s| message::Held {
+                            symbol: &symbols.get(s).name,
+                            channels: index.channels_of(s, self.key).unwrap_or(Channels::ALL),
+                            max_rate: out.throttles.rate(s).unwrap_or(0),
+                        })
+                        .collect();
+                    let cap = out.bandwidth.rate();
+                    let frame = desk.builder.text(|o| message::subscriptions(o, id, &held, out.policy, cap));
                     desk.push(self.out, frame)
                 }
                 Command::Auth { .. } => {

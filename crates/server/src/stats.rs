@@ -46,6 +46,8 @@ counters! {
         throttled,
         /// Events not queued for a slow client (announced later with a gap).
         dropped,
+        /// Writes stopped by a connection's bandwidth cap (the rest waited for the cap).
+        bandwidth_waits,
         /// Per-client frames queued (replies, snapshots, gaps).
         replies,
         /// `writev` calls that wrote something.
@@ -208,6 +210,13 @@ pub struct ReactorStats {
     pub subscriptions: AtomicU64,
     /// Bytes queued for its connections and not yet written (gauge).
     pub queued_bytes: AtomicU64,
+    /// Connections with a bandwidth cap, those of them the cap was holding back at the last
+    /// sweep, and the bytes queued for those (gauges).
+    pub bandwidth_capped: AtomicU64,
+    pub bandwidth_held: AtomicU64,
+    pub bandwidth_held_bytes: AtomicU64,
+    /// Subscriptions under a rate cap (`max_rate` or `limits.max_update_rate`) (gauge).
+    pub rate_capped_subscriptions: AtomicU64,
     /// Bytes and events its resume history holds (gauges).
     pub history_bytes: AtomicU64,
     pub history_events: AtomicU64,

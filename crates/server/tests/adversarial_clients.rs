@@ -508,6 +508,7 @@ fn the_echo_route_has_the_limits_of_ws() {
             user: "tester".into(),
             symbols: vec!["*".into()],
             max_connections: None,
+            max_bytes_per_second: None,
         }];
     });
     let refused = TestClient::try_connect_with(gateway.local_addr(), "/echo", &[]);

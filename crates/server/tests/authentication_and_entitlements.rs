@@ -115,6 +115,7 @@ fn api_keys_and_per_user_connection_limits() {
             user: "desk".into(),
             symbols: vec!["*".into()],
             max_connections: Some(1),
+            max_bytes_per_second: None,
         }];
     });
     let auth = [("Authorization", "Bearer desk-key-0123456789")];

@@ -23,6 +23,10 @@
 //!   held symbol is followed by a snapshot (after a gap if one is owed); every seq the client
 //!   does not get is of a channel it does not hold, or a quote counted in a `conflated`, or in
 //!   an announced gap;
+//! - a bandwidth cap: the client never gets more than the cap's bytes over the time elapsed
+//!   plus one burst, and all of the above holds for what its policy does past the cap;
+//! - `list_subscriptions` shows what the replies before it stated: the symbols held, their
+//!   channels and rates, and the bandwidth cap;
 //! - every command gets an answer; nothing follows a close frame;
 //! - the queue never holds more than the hard limit (plus the close frame);
 //! - once everything is read, the client holds the last seq of every symbol it subscribed.
@@ -166,10 +170,13 @@ struct Gateway {
     cap: u16,
     wheel: SlotWheel,
     started: Instant,
+    /// The connection's bandwidth cap, and the bytes the client has read.
+    bandwidth: Option<u32>,
+    bytes_read: usize,
 }
 
 impl Gateway {
-    fn new(policy: Policy, soft: usize, cap: u16) -> Self {
+    fn new(policy: Policy, soft: usize, cap: u16, bandwidth: Option<u32>) -> Self {
         let mut symbols = SymbolTable::new();
         for i in 0..SYMBOLS {
             let info =
@@ -178,6 +185,8 @@ impl Gateway {
         }
         let n = symbols.capacity();
         let now = Instant::now();
+        let mut out = Outbox::new(policy, now);
+        out.bandwidth.set(bandwidth, now);
         Self {
             symbols,
             lvc: LastValueCache::new(n),
@@ -187,7 +196,7 @@ impl Gateway {
             builder: FrameBuilder::new(),
             counters: TurnCounters::default(),
             budget: Budget { soft, hard: 3 * soft, write_deadline: Duration::from_secs(10) },
-            out: Outbox::new(policy, now),
+            out,
             subs: SymbolSet::new(),
             now,
             seq: vec![0; SYMBOLS as usize],
@@ -197,6 +206,8 @@ impl Gateway {
             cap,
             wheel: SlotWheel::new(),
             started: now,
+            bandwidth,
+            bytes_read: 0,
         }
     }
 
@@ -348,11 +359,12 @@ impl Gateway {
         self.act(outcome);
     }
 
-    /// The client reads up to `max` bytes; then, as the reactor's flush does, what the policy
-    /// dropped is announced.
-    fn read(&mut self, max: usize, sink: &mut Vec<u8>) {
+    /// The client reads up to `max` bytes, within what the bandwidth cap allows; then, as the
+    /// reactor's flush does, what the policy dropped is announced.
+    fn read(&mut self, max: usize, sink: &mut Vec<u8>) -> Result<(), TestCaseError> {
+        let allowed = self.out.write_allowance(self.now);
         let mut slices = [IoSlice::new(&[]); 16];
-        let n = self.out.queue.io_slices(&mut slices);
+        let n = self.out.queue.io_slices_within(&mut slices, allowed);
         let mut taken = 0;
         for s in &slices[..n] {
             let take = s.len().min(max - taken);
@@ -360,11 +372,24 @@ impl Gateway {
             taken += take;
         }
         self.out.wrote(taken, self.now);
+        self.bytes_read += taken;
+        if let Some(rate) = self.bandwidth {
+            let elapsed = self.now.duration_since(self.started).as_secs_f64();
+            let bound = f64::from(rate) * elapsed + f64::from(rate / 4) + 1.0;
+            prop_assert!(
+                self.bytes_read as f64 <= bound,
+                "{} bytes read in {:.3} s at {} B/s",
+                self.bytes_read,
+                elapsed,
+                rate
+            );
+        }
         if !self.closed {
             let (mut desk, out) = self.desk();
             let outcome = desk.announce_gaps(out);
             self.act(outcome);
         }
+        Ok(())
     }
 
     /// The reactor's sweep: no write progress within the deadline, or past the hard limit.
@@ -387,6 +412,8 @@ struct Held {
     gap_to: Option<u64>,
     /// The channels held, as the replies stated them.
     channels: Option<Channels>,
+    /// The rate cap the last `subscribed` of the symbol stated.
+    max_rate: Option<u64>,
 }
 
 /// The kind of event `seq` of symbol `id` was (the ones the reactor skipped count as trades).
@@ -416,6 +443,8 @@ struct Client {
     held: BTreeMap<String, Held>,
     answered: BTreeSet<u64>,
     closed: bool,
+    /// The connection's bandwidth cap.
+    bandwidth: Option<u32>,
 }
 
 impl Client {
@@ -468,6 +497,7 @@ impl Client {
                         held.awaiting_snapshot = true;
                     }
                     held.channels = Some(before.union(wanted));
+                    held.max_rate = m["max_rate"].as_u64();
                 }
             }
             "unsubscribed" => {
@@ -497,7 +527,7 @@ impl Client {
                 if let Some(h) = held.seq {
                     prop_assert!(s >= h, "snapshot {} older than held {}", s, h);
                 }
-                *held = Held { seq: Some(s), awaiting_snapshot: false, gap_to: None, channels: held.channels };
+                *held = Held { seq: Some(s), awaiting_snapshot: false, gap_to: None, ..*held };
             }
             "gap" => {
                 let held = self.held.get_mut(&symbol);
@@ -567,7 +597,20 @@ impl Client {
             "error" => {
                 prop_assert!(m["id"].as_u64().is_some(), "errors answer a command: {}", m);
             }
-            "symbols" | "subscriptions" => {}
+            "subscriptions" => {
+                let listed = m["subscriptions"].as_array().expect("subscriptions listed");
+                let shown: Vec<&str> = listed.iter().map(|s| s["symbol"].as_str().unwrap()).collect();
+                let held: Vec<&str> = self.held.keys().map(String::as_str).collect();
+                prop_assert_eq!(&shown, &held, "the symbols held, in the universe's order: {}", m);
+                prop_assert_eq!(names(), listed.iter().map(|s| s["symbol"].clone()).collect::<Vec<_>>());
+                for s in listed {
+                    let held = self.held[s["symbol"].as_str().unwrap()];
+                    prop_assert_eq!(stated_channels(s), held.channels.unwrap_or(Channels::ALL), "{}", m);
+                    prop_assert_eq!(s["max_rate"].as_u64(), held.max_rate, "{}", m);
+                }
+                prop_assert_eq!(m["max_bytes_per_second"].as_u64(), self.bandwidth.map(u64::from), "{}", m);
+            }
+            "symbols" => {}
             other => prop_assert!(false, "unexpected message {}: {}", other, m),
         }
         Ok(())
@@ -590,9 +633,9 @@ fn channels_field(channels: Option<Channels>) -> String {
         .unwrap_or_default()
 }
 
-fn run(policy: Policy, soft: usize, cap: u16, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut gw = Gateway::new(policy, soft, cap);
-    let mut client = Client::default();
+fn run(policy: Policy, soft: usize, cap: u16, bandwidth: Option<u32>, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut gw = Gateway::new(policy, soft, cap, bandwidth);
+    let mut client = Client { bandwidth, ..Client::default() };
     let mut sent = Vec::new();
     for op in ops {
         let mut read = Vec::new();
@@ -616,7 +659,7 @@ fn run(policy: Policy, soft: usize, cap: u16, ops: Vec<Op>) -> Result<(), TestCa
             Op::Quotes { symbol, n } => (0..n).for_each(|_| gw.tick(symbol, false)),
             Op::UpstreamGap { symbol } => gw.upstream_gap(symbol),
             Op::Resync { symbol, skipped } => gw.resync(symbol, skipped),
-            Op::Read(max) => gw.read(max, &mut read),
+            Op::Read(max) => gw.read(max, &mut read)?,
             Op::Stall { ms } => {
                 gw.now += Duration::from_millis(ms);
                 gw.release_due();
@@ -640,7 +683,7 @@ fn run(policy: Policy, soft: usize, cap: u16, ops: Vec<Op>) -> Result<(), TestCa
         gw.now += Duration::from_millis(200);
         gw.release_due();
         let mut read = Vec::new();
-        gw.read(usize::MAX, &mut read);
+        gw.read(usize::MAX, &mut read)?;
         client.absorb(&read, &gw.quotes)?;
         if gw.out.queue.is_empty() && (gw.closed || !gw.out.has_gaps()) && gw.wheel.is_empty() {
             break;
@@ -685,11 +728,12 @@ proptest! {
     #[test]
     fn the_connection_path_keeps_the_contract(
         policy in policy(),
-        soft in prop_oneof![Just(700usize), Just(1500), Just(4000)],
+        soft in prop_oneof![Just(700usize), Just(1500), Just(4000), Just(12_000)],
         cap in prop_oneof![2 => Just(0u16), 1 => Just(10)],
+        bandwidth in prop_oneof![3 => Just(None), 1 => Just(Some(1_024u32)), 1 => Just(Some(20_000))],
         ops in prop::collection::vec(op(), 0..300),
     ) {
-        run(policy, soft, cap, ops)?;
+        run(policy, soft, cap, bandwidth, ops)?;
     }
 }
 
@@ -710,6 +754,6 @@ fn re_subscribing_held_symbols_while_behind_keeps_the_contract() {
         ops.push(Op::UpstreamGap { symbol: round % 3 });
         ops.push(Op::Read(100));
     }
-    run(Policy::Conflate, 700, 0, ops.clone()).unwrap();
-    run(Policy::Drop, 700, 0, ops).unwrap();
+    run(Policy::Conflate, 700, 0, None, ops.clone()).unwrap();
+    run(Policy::Drop, 700, 0, None, ops).unwrap();
 }

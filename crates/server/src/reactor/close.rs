@@ -29,6 +29,9 @@ impl Reactor {
             if reason == CloseReason::SlowConsumer {
                 io.out.queue.discard_unstarted();
             }
+            // What is left and the close frame go out within the linger deadline, not at a
+            // bandwidth cap: no more data follows.
+            io.out.bandwidth.set(None, now);
             if let Some((code, text)) = close {
                 io.out.push_control(close_frame(code, text), now);
             }

@@ -106,6 +106,7 @@ impl Reactor {
                     if let Some(conn) = self.conns.get_mut(key) {
                         conn.auth = AuthState::Authenticated(Box::new(principal));
                     }
+                    self.set_bandwidth_cap(key);
                     self.reply(key, frame);
                     None
                 }

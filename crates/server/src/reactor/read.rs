@@ -113,7 +113,7 @@ impl Reactor {
             // Every client message spends a token.
             if let Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_)) = &result {
                 let limits = &self.config.limits;
-                if conn.bucket.allow(self.now, limits.messages_per_second, limits.message_burst) {
+                if conn.bucket.allow(self.now_ms.0, limits.messages_per_second, limits.message_burst) {
                     conn.strikes = 0;
                 } else {
                     conn.strikes += 1;

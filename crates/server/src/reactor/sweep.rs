@@ -5,7 +5,7 @@ use std::io;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tickgate_core::Frame;
+use tickgate_core::{Frame, Outbox};
 use tickgate_feed::ingest::wall_clock_ns;
 use tickgate_protocol::{CloseCode, message, ping_frame};
 
@@ -13,7 +13,7 @@ use super::Reactor;
 use crate::connection::{AuthState, CloseReason, Phase, WriteCounts};
 use crate::http;
 use crate::liveness::{Fault, Part};
-use crate::stats::{HTTP_STATUSES, TurnCounters};
+use crate::stats::{HTTP_STATUSES, ReactorStats, TurnCounters};
 
 /// How often a reactor passes over every connection's timers.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
@@ -27,6 +27,35 @@ enum Sweep {
     TokenExpired,
     IdleTimeout,
     Pinged,
+}
+
+/// What the rate and bandwidth caps of a reactor's connections hold, gathered by a sweep.
+#[derive(Debug, Default)]
+struct CapGauges {
+    bandwidth_capped: u64,
+    bandwidth_held: u64,
+    bandwidth_held_bytes: u64,
+    rate_capped_subscriptions: u64,
+}
+
+impl CapGauges {
+    fn count(&mut self, out: &Outbox) {
+        self.rate_capped_subscriptions += out.throttles.len() as u64;
+        if out.bandwidth.rate().is_some() {
+            self.bandwidth_capped += 1;
+            if out.bandwidth.is_holding() && !out.queue.is_empty() {
+                self.bandwidth_held += 1;
+                self.bandwidth_held_bytes += out.queue.queued_bytes() as u64;
+            }
+        }
+    }
+
+    fn publish(&self, stats: &ReactorStats) {
+        stats.bandwidth_capped.store(self.bandwidth_capped, Ordering::Relaxed);
+        stats.bandwidth_held.store(self.bandwidth_held, Ordering::Relaxed);
+        stats.bandwidth_held_bytes.store(self.bandwidth_held_bytes, Ordering::Relaxed);
+        stats.rate_capped_subscriptions.store(self.rate_capped_subscriptions, Ordering::Relaxed);
+    }
 }
 
 /// How often a reactor publishes its latency histograms.
@@ -98,6 +127,7 @@ impl Reactor {
             (limits.handshake_timeout_ms, limits.ping_interval_ms, limits.idle_timeout_ms);
         let now_ms = self.now_ms;
         let mut queued_bytes = 0;
+        let mut capped = CapGauges::default();
         let mut actions = Vec::new();
         let now_secs = wall_clock_ns() / 1_000_000_000;
         for (key, c) in self.conns.iter_mut() {
@@ -109,6 +139,7 @@ impl Reactor {
                 matches!(&c.auth, AuthState::Authenticated(p) if p.expires_at.is_some_and(|t| t <= now_secs));
             let Some(io) = c.io() else { continue };
             queued_bytes += io.out.queue.queued_bytes() as u64;
+            capped.count(&io.out);
             io.out.trim(&budget);
             if closing {
                 continue;
@@ -134,6 +165,7 @@ impl Reactor {
             }
         }
         self.stats.queued_bytes.store(queued_bytes, Ordering::Relaxed);
+        capped.publish(&self.stats);
         for (key, action) in actions {
             match action {
                 Sweep::SlowConsumer => self.close_slow_consumer(key),

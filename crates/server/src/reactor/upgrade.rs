@@ -155,6 +155,8 @@ impl Reactor {
         if echo {
             return;
         }
+        self.set_bandwidth_cap(key);
+        let Some(conn) = self.conns.get_mut(key) else { return };
         let session = format!("r{}-{}", self.id, conn.session);
         let auth_required = matches!(conn.auth, AuthState::Pending { .. });
         let feed_down = self.telemetry.stats.ingest.any_source_down();
@@ -162,6 +164,21 @@ impl Reactor {
             message::welcome(out, env!("CARGO_PKG_VERSION"), &session, wall_clock_ns(), auth_required, feed_down)
         });
         self.reply(key, welcome);
+    }
+
+    /// Sets a WebSocket's bandwidth cap: its token's `max_bytes_per_second`, if it has one, else
+    /// the gateway's (`limits.max_bytes_per_second`, validated with the configuration; 0 for none).
+    pub(super) fn set_bandwidth_cap(&mut self, key: usize) {
+        let default = tickgate_core::bandwidth::check_cap(self.config.limits.max_bytes_per_second).ok();
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let claim = match &conn.auth {
+            AuthState::Authenticated(principal) => principal.max_bytes_per_second,
+            _ => None,
+        };
+        let now = self.now;
+        if let Some(io) = conn.io() {
+            io.out.bandwidth.set(claim.or(default), now);
+        }
     }
 
     /// Decides a new WebSocket's authentication from the token it brought (if any): the state

@@ -72,6 +72,16 @@ impl Reactor {
         conn.frames_sent += self.writes.frames - frames_before;
         match outcome {
             Ok(WriteOutcome::Blocked) => {}
+            Ok(WriteOutcome::Capped) => {
+                // Its bandwidth cap holds the rest back: written again once it is due, from the
+                // wheel (no timer of its own).
+                self.turn.bandwidth_waits += 1;
+                if let Some(io) = conn.io() {
+                    if let Some(due) = io.out.bandwidth.due(io.out.queue.queued_bytes(), now, self.now_ms.0) {
+                        self.wheel.schedule(key as ConnKey, due);
+                    }
+                }
+            }
             Ok(WriteOutcome::Drained) => {
                 if let Some(closing) = &mut conn.closing {
                     if !closing.fin_sent {
