@@ -414,6 +414,10 @@ struct Held {
     channels: Option<Channels>,
     /// The rate cap the last `subscribed` of the symbol stated.
     max_rate: Option<u64>,
+    /// The channels held before a `subscribed` added one, until the snapshot that follows: a gap
+    /// owed comes first, and the seqs before it the client did not get were of a channel it did
+    /// not hold then.
+    channels_before: Option<Channels>,
 }
 
 /// The kind of event `seq` of symbol `id` was (the ones the reactor skipped count as trades).
@@ -495,6 +499,9 @@ impl Client {
                     let before = held.channels.unwrap_or(Channels::NONE);
                     if held.seq.is_none() || !before.contains(wanted) {
                         held.awaiting_snapshot = true;
+                        if held.seq.is_some() {
+                            held.channels_before = held.channels_before.or(held.channels);
+                        }
                     }
                     held.channels = Some(before.union(wanted));
                     held.max_rate = m["max_rate"].as_u64();
@@ -527,7 +534,7 @@ impl Client {
                 if let Some(h) = held.seq {
                     prop_assert!(s >= h, "snapshot {} older than held {}", s, h);
                 }
-                *held = Held { seq: Some(s), awaiting_snapshot: false, gap_to: None, ..*held };
+                *held = Held { seq: Some(s), awaiting_snapshot: false, gap_to: None, channels_before: None, ..*held };
             }
             "gap" => {
                 let held = self.held.get_mut(&symbol);
@@ -544,7 +551,7 @@ impl Client {
                 // Right after what is held, but for the seqs of a channel not held.
                 let h = held.seq.unwrap_or_default();
                 prop_assert!(from > h, "gap starts after what is held: {}", m);
-                let channels = held.channels.unwrap_or(Channels::ALL);
+                let channels = held.channels_before.or(held.channels).unwrap_or(Channels::ALL);
                 let id: u32 = symbol[1..].parse().unwrap();
                 for seq in h + 1..from {
                     prop_assert!(!channels.admits(&kind_of(quotes, id, seq)), "gap {} leaves {} out", m, seq);
