@@ -110,6 +110,8 @@ pub struct ConnInfo {
     pub user: Option<String>,
     pub subscriptions: usize,
     pub policy: &'static str,
+    /// Its bandwidth cap, if it has one.
+    pub max_bytes_per_second: Option<u32>,
     pub queued_bytes: u64,
     /// How long its queue has waited without a byte written (0 when empty): the age of the
     /// oldest queued frame for a client that reads nothing.
@@ -237,6 +239,7 @@ fn row_json(row: ConnInfo) -> serde_json::Value {
         "user": row.user,
         "subscriptions": row.subscriptions,
         "policy": row.policy,
+        "max_bytes_per_second": row.max_bytes_per_second,
         "queued_bytes": row.queued_bytes,
         "waiting_ms": row.waiting_ms,
         "gaps_sent": row.gaps_sent,
@@ -257,6 +260,7 @@ mod tests {
             user: None,
             subscriptions: 1,
             policy: "conflate",
+            max_bytes_per_second: None,
             queued_bytes: queued,
             waiting_ms: 0,
             gaps_sent: gaps,

@@ -197,6 +197,13 @@ fn the_gateway_cap_applies_and_a_token_claim_lowers_it_for_its_user() {
             .sum::<f64>()
             == 2.0
     });
+    // /connz shows each connection's cap.
+    let response = http_request(addr, "GET /connz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let body: Value = serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let mut caps: Vec<u64> =
+        body["connections"].as_array().unwrap().iter().map(|c| c["max_bytes_per_second"].as_u64().unwrap()).collect();
+    caps.sort();
+    assert_eq!(caps, [4_096, 65_536], "{body}");
     let low = thread::spawn(move || read_for(low, 4));
     let plain = thread::spawn(move || read_for(plain, 4));
     let (low, plain) = (low.join().unwrap(), plain.join().unwrap());

@@ -55,6 +55,7 @@ fn connz_lists_every_reactors_connections_with_the_one_behind_first() {
     let row = &first["connections"][0];
     assert_eq!(row["subscriptions"], 50);
     assert_eq!(row["policy"], "conflate");
+    assert_eq!(row["max_bytes_per_second"], Value::Null, "no bandwidth cap");
     assert!(row["client"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert!(row["waiting_ms"].as_u64().is_some() && row["messages_sent"].as_u64().is_some());
     // The next page starts after the first.

@@ -89,6 +89,7 @@ impl Reactor {
                 user,
                 subscriptions,
                 policy: out.policy.as_str(),
+                max_bytes_per_second: out.bandwidth.rate(),
                 queued_bytes: out.queue.queued_bytes() as u64,
                 waiting_ms: out.waiting(now).as_millis() as u64,
                 gaps_sent: u64::from(out.gaps_sent),
