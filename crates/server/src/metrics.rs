@@ -222,7 +222,7 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         ("tickgate_dropped_total", "Events a slow client's policy dropped (each announced in a gap).", |c| &c.dropped),
         (
             "tickgate_bandwidth_waits_total",
-            "Writes stopped by a connection's bandwidth cap, the rest held back until the cap allows it.",
+            "Waits of connections whose bandwidth cap held bytes back, each until the cap allowed the next write.",
             |c| &c.bandwidth_waits,
         ),
         ("tickgate_slow_consumer_disconnects_total", "Connections closed with 1008 slow consumer.", |c| {

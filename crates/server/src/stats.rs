@@ -46,7 +46,8 @@ counters! {
         throttled,
         /// Events not queued for a slow client (announced later with a gap).
         dropped,
-        /// Writes stopped by a connection's bandwidth cap (the rest waited for the cap).
+        /// Waits of a connection whose bandwidth cap held bytes back, each until the cap allows
+        /// the next write.
         bandwidth_waits,
         /// Per-client frames queued (replies, snapshots, gaps).
         replies,

@@ -84,7 +84,8 @@ impl Reactor {
     }
 
     /// Sends the quotes held back by rate caps whose slot has come: the connections due on the
-    /// wheel, each once, whatever the number of symbols it throttles.
+    /// wheel, each once, whatever the number of symbols it throttles. Every connection due is
+    /// written this turn: one its bandwidth cap held back is on the wheel too.
     pub(super) fn release_throttled(&mut self) {
         let at = Moment { now: self.now, ms: self.now_ms.0 };
         let mut due = std::mem::take(&mut self.due);

@@ -74,11 +74,11 @@ impl Reactor {
             Ok(WriteOutcome::Blocked) => {}
             Ok(WriteOutcome::Capped) => {
                 // Its bandwidth cap holds the rest back: written again once it is due, from the
-                // wheel (no timer of its own).
-                self.turn.bandwidth_waits += 1;
+                // wheel (no timer of its own; once, however often it is flushed meanwhile).
                 if let Some(io) = conn.io() {
                     if let Some(due) = io.out.bandwidth.due(io.out.queue.queued_bytes(), now, self.now_ms.0) {
                         self.wheel.schedule(key as ConnKey, due);
+                        self.turn.bandwidth_waits += 1;
                     }
                 }
             }
