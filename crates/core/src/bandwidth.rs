@@ -5,8 +5,9 @@
 //! than that; what is left waits in the queue, where the connection's slow-consumer policy
 //! treats it as it treats the bytes of a client that reads too slowly (conflated quotes,
 //! dropped events announced by a gap, or a close), against a soft limit lowered to half a
-//! second of the cap ([`BandwidthCap::soft_limit`]), so that what a capped client receives
-//! stays fresh. The sequence contract is the outbox's, unchanged.
+//! second of the cap ([`BandwidthCap::soft_limit`]), and under `conflate` trades are dropped
+//! past one more second of it ([`BandwidthCap::trade_limit`]), so that what a capped client
+//! receives stays fresh. The sequence contract is the outbox's, unchanged.
 //!
 //! Few writes: once held back, a connection waits until an eighth of a second of its cap (or
 //! everything queued, if less) can go out, so it is written about eight times a second however
@@ -114,6 +115,17 @@ impl BandwidthCap {
     /// `budget` with the soft limit of [`BandwidthCap::soft_limit`].
     pub fn budget(&self, budget: &Budget) -> Budget {
         Budget { soft: self.soft_limit(budget.soft), ..*budget }
+    }
+
+    /// Queued bytes past which a conflating connection drops trades, given its `budget` (with
+    /// the soft limit of [`BandwidthCap::budget`]): the budget's, and for a capped connection at
+    /// most one second of its cap past its soft limit, so that what it gets is never more than
+    /// about a second and a half old.
+    pub fn trade_limit(&self, budget: &Budget) -> usize {
+        match &self.0 {
+            None => budget.trade_limit(),
+            Some(b) => budget.trade_limit().min(budget.soft.saturating_add(b.rate as usize)),
+        }
     }
 
     /// How many bytes the next write may take, of `queued`: all of them without a cap; with
@@ -226,6 +238,8 @@ mod tests {
         assert_eq!(cap.soft_limit(262_144), 4_096, "at least a few frames");
         let budget = Budget { soft: 262_144, hard: 1 << 20, write_deadline: Duration::from_secs(10) };
         assert_eq!(cap.budget(&budget), Budget { soft: 4_096, ..budget });
+        assert_eq!(cap.trade_limit(&cap.budget(&budget)), 4_096 + 2_000, "a second of the cap past its soft limit");
+        assert_eq!(BandwidthCap::default().trade_limit(&budget), budget.trade_limit());
     }
 
     #[test]

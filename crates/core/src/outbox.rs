@@ -269,7 +269,7 @@ impl Outbox {
             Policy::Drop => behind.miss(tick, from_seq),
             Policy::Conflate if tick.kind.is_trade() => {
                 behind.replaceable.retain(|r| r.symbol != tick.symbol);
-                if queued + frame.len() <= budget.trade_limit() {
+                if queued + frame.len() <= self.bandwidth.trade_limit(budget) {
                     self.queue.push(frame.clone());
                     Verdict::Queued
                 } else {
