@@ -1,6 +1,8 @@
 //! Per-client sequence accounting: every event a client should have seen is either received,
 //! announced as part of a gap, superseded (a conflated quote), or lost. Sans IO.
 
+use std::collections::VecDeque;
+
 /// Counts for one client (or a sum over clients).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -47,6 +49,9 @@ struct Slot {
 #[derive(Debug, Clone, Default)]
 pub struct SeqTracker {
     slots: Vec<Slot>,
+    /// The symbols being left, in the order their unsubscribes were sent: the replies come in
+    /// that order, so the front is the one the next `unsubscribed` ends.
+    leaving: VecDeque<u32>,
     pub counts: SeqCounts,
 }
 
@@ -61,6 +66,7 @@ impl SeqTracker {
     pub fn new(symbols: &[u32]) -> Self {
         Self {
             slots: symbols.iter().map(|&symbol| Slot { symbol, next: 0, leaving: false }).collect(),
+            leaving: VecDeque::new(),
             counts: SeqCounts::default(),
         }
     }
@@ -89,15 +95,17 @@ impl SeqTracker {
 
     /// An unsubscribe of `symbol` was sent: its events may still come until the reply.
     pub fn leave(&mut self, symbol: u32) {
-        if let Some(slot) = self.slots.iter_mut().find(|s| s.symbol == symbol) {
+        if let Some(slot) = self.slots.iter_mut().find(|s| s.symbol == symbol && !s.leaving) {
             slot.leaving = true;
+            self.leaving.push_back(symbol);
         }
     }
 
-    /// An `unsubscribed` reply came: the oldest symbol being left is gone (replies come in the
-    /// order of the requests, one symbol each).
+    /// An `unsubscribed` reply came: the symbol whose unsubscribe was sent first among those
+    /// still being left is gone (replies come in the order of the requests, one symbol each).
     pub fn left(&mut self) {
-        if let Some(i) = self.slots.iter().position(|s| s.leaving) {
+        let Some(symbol) = self.leaving.pop_front() else { return };
+        if let Some(i) = self.slots.iter().position(|s| s.symbol == symbol && s.leaving) {
             self.slots.remove(i);
         }
     }
@@ -202,6 +210,27 @@ mod tests {
             t.pairs().collect::<Vec<_>>(),
             [Pair { symbol: 0, last: Some(24) }, Pair { symbol: 1, last: Some(6) }]
         );
+    }
+
+    #[test]
+    fn unsubscribe_replies_end_the_symbols_in_the_order_they_were_left() {
+        // Left in the order 5 then 2 (2 sits before 5 among the slots): the first reply ends 5,
+        // so 2's events still in flight are expected until the second reply.
+        let mut t = SeqTracker::new(&[1, 2, 3, 5]);
+        t.on_snapshot(2, 10);
+        t.leave(5);
+        t.leave(2);
+        t.left();
+        t.on_event(2, 11, 0, false);
+        assert_eq!((t.counts.received, t.counts.unexpected), (1, 0));
+        assert!(!t.knows(5));
+        t.left();
+        t.on_event(2, 12, 0, false);
+        assert_eq!(t.counts.unexpected, 1);
+        assert_eq!(t.symbols().collect::<Vec<_>>(), vec![1, 3]);
+        // A reply with nothing being left changes nothing.
+        t.left();
+        assert_eq!(t.symbols().collect::<Vec<_>>(), vec![1, 3]);
     }
 
     #[test]
