@@ -4,10 +4,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::scan::scan;
 use crate::tracker::SeqTracker;
@@ -44,6 +46,8 @@ pub struct Client {
     pub close_code: Option<u16>,
     /// The connection ended, after the upgrade, without a close frame.
     pub dropped: bool,
+    /// This connection replaces one the run dropped: it resumes (see [`crate::resume`]).
+    pub reconnecting: bool,
 }
 
 impl Client {
@@ -61,8 +65,37 @@ impl Client {
             tracked: 0,
             close_code: None,
             dropped: false,
+            reconnecting: false,
         }
     }
+
+    /// Takes a new connection in place of the one the run just dropped: it upgrades with
+    /// `handshake`, then sends `subscribe` (the resume). What was read before stays counted.
+    pub fn reconnect(&mut self, sock: TcpStream, now: Instant, handshake: Vec<u8>, subscribe: Vec<u8>) {
+        self.sock = sock;
+        self.state = State::Connecting;
+        self.started = now;
+        self.carry.clear();
+        self.out = handshake;
+        self.subscribe = subscribe;
+        self.reconnecting = true;
+    }
+}
+
+/// Starts a non-blocking connect to `addr`, from `source` if given.
+pub fn connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    if let Some(ip) = source {
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
 }
 
 fn wall_ns() -> u64 {
@@ -82,6 +115,8 @@ pub struct Reader<'u> {
     buf: Vec<u8>,
     pub latency: Histogram<u64>,
     pub connect_hist: Histogram<u64>,
+    /// From a drop to the new connection's upgrade, for the connections the run dropped.
+    pub reconnect_hist: Histogram<u64>,
     pub open: usize,
     pub in_flight: usize,
     pub failed_connects: usize,
@@ -99,6 +134,7 @@ impl<'u> Reader<'u> {
             buf: vec![0u8; READ_BUF],
             latency: Histogram::new_with_bounds(1_000, 600_000_000_000, 3).expect("bounds"),
             connect_hist: Histogram::new_with_bounds(1_000, 120_000_000_000, 3).expect("bounds"),
+            reconnect_hist: Histogram::new_with_bounds(1_000, 120_000_000_000, 3).expect("bounds"),
             open: 0,
             in_flight: 0,
             failed_connects: 0,
@@ -111,6 +147,11 @@ impl<'u> Reader<'u> {
 
     fn end(&mut self, c: &mut Client) {
         match c.state {
+            State::Connecting | State::Upgrading if c.reconnecting => {
+                self.in_flight -= 1;
+                c.tracker.resumes.reconnect_failed += 1;
+                c.dropped = true;
+            }
             State::Connecting | State::Upgrading => {
                 self.in_flight -= 1;
                 self.failed_connects += 1;
@@ -121,6 +162,16 @@ impl<'u> Reader<'u> {
                     c.dropped = true;
                 }
             }
+            State::Done => {}
+        }
+        c.state = State::Done;
+    }
+
+    /// The run drops `c` on purpose (to resume it): it no longer counts as open.
+    pub fn dropping(&mut self, c: &mut Client) {
+        match c.state {
+            State::Open => self.open -= 1,
+            State::Connecting | State::Upgrading => self.in_flight -= 1,
             State::Done => {}
         }
         c.state = State::Done;
@@ -173,7 +224,9 @@ impl<'u> Reader<'u> {
                             return self.end(c);
                         }
                         self.in_flight -= 1;
-                        let _ = self.connect_hist.record(now.duration_since(c.started).as_nanos() as u64);
+                        let since = now.duration_since(c.started).as_nanos() as u64;
+                        let _ = if c.reconnecting { &mut self.reconnect_hist } else { &mut self.connect_hist }
+                            .record(since);
                         c.state = State::Open;
                         self.open += 1;
                         at = pos + 4;
@@ -238,19 +291,22 @@ impl<'u> Reader<'u> {
         let counted = in_window && !c.slow;
         match f.kind {
             b"trade" | b"quote" => {
-                if counted {
-                    c.delivered += 1;
-                }
-                match (symbol, f.seq) {
+                let (tracked, replayed) = match (symbol, f.seq) {
                     (Some(s), Some(seq)) => {
                         let known = c.tracker.knows(s);
-                        c.tracker.on_event(s, seq, f.conflated.unwrap_or(0), f.kind == b"trade");
-                        if counted && known {
-                            c.tracked += 1;
-                        }
+                        (known, c.tracker.on_event(s, seq, f.conflated.unwrap_or(0), f.kind == b"trade"))
                     }
-                    (None, _) => c.tracker.counts.unexpected += 1,
-                    (Some(_), None) => {}
+                    (None, _) => {
+                        c.tracker.counts.unexpected += 1;
+                        (false, false)
+                    }
+                    (Some(_), None) => (false, false),
+                };
+                // A replayed event was missed while away: neither a live delivery nor timed.
+                let counted = counted && !replayed;
+                if counted {
+                    c.delivered += 1;
+                    c.tracked += u64::from(tracked);
                 }
                 if counted {
                     // Stamped and received on one clock: a stamp after the receipt is not a
@@ -270,7 +326,15 @@ impl<'u> Reader<'u> {
                 (Some(_), None) => self.unreadable += 1,
             },
             b"gap" => match (symbol, f.from_seq, f.to_seq) {
-                (Some(s), Some(from), Some(to)) if from <= to => c.tracker.on_gap(s, from, to),
+                (Some(s), Some(from), Some(to)) if from <= to => match f.reason {
+                    b"history" | b"ahead" => c.tracker.on_resume_gap(s, from, to, f.reason == b"ahead"),
+                    _ => c.tracker.on_gap(s, from, to),
+                },
+                (None, ..) => c.tracker.counts.unexpected += 1,
+                _ => self.unreadable += 1,
+            },
+            b"resumed" => match (symbol, f.after_seq, f.to_seq) {
+                (Some(s), Some(after), Some(to)) => c.tracker.on_resumed(s, after, to),
                 (None, ..) => c.tracker.counts.unexpected += 1,
                 _ => self.unreadable += 1,
             },

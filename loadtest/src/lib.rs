@@ -2,10 +2,13 @@
 //! sequence accounting, the verdict) and the reports, for the binary and its tests.
 
 pub mod conn;
+pub mod drops;
 pub mod metrics;
 pub mod procfs;
 pub mod progress;
 pub mod report;
+pub mod result;
+pub mod resume;
 pub mod run;
 pub mod scan;
 pub mod tracker;

@@ -138,6 +138,15 @@ struct LoadArgs {
     /// another, on a random client).
     #[arg(long, default_value_t = 0.0)]
     churn: f64,
+    /// Share of the reading clients dropped (a reset, no close) and reconnected with a resume
+    /// in each round of the window: the last seq held of each symbol. Each resumed stream must
+    /// go on with no seq missing or repeated, or say what it will not get (a gap `history` or
+    /// `ahead` and a snapshot).
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    resume_share: f64,
+    /// Seconds between two rounds of drops, from the start of the window.
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+    resume_every: f64,
     /// Connections opened per second (0 = as fast as possible: a connect storm).
     #[arg(long, default_value_t = 0.0)]
     connect_rate: f64,
@@ -255,6 +264,12 @@ const DEFAULT_RATE: f64 = 10_000.0;
 /// Runs each rate in turn. With `rate_from`, the single rate is read from the gateway's
 /// /metrics at that address over the run instead.
 fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool, rate_from: Option<SocketAddr>) -> Result<Outcome, String> {
+    if !(0.0..=1.0).contains(&load.resume_share) {
+        return Err(format!("--resume-share must be between 0 and 1, got {}", load.resume_share));
+    }
+    if !(load.resume_every.is_finite() && load.resume_every > 0.0) {
+        return Err(format!("--resume-every must be a positive number of seconds, got {}", load.resume_every));
+    }
     if let Some(core) = load.pin_core {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         match cores.iter().find(|c| c.id == core) {
@@ -314,6 +329,8 @@ fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool, rate_from: Option<S
             progress: !load.quiet,
             policy: load.policy.clone(),
             drain: Duration::from_secs_f64(load.drain),
+            resume_share: load.resume_share,
+            resume_every: Duration::from_secs_f64(load.resume_every),
         };
         let shown_rate = if rate_from.is_some() { "read from /metrics".to_string() } else { format!("{rate}/s") };
         eprintln!(
@@ -401,13 +418,29 @@ fn verdict_in_words(step: &Step, p99_bound_ms: f64) -> String {
     );
     let why = step.verdict.reasons.join("; ");
     match step.verdict.status {
-        _ if step.ok => format!("verdict: PASSED. {measured}; nothing lost."),
+        _ if step.ok => format!("verdict: PASSED. {measured}; nothing lost{}.", resumed_in_words(r)),
         verdict::Status::GeneratorBound => format!(
             "verdict: FAILED (gen-bound): every check passed, but the load generator was saturated, so the \
              figures are its own. {measured}. {why}."
         ),
         _ => format!("verdict: FAILED. {measured}. Why: {why}."),
     }
+}
+
+/// How the resumes went, for the verdict's sentence; empty for a run that resumed nothing.
+fn resumed_in_words(r: &serde_json::Value) -> String {
+    let resume = &r["resume"];
+    if !resume.is_object() {
+        return String::new();
+    }
+    let n = |key: &str| resume[key].as_u64().unwrap_or(0);
+    format!(
+        "; {} reconnects resumed {} subscriptions: {} whole, {} with an announced gap",
+        n("reconnects"),
+        n("asked"),
+        n("whole"),
+        n("with_gap")
+    )
 }
 
 fn compare(files: &[PathBuf], svg: Option<&Path>, markdown: Option<&Path>) -> Result<(), String> {

@@ -265,6 +265,8 @@ fn params(addr: SocketAddr, connections: usize, universe: Vec<String>, per_clien
         progress: false,
         policy: None,
         drain: Duration::from_secs(2),
+        resume_share: 0.0,
+        resume_every: Duration::from_secs(1),
     }
 }
 
