@@ -26,6 +26,8 @@ pub enum State {
 #[derive(Debug)]
 pub struct Client {
     pub sock: TcpStream,
+    /// The TLS session over `sock`, for `wss://`.
+    tls: Option<Box<rustls::ClientConnection>>,
     pub state: State,
     started: Instant,
     /// Bytes of an incomplete frame from the last read.
@@ -51,9 +53,17 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(sock: TcpStream, now: Instant, handshake: Vec<u8>, subscribe: Vec<u8>, tracker: SeqTracker) -> Self {
+    pub fn new(
+        sock: TcpStream,
+        tls: Option<Box<rustls::ClientConnection>>,
+        now: Instant,
+        handshake: Vec<u8>,
+        subscribe: Vec<u8>,
+        tracker: SeqTracker,
+    ) -> Self {
         Self {
             sock,
+            tls,
             state: State::Connecting,
             started: now,
             carry: Vec::new(),
@@ -71,14 +81,51 @@ impl Client {
 
     /// Takes a new connection in place of the one the run just dropped: it upgrades with
     /// `handshake`, then sends `subscribe` (the resume). What was read before stays counted.
-    pub fn reconnect(&mut self, sock: TcpStream, now: Instant, handshake: Vec<u8>, subscribe: Vec<u8>) {
+    pub fn reconnect(
+        &mut self,
+        sock: TcpStream,
+        tls: Option<Box<rustls::ClientConnection>>,
+        now: Instant,
+        handshake: Vec<u8>,
+        subscribe: Vec<u8>,
+    ) {
         self.sock = sock;
+        self.tls = tls;
         self.state = State::Connecting;
         self.started = now;
         self.carry.clear();
         self.out = handshake;
         self.subscribe = subscribe;
         self.reconnecting = true;
+    }
+
+    /// Reads what the server sent (decrypted, over TLS) into `buf`.
+    fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.tls {
+            None => self.sock.read(buf),
+            Some(tls) => crate::tls::read(tls, &mut self.sock, buf),
+        }
+    }
+
+    /// Writes what waits in `out` (through TLS when on) as far as the socket takes it; over TLS,
+    /// also what rustls still holds (the handshake's flights included).
+    pub fn flush_out(&mut self) -> io::Result<()> {
+        match &mut self.tls {
+            None if self.out.is_empty() => Ok(()),
+            None => match self.sock.write(&self.out) {
+                Ok(n) => {
+                    self.out.drain(..n);
+                    Ok(())
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                Err(e) => Err(e),
+            },
+            Some(tls) => {
+                let written = crate::tls::write(tls, &mut self.sock, &self.out);
+                self.out.clear();
+                written
+            }
+        }
     }
 }
 
@@ -186,14 +233,8 @@ impl<'u> Reader<'u> {
                 Err(_) => return self.end(c),
             }
         }
-        if !c.out.is_empty() && matches!(c.state, State::Upgrading | State::Open) {
-            match c.sock.write(&c.out) {
-                Ok(n) => {
-                    c.out.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => self.end(c),
-            }
+        if matches!(c.state, State::Upgrading | State::Open) && c.flush_out().is_err() {
+            self.end(c);
         }
     }
 
@@ -202,7 +243,7 @@ impl<'u> Reader<'u> {
         while matches!(c.state, State::Upgrading | State::Open) {
             let carried = c.carry.len();
             self.buf[..carried].copy_from_slice(&c.carry);
-            let n = match c.sock.read(&mut self.buf[carried..]) {
+            let n = match c.read_plain(&mut self.buf[carried..]) {
                 Ok(0) => return self.end(c),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -233,9 +274,7 @@ impl<'u> Reader<'u> {
                         // Now the subscribe may go; write it at once (edge-triggered: no
                         // further writable event would come for an idle socket).
                         c.out.append(&mut c.subscribe);
-                        if let Ok(n) = c.sock.write(&c.out) {
-                            c.out.drain(..n);
-                        }
+                        let _ = c.flush_out();
                     }
                 }
             }

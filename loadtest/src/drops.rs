@@ -11,6 +11,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::conn::{self, Client, Reader, State};
 use crate::resume::resume_command;
+use crate::tls::TlsClient;
 use crate::wsframe::write_client_frame;
 
 /// Which clients are dropped when: every `every` of the window, `per_round` reading clients,
@@ -27,7 +28,7 @@ pub struct Schedule {
 impl Schedule {
     /// `share` of `reading` clients every `every`; None when that is nobody.
     pub fn new(share: f64, every: Duration, reading: usize) -> Option<Self> {
-        if !(share > 0.0) || reading == 0 || every.is_zero() {
+        if share.is_nan() || share <= 0.0 || reading == 0 || every.is_zero() {
             return None;
         }
         let per_round = ((share.min(1.0) * reading as f64).round() as usize).max(1);
@@ -68,6 +69,8 @@ impl Schedule {
 pub struct Redial<'a> {
     pub addr: SocketAddr,
     pub source: Option<IpAddr>,
+    /// `wss://`: a new TLS session for the new connection.
+    pub tls: Option<&'a TlsClient>,
     /// The HTTP upgrade request.
     pub handshake: &'a [u8],
     /// The universe, to name the symbols.
@@ -96,11 +99,12 @@ pub fn drop_and_resume(
     let command = resume_command(redial.universe, &asks, redial.extra);
     let mut subscribe = Vec::new();
     write_client_frame(&mut subscribe, 1, command.as_bytes(), mask);
+    let tls = redial.tls.map(TlsClient::connection).transpose()?;
     match conn::connect(redial.addr, redial.source) {
         Ok(mut sock) => {
             registry.register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)?;
             // The old socket is closed (reset) as it is replaced.
-            c.reconnect(sock, now, redial.handshake.to_vec(), subscribe);
+            c.reconnect(sock, tls, now, redial.handshake.to_vec(), subscribe);
             reader.in_flight += 1;
         }
         Err(_) => {

@@ -322,6 +322,16 @@ mod tests {
     }
 
     #[test]
+    fn the_table_shows_how_resumes_went_and_a_dash_without_them() {
+        let mut s = sweep("x", 1.0);
+        s.steps.truncate(1);
+        assert!(step_table(&s).lines().nth(1).unwrap().contains(" - "), "{}", step_table(&s));
+        s.steps[0].result["resume"] = json!({"whole": 30, "with_gap": 2, "failed": 1, "reconnect_failed": 1});
+        let table = step_table(&s);
+        assert!(table.contains("resumed w/g/f") && table.contains(" 30/2/2 "), "{table}");
+    }
+
+    #[test]
     fn comparison_gives_ratios_against_the_first_server() {
         let table = compare_table(&[sweep("tickgate", 1.0), sweep("peer", 0.5)]);
         assert!(table.contains("| tickgate | 200000 | 1.00× |"), "{table}");

@@ -141,4 +141,13 @@ pub struct RunResult {
     pub resume: Option<ResumeCounts>,
     /// From a drop to the new connection's upgrade, in ms.
     pub reconnect_ms: Percentiles,
+    /// The latency histogram behind `latency_us`: `[value in ns, count]` of every bucket that
+    /// has any, so that runs of several processes can be combined exactly
+    /// (`tickgate-loadtest combine`).
+    pub latency_ns_buckets: Vec<(u64, u64)>,
+}
+
+/// The non-empty buckets of a histogram, as `[value, count]`.
+pub fn buckets(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+    h.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect()
 }

@@ -6,7 +6,7 @@
 //! when the tick entered it, so a server that falls behind shows it in the figures.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Write};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use crate::drops::{self, Redial, Schedule};
 use crate::procfs::{self, ProcSample};
 pub use crate::result::{PairCounts, Percentiles, RunResult, ServerFigures, SlowFates};
 use crate::resume::ResumeCounts;
+use crate::tls::TlsClient;
 use crate::tracker::{SeqCounts, SeqTracker};
 use crate::wsframe::write_client_frame;
 
@@ -29,15 +30,19 @@ pub enum Pick {
 }
 
 /// What to run.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct RunParams {
-    pub addr: SocketAddr,
+    /// The server's addresses: client i connects to the (i mod len)th.
+    pub addrs: Vec<SocketAddr>,
+    /// `wss://`: the TLS client every connection uses; None for `ws://`.
+    pub tls: Option<TlsClient>,
     pub connections: usize,
     pub symbols_per_client: usize,
     /// The symbols clients choose from.
     pub universe: Vec<String>,
     pub pick: Pick,
-    /// Local addresses to connect from, in turn (past ~28k connections to one address).
+    /// Local addresses to connect from, in turn for each server address (past ~28k
+    /// connections from one local address to one server address).
     pub source_addrs: Vec<IpAddr>,
     /// New connections per second; 0 = as fast as the server accepts (a connect storm).
     pub connect_rate: f64,
@@ -98,6 +103,14 @@ fn pick_symbols(rng: &mut SplitMix, n: usize, k: usize, pick: Pick, zipf_cdf: &[
         }
     }
     chosen
+}
+
+/// Where client `i` connects to and from: the server addresses in turn, and for each server
+/// address the source addresses in turn (so every pair of them is used).
+fn endpoint(params: &RunParams, i: usize) -> (SocketAddr, Option<IpAddr>) {
+    let n = params.addrs.len().max(1);
+    let source = (!params.source_addrs.is_empty()).then(|| params.source_addrs[(i / n) % params.source_addrs.len()]);
+    (params.addrs[i % n], source)
 }
 
 const MAX_IN_FLIGHT_CONNECTS: usize = 512;
@@ -168,6 +181,9 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
     if n_universe == 0 {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty symbol universe"));
     }
+    let Some(first_addr) = params.addrs.first() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no server address"));
+    };
     let index: HashMap<&[u8], u32> =
         params.universe.iter().enumerate().map(|(i, s)| (s.as_bytes(), i as u32)).collect();
     let zipf_cdf: Vec<f64> = match params.pick {
@@ -185,7 +201,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
         }
     };
     let mut rng = SplitMix(params.seed);
-    let host = params.addr.to_string();
+    let host = first_addr.to_string();
     let handshake = format!(
         "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -219,11 +235,11 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                     break;
                 }
             }
-            let source = (!params.source_addrs.is_empty())
-                .then(|| params.source_addrs[clients.len() % params.source_addrs.len()]);
+            let (addr, source) = endpoint(params, clients.len());
             let symbols = pick_symbols(&mut rng, n_universe, params.symbols_per_client, params.pick, &zipf_cdf);
-            match connect(params.addr, source) {
+            match connect(addr, source) {
                 Ok(mut sock) => {
+                    let tls = params.tls.as_ref().map(TlsClient::connection).transpose()?;
                     let token = Token(clients.len());
                     poll.registry().register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)?;
                     let subscribe_json = format!(
@@ -238,6 +254,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                     write_client_frame(&mut subscribe, 1, subscribe_json.as_bytes(), (rng.next() as u32).to_le_bytes());
                     clients.push(Client::new(
                         sock,
+                        tls,
                         now,
                         handshake.clone().into_bytes(),
                         subscribe,
@@ -334,9 +351,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                 write_client_frame(&mut c.out, 1, ops.as_bytes(), (rng.next() as u32).to_le_bytes());
                 c.tracker.leave(old);
                 c.tracker.add(new);
-                if let Ok(n) = c.sock.write(&c.out) {
-                    c.out.drain(..n);
-                }
+                let _ = c.flush_out();
             }
         }
 
@@ -345,22 +360,22 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
             (drop_schedule.as_mut(), window, phase)
         {
             let redial = Redial {
-                addr: params.addr,
+                addr: *first_addr,
                 source: None,
+                tls: params.tls.as_ref(),
                 handshake: handshake.as_bytes(),
                 universe: &params.universe,
                 extra: &policy_json,
             };
             for i in schedule.due(now.duration_since(window_start), &clients) {
-                let source =
-                    (!params.source_addrs.is_empty()).then(|| params.source_addrs[i % params.source_addrs.len()]);
+                let (addr, source) = endpoint(params, i);
                 let mask = (rng.next() as u32).to_le_bytes();
                 drops::drop_and_resume(
                     &mut clients[i],
                     Token(i),
                     poll.registry(),
                     &mut reader,
-                    &Redial { source, ..redial },
+                    &Redial { addr, source, ..redial },
                     mask,
                     now,
                 )?;
@@ -494,5 +509,6 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
         tcp_socket_memory: procfs::tcp_socket_memory(),
         resume: drop_schedule.is_some().then_some(resumes),
         reconnect_ms: Percentiles::ms_from_ns(&reader.reconnect_hist),
+        latency_ns_buckets: crate::result::buckets(&reader.latency),
     })
 }

@@ -212,7 +212,8 @@ fn against(fault: Answer) -> (RunResult, Verdict) {
     let _one = one_at_a_time();
     let addr = fake_server(fault, Duration::from_secs(8));
     let params = RunParams {
-        addr,
+        addrs: vec![addr],
+        tls: None,
         connections: CLIENTS,
         symbols_per_client: SYMBOLS.len(),
         universe: SYMBOLS.iter().map(|s| s.to_string()).collect(),

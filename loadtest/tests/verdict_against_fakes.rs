@@ -249,7 +249,8 @@ fn fake_server(fault: Fault, lifetime: Duration) -> SocketAddr {
 
 fn params(addr: SocketAddr, connections: usize, universe: Vec<String>, per_client: usize) -> RunParams {
     RunParams {
-        addr,
+        addrs: vec![addr],
+        tls: None,
         connections,
         symbols_per_client: per_client,
         universe,
