@@ -282,7 +282,13 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     let replayed =
         counter("tickgate_resume_replayed_events_total", "Events queued by resumes, from the history.", &[])?;
     replayed.with_label_values(&[] as &[&str]).inc_by(sum(|c| &c.replayed));
-    gaps.with_label_values(&["history"]).inc_by(sum(|c| &c.resumes_history));
+    let cut = counter(
+        "tickgate_resume_replays_cut_total",
+        "Replays cut short: the history evicted events before the client was sent them (gap history and snapshot).",
+        &[],
+    )?;
+    cut.with_label_values(&[] as &[&str]).inc_by(sum(|c| &c.replays_cut));
+    gaps.with_label_values(&["history"]).inc_by(sum(|c| &c.resumes_history) + sum(|c| &c.replays_cut));
     gaps.with_label_values(&["ahead"]).inc_by(sum(|c| &c.resumes_ahead));
     gaps.with_label_values(&["slow_consumer"]).inc_by(sum(|c| &c.slow_gaps_sent));
     gaps.with_label_values(&["gateway_overload"]).inc_by(sum(|c| &c.overload_gaps_sent));
@@ -437,6 +443,7 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     let history_bytes =
         gauge("tickgate_history_bytes", "Bytes the resume history holds (frames and bookkeeping).", &["reactor"])?;
     let history_events = gauge("tickgate_history_events", "Events the resume history holds.", &["reactor"])?;
+    let replays = gauge("tickgate_resume_replays", "Resumes being replayed to their clients.", &["reactor"])?;
     let depth = gauge(
         "tickgate_channel_depth",
         "Ticks waiting in the reactor's channel from the ingest thread.",
@@ -454,6 +461,7 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         queued.with_label_values(&[&id]).set(load(&r.queued_bytes) as i64);
         history_bytes.with_label_values(&[&id]).set(load(&r.history_bytes) as i64);
         history_events.with_label_values(&[&id]).set(load(&r.history_events) as i64);
+        replays.with_label_values(&[&id]).set(load(&r.replays) as i64);
         depth.with_label_values(&[&id]).set(load(&r.channel_depth) as i64);
         heartbeat.with_label_values(&[&id]).set(age_ns(now_ns, load(&r.heartbeat_ns)).min(u64::MAX / 2) as f64 / 1e9);
     }

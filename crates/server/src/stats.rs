@@ -110,6 +110,9 @@ counters! {
         resumes_ahead,
         /// Events queued by resumes, from the history.
         replayed,
+        /// Replays cut short by the history evicting events the client had not been sent yet
+        /// (answered with a gap "history" and a snapshot).
+        replays_cut,
     }
 }
 
@@ -211,4 +214,6 @@ pub struct ReactorStats {
     /// Bytes and events its resume history holds (gauges).
     pub history_bytes: AtomicU64,
     pub history_events: AtomicU64,
+    /// Resumes being replayed (gauge).
+    pub replays: AtomicU64,
 }

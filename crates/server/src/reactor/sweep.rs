@@ -220,6 +220,7 @@ impl Reactor {
         self.stats.subscriptions.store(self.index.total() as u64, Ordering::Relaxed);
         self.stats.history_bytes.store(self.history.bytes() as u64, Ordering::Relaxed);
         self.stats.history_events.store(self.history.events() as u64, Ordering::Relaxed);
+        self.stats.replays.store(self.replays.len() as u64, Ordering::Relaxed);
     }
 
     /// A fault a test armed (see `Gateway::start_with_fault_hook`), suffered as the real one.
