@@ -95,7 +95,8 @@ test('a JWT from the form signs in: user, entitlements and expiry shown; other s
   await rowState('AAPL', 'live');
   await rowState('BTC-USD', 'live');
   await rowState('MSFT', 'denied');
-  assert.equal((await text('row-MSFT')).includes('not entitled'), true);
+  assert.equal(await page.textContent('[data-testid="row-MSFT"] .badge'), 'denied');
+  assert.match(await page.getAttribute('[data-testid="row-MSFT"] .badge', 'title'), /entitlements of the signed-in user/);
   assert.equal(await page.getAttribute('[data-testid=account]', 'data-user'), 'alice');
   assert.match(await text('account'), /^alice · AAPL, BTC-\* · expires in (9|10) min$/);
   assert.match(await text('notice-entitlement'), /MSFT.*outside what alice may receive \(AAPL, BTC-\*\)/);
