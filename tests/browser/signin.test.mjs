@@ -110,6 +110,24 @@ test('a JWT from the form signs in: user, entitlements and expiry shown; other s
   await page.screenshot({ path: artifact('dashboard-signed-in.png') });
 });
 
+test('a fresh token while connected: a new connection signs in with it, and the rows resume', async () => {
+  const epoch = Number(await page.getAttribute('[data-testid=status]', 'data-epoch'));
+  const before = await upgrades();
+  await page.evaluate(() => { location.hash = ''; });
+  await page.evaluate((token) => { location.hash = `token=${token}`; }, jwt('alice', 1200, ['AAPL', 'MSFT']));
+  await until('the new account', () => /^alice · AAPL, MSFT · expires in 20 min$/.test(
+    document.querySelector('[data-testid=account]').textContent));
+  assert.equal(Number(await page.getAttribute('[data-testid=status]', 'data-epoch')), epoch + 1);
+  assert.equal(await upgrades(), before + 1, 'one new connection');
+  await rowState('MSFT', 'live');
+  await rowState('AAPL', 'live');
+  // AAPL picked up where it was, on the old connection's seq.
+  await until('the resume told', () =>
+    /Resumed/.test(document.querySelector('[data-testid=notice-resume]')?.textContent || ''));
+  assert.equal(await page.isHidden('[data-testid=notice-connection]').catch(() => true), true, 'no "connection lost"');
+  assert.doesNotMatch(page.url(), /token/);
+});
+
 test('a refused token is explained in words, forgotten, and not retried', async () => {
   await page.click('[data-testid=signout]');
   await phaseIs('closed');
