@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tickgate_core::{LastValueCache, Sequencer, SymbolId, SymbolTable, Tick};
+use tickgate_core::{LastValueCache, LastValues, Sequencer, SymbolId, SymbolTable, Tick};
 use tickgate_protocol::{FrameBuilder, message};
 
 use crate::fanout::ReactorLink;
@@ -82,8 +82,8 @@ pub fn wall_clock_ns() -> u64 {
 /// Where the ticks the ingest thread sequenced go besides the reactors: the bus of a cluster's
 /// publisher. Called on the ingest thread; must not block.
 pub trait SequencedSink: Send + std::fmt::Debug {
-    /// One tick, stamped with its `seq` and `gw_ts`.
-    fn sequenced(&mut self, tick: &Tick);
+    /// One tick, stamped with its `seq` and `gw_ts`, and its symbol's last values with it.
+    fn sequenced(&mut self, tick: &Tick, last: &LastValues);
 }
 
 /// Who numbers the ticks that reach [`Ingest::publish_batch`].
@@ -156,10 +156,18 @@ impl Ingest {
     /// released late with when it was due to leave (see [`crate::sim::SimMarket::poll`]).
     pub fn publish_batch(&mut self, batch: &mut Batch, gw_ts: u64) {
         let mut gaps = batch.upstream_gaps.iter().peekable();
+        let mut carried = batch.carried.iter().peekable();
         for (i, tick) in batch.ticks.iter_mut().enumerate() {
+            // A span skipped in a numbering made elsewhere ends with this tick: it reaches
+            // clients inside the snapshot after the gap, not as an event.
+            let mut skipped_from = None;
             while let Some(gap) = gaps.next_if(|g| g.before == i) {
-                self.announce_upstream_gap(gap);
+                match gap.kind {
+                    Discontinuity::Skipped { from_seq, reason } => skipped_from = Some((from_seq, reason)),
+                    _ => self.announce_upstream_gap(gap),
+                }
             }
+            let other = carried.next_if(|c| c.0 == i).map(|c| c.1);
             match self.sequencing {
                 Sequencing::Stamp => {
                     tick.gw_ts = if tick.gw_ts == 0 { gw_ts } else { tick.gw_ts.min(gw_ts) };
@@ -172,10 +180,20 @@ impl Ingest {
                     }
                 }
             }
-            if let Some(sink) = &mut self.sink {
-                sink.sequenced(tick);
+            if let Some(other) = other.filter(|o| o.symbol == tick.symbol && o.seq < tick.seq) {
+                self.lvc.record(&other);
             }
             self.lvc.record(tick);
+            if let Some(sink) = &mut self.sink {
+                sink.sequenced(tick, self.lvc.get(tick.symbol));
+            }
+            if let Some((from_seq, reason)) = skipped_from {
+                let values = self.lvc.get(tick.symbol);
+                for link in &mut self.links {
+                    link.resync(tick.symbol, from_seq.min(tick.seq), tick.seq, reason, values);
+                }
+                continue;
+            }
             let info = self.symbols.get(tick.symbol);
             let frame = self.builder.text(|out| message::event(out, info, tick, 0));
             for link in &mut self.links {
@@ -216,9 +234,8 @@ impl Ingest {
             Discontinuity::Missed(missed) => {
                 self.builder.text(|out| message::upstream_gap(out, info, name, after_seq, missed))
             }
-            Discontinuity::Skipped { from_seq, to_seq, reason } => {
-                self.builder.text(|out| message::gap(out, info, from_seq, to_seq, reason))
-            }
+            // Announced with the tick that ends it (see `publish_batch`).
+            Discontinuity::Skipped { .. } => return,
             Discontinuity::Reset(reason) => {
                 if let Some(source) = source {
                     source.upstream_resets[reason.index()].fetch_add(1, Ordering::Relaxed);

@@ -66,12 +66,13 @@ impl Reactor {
                     self.control_to_subscribers(symbol, |desk, out| desk.deliver_notice(out, symbol, frame.clone()));
                 }
                 FanoutMsg::Broadcast { frame } => self.broadcast(&frame),
-                FanoutMsg::Resync { symbol, from_seq, to_seq, values } => {
+                FanoutMsg::Resync { symbol, from_seq, to_seq, reason, values } => {
                     self.lvc.replace(symbol, values);
                     self.history.forget(symbol);
                     let mut skipped = None;
                     self.control_to_subscribers(symbol, |desk, out| {
-                        let skipped = skipped.get_or_insert_with(|| desk.resync(symbol, from_seq, to_seq));
+                        let skipped =
+                            skipped.get_or_insert_with(|| desk.resync_because(symbol, from_seq, to_seq, reason));
                         desk.deliver_resync(out, symbol, skipped)
                     });
                 }
