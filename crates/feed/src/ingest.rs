@@ -384,6 +384,42 @@ mod tests {
         assert_eq!(stamped, [(1, 1000), (2, 900), (3, 1000)], "a gw_ts after the release is not kept");
     }
 
+    #[test]
+    fn a_span_numbered_elsewhere_and_skipped_ends_with_its_tick_in_a_resync_of_the_whole_state() {
+        use crate::fanout::{FanoutMsg, reactor_channel};
+        let symbols = Arc::new(crate::sim::universe(&crate::sim::SimConfig { symbols: 1, ..Default::default() }));
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (link, inbox, _) = reactor_channel(16, waker);
+        let mut ingest = Ingest::new(symbols, vec![link], Arc::new(IngestStats::default())).keeping_seq();
+        let trade = TickKind::Trade { price: 1, size: 1 };
+        let quote = TickKind::Quote { bid: 1, bid_size: 2, ask: 3, ask_size: 4 };
+        let tick = |seq, kind| Tick { symbol: SymbolId(0), seq, ts: 1, gw_ts: 2, kind };
+        let mut batch = Batch::with_capacity(3);
+        batch.ticks.extend([tick(1, trade), tick(7, trade), tick(8, quote)]);
+        // Seqs 2 to 6 were never read; seq 7 carries the latest quote (seq 6) with it.
+        batch.upstream_gaps.push(UpstreamGap {
+            before: 1,
+            symbol: SymbolId(0),
+            kind: Discontinuity::Skipped { from_seq: 2, reason: "bus" },
+            source: 0,
+        });
+        batch.carried.push((1, tick(6, quote)));
+        ingest.publish_batch(&mut batch, 2);
+        let got: Vec<String> = std::iter::from_fn(|| inbox.try_recv())
+            .map(|msg| match msg {
+                FanoutMsg::Tick { tick, .. } => format!("tick {}", tick.seq),
+                FanoutMsg::Resync { from_seq, to_seq, reason, values, .. } => format!(
+                    "{reason} {from_seq}..={to_seq}, trade {:?} quote {:?}",
+                    values.trade.map(|t| t.seq),
+                    values.quote.map(|t| t.seq)
+                ),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, ["tick 1", "bus 2..=7, trade Some(7) quote Some(6)", "tick 8"]);
+    }
+
     /// A source with `left` ticks to give (endless if None), that records the room it is offered.
     struct Counted {
         left: Option<usize>,

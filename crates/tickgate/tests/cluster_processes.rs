@@ -83,6 +83,7 @@ fn unreachable_nats_or_wrong_credentials_at_start_is_one_clear_line_and_a_failed
         assert!(!status.success());
         let stderr = tickgate.stderr();
         assert!(stderr.contains("cannot reach NATS at nats://"), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
         assert!(!stderr.contains("wrong@"), "no password in the message: {stderr}");
     }
 }
