@@ -62,9 +62,9 @@ fn every_edge_sends_the_publishers_events_with_the_same_seq_and_bytes() {
         let (_, snaps) = client.subscribe(&[SYMBOL]);
         start = start.max(snaps[0]["seq"].as_u64().unwrap() + 1);
     }
-    // An edge that had read nothing of the symbol yet gives an empty snapshot (seq 0), and its
-    // first event is the stream's last of the symbol when the edge started: the two streams
-    // may start apart, so they are compared where both have the seq.
+    // An edge that had read nothing of the symbol yet gives an empty snapshot (seq 0), then a
+    // gap and a snapshot as of the first tick it reads: the two streams may start apart, so
+    // they are compared where both have the seq.
     let streams: Vec<_> = clients.iter_mut().map(|c| collect(c, start, 150)).collect();
     let common: Vec<u64> = streams[0].keys().filter(|seq| streams[1].contains_key(seq)).copied().collect();
     assert!(common.len() >= 100, "{} seqs in common", common.len());
@@ -359,6 +359,7 @@ fn ticks_an_edge_never_read_are_a_bus_gap_then_a_snapshot_as_of_its_end() {
         }
     }
     assert!(metric(edge.local_addr(), "tickgate_bus_gaps_total").unwrap() >= 1.0);
+    assert!(metric(publisher.local_addr(), "tickgate_bus_publish_dropped_total").unwrap() >= 1.0);
     let sent = r#"tickgate_gaps_sent_total{reason="bus"}"#;
     eventually("the bus gap is counted", || metric(edge.local_addr(), sent) >= Some(1.0));
 }

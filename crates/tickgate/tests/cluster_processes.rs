@@ -41,7 +41,8 @@ fn a_publisher_killed_and_restarted_goes_on_upward_and_edge_clients_are_told() {
         let msg = client.recv();
         if is_event(&msg) {
             let seq = msg["seq"].as_u64().unwrap();
-            // Before the edge has read anything, its snapshot is empty (seq 0).
+            // Before the edge has read anything, its snapshot is empty (seq 0); a gap and a
+            // snapshot as of the first tick it reads follow.
             assert!(seq == last + 1 || (last == 0 && events == 0), "{msg} after {last}");
             last = seq;
             events += 1;
