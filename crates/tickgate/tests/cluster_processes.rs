@@ -196,3 +196,22 @@ fn sigterm_on_an_edge_hands_its_clients_to_the_other_on_the_same_port_with_nothi
     assert!(moved > 0, "some clients were on the edge that stopped");
     assert!(stayed > 0, "some clients were on the edge that stayed");
 }
+
+#[test]
+fn a_flood_of_bad_bus_messages_is_counted_every_one_and_logged_once_a_second() {
+    use std::io::Write;
+    let nats = NatsServer::start();
+    let (edge, addr) = cluster_process("edge", &nats.url());
+    // A stray writer on the stream's subjects: 200 truncated messages in a burst.
+    let mut raw = std::net::TcpStream::connect(nats.addr()).unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..200 {
+        raw.write_all(b"PUB tickgate.ticks.AAPL 3\r\n\x02\x00\x01\r\n").unwrap();
+    }
+    raw.write_all(b"PING\r\n").unwrap();
+    let series = r#"tickgate_bus_rejected_total{reason="truncated"}"#;
+    tickgate_testkit::eventually("every reject is counted", || tickgate_testkit::metric(addr, series) == Some(200.0));
+    let lines = edge.stdout().lines().filter(|l| l.contains("bus message rejected")).count();
+    let seconds = started.elapsed().as_secs() as usize;
+    assert!(lines >= 1 && lines <= seconds + 1, "{lines} lines in {seconds} s:\n{}", edge.stdout());
+}
