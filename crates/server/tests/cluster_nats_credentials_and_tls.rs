@@ -1,6 +1,7 @@
 //! A cluster reaches a real `nats-server` that requires credentials (user and password, a
-//! token) or TLS, as `[bus]` configures them: ticks flow from the publisher to an edge's client;
-//! a wrong secret or an untrusted certificate is one clear error at start.
+//! token, a creds file) or TLS (with or without a client certificate), as `[bus]` configures
+//! them: ticks flow from the publisher to an edge's client; a wrong secret, an untrusted
+//! certificate or a missing one is one clear error at start.
 
 use std::path::{Path, PathBuf};
 
@@ -85,12 +86,24 @@ fn a_creds_file_that_cannot_be_read_is_one_clear_error() {
 struct Certs(PathBuf);
 
 impl Certs {
-    fn make() -> Self {
-        let dir = std::env::temp_dir().join(format!("tickgate-nats-tls-{}", std::process::id()));
+    /// In a folder of its own for the test `name`.
+    fn make(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("tickgate-nats-tls-{}-{name}", std::process::id()));
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-test-cert.sh");
         let made = std::process::Command::new("bash").arg(script).arg(&dir).output().expect("bash runs");
         assert!(made.status.success(), "make-test-cert.sh: {}", String::from_utf8_lossy(&made.stderr));
         Self(dir)
+    }
+
+    /// A client certificate signed by the same CA (for a server that verifies clients).
+    fn with_client_certificate(self) -> Self {
+        let script = "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=tickgate \
+              -keyout client-key.pem -out client.csr 2>/dev/null \
+            && openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 1 \
+              -out client.pem -extfile <(printf 'extendedKeyUsage=clientAuth\n') 2>/dev/null";
+        let made = std::process::Command::new("bash").args(["-c", script]).current_dir(&self.0).output().unwrap();
+        assert!(made.status.success(), "a client certificate: {}", String::from_utf8_lossy(&made.stderr));
+        self
     }
 
     fn file(&self, name: &str) -> String {
@@ -106,7 +119,7 @@ impl Drop for Certs {
 
 #[test]
 fn tls_to_nats() {
-    let certs = Certs::make();
+    let certs = Certs::make("server");
     let nats =
         NatsServer::start_with(&["--tls", "--tlscert", &certs.file("chain.pem"), "--tlskey", &certs.file("key.pem")]);
     let url = format!("tls://{}", nats.addr());
@@ -188,4 +201,31 @@ fn creds_file() {
     let error = start_error(&nats.url(), |_| {});
     assert!(error.contains("cannot reach NATS at"), "without the creds file: {error}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tls_to_nats_with_a_client_certificate() {
+    let certs = Certs::make("client").with_client_certificate();
+    let nats = NatsServer::start_with(&[
+        "--tlsverify",
+        "--tlscert",
+        &certs.file("chain.pem"),
+        "--tlskey",
+        &certs.file("key.pem"),
+        "--tlscacert",
+        &certs.file("ca.pem"),
+    ]);
+    let url = format!("tls://{}", nats.addr());
+    let trust = |c: &mut Config| {
+        c.bus.tls_required = true;
+        c.bus.tls_ca_file = Some(certs.file("ca.pem").into());
+    };
+    ticks_flow(&url, |c| {
+        trust(c);
+        c.bus.tls_cert_file = Some(certs.file("client.pem").into());
+        c.bus.tls_key_file = Some(certs.file("client-key.pem").into());
+    });
+    // Without a client certificate the server refuses the connection.
+    let error = start_error(&url, trust);
+    assert!(error.contains("cannot reach NATS at tls://"), "{error}");
 }
