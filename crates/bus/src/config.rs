@@ -158,6 +158,7 @@ mod tests {
             },
             BusConfig { tls_cert_file: Some("c.pem".into()), ..Default::default() },
             BusConfig { max_bytes: u64::MAX, ..Default::default() },
+            BusConfig { replay_s: 7200, ..Default::default() },
         ];
         for config in bad {
             assert!(config.validate().is_err(), "{config:?}");
