@@ -134,6 +134,10 @@ pub fn readiness(t: &Telemetry, now_ns: u64) -> Readiness {
             serde_json::json!({"id": id, "ok": age < HEARTBEAT_LIMIT_NS, "heartbeat_age_ms": ms(age)})
         })
         .collect();
+    // An edge replaying the stream's past at start is not ready: its resume history and last
+    // values are not there yet.
+    let bus_ok = t.stats.bus.as_ref().is_none_or(|bus| bus.caught_up.load(Ordering::Relaxed));
+    let feed_ok = feed_ok && bus_ok;
     let failure = t.liveness.failure().map(|f| f.to_string());
     // A failed gateway is stopping: its reactors and feed may still beat for a moment.
     let reactors_ok = reactors.iter().all(|r| r["ok"] == true) && failure.is_none();
@@ -153,6 +157,7 @@ pub fn readiness(t: &Telemetry, now_ns: u64) -> Readiness {
         // NATS still serves its own clients, and says so here.
         "bus": t.stats.bus.as_ref().map(|bus| serde_json::json!({
             "connected": bus.connected.load(Ordering::Relaxed),
+            "caught_up": bus.caught_up.load(Ordering::Relaxed),
             "lag_messages": load(&bus.lag_messages),
             "publish_errors": load(&bus.publish_errors),
         })),
@@ -293,6 +298,7 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     gaps.with_label_values(&["slow_consumer"]).inc_by(sum(|c| &c.slow_gaps_sent));
     gaps.with_label_values(&["gateway_overload"]).inc_by(sum(|c| &c.overload_gaps_sent));
     gaps.with_label_values(&["upstream"]).inc_by(sum(|c| &c.upstream_gaps_sent));
+    gaps.with_label_values(&["bus"]).inc_by(sum(|c| &c.bus_gaps_sent));
 
     // Registered with TLS off too (reading 0), so dashboards and alerts need no special case.
     let load_tls = |f: fn(&crate::tls::Tls) -> &AtomicU64| t.tls.as_ref().map_or(0, |tls| load(f(tls)));

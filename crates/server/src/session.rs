@@ -63,11 +63,15 @@ impl From<Result<(), OverHardLimit>> for Outcome {
 pub struct Skipped {
     pub from_seq: u64,
     pub to_seq: u64,
+    /// The gap's reason: [`OVERLOAD`], or [`BUS`] on a cluster edge.
+    reason: &'static str,
     gap: Frame,
     snapshot: Frame,
 }
 
-const OVERLOAD: &str = "gateway_overload";
+const OVERLOAD: &str = tickgate_feed::fanout::OVERLOAD;
+/// A cluster edge could not read these events from the bus (`tickgate_bus::edge::GAP_REASON`).
+const BUS: &str = "bus";
 const SLOW_CONSUMER: &str = "slow_consumer";
 /// A resume's `seq` is older than the history still held.
 pub(crate) const HISTORY: &str = "history";
@@ -224,7 +228,7 @@ impl Desk<'_> {
             (Some(owed), Some(s)) => {
                 let info = self.symbols.get(symbol);
                 let from_seq = owed.from_seq.min(s.from_seq);
-                let gap = self.builder.text(|o| message::gap(o, info, from_seq, s.to_seq, OVERLOAD));
+                let gap = self.builder.text(|o| message::gap(o, info, from_seq, s.to_seq, s.reason));
                 self.push(out, gap)?;
                 out.gaps_sent = out.gaps_sent.saturating_add(1);
                 self.push(out, s.snapshot.clone())?;
@@ -251,10 +255,16 @@ impl Desk<'_> {
     /// What a resync announces to every subscriber of `symbol`: the reactor skipped
     /// `from_seq..=to_seq`, and its last-value cache already holds the values after them.
     pub fn resync(&mut self, symbol: SymbolId, from_seq: u64, to_seq: u64) -> Skipped {
+        self.resync_because(symbol, from_seq, to_seq, OVERLOAD)
+    }
+
+    /// [`Desk::resync`] for another `reason`: on a cluster edge, `bus` (events the edge could
+    /// not read from the stream).
+    pub fn resync_because(&mut self, symbol: SymbolId, from_seq: u64, to_seq: u64, reason: &'static str) -> Skipped {
         let (info, values) = (self.symbols.get(symbol), self.lvc.get(symbol));
-        let gap = self.builder.text(|o| message::gap(o, info, from_seq, to_seq, OVERLOAD));
+        let gap = self.builder.text(|o| message::gap(o, info, from_seq, to_seq, reason));
         let snapshot = self.builder.text(|o| message::snapshot(o, info, values));
-        Skipped { from_seq, to_seq, gap, snapshot }
+        Skipped { from_seq, to_seq, reason, gap, snapshot }
     }
 
     /// Announces what the connection's policy dropped, span by span, while its queue is below the
@@ -327,17 +337,22 @@ impl Desk<'_> {
     }
 
     /// The reactor fell behind the feed and skipped `skipped` of `symbol` (see [`Desk::resync`]):
-    /// a gap and a snapshot for subscriber `key`. One still replaying gets the gap from its
-    /// replay's cursor, which goes on after the span.
+    /// a gap (its reason: [`OVERLOAD`], or [`BUS`] on a cluster edge) and a snapshot for
+    /// subscriber `key`. One still replaying gets the gap from its replay's cursor, which goes on
+    /// after the span.
     pub fn deliver_resync(&mut self, out: &mut Outbox, key: ConnKey, symbol: SymbolId, skipped: &Skipped) -> Outcome {
-        self.counters.overload_gaps_sent += 1;
+        if skipped.reason == BUS {
+            self.counters.bus_gaps_sent += 1;
+        } else {
+            self.counters.overload_gaps_sent += 1;
+        }
         let Some(Cursor { after, sent }) = self.replays.get(key, symbol) else {
             return self.settle(out, symbol, Some(skipped)).map(|_| ()).into();
         };
         let to_seq = skipped.to_seq.max(after);
         self.replays.set(key, symbol, Cursor { after: to_seq, sent: to_seq });
         let info = self.symbols.get(symbol);
-        let gap = self.builder.text(|o| message::gap(o, info, sent + 1, to_seq, OVERLOAD));
+        let gap = self.builder.text(|o| message::gap(o, info, sent + 1, to_seq, skipped.reason));
         let queued = self.settle(out, symbol, None).and_then(|_| self.push(out, gap)).and_then(|_| {
             out.gaps_sent = out.gaps_sent.saturating_add(1);
             self.push(out, skipped.snapshot.clone())

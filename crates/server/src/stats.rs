@@ -66,6 +66,8 @@ counters! {
         slow_gaps_sent,
         /// Gap messages sent to clients after this reactor fell behind the feed.
         overload_gaps_sent,
+        /// Gap messages sent to clients of a cluster edge for events it could not read from the bus.
+        bus_gaps_sent,
         /// `upstream_gap` messages sent to clients (events the upstream itself skipped).
         upstream_gaps_sent,
         /// HTTP requests answered without an upgrade (health checks, 400s, 404s).

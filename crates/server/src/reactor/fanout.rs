@@ -69,12 +69,13 @@ impl Reactor {
                     });
                 }
                 FanoutMsg::Broadcast { frame } => self.broadcast(&frame),
-                FanoutMsg::Resync { symbol, from_seq, to_seq, values } => {
+                FanoutMsg::Resync { symbol, from_seq, to_seq, reason, values } => {
                     self.lvc.replace(symbol, values);
                     self.history.forget(symbol);
                     let mut skipped = None;
                     self.control_to_subscribers(symbol, |desk, key, out| {
-                        let skipped = skipped.get_or_insert_with(|| desk.resync(symbol, from_seq, to_seq));
+                        let skipped =
+                            skipped.get_or_insert_with(|| desk.resync_because(symbol, from_seq, to_seq, reason));
                         desk.deliver_resync(out, key, symbol, skipped)
                     });
                 }

@@ -64,6 +64,10 @@ impl Reactor {
             // After a failure the listener stays: health checks get their 503 until the exit.
             if !self.failed {
                 let _ = self.poll.registry().deregister(&mut self.listener);
+                // Leave the port at once: a client that reconnects after its 1001 reaches a
+                // process still listening on it (several share one with `server.share_port`),
+                // not this one's backlog, which nobody accepts from any more.
+                let _ = socket2::SockRef::from(&self.listener).shutdown(std::net::Shutdown::Read);
             }
             if failure.is_some_and(|f| f.part == Part::Ingest) {
                 self.announce_feed_lost();
