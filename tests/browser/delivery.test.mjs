@@ -154,3 +154,26 @@ test('a connection that negotiated permessage-deflate says so', async () => {
     await scripted.close();
   }
 });
+
+test('a policy that forbids the feed worker is said, not a blank page', async () => {
+  const scripted = await startScriptedGateway({
+    universe: ['AAPL'], pageHeaders: { 'Content-Security-Policy': "worker-src 'none'" },
+    snapshot: (s) => `{"type":"snapshot","symbol":"${s}","seq":1,"trade":null,"quote":null}`,
+  });
+  const tab = await browser.context.newPage();
+  const errors = [];
+  tab.on('pageerror', (e) => errors.push(String(e)));
+  try {
+    await tab.goto(scripted.url);
+    await waitInPage(tab, 'the worker notice', () =>
+      /Cannot start the feed worker:.*blob: URLs/.test(document.querySelector('[data-testid=notice-worker]')?.textContent || ''),
+    null, { timeout: 20000 });
+    assert.equal(await tab.getAttribute('[data-testid=status]', 'data-state'), 'closed');
+    assert.match(await tab.textContent('[data-testid=status]'), /no feed worker/);
+    assert.deepEqual(errors, []);
+    assert.equal(scripted.clients.length, 0);
+    await tab.close();
+  } finally {
+    await scripted.close();
+  }
+});

@@ -96,16 +96,16 @@ class Client {
  * a `rate_limited` error instead, and the count goes down. A symbol subscribed with `resume`
  * gets what `resume(symbol, seq)` returns (messages), when it is set, instead of its snapshot.
  * Every command received is kept in `commands`, every client in `clients`. While `deflate` is
- * true, a permessage-deflate offer is accepted.
+ * true, a permessage-deflate offer is accepted. `pageHeaders` are added to the page's response.
  */
-export async function startScriptedGateway({ universe, snapshot, port = 0, welcome = {}, deflate = false }) {
+export async function startScriptedGateway({ universe, snapshot, port = 0, welcome = {}, deflate = false, pageHeaders = {} }) {
   const html = fs.readFileSync(INDEX_HTML);
   const commands = [];
   const clients = [];
   const waiters = [];
   const server = http.createServer((req, res) => {
     if (req.url === '/' || req.url === '/index.html') {
-      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' });
+      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store', ...pageHeaders });
       res.end(html);
     } else {
       res.writeHead(404, { 'Content-Type': 'text/plain' });
