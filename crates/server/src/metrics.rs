@@ -277,7 +277,7 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     let sum = |f: Field| s.reactors.iter().map(|r| load(f(&r.counters))).sum::<u64>();
     let resumes = counter(
         "tickgate_resumes_total",
-        "Resuming subscriptions, by outcome: whole (every event after the client's seq), history (gap and \
+        "Resuming subscriptions, by outcome: whole (every event after the client's seq, replayed), history (gap and \
          snapshot: the history did not reach back), ahead (gap and snapshot: the client's seq was past ours).",
         &["outcome"],
     )?;

@@ -3,11 +3,12 @@
 //! resyncs, the announcement of what its policy dropped).
 //!
 //! The reactor owns the sockets and the clock; it lends a [`Session`] (the connection's
-//! subscriptions and outbox) and a [`Desk`] (the reactor-wide symbols, last values, frame
-//! builder, budget, counters and `now`) for one call, and acts on the [`Outcome`]: marks the
-//! connection for writing, or closes it as a slow consumer. Nothing here reads a clock or
-//! touches a socket, so the whole connection path is driven in tests without a network
-//! (crates/server/tests/session_model.rs).
+//! subscriptions and outbox) and a [`Desk`] (the reactor-wide symbols, last values, history,
+//! replays under way, frame builder, budget, counters and `now`) for one call, and acts on the
+//! [`Outcome`]: marks the connection for writing, or closes it as a slow consumer. Nothing here
+//! reads a clock or touches a socket, so the whole connection path is driven in tests without a
+//! network (crates/server/tests/session_model.rs). Resumes are replayed over many turns by
+//! [`crate::replay`].
 //!
 //! The client's contract (docs/PROTOCOL.md, "The snapshot and stream contract") is kept by one
 //! rule: a control frame about a symbol (a snapshot, a gap, an upstream notice) is queued only

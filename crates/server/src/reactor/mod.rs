@@ -361,9 +361,10 @@ impl Reactor {
             // the poll's own timeout, in whole milliseconds, is only a backstop.
             // Connections with more to read: look at the sockets and go on at once.
             let timeout = match self.hold_until {
-                _ if !self.to_read_again.is_empty() || self.replay_moved => Duration::ZERO,
+                _ if !self.to_read_again.is_empty() => Duration::ZERO,
                 Some(until) => until.saturating_duration_since(Instant::now()),
-                None if self.backlog.contains(&Backlog::Capped) => Duration::ZERO,
+                // Replays moved last turn: move them on at once.
+                None if self.backlog.contains(&Backlog::Capped) || self.replay_moved => Duration::ZERO,
                 None if self.inbox.park() => {
                     // Replays waiting for their clients to read are looked at again soon.
                     let idle = if self.replays.is_empty() { IDLE_POLL } else { REPLAY_POLL };
