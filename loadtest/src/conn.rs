@@ -99,11 +99,11 @@ impl Client {
         self.reconnecting = true;
     }
 
-    /// Reads what the server sent (decrypted, over TLS) into `buf`.
-    fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Reads what the server sent (decrypted, over TLS, through `scratch`) into `buf`.
+    fn read_plain(&mut self, scratch: &mut [u8], buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.tls {
             None => self.sock.read(buf),
-            Some(tls) => crate::tls::read(tls, &mut self.sock, buf),
+            Some(tls) => crate::tls::read(tls, &mut self.sock, scratch, buf),
         }
     }
 
@@ -150,6 +150,8 @@ fn wall_ns() -> u64 {
 }
 
 const READ_BUF: usize = 256 * 1024;
+/// Ciphertext read from a TLS socket per system call, at most.
+const TLS_READ: usize = 64 * 1024;
 
 /// The message types a server may send that need no accounting.
 const BENIGN: [&[u8]; 7] =
@@ -160,6 +162,8 @@ const BENIGN: [&[u8]; 7] =
 pub struct Reader<'u> {
     index: &'u HashMap<&'u [u8], u32>,
     buf: Vec<u8>,
+    /// Ciphertext read from a TLS socket, before rustls decrypts it into `buf`.
+    tls_scratch: Vec<u8>,
     pub latency: Histogram<u64>,
     pub connect_hist: Histogram<u64>,
     /// From a drop to the new connection's upgrade, for the connections the run dropped.
@@ -179,6 +183,7 @@ impl<'u> Reader<'u> {
         Self {
             index,
             buf: vec![0u8; READ_BUF],
+            tls_scratch: vec![0u8; TLS_READ],
             latency: Histogram::new_with_bounds(1_000, 600_000_000_000, 3).expect("bounds"),
             connect_hist: Histogram::new_with_bounds(1_000, 120_000_000_000, 3).expect("bounds"),
             reconnect_hist: Histogram::new_with_bounds(1_000, 120_000_000_000, 3).expect("bounds"),
@@ -243,7 +248,7 @@ impl<'u> Reader<'u> {
         while matches!(c.state, State::Upgrading | State::Open) {
             let carried = c.carry.len();
             self.buf[..carried].copy_from_slice(&c.carry);
-            let n = match c.read_plain(&mut self.buf[carried..]) {
+            let n = match c.read_plain(&mut self.tls_scratch, &mut self.buf[carried..]) {
                 Ok(0) => return self.end(c),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

@@ -46,23 +46,62 @@ impl TlsClient {
 /// Reads plaintext into `buf`: what rustls holds, else what the socket brings (handshake
 /// messages are answered on the way). `WouldBlock` once the socket has nothing more; `Ok(0)`
 /// at the end of the stream.
-pub fn read(conn: &mut ClientConnection, sock: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+///
+/// The socket is read in large pieces into `scratch` (rustls alone reads 4 KiB per system call)
+/// and fed to rustls from there; at most as much is read as `buf` has room for, so that every
+/// byte of it is decrypted into `buf` before this returns and nothing is left over.
+pub fn read(
+    conn: &mut ClientConnection,
+    sock: &mut TcpStream,
+    scratch: &mut [u8],
+    buf: &mut [u8],
+) -> io::Result<usize> {
     loop {
-        match conn.reader().read(buf) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+        let (held, closed) = drain_plaintext(conn, buf)?;
+        if held > 0 || closed {
+            return Ok(held);
         }
-        match conn.read_tls(sock)? {
-            0 => return Ok(0),
-            _ => {
-                let state = conn.process_new_packets();
-                // An alert for the server, or the handshake's next flight.
-                flush(conn, sock)?;
-                state.map_err(io::Error::other)?;
+        let room = scratch.len().min(buf.len());
+        let n = sock.read(&mut scratch[..room])?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut ciphertext = &scratch[..n];
+        let mut got = 0;
+        while !ciphertext.is_empty() {
+            if conn.read_tls(&mut ciphertext)? == 0 {
+                // After a close_notify nothing more is read.
+                break;
+            }
+            let state = conn.process_new_packets();
+            // An alert for the server, or the handshake's next flight.
+            flush(conn, sock)?;
+            state.map_err(io::Error::other)?;
+            let (n, closed) = drain_plaintext(conn, &mut buf[got..])?;
+            got += n;
+            if closed {
+                break;
             }
         }
+        if got > 0 {
+            return Ok(got);
+        }
     }
+}
+
+/// Moves the plaintext rustls holds into `buf`, as much as fits; and whether the server closed
+/// the session (close_notify) with nothing more to read.
+fn drain_plaintext(conn: &mut ClientConnection, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    let mut got = 0;
+    while got < buf.len() {
+        match conn.reader().read(&mut buf[got..]) {
+            Ok(0) => return Ok((got, got == 0)),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((got, false))
 }
 
 /// Hands `plain` to rustls (which holds it until the handshake is done) and writes what it has
