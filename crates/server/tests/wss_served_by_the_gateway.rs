@@ -408,3 +408,26 @@ fn a_proxy_header_goes_before_the_client_hello() {
     let mut other = through_balancer("203.0.113.8").expect("another client");
     assert_eq!(recv(&mut other)["type"], "welcome");
 }
+
+#[test]
+fn a_bandwidth_cap_holds_over_tls_too() {
+    const CAP: f64 = 8_192.0;
+    let pki = Pki::new("bandwidth");
+    let gateway = tls_gateway(&pki, |c| {
+        c.sim.symbols = 4;
+        c.sim.rate = 2_000.0;
+        c.limits.max_bytes_per_second = CAP as u64;
+    });
+    let symbols: Vec<String> = gateway.symbols().iter().map(|(_, s)| s.name.to_string()).collect();
+    let (mut ws, _) = wss_connect(gateway.local_addr(), pki.client_config(rustls::ALL_VERSIONS));
+    ws.send(Message::text(json!({"op":"subscribe","symbols":symbols}).to_string())).unwrap();
+    let started = Instant::now();
+    let mut bytes = 0usize;
+    while started.elapsed().as_secs() < 3 {
+        bytes += recv(&mut ws).to_string().len();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    // The WebSocket bytes are capped (TLS records' overhead is not counted), their JSON text less.
+    assert!((bytes as f64) < CAP * (secs + 0.5), "{bytes} bytes in {secs:.1} s at a cap of {CAP} B/s");
+    assert!(bytes as f64 > CAP * secs * 0.5, "the cap is used: {bytes} bytes in {secs:.1} s");
+}
