@@ -89,7 +89,8 @@ start() {
   die "tickgate did not start (see $OUT/$1-tickgate.log)"
 }
 
-metric() { curl -s "http://$ADMIN/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
+# A series summed over its labels (reactors).
+metric() { curl -s "http://$ADMIN/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { n += $2 } END { print n + 0 }'; }
 
 # One storm of N connections: "<connections> <seconds> <server cpu s> <loadtest cpu s> <handshakes>".
 storm() {

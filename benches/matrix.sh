@@ -45,6 +45,8 @@
 #   SLOW_SHARE=0      share of clients that stop reading when the window starts (slow-consumer mix;
 #                     the expected deliveries and the pass criteria count the other clients only)
 #   CHURN=0           subscription changes per second during the window
+#   RESUME_SHARE=0    share of the reading clients dropped and resumed every RESUME_EVERY s of the
+#   RESUME_EVERY=1    window (the loadtest's --resume-share / --resume-every; docs/LOADTEST.md)
 #   PORT=9100         listen port of every server (must be free)
 #   SERVER_CORE=0 LOADGEN_CORE=1                   CPU of the server and of the load generator
 #   MEMORY=0          1: idle memory per connection instead of the sweep
@@ -86,6 +88,8 @@ REPEAT="${REPEAT:-1}"
 P99_MS="${P99_MS:-5}"
 SLOW_SHARE="${SLOW_SHARE:-0}"
 CHURN="${CHURN:-0}"
+RESUME_SHARE="${RESUME_SHARE:-0}"
+RESUME_EVERY="${RESUME_EVERY:-1}"
 PORT="${PORT:-9100}"
 SERVER_CORE="${SERVER_CORE:-0}"
 LOADGEN_CORE="${LOADGEN_CORE:-1}"
@@ -107,7 +111,7 @@ is_num() { [[ "$1" =~ ^[0-9]+([.][0-9]+)?$ ]]; }
 for v in N K S REPEAT PORT SERVER_CORE LOADGEN_CORE; do
   is_uint "${!v}" || die "$v must be a whole number, got '${!v}'"
 done
-for v in DURATION WARMUP P99_MS MEMORY_RATE; do
+for v in DURATION WARMUP P99_MS MEMORY_RATE RESUME_SHARE RESUME_EVERY; do
   is_num "${!v}" || die "$v must be a number, got '${!v}'"
 done
 [[ "$RATES" =~ ^[0-9]+([.][0-9]+)?(,[0-9]+([.][0-9]+)?)*$ ]] || die "RATES must be comma-separated numbers, got '$RATES'"
@@ -303,6 +307,8 @@ run_round() {
   # The slow-consumer mix and subscription churn (both off unless asked for).
   [ "$SLOW_SHARE" = 0 ] || common+=(--slow-share "$SLOW_SHARE")
   [ "$CHURN" = 0 ] || common+=(--churn "$CHURN")
+  # Drops and resumes during the window (off unless asked for).
+  [ "$RESUME_SHARE" = 0 ] || common+=(--resume-share "$RESUME_SHARE" --resume-every "$RESUME_EVERY")
   local s rc
   for s in "${servers[@]}"; do
     port_free_within 15 || die "127.0.0.1:$PORT is still in use before $s; a server did not stop"

@@ -162,6 +162,16 @@ impl SeqTracker {
         asks
     }
 
+    /// Whether a resume still waits for its answer, its announced snapshot, or the rest of its
+    /// replay.
+    pub fn resuming(&self) -> bool {
+        self.slots.iter().any(|s| match s.resume {
+            Resume::Idle => false,
+            Resume::Asked { .. } | Resume::Announced { .. } => true,
+            Resume::Replaying { to, .. } => s.next <= to,
+        })
+    }
+
     /// Counts every resume still under way as settled: a replay complete and clean is whole
     /// (the live stream after it had not started yet), anything else failed.
     pub fn settle_resumes(&mut self) {
@@ -266,6 +276,7 @@ mod tests {
     #[test]
     fn a_contiguous_replay_into_the_live_stream_is_whole_and_not_live() {
         let mut t = resuming();
+        assert!(t.resuming());
         t.on_resumed(0, 10, 12);
         assert!(t.on_event(0, 11, 0, true));
         assert!(t.on_event(0, 12, 0, false));
@@ -273,6 +284,7 @@ mod tests {
         // Nothing missed: the first live event settles it.
         t.on_resumed(1, 10, 10);
         assert!(!t.on_event(1, 11, 0, false));
+        assert!(!t.resuming());
         assert_eq!((t.resumes.whole, t.resumes.failed, t.resumes.replayed), (2, 0, 2));
         assert_eq!(t.counts, SeqCounts { received: 4, ..SeqCounts::default() });
     }

@@ -320,8 +320,13 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
             Phase::Measuring { .. } => {}
             Phase::Draining { until } => {
                 let stalled_reading = clients.iter().any(|c| c.slow && c.state != State::Done);
+                // A client dropped near the end of the window is still reconnecting or resuming:
+                // its pairs may look caught up with marks its own stale seqs set.
+                let resuming = clients.iter().any(|c| {
+                    !c.slow && (matches!(c.state, State::Connecting | State::Upgrading) || c.tracker.resuming())
+                });
                 let pairs = count_pairs(&clients, &marks);
-                if now >= until || (!stalled_reading && pairs.behind == 0 && pairs.never_started == 0) {
+                if now >= until || (!stalled_reading && !resuming && pairs.behind == 0 && pairs.never_started == 0) {
                     break;
                 }
             }
