@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
@@ -81,7 +82,7 @@ impl Client {
             close_code: None,
             dropped: false,
             reconnecting: false,
-            sample_state: 0x9e37_79b9,
+            sample_state: next_sample_seed(),
         }
     }
 
@@ -160,6 +161,12 @@ const READ_BUF: usize = 256 * 1024;
 /// One event in this many per client, at random, is also fully parsed as JSON (every other
 /// message is). A power of two.
 pub const FULL_PARSE_EVERY: u32 = 64;
+
+/// A distinct non-zero xorshift seed for each client, so that clients sample different events.
+fn next_sample_seed() -> u32 {
+    static CLIENTS: AtomicU32 = AtomicU32::new(1);
+    CLIENTS.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9) | 1
+}
 
 /// The message types a server may send that need no accounting.
 const BENIGN: [&[u8]; 7] =
@@ -391,9 +398,7 @@ impl<'u> Reader<'u> {
                         let known = c.tracker.knows(s);
                         let is_trade = f.kind == b"trade";
                         let outcome = c.tracker.on_event(s, seq, f.conflated.unwrap_or(0), is_trade);
-                        if is_trade {
-                            self.superseded.trade(s, seq);
-                        }
+                        self.superseded.event(s, seq, is_trade);
                         if let (Some((first, last)), true) = (outcome.superseded, self.judging) {
                             self.superseded.span(s, first, last);
                         }
