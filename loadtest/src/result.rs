@@ -146,7 +146,8 @@ pub struct RunResult {
     /// Seqs some client received as a trade that another client was told were quotes it
     /// superseded (`conflated`).
     pub hidden_trades: u64,
-    /// Superseded spans that could not be checked against the trades (memory bound hit).
+    /// Seqs told superseded that no client received (nothing shows they were quotes), and
+    /// spans that could not be marked (memory bound hit).
     pub conflation_unchecked: u64,
     /// Messages fully parsed as JSON (every non-event message, one event in 64 per client)
     /// that were invalid or disagreed with the fast scanner.

@@ -233,6 +233,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
     let mut window_closed: Option<(Instant, ProcSample, Option<ProcSample>)> = None;
     let mut marks: Vec<Option<u64>> = Vec::new();
     let mut stale = Stale::default();
+    let mut held_at_start: BTreeSet<u32> = BTreeSet::new();
     let mut rss_connected = 0;
     let mut progress = params.progress.then(crate::progress::Progress::new);
     let mut churns = 0u64;
@@ -312,6 +313,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                 drop_schedule = Schedule::new(params.resume_share, params.resume_every, clients.len() - slow_count);
                 reader.latency.reset();
                 reader.judging = true;
+                held_at_start = clients.iter().filter(|c| !c.slow).flat_map(|c| c.tracker.symbols()).collect();
                 let server = params.server_pid.map(|p| procfs::sample(Some(p))).transpose()?;
                 // Memory with every client connected and subscribed, after the warm-up settled.
                 rss_connected = server.map_or(0, |s| s.rss_bytes);
@@ -324,9 +326,14 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                 let server = params.server_pid.map(|p| procfs::sample(Some(p))).transpose()?;
                 window_closed = Some((now, own, server));
                 marks = published_marks(&clients, n_universe);
-                let held =
-                    clients.iter().filter(|c| !c.slow && c.state != State::Done).flat_map(|c| c.tracker.symbols());
-                stale = reader.silence.judge(held.collect::<BTreeSet<u32>>(), now);
+                // Judged: the symbols the readers held all through the window (one subscribed by
+                // churn may not have had its first event yet).
+                let held: BTreeSet<u32> = clients
+                    .iter()
+                    .filter(|c| !c.slow && c.state != State::Done)
+                    .flat_map(|c| c.tracker.symbols())
+                    .collect();
+                stale = reader.silence.judge(held.intersection(&held_at_start).copied(), now);
                 phase = Phase::Draining { until: now + params.drain };
                 // The stalled clients read again; their sockets may have nothing new to signal
                 // (the server may have stopped writing to them), so read them once right away.

@@ -121,7 +121,7 @@ pub fn judge(r: &RunResult, c: &Criteria) -> Verdict {
     }
     if r.conflation_unchecked > 0 {
         fail(format!(
-            "{} conflated spans unchecked against the trades (memory bound hit): cannot tell a trade was not hidden",
+            "{} seqs told superseded unchecked against the trades (no client received them, or the memory bound was hit): cannot tell they were quotes",
             r.conflation_unchecked
         ));
     }
@@ -434,7 +434,7 @@ mod tests {
         fails_with(&r, "3 trades hidden");
         let mut r = clean();
         r.conflation_unchecked = 1;
-        fails_with(&r, "unchecked against the trades");
+        fails_with(&r, "superseded unchecked against the trades");
         let mut r = clean();
         r.json_mismatches = 1;
         fails_with(&r, "invalid JSON or disagreed");
