@@ -281,7 +281,9 @@ mod tests {
         t.on_snapshot(2, 10);
         t.leave(5);
         t.leave(2);
+        assert_eq!(t.unanswered_unsubscribes(), 2);
         t.left();
+        assert_eq!(t.unanswered_unsubscribes(), 1);
         t.on_event(2, 11, 0, false);
         assert_eq!((t.counts.received, t.counts.unexpected), (1, 0));
         assert!(!t.knows(5));
