@@ -343,10 +343,13 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
             }
             Phase::Measuring { .. } => {}
             Phase::Draining { until } => {
-                // Done when every subscription still open (stalled clients' too) reached the
-                // marks and every unsubscribe was answered.
+                // Stalled clients still open are read for the whole drain (to learn their fate);
+                // otherwise done when every subscription reached the marks and every unsubscribe
+                // was answered.
                 let waiting = clients.iter().any(|c| {
-                    short_of_marks(c, &marks) || (c.state != State::Done && c.tracker.unanswered_unsubscribes() > 0)
+                    (c.slow && c.state != State::Done)
+                        || short_of_marks(c, &marks)
+                        || (c.state != State::Done && c.tracker.unanswered_unsubscribes() > 0)
                 });
                 let pairs = count_pairs(&clients, &marks);
                 if now >= until || (!waiting && pairs.behind == 0 && pairs.never_started == 0) {
