@@ -115,6 +115,17 @@ pub fn combine_results(results: &[RunResult]) -> RunResult {
         c.slow = add_fates(c.slow, r.slow);
         c.unreadable += r.unreadable;
         c.stamped_ahead += r.stamped_ahead;
+        c.unanswered_unsubscribes += r.unanswered_unsubscribes;
+        c.hidden_trades += r.hidden_trades;
+        c.conflation_unchecked += r.conflation_unchecked;
+        c.json_mismatches += r.json_mismatches;
+        c.stale_symbols += r.stale_symbols;
+        if r.stalest_symbol.as_ref().map(|s| s.silent_s) > c.stalest_symbol.as_ref().map(|s| s.silent_s) {
+            c.stalest_symbol.clone_from(&r.stalest_symbol);
+        }
+        if c.asked_policy.is_none() {
+            c.asked_policy.clone_from(&r.asked_policy);
+        }
         add_into(&mut c.errors, &r.errors);
         add_into(&mut c.closes, &r.closes);
         c.policy = match (c.policy.take(), &r.policy) {
@@ -186,6 +197,7 @@ fn add_fates(a: SlowFates, b: SlowFates) -> SlowFates {
         told: a.told + b.told,
         cut: a.cut + b.cut,
         unaccounted: a.unaccounted + b.unaccounted,
+        behind: a.behind + b.behind,
     }
 }
 

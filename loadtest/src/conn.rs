@@ -5,15 +5,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::scan::scan;
+use crate::scan::{agrees_with_full_parse, scan};
+use crate::silence::Silence;
+use crate::superseded::Superseded;
 use crate::tracker::SeqTracker;
-use crate::wsframe::{parse_frame, write_client_frame};
+use crate::wsframe::{expected_accept, is_readable, parse_frame, upgrade_accepted, write_client_frame};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -50,6 +53,9 @@ pub struct Client {
     pub dropped: bool,
     /// This connection replaces one the run dropped: it resumes (see [`crate::resume`]).
     pub reconnecting: bool,
+    /// A xorshift state picking, at random, the events also fully parsed (a fixed period
+    /// could fall on the same symbol every time).
+    sample_state: u32,
 }
 
 impl Client {
@@ -76,6 +82,7 @@ impl Client {
             close_code: None,
             dropped: false,
             reconnecting: false,
+            sample_state: next_sample_seed(),
         }
     }
 
@@ -153,6 +160,16 @@ const READ_BUF: usize = 256 * 1024;
 /// Ciphertext read from a TLS socket per system call, at most.
 const TLS_READ: usize = 64 * 1024;
 
+/// One event in this many per client, at random, is also fully parsed as JSON (every other
+/// message is). A power of two.
+pub const FULL_PARSE_EVERY: u32 = 64;
+
+/// A distinct non-zero xorshift seed for each client, so that clients sample different events.
+fn next_sample_seed() -> u32 {
+    static CLIENTS: AtomicU32 = AtomicU32::new(1);
+    CLIENTS.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9) | 1
+}
+
 /// The message types a server may send that need no accounting.
 const BENIGN: [&[u8]; 7] =
     [b"welcome", b"symbols", b"subscriptions", b"authenticated", b"status", b"upstream_gap", b"subscribed"];
@@ -176,6 +193,17 @@ pub struct Reader<'u> {
     pub stamped_ahead: u64,
     pub errors: BTreeMap<String, u64>,
     pub policy: Option<String>,
+    /// Messages fully parsed (see [`FULL_PARSE_EVERY`]) that are not valid JSON or do not say
+    /// what the scanner read.
+    pub json_mismatches: u64,
+    /// Trades received and quotes said superseded, to find trades hidden as conflated quotes.
+    pub superseded: Superseded,
+    /// When the readers last received each symbol.
+    pub silence: Silence,
+    /// The window has started: what is read from now on is judged.
+    pub judging: bool,
+    /// The `Sec-WebSocket-Accept` the upgrade must carry.
+    accept: String,
 }
 
 impl<'u> Reader<'u> {
@@ -194,6 +222,11 @@ impl<'u> Reader<'u> {
             stamped_ahead: 0,
             errors: BTreeMap::new(),
             policy: None,
+            json_mismatches: 0,
+            superseded: Superseded::new(index.len()),
+            silence: Silence::new(index.len()),
+            judging: false,
+            accept: expected_accept(),
         }
     }
 
@@ -266,7 +299,7 @@ impl<'u> Reader<'u> {
                         continue;
                     }
                     Some(pos) => {
-                        if !self.buf.starts_with(b"HTTP/1.1 101") {
+                        if !upgrade_accepted(&self.buf[..pos], &self.accept) {
                             return self.end(c);
                         }
                         self.in_flight -= 1;
@@ -295,9 +328,14 @@ impl<'u> Reader<'u> {
                 };
                 at = frame.next;
                 let (from, to) = frame.payload;
+                if !is_readable(&frame) {
+                    self.unreadable += 1;
+                    continue;
+                }
                 match frame.opcode {
+                    1 if std::str::from_utf8(&self.buf[from..to]).is_err() => self.unreadable += 1,
                     1 => {
-                        let timed = self.on_text(c, from, to, received_ns, in_window);
+                        let timed = self.on_text(c, from, to, now, received_ns, in_window);
                         if let Some(latency_ns) = timed {
                             let _ = self.latency.record(latency_ns.max(1_000));
                         }
@@ -312,6 +350,10 @@ impl<'u> Reader<'u> {
                         let mut pong = Vec::new();
                         write_client_frame(&mut pong, 0xA, &self.buf[from..to], [7, 7, 7, 7]);
                         c.out.extend_from_slice(&pong);
+                        // Edge-triggered: no writable event may come to send it later.
+                        if c.flush_out().is_err() {
+                            self.end(c);
+                        }
                     }
                     _ => {}
                 }
@@ -325,11 +367,32 @@ impl<'u> Reader<'u> {
     }
 
     /// One text message; returns its latency when it is an event timed in the window.
-    fn on_text(&mut self, c: &mut Client, from: usize, to: usize, received_ns: u64, in_window: bool) -> Option<u64> {
-        let f = scan(&self.buf[from..to]);
+    fn on_text(
+        &mut self,
+        c: &mut Client,
+        from: usize,
+        to: usize,
+        now: Instant,
+        received_ns: u64,
+        in_window: bool,
+    ) -> Option<u64> {
+        let payload = &self.buf[from..to];
+        let f = scan(payload);
         if f.malformed {
             self.unreadable += 1;
             return None;
+        }
+        let is_event = matches!(f.kind, b"trade" | b"quote");
+        let sampled = !is_event || {
+            let mut x = c.sample_state;
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            c.sample_state = x;
+            x & (FULL_PARSE_EVERY - 1) == 0
+        };
+        if sampled && !agrees_with_full_parse(payload, &f) {
+            self.json_mismatches += 1;
         }
         let symbol = self.index.get(f.symbol).copied();
         let counted = in_window && !c.slow;
@@ -338,7 +401,16 @@ impl<'u> Reader<'u> {
                 let (tracked, replayed) = match (symbol, f.seq) {
                     (Some(s), Some(seq)) => {
                         let known = c.tracker.knows(s);
-                        (known, c.tracker.on_event(s, seq, f.conflated.unwrap_or(0), f.kind == b"trade"))
+                        let is_trade = f.kind == b"trade";
+                        let outcome = c.tracker.on_event(s, seq, f.conflated.unwrap_or(0), is_trade);
+                        self.superseded.event(s, seq, is_trade);
+                        if let (Some((first, last)), true) = (outcome.superseded, self.judging) {
+                            self.superseded.span(s, first, last);
+                        }
+                        if known && !c.slow {
+                            self.silence.event(s, seq, now);
+                        }
+                        (known, outcome.replayed)
                     }
                     (None, _) => {
                         c.tracker.counts.unexpected += 1;
@@ -348,6 +420,11 @@ impl<'u> Reader<'u> {
                 };
                 // A replayed event was missed while away: neither a live delivery nor timed.
                 let counted = counted && !replayed;
+                // Outside what is timed and counted (warm-up, drain, stalled clients), an event
+                // without a readable seq or stamp is still a broken message.
+                if !counted && (f.seq.is_none() || f.gw_ts.is_none()) {
+                    self.unreadable += 1;
+                }
                 if counted {
                     c.delivered += 1;
                     c.tracked += u64::from(tracked);

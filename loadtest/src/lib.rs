@@ -12,6 +12,8 @@ pub mod result;
 pub mod resume;
 pub mod run;
 pub mod scan;
+pub mod silence;
+pub mod superseded;
 pub mod tls;
 pub mod tracker;
 pub mod verdict;

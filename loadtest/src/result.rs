@@ -87,6 +87,20 @@ pub struct SlowFates {
     pub cut: u64,
     /// Closed any other way.
     pub unaccounted: u64,
+    /// Of the kept and told, those short of the readers' last seq of a symbol (as of the
+    /// window's end) after the drain: the server stopped sending to them without a word.
+    #[serde(default)]
+    pub behind: u64,
+}
+
+/// The most silent of the stale symbols (see [`crate::silence`]).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StaleSymbol {
+    pub symbol: String,
+    /// Seconds without an event to any reader before the window's end.
+    pub silent_s: f64,
+    /// The symbol's mean interval between events, as the readers saw it.
+    pub interval_s: f64,
 }
 
 /// Everything one run measured.
@@ -125,6 +139,23 @@ pub struct RunResult {
     /// The slow-client policy the server announced in its `subscribed` replies ("mixed" if they
     /// differed); None if it never said.
     pub policy: Option<String>,
+    /// The policy the clients asked for (`--policy`); None: the server's default.
+    pub asked_policy: Option<String>,
+    /// Unsubscribes of clients still open that were never answered, even after the drain.
+    pub unanswered_unsubscribes: u64,
+    /// Seqs some client received as a trade that another client was told were quotes it
+    /// superseded (`conflated`).
+    pub hidden_trades: u64,
+    /// Seqs told superseded that no client received (nothing shows they were quotes), and
+    /// spans that could not be marked (memory bound hit).
+    pub conflation_unchecked: u64,
+    /// Messages fully parsed as JSON (every non-event message, one event in 64 per client)
+    /// that were invalid or disagreed with the fast scanner.
+    pub json_mismatches: u64,
+    /// Symbols held by the readers with no event to any of them for far longer than their pace
+    /// before the window's end (see [`crate::silence`]).
+    pub stale_symbols: u64,
+    pub stalest_symbol: Option<StaleSymbol>,
     /// Close codes the server sent to reading clients, by code.
     pub closes: BTreeMap<u16, u64>,
     /// Reading clients whose connection ended without a close frame.

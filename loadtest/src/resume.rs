@@ -123,7 +123,7 @@ pub(crate) fn snapshot_settles(slot: &mut Slot, seq: u64, counts: &mut ResumeCou
         Resume::Announced { at } if at == seq => {
             counts.with_gap += 1;
             slot.resume = Resume::Idle;
-            slot.next = seq.saturating_add(1);
+            slot.last = Some(seq);
             true
         }
         // A snapshot instead of an answer (the resume ignored), or not the announced one.
@@ -148,13 +148,12 @@ impl SeqTracker {
         let mut asks = Vec::with_capacity(self.slots.len());
         for slot in &mut self.slots {
             // A resume needs a seq of at least 1 (docs/PROTOCOL.md).
-            if slot.next >= 2 {
-                let held = slot.next - 1;
+            if let Some(held) = slot.last.filter(|&held| held >= 1) {
                 slot.resume = Resume::Asked { held };
                 self.resumes.asked += 1;
                 asks.push((slot.symbol, Some(held)));
             } else {
-                slot.next = 0;
+                slot.last = None;
                 self.resumes.fresh += 1;
                 asks.push((slot.symbol, None));
             }
@@ -168,7 +167,7 @@ impl SeqTracker {
         self.slots.iter().any(|s| match s.resume {
             Resume::Idle => false,
             Resume::Asked { .. } | Resume::Announced { .. } => true,
-            Resume::Replaying { to, .. } => s.next <= to,
+            Resume::Replaying { to, .. } => s.last.is_none_or(|last| last < to),
         })
     }
 
@@ -178,7 +177,7 @@ impl SeqTracker {
         for slot in &mut self.slots {
             match slot.resume {
                 Resume::Idle => {}
-                Resume::Replaying { to, faults: 0, gapped } if slot.next > to => {
+                Resume::Replaying { to, faults: 0, gapped } if slot.last.is_some_and(|last| last >= to) => {
                     if gapped {
                         self.resumes.with_gap += 1;
                     } else {
@@ -224,13 +223,13 @@ impl SeqTracker {
         match slot.resume {
             Resume::Asked { held } if !ahead && from == held.saturating_add(1) && to >= from => {
                 self.resumes.announced += to - from + 1;
-                slot.next = to.saturating_add(1);
+                slot.last = Some(to);
                 slot.resume = Resume::Announced { at: to };
             }
             // The gateway's newest event is `from - 1`, older than the seq held: its snapshot
             // follows, lower than what the client holds.
             Resume::Asked { held } if ahead && to == held && (1..=held).contains(&from) => {
-                slot.next = from;
+                slot.last = Some(from - 1);
                 slot.resume = Resume::Announced { at: from - 1 };
             }
             _ => self.on_gap(symbol, from, to),
@@ -278,12 +277,12 @@ mod tests {
         let mut t = resuming();
         assert!(t.resuming());
         t.on_resumed(0, 10, 12);
-        assert!(t.on_event(0, 11, 0, true));
-        assert!(t.on_event(0, 12, 0, false));
-        assert!(!t.on_event(0, 13, 0, false), "past to_seq: live");
+        assert!(t.on_event(0, 11, 0, true).replayed);
+        assert!(t.on_event(0, 12, 0, false).replayed);
+        assert!(!t.on_event(0, 13, 0, false).replayed, "past to_seq: live");
         // Nothing missed: the first live event settles it.
         t.on_resumed(1, 10, 10);
-        assert!(!t.on_event(1, 11, 0, false));
+        assert!(!t.on_event(1, 11, 0, false).replayed);
         assert!(!t.resuming());
         assert_eq!((t.resumes.whole, t.resumes.failed, t.resumes.replayed), (2, 0, 2));
         assert_eq!(t.counts, SeqCounts { received: 4, ..SeqCounts::default() });

@@ -5,7 +5,7 @@
 //! rate, and nothing here ever slows it; latency is measured from the `gw_ts` the server stamped
 //! when the tick entered it, so a server that falls behind shows it in the figures.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -15,11 +15,12 @@ use mio::{Events, Interest, Poll, Token};
 use crate::conn::{Client, Reader, State, connect};
 use crate::drops::{self, Redial, Schedule};
 use crate::procfs::{self, ProcSample};
-pub use crate::result::{PairCounts, Percentiles, RunResult, ServerFigures, SlowFates};
+pub use crate::result::{PairCounts, Percentiles, RunResult, ServerFigures, SlowFates, StaleSymbol};
 use crate::resume::ResumeCounts;
+use crate::silence::Stale;
 use crate::tls::TlsClient;
 use crate::tracker::{SeqCounts, SeqTracker};
-use crate::wsframe::write_client_frame;
+use crate::wsframe::{WS_KEY, write_client_frame};
 
 /// How clients pick their symbols.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -143,6 +144,16 @@ fn published_marks(clients: &[Client], n_universe: usize) -> Vec<Option<u64>> {
     marks
 }
 
+/// Whether a client still open holds a subscription short of the marks (or never started).
+fn short_of_marks(c: &Client, marks: &[Option<u64>]) -> bool {
+    c.state != State::Done
+        && c.tracker.pairs().any(|pair| match (pair.last, marks[pair.symbol as usize]) {
+            (None, _) => true,
+            (Some(last), Some(mark)) => last < mark,
+            (Some(_), None) => false,
+        })
+}
+
 /// How the reading clients' subscriptions stand against the marks.
 fn count_pairs(clients: &[Client], marks: &[Option<u64>]) -> PairCounts {
     let mut counts = PairCounts::default();
@@ -159,10 +170,11 @@ fn count_pairs(clients: &[Client], marks: &[Option<u64>]) -> PairCounts {
     counts
 }
 
-fn slow_fates(clients: &[Client]) -> SlowFates {
+fn slow_fates(clients: &[Client], marks: &[Option<u64>]) -> SlowFates {
     let mut fates = SlowFates::default();
     for c in clients.iter().filter(|c| c.slow) {
         fates.clients += 1;
+        fates.behind += u64::from(short_of_marks(c, marks));
         let counts = &c.tracker.counts;
         match (c.state, c.close_code) {
             (State::Done, Some(1008)) => fates.cut += 1,
@@ -204,7 +216,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
     let host = first_addr.to_string();
     let handshake = format!(
         "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     let policy_json = params.policy.as_ref().map_or(String::new(), |p| format!(",\"policy\":\"{p}\""));
 
@@ -220,6 +232,8 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
     let mut window: Option<(Instant, Option<ProcSample>, ProcSample)> = None;
     let mut window_closed: Option<(Instant, ProcSample, Option<ProcSample>)> = None;
     let mut marks: Vec<Option<u64>> = Vec::new();
+    let mut stale = Stale::default();
+    let mut held_at_start: BTreeSet<u32> = BTreeSet::new();
     let mut rss_connected = 0;
     let mut progress = params.progress.then(crate::progress::Progress::new);
     let mut churns = 0u64;
@@ -298,6 +312,8 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                 }
                 drop_schedule = Schedule::new(params.resume_share, params.resume_every, clients.len() - slow_count);
                 reader.latency.reset();
+                reader.judging = true;
+                held_at_start = clients.iter().filter(|c| !c.slow).flat_map(|c| c.tracker.symbols()).collect();
                 let server = params.server_pid.map(|p| procfs::sample(Some(p))).transpose()?;
                 // Memory with every client connected and subscribed, after the warm-up settled.
                 rss_connected = server.map_or(0, |s| s.rss_bytes);
@@ -310,6 +326,14 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                 let server = params.server_pid.map(|p| procfs::sample(Some(p))).transpose()?;
                 window_closed = Some((now, own, server));
                 marks = published_marks(&clients, n_universe);
+                // Judged: the symbols the readers held all through the window (one subscribed by
+                // churn may not have had its first event yet).
+                let held: BTreeSet<u32> = clients
+                    .iter()
+                    .filter(|c| !c.slow && c.state != State::Done)
+                    .flat_map(|c| c.tracker.symbols())
+                    .collect();
+                stale = reader.silence.judge(held.intersection(&held_at_start).copied(), now);
                 phase = Phase::Draining { until: now + params.drain };
                 // The stalled clients read again; their sockets may have nothing new to signal
                 // (the server may have stopped writing to them), so read them once right away.
@@ -319,14 +343,19 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
             }
             Phase::Measuring { .. } => {}
             Phase::Draining { until } => {
-                let stalled_reading = clients.iter().any(|c| c.slow && c.state != State::Done);
-                // A client dropped near the end of the window is still reconnecting or resuming:
-                // its pairs may look caught up with marks its own stale seqs set.
-                let resuming = clients.iter().any(|c| {
-                    !c.slow && (matches!(c.state, State::Connecting | State::Upgrading) || c.tracker.resuming())
+                // Stalled clients still open are read for the whole drain (to learn their fate);
+                // otherwise done when every subscription reached the marks and every unsubscribe
+                // was answered. A client dropped near the end of the window is still reconnecting
+                // or resuming: its pairs may look caught up with marks its own stale seqs set.
+                let waiting = clients.iter().any(|c| {
+                    (c.slow && c.state != State::Done)
+                        || short_of_marks(c, &marks)
+                        || (c.state != State::Done && c.tracker.unanswered_unsubscribes() > 0)
+                        || (!c.slow
+                            && (matches!(c.state, State::Connecting | State::Upgrading) || c.tracker.resuming()))
                 });
                 let pairs = count_pairs(&clients, &marks);
-                if now >= until || (!stalled_reading && !resuming && pairs.behind == 0 && pairs.never_started == 0) {
+                if now >= until || (!waiting && pairs.behind == 0 && pairs.never_started == 0) {
                     break;
                 }
             }
@@ -449,7 +478,11 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
     let mut resumes = ResumeCounts::default();
     let mut closes: BTreeMap<u16, u64> = BTreeMap::new();
     let mut dropped = 0;
+    let mut unanswered_unsubscribes = 0;
     for c in &clients {
+        if c.state != State::Done {
+            unanswered_unsubscribes += c.tracker.unanswered_unsubscribes() as u64;
+        }
         if c.slow {
             slow_seq.add(&c.tracker.counts);
             continue;
@@ -500,7 +533,18 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
         seq,
         slow_seq,
         pairs: count_pairs(&clients, &marks),
-        slow: slow_fates(&clients),
+        slow: slow_fates(&clients, &marks),
+        unanswered_unsubscribes,
+        asked_policy: params.policy.clone(),
+        hidden_trades: reader.superseded.hidden_trades(),
+        conflation_unchecked: reader.superseded.unchecked(),
+        json_mismatches: reader.json_mismatches,
+        stale_symbols: stale.count,
+        stalest_symbol: stale.worst.map(|(symbol, silent_s, interval_s)| StaleSymbol {
+            symbol: params.universe[symbol as usize].clone(),
+            silent_s,
+            interval_s,
+        }),
         unreadable: reader.unreadable,
         stamped_ahead: reader.stamped_ahead,
         errors: reader.errors,

@@ -100,6 +100,11 @@ fn members<'a>(b: &'a [u8], mut visit: impl FnMut(&'a [u8], &'a [u8])) -> bool {
         }
         let Some(key_end) = string_end(b, i) else { return false };
         let key = &b[i + 1..key_end - 1];
+        // No key of the protocol needs an escape: an escaped one (`"s\u0065q"`) would be read
+        // by a JSON parser as a key the scanner does not see.
+        if key.contains(&b'\\') {
+            return false;
+        }
         i = skip_ws(b, key_end);
         if b.get(i) != Some(&b':') {
             return false;
@@ -129,25 +134,91 @@ fn number_value(raw: &[u8]) -> Option<u64> {
     raw.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
 }
 
-/// Reads the fields of one message.
+/// Reads the fields of one message. A field it reads given twice makes the message malformed
+/// (which of the two counts would be a guess).
 pub fn scan(payload: &[u8]) -> Fields<'_> {
     let mut f = Fields::default();
-    let well_formed = members(payload, |key, raw| match key {
-        b"type" => f.kind = string_value(raw).unwrap_or_default(),
-        b"symbol" => f.symbol = string_value(raw).unwrap_or_default(),
-        b"policy" => f.policy = string_value(raw).unwrap_or_default(),
-        b"code" => f.code = string_value(raw).unwrap_or_default(),
-        b"seq" => f.seq = number_value(raw),
-        b"gw_ts" => f.gw_ts = number_value(raw),
-        b"from_seq" => f.from_seq = number_value(raw),
-        b"to_seq" => f.to_seq = number_value(raw),
-        b"after_seq" => f.after_seq = number_value(raw),
-        b"reason" => f.reason = string_value(raw).unwrap_or_default(),
-        b"conflated" => f.conflated = number_value(raw),
-        _ => {}
+    let mut seen = 0u16;
+    let mut repeated = false;
+    let well_formed = members(payload, |key, raw| {
+        let bit = match key {
+            b"type" => {
+                f.kind = string_value(raw).unwrap_or_default();
+                1
+            }
+            b"symbol" => {
+                f.symbol = string_value(raw).unwrap_or_default();
+                2
+            }
+            b"policy" => {
+                f.policy = string_value(raw).unwrap_or_default();
+                4
+            }
+            b"code" => {
+                f.code = string_value(raw).unwrap_or_default();
+                8
+            }
+            b"seq" => {
+                f.seq = number_value(raw);
+                16
+            }
+            b"gw_ts" => {
+                f.gw_ts = number_value(raw);
+                32
+            }
+            b"from_seq" => {
+                f.from_seq = number_value(raw);
+                64
+            }
+            b"to_seq" => {
+                f.to_seq = number_value(raw);
+                128
+            }
+            b"after_seq" => {
+                f.after_seq = number_value(raw);
+                256
+            }
+            b"reason" => {
+                f.reason = string_value(raw).unwrap_or_default();
+                512
+            }
+            b"conflated" => {
+                f.conflated = number_value(raw);
+                1024
+            }
+            _ => 0,
+        };
+        repeated |= seen & bit != 0;
+        seen |= bit;
     });
-    f.malformed = !well_formed;
+    f.malformed = !well_formed || repeated;
     f
+}
+
+/// Parses `payload` fully as JSON and checks that it says what the scanner read: the same type,
+/// symbol, seqs, stamp and conflated count. False for invalid JSON (NaN, leading zeros,
+/// mismatched brackets, bad escapes...) or any disagreement (an escaped key name, say). Costly:
+/// the caller samples.
+pub fn agrees_with_full_parse(payload: &[u8], f: &Fields<'_>) -> bool {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return false;
+    };
+    let text = |key: &str, scanned: &[u8]| match map.get(key) {
+        None => scanned.is_empty(),
+        Some(serde_json::Value::String(v)) => v.as_bytes() == scanned,
+        Some(_) => scanned.is_empty(),
+    };
+    let number = |key: &str, scanned: Option<u64>| map.get(key).and_then(serde_json::Value::as_u64) == scanned;
+    text("type", f.kind)
+        && text("symbol", f.symbol)
+        && text("policy", f.policy)
+        && text("reason", f.reason)
+        && number("seq", f.seq)
+        && number("gw_ts", f.gw_ts)
+        && number("from_seq", f.from_seq)
+        && number("to_seq", f.to_seq)
+        && number("after_seq", f.after_seq)
+        && number("conflated", f.conflated)
 }
 
 #[cfg(test)]
@@ -204,5 +275,33 @@ mod tests {
         proptest::proptest!(|(bytes in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..200))| {
             let _ = scan(&bytes);
         });
+    }
+
+    #[test]
+    fn a_field_given_twice_or_an_escaped_key_is_malformed() {
+        assert!(scan(br#"{"type":"trade","symbol":"A","seq":1,"s\u0065q":2}"#).malformed);
+        assert!(scan(br#"{"type":"trade","symbol":"A","seq":1,"n\"ote":2}"#).malformed);
+        assert!(scan(br#"{"type":"trade","symbol":"A","seq":1,"seq":2}"#).malformed);
+        assert!(scan(br#"{"type":"trade","type":"quote"}"#).malformed);
+        assert!(!scan(br#"{"type":"trade","price":"1","price":"2"}"#).malformed, "fields not read are not checked");
+    }
+
+    #[test]
+    fn the_full_parse_catches_what_the_scanner_cannot() {
+        let good = br#"{"type":"quote","symbol":"A","seq":5,"conflated":2,"gw_ts":9,"trade":{"seq":1}}"#;
+        assert!(agrees_with_full_parse(good, &scan(good)));
+        let gap = br#"{"type":"gap","symbol":"A","from_seq":3,"to_seq":9,"reason":"slow_consumer"}"#;
+        assert!(agrees_with_full_parse(gap, &scan(gap)));
+        for bad in [
+            &br#"{"type":"trade","symbol":"\u0041","seq":5,"gw_ts":1}"#[..],
+            br#"{"type":"trade","symbol":"A","seq":5,"price":NaN,"gw_ts":1}"#,
+            br#"{"type":"trade","symbol":"A","seq":5,"size":[1},"gw_ts":1}"#,
+            br#"{"type":"trade","symbol":"A","seq":5,"ts":007,"gw_ts":1}"#,
+            br#"{"type":"trade","symbol":"A","seq":5,"note":"bad \q","gw_ts":1}"#,
+        ] {
+            let f = scan(bad);
+            assert!(!f.malformed, "the scanner alone takes it: {}", String::from_utf8_lossy(bad));
+            assert!(!agrees_with_full_parse(bad, &f), "{}", String::from_utf8_lossy(bad));
+        }
     }
 }

@@ -24,6 +24,10 @@ pub struct SeqCounts {
     pub duplicates: u64,
     /// Events and snapshots of symbols the client does not hold.
     pub unexpected: u64,
+    /// Quotes claiming to supersede more quotes than the seqs they skipped.
+    pub overclaimed: u64,
+    /// Gaps announcing only seqs the client had already received.
+    pub false_gaps: u64,
 }
 
 impl SeqCounts {
@@ -35,14 +39,16 @@ impl SeqCounts {
         self.lost += other.lost;
         self.duplicates += other.duplicates;
         self.unexpected += other.unexpected;
+        self.overclaimed += other.overclaimed;
+        self.false_gaps += other.false_gaps;
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Slot {
     pub(crate) symbol: u32,
-    /// Next expected seq; 0 = not started (no snapshot, gap or event yet).
-    pub(crate) next: u64,
+    /// The last seq accounted for; None = not started (no snapshot, gap or event yet).
+    pub(crate) last: Option<u64>,
     /// Unsubscribe sent, its reply not yet received: events may still come.
     pub(crate) leaving: bool,
     /// Where a resume of this subscription stands (see [`crate::resume`]).
@@ -51,7 +57,7 @@ pub(crate) struct Slot {
 
 impl Slot {
     fn new(symbol: u32) -> Self {
-        Self { symbol, next: 0, leaving: false, resume: Resume::Idle }
+        Self { symbol, last: None, leaving: false, resume: Resume::Idle }
     }
 }
 
@@ -89,6 +95,11 @@ impl SeqTracker {
         self.slots.iter().filter(|s| !s.leaving).map(|s| s.symbol)
     }
 
+    /// Unsubscribes sent and not answered yet.
+    pub fn unanswered_unsubscribes(&self) -> usize {
+        self.leaving.len()
+    }
+
     /// Whether `symbol` is held or being left.
     pub fn knows(&self, symbol: u32) -> bool {
         self.slots.iter().any(|s| s.symbol == symbol)
@@ -96,7 +107,7 @@ impl SeqTracker {
 
     /// Where each held subscription stands.
     pub fn pairs(&self) -> impl Iterator<Item = Pair> + '_ {
-        self.slots.iter().filter(|s| !s.leaving).map(|s| Pair { symbol: s.symbol, last: s.next.checked_sub(1) })
+        self.slots.iter().filter(|s| !s.leaving).map(|s| Pair { symbol: s.symbol, last: s.last })
     }
 
     /// Starts tracking `symbol` (a subscribe was sent: its snapshot sets the sequence).
@@ -133,73 +144,96 @@ impl SeqTracker {
         if resume::snapshot_settles(slot, seq, &mut self.resumes) {
             return;
         }
-        let after = seq.saturating_add(1);
         let mut faults = 0;
-        if slot.next != 0 {
-            if after > slot.next {
-                faults = after - slot.next;
+        if let Some(last) = slot.last {
+            if seq > last {
+                faults = seq - last;
                 self.counts.lost += faults;
-            } else if after < slot.next {
-                faults = slot.next - after;
+            } else if seq < last {
+                faults = last - seq;
                 self.counts.duplicates += faults;
                 slot.resume.add_faults(faults);
                 return;
             }
         }
         slot.resume.add_faults(faults);
-        slot.next = after;
+        slot.last = Some(seq);
     }
 
-    /// An event; `conflated` is how many earlier quotes it says it superseded. Returns whether
-    /// it was replayed after a resume (one of the events the client missed while away) rather
-    /// than live.
-    pub fn on_event(&mut self, symbol: u32, seq: u64, conflated: u64, is_trade: bool) -> bool {
+    /// An event; `conflated` is how many earlier quotes it says it superseded.
+    pub fn on_event(&mut self, symbol: u32, seq: u64, conflated: u64, is_trade: bool) -> EventOutcome {
+        let mut outcome = EventOutcome::default();
         let Some(slot) = self.slots.iter_mut().find(|s| s.symbol == symbol) else {
             self.counts.unexpected += 1;
-            return false;
+            return outcome;
         };
         if is_trade && conflated > 0 {
             self.counts.conflated_trades += 1;
         }
-        let faults = if slot.next == 0 {
-            // No snapshot (servers without one): the first event starts the sequence.
-            slot.next = seq.saturating_add(1);
-            self.counts.received += 1;
-            0
-        } else if seq < slot.next {
-            self.counts.duplicates += 1;
-            1
-        } else {
-            let skipped = seq - slot.next;
-            let explained = if is_trade { 0 } else { skipped.min(conflated) };
-            self.counts.conflated += explained;
-            self.counts.lost += skipped - explained;
-            self.counts.received += 1;
-            slot.next = seq.saturating_add(1);
-            skipped - explained
+        let faults = match slot.last {
+            None => {
+                // No snapshot (servers without one): the first event starts the sequence.
+                slot.last = Some(seq);
+                self.counts.received += 1;
+                0
+            }
+            Some(last) if seq <= last => {
+                self.counts.duplicates += 1;
+                1
+            }
+            Some(last) => {
+                let skipped = seq - last - 1;
+                if conflated > skipped {
+                    self.counts.overclaimed += 1;
+                }
+                let explained = if is_trade { 0 } else { skipped.min(conflated) };
+                if explained > 0 {
+                    outcome.superseded = Some((last + 1, seq - 1));
+                }
+                self.counts.conflated += explained;
+                self.counts.lost += skipped - explained;
+                self.counts.received += 1;
+                slot.last = Some(seq);
+                skipped - explained
+            }
         };
-        slot.resume.after_event(seq, faults, &mut self.resumes)
+        outcome.replayed = slot.resume.after_event(seq, faults, &mut self.resumes);
+        outcome
     }
 
-    /// Events `from..=to` will not come.
+    /// Events `from..=to` will not come. A gap of seqs all already received is false.
     pub fn on_gap(&mut self, symbol: u32, from: u64, to: u64) {
         let Some(slot) = self.slots.iter_mut().find(|s| s.symbol == symbol) else {
             self.counts.unexpected += 1;
             return;
         };
         slot.resume.plain_gap(&mut self.resumes);
-        if slot.next == 0 {
-            slot.next = to.saturating_add(1);
+        let Some(last) = slot.last else {
+            slot.last = Some(to);
+            return;
+        };
+        if to <= last {
+            self.counts.false_gaps += 1;
             return;
         }
-        let from = from.max(slot.next);
-        if to >= from {
-            self.counts.lost += from - slot.next;
-            slot.resume.add_faults(from - slot.next);
-            self.counts.announced += to - from + 1;
-            slot.next = to.saturating_add(1);
-        }
+        // `last < to`: `last + 1` cannot overflow.
+        let next = last + 1;
+        let from = from.max(next);
+        self.counts.lost += from - next;
+        slot.resume.add_faults(from - next);
+        self.counts.announced += to - from + 1;
+        slot.last = Some(to);
     }
+}
+
+/// What one event was, as far as the tracker saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventOutcome {
+    /// Replayed after a resume (one of the events the client missed while away) rather than
+    /// live.
+    pub replayed: bool,
+    /// The seqs (inclusive) this quote said it superseded: they must all have been quotes.
+    pub superseded: Option<(u64, u64)>,
 }
 
 #[cfg(test)]
@@ -230,7 +264,7 @@ mod tests {
                 lost: 2,
                 duplicates: 1,
                 unexpected: 1,
-                conflated_trades: 0
+                ..SeqCounts::default()
             }
         );
         assert_eq!(
@@ -247,7 +281,9 @@ mod tests {
         t.on_snapshot(2, 10);
         t.leave(5);
         t.leave(2);
+        assert_eq!(t.unanswered_unsubscribes(), 2);
         t.left();
+        assert_eq!(t.unanswered_unsubscribes(), 1);
         t.on_event(2, 11, 0, false);
         assert_eq!((t.counts.received, t.counts.unexpected), (1, 0));
         assert!(!t.knows(5));
@@ -300,5 +336,47 @@ mod tests {
         t.on_snapshot(9, 1);
         assert_eq!((t.counts.received, t.counts.unexpected), (1, 2));
         assert_eq!(t.symbols().collect::<Vec<_>>(), [4, 5]);
+    }
+
+    #[test]
+    fn the_highest_seq_repeated_is_a_duplicate() {
+        let mut t = SeqTracker::new(&[0]);
+        t.on_snapshot(0, u64::MAX - 1);
+        t.on_event(0, u64::MAX, 0, true);
+        t.on_event(0, u64::MAX, 0, true);
+        t.on_event(0, u64::MAX, 0, false);
+        assert_eq!((t.counts.received, t.counts.duplicates, t.counts.lost), (1, 2, 0));
+        assert_eq!(t.pairs().next(), Some(Pair { symbol: 0, last: Some(u64::MAX) }));
+        // A gap or a snapshot at the top changes nothing either.
+        t.on_gap(0, 5, u64::MAX);
+        t.on_snapshot(0, u64::MAX);
+        assert_eq!((t.counts.false_gaps, t.counts.announced, t.counts.lost), (1, 0, 0));
+    }
+
+    #[test]
+    fn a_quote_claiming_more_than_it_skipped_is_an_overclaim() {
+        let mut t = SeqTracker::new(&[0]);
+        t.on_snapshot(0, 10);
+        let o = t.on_event(0, 11, 999, false);
+        assert_eq!((o.superseded, t.counts.overclaimed, t.counts.conflated), (None, 1, 0));
+        let o = t.on_event(0, 14, 2, false);
+        assert_eq!((o.superseded, t.counts.overclaimed, t.counts.conflated), (Some((12, 13)), 1, 2));
+        // Claiming fewer than skipped: the rest is loss, the span still reported.
+        let o = t.on_event(0, 18, 1, false);
+        assert_eq!((o.superseded, t.counts.lost), (Some((15, 17)), 2));
+    }
+
+    #[test]
+    fn a_gap_of_seqs_already_received_is_false() {
+        let mut t = SeqTracker::new(&[0]);
+        t.on_snapshot(0, 10);
+        t.on_event(0, 11, 0, true);
+        t.on_event(0, 12, 0, false);
+        t.on_gap(0, 8, 12);
+        assert_eq!((t.counts.false_gaps, t.counts.announced, t.counts.lost), (1, 0, 0));
+        // One reaching past what was received announces the rest.
+        t.on_gap(0, 11, 15);
+        assert_eq!((t.counts.false_gaps, t.counts.announced), (1, 3));
+        assert_eq!(t.pairs().next(), Some(Pair { symbol: 0, last: Some(15) }));
     }
 }

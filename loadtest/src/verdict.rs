@@ -105,12 +105,44 @@ pub fn judge(r: &RunResult, c: &Criteria) -> Verdict {
     if s.conflated_trades > 0 {
         fail(format!("{} trades marked conflated", s.conflated_trades));
     }
-    let conflation_allowed = r.policy.as_deref() == Some("conflate");
+    let overclaimed = s.overclaimed + r.slow_seq.overclaimed;
+    if overclaimed > 0 {
+        fail(format!("{overclaimed} quotes claimed to supersede more quotes than the seqs they skipped"));
+    }
+    let false_gaps = s.false_gaps + r.slow_seq.false_gaps;
+    if false_gaps > 0 {
+        fail(format!("{false_gaps} gaps announced only seqs the client had already received"));
+    }
+    if r.hidden_trades > 0 {
+        fail(format!(
+            "{} trades hidden as superseded quotes (another client received them as trades)",
+            r.hidden_trades
+        ));
+    }
+    if r.conflation_unchecked > 0 {
+        fail(format!(
+            "{} seqs told superseded unchecked against the trades (no client received them, or the memory bound was hit): cannot tell they were quotes",
+            r.conflation_unchecked
+        ));
+    }
+    if r.json_mismatches > 0 {
+        fail(format!(
+            "{} fully parsed messages were invalid JSON or disagreed with the scanner's reading",
+            r.json_mismatches
+        ));
+    }
+    if let (Some(asked), announced) = (r.asked_policy.as_deref(), r.policy.as_deref())
+        && announced != Some(asked)
+    {
+        fail(format!("policy {asked} asked, the server announced {}", announced.unwrap_or("(none)")));
+    }
+    let conflation_allowed =
+        r.policy.as_deref() == Some("conflate") && r.asked_policy.as_deref().is_none_or(|p| p == "conflate");
     if s.conflated > 0 && !conflation_allowed {
         fail(format!(
             "{} quotes conflated under policy {}",
             s.conflated,
-            r.policy.as_deref().unwrap_or("(none announced)")
+            r.asked_policy.as_deref().or(r.policy.as_deref()).unwrap_or("(none announced)")
         ));
     }
     if !r.errors.is_empty() {
@@ -126,6 +158,20 @@ pub fn judge(r: &RunResult, c: &Criteria) -> Verdict {
             p.never_started,
             p.behind
         ));
+    }
+    if r.stale_symbols > 0 {
+        let worst = r.stalest_symbol.as_ref().map_or(String::new(), |s| {
+            format!(" (stalest: {} silent {:.1} s, one event every {:.3} s before)", s.symbol, s.silent_s, s.interval_s)
+        });
+        fail(format!(
+            "{} stale symbols: no event to any reader for over {:.0} of their intervals (and {} s) before the window's end{worst}",
+            r.stale_symbols,
+            crate::silence::INTERVALS,
+            crate::silence::FLOOR.as_secs()
+        ));
+    }
+    if r.unanswered_unsubscribes > 0 {
+        fail(format!("{} unsubscribes never answered, even after the drain", r.unanswered_unsubscribes));
     }
     if !r.closes.is_empty() || r.dropped > 0 {
         let list: Vec<String> = r.closes.iter().map(|(code, n)| format!("{code} ×{n}")).collect();
@@ -153,6 +199,12 @@ pub fn judge(r: &RunResult, c: &Criteria) -> Verdict {
         fail(format!(
             "stalled clients: {} neither kept, told nor cut; {} events lost untold, {} duplicates, {} unexpected",
             w.unaccounted, r.slow_seq.lost, r.slow_seq.duplicates, r.slow_seq.unexpected
+        ));
+    }
+    if w.behind > 0 {
+        fail(format!(
+            "{} stalled clients still open but short of the readers' last seq after the drain (the server stopped sending to them untold)",
+            w.behind
         ));
     }
     if r.slow_seq.conflated_trades > 0 {
@@ -321,7 +373,7 @@ mod tests {
     #[test]
     fn stalled_clients_must_be_kept_told_or_cut() {
         let mut r = clean();
-        r.slow = SlowFates { clients: 3, kept: 1, told: 1, cut: 1, unaccounted: 0 };
+        r.slow = SlowFates { clients: 3, kept: 1, told: 1, cut: 1, ..SlowFates::default() };
         r.slow_seq.announced = 40;
         assert_eq!(judge(&r, &criteria()).status, Status::Passed);
         r.slow.unaccounted = 1;
@@ -354,5 +406,52 @@ mod tests {
         assert!(v.reasons[0].contains("95% of a core"));
         r.seq.lost = 1;
         assert_eq!(judge(&r, &criteria()).status, Status::Failed);
+    }
+
+    #[test]
+    fn a_policy_other_than_the_one_asked_fails_and_allows_no_conflation() {
+        let mut r = clean();
+        r.asked_policy = Some("conflate".into());
+        assert_eq!(judge(&r, &criteria()).status, Status::Passed);
+        r.asked_policy = Some("drop".into());
+        r.seq.conflated = 5;
+        fails_with(&r, "policy drop asked, the server announced conflate");
+        fails_with(&r, "5 quotes conflated under policy drop");
+        r.policy = None;
+        fails_with(&r, "announced (none)");
+    }
+
+    #[test]
+    fn lies_about_what_was_skipped_fail() {
+        let mut r = clean();
+        r.seq.overclaimed = 1;
+        fails_with(&r, "1 quotes claimed to supersede more");
+        let mut r = clean();
+        r.slow_seq.false_gaps = 2;
+        fails_with(&r, "2 gaps announced only seqs");
+        let mut r = clean();
+        r.hidden_trades = 3;
+        fails_with(&r, "3 trades hidden");
+        let mut r = clean();
+        r.conflation_unchecked = 1;
+        fails_with(&r, "superseded unchecked against the trades");
+        let mut r = clean();
+        r.json_mismatches = 1;
+        fails_with(&r, "invalid JSON or disagreed");
+    }
+
+    #[test]
+    fn stale_symbols_unanswered_unsubscribes_and_abandoned_stalled_clients_fail() {
+        let mut r = clean();
+        r.stale_symbols = 1;
+        r.stalest_symbol = Some(crate::run::StaleSymbol { symbol: "AAA".into(), silent_s: 1.5, interval_s: 0.05 });
+        fails_with(&r, "1 stale symbols");
+        fails_with(&r, "AAA silent 1.5 s");
+        let mut r = clean();
+        r.unanswered_unsubscribes = 4;
+        fails_with(&r, "4 unsubscribes never answered");
+        let mut r = clean();
+        r.slow = SlowFates { clients: 1, kept: 1, behind: 1, ..SlowFates::default() };
+        fails_with(&r, "1 stalled clients still open but short");
     }
 }

@@ -7,6 +7,8 @@ pub struct FrameRef {
     /// FIN bit and opcode, as the first header byte.
     pub opcode: u8,
     pub fin: bool,
+    /// The RSV1-3 bits (no extension is negotiated: any set is a broken frame).
+    pub rsv: u8,
     /// Payload start and end in the buffer.
     pub payload: (usize, usize),
     /// Where the next frame starts.
@@ -47,7 +49,47 @@ pub fn parse_frame(buf: &[u8], at: usize) -> Result<Option<FrameRef>, FrameError
     if b.len() < end {
         return Ok(None);
     }
-    Ok(Some(FrameRef { opcode: b[0] & 0x0f, fin: b[0] & 0x80 != 0, payload: (at + header, at + end), next: at + end }))
+    Ok(Some(FrameRef {
+        opcode: b[0] & 0x0f,
+        fin: b[0] & 0x80 != 0,
+        rsv: b[0] & 0x70,
+        payload: (at + header, at + end),
+        next: at + end,
+    }))
+}
+
+/// Whether a frame is one this client reads: whole (FIN, no fragmentation is used), no RSV bit,
+/// and text, close, ping or pong (binary and reserved opcodes are not the protocol's).
+pub fn is_readable(frame: &FrameRef) -> bool {
+    frame.fin && frame.rsv == 0 && matches!(frame.opcode, 1 | 8 | 9 | 0xA)
+}
+
+/// The `Sec-WebSocket-Key` every connection sends (RFC 6455 §1.3's example).
+pub const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// The `Sec-WebSocket-Accept` a server must answer [`WS_KEY`] with (SHA-1 and base64 of the key
+/// and the protocol's GUID, RFC 6455 §4.2.2).
+pub fn expected_accept() -> String {
+    tungstenite::handshake::derive_accept_key(WS_KEY.as_bytes())
+}
+
+/// Whether the response head (up to the blank line) accepts the upgrade: status 101, an
+/// `Upgrade: websocket` header, and the `Sec-WebSocket-Accept` of the key sent.
+pub fn upgrade_accepted(head: &[u8], accept: &str) -> bool {
+    let Ok(head) = std::str::from_utf8(head) else { return false };
+    let mut lines = head.split("\r\n");
+    let status_ok = lines.next().is_some_and(|l| l.starts_with("HTTP/1.1 101"));
+    let (mut upgrade, mut accepted) = (false, false);
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else { continue };
+        let value = value.trim();
+        if name.trim().eq_ignore_ascii_case("upgrade") {
+            upgrade = value.eq_ignore_ascii_case("websocket");
+        } else if name.trim().eq_ignore_ascii_case("sec-websocket-accept") {
+            accepted = value == accept;
+        }
+    }
+    status_ok && upgrade && accepted
 }
 
 /// Appends a masked client frame (clients must mask, RFC 6455 §5.3).
@@ -77,7 +119,7 @@ mod tests {
         let mut buf = vec![0x81, 3, b'a', b'b', b'c', 0x81, 126, 0x01, 0x00];
         buf.extend(std::iter::repeat_n(b'x', 200));
         let f = parse_frame(&buf, 0).unwrap().unwrap();
-        assert_eq!((f.opcode, f.fin, f.payload, f.next), (1, true, (2, 5), 5));
+        assert_eq!((f.opcode, f.fin, f.rsv, f.payload, f.next), (1, true, 0, (2, 5), 5));
         assert_eq!(parse_frame(&buf, 5).unwrap(), None, "256-byte payload, 200 present");
         buf.extend(std::iter::repeat_n(b'x', 56));
         let g = parse_frame(&buf, 5).unwrap().unwrap();
@@ -90,5 +132,34 @@ mod tests {
         let mut out = Vec::new();
         write_client_frame(&mut out, 1, b"hi", [1, 2, 3, 4]);
         assert_eq!(out, [0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2]);
+    }
+
+    #[test]
+    fn fragments_rsv_bits_binary_and_reserved_opcodes_are_not_readable() {
+        let frame = |b0: u8| parse_frame(&[b0, 0], 0).unwrap().unwrap();
+        for ok in [0x81, 0x88, 0x89, 0x8A] {
+            assert!(is_readable(&frame(ok)), "{ok:#x}");
+        }
+        for broken in [0x01, 0x80, 0x82, 0x83, 0x87, 0x8B, 0x8F, 0xC1, 0xA1, 0x91, 0x72] {
+            assert!(!is_readable(&frame(broken)), "{broken:#x}");
+        }
+    }
+
+    #[test]
+    fn an_upgrade_needs_101_upgrade_and_the_right_accept() {
+        // RFC 6455 §1.3: this key's accept value.
+        let accept = expected_accept();
+        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        let good = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: WebSocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+        assert!(upgrade_accepted(good, &accept));
+        for bad in [
+            &b"HTTP/1.1 101 whatever\r\nX: y"[..],
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket",
+            b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: AAAA",
+            b"HTTP/1.1 200 OK\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+        ] {
+            assert!(!upgrade_accepted(bad, &accept), "{}", String::from_utf8_lossy(bad));
+        }
     }
 }

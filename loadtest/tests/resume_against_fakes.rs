@@ -71,10 +71,20 @@ fn event(out: &mut Vec<u8>, symbol: usize, seq: u64) {
 fn accept_client(stream: &mut TcpStream) -> serde_json::Value {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
+    let mut key = String::new();
     while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+        if let Some(value) = line.strip_prefix("Sec-WebSocket-Key:") {
+            key = value.trim().to_string();
+        }
         line.clear();
     }
-    stream.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap();
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    stream
+        .write_all(
+            format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
     let mut head = [0u8; 2];
     reader.read_exact(&mut head).unwrap();
     let len = match head[1] & 0x7f {

@@ -60,7 +60,27 @@ enum Fault {
     GwTsInTheFuture,
     /// Closes every client with 1001 a little before the window ends.
     ClosesEveryone,
+    /// Drops a trade and says the next quote superseded it (`conflated`).
+    HiddenTrade,
+    /// A quote claiming 999 superseded quotes, with no seq skipped.
+    Overclaim,
+    /// A gap announcing five seqs the client already received.
+    StaleGap,
+    /// Every event carries a member `NaN`: not JSON, though the scanner does not read it.
+    NotJson,
+    /// A binary frame, a frame with an RSV bit, a fragmented message and invalid UTF-8.
+    BadFrames,
+    /// An event without seq nor gw_ts (sent to the first client, stalled in these tests).
+    Junk,
+    /// Symbol AAA reaches no client from [`STOP_ALL_SEQ`] on (its seq goes on), with no gap.
+    StopsForEveryone,
+    /// Answers the first client's upgrade with a 101 lacking Upgrade and Sec-WebSocket-Accept.
+    BadHandshake,
 }
+
+/// The seq from which [`Fault::StopsForEveryone`] sends AAA to no one: 1 s after the fake
+/// started, 1.5 s or more before the window ends.
+const STOP_ALL_SEQ: u64 = 200;
 
 fn wall_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
@@ -83,10 +103,20 @@ fn text_frame(text: &str) -> Vec<u8> {
 fn accept_client(stream: &mut TcpStream) -> Vec<String> {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
+    let mut key = String::new();
     while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+        if let Some(value) = line.strip_prefix("Sec-WebSocket-Key:") {
+            key = value.trim().to_string();
+        }
         line.clear();
     }
-    stream.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap();
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    stream
+        .write_all(
+            format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
     let mut head = [0u8; 2];
     reader.read_exact(&mut head).unwrap();
     let len = match head[1] & 0x7f {
@@ -135,7 +165,23 @@ fn event_for(fault: Fault, first_client: bool, symbol: usize, seq: u64) -> Optio
     );
     let normal = if seq % 2 == 1 { trade("") } else { quote };
     match fault {
+        Fault::StopsForEveryone if symbol == 0 && seq >= STOP_ALL_SEQ => None,
         _ if !hit => Some(normal),
+        Fault::HiddenTrade if seq == FAULT_SEQ + 1 => None,
+        Fault::HiddenTrade | Fault::Overclaim if seq == FAULT_SEQ + 2 => {
+            let claimed = if fault == Fault::HiddenTrade { 1 } else { 999 };
+            Some(normal.replacen(r#""gw_ts""#, &format!(r#""conflated":{claimed},"gw_ts""#), 1))
+        }
+        Fault::StaleGap if seq == FAULT_SEQ => {
+            let (from, to) = (seq - 5, seq - 1);
+            Some(format!(
+                r#"{{"type":"gap","symbol":"{name}","from_seq":{from},"to_seq":{to},"reason":"slow_consumer"}}{NEXT}{normal}"#
+            ))
+        }
+        Fault::NotJson => Some(normal.replacen(r#""gw_ts""#, r#""note":NaN,"gw_ts""#, 1)),
+        Fault::Junk if seq == FAULT_SEQ => {
+            Some(format!(r#"{{"type":"trade","symbol":"{name}","price":"oops"}}{NEXT}{normal}"#))
+        }
         Fault::SeqAsString => Some(with_member(&normal, "seq", &seq.to_string(), &format!("\"{seq}\""))),
         Fault::Duplicated if seq == FAULT_SEQ => Some(format!("{normal}{NEXT}{normal}")),
         Fault::ShortGap if (FAULT_SEQ..FAULT_SEQ + 5).contains(&seq) => (seq == FAULT_SEQ).then(|| {
@@ -178,6 +224,15 @@ fn fake_server(fault: Fault, lifetime: Duration) -> SocketAddr {
     thread::spawn(move || {
         for i in 0..CLIENTS {
             let (mut stream, _) = listener.accept().unwrap();
+            if i == 0 && fault == Fault::BadHandshake {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                let _ = stream.write_all(b"HTTP/1.1 101 whatever\r\nX: y\r\n\r\n");
+                continue;
+            }
             let symbols = accept_client(&mut stream);
             assert_eq!(symbols.len(), SYMBOLS.len(), "every client holds every symbol");
             let first = i == 0;
@@ -237,6 +292,12 @@ fn fake_server(fault: Fault, lifetime: Duration) -> SocketAddr {
                         batch.extend(text_frame(text));
                     }
                 }
+                if *first && fault == Fault::BadFrames && seq == FAULT_SEQ {
+                    batch.extend([0x82, 2, 0, 1]); // binary
+                    batch.extend([0xC1, 2, b'{', b'}']); // RSV1 set
+                    batch.extend([0x01, 1, b'{', 0x80, 1, b'}']); // fragmented, then its continuation
+                    batch.extend([0x81, 2, 0xff, 0xfe]); // invalid UTF-8
+                }
                 let _ = stream.write_all(&batch);
             }
             for symbol in published.iter() {
@@ -282,11 +343,18 @@ fn against_fake(fault: Fault) -> (RunResult, Verdict) {
 
 /// With `slow_share` of the clients (the first ones) stalled for the window.
 fn against_fake_with(fault: Fault, slow_share: f64) -> (RunResult, Verdict) {
+    against_fake_asking(fault, slow_share, None)
+}
+
+/// With `slow_share` of the clients stalled, asking for `policy` (the fake always announces
+/// conflate).
+fn against_fake_asking(fault: Fault, slow_share: f64, policy: Option<&str>) -> (RunResult, Verdict) {
     let _one = one_at_a_time();
     let addr = fake_server(fault, Duration::from_secs(8));
     let universe = SYMBOLS.iter().map(|s| s.to_string()).collect();
     let mut p = params(addr, CLIENTS, universe, SYMBOLS.len());
     p.slow_share = slow_share;
+    p.policy = policy.map(String::from);
     let r = run(&p).expect("the run completes");
     let verdict = judge(&r, &criteria(PER_SYMBOL * (CLIENTS * SYMBOLS.len()) as f64));
     (r, verdict)
@@ -476,4 +544,73 @@ fn a_gw_ts_later_than_the_receipt_fails() {
 fn a_server_that_closes_everyone_before_the_window_ends_fails() {
     let r = fails_with(Fault::ClosesEveryone, "1001 ×4");
     assert_eq!(r.closes.get(&1001), Some(&(CLIENTS as u64)));
+}
+
+fn fails_with_stalled(fault: Fault, fragment: &str) -> RunResult {
+    let (r, v) = against_fake_with(fault, 0.25);
+    assert_eq!(v.status, Status::Failed, "{fault:?} passed: {r:#?}");
+    assert!(v.reasons.iter().any(|why| why.contains(fragment)), "{fault:?}: no reason with {fragment:?}: {v:#?}");
+    r
+}
+
+#[test]
+fn a_trade_hidden_as_a_superseded_quote_fails() {
+    let r = fails_with(Fault::HiddenTrade, "1 trades hidden");
+    assert_eq!((r.hidden_trades, r.seq.lost, r.seq.conflated), (1, 0, 1));
+}
+
+#[test]
+fn a_policy_other_than_the_one_asked_fails() {
+    let (r, v) = against_fake_asking(Fault::None, 0.0, Some("drop"));
+    assert_eq!(v.status, Status::Failed, "{r:#?}");
+    assert!(v.reasons.iter().any(|why| why.contains("policy drop asked, the server announced conflate")), "{v:#?}");
+}
+
+#[test]
+fn a_symbol_that_stops_reaching_everyone_fails_as_stale() {
+    let r = fails_with(Fault::StopsForEveryone, "1 stale symbols");
+    assert_eq!(r.stalest_symbol.as_ref().map(|s| s.symbol.as_str()), Some("AAA"));
+    assert_eq!((r.seq.lost, r.pairs.behind), (0, 0), "no loss visible in any client's seqs");
+}
+
+#[test]
+fn a_stalled_client_the_server_stopped_sending_to_fails() {
+    let r = fails_with_stalled(Fault::StopsEarly, "1 stalled clients still open but short");
+    assert_eq!((r.slow.behind, r.slow_seq.lost), (1, 0));
+}
+
+#[test]
+fn an_event_without_seq_or_gw_ts_outside_the_counted_window_fails() {
+    let r = fails_with_stalled(Fault::Junk, "1 messages unreadable");
+    assert_eq!(r.unreadable, 1);
+}
+
+#[test]
+fn binary_fragmented_rsv_and_invalid_utf8_frames_fail() {
+    let r = fails_with(Fault::BadFrames, "5 messages unreadable");
+    assert_eq!(r.unreadable, 5);
+}
+
+#[test]
+fn an_upgrade_without_accept_fails() {
+    let r = fails_with(Fault::BadHandshake, "3 of 4 clients connected");
+    assert_eq!(r.failed_connects, 1);
+}
+
+#[test]
+fn a_quote_claiming_more_than_it_skipped_fails() {
+    let r = fails_with(Fault::Overclaim, "1 quotes claimed to supersede more");
+    assert_eq!(r.seq.overclaimed, 1);
+}
+
+#[test]
+fn a_gap_of_seqs_already_delivered_fails() {
+    let r = fails_with(Fault::StaleGap, "1 gaps announced only seqs");
+    assert_eq!((r.seq.false_gaps, r.seq.announced), (1, 0));
+}
+
+#[test]
+fn json_the_scanner_reads_differently_from_a_parser_fails() {
+    let r = fails_with(Fault::NotJson, "disagreed with the scanner");
+    assert!(r.json_mismatches > 0 && r.unreadable == 0, "{r:#?}");
 }
