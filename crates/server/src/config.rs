@@ -692,6 +692,9 @@ pub struct ServerConfig {
     /// Addresses (CIDRs) of HTTP proxies whose `Forwarded` / `X-Forwarded-For` headers name the
     /// client of an upgrade (limits, logs); from anyone else those headers are ignored.
     pub trusted_proxies: Vec<String>,
+    /// The one forwarding header the trusted proxies maintain, the only one read from them:
+    /// `"x-forwarded-for"` or `"forwarded"` (RFC 7239).
+    pub forwarded_header: crate::forwarded::ForwardingHeader,
 }
 
 impl Default for ServerConfig {
@@ -710,6 +713,7 @@ impl Default for ServerConfig {
             share_port: false,
             proxy_protocol: false,
             trusted_proxies: Vec::new(),
+            forwarded_header: crate::forwarded::ForwardingHeader::default(),
         }
     }
 }

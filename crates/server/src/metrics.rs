@@ -263,6 +263,11 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
             "Upgrades whose client address came from a trusted proxy's Forwarded or X-Forwarded-For.",
             |c| &c.forwarded_addresses,
         ),
+        (
+            "tickgate_forwarded_unusable_total",
+            "Upgrades from a trusted proxy whose forwarding header had a hop it wrote that is not an address.",
+            |c| &c.forwarded_unusable,
+        ),
         ("tickgate_tls_on_plain_port_total", "TLS ClientHellos on a plain port (answered with an alert).", |c| {
             &c.tls_on_plain_port
         }),

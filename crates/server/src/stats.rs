@@ -104,6 +104,9 @@ counters! {
         proxy_headers_refused,
         /// Upgrades whose client address came from a trusted proxy's forwarding headers.
         forwarded_addresses,
+        /// Upgrades from a trusted proxy whose forwarding header held a hop, right of the
+        /// client, that is not an address (the nearest trusted hop stood in).
+        forwarded_unusable,
         /// Resumes answered with every event after the client's seq (none when it was current).
         resumes_whole,
         /// Resumes answered with a gap "history" and a snapshot (the history did not reach back).

@@ -90,11 +90,18 @@ fn a_missing_or_malformed_header_is_refused_and_counted() {
 
 /// A WebSocket upgrade with `X-Forwarded-For: xff`; the status of a refusal.
 fn upgrade_forwarded_for(addr: SocketAddr, xff: &str) -> Result<tungstenite::WebSocket<TcpStream>, u16> {
+    upgrade_with(addr, &[("X-Forwarded-For", xff)])
+}
+
+/// A WebSocket upgrade with these extra headers; the status of a refusal.
+fn upgrade_with(addr: SocketAddr, headers: &[(&'static str, &str)]) -> Result<tungstenite::WebSocket<TcpStream>, u16> {
     use tungstenite::client::IntoClientRequest;
     let sock = TcpStream::connect(addr).unwrap();
     sock.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
-    request.headers_mut().insert("X-Forwarded-For", xff.parse().unwrap());
+    for &(name, value) in headers {
+        request.headers_mut().append(name, value.parse().unwrap());
+    }
     match tungstenite::client(request, sock) {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
@@ -129,6 +136,56 @@ fn forwarded_for_from_a_trusted_proxy_names_the_client_and_is_ignored_from_other
     });
     let _c = upgrade_forwarded_for(wary.local_addr(), "203.0.113.7").expect("first");
     assert_eq!(upgrade_forwarded_for(wary.local_addr(), "203.0.113.8").err(), Some(429), "spoofed header ignored");
+}
+
+#[test]
+fn junk_a_client_writes_left_of_its_address_does_not_unmask_it() {
+    // 127.0.0.1 plays the trusted proxy relaying one client, 203.0.113.9, at its limit.
+    let gateway = start_gateway(|c| {
+        c.server.trusted_proxies = vec!["127.0.0.0/8".into()];
+        c.server.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.limits.max_connections_per_ip = 2;
+    });
+    let addr = gateway.local_addr();
+    let _held: Vec<_> = (0..2).map(|_| upgrade_forwarded_for(addr, "203.0.113.9").expect("under the limit")).collect();
+    for junk in ["junk", "[::1", "_hidden", "1.2.3.4:99999"] {
+        let header = format!("{junk}, 203.0.113.9");
+        assert_eq!(upgrade_forwarded_for(addr, &header).err(), Some(429), "{header}: still the same client");
+    }
+    assert_eq!(upgrade_forwarded_for(addr, "198.51.100.1:4711, 203.0.113.9:80").err(), Some(429), "ports");
+    assert_eq!(total(&gateway, "tickgate_forwarded_unusable_total"), 0.0);
+    // A hop the trusted proxy wrote that is no address: the proxy (the peer) stands, counted.
+    let _proxy_own = upgrade_forwarded_for(addr, "203.0.113.9, junk").expect("under the proxy's address");
+    eventually("counted", || total(&gateway, "tickgate_forwarded_unusable_total") == 1.0);
+    let _other = upgrade_forwarded_for(addr, "[2001:db8::7]:443").expect("another client, bracketed");
+}
+
+#[test]
+fn only_the_header_the_proxies_maintain_is_read() {
+    let limited = |header: Option<&str>| {
+        start_gateway(move |c| {
+            c.server.trusted_proxies = vec!["127.0.0.0/8".into()];
+            if let Some(header) = header {
+                c.server.forwarded_header = toml::Value::String(header.into()).try_into().unwrap();
+            }
+            c.limits.max_connections_per_ip = 1;
+        })
+    };
+    // The default: X-Forwarded-For; a client's own Forwarded, passed through, is ignored.
+    let xff = limited(None);
+    let _a = upgrade_with(xff.local_addr(), &[("Forwarded", "for=198.51.100.1"), ("X-Forwarded-For", "203.0.113.9")])
+        .expect("first");
+    let refused =
+        upgrade_with(xff.local_addr(), &[("Forwarded", "for=198.51.100.2"), ("X-Forwarded-For", "203.0.113.9")]);
+    assert_eq!(refused.err(), Some(429), "the Forwarded a client wrote picks no address");
+    // Proxies that maintain Forwarded: X-Forwarded-For is the client's to write, and ignored.
+    let fwd = limited(Some("forwarded"));
+    let _b = upgrade_with(fwd.local_addr(), &[("Forwarded", "for=203.0.113.9"), ("X-Forwarded-For", "198.51.100.1")])
+        .expect("first");
+    let refused =
+        upgrade_with(fwd.local_addr(), &[("Forwarded", "for=203.0.113.9"), ("X-Forwarded-For", "198.51.100.2")]);
+    assert_eq!(refused.err(), Some(429));
+    let _c = upgrade_with(fwd.local_addr(), &[("Forwarded", "for=\"[2001:db8::1]:4711\"")]).expect("another client");
 }
 
 #[test]

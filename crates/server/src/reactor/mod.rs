@@ -208,6 +208,8 @@ pub struct Reactor {
     tls: Option<Arc<crate::tls::Tls>>,
     /// Proxies whose forwarding headers are believed (`server.trusted_proxies`).
     trusted_proxies: crate::forwarded::TrustedProxies,
+    /// The header those proxies maintain (`server.forwarded_header`).
+    forwarded_header: crate::forwarded::ForwardingHeader,
     /// Last pass over every connection's timers (handshake, keepalive, write deadline).
     last_sweep: Instant,
     /// This turn's writes.
@@ -288,6 +290,7 @@ impl Reactor {
         // Validated with the configuration.
         let trusted_proxies =
             crate::forwarded::TrustedProxies::parse(&config.server.trusted_proxies).unwrap_or_default();
+        let forwarded_header = config.server.forwarded_header;
         Ok(Self {
             id,
             poll,
@@ -331,6 +334,7 @@ impl Reactor {
             authenticator,
             tls,
             trusted_proxies,
+            forwarded_header,
             last_sweep: Instant::now(),
             writes: WriteCounts::default(),
             fanout_left: (MAX_FANOUT_PER_TURN, MAX_OFFERS_PER_TURN),
