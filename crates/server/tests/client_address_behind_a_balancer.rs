@@ -15,6 +15,7 @@ use tickgate_testkit::{PATIENCE, eventually, metric, start_gateway};
 fn balancer_gateway() -> Gateway {
     start_gateway(|c| {
         c.server.proxy_protocol = true;
+        c.server.proxy_protocol_peers = vec!["127.0.0.0/8".into()];
         c.server.admin_listen = Some("127.0.0.1:0".parse().unwrap());
         c.limits.max_connections_per_ip = 1;
     })
@@ -139,6 +140,35 @@ fn forwarded_for_from_a_trusted_proxy_names_the_client_and_is_ignored_from_other
 }
 
 #[test]
+fn a_proxy_header_from_a_peer_not_allowed_to_send_one_is_refused() {
+    // Only 10.0.0.0/8 may send PROXY headers; this test connects from 127.0.0.1.
+    let gateway = start_gateway(|c| {
+        c.server.proxy_protocol = true;
+        c.server.proxy_protocol_peers = vec!["10.0.0.0/8".into()];
+        c.server.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let addr = gateway.local_addr();
+    for header in [v1("203.0.113.7"), v2([203, 0, 113, 8])] {
+        let mut sock = TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(PATIENCE)).unwrap();
+        let _ = sock.write_all(&header);
+        let mut answer = Vec::new();
+        let _ = sock.read_to_end(&mut answer);
+        assert!(answer.is_empty(), "closed without an answer: {:?}", String::from_utf8_lossy(&answer));
+    }
+    eventually("refusals counted", || total(&gateway, "tickgate_proxy_headers_refused_total") == 2.0);
+    assert_eq!(total(&gateway, "tickgate_proxy_headers_total"), 0.0, "no header believed");
+    let closed =
+        metric(gateway.admin_addr().unwrap(), "tickgate_connections_closed_total{reason=\"proxy_header_refused\"}");
+    assert_eq!(closed, Some(2.0));
+    // Without the list, a PROXY listener does not start.
+    let mut config = tickgate_server::Config::default();
+    config.server.proxy_protocol = true;
+    let error = config.validate().expect_err("proxy_protocol without proxy_protocol_peers");
+    assert!(error.to_string().contains("server.proxy_protocol_peers"), "{error}");
+}
+
+#[test]
 fn junk_a_client_writes_left_of_its_address_does_not_unmask_it() {
     // 127.0.0.1 plays the trusted proxy relaying one client, 203.0.113.9, at its limit.
     let gateway = start_gateway(|c| {
@@ -192,6 +222,7 @@ fn only_the_header_the_proxies_maintain_is_read() {
 fn connections_waiting_for_their_header_count_against_max_connections() {
     let gateway = start_gateway(|c| {
         c.server.proxy_protocol = true;
+        c.server.proxy_protocol_peers = vec!["127.0.0.1".into()];
         c.limits.max_connections = 2;
         c.limits.handshake_timeout_ms = 60_000;
     });

@@ -378,6 +378,7 @@ fn a_proxy_header_goes_before_the_client_hello() {
     let pki = Pki::new("proxied");
     let gateway = tls_gateway(&pki, |c| {
         c.server.proxy_protocol = true;
+        c.server.proxy_protocol_peers = vec!["127.0.0.1".into()];
         c.limits.max_connections_per_ip = 1;
     });
     let addr = gateway.local_addr();

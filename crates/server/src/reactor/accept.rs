@@ -87,6 +87,8 @@ impl Reactor {
                     // client's address (the header; the forwarding headers at the upgrade), so the
                     // proxy's own address is never held to the per-address limit.
                     conn.proxy_pending = !admin && self.config.server.proxy_protocol;
+                    // A peer not allowed to send a PROXY header: nothing it says can be believed.
+                    let barred = conn.proxy_pending && !self.proxy_peers.contains(peer.ip());
                     let deferred = conn.proxy_pending || self.trusted_proxies.contains(peer.ip());
                     if let (Some(session), Phase::Http { io, .. }) = (session, &mut conn.phase) {
                         io.tls = Some(Box::new(TlsLayer::new(session)));
@@ -94,18 +96,24 @@ impl Reactor {
                     // The admin port is for operators and is not counted against clients' limits.
                     // A connection whose client address is not known yet counts in the total
                     // (`limits.max_connections`) now, under its address later.
-                    let refusal = match (admin, deferred) {
+                    let refusal = match (admin || barred, deferred) {
                         (true, _) => None,
                         (false, true) => self.admission.admit_total().err(),
                         (false, false) => self.admission.admit(peer.ip()).err(),
                     };
-                    conn.admitted = match (admin || refusal.is_some(), deferred) {
+                    conn.admitted = match (admin || barred || refusal.is_some(), deferred) {
                         (true, _) => Admitted::No,
                         (false, true) => Admitted::InTotal,
                         (false, false) => Admitted::UnderAddress,
                     };
                     entry.insert(conn);
                     self.turn.accepted += 1;
+                    if barred {
+                        tracing::debug!(reactor = self.id, %peer, "PROXY header refused: peer not in server.proxy_protocol_peers");
+                        self.turn.proxy_headers_refused += 1;
+                        self.remove(key, CloseReason::ProxyHeaderRefused);
+                        continue;
+                    }
                     if let Some(refusal) = refusal {
                         self.refuse(key, refusal);
                         continue;

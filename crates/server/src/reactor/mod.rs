@@ -208,6 +208,8 @@ pub struct Reactor {
     tls: Option<Arc<crate::tls::Tls>>,
     /// Proxies whose forwarding headers are believed (`server.trusted_proxies`).
     trusted_proxies: crate::forwarded::TrustedProxies,
+    /// Balancers allowed to send a PROXY header (`server.proxy_protocol_peers`).
+    proxy_peers: crate::forwarded::TrustedProxies,
     /// The header those proxies maintain (`server.forwarded_header`).
     forwarded_header: crate::forwarded::ForwardingHeader,
     /// Last pass over every connection's timers (handshake, keepalive, write deadline).
@@ -291,6 +293,8 @@ impl Reactor {
         let trusted_proxies =
             crate::forwarded::TrustedProxies::parse(&config.server.trusted_proxies).unwrap_or_default();
         let forwarded_header = config.server.forwarded_header;
+        let proxy_peers =
+            crate::forwarded::TrustedProxies::parse(&config.server.proxy_protocol_peers).unwrap_or_default();
         Ok(Self {
             id,
             poll,
@@ -335,6 +339,7 @@ impl Reactor {
             tls,
             trusted_proxies,
             forwarded_header,
+            proxy_peers,
             last_sweep: Instant::now(),
             writes: WriteCounts::default(),
             fanout_left: (MAX_FANOUT_PER_TURN, MAX_OFFERS_PER_TURN),
