@@ -239,6 +239,11 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         ("tickgate_subscriptions_refused_total", "Subscriptions refused for the per-connection maximum.", |c| {
             &c.subscriptions_refused
         }),
+        (
+            "tickgate_connections_refused_unanswered_total",
+            "Refused connections reset at once, unanswered: too many refused ones were being answered already.",
+            |c| &c.connections_refused_unanswered,
+        ),
         ("tickgate_connections_refused_total", "Connections refused by a connection limit (503 or 429).", |c| {
             &c.connections_refused
         }),

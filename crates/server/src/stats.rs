@@ -83,6 +83,9 @@ counters! {
         subscriptions_refused,
         /// Connections refused by a connection limit (503 or 429).
         connections_refused,
+        /// Of those, the ones reset at once, unanswered: too many refused connections were
+        /// already being answered.
+        connections_refused_unanswered,
         /// Pings sent to silent connections.
         pings_sent,
         /// Tokens refused, or not presented in time.

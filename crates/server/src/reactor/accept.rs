@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use mio::{Interest, Token};
 use tickgate_core::Frame;
 
-use super::{Backlog, MAX_ACCEPTS_PER_TURN, Reactor};
+use super::{Backlog, MAX_ACCEPTS_PER_TURN, REFUSED_ANSWERING_MAX, Reactor};
 use crate::admission::Refusal;
 use crate::connection::{Admitted, CloseReason, Connection, Phase};
 use crate::http;
@@ -136,8 +136,19 @@ impl Reactor {
         }
     }
 
-    /// Answers a connection a limit refused, and closes it.
+    /// Answers a connection a limit refused, and closes it; past [`REFUSED_ANSWERING_MAX`]
+    /// refused connections being answered, resets it at once instead.
     pub(super) fn refuse(&mut self, key: usize, refusal: Refusal) {
+        self.turn.connections_refused += 1;
+        if self.refused_answering >= REFUSED_ANSWERING_MAX {
+            if let Some(io) = self.conns.get_mut(key).and_then(|c| c.io()) {
+                // A linger of 0: the close sends RST and leaves no TIME_WAIT behind.
+                let _ = socket2::SockRef::from(&io.sock).set_linger(Some(std::time::Duration::ZERO));
+            }
+            self.turn.connections_refused_unanswered += 1;
+            self.remove(key, CloseReason::Refused);
+            return;
+        }
         let response = match refusal {
             Refusal::Full => http::response(
                 503,
@@ -150,7 +161,6 @@ impl Reactor {
                 "too many connections from your address (limits.max_connections_per_ip)\n",
             ),
         };
-        self.turn.connections_refused += 1;
         if let Some(i) = HTTP_STATUSES.iter().position(|&s| s == http::status_of(&response)) {
             self.stats.http_by_status[i].fetch_add(1, Ordering::Relaxed);
         }
@@ -158,5 +168,8 @@ impl Reactor {
             io.out.push_control(Frame::from_bytes(&response), self.now);
         }
         self.begin_close(key, None, CloseReason::Refused);
+        if self.conns.get(key).and_then(|c| c.closing.as_ref()).is_some_and(|c| c.reason == CloseReason::Refused) {
+            self.refused_answering += 1;
+        }
     }
 }
