@@ -185,6 +185,8 @@ pub enum TlsFailure {
     NotTls,
     /// rustls refused the handshake or a record (a TLS alert went out when it could).
     Protocol,
+    /// The client hung up in the middle of its handshake (a truncated ClientHello, then FIN).
+    Truncated,
 }
 
 /// One connection's TLS session.

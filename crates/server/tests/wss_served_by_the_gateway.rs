@@ -281,7 +281,14 @@ fn garbage_and_stalled_handshakes_are_cut_off_and_healthy_clients_stream_on() {
     binary.set_read_timeout(Some(PATIENCE)).unwrap();
     binary.write_all(&[0x00, 0x01, 0x02, 0x03]).unwrap();
     assert!(hung_up(&mut binary), "bytes that are not TLS are cut off");
-    eventually("both refusals counted", || total(&gateway, "tickgate_tls_failures_total") == 2.0);
+    // Half a ClientHello, then FIN: a failed handshake, not a client that merely vanished.
+    let mut truncated = TcpStream::connect(addr).unwrap();
+    truncated.set_read_timeout(Some(PATIENCE)).unwrap();
+    truncated.write_all(&hello[..hello.len() / 2]).unwrap();
+    truncated.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(hung_up(&mut truncated), "a ClientHello cut short by FIN is closed");
+    eventually("the three refusals counted", || total(&gateway, "tickgate_tls_failures_total") == 3.0);
+    assert_eq!(series(&gateway, "tickgate_connections_closed_total{reason=\"client_vanished\"}"), Some(0.0));
 
     // The stalled handshakes are cut off by the handshake deadline.
     for sock in &mut stalled {
