@@ -341,11 +341,24 @@ fn a_reload_takes_a_good_certificate_and_refuses_a_bad_one() {
         p.not_after = rcgen::date_time_ymd(2021, 1, 1);
     });
     let refused = gateway.reload_tls().expect("TLS is on");
-    assert!(matches!(refused, Err(CertError::Expired { .. })), "{refused:?}");
+    assert!(matches!(refused, Err(CertError::Expired { position: 1, .. })), "{refused:?}");
+    assert_eq!(presented(), second);
+
+    // A good server certificate followed by an expired intermediate: refused too.
+    pki.issue(|_| {});
+    let mut expired = CertificateParams::new(vec!["old intermediate".to_string()]).unwrap();
+    expired.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    expired.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let expired = expired.self_signed(&KeyPair::generate().unwrap()).unwrap();
+    let mut chain = std::fs::read_to_string(&pki.chain).unwrap();
+    chain.push_str(&expired.pem());
+    std::fs::write(&pki.chain, chain).unwrap();
+    let refused = gateway.reload_tls().expect("TLS is on");
+    assert!(matches!(refused, Err(CertError::Expired { position: 3, .. })), "{refused:?}");
     assert_eq!(presented(), second);
 
     assert_eq!(series(&gateway, "tickgate_tls_reloads_total{result=\"ok\"}"), Some(1.0));
-    assert_eq!(series(&gateway, "tickgate_tls_reloads_total{result=\"failed\"}"), Some(2.0));
+    assert_eq!(series(&gateway, "tickgate_tls_reloads_total{result=\"failed\"}"), Some(3.0));
     for _ in 0..20 {
         assert_eq!(recv(&mut open)["symbol"], symbol, "still streaming after the failed reloads");
     }
