@@ -118,6 +118,8 @@ export async function startScriptedGateway({ universe, snapshot, port = 0, welco
     snapshot,
     welcome,
     refuseSubscribes: 0,
+    /** A status (403, 429, 503) every upgrade is refused with before it opens; 0: accepted. */
+    refuseUpgrades: 0,
     resume: null,
     deflate,
     /** The newest client still connected. */
@@ -178,6 +180,10 @@ export async function startScriptedGateway({ universe, snapshot, port = 0, welco
   server.on('upgrade', (req, socket) => {
     if (req.url !== '/ws') {
       socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    if (scripted.refuseUpgrades) {
+      socket.end(`HTTP/1.1 ${scripted.refuseUpgrades} Refused\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       return;
     }
     const accept = crypto.createHash('sha1').update(req.headers['sec-websocket-key'] + GUID).digest('base64');

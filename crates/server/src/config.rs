@@ -691,9 +691,15 @@ pub struct ServerConfig {
     /// balancer, whose client address then stands for the connection (limits, logs); one without
     /// a valid header is closed. Only for a port nothing but the balancer can reach.
     pub proxy_protocol: bool,
+    /// Addresses (CIDRs) of the balancers allowed to send that header; a connection from
+    /// anywhere else is closed unanswered. Required with `proxy_protocol`.
+    pub proxy_protocol_peers: Vec<String>,
     /// Addresses (CIDRs) of HTTP proxies whose `Forwarded` / `X-Forwarded-For` headers name the
     /// client of an upgrade (limits, logs); from anyone else those headers are ignored.
     pub trusted_proxies: Vec<String>,
+    /// The one forwarding header the trusted proxies maintain, the only one read from them:
+    /// `"x-forwarded-for"` or `"forwarded"` (RFC 7239).
+    pub forwarded_header: crate::forwarded::ForwardingHeader,
 }
 
 impl Default for ServerConfig {
@@ -711,7 +717,9 @@ impl Default for ServerConfig {
             write_hold_max_us: 0,
             share_port: false,
             proxy_protocol: false,
+            proxy_protocol_peers: Vec::new(),
             trusted_proxies: Vec::new(),
+            forwarded_header: crate::forwarded::ForwardingHeader::default(),
         }
     }
 }
@@ -969,6 +977,14 @@ impl Config {
         self.tls.validate(s.admin_listen)?;
         crate::forwarded::TrustedProxies::parse(&s.trusted_proxies)
             .map_err(|reason| invalid("server.trusted_proxies", reason))?;
+        let proxy_peers = crate::forwarded::TrustedProxies::parse(&s.proxy_protocol_peers)
+            .map_err(|reason| invalid("server.proxy_protocol_peers", reason))?;
+        if s.proxy_protocol && proxy_peers.is_empty() {
+            return Err(invalid(
+                "server.proxy_protocol_peers",
+                "must list the balancers (CIDRs) allowed to send a PROXY header when server.proxy_protocol is on",
+            ));
+        }
         if s.reactors > 1024 {
             return Err(invalid(
                 "server.reactors",

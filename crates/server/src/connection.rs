@@ -128,6 +128,11 @@ impl ConnIo {
                 }
             }
             if tls.session.read_tls(&mut self.sock)? == 0 {
+                if tls.session.is_handshaking() {
+                    // A handshake begun (a first byte came) and cut short by the client's FIN.
+                    tls.failure = Some(TlsFailure::Truncated);
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "TLS handshake cut short"));
+                }
                 return Ok(0);
             }
             if let Err(e) = tls.session.process_new_packets() {

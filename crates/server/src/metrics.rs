@@ -244,6 +244,11 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         ("tickgate_subscriptions_refused_total", "Subscriptions refused for the per-connection maximum.", |c| {
             &c.subscriptions_refused
         }),
+        (
+            "tickgate_connections_refused_unanswered_total",
+            "Refused connections reset at once, unanswered: too many refused ones were being answered already.",
+            |c| &c.connections_refused_unanswered,
+        ),
         ("tickgate_connections_refused_total", "Connections refused by a connection limit (503 or 429).", |c| {
             &c.connections_refused
         }),
@@ -267,6 +272,11 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
             "tickgate_forwarded_addresses_total",
             "Upgrades whose client address came from a trusted proxy's Forwarded or X-Forwarded-For.",
             |c| &c.forwarded_addresses,
+        ),
+        (
+            "tickgate_forwarded_unusable_total",
+            "Upgrades from a trusted proxy whose forwarding header had a hop it wrote that is not an address.",
+            |c| &c.forwarded_unusable,
         ),
         ("tickgate_tls_on_plain_port_total", "TLS ClientHellos on a plain port (answered with an alert).", |c| {
             &c.tls_on_plain_port

@@ -86,6 +86,9 @@ counters! {
         subscriptions_refused,
         /// Connections refused by a connection limit (503 or 429).
         connections_refused,
+        /// Of those, the ones reset at once, unanswered: too many refused connections were
+        /// already being answered.
+        connections_refused_unanswered,
         /// Pings sent to silent connections.
         pings_sent,
         /// Tokens refused, or not presented in time.
@@ -107,6 +110,9 @@ counters! {
         proxy_headers_refused,
         /// Upgrades whose client address came from a trusted proxy's forwarding headers.
         forwarded_addresses,
+        /// Upgrades from a trusted proxy whose forwarding header held a hop, right of the
+        /// client, that is not an address (the nearest trusted hop stood in).
+        forwarded_unusable,
         /// Resumes answered with every event after the client's seq (none when it was current).
         resumes_whole,
         /// Resumes answered with a gap "history" and a snapshot (the history did not reach back).

@@ -36,12 +36,18 @@ pub enum CertError {
     Key { path: PathBuf, reason: String },
     #[error("the private key {key} does not belong to the certificate {cert}: {reason}")]
     KeyMismatch { cert: PathBuf, key: PathBuf, reason: String },
-    #[error("the certificate {path} is not a readable X.509 certificate: {reason}")]
-    Malformed { path: PathBuf, reason: &'static str },
-    #[error("the certificate {path} expired (not after {not_after} s since 1970)")]
-    Expired { path: PathBuf, not_after: i64 },
-    #[error("the certificate {path} is not valid yet (not before {not_before} s since 1970)")]
-    NotYetValid { path: PathBuf, not_before: i64 },
+    #[error(
+        "certificate {position} of the chain {path} (1: the server's own) is not a readable X.509 certificate: {reason}"
+    )]
+    Malformed { path: PathBuf, position: usize, reason: &'static str },
+    #[error(
+        "certificate {position} of the chain {path} (1: the server's own) expired (not after {not_after} s since 1970)"
+    )]
+    Expired { path: PathBuf, position: usize, not_after: i64 },
+    #[error(
+        "certificate {position} of the chain {path} (1: the server's own) is not valid yet (not before {not_before} s since 1970)"
+    )]
+    NotYetValid { path: PathBuf, position: usize, not_before: i64 },
     #[error("cannot build the TLS configuration: {0}")]
     Config(#[from] rustls::Error),
 }
@@ -67,14 +73,21 @@ pub fn load_certificate(
         .map_err(|e| chain_err(e.to_string()))?
         .collect::<Result<_, _>>()
         .map_err(|e| chain_err(e.to_string()))?;
-    let Some(leaf) = chain.first() else { return Err(CertError::NoCertificate { path: paths.chain.clone() }) };
-    let (not_before, not_after) =
-        validity(leaf).map_err(|reason| CertError::Malformed { path: paths.chain.clone(), reason })?;
-    if now_secs > not_after {
-        return Err(CertError::Expired { path: paths.chain.clone(), not_after });
+    if chain.is_empty() {
+        return Err(CertError::NoCertificate { path: paths.chain.clone() });
     }
-    if now_secs < not_before {
-        return Err(CertError::NotYetValid { path: paths.chain.clone(), not_before });
+    // Every certificate of the chain, intermediates too: clients refuse a chain with any one
+    // of them out of its validity.
+    for (i, certificate) in chain.iter().enumerate() {
+        let (path, position) = (paths.chain.clone(), i + 1);
+        let (not_before, not_after) =
+            validity(certificate).map_err(|reason| CertError::Malformed { path: path.clone(), position, reason })?;
+        if now_secs > not_after {
+            return Err(CertError::Expired { path, position, not_after });
+        }
+        if now_secs < not_before {
+            return Err(CertError::NotYetValid { path, position, not_before });
+        }
     }
     let key = PrivateKeyDer::from_pem_file(&paths.key)
         .map_err(|e| CertError::Key { path: paths.key.clone(), reason: e.to_string() })?;
@@ -121,7 +134,7 @@ pub struct Tls {
     /// Reloads that took the new certificate, and those that kept the old one.
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
-    /// Seconds since 1970 after which the certificate served now expires.
+    /// Seconds since 1970 after which the chain served now expires (its earliest certificate).
     pub not_after: AtomicU64,
 }
 
@@ -172,8 +185,10 @@ impl Tls {
     }
 }
 
+/// When the chain served stops being valid: the earliest expiry of its certificates.
 fn not_after_of(certified: &CertifiedKey) -> u64 {
-    certified.end_entity_cert().ok().and_then(|c| validity(c).ok()).map_or(0, |(_, after)| after.max(0) as u64)
+    let expiries = certified.cert.iter().map(|c| validity(c).map_or(0, |(_, after)| after.max(0) as u64));
+    expiries.min().unwrap_or(0)
 }
 
 /// What went wrong with a connection's TLS, kept by its layer for the reactor to answer.
@@ -185,6 +200,8 @@ pub enum TlsFailure {
     NotTls,
     /// rustls refused the handshake or a record (a TLS alert went out when it could).
     Protocol,
+    /// The client hung up in the middle of its handshake (a truncated ClientHello, then FIN).
+    Truncated,
 }
 
 /// One connection's TLS session.

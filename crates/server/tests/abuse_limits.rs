@@ -1,8 +1,9 @@
 //! Each abuse case gets its answer, and a healthy client on the same reactor keeps receiving
 //! with no gap.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -142,6 +143,44 @@ fn connection_limits_answer_503_and_429() {
     drop(_held);
     eventually("the address may connect again once its connections are gone", || {
         http_request(gateway.local_addr(), "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 400")
+    });
+}
+
+#[test]
+fn refused_connections_past_a_small_budget_are_reset_unanswered() {
+    // Refused connections linger (for their 503 to leave) up to close_linger_ms: a flood of
+    // silent connects must not hold sockets without bound.
+    let gateway = start_gateway(|c| {
+        one_reactor(c);
+        c.limits.max_connections = 1;
+        c.limits.close_linger_ms = 60_000;
+    });
+    let addr = gateway.local_addr();
+    let counters = &gateway.stats().reactors[0].counters;
+    let _held = TestClient::connect(addr);
+    // 64 refused connections are held while their answer goes out (they never close).
+    let answered: Vec<TcpStream> = (0..64).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    eventually("64 refused", || counters.connections_refused.load(Ordering::Relaxed) == 64);
+    let mut first = answered[0].try_clone().unwrap();
+    first.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut status = [0u8; 12];
+    first.read_exact(&mut status).unwrap();
+    assert_eq!(&status, b"HTTP/1.1 503");
+    // The next is reset at once, unanswered, well before the linger would end.
+    let started = Instant::now();
+    let mut over = TcpStream::connect(addr).unwrap();
+    over.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = Vec::new();
+    let _ = over.read_to_end(&mut answer);
+    assert!(answer.is_empty(), "unanswered: {:?}", String::from_utf8_lossy(&answer));
+    assert!(started.elapsed() < Duration::from_secs(5), "closed at once");
+    eventually("counted", || counters.connections_refused_unanswered.load(Ordering::Relaxed) == 1);
+    assert_eq!(counters.connections_refused.load(Ordering::Relaxed), 65);
+    // Once the answered ones go, the budget is back.
+    drop(answered);
+    drop(first);
+    eventually("the budget comes back", || {
+        http_request(addr, "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 503")
     });
 }
 

@@ -15,6 +15,7 @@ use tickgate_testkit::{PATIENCE, eventually, metric, start_gateway};
 fn balancer_gateway() -> Gateway {
     start_gateway(|c| {
         c.server.proxy_protocol = true;
+        c.server.proxy_protocol_peers = vec!["127.0.0.0/8".into()];
         c.server.admin_listen = Some("127.0.0.1:0".parse().unwrap());
         c.limits.max_connections_per_ip = 1;
     })
@@ -90,11 +91,18 @@ fn a_missing_or_malformed_header_is_refused_and_counted() {
 
 /// A WebSocket upgrade with `X-Forwarded-For: xff`; the status of a refusal.
 fn upgrade_forwarded_for(addr: SocketAddr, xff: &str) -> Result<tungstenite::WebSocket<TcpStream>, u16> {
+    upgrade_with(addr, &[("X-Forwarded-For", xff)])
+}
+
+/// A WebSocket upgrade with these extra headers; the status of a refusal.
+fn upgrade_with(addr: SocketAddr, headers: &[(&'static str, &str)]) -> Result<tungstenite::WebSocket<TcpStream>, u16> {
     use tungstenite::client::IntoClientRequest;
     let sock = TcpStream::connect(addr).unwrap();
     sock.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
-    request.headers_mut().insert("X-Forwarded-For", xff.parse().unwrap());
+    for &(name, value) in headers {
+        request.headers_mut().append(name, value.parse().unwrap());
+    }
     match tungstenite::client(request, sock) {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
@@ -132,9 +140,89 @@ fn forwarded_for_from_a_trusted_proxy_names_the_client_and_is_ignored_from_other
 }
 
 #[test]
+fn a_proxy_header_from_a_peer_not_allowed_to_send_one_is_refused() {
+    // Only 10.0.0.0/8 may send PROXY headers; this test connects from 127.0.0.1.
+    let gateway = start_gateway(|c| {
+        c.server.proxy_protocol = true;
+        c.server.proxy_protocol_peers = vec!["10.0.0.0/8".into()];
+        c.server.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let addr = gateway.local_addr();
+    for header in [v1("203.0.113.7"), v2([203, 0, 113, 8])] {
+        let mut sock = TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(PATIENCE)).unwrap();
+        let _ = sock.write_all(&header);
+        let mut answer = Vec::new();
+        let _ = sock.read_to_end(&mut answer);
+        assert!(answer.is_empty(), "closed without an answer: {:?}", String::from_utf8_lossy(&answer));
+    }
+    eventually("refusals counted", || total(&gateway, "tickgate_proxy_headers_refused_total") == 2.0);
+    assert_eq!(total(&gateway, "tickgate_proxy_headers_total"), 0.0, "no header believed");
+    let closed =
+        metric(gateway.admin_addr().unwrap(), "tickgate_connections_closed_total{reason=\"proxy_header_refused\"}");
+    assert_eq!(closed, Some(2.0));
+    // Without the list, a PROXY listener does not start.
+    let mut config = tickgate_server::Config::default();
+    config.server.proxy_protocol = true;
+    let error = config.validate().expect_err("proxy_protocol without proxy_protocol_peers");
+    assert!(error.to_string().contains("server.proxy_protocol_peers"), "{error}");
+}
+
+#[test]
+fn junk_a_client_writes_left_of_its_address_does_not_unmask_it() {
+    // 127.0.0.1 plays the trusted proxy relaying one client, 203.0.113.9, at its limit.
+    let gateway = start_gateway(|c| {
+        c.server.trusted_proxies = vec!["127.0.0.0/8".into()];
+        c.server.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.limits.max_connections_per_ip = 2;
+    });
+    let addr = gateway.local_addr();
+    let _held: Vec<_> = (0..2).map(|_| upgrade_forwarded_for(addr, "203.0.113.9").expect("under the limit")).collect();
+    for junk in ["junk", "[::1", "_hidden", "1.2.3.4:99999"] {
+        let header = format!("{junk}, 203.0.113.9");
+        assert_eq!(upgrade_forwarded_for(addr, &header).err(), Some(429), "{header}: still the same client");
+    }
+    assert_eq!(upgrade_forwarded_for(addr, "198.51.100.1:4711, 203.0.113.9:80").err(), Some(429), "ports");
+    assert_eq!(total(&gateway, "tickgate_forwarded_unusable_total"), 0.0);
+    // A hop the trusted proxy wrote that is no address: the proxy (the peer) stands, counted.
+    let _proxy_own = upgrade_forwarded_for(addr, "203.0.113.9, junk").expect("under the proxy's address");
+    eventually("counted", || total(&gateway, "tickgate_forwarded_unusable_total") == 1.0);
+    let _other = upgrade_forwarded_for(addr, "[2001:db8::7]:443").expect("another client, bracketed");
+}
+
+#[test]
+fn only_the_header_the_proxies_maintain_is_read() {
+    let limited = |header: Option<&str>| {
+        start_gateway(move |c| {
+            c.server.trusted_proxies = vec!["127.0.0.0/8".into()];
+            if let Some(header) = header {
+                c.server.forwarded_header = toml::Value::String(header.into()).try_into().unwrap();
+            }
+            c.limits.max_connections_per_ip = 1;
+        })
+    };
+    // The default: X-Forwarded-For; a client's own Forwarded, passed through, is ignored.
+    let xff = limited(None);
+    let _a = upgrade_with(xff.local_addr(), &[("Forwarded", "for=198.51.100.1"), ("X-Forwarded-For", "203.0.113.9")])
+        .expect("first");
+    let refused =
+        upgrade_with(xff.local_addr(), &[("Forwarded", "for=198.51.100.2"), ("X-Forwarded-For", "203.0.113.9")]);
+    assert_eq!(refused.err(), Some(429), "the Forwarded a client wrote picks no address");
+    // Proxies that maintain Forwarded: X-Forwarded-For is the client's to write, and ignored.
+    let fwd = limited(Some("forwarded"));
+    let _b = upgrade_with(fwd.local_addr(), &[("Forwarded", "for=203.0.113.9"), ("X-Forwarded-For", "198.51.100.1")])
+        .expect("first");
+    let refused =
+        upgrade_with(fwd.local_addr(), &[("Forwarded", "for=203.0.113.9"), ("X-Forwarded-For", "198.51.100.2")]);
+    assert_eq!(refused.err(), Some(429));
+    let _c = upgrade_with(fwd.local_addr(), &[("Forwarded", "for=\"[2001:db8::1]:4711\"")]).expect("another client");
+}
+
+#[test]
 fn connections_waiting_for_their_header_count_against_max_connections() {
     let gateway = start_gateway(|c| {
         c.server.proxy_protocol = true;
+        c.server.proxy_protocol_peers = vec!["127.0.0.1".into()];
         c.limits.max_connections = 2;
         c.limits.handshake_timeout_ms = 60_000;
     });

@@ -281,7 +281,14 @@ fn garbage_and_stalled_handshakes_are_cut_off_and_healthy_clients_stream_on() {
     binary.set_read_timeout(Some(PATIENCE)).unwrap();
     binary.write_all(&[0x00, 0x01, 0x02, 0x03]).unwrap();
     assert!(hung_up(&mut binary), "bytes that are not TLS are cut off");
-    eventually("both refusals counted", || total(&gateway, "tickgate_tls_failures_total") == 2.0);
+    // Half a ClientHello, then FIN: a failed handshake, not a client that merely vanished.
+    let mut truncated = TcpStream::connect(addr).unwrap();
+    truncated.set_read_timeout(Some(PATIENCE)).unwrap();
+    truncated.write_all(&hello[..hello.len() / 2]).unwrap();
+    truncated.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(hung_up(&mut truncated), "a ClientHello cut short by FIN is closed");
+    eventually("the three refusals counted", || total(&gateway, "tickgate_tls_failures_total") == 3.0);
+    assert_eq!(series(&gateway, "tickgate_connections_closed_total{reason=\"client_vanished\"}"), Some(0.0));
 
     // The stalled handshakes are cut off by the handshake deadline.
     for sock in &mut stalled {
@@ -334,11 +341,24 @@ fn a_reload_takes_a_good_certificate_and_refuses_a_bad_one() {
         p.not_after = rcgen::date_time_ymd(2021, 1, 1);
     });
     let refused = gateway.reload_tls().expect("TLS is on");
-    assert!(matches!(refused, Err(CertError::Expired { .. })), "{refused:?}");
+    assert!(matches!(refused, Err(CertError::Expired { position: 1, .. })), "{refused:?}");
+    assert_eq!(presented(), second);
+
+    // A good server certificate followed by an expired intermediate: refused too.
+    pki.issue(|_| {});
+    let mut expired = CertificateParams::new(vec!["old intermediate".to_string()]).unwrap();
+    expired.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    expired.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let expired = expired.self_signed(&KeyPair::generate().unwrap()).unwrap();
+    let mut chain = std::fs::read_to_string(&pki.chain).unwrap();
+    chain.push_str(&expired.pem());
+    std::fs::write(&pki.chain, chain).unwrap();
+    let refused = gateway.reload_tls().expect("TLS is on");
+    assert!(matches!(refused, Err(CertError::Expired { position: 3, .. })), "{refused:?}");
     assert_eq!(presented(), second);
 
     assert_eq!(series(&gateway, "tickgate_tls_reloads_total{result=\"ok\"}"), Some(1.0));
-    assert_eq!(series(&gateway, "tickgate_tls_reloads_total{result=\"failed\"}"), Some(2.0));
+    assert_eq!(series(&gateway, "tickgate_tls_reloads_total{result=\"failed\"}"), Some(3.0));
     for _ in 0..20 {
         assert_eq!(recv(&mut open)["symbol"], symbol, "still streaming after the failed reloads");
     }
@@ -378,6 +398,7 @@ fn a_proxy_header_goes_before_the_client_hello() {
     let pki = Pki::new("proxied");
     let gateway = tls_gateway(&pki, |c| {
         c.server.proxy_protocol = true;
+        c.server.proxy_protocol_peers = vec!["127.0.0.1".into()];
         c.limits.max_connections_per_ip = 1;
     });
     let addr = gateway.local_addr();

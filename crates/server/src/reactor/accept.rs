@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use mio::{Interest, Token};
 use tickgate_core::Frame;
 
-use super::{Backlog, MAX_ACCEPTS_PER_TURN, Reactor};
+use super::{Backlog, MAX_ACCEPTS_PER_TURN, REFUSED_ANSWERING_MAX, Reactor};
 use crate::admission::Refusal;
 use crate::connection::{Admitted, CloseReason, Connection, Phase};
 use crate::http;
@@ -87,6 +87,8 @@ impl Reactor {
                     // client's address (the header; the forwarding headers at the upgrade), so the
                     // proxy's own address is never held to the per-address limit.
                     conn.proxy_pending = !admin && self.config.server.proxy_protocol;
+                    // A peer not allowed to send a PROXY header: nothing it says can be believed.
+                    let barred = conn.proxy_pending && !self.proxy_peers.contains(peer.ip());
                     let deferred = conn.proxy_pending || self.trusted_proxies.contains(peer.ip());
                     if let (Some(session), Phase::Http { io, .. }) = (session, &mut conn.phase) {
                         io.tls = Some(Box::new(TlsLayer::new(session)));
@@ -94,18 +96,24 @@ impl Reactor {
                     // The admin port is for operators and is not counted against clients' limits.
                     // A connection whose client address is not known yet counts in the total
                     // (`limits.max_connections`) now, under its address later.
-                    let refusal = match (admin, deferred) {
+                    let refusal = match (admin || barred, deferred) {
                         (true, _) => None,
                         (false, true) => self.admission.admit_total().err(),
                         (false, false) => self.admission.admit(peer.ip()).err(),
                     };
-                    conn.admitted = match (admin || refusal.is_some(), deferred) {
+                    conn.admitted = match (admin || barred || refusal.is_some(), deferred) {
                         (true, _) => Admitted::No,
                         (false, true) => Admitted::InTotal,
                         (false, false) => Admitted::UnderAddress,
                     };
                     entry.insert(conn);
                     self.turn.accepted += 1;
+                    if barred {
+                        tracing::debug!(reactor = self.id, %peer, "PROXY header refused: peer not in server.proxy_protocol_peers");
+                        self.turn.proxy_headers_refused += 1;
+                        self.remove(key, CloseReason::ProxyHeaderRefused);
+                        continue;
+                    }
                     if let Some(refusal) = refusal {
                         self.refuse(key, refusal);
                         continue;
@@ -128,8 +136,19 @@ impl Reactor {
         }
     }
 
-    /// Answers a connection a limit refused, and closes it.
+    /// Answers a connection a limit refused, and closes it; past [`REFUSED_ANSWERING_MAX`]
+    /// refused connections being answered, resets it at once instead.
     pub(super) fn refuse(&mut self, key: usize, refusal: Refusal) {
+        self.turn.connections_refused += 1;
+        if self.refused_answering >= REFUSED_ANSWERING_MAX {
+            if let Some(io) = self.conns.get_mut(key).and_then(|c| c.io()) {
+                // A linger of 0: the close sends RST and leaves no TIME_WAIT behind.
+                let _ = socket2::SockRef::from(&io.sock).set_linger(Some(std::time::Duration::ZERO));
+            }
+            self.turn.connections_refused_unanswered += 1;
+            self.remove(key, CloseReason::Refused);
+            return;
+        }
         let response = match refusal {
             Refusal::Full => http::response(
                 503,
@@ -142,7 +161,6 @@ impl Reactor {
                 "too many connections from your address (limits.max_connections_per_ip)\n",
             ),
         };
-        self.turn.connections_refused += 1;
         if let Some(i) = HTTP_STATUSES.iter().position(|&s| s == http::status_of(&response)) {
             self.stats.http_by_status[i].fetch_add(1, Ordering::Relaxed);
         }
@@ -150,5 +168,8 @@ impl Reactor {
             io.out.push_control(Frame::from_bytes(&response), self.now);
         }
         self.begin_close(key, None, CloseReason::Refused);
+        if self.conns.get(key).and_then(|c| c.closing.as_ref()).is_some_and(|c| c.reason == CloseReason::Refused) {
+            self.refused_answering += 1;
+        }
     }
 }

@@ -86,6 +86,9 @@ impl Reactor {
         }
         self.replays.forget_connection(key as ConnKey);
         let reason = conn.closing.as_ref().map_or(reason, |c| c.reason);
+        if conn.closing.is_some() && reason == CloseReason::Refused {
+            self.refused_answering = self.refused_answering.saturating_sub(1);
+        }
         if let Some(io) = conn.io() {
             let _ = self.poll.registry().deregister(&mut io.sock);
         }

@@ -102,6 +102,11 @@ const IDLE_POLL: Duration = Duration::from_millis(100);
 const REPLAY_POLL: Duration = Duration::from_millis(5);
 /// Bytes read from a socket per `read` while in the HTTP phase or draining.
 const READ_CHUNK: usize = 2048;
+/// Refused connections a reactor holds open at once while their 503/429 goes out (within
+/// `limits.close_linger_ms`, after a TLS handshake on a TLS port); past this, a refused
+/// connection is reset at once, unanswered, so a flood of connections cannot hold more
+/// sockets than `limits.max_connections` plus this.
+const REFUSED_ANSWERING_MAX: usize = 64;
 /// Most connections accepted from one listener per turn, so a connect storm does not starve
 /// the rest of the loop; the rest are accepted next turn.
 const MAX_ACCEPTS_PER_TURN: usize = 256;
@@ -208,6 +213,13 @@ pub struct Reactor {
     tls: Option<Arc<crate::tls::Tls>>,
     /// Proxies whose forwarding headers are believed (`server.trusted_proxies`).
     trusted_proxies: crate::forwarded::TrustedProxies,
+    /// Balancers allowed to send a PROXY header (`server.proxy_protocol_peers`).
+    proxy_peers: crate::forwarded::TrustedProxies,
+    /// The header those proxies maintain (`server.forwarded_header`).
+    forwarded_header: crate::forwarded::ForwardingHeader,
+    /// Refused connections held open while their answer goes out (at most
+    /// [`REFUSED_ANSWERING_MAX`]).
+    refused_answering: usize,
     /// Last pass over every connection's timers (handshake, keepalive, write deadline).
     last_sweep: Instant,
     /// This turn's writes.
@@ -288,6 +300,9 @@ impl Reactor {
         // Validated with the configuration.
         let trusted_proxies =
             crate::forwarded::TrustedProxies::parse(&config.server.trusted_proxies).unwrap_or_default();
+        let forwarded_header = config.server.forwarded_header;
+        let proxy_peers =
+            crate::forwarded::TrustedProxies::parse(&config.server.proxy_protocol_peers).unwrap_or_default();
         Ok(Self {
             id,
             poll,
@@ -331,6 +346,9 @@ impl Reactor {
             authenticator,
             tls,
             trusted_proxies,
+            forwarded_header,
+            refused_answering: 0,
+            proxy_peers,
             last_sweep: Instant::now(),
             writes: WriteCounts::default(),
             fanout_left: (MAX_FANOUT_PER_TURN, MAX_OFFERS_PER_TURN),

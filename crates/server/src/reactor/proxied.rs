@@ -12,7 +12,7 @@ use std::io;
 
 use super::Reactor;
 use crate::connection::{Admitted, CloseReason, Phase};
-use crate::forwarded;
+use crate::forwarded::{self, ClientAddress};
 use crate::proxy_protocol::{self, Parsed, ProxyHeader, V2_MAX};
 
 impl Reactor {
@@ -82,9 +82,20 @@ impl Reactor {
         if let Phase::Http { head, .. } = &conn.phase {
             let mut headers = [httparse::EMPTY_HEADER; 64];
             let mut request = httparse::Request::new(&mut headers);
-            let client = match request.parse(head) {
-                Ok(httparse::Status::Complete(_)) => forwarded::client_address(request.headers, &self.trusted_proxies),
-                _ => None,
+            let read = match request.parse(head) {
+                Ok(httparse::Status::Complete(_)) => {
+                    forwarded::client_address(request.headers, self.forwarded_header, &self.trusted_proxies)
+                }
+                _ => ClientAddress::NotForwarded,
+            };
+            let client = match read {
+                ClientAddress::NotForwarded => None,
+                ClientAddress::Client(client) => Some(client),
+                ClientAddress::Unusable { nearest_trusted } => {
+                    tracing::debug!(reactor = self.id, peer = %conn.peer, "forwarding header names no client address");
+                    self.turn.forwarded_unusable += 1;
+                    nearest_trusted
+                }
             };
             if let Some(client) = client {
                 // The headers carry no port worth keeping: 0 says so in the logs.

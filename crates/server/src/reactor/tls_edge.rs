@@ -30,7 +30,7 @@ impl Reactor {
                 self.begin_close(key, None, CloseReason::TlsFailed);
                 true
             }
-            Some(TlsFailure::NotTls | TlsFailure::Protocol) => {
+            Some(TlsFailure::NotTls | TlsFailure::Protocol | TlsFailure::Truncated) => {
                 // rustls's alert, if any, went out with the failure.
                 self.turn.tls_failures += 1;
                 self.remove(key, CloseReason::TlsFailed);
