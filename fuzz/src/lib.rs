@@ -6,6 +6,7 @@
 //! regressions through exactly the same checks: see `tests/replay.rs` and README.md.
 
 pub mod command;
+pub mod deflate;
 pub mod exchange;
 pub mod http;
 pub mod normalize;

@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 
+use crate::deflate::{Inflater, WireFigures};
 use crate::scan::scan;
 use crate::tracker::SeqTracker;
 use crate::wsframe::{parse_frame, write_client_frame};
@@ -90,6 +91,17 @@ pub struct Reader<'u> {
     pub stamped_ahead: u64,
     pub errors: BTreeMap<String, u64>,
     pub policy: Option<String>,
+    /// With `--deflate`: inflates what arrives compressed.
+    pub inflater: Option<Inflater>,
+    /// Event frames of the window as they came on the wire.
+    pub wire: WireFigures,
+}
+
+/// Where a text message's payload is: in the read buffer, or inflated.
+#[derive(Debug, Clone, Copy)]
+enum Payload {
+    Read(usize, usize),
+    Inflated,
 }
 
 impl<'u> Reader<'u> {
@@ -106,6 +118,8 @@ impl<'u> Reader<'u> {
             stamped_ahead: 0,
             errors: BTreeMap::new(),
             policy: None,
+            inflater: None,
+            wire: WireFigures::default(),
         }
     }
 
@@ -187,6 +201,7 @@ impl<'u> Reader<'u> {
                 }
             }
             while c.state == State::Open {
+                let frame_start = at;
                 let frame = match parse_frame(&self.buf[..end], at) {
                     Ok(Some(frame)) => frame,
                     Ok(None) => break,
@@ -198,9 +213,20 @@ impl<'u> Reader<'u> {
                 };
                 at = frame.next;
                 let (from, to) = frame.payload;
+                let wire_bytes = (frame.next - frame_start) as u64;
                 match frame.opcode {
                     1 => {
-                        let timed = self.on_text(c, from, to, received_ns, in_window);
+                        let payload = if !frame.rsv1 {
+                            Payload::Read(from, to)
+                        } else if self.inflater.as_mut().is_some_and(|i| i.inflate(&self.buf[from..to])) {
+                            Payload::Inflated
+                        } else {
+                            // Compressed without --deflate, or not valid deflate.
+                            self.unreadable += 1;
+                            continue;
+                        };
+                        let wire = (wire_bytes, frame.rsv1);
+                        let timed = self.on_text(c, payload, wire, received_ns, in_window);
                         if let Some(latency_ns) = timed {
                             let _ = self.latency.record(latency_ns.max(1_000));
                         }
@@ -228,8 +254,20 @@ impl<'u> Reader<'u> {
     }
 
     /// One text message; returns its latency when it is an event timed in the window.
-    fn on_text(&mut self, c: &mut Client, from: usize, to: usize, received_ns: u64, in_window: bool) -> Option<u64> {
-        let f = scan(&self.buf[from..to]);
+    fn on_text(
+        &mut self,
+        c: &mut Client,
+        payload: Payload,
+        (wire_bytes, compressed): (u64, bool),
+        received_ns: u64,
+        in_window: bool,
+    ) -> Option<u64> {
+        let bytes: &[u8] = match (payload, &self.inflater) {
+            (Payload::Read(from, to), _) => &self.buf[from..to],
+            (Payload::Inflated, Some(inflater)) => &inflater.out,
+            (Payload::Inflated, None) => &[],
+        };
+        let f = scan(bytes);
         if f.malformed {
             self.unreadable += 1;
             return None;
@@ -240,6 +278,9 @@ impl<'u> Reader<'u> {
             b"trade" | b"quote" => {
                 if counted {
                     c.delivered += 1;
+                    self.wire.event_frames += 1;
+                    self.wire.event_wire_bytes += wire_bytes;
+                    self.wire.compressed_events += u64::from(compressed);
                 }
                 match (symbol, f.seq) {
                     (Some(s), Some(seq)) => {

@@ -2,6 +2,7 @@
 //! sequence accounting, the verdict) and the reports, for the binary and its tests.
 
 pub mod conn;
+pub mod deflate;
 pub mod metrics;
 pub mod procfs;
 pub mod progress;

@@ -16,6 +16,7 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::conn::{Client, Reader, State};
+use crate::deflate::WireFigures;
 use crate::procfs::{self, ProcSample};
 use crate::tracker::{SeqCounts, SeqTracker};
 use crate::wsframe::write_client_frame;
@@ -58,6 +59,11 @@ pub struct RunParams {
     /// After the window: how long every subscription has to catch up with the last seq
     /// published in the window, and how long the stalled clients are read to learn their fate.
     pub drain: Duration,
+    /// Offer permessage-deflate and inflate what comes compressed (see [`crate::deflate`]).
+    pub deflate: bool,
+    /// After the window, probe the wire size of a snapshot and a symbol list with one more
+    /// connection (see [`crate::deflate::probe`]).
+    pub wire_probe: bool,
 }
 
 /// Latency percentiles in microseconds.
@@ -180,6 +186,8 @@ pub struct RunResult {
     /// Load generator CPU over the window as a share of one core (near 1.0: saturated).
     pub loadtest_core_share: f64,
     pub tcp_socket_memory: Option<u64>,
+    /// Bytes on the wire per event, a snapshot and a symbol list, and the inflating done here.
+    pub wire: WireFigures,
 }
 
 /// A tiny deterministic generator for picking symbols.
@@ -321,7 +329,8 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
     let host = params.addr.to_string();
     let handshake = format!(
         "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{}\r\n",
+        if params.deflate { crate::deflate::OFFER_HEADER } else { "" }
     );
     let policy_json = params.policy.as_ref().map_or(String::new(), |p| format!(",\"policy\":\"{p}\""));
 
@@ -329,6 +338,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
     let mut events = Events::with_capacity(4096);
     let mut clients: Vec<Client> = Vec::with_capacity(params.connections);
     let mut reader = Reader::new(&index);
+    reader.inflater = params.deflate.then(crate::deflate::Inflater::new);
     let server_before = params.server_pid.map(|p| procfs::sample(Some(p))).transpose()?;
 
     let start = Instant::now();
@@ -567,6 +577,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
     };
     let connect_span = connected_at.map_or(0.0, |at| at.duration_since(start).as_secs_f64());
     let loadtest_cpu_s = own_end.cpu_s - own_start.cpu_s;
+    let wire = wire_figures(&reader, params);
     Ok(RunResult {
         connections: params.connections,
         connected: reader.connect_hist.len() as usize,
@@ -596,5 +607,28 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
         loadtest_cpu_s,
         loadtest_core_share: loadtest_cpu_s / window_s,
         tcp_socket_memory: procfs::tcp_socket_memory(),
+        wire,
     })
+}
+
+/// The window's wire counts, the inflating done, and a probe of a snapshot's and a symbol
+/// list's size (while the server still runs).
+fn wire_figures(reader: &Reader<'_>, params: &RunParams) -> WireFigures {
+    let mut wire = if params.wire_probe {
+        crate::deflate::probe(params.addr, params.deflate, &params.universe[0])
+    } else {
+        WireFigures::default()
+    };
+    let counted = reader.wire;
+    wire.event_frames = counted.event_frames;
+    wire.event_wire_bytes = counted.event_wire_bytes;
+    wire.compressed_events = counted.compressed_events;
+    wire.bytes_per_event =
+        if counted.event_frames > 0 { counted.event_wire_bytes as f64 / counted.event_frames as f64 } else { 0.0 };
+    if let Some(inflater) = &reader.inflater {
+        wire.inflated = inflater.messages;
+        wire.inflate_ns_per_message =
+            if inflater.messages > 0 { inflater.ns as f64 / inflater.messages as f64 } else { 0.0 };
+    }
+    wire
 }

@@ -7,6 +7,8 @@ pub struct FrameRef {
     /// FIN bit and opcode, as the first header byte.
     pub opcode: u8,
     pub fin: bool,
+    /// RSV1: a compressed message (permessage-deflate).
+    pub rsv1: bool,
     /// Payload start and end in the buffer.
     pub payload: (usize, usize),
     /// Where the next frame starts.
@@ -47,7 +49,13 @@ pub fn parse_frame(buf: &[u8], at: usize) -> Result<Option<FrameRef>, FrameError
     if b.len() < end {
         return Ok(None);
     }
-    Ok(Some(FrameRef { opcode: b[0] & 0x0f, fin: b[0] & 0x80 != 0, payload: (at + header, at + end), next: at + end }))
+    Ok(Some(FrameRef {
+        opcode: b[0] & 0x0f,
+        fin: b[0] & 0x80 != 0,
+        rsv1: b[0] & 0x40 != 0,
+        payload: (at + header, at + end),
+        next: at + end,
+    }))
 }
 
 /// Appends a masked client frame (clients must mask, RFC 6455 §5.3).
@@ -77,7 +85,7 @@ mod tests {
         let mut buf = vec![0x81, 3, b'a', b'b', b'c', 0x81, 126, 0x01, 0x00];
         buf.extend(std::iter::repeat_n(b'x', 200));
         let f = parse_frame(&buf, 0).unwrap().unwrap();
-        assert_eq!((f.opcode, f.fin, f.payload, f.next), (1, true, (2, 5), 5));
+        assert_eq!((f.opcode, f.fin, f.rsv1, f.payload, f.next), (1, true, false, (2, 5), 5));
         assert_eq!(parse_frame(&buf, 5).unwrap(), None, "256-byte payload, 200 present");
         buf.extend(std::iter::repeat_n(b'x', 56));
         let g = parse_frame(&buf, 5).unwrap().unwrap();

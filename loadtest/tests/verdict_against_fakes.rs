@@ -265,6 +265,8 @@ fn params(addr: SocketAddr, connections: usize, universe: Vec<String>, per_clien
         progress: false,
         policy: None,
         drain: Duration::from_secs(2),
+        deflate: false,
+        wire_probe: false,
     }
 }
 

@@ -692,6 +692,10 @@ pub struct ServerConfig {
     /// Addresses (CIDRs) of HTTP proxies whose `Forwarded` / `X-Forwarded-For` headers name the
     /// client of an upgrade (limits, logs); from anyone else those headers are ignored.
     pub trusted_proxies: Vec<String>,
+    /// Agree to permessage-deflate (RFC 7692) when a client offers it: ticks are compressed
+    /// once each and shared by every such client, other frames per connection. Off: offers are
+    /// ignored and every frame goes uncompressed.
+    pub permessage_deflate: bool,
 }
 
 impl Default for ServerConfig {
@@ -710,6 +714,7 @@ impl Default for ServerConfig {
             share_port: false,
             proxy_protocol: false,
             trusted_proxies: Vec::new(),
+            permessage_deflate: true,
         }
     }
 }

@@ -127,7 +127,10 @@ pub fn deliver_tick(
     if !out.throttles.is_empty() {
         return deliver_throttled(out, tick, frame, info, builder, budget, at);
     }
-    out.offer(tick, frame, budget, at.now, |superseded| builder.text(|o| message::event(o, info, tick, superseded)))
+    let deflate = out.deflate_max_len();
+    out.offer(tick, frame, budget, at.now, |superseded| {
+        builder.text_for(deflate, |o| message::event(o, info, tick, superseded))
+    })
 }
 
 /// [`deliver_tick`] to a connection with rate caps: a quote above its subscription's rate is
@@ -155,7 +158,10 @@ fn deliver_throttled(
             Some(QuoteVerdict::Release(newest)) => return release(out, &newest, info, builder, budget, at.now),
         }
     }
-    out.offer(tick, frame, budget, at.now, |superseded| builder.text(|o| message::event(o, info, tick, superseded)))
+    let deflate = out.deflate_max_len();
+    out.offer(tick, frame, budget, at.now, |superseded| {
+        builder.text_for(deflate, |o| message::event(o, info, tick, superseded))
+    })
 }
 
 /// Sends a quote that supersedes quotes held back by its subscription's rate: a frame of its
@@ -169,9 +175,10 @@ pub fn release(
     now: Instant,
 ) -> Verdict {
     let (quote, superseded) = (&r.quote, r.superseded);
-    let frame = builder.text(|o| message::event(o, info, quote, superseded));
+    let deflate = out.deflate_max_len();
+    let frame = builder.text_for(deflate, |o| message::event(o, info, quote, superseded));
     out.offer_superseding(quote, &frame, superseded, r.from_seq, budget, now, |total| {
-        builder.text(|o| message::event(o, info, quote, total))
+        builder.text_for(deflate, |o| message::event(o, info, quote, total))
     })
 }
 
@@ -193,7 +200,7 @@ impl Desk<'_> {
         reason: &str,
     ) -> Result<(), OverHardLimit> {
         let info = self.symbols.get(symbol);
-        let gap = self.builder.text(|o| message::gap(o, info, from_seq, to_seq, reason));
+        let gap = self.builder.text_for(out.deflate_max_len(), |o| message::gap(o, info, from_seq, to_seq, reason));
         self.push(out, gap)?;
         out.gaps_sent = out.gaps_sent.saturating_add(1);
         self.push_snapshot(out, symbol)
@@ -201,7 +208,7 @@ impl Desk<'_> {
 
     fn push_snapshot(&mut self, out: &mut Outbox, symbol: SymbolId) -> Result<(), OverHardLimit> {
         let (info, values) = (self.symbols.get(symbol), self.lvc.get(symbol));
-        let snapshot = self.builder.text(|o| message::snapshot(o, info, values));
+        let snapshot = self.builder.text_for(out.deflate_max_len(), |o| message::snapshot(o, info, values));
         self.push(out, snapshot)
     }
 
@@ -226,7 +233,9 @@ impl Desk<'_> {
             (Some(owed), Some(s)) => {
                 let info = self.symbols.get(symbol);
                 let from_seq = owed.from_seq.min(s.from_seq);
-                let gap = self.builder.text(|o| message::gap(o, info, from_seq, s.to_seq, OVERLOAD));
+                let gap = self
+                    .builder
+                    .text_for(out.deflate_max_len(), |o| message::gap(o, info, from_seq, s.to_seq, OVERLOAD));
                 self.push(out, gap)?;
                 out.gaps_sent = out.gaps_sent.saturating_add(1);
                 self.push(out, s.snapshot.clone())?;
@@ -307,13 +316,14 @@ impl Desk<'_> {
                 *replay_left -= missed;
                 self.counters.resumes_whole += 1;
                 let info = self.symbols.get(symbol);
-                let resumed = self.builder.text(|o| message::resumed(o, info, seq, head));
+                let resumed = self.builder.text_for(out.deflate_max_len(), |o| message::resumed(o, info, seq, head));
                 self.push(out, resumed)?;
                 // What was missed is replayed whole: a rate cap paces the live stream, not
                 // this; events of a channel the connection does not hold are skipped, as live.
                 let builder = &mut *self.builder;
+                let deflate = out.deflate_max_len();
                 for (tick, frame) in events.filter(|(tick, _)| channels.admits(&tick.kind)) {
-                    let superseding = |n| builder.text(|o| message::event(o, info, tick, n));
+                    let superseding = |n| builder.text_for(deflate, |o| message::event(o, info, tick, n));
                     match out.offer(tick, frame, &self.budget, self.now, superseding) {
                         Verdict::Queued => self.counters.replayed += 1,
                         Verdict::Conflated => self.counters.conflated += 1,
@@ -350,7 +360,7 @@ impl Desk<'_> {
         symbols: impl IntoIterator<Item = &'s str>,
     ) -> Result<(), OverHardLimit> {
         self.counters.command_errors += 1;
-        let frame = self.builder.text(|o| message::error(o, id, code, text, symbols));
+        let frame = self.builder.text_for(out.deflate_max_len(), |o| message::error(o, id, code, text, symbols));
         self.push(out, frame)
     }
 }
@@ -412,14 +422,14 @@ impl Session<'_> {
                 Command::Unsubscribe { symbols, channels } => self.unsubscribe(desk, index, id, symbols, *channels),
                 Command::ListSymbols => {
                     let symbols = desk.symbols;
-                    let frame = desk
-                        .builder
-                        .text(|o| message::symbol_list(o, "symbols", id, symbols.iter().map(|(_, s)| &*s.name)));
+                    let frame = desk.builder.text_for(self.out.deflate_max_len(), |o| {
+                        message::symbol_list(o, "symbols", id, symbols.iter().map(|(_, s)| &*s.name))
+                    });
                     desk.push(self.out, frame)
                 }
                 Command::ListSubscriptions => {
                     let (symbols, subs) = (desk.symbols, &*self.subs);
-                    let frame = desk.builder.text(|o| {
+                    let frame = desk.builder.text_for(self.out.deflate_max_len(), |o| {
                         message::symbol_list(o, "subscriptions", id, subs.iter().map(|s| &*symbols.get(s).name))
                     });
                     desk.push(self.out, frame)
@@ -514,7 +524,7 @@ impl Session<'_> {
         }
         if !known.is_empty() || (unknown.is_empty() && refused.is_empty() && not_entitled.is_empty()) {
             let (symbols, policy) = (desk.symbols, self.out.policy);
-            let frame = desk.builder.text(|o| {
+            let frame = desk.builder.text_for(self.out.deflate_max_len(), |o| {
                 message::subscribed(o, id, known.iter().map(|&s| &*symbols.get(s).name), policy);
                 if let Some(channels) = channels {
                     message::with_channels(o, channels);
@@ -597,7 +607,7 @@ impl Session<'_> {
                 }
             }
             let symbols = desk.symbols;
-            let frame = desk.builder.text(|o| {
+            let frame = desk.builder.text_for(self.out.deflate_max_len(), |o| {
                 message::symbol_list(o, "unsubscribed", id, known.iter().map(|&s| &*symbols.get(s).name));
                 if let Some(channels) = channels {
                     message::with_channels(o, channels);

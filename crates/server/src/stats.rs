@@ -110,6 +110,13 @@ counters! {
         resumes_ahead,
         /// Events queued by resumes, from the history.
         replayed,
+        /// Upgrades that agreed to permessage-deflate.
+        deflate_negotiated,
+        /// Tick frames queued compressed: the shared compressed frame (deliveries counts them too).
+        deflated_deliveries,
+        /// Connections closed with 1009 because a compressed message inflated past
+        /// limits.max_message_size (a deflate bomb), or came compressed past it.
+        inflate_too_big,
     }
 }
 
@@ -208,6 +215,13 @@ pub struct ReactorStats {
     pub subscriptions: AtomicU64,
     /// Bytes queued for its connections and not yet written (gauge).
     pub queued_bytes: AtomicU64,
+    /// permessage-deflate offers declined, by [`Decline::index`](tickgate_protocol::deflate::Decline::index).
+    pub deflate_declined: [AtomicU64; tickgate_protocol::deflate::Decline::ALL.len()],
+    /// Per-connection frames compressed (replies, snapshots, symbol lists, echoes), and their
+    /// payload bytes before and after; stored whole at each housekeeping pass.
+    pub deflate_own: [AtomicU64; 3],
+    /// Client messages inflated, and their bytes compressed and inflated; stored the same way.
+    pub inflated: [AtomicU64; 3],
     /// Bytes and events its resume history holds (gauges).
     pub history_bytes: AtomicU64,
     pub history_events: AtomicU64,
