@@ -9,7 +9,9 @@
 # Cases 12.* and 13.* send compressed messages of up to 128 KiB, with every offer a client can
 # make (windows of 8 to 15 bits, with and without context takeover, several offers at once),
 # and check the compressed echoes: tickgate's permessage-deflate (server.permessage_deflate,
-# on by default) on the same /echo route.
+# on by default) on the same /echo route. /echo compresses every message of a compressing
+# connection (kosoku 0.1.0 hands an uncompressed message of such a connection to the case as a
+# string it cannot hash, although RFC 7692 allows it; /ws sends short messages uncompressed).
 # Every case must be OK (INFORMATIONAL cases only inform); anything else fails.
 # Reports go to .local/conformance (git-ignored).
 set -euo pipefail

@@ -182,10 +182,15 @@ impl Outbox {
         }
     }
 
-    /// The longest payload that may go compressed to this connection (`0`: none may).
+    /// The longest payload that may go compressed to this connection (`0`: none may). With a
+    /// window of 15 bits, any: deflate never reaches further back than 2^15 bytes.
     #[inline]
     pub fn deflate_max_len(&self) -> usize {
-        if self.deflate_bits == 0 { 0 } else { 1usize << self.deflate_bits.min(15) }
+        match self.deflate_bits {
+            0 => 0,
+            15.. => usize::MAX,
+            bits => 1usize << bits,
+        }
     }
 
     /// Offers one live event. `frame` is the shared frame; `reencode(n)` builds this client's

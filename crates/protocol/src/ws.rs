@@ -132,6 +132,15 @@ impl FrameBuilder {
         self.deflater.get_or_insert_with(Box::default).recompress(frame, deflate_max_len)
     }
 
+    /// [`FrameBuilder::recompress`] for the echo route: every data message compressed, messages
+    /// longer than `deflate_max_len` as stored blocks.
+    pub fn recompress_always(&mut self, frame: &[u8], deflate_max_len: usize) -> Option<Frame> {
+        if deflate_max_len == 0 {
+            return None;
+        }
+        self.deflater.get_or_insert_with(Box::default).recompress_always(frame, deflate_max_len)
+    }
+
     /// What the compressor did so far (zero before it was first used).
     pub fn deflate_counts(&self) -> DeflateCounts {
         self.deflater.as_ref().map(|d| d.counts()).unwrap_or_default()

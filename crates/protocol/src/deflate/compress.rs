@@ -72,6 +72,12 @@ impl MessageDeflater {
         if payload.len() < MIN_COMPRESSED_LEN {
             return None;
         }
+        self.deflate_into_scratch(opcode, payload, false)
+    }
+
+    /// Deflates `payload` behind room for the header; the frame, unless compression did not
+    /// make it smaller and `any_size` is false.
+    fn deflate_into_scratch(&mut self, opcode: u8, payload: &[u8], any_size: bool) -> Option<Frame> {
         self.compress.reset();
         self.scratch.clear();
         self.scratch.extend_from_slice(&[0; MAX_HEADER_LEN]);
@@ -95,19 +101,51 @@ impl MessageDeflater {
             return None;
         }
         self.scratch.truncate(self.scratch.len() - SYNC_TAIL.len());
-        let compressed_len = self.scratch.len() - MAX_HEADER_LEN;
-        if compressed_len >= payload.len() {
+        if !any_size && self.scratch.len() - MAX_HEADER_LEN >= payload.len() {
             self.counts.not_smaller += 1;
             return None;
         }
+        Some(self.finish_frame(opcode, payload.len()))
+    }
+
+    /// Writes the header in front of the compressed payload in `scratch` and counts it.
+    fn finish_frame(&mut self, opcode: u8, raw_len: usize) -> Frame {
+        let compressed_len = self.scratch.len() - MAX_HEADER_LEN;
         let mut header = [0u8; MAX_HEADER_LEN];
         let header_len = write_header_first(&mut header, FIN | RSV1 | opcode, compressed_len);
         let start = MAX_HEADER_LEN - header_len;
         self.scratch[start..MAX_HEADER_LEN].copy_from_slice(&header[start..]);
         self.counts.messages += 1;
-        self.counts.raw_bytes += payload.len() as u64;
+        self.counts.raw_bytes += raw_len as u64;
         self.counts.compressed_bytes += compressed_len as u64;
-        Some(Frame::from_bytes(&self.scratch[start..]))
+        Frame::from_bytes(&self.scratch[start..])
+    }
+
+    /// `payload` as one compressed final frame of `opcode` whatever its length: deflated when it
+    /// is at most `max_len` bytes (the connection's window holds it whole), else as stored
+    /// blocks (deflate without back-references, valid for any window). For the echo route,
+    /// where every message of a compressing connection goes compressed.
+    pub fn frame_always(&mut self, opcode: u8, payload: &[u8], max_len: usize) -> Frame {
+        if payload.len() <= max_len {
+            let before = self.counts.not_smaller;
+            if let Some(frame) = self.deflate_into_scratch(opcode, payload, true) {
+                return frame;
+            }
+            self.counts.not_smaller = before;
+        }
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&[0; MAX_HEADER_LEN]);
+        for chunk in payload.chunks(usize::from(u16::MAX)) {
+            let len = chunk.len() as u16;
+            // BFINAL 0, BTYPE 00 (stored), then LEN and its complement, little-endian.
+            self.scratch.push(0x00);
+            self.scratch.extend_from_slice(&len.to_le_bytes());
+            self.scratch.extend_from_slice(&(!len).to_le_bytes());
+            self.scratch.extend_from_slice(chunk);
+        }
+        // The empty stored block of a sync flush, less the 00 00 ff ff RFC 7692 strips.
+        self.scratch.push(0x00);
+        self.finish_frame(opcode, payload.len())
     }
 
     /// An uncompressed whole data frame built here (a reply, the echo of a message),
@@ -121,6 +159,17 @@ impl MessageDeflater {
             return None;
         }
         self.frame(opcode, payload)
+    }
+
+    /// [`MessageDeflater::recompress`] for the echo route: every data message compressed (see
+    /// [`MessageDeflater::frame_always`]); `None` for a control frame or one already compressed.
+    pub fn recompress_always(&mut self, frame: &[u8], max_len: usize) -> Option<Frame> {
+        let (first, payload) = split_frame(frame)?;
+        let opcode = first & 0x0f;
+        if first & 0x70 != 0 || first & FIN == 0 || !matches!(opcode, 0x1 | 0x2) {
+            return None;
+        }
+        Some(self.frame_always(opcode, payload, max_len))
     }
 }
 
@@ -172,6 +221,23 @@ mod tests {
         let noise: Vec<u8> = (0..200u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         assert!(deflater.frame(0x2, &noise).is_none());
         assert_eq!(deflater.counts().not_smaller, 1);
+    }
+
+    #[test]
+    fn the_echo_route_compresses_everything_within_the_window() {
+        let mut deflater = MessageDeflater::new();
+        let tiny = deflater.recompress_always(&crate::data_frame(true, b"hi"), 256).unwrap();
+        assert_eq!(inflate(split_frame(&tiny).unwrap().1), b"hi");
+        // Longer than the window: stored blocks, no back-reference.
+        let long: Vec<u8> = b"abcabcabc".iter().copied().cycle().take(200_000).collect();
+        let frame = deflater.recompress_always(&crate::data_frame(false, &long), 256).unwrap();
+        let (first, payload) = split_frame(&frame).unwrap();
+        assert_eq!(first, 0xc2);
+        assert!(payload.len() > long.len(), "stored, not deflated");
+        assert_eq!(inflate(payload), long);
+        let frame = deflater.recompress_always(&crate::data_frame(false, &long), usize::MAX).unwrap();
+        assert!(split_frame(&frame).unwrap().1.len() < 2_000, "deflated within a full window");
+        assert_eq!(deflater.recompress_always(&frame, usize::MAX), None, "already compressed");
     }
 
     #[test]

@@ -168,10 +168,12 @@ impl Reactor {
     }
 }
 
-/// The least window bits (8 to 15) whose window holds a message of a frame of `frame_len`
-/// bytes whole (`u8::MAX`: none does). The frame's length bounds its payload's.
+/// The least window bits (8 to 15) a connection needs to take the compressed message of a
+/// frame of `frame_len` bytes (its back-references stay within the message, and the frame's
+/// length bounds its payload's).
 fn window_bits_for(frame_len: usize) -> u8 {
-    (8..=15).find(|bits| frame_len <= 1usize << bits).unwrap_or(u8::MAX)
+    // 15 bits take any message: deflate never reaches further back than 2^15 bytes.
+    (8..15).find(|bits| frame_len <= 1usize << bits).unwrap_or(15)
 }
 
 /// Counts what became of one event offered to a connection; one to close joins `over_limit`.
