@@ -9,6 +9,7 @@
 #   SERVERS=tickgate,ceiling DURATION=5 bash benches/matrix.sh
 #   MEMORY=1 N=10000 bash benches/matrix.sh         # idle memory per connection instead
 #   COMPRESS=1 RATES=2000,10000 bash benches/matrix.sh  # permessage-deflate, with and without
+#   TLS=1 SERVERS=tickgate,bun bash benches/matrix.sh   # each over ws:// and wss:// in one run
 #
 # What it does:
 #   1. benches/peers/setup.sh (npm deps for bun/node-ws, release builds of the Rust peers; only the
@@ -40,6 +41,9 @@
 #   DURATION=10       seconds measured per step (MEMORY=1: 2)
 #   WARMUP=2          seconds between the last subscribe and the window (MEMORY=1: 1)
 #   SERVERS=tickgate,ceiling,bun,node-ws,tokio-tungstenite   in this order; the first is the baseline
+#                     (TLS=1: each of tickgate, tickgate-hold, tickgate-nohistory, tickgate-deflate,
+#                     bun and bun-deflate is followed by its TLS twin, <server>-tls, which can also
+#                     be named on its own)
 #                     (also: tickgate-hold, tickgate with server.write_hold_max_us = 1000,
 #                     benches/tickgate-hold.toml; tickgate-nohistory, tickgate keeping no resume
 #                     history, benches/tickgate-nohistory.toml, to measure what the history costs;
@@ -58,6 +62,10 @@
 #   SETUP=1 BUILD=1   0 skips the peers' setup / the release build of tickgate and the loadtest
 #   CARGO_JOBS=       `cargo build -j` (default: cargo's)
 #   PROGRESS=0        1: the loadtest's live progress line
+#   TLS=0             1: also run each server that can serve wss:// over TLS (<server>-tls): a test CA
+#                     and certificate for localhost are made in $OUT/tls (scripts/make-test-cert.sh,
+#                     ECDSA P-256), tickgate gets a [tls] section with them, Bun its `tls` option,
+#                     and the loadtest speaks wss:// trusting that CA (--ca, --server-name localhost)
 #   COMPRESS=0        1: permessage-deflate with and without (see above)
 set -euo pipefail
 
@@ -99,6 +107,7 @@ LOADGEN_CORE="${LOADGEN_CORE:-1}"
 SETUP="${SETUP:-1}"
 BUILD="${BUILD:-1}"
 PROGRESS="${PROGRESS:-0}"
+TLS="${TLS:-0}"
 STAMP="$(date +%Y%m%d-%H%M%S)"
 if [ "$MEMORY" = 1 ]; then
   OUT="${OUT:-loadtest/results/$STAMP-memory-N$N-S$S}"
@@ -133,16 +142,32 @@ for tool in taskset timeout jq; do
   command -v "$tool" >/dev/null || die "$tool not found"
 done
 
-IFS=', ' read -r -a servers <<<"$SERVERS"
-[ "${#servers[@]}" -ge 1 ] || die "SERVERS is empty"
+IFS=', ' read -r -a asked <<<"$SERVERS"
+[ "${#asked[@]}" -ge 1 ] || die "SERVERS is empty"
+[[ "$TLS" =~ ^[01]$ ]] || die "TLS must be 0 or 1, got '$TLS'"
+# The servers that can serve wss:// (their TLS twin is <server>-tls).
+has_tls() { case "$1" in tickgate | tickgate-hold | tickgate-nohistory | tickgate-deflate | bun | bun-deflate) return 0 ;; *) return 1 ;; esac; }
+servers=()
+for s in "${asked[@]}"; do
+  servers+=("$s")
+  if [ "$TLS" = 1 ] && [[ "$s" != *-tls ]]; then
+    if has_tls "$s"; then servers+=("$s-tls"); else say "$s serves no TLS here: no $s-tls"; fi
+  fi
+done
 need_node=0
 need_rust_peers=0
+need_tls=0
 for s in "${servers[@]}"; do
-  case "$s" in
+  base="${s%-tls}"
+  if [ "$base" != "$s" ]; then
+    has_tls "$base" || die "unknown server '$s' (only tickgate, tickgate-hold, tickgate-nohistory, tickgate-deflate, bun and bun-deflate have a -tls twin)"
+    need_tls=1
+  fi
+  case "$base" in
     tickgate | tickgate-hold | tickgate-nohistory | tickgate-deflate) ;;
     bun | bun-deflate | node-ws) need_node=1 ;;
     ceiling | tokio-tungstenite) need_rust_peers=1 ;;
-    *) die "unknown server '$s' (tickgate, tickgate-hold, tickgate-nohistory, tickgate-deflate, ceiling, bun, bun-deflate, node-ws, tokio-tungstenite)" ;;
+    *) die "unknown server '$s' (tickgate, tickgate-hold, tickgate-nohistory, tickgate-deflate, ceiling, bun, bun-deflate, node-ws, tokio-tungstenite, and <server>-tls)" ;;
   esac
 done
 
@@ -182,6 +207,25 @@ LOADTEST="$TARGET/release/tickgate-loadtest"
 
 q() { printf '%q' "$1"; }
 PIN="taskset -c $SERVER_CORE"
+# TLS: a test CA and a certificate for localhost, and tickgate's configurations with a [tls]
+# section (each variant's own settings first).
+case "$OUT" in
+  /*) TLS_DIR="$OUT/tls" ;;
+  *) TLS_DIR="$ROOT/$OUT/tls" ;;
+esac
+if [ "$need_tls" = 1 ]; then
+  command -v openssl >/dev/null || die "openssl not found (TLS=1 makes a test certificate with it)"
+  bash "$ROOT/scripts/make-test-cert.sh" "$TLS_DIR" localhost >/dev/null
+  for variant in tickgate tickgate-hold tickgate-nohistory; do
+    {
+      case "$variant" in
+        tickgate-hold) cat "$ROOT/benches/tickgate-hold.toml" ;;
+        tickgate-nohistory) cat "$ROOT/benches/tickgate-nohistory.toml" ;;
+      esac
+      printf '\n[tls]\ncert_file = "%s"\nkey_file = "%s"\n' "$TLS_DIR/chain.pem" "$TLS_DIR/key.pem"
+    } >"$TLS_DIR/$variant.toml"
+  done
+fi
 # The command that starts one server; the loadtest fills in {port}, {rate}, {symbols} (S) and
 # {symbols_file} (the first S symbols of tickgate's simulated universe, one per line).
 server_cmd() {
@@ -194,17 +238,22 @@ server_cmd() {
     tickgate-hold) echo "$PIN $(q "$TARGET/release/tickgate") --config $(q "$ROOT/benches/tickgate-hold.toml") --listen 127.0.0.1:{port} --sim-rate {rate} --sim-symbols {symbols} --sim-activity uniform --reactors 1 --log-level warn" ;;
     # The same without the resume history: what recording every tick costs the live path.
     tickgate-nohistory) echo "$PIN $(q "$TARGET/release/tickgate") --config $(q "$ROOT/benches/tickgate-nohistory.toml") --listen 127.0.0.1:{port} --sim-rate {rate} --sim-symbols {symbols} --sim-activity uniform --reactors 1 --log-level warn" ;;
+    # tickgate-deflate-tls: the same configuration as tickgate-tls (its clients offer permessage-deflate).
+    tickgate-deflate-tls) echo "$PIN $(q "$TARGET/release/tickgate") --config $(q "$TLS_DIR/tickgate.toml") --listen 127.0.0.1:{port} --sim-rate {rate} --sim-symbols {symbols} --sim-activity uniform --reactors 1 --log-level warn" ;;
+    tickgate-tls | tickgate-hold-tls | tickgate-nohistory-tls) echo "$PIN $(q "$TARGET/release/tickgate") --config $(q "$TLS_DIR/${1%-tls}.toml") --listen 127.0.0.1:{port} --sim-rate {rate} --sim-symbols {symbols} --sim-activity uniform --reactors 1 --log-level warn" ;;
     ceiling) echo "$PIN $(q "$PEER_TARGET/release/peer-ceiling") $peer_args" ;;
     bun) echo "$PIN $(q "$PEERS/node_modules/.bin/bun") $(q "$PEERS/bun/server.js") $peer_args" ;;
+    bun-tls) echo "$PIN $(q "$PEERS/node_modules/.bin/bun") $(q "$PEERS/bun/server.js") $peer_args --tls-cert $(q "$TLS_DIR/chain.pem") --tls-key $(q "$TLS_DIR/key.pem")" ;;
     # Bun's shared compressor, for clients that offer permessage-deflate.
     bun-deflate) echo "$PIN $(q "$PEERS/node_modules/.bin/bun") $(q "$PEERS/bun/server.js") $peer_args --compress 1" ;;
+    bun-deflate-tls) echo "$PIN $(q "$PEERS/node_modules/.bin/bun") $(q "$PEERS/bun/server.js") $peer_args --compress 1 --tls-cert $(q "$TLS_DIR/chain.pem") --tls-key $(q "$TLS_DIR/key.pem")" ;;
     node-ws) echo "$PIN $(q "$(command -v node)") $(q "$PEERS/node-ws/server.js") $peer_args" ;;
     # One worker thread on one core: more would only add context switches (peers/README.md).
     tokio-tungstenite) echo "$PIN $(q "$PEER_TARGET/release/peer-tokio") --threads 1 $peer_args" ;;
   esac
 }
 server_exe() {
-  case "$1" in
+  case "${1%-tls}" in
     tickgate | tickgate-hold | tickgate-nohistory | tickgate-deflate) echo "$TARGET/release/tickgate" ;;
     ceiling) echo "$PEER_TARGET/release/peer-ceiling" ;;
     bun | bun-deflate) echo "$PEERS/node_modules/.bin/bun" ;;
@@ -233,7 +282,7 @@ budget_s=$(awk -v n="$n_steps" -v w="$WARMUP" -v d="$DURATION" 'BEGIN { printf "
   echo "kernel: $(uname -sr), cores: $cores, load: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "rustc: $(rustc -V 2>/dev/null || echo '?'); node: $(node --version 2>/dev/null || echo '-'); bun: $("$PEERS/node_modules/.bin/bun" --version 2>/dev/null || echo '-')"
   echo "mode: $([ "$MEMORY" = 1 ] && echo "memory (rate $MEMORY_RATE)" || echo "sweep (rates $RATES)")$([ "$COMPRESS" = 1 ] && echo ", permessage-deflate with and without")"
-  echo "N=$N K=$K S=$S DURATION=$DURATION WARMUP=$WARMUP P99_MS=$P99_MS REPEAT=$REPEAT PORT=$PORT"
+  echo "N=$N K=$K S=$S DURATION=$DURATION WARMUP=$WARMUP P99_MS=$P99_MS REPEAT=$REPEAT PORT=$PORT TLS=$TLS"
   echo "server on CPU $SERVER_CORE, load generator on CPU $LOADGEN_CORE"
   for s in "${servers[@]}"; do echo "$s: $(server_cmd "$s")"; done
 } >"$OUT/params.txt"
@@ -278,8 +327,11 @@ run_round() {
   [ "$COMPRESS" = 1 ] && common+=(--wire-probe)
   local s rc
   for s in "${servers[@]}"; do
+    # Clients that offer permessage-deflate to a -deflate server (and its TLS twin); wss:// to a
+    # TLS twin, trusting the test CA.
     local own=()
-    case "$s" in *-deflate) own=(--deflate) ;; esac
+    case "$s" in *-deflate | *-deflate-tls) own+=(--deflate) ;; esac
+    [[ "$s" == *-tls ]] && own+=(--ca "$TLS_DIR/ca.pem" --server-name localhost)
     port_free_within 15 || die "127.0.0.1:$PORT is still in use before $s; a server did not stop"
     say "$s -> $dir/$s.json"
     rm -f "$dir/$s.json"

@@ -5,6 +5,7 @@
 //! `cargo test` (on stable, without libFuzzer) replay the seed corpora and the saved
 //! regressions through exactly the same checks: see `tests/replay.rs` and README.md.
 
+pub mod bus;
 pub mod command;
 pub mod deflate;
 pub mod exchange;

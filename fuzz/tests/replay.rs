@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use arbitrary::{Arbitrary, Unstructured};
-use tickgate_fuzz::{command, deflate, exchange, http, normalize, outbox, proxy, replay as replay_file, utf8};
+use tickgate_fuzz::{bus, command, deflate, exchange, http, normalize, outbox, proxy, replay as replay_file, utf8};
 
 fn inputs(dir: &str, target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(target);
@@ -45,6 +45,11 @@ fn take<'a, T: Arbitrary<'a>>(data: &'a [u8]) -> T {
 #[test]
 fn command_parser() {
     replay("command_parser", command::check);
+}
+
+#[test]
+fn bus_payload() {
+    replay("bus_payload", bus::check);
 }
 
 #[test]

@@ -4,10 +4,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::deflate::{Inflater, WireFigures};
 use crate::scan::scan;
@@ -25,6 +27,8 @@ pub enum State {
 #[derive(Debug)]
 pub struct Client {
     pub sock: TcpStream,
+    /// The TLS session over `sock`, for `wss://`.
+    tls: Option<Box<rustls::ClientConnection>>,
     pub state: State,
     started: Instant,
     /// Bytes of an incomplete frame from the last read.
@@ -45,12 +49,22 @@ pub struct Client {
     pub close_code: Option<u16>,
     /// The connection ended, after the upgrade, without a close frame.
     pub dropped: bool,
+    /// This connection replaces one the run dropped: it resumes (see [`crate::resume`]).
+    pub reconnecting: bool,
 }
 
 impl Client {
-    pub fn new(sock: TcpStream, now: Instant, handshake: Vec<u8>, subscribe: Vec<u8>, tracker: SeqTracker) -> Self {
+    pub fn new(
+        sock: TcpStream,
+        tls: Option<Box<rustls::ClientConnection>>,
+        now: Instant,
+        handshake: Vec<u8>,
+        subscribe: Vec<u8>,
+        tracker: SeqTracker,
+    ) -> Self {
         Self {
             sock,
+            tls,
             state: State::Connecting,
             started: now,
             carry: Vec::new(),
@@ -62,8 +76,74 @@ impl Client {
             tracked: 0,
             close_code: None,
             dropped: false,
+            reconnecting: false,
         }
     }
+
+    /// Takes a new connection in place of the one the run just dropped: it upgrades with
+    /// `handshake`, then sends `subscribe` (the resume). What was read before stays counted.
+    pub fn reconnect(
+        &mut self,
+        sock: TcpStream,
+        tls: Option<Box<rustls::ClientConnection>>,
+        now: Instant,
+        handshake: Vec<u8>,
+        subscribe: Vec<u8>,
+    ) {
+        self.sock = sock;
+        self.tls = tls;
+        self.state = State::Connecting;
+        self.started = now;
+        self.carry.clear();
+        self.out = handshake;
+        self.subscribe = subscribe;
+        self.reconnecting = true;
+    }
+
+    /// Reads what the server sent (decrypted, over TLS, through `scratch`) into `buf`.
+    fn read_plain(&mut self, scratch: &mut [u8], buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.tls {
+            None => self.sock.read(buf),
+            Some(tls) => crate::tls::read(tls, &mut self.sock, scratch, buf),
+        }
+    }
+
+    /// Writes what waits in `out` (through TLS when on) as far as the socket takes it; over TLS,
+    /// also what rustls still holds (the handshake's flights included).
+    pub fn flush_out(&mut self) -> io::Result<()> {
+        match &mut self.tls {
+            None if self.out.is_empty() => Ok(()),
+            None => match self.sock.write(&self.out) {
+                Ok(n) => {
+                    self.out.drain(..n);
+                    Ok(())
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                Err(e) => Err(e),
+            },
+            Some(tls) => {
+                let written = crate::tls::write(tls, &mut self.sock, &self.out);
+                self.out.clear();
+                written
+            }
+        }
+    }
+}
+
+/// Starts a non-blocking connect to `addr`, from `source` if given.
+pub fn connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    if let Some(ip) = source {
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
 }
 
 fn wall_ns() -> u64 {
@@ -71,6 +151,8 @@ fn wall_ns() -> u64 {
 }
 
 const READ_BUF: usize = 256 * 1024;
+/// Ciphertext read from a TLS socket per system call, at most.
+const TLS_READ: usize = 64 * 1024;
 
 /// The message types a server may send that need no accounting.
 const BENIGN: [&[u8]; 7] =
@@ -81,8 +163,12 @@ const BENIGN: [&[u8]; 7] =
 pub struct Reader<'u> {
     index: &'u HashMap<&'u [u8], u32>,
     buf: Vec<u8>,
+    /// Ciphertext read from a TLS socket, before rustls decrypts it into `buf`.
+    tls_scratch: Vec<u8>,
     pub latency: Histogram<u64>,
     pub connect_hist: Histogram<u64>,
+    /// From a drop to the new connection's upgrade, for the connections the run dropped.
+    pub reconnect_hist: Histogram<u64>,
     pub open: usize,
     pub in_flight: usize,
     pub failed_connects: usize,
@@ -109,8 +195,10 @@ impl<'u> Reader<'u> {
         Self {
             index,
             buf: vec![0u8; READ_BUF],
+            tls_scratch: vec![0u8; TLS_READ],
             latency: Histogram::new_with_bounds(1_000, 600_000_000_000, 3).expect("bounds"),
             connect_hist: Histogram::new_with_bounds(1_000, 120_000_000_000, 3).expect("bounds"),
+            reconnect_hist: Histogram::new_with_bounds(1_000, 120_000_000_000, 3).expect("bounds"),
             open: 0,
             in_flight: 0,
             failed_connects: 0,
@@ -125,6 +213,11 @@ impl<'u> Reader<'u> {
 
     fn end(&mut self, c: &mut Client) {
         match c.state {
+            State::Connecting | State::Upgrading if c.reconnecting => {
+                self.in_flight -= 1;
+                c.tracker.resumes.reconnect_failed += 1;
+                c.dropped = true;
+            }
             State::Connecting | State::Upgrading => {
                 self.in_flight -= 1;
                 self.failed_connects += 1;
@@ -140,6 +233,16 @@ impl<'u> Reader<'u> {
         c.state = State::Done;
     }
 
+    /// The run drops `c` on purpose (to resume it): it no longer counts as open.
+    pub fn dropping(&mut self, c: &mut Client) {
+        match c.state {
+            State::Open => self.open -= 1,
+            State::Connecting | State::Upgrading => self.in_flight -= 1,
+            State::Done => {}
+        }
+        c.state = State::Done;
+    }
+
     /// A readiness event: finishes a connect, writes what is waiting.
     pub fn on_ready(&mut self, c: &mut Client, writable: bool, error: bool) {
         if c.state == State::Connecting && (writable || error) {
@@ -149,14 +252,8 @@ impl<'u> Reader<'u> {
                 Err(_) => return self.end(c),
             }
         }
-        if !c.out.is_empty() && matches!(c.state, State::Upgrading | State::Open) {
-            match c.sock.write(&c.out) {
-                Ok(n) => {
-                    c.out.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => self.end(c),
-            }
+        if matches!(c.state, State::Upgrading | State::Open) && c.flush_out().is_err() {
+            self.end(c);
         }
     }
 
@@ -165,7 +262,7 @@ impl<'u> Reader<'u> {
         while matches!(c.state, State::Upgrading | State::Open) {
             let carried = c.carry.len();
             self.buf[..carried].copy_from_slice(&c.carry);
-            let n = match c.sock.read(&mut self.buf[carried..]) {
+            let n = match c.read_plain(&mut self.tls_scratch, &mut self.buf[carried..]) {
                 Ok(0) => return self.end(c),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -187,16 +284,16 @@ impl<'u> Reader<'u> {
                             return self.end(c);
                         }
                         self.in_flight -= 1;
-                        let _ = self.connect_hist.record(now.duration_since(c.started).as_nanos() as u64);
+                        let since = now.duration_since(c.started).as_nanos() as u64;
+                        let _ = if c.reconnecting { &mut self.reconnect_hist } else { &mut self.connect_hist }
+                            .record(since);
                         c.state = State::Open;
                         self.open += 1;
                         at = pos + 4;
                         // Now the subscribe may go; write it at once (edge-triggered: no
                         // further writable event would come for an idle socket).
                         c.out.append(&mut c.subscribe);
-                        if let Ok(n) = c.sock.write(&c.out) {
-                            c.out.drain(..n);
-                        }
+                        let _ = c.flush_out();
                     }
                 }
             }
@@ -276,22 +373,25 @@ impl<'u> Reader<'u> {
         let counted = in_window && !c.slow;
         match f.kind {
             b"trade" | b"quote" => {
+                let (tracked, replayed) = match (symbol, f.seq) {
+                    (Some(s), Some(seq)) => {
+                        let known = c.tracker.knows(s);
+                        (known, c.tracker.on_event(s, seq, f.conflated.unwrap_or(0), f.kind == b"trade"))
+                    }
+                    (None, _) => {
+                        c.tracker.counts.unexpected += 1;
+                        (false, false)
+                    }
+                    (Some(_), None) => (false, false),
+                };
+                // A replayed event was missed while away: neither a live delivery nor timed.
+                let counted = counted && !replayed;
                 if counted {
                     c.delivered += 1;
+                    c.tracked += u64::from(tracked);
                     self.wire.event_frames += 1;
                     self.wire.event_wire_bytes += wire_bytes;
                     self.wire.compressed_events += u64::from(compressed);
-                }
-                match (symbol, f.seq) {
-                    (Some(s), Some(seq)) => {
-                        let known = c.tracker.knows(s);
-                        c.tracker.on_event(s, seq, f.conflated.unwrap_or(0), f.kind == b"trade");
-                        if counted && known {
-                            c.tracked += 1;
-                        }
-                    }
-                    (None, _) => c.tracker.counts.unexpected += 1,
-                    (Some(_), None) => {}
                 }
                 if counted {
                     // Stamped and received on one clock: a stamp after the receipt is not a
@@ -311,7 +411,15 @@ impl<'u> Reader<'u> {
                 (Some(_), None) => self.unreadable += 1,
             },
             b"gap" => match (symbol, f.from_seq, f.to_seq) {
-                (Some(s), Some(from), Some(to)) if from <= to => c.tracker.on_gap(s, from, to),
+                (Some(s), Some(from), Some(to)) if from <= to => match f.reason {
+                    b"history" | b"ahead" => c.tracker.on_resume_gap(s, from, to, f.reason == b"ahead"),
+                    _ => c.tracker.on_gap(s, from, to),
+                },
+                (None, ..) => c.tracker.counts.unexpected += 1,
+                _ => self.unreadable += 1,
+            },
+            b"resumed" => match (symbol, f.after_seq, f.to_seq) {
+                (Some(s), Some(after), Some(to)) => c.tracker.on_resumed(s, after, to),
                 (None, ..) => c.tracker.counts.unexpected += 1,
                 _ => self.unreadable += 1,
             },

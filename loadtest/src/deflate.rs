@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use flate2::{Decompress, FlushDecompress};
 
+use crate::tls::TlsClient;
 use crate::wsframe::{parse_frame, write_client_frame};
 
 /// The offer every browser sends.
@@ -48,6 +49,29 @@ pub struct WireFigures {
     pub list_symbols_bytes: u64,
     /// Whether the upgrade agreed to permessage-deflate (the probe's).
     pub agreed: bool,
+}
+
+impl WireFigures {
+    /// Adds the figures of a run made at the same time: counts add up, the per-message figures
+    /// are recomputed over the sum, the probe's sizes are the first run's that has them.
+    pub fn add(&mut self, other: &Self) {
+        let inflate_ns =
+            self.inflate_ns_per_message * self.inflated as f64 + other.inflate_ns_per_message * other.inflated as f64;
+        self.event_frames += other.event_frames;
+        self.event_wire_bytes += other.event_wire_bytes;
+        self.compressed_events += other.compressed_events;
+        self.inflated += other.inflated;
+        self.bytes_per_event =
+            if self.event_frames > 0 { self.event_wire_bytes as f64 / self.event_frames as f64 } else { 0.0 };
+        self.inflate_ns_per_message = if self.inflated > 0 { inflate_ns / self.inflated as f64 } else { 0.0 };
+        if self.snapshot_bytes == 0 {
+            self.snapshot_bytes = other.snapshot_bytes;
+        }
+        if self.list_symbols_bytes == 0 {
+            self.list_symbols_bytes = other.list_symbols_bytes;
+        }
+        self.agreed |= other.agreed;
+    }
 }
 
 /// Inflates RSV1 messages, one at a time, and counts what it did.
@@ -110,14 +134,26 @@ impl Inflater {
     }
 }
 
-/// One blocking client: upgrades (offering permessage-deflate with `deflate`), asks
-/// `list_symbols` and subscribes to `symbol`, and returns the wire bytes of the `symbols` reply
-/// and of the first `snapshot`, and whether the server agreed. Best effort, within a few
-/// seconds: a server without those messages gives zeros.
-pub fn probe(addr: SocketAddr, deflate: bool, symbol: &str) -> WireFigures {
+/// A blocking byte stream: a TCP socket, or a TLS session over one.
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
+/// One blocking client (over `tls` when given): upgrades (offering permessage-deflate with
+/// `deflate`), asks `list_symbols` and subscribes to `symbol`, and returns the wire bytes of the
+/// `symbols` reply and of the first `snapshot` (WebSocket frames, before any TLS), and whether
+/// the server agreed. Best effort, within a few seconds: a server without those messages gives
+/// zeros.
+pub fn probe(addr: SocketAddr, tls: Option<&TlsClient>, deflate: bool, symbol: &str) -> WireFigures {
     let mut figures = WireFigures::default();
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else { return figures };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let Ok(tcp) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else { return figures };
+    let _ = tcp.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut stream: Box<dyn Stream> = match tls {
+        None => Box::new(tcp),
+        Some(tls) => match tls.blocking(tcp) {
+            Ok(session) => Box::new(session),
+            Err(_) => return figures,
+        },
+    };
     let offer = if deflate { OFFER_HEADER } else { "" };
     let request = format!(
         "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

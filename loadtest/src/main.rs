@@ -16,6 +16,7 @@ use tickgate_feed::sim::{SimConfig, universe};
 use tickgate_loadtest::metrics;
 use tickgate_loadtest::report::{self, Step, Sweep};
 use tickgate_loadtest::run::{self, Pick, RunParams};
+use tickgate_loadtest::tls::TlsClient;
 use tickgate_loadtest::verdict::{self, Criteria};
 
 /// The columns of the table `run` and `sweep` print, for `--help`.
@@ -85,6 +86,21 @@ enum Cmd {
         #[arg(long)]
         stop_on_fail: bool,
     },
+    /// Combine the results of several loadtest processes run at the same time (one process
+    /// holds at most ~19,900 sockets) into one: counts summed, latency from the merged
+    /// histograms, the verdict judged again on the whole.
+    #[command(after_help = COLUMNS)]
+    Combine {
+        /// The processes' JSON files (`--out` of each run).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Name of the combined result.
+        #[arg(long, default_value = "combined")]
+        name: String,
+        /// Where to write the combined JSON.
+        #[arg(long, default_value = "loadtest/results/combined.json")]
+        out: PathBuf,
+    },
     /// Compare sweeps: a Markdown table (ratios against the first) and an SVG plot.
     Compare {
         /// Sweep JSON files; the first is the baseline.
@@ -100,9 +116,21 @@ enum Cmd {
 
 #[derive(Debug, Args)]
 struct LoadArgs {
-    /// Server address (the WebSocket endpoint is /ws).
-    #[arg(long, default_value = "127.0.0.1:9100")]
-    addr: SocketAddr,
+    /// Server address (the WebSocket endpoint is /ws). Give it several times (or comma-separated)
+    /// to spread the connections over several gateways, round-robin.
+    #[arg(long, default_value = "127.0.0.1:9100", value_delimiter = ',', action = clap::ArgAction::Append)]
+    addr: Vec<SocketAddr>,
+    /// Speak wss:// (TLS) instead of ws://.
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: a PEM file of CA certificates to trust besides the usual roots (e.g. the test
+    /// CA of scripts/make-test-cert.sh). Implies --tls.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// With --tls: the name the server's certificate must carry. Default: the IP address of the
+    /// first --addr.
+    #[arg(long, value_name = "NAME")]
+    server_name: Option<String>,
     /// Name of the server in reports.
     #[arg(long, default_value = "tickgate")]
     name: String,
@@ -138,10 +166,20 @@ struct LoadArgs {
     /// another, on a random client).
     #[arg(long, default_value_t = 0.0)]
     churn: f64,
+    /// Share of the reading clients dropped (a reset, no close) and reconnected with a resume
+    /// in each round of the window: the last seq held of each symbol. Each resumed stream must
+    /// go on with no seq missing or repeated, or say what it will not get (a gap `history` or
+    /// `ahead` and a snapshot).
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    resume_share: f64,
+    /// Seconds between two rounds of drops, from the start of the window.
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+    resume_every: f64,
     /// Connections opened per second (0 = as fast as possible: a connect storm).
     #[arg(long, default_value_t = 0.0)]
     connect_rate: f64,
-    /// Source addresses to spread connections over, e.g. 127.0.0.1,127.0.0.2.
+    /// Local source addresses to spread the connections over (for each --addr in turn), e.g.
+    /// 127.0.0.2,127.0.0.3: each pair of source and server address takes ~28,000 connections.
     #[arg(long, value_delimiter = ',')]
     source_addrs: Vec<IpAddr>,
     /// Pin the load generator to this core.
@@ -178,6 +216,22 @@ struct LoadArgs {
     wire_probe: bool,
 }
 
+impl LoadArgs {
+    /// The first server address (where --server-cmd listens, and /metrics is read by default).
+    fn first_addr(&self) -> SocketAddr {
+        self.addr.first().copied().unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9100)))
+    }
+
+    /// The TLS client, when the run speaks wss://.
+    fn tls_client(&self) -> Result<Option<TlsClient>, String> {
+        if !self.tls && self.ca.is_none() {
+            return Ok(None);
+        }
+        let name = self.server_name.clone().unwrap_or_else(|| self.first_addr().ip().to_string());
+        TlsClient::new(self.ca.as_deref(), &name).map(Some)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -190,9 +244,10 @@ fn main() -> ExitCode {
         Cmd::Run { load, rate, metrics_addr } => match (rate, &load.server_cmd) {
             (Some(rate), _) => sweep(&load, &[rate], false, None),
             (None, Some(_)) => sweep(&load, &[DEFAULT_RATE], false, None),
-            (None, None) => sweep(&load, &[f64::NAN], false, Some(metrics_addr.unwrap_or(load.addr))),
+            (None, None) => sweep(&load, &[f64::NAN], false, Some(metrics_addr.unwrap_or(load.first_addr()))),
         },
         Cmd::Sweep { load, rates, stop_on_fail } => sweep(&load, &rates, stop_on_fail, None),
+        Cmd::Combine { files, name, out } => combine(&files, &name, &out),
         Cmd::Compare { files, svg, markdown } => {
             compare(&files, svg.as_deref(), markdown.as_deref()).map(|()| Outcome::Done)
         }
@@ -264,6 +319,12 @@ const DEFAULT_RATE: f64 = 10_000.0;
 /// Runs each rate in turn. With `rate_from`, the single rate is read from the gateway's
 /// /metrics at that address over the run instead.
 fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool, rate_from: Option<SocketAddr>) -> Result<Outcome, String> {
+    if !(0.0..=1.0).contains(&load.resume_share) {
+        return Err(format!("--resume-share must be between 0 and 1, got {}", load.resume_share));
+    }
+    if !(load.resume_every.is_finite() && load.resume_every > 0.0) {
+        return Err(format!("--resume-every must be a positive number of seconds, got {}", load.resume_every));
+    }
     if let Some(core) = load.pin_core {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         match cores.iter().find(|c| c.id == core) {
@@ -271,6 +332,7 @@ fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool, rate_from: Option<S
             _ => eprintln!("warning: could not pin the load generator to core {core}"),
         }
     }
+    let tls = load.tls_client()?;
     let universe = symbol_names(load.symbols);
     std::fs::create_dir_all(&load.out).map_err(|e| format!("cannot create {}: {e}", load.out.display()))?;
     let symbols_file = load.out.join(format!("symbols-{}.txt", load.symbols));
@@ -298,16 +360,17 @@ fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool, rate_from: Option<S
         let server = match &load.server_cmd {
             Some(cmd) => {
                 let cmd = cmd
-                    .replace("{port}", &load.addr.port().to_string())
+                    .replace("{port}", &load.first_addr().port().to_string())
                     .replace("{rate}", &format!("{rate}"))
                     .replace("{symbols}", &load.symbols.to_string())
                     .replace("{symbols_file}", &symbols_file.display().to_string());
-                Server::start(&cmd, load.addr).map(Some)
+                Server::start(&cmd, load.first_addr()).map(Some)
             }
             None => Ok(None),
         };
         let params = RunParams {
-            addr: load.addr,
+            addrs: load.addr.clone(),
+            tls: tls.clone(),
             connections: load.connections,
             symbols_per_client: load.per_client,
             universe: universe.clone(),
@@ -325,6 +388,8 @@ fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool, rate_from: Option<S
             drain: Duration::from_secs_f64(load.drain),
             deflate: load.deflate,
             wire_probe: load.wire_probe,
+            resume_share: load.resume_share,
+            resume_every: Duration::from_secs_f64(load.resume_every),
         };
         let shown_rate = if rate_from.is_some() { "read from /metrics".to_string() } else { format!("{rate}/s") };
         eprintln!(
@@ -412,7 +477,7 @@ fn verdict_in_words(step: &Step, p99_bound_ms: f64) -> String {
     );
     let why = step.verdict.reasons.join("; ");
     match step.verdict.status {
-        _ if step.ok => format!("verdict: PASSED. {measured}; nothing lost."),
+        _ if step.ok => format!("verdict: PASSED. {measured}; nothing lost{}.", resumed_in_words(r)),
         verdict::Status::GeneratorBound => format!(
             "verdict: FAILED (gen-bound): every check passed, but the load generator was saturated, so the \
              figures are its own. {measured}. {why}."
@@ -421,14 +486,57 @@ fn verdict_in_words(step: &Step, p99_bound_ms: f64) -> String {
     }
 }
 
-fn compare(files: &[PathBuf], svg: Option<&Path>, markdown: Option<&Path>) -> Result<(), String> {
-    let sweeps: Vec<Sweep> = files
+/// How the resumes went, for the verdict's sentence; empty for a run that resumed nothing.
+fn resumed_in_words(r: &serde_json::Value) -> String {
+    let resume = &r["resume"];
+    if !resume.is_object() {
+        return String::new();
+    }
+    let n = |key: &str| resume[key].as_u64().unwrap_or(0);
+    format!(
+        "; {} reconnects resumed {} subscriptions: {} whole, {} with an announced gap",
+        n("reconnects"),
+        n("asked"),
+        n("whole"),
+        n("with_gap")
+    )
+}
+
+/// Reads sweep JSON files.
+fn read_sweeps(files: &[PathBuf]) -> Result<Vec<Sweep>, String> {
+    files
         .iter()
         .map(|f| {
             let text = std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", f.display()))
         })
-        .collect::<Result<_, String>>()?;
+        .collect()
+}
+
+fn combine(files: &[PathBuf], name: &str, out: &Path) -> Result<Outcome, String> {
+    let sweeps = read_sweeps(files)?;
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let combined = tickgate_loadtest::combine::combine(&sweeps, &names, name).map_err(|e| e.to_string())?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::write(out, serde_json::to_string_pretty(&combined).map_err(|e| e.to_string())?)
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    print!("{}", report::step_table(&combined));
+    for step in &combined.steps {
+        for reason in &step.verdict.reasons {
+            println!("  - {reason}");
+        }
+    }
+    if let [step] = combined.steps.as_slice() {
+        println!("{}", verdict_in_words(step, combined.p99_bound_us / 1000.0));
+    }
+    println!("{} processes, {} connections: {}", files.len(), combined.connections, out.display());
+    Ok(if combined.best().is_some() { Outcome::Done } else { Outcome::NothingPassed })
+}
+
+fn compare(files: &[PathBuf], svg: Option<&Path>, markdown: Option<&Path>) -> Result<(), String> {
+    let sweeps = read_sweeps(files)?;
     let table = report::compare_table(&sweeps);
     print!("{table}");
     if let Some(path) = markdown {

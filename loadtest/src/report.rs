@@ -98,7 +98,7 @@ pub fn step_table(sweep: &Sweep) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<18} {:>10} {:>12} {:>12} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>7} {:>9}",
+        "{:<18} {:>10} {:>12} {:>12} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>7} {:>15} {:>9}",
         "server",
         "rate/s",
         "expected/s",
@@ -110,13 +110,14 @@ pub fn step_table(sweep: &Sweep) -> String {
         "lost",
         "cpu ns/d",
         "gen",
+        "resumed w/g/f",
         "verdict"
     );
     for s in &sweep.steps {
         let r = &s.result;
         let _ = writeln!(
             out,
-            "{:<18} {:>10.0} {:>12.0} {:>12.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>8} {:>9.0} {:>6.0}% {:>9}",
+            "{:<18} {:>10.0} {:>12.0} {:>12.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>8} {:>9.0} {:>6.0}% {:>15} {:>9}",
             sweep.server,
             s.rate,
             s.expected_per_s,
@@ -128,10 +129,22 @@ pub fn step_table(sweep: &Sweep) -> String {
             num(r, &["seq", "lost"]),
             num(r, &["server", "cpu_ns_per_delivery"]),
             100.0 * num(r, &["loadtest_core_share"]),
+            resumes(r),
             if s.ok { "passed" } else { s.verdict.status.label() },
         );
     }
     out
+}
+
+/// Resumed subscriptions of a run that dropped and resumed clients: whole / with a gap /
+/// failed; `-` for a run that did not.
+fn resumes(r: &serde_json::Value) -> String {
+    let resume = &r["resume"];
+    if !resume.is_object() {
+        return "-".into();
+    }
+    let n = |key: &str| resume[key].as_u64().unwrap_or(0);
+    format!("{}/{}/{}", n("whole"), n("with_gap"), n("failed") + n("reconnect_failed"))
 }
 
 /// The comparison table (Markdown): each server's best zero-loss rate, its cost, and ratios
@@ -306,6 +319,16 @@ mod tests {
         let s = sweep("x", 1.0);
         assert_eq!(s.best().unwrap().rate, 2000.0);
         assert_eq!(s.half().unwrap().rate, 1000.0);
+    }
+
+    #[test]
+    fn the_table_shows_how_resumes_went_and_a_dash_without_them() {
+        let mut s = sweep("x", 1.0);
+        s.steps.truncate(1);
+        assert!(step_table(&s).lines().nth(1).unwrap().contains(" - "), "{}", step_table(&s));
+        s.steps[0].result["resume"] = json!({"whole": 30, "with_gap": 2, "failed": 1, "reconnect_failed": 1});
+        let table = step_table(&s);
+        assert!(table.contains("resumed w/g/f") && table.contains(" 30/2/2 "), "{table}");
     }
 
     #[test]

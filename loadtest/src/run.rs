@@ -6,18 +6,19 @@
 //! when the tick entered it, so a server that falls behind shows it in the figures.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Write};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::conn::{Client, Reader, State};
+use crate::conn::{Client, Reader, State, connect};
 use crate::deflate::WireFigures;
+use crate::drops::{self, Redial, Schedule};
 use crate::procfs::{self, ProcSample};
+pub use crate::result::{PairCounts, Percentiles, RunResult, ServerFigures, SlowFates};
+use crate::resume::ResumeCounts;
+use crate::tls::TlsClient;
 use crate::tracker::{SeqCounts, SeqTracker};
 use crate::wsframe::write_client_frame;
 
@@ -30,15 +31,19 @@ pub enum Pick {
 }
 
 /// What to run.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct RunParams {
-    pub addr: SocketAddr,
+    /// The server's addresses: client i connects to the (i mod len)th.
+    pub addrs: Vec<SocketAddr>,
+    /// `wss://`: the TLS client every connection uses; None for `ws://`.
+    pub tls: Option<TlsClient>,
     pub connections: usize,
     pub symbols_per_client: usize,
     /// The symbols clients choose from.
     pub universe: Vec<String>,
     pub pick: Pick,
-    /// Local addresses to connect from, in turn (past ~28k connections to one address).
+    /// Local addresses to connect from, in turn for each server address (past ~28k
+    /// connections from one local address to one server address).
     pub source_addrs: Vec<IpAddr>,
     /// New connections per second; 0 = as fast as the server accepts (a connect storm).
     pub connect_rate: f64,
@@ -64,130 +69,10 @@ pub struct RunParams {
     /// After the window, probe the wire size of a snapshot and a symbol list with one more
     /// connection (see [`crate::deflate::probe`]).
     pub wire_probe: bool,
-}
-
-/// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
-pub struct Percentiles {
-    pub count: u64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
-    pub mean: f64,
-}
-
-impl Percentiles {
-    /// From a histogram recorded in nanoseconds.
-    pub fn from_ns(h: &Histogram<u64>) -> Self {
-        let us = |v: u64| v as f64 / 1000.0;
-        if h.is_empty() {
-            return Self::default();
-        }
-        Self {
-            count: h.len(),
-            p50: us(h.value_at_quantile(0.50)),
-            p90: us(h.value_at_quantile(0.90)),
-            p99: us(h.value_at_quantile(0.99)),
-            p999: us(h.value_at_quantile(0.999)),
-            max: us(h.max()),
-            mean: h.mean() / 1000.0,
-        }
-    }
-}
-
-/// Figures of a server process over the window.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
-pub struct ServerFigures {
-    pub cpu_s: f64,
-    /// CPU nanoseconds per delivered message.
-    pub cpu_ns_per_delivery: f64,
-    pub rss_before_connect: u64,
-    pub rss_connected: u64,
-    /// (RSS with every client connected and subscribed, after the warm-up − RSS before) /
-    /// connections.
-    pub rss_per_connection: f64,
-    pub rss_end: u64,
-}
-
-/// Where the reading clients' subscriptions stood once the window was over.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PairCounts {
-    /// (client, symbol) subscriptions held by the reading clients.
-    pub held: u64,
-    /// Received or announced up to the highest seq any reading client saw of the symbol in the
-    /// window.
-    pub caught_up: u64,
-    /// Short of it, even after the drain.
-    pub behind: u64,
-    /// No snapshot, event or gap ever came.
-    pub never_started: u64,
-}
-
-/// What became of the clients that stopped reading for the window, read again after it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SlowFates {
-    pub clients: u64,
-    /// Still connected, nothing missed.
-    pub kept: u64,
-    /// Still connected, told of what they missed (gaps, conflated quotes).
-    pub told: u64,
-    /// Closed with 1008, or ended during the close linger.
-    pub cut: u64,
-    /// Closed any other way.
-    pub unaccounted: u64,
-}
-
-/// Everything one run measured.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct RunResult {
-    pub connections: usize,
-    pub connected: usize,
-    pub failed_connects: usize,
-    pub connect_ms: Percentiles,
-    pub connects_per_s: f64,
-    pub window_s: f64,
-    pub slow_clients: usize,
-    /// Events (trades and quotes) delivered to the reading clients in the window.
-    pub delivered: u64,
-    /// Of those, the ones whose seq was read and checked against a subscription.
-    pub seq_tracked: u64,
-    pub delivered_per_s: f64,
-    pub per_client_per_s_min: f64,
-    pub per_client_per_s_median: f64,
-    /// gw_ts to receipt, reading clients, in the window; `count` is the number of events timed.
-    pub latency_us: Percentiles,
-    /// Sequence accounting of the reading clients, from the window's start to the drain's end.
-    pub seq: SeqCounts,
-    /// The same for the stalled clients.
-    pub slow_seq: SeqCounts,
-    pub pairs: PairCounts,
-    pub slow: SlowFates,
-    /// Messages that are not a JSON object, of an unknown type, or without a field their type
-    /// needs (a snapshot's seq, a gap's range).
-    pub unreadable: u64,
-    /// Events of the window whose `gw_ts` was later than their receipt (not timed).
-    pub stamped_ahead: u64,
-    /// Error replies, by code, over the whole run.
-    pub errors: BTreeMap<String, u64>,
-    /// The slow-client policy the server announced in its `subscribed` replies ("mixed" if they
-    /// differed); None if it never said.
-    pub policy: Option<String>,
-    /// Close codes the server sent to reading clients, by code.
-    pub closes: BTreeMap<u16, u64>,
-    /// Reading clients whose connection ended without a close frame.
-    pub dropped: u64,
-    /// Subscription changes made during the window.
-    pub churns: u64,
-    pub server: Option<ServerFigures>,
-    pub loadtest_cpu_s: f64,
-    /// Load generator CPU over the window as a share of one core (near 1.0: saturated).
-    pub loadtest_core_share: f64,
-    pub tcp_socket_memory: Option<u64>,
-    /// Bytes on the wire per event, a snapshot and a symbol list, and the inflating done here.
-    pub wire: WireFigures,
+    /// Share of the reading clients dropped and resumed in each round (0: none).
+    pub resume_share: f64,
+    /// Time between two rounds of drops, from the window's start.
+    pub resume_every: Duration,
 }
 
 /// A tiny deterministic generator for picking symbols.
@@ -226,19 +111,12 @@ fn pick_symbols(rng: &mut SplitMix, n: usize, k: usize, pick: Pick, zipf_cdf: &[
     chosen
 }
 
-fn connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
-    socket.set_tcp_nodelay(true)?;
-    if let Some(ip) = source {
-        socket.bind(&SocketAddr::new(ip, 0).into())?;
-    }
-    match socket.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(socket.into()))
+/// Where client `i` connects to and from: the server addresses in turn, and for each server
+/// address the source addresses in turn (so every pair of them is used).
+fn endpoint(params: &RunParams, i: usize) -> (SocketAddr, Option<IpAddr>) {
+    let n = params.addrs.len().max(1);
+    let source = (!params.source_addrs.is_empty()).then(|| params.source_addrs[(i / n) % params.source_addrs.len()]);
+    (params.addrs[i % n], source)
 }
 
 const MAX_IN_FLIGHT_CONNECTS: usize = 512;
@@ -309,6 +187,9 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
     if n_universe == 0 {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty symbol universe"));
     }
+    let Some(first_addr) = params.addrs.first() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no server address"));
+    };
     let index: HashMap<&[u8], u32> =
         params.universe.iter().enumerate().map(|(i, s)| (s.as_bytes(), i as u32)).collect();
     let zipf_cdf: Vec<f64> = match params.pick {
@@ -326,7 +207,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
         }
     };
     let mut rng = SplitMix(params.seed);
-    let host = params.addr.to_string();
+    let host = first_addr.to_string();
     let handshake = format!(
         "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{}\r\n",
@@ -350,6 +231,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
     let mut rss_connected = 0;
     let mut progress = params.progress.then(crate::progress::Progress::new);
     let mut churns = 0u64;
+    let mut drop_schedule: Option<Schedule> = None;
 
     loop {
         let now = Instant::now();
@@ -361,11 +243,11 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                     break;
                 }
             }
-            let source = (!params.source_addrs.is_empty())
-                .then(|| params.source_addrs[clients.len() % params.source_addrs.len()]);
+            let (addr, source) = endpoint(params, clients.len());
             let symbols = pick_symbols(&mut rng, n_universe, params.symbols_per_client, params.pick, &zipf_cdf);
-            match connect(params.addr, source) {
+            match connect(addr, source) {
                 Ok(mut sock) => {
+                    let tls = params.tls.as_ref().map(TlsClient::connection).transpose()?;
                     let token = Token(clients.len());
                     poll.registry().register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)?;
                     let subscribe_json = format!(
@@ -380,6 +262,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                     write_client_frame(&mut subscribe, 1, subscribe_json.as_bytes(), (rng.next() as u32).to_le_bytes());
                     clients.push(Client::new(
                         sock,
+                        tls,
                         now,
                         handshake.clone().into_bytes(),
                         subscribe,
@@ -418,8 +301,10 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                     c.delivered = 0;
                     c.tracked = 0;
                     c.tracker.counts = SeqCounts::default();
+                    c.tracker.resumes = ResumeCounts::default();
                     c.slow = i < slow_count;
                 }
+                drop_schedule = Schedule::new(params.resume_share, params.resume_every, clients.len() - slow_count);
                 reader.latency.reset();
                 let server = params.server_pid.map(|p| procfs::sample(Some(p))).transpose()?;
                 // Memory with every client connected and subscribed, after the warm-up settled.
@@ -474,9 +359,34 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
                 write_client_frame(&mut c.out, 1, ops.as_bytes(), (rng.next() as u32).to_le_bytes());
                 c.tracker.leave(old);
                 c.tracker.add(new);
-                if let Ok(n) = c.sock.write(&c.out) {
-                    c.out.drain(..n);
-                }
+                let _ = c.flush_out();
+            }
+        }
+
+        // Drops and resumes, in rounds over the window.
+        if let (Some(schedule), Some((window_start, ..)), Phase::Measuring { .. }) =
+            (drop_schedule.as_mut(), window, phase)
+        {
+            let redial = Redial {
+                addr: *first_addr,
+                source: None,
+                tls: params.tls.as_ref(),
+                handshake: handshake.as_bytes(),
+                universe: &params.universe,
+                extra: &policy_json,
+            };
+            for i in schedule.due(now.duration_since(window_start), &clients) {
+                let (addr, source) = endpoint(params, i);
+                let mask = (rng.next() as u32).to_le_bytes();
+                drops::drop_and_resume(
+                    &mut clients[i],
+                    Token(i),
+                    poll.registry(),
+                    &mut reader,
+                    &Redial { addr, source, ..redial },
+                    mask,
+                    now,
+                )?;
             }
         }
 
@@ -529,12 +439,17 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
     let (window_start, server_start, own_start) = window.expect("the loop ends only after the window");
     let (window_end, own_end, server_end) = window_closed.expect("the loop ends only after the window");
     let window_s = window_end.duration_since(window_start).as_secs_f64();
+    // A resume still under way when the run ended is settled now.
+    for c in clients.iter_mut().filter(|c| !c.slow) {
+        c.tracker.settle_resumes();
+    }
     let fast: Vec<&Client> = clients.iter().filter(|c| !c.slow).collect();
     let delivered: u64 = fast.iter().map(|c| c.delivered).sum();
     let mut per_client: Vec<f64> = fast.iter().map(|c| c.delivered as f64 / window_s).collect();
     per_client.sort_by(f64::total_cmp);
     let mut seq = SeqCounts::default();
     let mut slow_seq = SeqCounts::default();
+    let mut resumes = ResumeCounts::default();
     let mut closes: BTreeMap<u16, u64> = BTreeMap::new();
     let mut dropped = 0;
     for c in &clients {
@@ -542,6 +457,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
             slow_seq.add(&c.tracker.counts);
             continue;
         }
+        resumes.add(&c.tracker.resumes);
         seq.add(&c.tracker.counts);
         if let Some(code) = c.close_code {
             *closes.entry(code).or_default() += 1;
@@ -567,14 +483,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
         }
         _ => None,
     };
-    let connect_ms = {
-        let mut p = Percentiles::from_ns(&reader.connect_hist);
-        // from_ns gives microseconds; connect times read better in milliseconds.
-        for v in [&mut p.p50, &mut p.p90, &mut p.p99, &mut p.p999, &mut p.max, &mut p.mean] {
-            *v /= 1000.0;
-        }
-        p
-    };
+    let connect_ms = Percentiles::ms_from_ns(&reader.connect_hist);
     let connect_span = connected_at.map_or(0.0, |at| at.duration_since(start).as_secs_f64());
     let loadtest_cpu_s = own_end.cpu_s - own_start.cpu_s;
     let wire = wire_figures(&reader, params);
@@ -608,6 +517,9 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
         loadtest_core_share: loadtest_cpu_s / window_s,
         tcp_socket_memory: procfs::tcp_socket_memory(),
         wire,
+        resume: drop_schedule.is_some().then_some(resumes),
+        reconnect_ms: Percentiles::ms_from_ns(&reader.reconnect_hist),
+        latency_ns_buckets: crate::result::buckets(&reader.latency),
     })
 }
 
@@ -615,7 +527,10 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
 /// list's size (while the server still runs).
 fn wire_figures(reader: &Reader<'_>, params: &RunParams) -> WireFigures {
     let mut wire = if params.wire_probe {
-        crate::deflate::probe(params.addr, params.deflate, &params.universe[0])
+        match params.addrs.first() {
+            Some(&addr) => crate::deflate::probe(addr, params.tls.as_ref(), params.deflate, &params.universe[0]),
+            None => WireFigures::default(),
+        }
     } else {
         WireFigures::default()
     };

@@ -16,6 +16,10 @@ pub struct Fields<'a> {
     pub gw_ts: Option<u64>,
     pub from_seq: Option<u64>,
     pub to_seq: Option<u64>,
+    /// `after_seq` of a `resumed` reply.
+    pub after_seq: Option<u64>,
+    /// `reason` of a `gap`.
+    pub reason: &'a [u8],
     /// Quotes a conflated quote superseded.
     pub conflated: Option<u64>,
     /// `policy` of a `subscribed` reply.
@@ -137,6 +141,8 @@ pub fn scan(payload: &[u8]) -> Fields<'_> {
         b"gw_ts" => f.gw_ts = number_value(raw),
         b"from_seq" => f.from_seq = number_value(raw),
         b"to_seq" => f.to_seq = number_value(raw),
+        b"after_seq" => f.after_seq = number_value(raw),
+        b"reason" => f.reason = string_value(raw).unwrap_or_default(),
         b"conflated" => f.conflated = number_value(raw),
         _ => {}
     });
@@ -158,7 +164,9 @@ mod tests {
         let f = scan(br#"{"type":"snapshot","symbol":"BTC-USD","seq":7,"trade":{"seq":6},"quote":null}"#);
         assert_eq!((f.kind, f.symbol, f.seq), (&b"snapshot"[..], &b"BTC-USD"[..], Some(7)));
         let f = scan(br#"{"type":"gap","symbol":"X","from_seq":3,"to_seq":9,"reason":"slow_consumer"}"#);
-        assert_eq!((f.from_seq, f.to_seq), (Some(3), Some(9)));
+        assert_eq!((f.from_seq, f.to_seq, f.reason), (Some(3), Some(9), &b"slow_consumer"[..]));
+        let f = scan(br#"{"type":"resumed","symbol":"X","after_seq":812,"to_seq":820}"#);
+        assert_eq!((f.kind, f.after_seq, f.to_seq), (&b"resumed"[..], Some(812), Some(820)));
         let f = scan(br#"{"type":"quote","symbol":"X","seq":5,"conflated":3,"gw_ts":9}"#);
         assert_eq!(f.conflated, Some(3));
         let f = scan(br#"{"type":"subscribed","symbols":["A","B"],"policy":"drop"}"#);

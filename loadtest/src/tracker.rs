@@ -1,6 +1,10 @@
 //! Per-client sequence accounting: every event a client should have seen is either received,
 //! announced as part of a gap, superseded (a conflated quote), or lost. Sans IO.
 
+use std::collections::VecDeque;
+
+use crate::resume::{self, Resume, ResumeCounts};
+
 /// Counts for one client (or a sum over clients).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -35,19 +39,32 @@ impl SeqCounts {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Slot {
-    symbol: u32,
+pub(crate) struct Slot {
+    pub(crate) symbol: u32,
     /// Next expected seq; 0 = not started (no snapshot, gap or event yet).
-    next: u64,
+    pub(crate) next: u64,
     /// Unsubscribe sent, its reply not yet received: events may still come.
-    leaving: bool,
+    pub(crate) leaving: bool,
+    /// Where a resume of this subscription stands (see [`crate::resume`]).
+    pub(crate) resume: Resume,
+}
+
+impl Slot {
+    fn new(symbol: u32) -> Self {
+        Self { symbol, next: 0, leaving: false, resume: Resume::Idle }
+    }
 }
 
 /// The sequence state of one client's subscriptions (a few dozen symbols: a small vector).
 #[derive(Debug, Clone, Default)]
 pub struct SeqTracker {
-    slots: Vec<Slot>,
+    pub(crate) slots: Vec<Slot>,
+    /// The symbols being left, in the order their unsubscribes were sent: the replies come in
+    /// that order, so the front is the one the next `unsubscribed` ends.
+    pub(crate) leaving: VecDeque<u32>,
     pub counts: SeqCounts,
+    /// How this client's resumes went.
+    pub resumes: ResumeCounts,
 }
 
 /// Where one subscription stands: the last seq accounted for, or None if nothing came.
@@ -60,8 +77,10 @@ pub struct Pair {
 impl SeqTracker {
     pub fn new(symbols: &[u32]) -> Self {
         Self {
-            slots: symbols.iter().map(|&symbol| Slot { symbol, next: 0, leaving: false }).collect(),
+            slots: symbols.iter().map(|&symbol| Slot::new(symbol)).collect(),
+            leaving: VecDeque::new(),
             counts: SeqCounts::default(),
+            resumes: ResumeCounts::default(),
         }
     }
 
@@ -83,21 +102,23 @@ impl SeqTracker {
     /// Starts tracking `symbol` (a subscribe was sent: its snapshot sets the sequence).
     pub fn add(&mut self, symbol: u32) {
         if !self.slots.iter().any(|s| s.symbol == symbol) {
-            self.slots.push(Slot { symbol, next: 0, leaving: false });
+            self.slots.push(Slot::new(symbol));
         }
     }
 
     /// An unsubscribe of `symbol` was sent: its events may still come until the reply.
     pub fn leave(&mut self, symbol: u32) {
-        if let Some(slot) = self.slots.iter_mut().find(|s| s.symbol == symbol) {
+        if let Some(slot) = self.slots.iter_mut().find(|s| s.symbol == symbol && !s.leaving) {
             slot.leaving = true;
+            self.leaving.push_back(symbol);
         }
     }
 
-    /// An `unsubscribed` reply came: the oldest symbol being left is gone (replies come in the
-    /// order of the requests, one symbol each).
+    /// An `unsubscribed` reply came: the symbol whose unsubscribe was sent first among those
+    /// still being left is gone (replies come in the order of the requests, one symbol each).
     pub fn left(&mut self) {
-        if let Some(i) = self.slots.iter().position(|s| s.leaving) {
+        let Some(symbol) = self.leaving.pop_front() else { return };
+        if let Some(i) = self.slots.iter().position(|s| s.symbol == symbol && s.leaving) {
             self.slots.remove(i);
         }
     }
@@ -109,43 +130,55 @@ impl SeqTracker {
             self.counts.unexpected += 1;
             return;
         };
+        if resume::snapshot_settles(slot, seq, &mut self.resumes) {
+            return;
+        }
         let after = seq.saturating_add(1);
+        let mut faults = 0;
         if slot.next != 0 {
             if after > slot.next {
-                self.counts.lost += after - slot.next;
+                faults = after - slot.next;
+                self.counts.lost += faults;
             } else if after < slot.next {
-                self.counts.duplicates += slot.next - after;
+                faults = slot.next - after;
+                self.counts.duplicates += faults;
+                slot.resume.add_faults(faults);
                 return;
             }
         }
+        slot.resume.add_faults(faults);
         slot.next = after;
     }
 
-    /// A live event; `conflated` is how many earlier quotes it says it superseded.
-    pub fn on_event(&mut self, symbol: u32, seq: u64, conflated: u64, is_trade: bool) {
+    /// An event; `conflated` is how many earlier quotes it says it superseded. Returns whether
+    /// it was replayed after a resume (one of the events the client missed while away) rather
+    /// than live.
+    pub fn on_event(&mut self, symbol: u32, seq: u64, conflated: u64, is_trade: bool) -> bool {
         let Some(slot) = self.slots.iter_mut().find(|s| s.symbol == symbol) else {
             self.counts.unexpected += 1;
-            return;
+            return false;
         };
         if is_trade && conflated > 0 {
             self.counts.conflated_trades += 1;
         }
-        if slot.next == 0 {
+        let faults = if slot.next == 0 {
             // No snapshot (servers without one): the first event starts the sequence.
             slot.next = seq.saturating_add(1);
             self.counts.received += 1;
-            return;
-        }
-        if seq < slot.next {
+            0
+        } else if seq < slot.next {
             self.counts.duplicates += 1;
-            return;
-        }
-        let skipped = seq - slot.next;
-        let explained = if is_trade { 0 } else { skipped.min(conflated) };
-        self.counts.conflated += explained;
-        self.counts.lost += skipped - explained;
-        self.counts.received += 1;
-        slot.next = seq.saturating_add(1);
+            1
+        } else {
+            let skipped = seq - slot.next;
+            let explained = if is_trade { 0 } else { skipped.min(conflated) };
+            self.counts.conflated += explained;
+            self.counts.lost += skipped - explained;
+            self.counts.received += 1;
+            slot.next = seq.saturating_add(1);
+            skipped - explained
+        };
+        slot.resume.after_event(seq, faults, &mut self.resumes)
     }
 
     /// Events `from..=to` will not come.
@@ -154,6 +187,7 @@ impl SeqTracker {
             self.counts.unexpected += 1;
             return;
         };
+        slot.resume.plain_gap(&mut self.resumes);
         if slot.next == 0 {
             slot.next = to.saturating_add(1);
             return;
@@ -161,6 +195,7 @@ impl SeqTracker {
         let from = from.max(slot.next);
         if to >= from {
             self.counts.lost += from - slot.next;
+            slot.resume.add_faults(from - slot.next);
             self.counts.announced += to - from + 1;
             slot.next = to.saturating_add(1);
         }
@@ -202,6 +237,27 @@ mod tests {
             t.pairs().collect::<Vec<_>>(),
             [Pair { symbol: 0, last: Some(24) }, Pair { symbol: 1, last: Some(6) }]
         );
+    }
+
+    #[test]
+    fn unsubscribe_replies_end_the_symbols_in_the_order_they_were_left() {
+        // Left in the order 5 then 2 (2 sits before 5 among the slots): the first reply ends 5,
+        // so 2's events still in flight are expected until the second reply.
+        let mut t = SeqTracker::new(&[1, 2, 3, 5]);
+        t.on_snapshot(2, 10);
+        t.leave(5);
+        t.leave(2);
+        t.left();
+        t.on_event(2, 11, 0, false);
+        assert_eq!((t.counts.received, t.counts.unexpected), (1, 0));
+        assert!(!t.knows(5));
+        t.left();
+        t.on_event(2, 12, 0, false);
+        assert_eq!(t.counts.unexpected, 1);
+        assert_eq!(t.symbols().collect::<Vec<_>>(), vec![1, 3]);
+        // A reply with nothing being left changes nothing.
+        t.left();
+        assert_eq!(t.symbols().collect::<Vec<_>>(), vec![1, 3]);
     }
 
     #[test]

@@ -162,6 +162,21 @@ pub fn judge(r: &RunResult, c: &Criteria) -> Verdict {
         fail(format!("{} quotes conflated to stalled clients without the conflate policy", r.slow_seq.conflated));
     }
 
+    if let Some(resume) = &r.resume {
+        if resume.asked == 0 {
+            fail(format!(
+                "no subscription was resumed ({} reconnects; none held a seq yet, or no round fell in the window)",
+                resume.reconnects
+            ));
+        }
+        if resume.failed > 0 || resume.reconnect_failed > 0 {
+            fail(format!(
+                "resumes: {} of {} failed (not answered, or a seq skipped or repeated across the reconnect), {} reconnects failed",
+                resume.failed, resume.asked, resume.reconnect_failed
+            ));
+        }
+    }
+
     let saturated = r.loadtest_core_share >= c.generator_bound_share;
     let status = match (reasons.is_empty(), saturated) {
         (true, false) => Status::Passed,
@@ -180,6 +195,7 @@ pub fn judge(r: &RunResult, c: &Criteria) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resume::ResumeCounts;
     use crate::run::{PairCounts, Percentiles, SlowFates};
     use crate::tracker::SeqCounts;
 
@@ -313,6 +329,20 @@ mod tests {
         let mut r = clean();
         r.slow_seq.lost = 3;
         fails_with(&r, "3 events lost untold");
+    }
+
+    #[test]
+    fn resumes_must_be_made_and_each_whole_or_announced() {
+        let mut r = clean();
+        r.resume = Some(ResumeCounts { reconnects: 5, asked: 50, whole: 40, with_gap: 10, ..ResumeCounts::default() });
+        assert_eq!(judge(&r, &criteria()).status, Status::Passed);
+        r.resume = Some(ResumeCounts { reconnects: 5, asked: 50, whole: 49, failed: 1, ..ResumeCounts::default() });
+        fails_with(&r, "resumes: 1 of 50 failed");
+        r.resume =
+            Some(ResumeCounts { reconnects: 5, asked: 50, whole: 50, reconnect_failed: 1, ..ResumeCounts::default() });
+        fails_with(&r, "1 reconnects failed");
+        r.resume = Some(ResumeCounts { reconnects: 5, fresh: 50, ..ResumeCounts::default() });
+        fails_with(&r, "no subscription was resumed");
     }
 
     #[test]

@@ -249,7 +249,8 @@ fn fake_server(fault: Fault, lifetime: Duration) -> SocketAddr {
 
 fn params(addr: SocketAddr, connections: usize, universe: Vec<String>, per_client: usize) -> RunParams {
     RunParams {
-        addr,
+        addrs: vec![addr],
+        tls: None,
         connections,
         symbols_per_client: per_client,
         universe,
@@ -267,6 +268,8 @@ fn params(addr: SocketAddr, connections: usize, universe: Vec<String>, per_clien
         drain: Duration::from_secs(2),
         deflate: false,
         wire_probe: false,
+        resume_share: 0.0,
+        resume_every: Duration::from_secs(1),
     }
 }
 

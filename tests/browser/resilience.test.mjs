@@ -179,7 +179,7 @@ test('two tabs share one watchlist', async () => {
 });
 
 for (const [code, reason, why] of [
-  [1008, 'authentication required', /requires authentication/],
+  [1008, 'authentication required', /requires you to sign in/],
   [1008, 'not entitled', /not entitled/],
   [4003, 'forbidden', /refused this connection/],
   [1009, 'message of 70000 bytes is over the limit of 65536', /refused what this page sent/],
@@ -202,13 +202,15 @@ for (const [code, reason, why] of [
   });
 }
 
-test('a welcome that asks for authentication: the page closes at once and stays closed', async () => {
+test('a welcome that asks for a token the page does not have: it closes at once, asks, and stays closed', async () => {
   gw.welcome = { auth: 'required' };
   const clients = gw.clients.length;
   gw.client.close(1001, 'going away');
   await phaseIs('closed');
   assert.equal(gw.clients.length, clients + 1);
-  assert.match(await text('notice-refused'), /requires authentication/);
+  assert.match(await text('notice-refused'), /requires you to sign in/);
+  assert.equal(await page.isHidden('[data-testid=signin]'), false, 'the sign-in form is shown');
+  assert.deepEqual(gw.commands.slice(-1)[0]?.op === 'auth', false, 'no auth without a token');
   await sleep(3000);
   assert.equal(gw.clients.length, clients + 1, 'no further connection');
   gw.welcome = {};

@@ -5,11 +5,14 @@
 // welcome that asks for authentication or says the feed is down, and a restart on the same port.
 //
 // The WebSocket side is the minimum of RFC 6455 a browser needs: the handshake, unmasked text
-// frames out, masked frames in (text, close, ping), no fragmentation or extensions.
+// frames out, masked frames in (text, close, ping), no fragmentation. With `deflate`, it accepts
+// the browser's permessage-deflate offer without context takeover (RFC 7692): it inflates what
+// the browser compresses, and sends its own messages uncompressed, as the RFC allows.
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
+import zlib from 'node:zlib';
 import { INDEX_HTML } from './helpers.mjs';
 
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
@@ -57,7 +60,12 @@ class Client {
       const payload = Buffer.from(b.subarray(at, at + len));
       if (mask) for (let i = 0; i < payload.length; i += 1) payload[i] ^= mask[i & 3];
       this.buffer = b.subarray(at + len);
-      if (opcode === 0x1) this.server.onCommand(this, JSON.parse(payload.toString('utf8')));
+      // RSV1: a message compressed with the negotiated permessage-deflate, no context takeover.
+      const text = (b[0] & 0x40) !== 0
+        ? zlib.inflateRawSync(Buffer.concat([payload, Buffer.from([0x00, 0x00, 0xff, 0xff])]),
+          { finishFlush: zlib.constants.Z_SYNC_FLUSH })
+        : payload;
+      if (opcode === 0x1) this.server.onCommand(this, JSON.parse(text.toString('utf8')));
       else if (opcode === 0x9) this.socket.write(frame(0xa, payload));
       else if (opcode === 0x8) {
         if (!this.closed) this.socket.end(frame(0x8, payload.subarray(0, 2)));
@@ -87,16 +95,17 @@ class Client {
  * returned object. While `refuseSubscribes` is above zero, each subscribe is answered with
  * a `rate_limited` error instead, and the count goes down. A symbol subscribed with `resume`
  * gets what `resume(symbol, seq)` returns (messages), when it is set, instead of its snapshot.
- * Every command received is kept in `commands`, every client in `clients`.
+ * Every command received is kept in `commands`, every client in `clients`. While `deflate` is
+ * true, a permessage-deflate offer is accepted. `pageHeaders` are added to the page's response.
  */
-export async function startScriptedGateway({ universe, snapshot, port = 0, welcome = {} }) {
+export async function startScriptedGateway({ universe, snapshot, port = 0, welcome = {}, deflate = false, pageHeaders = {} }) {
   const html = fs.readFileSync(INDEX_HTML);
   const commands = [];
   const clients = [];
   const waiters = [];
   const server = http.createServer((req, res) => {
     if (req.url === '/' || req.url === '/index.html') {
-      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' });
+      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store', ...pageHeaders });
       res.end(html);
     } else {
       res.writeHead(404, { 'Content-Type': 'text/plain' });
@@ -110,6 +119,7 @@ export async function startScriptedGateway({ universe, snapshot, port = 0, welco
     welcome,
     refuseSubscribes: 0,
     resume: null,
+    deflate,
     /** The newest client still connected. */
     get client() { return clients.filter((c) => !c.closed).at(-1); },
     onCommand(client, command) {
@@ -171,8 +181,12 @@ export async function startScriptedGateway({ universe, snapshot, port = 0, welco
       return;
     }
     const accept = crypto.createHash('sha1').update(req.headers['sec-websocket-key'] + GUID).digest('base64');
+    const offered = /permessage-deflate/i.test(req.headers['sec-websocket-extensions'] || '');
+    const extensions = scripted.deflate && offered
+      ? 'Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n'
+      : '';
     socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
-      `Sec-WebSocket-Accept: ${accept}\r\n\r\n`);
+      `Sec-WebSocket-Accept: ${accept}\r\n${extensions}\r\n`);
     const client = new Client(socket, scripted);
     clients.push(client);
     client.send({

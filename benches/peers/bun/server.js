@@ -15,17 +15,33 @@
 // - idleTimeout 120 s and sendPings true (Bun's defaults): an idle client is pinged, and closed
 //   only if it does not answer.
 //
+// - --tls-cert / --tls-key (PEM, both): serves wss:// through Bun.serve's `tls` option
+//   (BoringSSL), for the comparison with tickgate's own TLS (benches/matrix.sh TLS=1).
+//
 // Run: node_modules/.bin/bun benches/peers/bun/server.js --port 9001 --symbols-file symbols.txt
 
 import { handleCommand, loadSymbols, onShutdown, parseArgs, startGenerator } from "../common/ticks.js";
 
 const USAGE = `usage: bun server.js [--host 127.0.0.1] [--port 9001] [--symbols-file FILE] [--rate 5000]
-                     [--max-buffered 16777216] [--compress 0|1]`;
+                     [--max-buffered 16777216] [--compress 0|1] [--tls-cert CHAIN.pem --tls-key KEY.pem]`;
 const opts = parseArgs(
   process.argv.slice(2),
-  { host: "127.0.0.1", port: 9001, symbolsFile: "", rate: 5000, maxBuffered: 16 * 1024 * 1024, compress: 0 },
+  {
+    host: "127.0.0.1",
+    port: 9001,
+    symbolsFile: "",
+    rate: 5000,
+    maxBuffered: 16 * 1024 * 1024,
+    compress: 0,
+    tlsCert: "",
+    tlsKey: "",
+  },
   USAGE,
 );
+if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) {
+  process.stderr.write(`error: --tls-cert and --tls-key go together\n${USAGE}\n`);
+  process.exit(2);
+}
 
 if (typeof Bun === "undefined") {
   process.stderr.write("bun/server.js runs under Bun: node_modules/.bin/bun bun/server.js\n");
@@ -41,6 +57,8 @@ const WELCOME = `{"type":"welcome","server":"${NAME}"}`;
 const server = Bun.serve({
   hostname: opts.host,
   port: opts.port,
+  // wss:// when given a certificate chain and its key.
+  tls: opts.tlsCert ? { cert: Bun.file(opts.tlsCert), key: Bun.file(opts.tlsKey) } : undefined,
   fetch(req, server) {
     // Any path upgrades (the benchmark uses /ws).
     if (server.upgrade(req)) return undefined;
@@ -78,7 +96,7 @@ const gen = startGenerator({
     server.publish(symbol, json, COMPRESS);
   },
 });
-process.stdout.write(`ready ${NAME} port=${server.port}\n`);
+process.stdout.write(`ready ${NAME} port=${server.port}${opts.tlsCert ? " tls" : ""}\n`);
 
 onShutdown(() => {
   gen.stop();

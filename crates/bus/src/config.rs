@@ -47,6 +47,9 @@ pub struct BusConfig {
     pub publish_queue: usize,
     /// How long connecting at start may take, in ms.
     pub connect_timeout_ms: u64,
+    /// Edge: at start, read this many seconds of the stream's past into the resume history
+    /// (0: only each symbol's last tick), so a client that saw them on another edge resumes here.
+    pub replay_s: u64,
 }
 
 impl Default for BusConfig {
@@ -70,6 +73,9 @@ impl Default for BusConfig {
             tls_key_file: None,
             publish_queue: 65_536,
             connect_timeout_ms: 5000,
+            // A minute of a busy market is read in a few seconds at start (see OPERATIONS.md,
+            // "Resume on any edge").
+            replay_s: 60,
         }
     }
 }
@@ -105,6 +111,9 @@ impl BusConfig {
         }
         if i64::try_from(self.max_bytes).is_err() {
             return err("max_bytes", "must fit in i64");
+        }
+        if self.replay_s > self.max_age_s {
+            return err("replay_s", "must be at most max_age_s (the stream keeps nothing older)");
         }
         if self.publish_queue == 0 {
             return err("publish_queue", "must be above 0");
@@ -149,6 +158,7 @@ mod tests {
             },
             BusConfig { tls_cert_file: Some("c.pem".into()), ..Default::default() },
             BusConfig { max_bytes: u64::MAX, ..Default::default() },
+            BusConfig { replay_s: 7200, ..Default::default() },
         ];
         for config in bad {
             assert!(config.validate().is_err(), "{config:?}");

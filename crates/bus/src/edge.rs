@@ -9,8 +9,10 @@
 //! [`BusSource`] is what the edge's ingest thread polls. It checks the publisher's numbering
 //! of each symbol: a tick already seen is dropped; a jump (ticks sequenced but not read here:
 //! not published, or gone from the stream after a long outage) is announced as a `gap` with
-//! reason `bus` before the tick; a tick of a new publisher epoch (the publisher restarted) is
-//! announced as an `upstream_reset` with reason `publisher_restart`.
+//! reason `bus` that ends with the tick, followed by a `snapshot` as of it (each message carries
+//! the symbol's latest event of the other kind, so the edge has the symbol's whole state); a
+//! tick of a new publisher epoch (the publisher restarted) is announced as an `upstream_reset`
+//! with reason `publisher_restart`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -58,18 +60,31 @@ pub fn start(config: &BusConfig, symbols: Arc<SymbolTable>, stats: Arc<BusStats>
             let client = connect::connect(&config, thread_stats.clone()).await?;
             let js = jetstream::new(client.clone());
             let stream = connect::stream(&js, &config, false).await?;
+            let end = stream.cached_info().state.last_sequence;
+            if end == 0 {
+                thread_stats.caught_up.store(true, Ordering::Relaxed);
+            }
+            // Without a replay: each symbol's last tick, then the live stream. With one: the
+            // last tick of each symbol quiet since the replay's start, then everything from it.
+            let (deliver_policy, before) = if config.replay_s == 0 {
+                (consumer::DeliverPolicy::LastPerSubject, Vec::new())
+            } else {
+                let start_time = time::OffsetDateTime::now_utc() - Duration::from_secs(config.replay_s);
+                let before = last_before(&stream, &config, &symbols, start_time).await?;
+                (consumer::DeliverPolicy::ByStartTime { start_time }, before)
+            };
             let consumer = stream
                 .create_consumer(consumer::push::OrderedConfig {
                     deliver_subject: client.new_inbox(),
                     filter_subject: format!("{}.>", config.subject_prefix),
-                    deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+                    deliver_policy,
                     ..Default::default()
                 })
                 .await
                 .map_err(|e| stream_err(&e))?;
-            consumer.messages().await.map_err(|e| stream_err(&e))
+            Ok::<_, BusError>((before, end, consumer.messages().await.map_err(|e| stream_err(&e))?))
         };
-        let messages = match messages.await {
+        let (before, end, messages) = match messages.await {
             Ok(messages) => messages,
             Err(e) => {
                 let _ = started.send(Err(e));
@@ -77,20 +92,56 @@ pub fn start(config: &BusConfig, symbols: Arc<SymbolTable>, stats: Arc<BusStats>
             }
         };
         let _ = started.send(Ok(()));
+        let mut rejects = RejectLog::default();
+        let read_all = async {
+            for message in before {
+                if !hand_on(&message.payload, &message.subject, &symbols, &tx, &thread_stats, &mut rejects).await {
+                    return;
+                }
+                if message.sequence >= end {
+                    thread_stats.caught_up.store(true, Ordering::Relaxed);
+                }
+            }
+            read(messages, end, &symbols, &tx, &thread_stats, &mut rejects).await;
+        };
         tokio::select! {
-            () = read(messages, &symbols, &tx, &thread_stats) => {}
+            () = read_all => {}
             _ = stopped => {}
         }
     })?;
     Ok(BusSource { rx, stats, last: vec![(0, 0); capacity], thread: Some(thread), stop: Some(stop) })
 }
 
-/// Reads the stream into `tx` until the source is dropped.
+/// The last message of every symbol's subject that is older than `start_time`, in stream order.
+async fn last_before(
+    stream: &jetstream::stream::Stream,
+    config: &BusConfig,
+    symbols: &SymbolTable,
+    start_time: time::OffsetDateTime,
+) -> Result<Vec<jetstream::message::StreamMessage>, BusError> {
+    let mut last = Vec::new();
+    for (_, info) in symbols.iter() {
+        let subject = payload::subject(&config.subject_prefix, &info.name);
+        match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) if message.time < start_time => last.push(message),
+            Ok(_) => {}
+            Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {}
+            Err(e) => return Err(BusError::LastSeq { symbol: info.name.to_string(), reason: e.to_string() }),
+        }
+    }
+    last.sort_by_key(|m| m.sequence);
+    Ok(last)
+}
+
+/// Reads the stream into `tx` until the source is dropped; the stream ended at `end` when the
+/// edge started.
 async fn read(
     mut messages: consumer::push::Ordered,
+    end: u64,
     symbols: &SymbolTable,
     tx: &mpsc::Sender<BusTick>,
     stats: &BusStats,
+    rejects: &mut RejectLog,
 ) {
     let mut reconnects_seen = stats.reconnects.load(Ordering::Relaxed);
     while let Some(message) = messages.next().await {
@@ -104,6 +155,9 @@ async fn read(
         };
         if let Ok(info) = message.info() {
             stats.lag_messages.store(info.pending, Ordering::Relaxed);
+            if info.stream_sequence >= end {
+                stats.caught_up.store(true, Ordering::Relaxed);
+            }
             let reconnects = stats.reconnects.load(Ordering::Relaxed);
             if reconnects != reconnects_seen {
                 reconnects_seen = reconnects;
@@ -113,16 +167,60 @@ async fn read(
                 }
             }
         }
-        match payload::decode(&message.payload, symbols) {
-            Ok(bus) => {
-                stats.lag_ns.store(wall_clock_ns().saturating_sub(bus.tick.gw_ts), Ordering::Relaxed);
-                if tx.send(bus).await.is_err() {
-                    return;
-                }
+        if !hand_on(&message.payload, &message.subject, symbols, tx, stats, rejects).await {
+            return;
+        }
+    }
+}
+
+/// Decodes one bus message and hands it to the ingest thread, or rejects it (counted, and
+/// logged at most once per [`RejectLog::EVERY`]). Returns false once the source is gone.
+async fn hand_on(
+    bytes: &[u8],
+    subject: &str,
+    symbols: &SymbolTable,
+    tx: &mpsc::Sender<BusTick>,
+    stats: &BusStats,
+    rejects: &mut RejectLog,
+) -> bool {
+    match payload::decode(bytes, symbols) {
+        Ok(bus) => {
+            stats.lag_ns.store(wall_clock_ns().saturating_sub(bus.tick.gw_ts), Ordering::Relaxed);
+            tx.send(bus).await.is_ok()
+        }
+        Err(reject) => {
+            stats.rejected[reject.index()].fetch_add(1, Ordering::Relaxed);
+            if let Some(held_back) = rejects.due(std::time::Instant::now()) {
+                tracing::warn!(subject, %reject, held_back, "bus message rejected");
             }
-            Err(reject) => {
-                stats.rejected[reject.index()].fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(subject = %message.subject, %reject, "bus message rejected");
+            true
+        }
+    }
+}
+
+/// At most one log line per [`RejectLog::EVERY`] for rejected bus messages, as for an upstream's
+/// (a stray writer can send many); the line says how many were held back, the metric counts
+/// every one.
+#[derive(Debug, Default)]
+struct RejectLog {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RejectLog {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    /// Whether to log a reject seen `now`: then the number of rejects not logged since the last
+    /// line.
+    fn due(&mut self, now: std::time::Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.duration_since(last) < Self::EVERY => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
             }
         }
     }
@@ -139,21 +237,24 @@ impl BusSource {
             return false;
         }
         let before = out.ticks.len();
-        let kind = if last_seq == 0 {
-            None
-        } else if bus.epoch != last_epoch {
+        let mut discontinuity =
+            |kind| out.upstream_gaps.push(UpstreamGap { before, symbol: tick.symbol, kind, source: 0 });
+        if last_seq != 0 && bus.epoch != last_epoch {
             self.stats.publisher_restarts.fetch_add(1, Ordering::Relaxed);
-            Some(Discontinuity::Reset(ResetReason::PublisherRestart))
-        } else if tick.seq > last_seq + 1 {
-            self.stats.gaps.fetch_add(1, Ordering::Relaxed);
-            Some(Discontinuity::Skipped { from_seq: last_seq + 1, to_seq: tick.seq - 1, reason: GAP_REASON })
-        } else {
-            None
-        };
-        if let Some(kind) = kind {
-            out.upstream_gaps.push(UpstreamGap { before, symbol: tick.symbol, kind, source: 0 });
+            discontinuity(Discontinuity::Reset(ResetReason::PublisherRestart));
+        }
+        // Numbers this edge never read: a gap, and the snapshot as of this tick (clients of a
+        // symbol not read yet hold seq 0: their gap starts at 1).
+        if tick.seq > last_seq + 1 {
+            if last_seq != 0 {
+                self.stats.gaps.fetch_add(1, Ordering::Relaxed);
+            }
+            discontinuity(Discontinuity::Skipped { from_seq: last_seq + 1, reason: GAP_REASON });
         }
         *last = (tick.seq, bus.epoch);
+        if let Some(other) = bus.other {
+            out.carried.push((before, other));
+        }
         out.ticks.push(tick);
         true
     }
@@ -209,32 +310,59 @@ mod tests {
     }
 
     fn bus(symbol: u32, seq: u64, epoch: u64) -> BusTick {
+        let quote = TickKind::Quote { bid: 1, bid_size: 1, ask: 2, ask_size: 1 };
         BusTick {
             epoch,
             tick: Tick { symbol: SymbolId(symbol), seq, ts: 1, gw_ts: 2, kind: TickKind::Trade { price: 1, size: 1 } },
+            other: (seq > 1).then_some(Tick { symbol: SymbolId(symbol), seq: seq - 1, ts: 1, gw_ts: 2, kind: quote }),
         }
+    }
+
+    #[test]
+    fn rejects_are_logged_once_per_interval_saying_how_many_were_not() {
+        let mut log = RejectLog::default();
+        let t0 = std::time::Instant::now();
+        assert_eq!(log.due(t0), Some(0));
+        assert_eq!(log.due(t0 + Duration::from_millis(1)), None);
+        assert_eq!(log.due(t0 + Duration::from_millis(999)), None);
+        assert_eq!(log.due(t0 + RejectLog::EVERY), Some(2));
+        assert_eq!(log.due(t0 + RejectLog::EVERY), None);
     }
 
     #[test]
     fn repeats_are_dropped_jumps_are_gaps_and_a_new_epoch_is_a_reset() {
         let mut source = source();
         let mut out = Batch::default();
-        let admitted: Vec<bool> =
-            [bus(0, 5, 1), bus(0, 5, 1), bus(0, 4, 1), bus(0, 6, 1), bus(0, 9, 1), bus(1, 3, 1), bus(0, 10, 2)]
-                .into_iter()
-                .map(|b| source.admit(b, &mut out))
-                .collect();
-        assert_eq!(admitted, [true, false, false, true, true, true, true]);
+        let admitted: Vec<bool> = [
+            bus(0, 1, 1),
+            bus(0, 1, 1),
+            bus(0, 2, 1),
+            bus(0, 5, 1),
+            bus(1, 3, 1),
+            bus(0, 6, 2),
+            bus(0, 9, 3),
+            bus(0, 4, 3),
+        ]
+        .into_iter()
+        .map(|b| source.admit(b, &mut out))
+        .collect();
+        assert_eq!(admitted, [true, false, true, true, true, true, true, false]);
         let seqs: Vec<u64> = out.ticks.iter().map(|t| t.seq).collect();
-        assert_eq!(seqs, [5, 6, 9, 3, 10]);
+        assert_eq!(seqs, [1, 2, 5, 3, 6, 9]);
         let gaps: Vec<(usize, Discontinuity)> = out.upstream_gaps.iter().map(|g| (g.before, g.kind)).collect();
         assert_eq!(
             gaps,
             [
-                (2, Discontinuity::Skipped { from_seq: 7, to_seq: 8, reason: GAP_REASON }),
+                (2, Discontinuity::Skipped { from_seq: 3, reason: GAP_REASON }),
+                (3, Discontinuity::Skipped { from_seq: 1, reason: GAP_REASON }),
                 (4, Discontinuity::Reset(ResetReason::PublisherRestart)),
+                (5, Discontinuity::Reset(ResetReason::PublisherRestart)),
+                (5, Discontinuity::Skipped { from_seq: 7, reason: GAP_REASON }),
             ],
-            "the first tick of a symbol is its starting point, not a gap"
+            "a symbol first read past seq 1 is a gap from 1 for clients holding nothing yet"
         );
+        assert_eq!(source.stats.gaps.load(Ordering::Relaxed), 2, "a symbol's starting point is not counted");
+        let carried: Vec<(usize, u64)> = out.carried.iter().map(|(i, t)| (*i, t.seq)).collect();
+        assert_eq!(carried, [(1, 1), (2, 4), (3, 2), (4, 5), (5, 8)], "each tick's other kind, by index");
     }
 }

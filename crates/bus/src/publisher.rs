@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage, stream::Stream};
 use bytes::Bytes;
-use tickgate_core::{SymbolId, SymbolTable, Tick};
+use tickgate_core::{LastValues, SymbolId, SymbolTable, Tick};
 use tickgate_feed::ingest::SequencedSink;
 use tokio::sync::mpsc;
 
@@ -47,13 +47,15 @@ pub enum PublishFailure {
 /// The ingest thread's side: offers each sequenced tick to the bus thread.
 #[derive(Debug)]
 pub struct PublisherSink {
-    tx: mpsc::Sender<Tick>,
+    /// Each tick with its symbol's latest event of the other kind.
+    tx: mpsc::Sender<(Tick, Option<Tick>)>,
     stats: Arc<BusStats>,
 }
 
 impl SequencedSink for PublisherSink {
-    fn sequenced(&mut self, tick: &Tick) {
-        if self.tx.try_send(*tick).is_err() {
+    fn sequenced(&mut self, tick: &Tick, last: &LastValues) {
+        let other = if tick.kind.is_trade() { last.quote } else { last.trade };
+        if self.tx.try_send((*tick, other)).is_err() {
             self.stats.publish_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -174,7 +176,7 @@ impl Run {
 
     async fn publish_all(
         &mut self,
-        mut rx: mpsc::Receiver<Tick>,
+        mut rx: mpsc::Receiver<(Tick, Option<Tick>)>,
         symbols: &SymbolTable,
         subjects: &mut [Option<async_nats::Subject>],
     ) -> Result<(), PublishFailure> {
@@ -184,9 +186,9 @@ impl Run {
         while rx.recv_many(&mut ticks, MAX_IN_FLIGHT).await > 0 {
             // Every message up to here is known: this publisher's, or there before it started.
             let verified = self.expected;
-            for tick in ticks.drain(..) {
+            for (tick, other) in ticks.drain(..) {
                 payload.clear();
-                payload::encode(&mut payload, self.epoch, &symbols.get(tick.symbol).name, &tick);
+                payload::encode(&mut payload, self.epoch, &symbols.get(tick.symbol).name, &tick, other.as_ref());
                 let message = PublishMessage::build()
                     .payload(Bytes::copy_from_slice(&payload))
                     .expected_last_sequence(self.expected)

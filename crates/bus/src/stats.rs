@@ -23,6 +23,9 @@ pub struct BusStats {
     pub rejected: [AtomicU64; Reject::REASONS.len()],
     /// Ticks read with a seq not above their symbol's last (a repeat on the stream): dropped.
     pub repeats: AtomicU64,
+    /// Set once an edge has read the stream up to where it ended when the edge started (its
+    /// replay into the resume history is done); a publisher sets it at start.
+    pub caught_up: AtomicBool,
     /// Catch-ups from the stream after a loss of the bus (edge).
     pub catch_ups: AtomicU64,
     /// Messages of the stream not yet read by this edge.

@@ -154,6 +154,11 @@ impl History {
         symbol.bytes = 0;
     }
 
+    /// The newest event held of `symbol`.
+    pub fn newest(&self, symbol: SymbolId) -> Option<(&Tick, &Frame)> {
+        self.symbols[symbol.index()].entries.back().map(|e| (&e.tick, &e.frame))
+    }
+
     /// The events of `symbol` after `seq`, when the newest event of the symbol is `head`
     /// (`seq` <= `head`; the caller answers a `seq` ahead of it).
     pub fn since(&self, symbol: SymbolId, seq: u64, head: u64) -> Since<'_> {
@@ -205,6 +210,8 @@ mod tests {
         let Since::Whole(mut events) = h.since(SymbolId(0), 5, 6) else { panic!() };
         assert!(events.next().unwrap().1.ptr_eq(&frame));
         assert_eq!(h.events(), 4);
+        assert_eq!(h.newest(SymbolId(0)).map(|(t, _)| t.seq), Some(6));
+        assert!(h.newest(SymbolId(1)).is_none());
     }
 
     #[test]

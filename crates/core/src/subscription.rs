@@ -240,11 +240,20 @@ impl Iterator for BitIter {
     }
 }
 
+/// How far up a paused subscription's channels are kept (see [`SubscriptionIndex::pause`]).
+const PAUSED_SHIFT: u8 = 2;
+
 /// Key of a connection inside one reactor.
 pub type ConnKey = u32;
 
 /// Symbol -> the connections of one reactor subscribed to it, with the [`Channels`] each asked
 /// for.
+///
+/// A subscription can be *paused* ([`SubscriptionIndex::pause`]): it keeps its channels, but the
+/// fan-out offers it nothing (its entry in [`SubscriptionIndex::channels`] admits no event) until
+/// it is unpaused. A resume replaying the history is paused: the replay reads the live events
+/// from the history too, and the subscription goes live once the replay has caught up. The
+/// channels of a paused entry are kept two bits up, so the fan-out's check is unchanged.
 ///
 /// Kept in step with the connections' [`SymbolSet`]s by the reactor: every insert or remove in a
 /// set is mirrored here, and a closing connection removes itself from every symbol it held. The
@@ -289,27 +298,54 @@ impl SubscriptionIndex {
         &self.subscribers[symbol.index()]
     }
 
-    /// The channels of each of [`SubscriptionIndex::subscribers`], in the same order.
+    /// The channels of each of [`SubscriptionIndex::subscribers`], in the same order, as the
+    /// fan-out sees them (a paused entry admits nothing).
     pub fn channels(&self, symbol: SymbolId) -> &[Channels] {
         &self.channels[symbol.index()]
     }
 
-    /// The channels `conn` holds of `symbol`, if it is subscribed.
-    pub fn channels_of(&self, symbol: SymbolId, conn: ConnKey) -> Option<Channels> {
-        let pos = self.subscribers[symbol.index()].iter().position(|&c| c == conn)?;
-        Some(self.channels[symbol.index()][pos])
+    fn position(&self, symbol: SymbolId, conn: ConnKey) -> Option<usize> {
+        self.subscribers[symbol.index()].iter().position(|&c| c == conn)
     }
 
-    /// Sets the channels `conn` holds of `symbol`; false if it is not subscribed.
+    /// The channels `conn` holds of `symbol`, if it is subscribed (paused or not).
+    pub fn channels_of(&self, symbol: SymbolId, conn: ConnKey) -> Option<Channels> {
+        let pos = self.position(symbol, conn)?;
+        let Channels(bits) = self.channels[symbol.index()][pos];
+        Some(Channels((bits | bits >> PAUSED_SHIFT) & Channels::ALL.0))
+    }
+
+    /// Sets the channels `conn` holds of `symbol` (paused, it stays paused); false if it is not
+    /// subscribed.
     pub fn set_channels(&mut self, symbol: SymbolId, conn: ConnKey, channels: Channels) -> bool {
         debug_assert!(!channels.is_empty());
-        match self.subscribers[symbol.index()].iter().position(|&c| c == conn) {
-            Some(pos) => {
-                self.channels[symbol.index()][pos] = channels;
-                true
-            }
-            None => false,
-        }
+        let Some(pos) = self.position(symbol, conn) else { return false };
+        let entry = &mut self.channels[symbol.index()][pos];
+        let paused = entry.0 & !Channels::ALL.0 != 0;
+        *entry = if paused { Channels(channels.0 << PAUSED_SHIFT) } else { channels };
+        true
+    }
+
+    /// Pauses `conn`'s subscription to `symbol`: the fan-out offers it nothing until
+    /// [`SubscriptionIndex::unpause`]. False if it is not subscribed.
+    pub fn pause(&mut self, symbol: SymbolId, conn: ConnKey) -> bool {
+        let Some(channels) = self.channels_of(symbol, conn) else { return false };
+        let pos = self.position(symbol, conn).unwrap_or_default();
+        self.channels[symbol.index()][pos] = Channels(channels.0 << PAUSED_SHIFT);
+        true
+    }
+
+    /// Ends a [`SubscriptionIndex::pause`]: the next event of `symbol` is offered to `conn`.
+    pub fn unpause(&mut self, symbol: SymbolId, conn: ConnKey) -> bool {
+        let Some(channels) = self.channels_of(symbol, conn) else { return false };
+        let pos = self.position(symbol, conn).unwrap_or_default();
+        self.channels[symbol.index()][pos] = channels;
+        true
+    }
+
+    /// Whether `conn`'s subscription to `symbol` is paused.
+    pub fn is_paused(&self, symbol: SymbolId, conn: ConnKey) -> bool {
+        self.position(symbol, conn).is_some_and(|pos| self.channels[symbol.index()][pos].0 & !Channels::ALL.0 != 0)
     }
 
     /// Number of (symbol, connection) pairs.
@@ -398,6 +434,30 @@ mod tests {
         assert!(index.set_channels(SymbolId(1), 11, Channels::TRADES));
         assert!(!index.set_channels(SymbolId(0), 11, Channels::TRADES));
         assert_eq!(index.channels(SymbolId(1)), &[Channels::QUOTES, Channels::TRADES]);
+    }
+
+    #[test]
+    fn a_paused_subscription_keeps_its_channels_and_admits_nothing() {
+        let trade = TickKind::Trade { price: 1, size: 1 };
+        let quote = TickKind::Quote { bid: 1, bid_size: 1, ask: 2, ask_size: 1 };
+        let mut index = SubscriptionIndex::new(2);
+        index.add_on(SymbolId(1), 10, Channels::TRADES);
+        index.add(SymbolId(1), 11);
+        assert!(index.pause(SymbolId(1), 10));
+        assert!(!index.pause(SymbolId(0), 10), "not subscribed");
+        assert!(index.is_paused(SymbolId(1), 10) && !index.is_paused(SymbolId(1), 11));
+        assert_eq!(index.channels_of(SymbolId(1), 10), Some(Channels::TRADES));
+        let admitted = |index: &SubscriptionIndex, kind: &TickKind| -> Vec<bool> {
+            index.channels(SymbolId(1)).iter().map(|c| c.admits(kind)).collect()
+        };
+        assert_eq!(admitted(&index, &trade), [false, true]);
+        assert!(index.set_channels(SymbolId(1), 10, Channels::ALL));
+        assert!(index.is_paused(SymbolId(1), 10), "new channels, still paused");
+        assert_eq!(admitted(&index, &quote), [false, true]);
+        assert!(index.unpause(SymbolId(1), 10));
+        assert_eq!(index.channels_of(SymbolId(1), 10), Some(Channels::ALL));
+        assert_eq!(admitted(&index, &quote), [true, true]);
+        assert!(!index.is_paused(SymbolId(1), 10));
     }
 
     #[test]

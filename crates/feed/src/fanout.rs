@@ -25,14 +25,18 @@ pub enum FanoutMsg {
     /// A live event and its frame, built once and shared; with `deflated`, the same message
     /// compressed once (permessage-deflate) for every connection that agreed to it.
     Tick { tick: Tick, frame: Frame, deflated: Option<Frame> },
-    /// The reactor missed events `from_seq..=to_seq` of `symbol`; `values` is the symbol's state
-    /// as of `to_seq`.
-    Resync { symbol: SymbolId, from_seq: u64, to_seq: u64, values: LastValues },
+    /// The reactor's clients miss events `from_seq..=to_seq` of `symbol` (the `gap`'s `reason`:
+    /// [`OVERLOAD`] when the reactor's channel was full); `values` is the symbol's state as of
+    /// `to_seq`.
+    Resync { symbol: SymbolId, from_seq: u64, to_seq: u64, reason: &'static str, values: LastValues },
     /// A message for every client of the reactor (the feed went down or came back).
     Broadcast { frame: Frame },
     /// A message for the subscribers of `symbol` (an upstream gap), in order with its ticks.
     Notice { symbol: SymbolId, frame: Frame },
 }
+
+/// The `gap` reason of a resync after a reactor's full channel.
+pub const OVERLOAD: &str = "gateway_overload";
 
 /// Counters of one link, written by the ingest thread only.
 #[derive(Debug, Default)]
@@ -139,6 +143,26 @@ impl ReactorLink {
         }
     }
 
+    /// Offers a resync of `symbol`: events `from_seq..=to_seq` never reach the reactor's clients
+    /// (`reason`), and `values` is the symbol's state as of `to_seq`; never blocks. On a link
+    /// that is lagging, or a full channel, the span joins the missed spans (announced as
+    /// [`OVERLOAD`]: the reactor fell behind as well).
+    pub fn resync(&mut self, symbol: SymbolId, from_seq: u64, to_seq: u64, reason: &'static str, values: &LastValues) {
+        if self.missed.is_empty() && self.pending_notices.is_empty() {
+            let msg = FanoutMsg::Resync { symbol, from_seq, to_seq, reason, values: *values };
+            match self.tx.try_send(msg) {
+                Ok(()) => {
+                    self.sent_since_wake = true;
+                    self.stats.resyncs_sent.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+                Err(TrySendError::Full(_)) => {}
+            }
+        }
+        self.missed.entry(symbol).and_modify(|span| span.1 = to_seq).or_insert((from_seq, to_seq));
+    }
+
     /// Whether ticks are being folded into resync spans.
     pub fn is_lagging(&self) -> bool {
         !self.missed.is_empty() || !self.pending_notices.is_empty()
@@ -176,7 +200,7 @@ impl ReactorLink {
         while let Some((&symbol, &(from_seq, to_seq))) =
             self.missed.first_key_value().filter(|_| self.pending_notices.is_empty())
         {
-            let msg = FanoutMsg::Resync { symbol, from_seq, to_seq, values: *lvc.get(symbol) };
+            let msg = FanoutMsg::Resync { symbol, from_seq, to_seq, reason: OVERLOAD, values: *lvc.get(symbol) };
             match self.tx.try_send(msg) {
                 Ok(()) => {
                     self.missed.pop_first();
@@ -260,7 +284,7 @@ mod tests {
         while let Some(msg) = inbox.try_recv() {
             match msg {
                 FanoutMsg::Tick { tick, .. } => seen.entry(tick.symbol.0).or_default().push((tick.seq, tick.seq)),
-                FanoutMsg::Resync { symbol, from_seq, to_seq, values } => {
+                FanoutMsg::Resync { symbol, from_seq, to_seq, values, .. } => {
                     assert_eq!(values.seq, to_seq, "resync carries the state as of its last seq");
                     seen.entry(symbol.0).or_default().push((from_seq, to_seq));
                 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tickgate_core::{LastValueCache, Sequencer, SymbolId, SymbolTable, Tick};
+use tickgate_core::{LastValueCache, LastValues, Sequencer, SymbolId, SymbolTable, Tick};
 use tickgate_protocol::{FrameBuilder, message};
 
 use crate::fanout::ReactorLink;
@@ -97,8 +97,8 @@ pub fn wall_clock_ns() -> u64 {
 /// Where the ticks the ingest thread sequenced go besides the reactors: the bus of a cluster's
 /// publisher. Called on the ingest thread; must not block.
 pub trait SequencedSink: Send + std::fmt::Debug {
-    /// One tick, stamped with its `seq` and `gw_ts`.
-    fn sequenced(&mut self, tick: &Tick);
+    /// One tick, stamped with its `seq` and `gw_ts`, and its symbol's last values with it.
+    fn sequenced(&mut self, tick: &Tick, last: &LastValues);
 }
 
 /// Who numbers the ticks that reach [`Ingest::publish_batch`].
@@ -172,10 +172,18 @@ impl Ingest {
     pub fn publish_batch(&mut self, batch: &mut Batch, gw_ts: u64) {
         let deflate = self.stats.deflate.connections.load(Ordering::Relaxed) > 0;
         let mut gaps = batch.upstream_gaps.iter().peekable();
+        let mut carried = batch.carried.iter().peekable();
         for (i, tick) in batch.ticks.iter_mut().enumerate() {
+            // A span skipped in a numbering made elsewhere ends with this tick: it reaches
+            // clients inside the snapshot after the gap, not as an event.
+            let mut skipped_from = None;
             while let Some(gap) = gaps.next_if(|g| g.before == i) {
-                self.announce_upstream_gap(gap);
+                match gap.kind {
+                    Discontinuity::Skipped { from_seq, reason } => skipped_from = Some((from_seq, reason)),
+                    _ => self.announce_upstream_gap(gap),
+                }
             }
+            let other = carried.next_if(|c| c.0 == i).map(|c| c.1);
             match self.sequencing {
                 Sequencing::Stamp => {
                     tick.gw_ts = if tick.gw_ts == 0 { gw_ts } else { tick.gw_ts.min(gw_ts) };
@@ -188,10 +196,20 @@ impl Ingest {
                     }
                 }
             }
-            if let Some(sink) = &mut self.sink {
-                sink.sequenced(tick);
+            if let Some(other) = other.filter(|o| o.symbol == tick.symbol && o.seq < tick.seq) {
+                self.lvc.record(&other);
             }
             self.lvc.record(tick);
+            if let Some(sink) = &mut self.sink {
+                sink.sequenced(tick, self.lvc.get(tick.symbol));
+            }
+            if let Some((from_seq, reason)) = skipped_from {
+                let values = self.lvc.get(tick.symbol);
+                for link in &mut self.links {
+                    link.resync(tick.symbol, from_seq.min(tick.seq), tick.seq, reason, values);
+                }
+                continue;
+            }
             let info = self.symbols.get(tick.symbol);
             let frame = self.builder.text(|out| message::event(out, info, tick, 0));
             let deflated = if deflate { self.builder.deflate_last() } else { None };
@@ -239,9 +257,8 @@ impl Ingest {
             Discontinuity::Missed(missed) => {
                 self.builder.text(|out| message::upstream_gap(out, info, name, after_seq, missed))
             }
-            Discontinuity::Skipped { from_seq, to_seq, reason } => {
-                self.builder.text(|out| message::gap(out, info, from_seq, to_seq, reason))
-            }
+            // Announced with the tick that ends it (see `publish_batch`).
+            Discontinuity::Skipped { .. } => return,
             Discontinuity::Reset(reason) => {
                 if let Some(source) = source {
                     source.upstream_resets[reason.index()].fetch_add(1, Ordering::Relaxed);
@@ -388,6 +405,42 @@ mod tests {
         ingest.publish_batch(&mut batch, 1000);
         let stamped: Vec<(u64, u64)> = batch.ticks.iter().map(|t| (t.seq, t.gw_ts)).collect();
         assert_eq!(stamped, [(1, 1000), (2, 900), (3, 1000)], "a gw_ts after the release is not kept");
+    }
+
+    #[test]
+    fn a_span_numbered_elsewhere_and_skipped_ends_with_its_tick_in_a_resync_of_the_whole_state() {
+        use crate::fanout::{FanoutMsg, reactor_channel};
+        let symbols = Arc::new(crate::sim::universe(&crate::sim::SimConfig { symbols: 1, ..Default::default() }));
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (link, inbox, _) = reactor_channel(16, waker);
+        let mut ingest = Ingest::new(symbols, vec![link], Arc::new(IngestStats::default())).keeping_seq();
+        let trade = TickKind::Trade { price: 1, size: 1 };
+        let quote = TickKind::Quote { bid: 1, bid_size: 2, ask: 3, ask_size: 4 };
+        let tick = |seq, kind| Tick { symbol: SymbolId(0), seq, ts: 1, gw_ts: 2, kind };
+        let mut batch = Batch::with_capacity(3);
+        batch.ticks.extend([tick(1, trade), tick(7, trade), tick(8, quote)]);
+        // Seqs 2 to 6 were never read; seq 7 carries the latest quote (seq 6) with it.
+        batch.upstream_gaps.push(UpstreamGap {
+            before: 1,
+            symbol: SymbolId(0),
+            kind: Discontinuity::Skipped { from_seq: 2, reason: "bus" },
+            source: 0,
+        });
+        batch.carried.push((1, tick(6, quote)));
+        ingest.publish_batch(&mut batch, 2);
+        let got: Vec<String> = std::iter::from_fn(|| inbox.try_recv())
+            .map(|msg| match msg {
+                FanoutMsg::Tick { tick, .. } => format!("tick {}", tick.seq),
+                FanoutMsg::Resync { from_seq, to_seq, reason, values, .. } => format!(
+                    "{reason} {from_seq}..={to_seq}, trade {:?} quote {:?}",
+                    values.trade.map(|t| t.seq),
+                    values.quote.map(|t| t.seq)
+                ),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, ["tick 1", "bus 2..=7, trade Some(7) quote Some(6)", "tick 8"]);
     }
 
     /// A source with `left` ticks to give (endless if None), that records the room it is offered.

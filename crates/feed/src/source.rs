@@ -41,6 +41,10 @@ pub struct Batch {
     /// The upstream's own sequence numbers of the ticks that have one, as (index in `ticks`,
     /// number), in order: recordings keep them.
     pub upstream_seqs: Vec<(usize, u64)>,
+    /// For ticks numbered elsewhere (a cluster's bus): the symbol's latest event of the other
+    /// kind as of `ticks[index]`, as (index, event), in order. With it the gateway holds the
+    /// symbol's whole state after any one tick.
+    pub carried: Vec<(usize, Tick)>,
 }
 
 /// A break in the upstream's numbering of `symbol`, revealed by `ticks[before]`.
@@ -61,14 +65,22 @@ pub enum Discontinuity {
     Missed(u64),
     /// The numbering started again; how many events are missing is unknown (`upstream_reset`).
     Reset(ResetReason),
-    /// Ticks numbered elsewhere (a cluster's bus) skip tickgate's own numbers `from_seq..=to_seq`:
-    /// they were sequenced but never reached this gateway (`gap` with `reason`).
-    Skipped { from_seq: u64, to_seq: u64, reason: &'static str },
+    /// Ticks numbered elsewhere (a cluster's bus) skip tickgate's own numbers `from_seq` to the
+    /// revealing tick's `seq` less one: they were sequenced but never reached this gateway. The
+    /// span is announced as a `gap` with `reason` ending with the revealing tick itself, which
+    /// reaches clients inside the `snapshot` that follows (built from it and the other kind's
+    /// latest event it carries, [`Batch::carried`]) rather than as an event.
+    Skipped { from_seq: u64, reason: &'static str },
 }
 
 impl Batch {
     pub fn with_capacity(ticks: usize) -> Self {
-        Self { ticks: Vec::with_capacity(ticks), upstream_gaps: Vec::new(), upstream_seqs: Vec::new() }
+        Self {
+            ticks: Vec::with_capacity(ticks),
+            upstream_gaps: Vec::new(),
+            upstream_seqs: Vec::new(),
+            carried: Vec::new(),
+        }
     }
 
     /// Appends a normalized tick, the upstream gap or reset it revealed if any, and its
@@ -101,6 +113,7 @@ impl Batch {
         self.ticks.clear();
         self.upstream_gaps.clear();
         self.upstream_seqs.clear();
+        self.carried.clear();
     }
 }
 

@@ -81,16 +81,27 @@ impl Admission {
 
     /// Counts a new connection from `ip` in, unless a limit refuses it.
     pub fn admit(&self, ip: IpAddr) -> Result<(), Refusal> {
+        self.admit_total()?;
+        self.admit_address(ip).inspect_err(|_| self.release_total())
+    }
+
+    /// Counts a new connection in the gateway's total, whose address is not known yet (it waits
+    /// for a PROXY header or a trusted proxy's forwarding headers), unless the total is reached.
+    pub fn admit_total(&self) -> Result<(), Refusal> {
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.max_total {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::Full);
         }
+        Ok(())
+    }
+
+    /// Counts a connection already in the total in under its address `ip`, unless the
+    /// per-address limit refuses it (it is then still in the total).
+    pub fn admit_address(&self, ip: IpAddr) -> Result<(), Refusal> {
         if self.max_per_ip > 0 {
             let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             let count = per_ip.entry(self.groups.group(ip)).or_insert(0);
             if *count >= self.max_per_ip {
-                drop(per_ip);
-                self.open.fetch_sub(1, Ordering::AcqRel);
                 return Err(Refusal::PerAddress);
             }
             *count += 1;
@@ -100,7 +111,17 @@ impl Admission {
 
     /// Counts an admitted connection from `ip` out.
     pub fn release(&self, ip: IpAddr) {
+        self.release_address(ip);
+        self.release_total();
+    }
+
+    /// Counts a connection out of the total ([`Admission::admit_total`]).
+    pub fn release_total(&self) {
         self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Counts a connection out of its address ([`Admission::admit_address`]).
+    pub fn release_address(&self, ip: IpAddr) {
         if self.max_per_ip > 0 {
             let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             let group = self.groups.group(ip);
@@ -156,6 +177,23 @@ mod tests {
         a.release(x);
         assert_eq!(a.admit(y), Ok(()));
         assert_eq!(a.open(), 3);
+    }
+
+    #[test]
+    fn a_connection_whose_address_is_not_known_yet_counts_in_the_total() {
+        let a = Admission::new(2, 1, AddressGroups::default());
+        let x: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(a.admit_total(), Ok(()));
+        assert_eq!(a.admit_total(), Ok(()));
+        assert_eq!(a.admit_total(), Err(Refusal::Full), "two waiting for their address fill the gateway");
+        assert_eq!(a.admit(x), Err(Refusal::Full));
+        assert_eq!(a.admit_address(x), Ok(()));
+        assert_eq!(a.admit_address(x), Err(Refusal::PerAddress));
+        assert_eq!(a.open(), 2, "a refused address leaves the total to its caller");
+        a.release_total();
+        a.release(x);
+        assert_eq!(a.open(), 0);
+        assert_eq!(a.admit(x), Ok(()), "the address was counted out");
     }
 
     #[test]

@@ -367,6 +367,18 @@ pub enum CloseReason {
     ProxyHeaderRefused,
 }
 
+/// How far the admission limits count a connection in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    /// Not at all: refused, or on the admin port.
+    No,
+    /// In the gateway's total (`limits.max_connections`) only: its client address is not known
+    /// yet (a PROXY header or a trusted proxy's forwarding headers will say it).
+    InTotal,
+    /// In the total and under its client address (`limits.max_connections_per_ip`).
+    UnderAddress,
+}
+
 /// Where a connection stands with authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthState {
@@ -524,8 +536,8 @@ pub struct Connection {
     pub frames_sent: u64,
     /// Upgraded on the echo route: messages are echoed, not parsed as commands.
     pub echo: bool,
-    /// Counted in by the admission limits (refused connections are not).
-    pub admitted: bool,
+    /// How far the admission limits count it in.
+    pub admitted: Admitted,
     /// On a `server.proxy_protocol` listener, before its PROXY header: the peer is still the
     /// balancer, and the connection is not yet admitted.
     pub proxy_pending: bool,
@@ -565,7 +577,7 @@ impl Connection {
             admin: false,
             frames_sent: 0,
             echo: false,
-            admitted: false,
+            admitted: Admitted::No,
             proxy_pending: false,
             bucket: TokenBucket::new(burst, now),
             strikes: 0,

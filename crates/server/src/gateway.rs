@@ -228,6 +228,8 @@ impl Gateway {
             (BusRole::Publisher, Some(bus)) => {
                 let started =
                     tickgate_bus::publisher::start(&config.bus, symbols.clone(), bus.clone(), wall_clock_ns())?;
+                // A publisher replays nothing: it is where the stream comes from.
+                bus.caught_up.store(true, std::sync::atomic::Ordering::Relaxed);
                 ingest.continue_after(started.last_seqs);
                 ingest = ingest.with_sink(Box::new(started.sink));
                 gateway.threads.push(watch_publisher(started.thread, liveness.clone())?);

@@ -19,6 +19,7 @@ pub mod liveness;
 pub mod metrics;
 pub mod proxy_protocol;
 pub mod reactor;
+pub mod replay;
 pub mod session;
 pub mod stats;
 pub mod tls;

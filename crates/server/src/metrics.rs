@@ -134,6 +134,10 @@ pub fn readiness(t: &Telemetry, now_ns: u64) -> Readiness {
             serde_json::json!({"id": id, "ok": age < HEARTBEAT_LIMIT_NS, "heartbeat_age_ms": ms(age)})
         })
         .collect();
+    // An edge replaying the stream's past at start is not ready: its resume history and last
+    // values are not there yet.
+    let bus_ok = t.stats.bus.as_ref().is_none_or(|bus| bus.caught_up.load(Ordering::Relaxed));
+    let feed_ok = feed_ok && bus_ok;
     let failure = t.liveness.failure().map(|f| f.to_string());
     // A failed gateway is stopping: its reactors and feed may still beat for a moment.
     let reactors_ok = reactors.iter().all(|r| r["ok"] == true) && failure.is_none();
@@ -153,6 +157,7 @@ pub fn readiness(t: &Telemetry, now_ns: u64) -> Readiness {
         // NATS still serves its own clients, and says so here.
         "bus": t.stats.bus.as_ref().map(|bus| serde_json::json!({
             "connected": bus.connected.load(Ordering::Relaxed),
+            "caught_up": bus.caught_up.load(Ordering::Relaxed),
             "lag_messages": load(&bus.lag_messages),
             "publish_errors": load(&bus.publish_errors),
         })),
@@ -272,7 +277,7 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     let sum = |f: Field| s.reactors.iter().map(|r| load(f(&r.counters))).sum::<u64>();
     let resumes = counter(
         "tickgate_resumes_total",
-        "Resuming subscriptions, by outcome: whole (every event after the client's seq), history (gap and \
+        "Resuming subscriptions, by outcome: whole (every event after the client's seq, replayed), history (gap and \
          snapshot: the history did not reach back), ahead (gap and snapshot: the client's seq was past ours).",
         &["outcome"],
     )?;
@@ -282,11 +287,18 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     let replayed =
         counter("tickgate_resume_replayed_events_total", "Events queued by resumes, from the history.", &[])?;
     replayed.with_label_values(&[] as &[&str]).inc_by(sum(|c| &c.replayed));
-    gaps.with_label_values(&["history"]).inc_by(sum(|c| &c.resumes_history));
+    let cut = counter(
+        "tickgate_resume_replays_cut_total",
+        "Replays cut short: the history evicted events before the client was sent them (gap history and snapshot).",
+        &[],
+    )?;
+    cut.with_label_values(&[] as &[&str]).inc_by(sum(|c| &c.replays_cut));
+    gaps.with_label_values(&["history"]).inc_by(sum(|c| &c.resumes_history) + sum(|c| &c.replays_cut));
     gaps.with_label_values(&["ahead"]).inc_by(sum(|c| &c.resumes_ahead));
     gaps.with_label_values(&["slow_consumer"]).inc_by(sum(|c| &c.slow_gaps_sent));
     gaps.with_label_values(&["gateway_overload"]).inc_by(sum(|c| &c.overload_gaps_sent));
     gaps.with_label_values(&["upstream"]).inc_by(sum(|c| &c.upstream_gaps_sent));
+    gaps.with_label_values(&["bus"]).inc_by(sum(|c| &c.bus_gaps_sent));
 
     // Registered with TLS off too (reading 0), so dashboards and alerts need no special case.
     let load_tls = |f: fn(&crate::tls::Tls) -> &AtomicU64| t.tls.as_ref().map_or(0, |tls| load(f(tls)));
@@ -438,6 +450,7 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     let history_bytes =
         gauge("tickgate_history_bytes", "Bytes the resume history holds (frames and bookkeeping).", &["reactor"])?;
     let history_events = gauge("tickgate_history_events", "Events the resume history holds.", &["reactor"])?;
+    let replays = gauge("tickgate_resume_replays", "Resumes being replayed to their clients.", &["reactor"])?;
     let depth = gauge(
         "tickgate_channel_depth",
         "Ticks waiting in the reactor's channel from the ingest thread.",
@@ -455,6 +468,7 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
         queued.with_label_values(&[&id]).set(load(&r.queued_bytes) as i64);
         history_bytes.with_label_values(&[&id]).set(load(&r.history_bytes) as i64);
         history_events.with_label_values(&[&id]).set(load(&r.history_events) as i64);
+        replays.with_label_values(&[&id]).set(load(&r.replays) as i64);
         depth.with_label_values(&[&id]).set(load(&r.channel_depth) as i64);
         heartbeat.with_label_values(&[&id]).set(age_ns(now_ns, load(&r.heartbeat_ns)).min(u64::MAX / 2) as f64 / 1e9);
     }

@@ -3,11 +3,12 @@
 //! resyncs, the announcement of what its policy dropped).
 //!
 //! The reactor owns the sockets and the clock; it lends a [`Session`] (the connection's
-//! subscriptions and outbox) and a [`Desk`] (the reactor-wide symbols, last values, frame
-//! builder, budget, counters and `now`) for one call, and acts on the [`Outcome`]: marks the
-//! connection for writing, or closes it as a slow consumer. Nothing here reads a clock or
-//! touches a socket, so the whole connection path is driven in tests without a network
-//! (crates/server/tests/session_model.rs).
+//! subscriptions and outbox) and a [`Desk`] (the reactor-wide symbols, last values, history,
+//! replays under way, frame builder, budget, counters and `now`) for one call, and acts on the
+//! [`Outcome`]: marks the connection for writing, or closes it as a slow consumer. Nothing here
+//! reads a clock or touches a socket, so the whole connection path is driven in tests without a
+//! network (crates/server/tests/session_model.rs). Resumes are replayed over many turns by
+//! [`crate::replay`].
 //!
 //! The client's contract (docs/PROTOCOL.md, "The snapshot and stream contract") is kept by one
 //! rule: a control frame about a symbol (a snapshot, a gap, an upstream notice) is queued only
@@ -33,6 +34,7 @@ use tickgate_core::{
 use tickgate_protocol::{Command, ErrorCode, FrameBuilder, RequestId, Resume, message};
 
 use crate::auth::Principal;
+use crate::replay::{Cursor, Replays};
 use crate::stats::TurnCounters;
 
 /// What the reactor must do with the connection after a call.
@@ -62,22 +64,21 @@ impl From<Result<(), OverHardLimit>> for Outcome {
 pub struct Skipped {
     pub from_seq: u64,
     pub to_seq: u64,
+    /// The gap's reason: [`OVERLOAD`], or [`BUS`] on a cluster edge.
+    reason: &'static str,
     gap: Frame,
     snapshot: Frame,
 }
 
-const OVERLOAD: &str = "gateway_overload";
+const OVERLOAD: &str = tickgate_feed::fanout::OVERLOAD;
+/// A cluster edge could not read these events from the bus (`tickgate_bus::edge::GAP_REASON`).
+const BUS: &str = "bus";
 const SLOW_CONSUMER: &str = "slow_consumer";
 /// A resume's `seq` is older than the history still held.
-const HISTORY: &str = "history";
+pub(crate) const HISTORY: &str = "history";
 /// A resume's `seq` is past the newest event of the symbol here (the client saw another
 /// stream, or the gateway restarted): the client drops what it holds past the snapshot.
 const AHEAD: &str = "ahead";
-
-/// Most events one `subscribe` replays, over all its resumed symbols: a symbol whose replay
-/// would go past it gets a gap ("history") and a snapshot instead, so one command costs a
-/// reactor a bounded turn.
-pub const MAX_REPLAY_PER_COMMAND: u64 = 16 * 1024;
 
 /// The reactor-wide state a session call uses.
 #[derive(Debug)]
@@ -87,6 +88,8 @@ pub struct Desk<'a> {
     pub lvc: &'a LastValueCache,
     /// What a resume replays: as of the same tick as `lvc`.
     pub history: &'a History,
+    /// The resumes being replayed (see [`crate::replay`]).
+    pub replays: &'a mut Replays,
     pub builder: &'a mut FrameBuilder,
     pub budget: Budget,
     pub counters: &'a mut TurnCounters,
@@ -191,7 +194,7 @@ impl Desk<'_> {
     }
 
     /// Queues a gap for `from_seq..=to_seq` of `symbol`, then its snapshot.
-    fn announce(
+    pub(crate) fn announce(
         &mut self,
         out: &mut Outbox,
         symbol: SymbolId,
@@ -235,7 +238,7 @@ impl Desk<'_> {
                 let from_seq = owed.from_seq.min(s.from_seq);
                 let gap = self
                     .builder
-                    .text_for(out.deflate_max_len(), |o| message::gap(o, info, from_seq, s.to_seq, OVERLOAD));
+                    .text_for(out.deflate_max_len(), |o| message::gap(o, info, from_seq, s.to_seq, s.reason));
                 self.push(out, gap)?;
                 out.gaps_sent = out.gaps_sent.saturating_add(1);
                 self.push(out, s.snapshot.clone())?;
@@ -262,10 +265,16 @@ impl Desk<'_> {
     /// What a resync announces to every subscriber of `symbol`: the reactor skipped
     /// `from_seq..=to_seq`, and its last-value cache already holds the values after them.
     pub fn resync(&mut self, symbol: SymbolId, from_seq: u64, to_seq: u64) -> Skipped {
+        self.resync_because(symbol, from_seq, to_seq, OVERLOAD)
+    }
+
+    /// [`Desk::resync`] for another `reason`: on a cluster edge, `bus` (events the edge could
+    /// not read from the stream).
+    pub fn resync_because(&mut self, symbol: SymbolId, from_seq: u64, to_seq: u64, reason: &'static str) -> Skipped {
         let (info, values) = (self.symbols.get(symbol), self.lvc.get(symbol));
-        let gap = self.builder.text(|o| message::gap(o, info, from_seq, to_seq, OVERLOAD));
+        let gap = self.builder.text(|o| message::gap(o, info, from_seq, to_seq, reason));
         let snapshot = self.builder.text(|o| message::snapshot(o, info, values));
-        Skipped { from_seq, to_seq, gap, snapshot }
+        Skipped { from_seq, to_seq, reason, gap, snapshot }
     }
 
     /// Announces what the connection's policy dropped, span by span, while its queue is below the
@@ -285,70 +294,81 @@ impl Desk<'_> {
         Outcome::Open
     }
 
-    /// Resumes a symbol just subscribed after `seq`, the last of it the client holds: `resumed`
-    /// and every event after `seq` from the history (through the outbox and its policy, like live
-    /// ticks), with no snapshot; or, when the history does not reach back that far, a gap
-    /// ("history") and a snapshot; or, for a `seq` past the newest event here, a gap ("ahead")
-    /// from the newest event to `seq`, and a snapshot.
-    /// `replay_left` is what is left of the command's [`MAX_REPLAY_PER_COMMAND`].
+    /// Resumes a symbol just subscribed after `seq`, the last of it the client holds: `resumed`,
+    /// then every event after `seq` from the history, replayed over the next turns (see
+    /// [`crate::replay`]: the subscription is paused meanwhile), with no snapshot; or, when the
+    /// history does not reach back that far, a gap ("history") and a snapshot; or, for a `seq`
+    /// past the newest event here, a gap ("ahead") from the newest event to `seq`, and a
+    /// snapshot.
     fn resume(
         &mut self,
         out: &mut Outbox,
+        index: &mut SubscriptionIndex,
+        key: ConnKey,
         symbol: SymbolId,
         seq: u64,
-        channels: Channels,
-        replay_left: &mut u64,
     ) -> Result<(), OverHardLimit> {
         let head = self.lvc.get(symbol).seq;
         if seq > head {
             self.counters.resumes_ahead += 1;
             return self.announce(out, symbol, head + 1, seq, AHEAD);
         }
-        let history = self.history;
-        let missed = head - seq;
-        let since = if missed <= *replay_left { history.since(symbol, seq, head) } else { Since::NotHeld };
-        match since {
+        match self.history.since(symbol, seq, head) {
             Since::NotHeld => {
                 self.counters.resumes_history += 1;
                 self.announce(out, symbol, seq + 1, head, HISTORY)
             }
-            Since::Whole(events) => {
-                *replay_left -= missed;
+            Since::Whole(_) => {
                 self.counters.resumes_whole += 1;
                 let info = self.symbols.get(symbol);
                 let resumed = self.builder.text_for(out.deflate_max_len(), |o| message::resumed(o, info, seq, head));
                 self.push(out, resumed)?;
-                // What was missed is replayed whole: a rate cap paces the live stream, not
-                // this; events of a channel the connection does not hold are skipped, as live.
-                let builder = &mut *self.builder;
-                let deflate = out.deflate_max_len();
-                for (tick, frame) in events.filter(|(tick, _)| channels.admits(&tick.kind)) {
-                    let superseding = |n| builder.text_for(deflate, |o| message::event(o, info, tick, n));
-                    match out.offer(tick, frame, &self.budget, self.now, superseding) {
-                        Verdict::Queued => self.counters.replayed += 1,
-                        Verdict::Conflated => self.counters.conflated += 1,
-                        Verdict::Dropped => self.counters.dropped += 1,
-                        Verdict::Disconnect => return Err(OverHardLimit),
-                        Verdict::Throttled { .. } => unreachable!("the outbox itself never throttles"),
-                    }
+                if seq < head {
+                    // What was missed is replayed whole: a rate cap paces the live stream, not
+                    // the replay; events of a channel the connection does not hold are skipped.
+                    self.replays.set(key, symbol, Cursor { after: seq, sent: seq });
+                    index.pause(symbol, key);
                 }
                 Ok(())
             }
         }
     }
 
-    /// An `upstream_gap` notice for a subscriber of its symbol.
-    pub fn deliver_notice(&mut self, out: &mut Outbox, symbol: SymbolId, notice: Frame) -> Outcome {
+    /// An `upstream_gap` notice for subscriber `key` of its symbol (none for a subscription
+    /// whose replay is behind: the notice is about the newest event).
+    pub fn deliver_notice(&mut self, out: &mut Outbox, key: ConnKey, symbol: SymbolId, notice: Frame) -> Outcome {
+        let head = self.lvc.get(symbol).seq;
+        if self.replays.get(key, symbol).is_some_and(|cursor| cursor.after < head) {
+            return Outcome::Open;
+        }
         self.counters.upstream_gaps_sent += 1;
         let queued = self.settle(out, symbol, None).and_then(|_| self.push(out, notice));
         queued.into()
     }
 
     /// The reactor fell behind the feed and skipped `skipped` of `symbol` (see [`Desk::resync`]):
-    /// a gap and a snapshot for a subscriber.
-    pub fn deliver_resync(&mut self, out: &mut Outbox, symbol: SymbolId, skipped: &Skipped) -> Outcome {
-        self.counters.overload_gaps_sent += 1;
-        self.settle(out, symbol, Some(skipped)).map(|_| ()).into()
+    /// a gap (its reason: [`OVERLOAD`], or [`BUS`] on a cluster edge) and a snapshot for
+    /// subscriber `key`. One still replaying gets the gap from its replay's cursor, which goes on
+    /// after the span.
+    pub fn deliver_resync(&mut self, out: &mut Outbox, key: ConnKey, symbol: SymbolId, skipped: &Skipped) -> Outcome {
+        if skipped.reason == BUS {
+            self.counters.bus_gaps_sent += 1;
+        } else {
+            self.counters.overload_gaps_sent += 1;
+        }
+        let Some(Cursor { after, sent }) = self.replays.get(key, symbol) else {
+            return self.settle(out, symbol, Some(skipped)).map(|_| ()).into();
+        };
+        let to_seq = skipped.to_seq.max(after);
+        self.replays.set(key, symbol, Cursor { after: to_seq, sent: to_seq });
+        let info = self.symbols.get(symbol);
+        let gap =
+            self.builder.text_for(out.deflate_max_len(), |o| message::gap(o, info, sent + 1, to_seq, skipped.reason));
+        let queued = self.settle(out, symbol, None).and_then(|_| self.push(out, gap)).and_then(|_| {
+            out.gaps_sent = out.gaps_sent.saturating_add(1);
+            self.push(out, skipped.snapshot.clone())
+        });
+        queued.into()
     }
 
     fn error<'s>(
@@ -462,7 +482,6 @@ impl Session<'_> {
         let mut resume_after: Vec<(SymbolId, u64)> =
             resume.iter().filter_map(|r| Some((desk.symbols.lookup(&r.symbol)?, r.seq))).collect();
         resume_after.sort_unstable();
-        let mut replay_left = MAX_REPLAY_PER_COMMAND;
         let names: Vec<Cow<'_, str>> = names.iter().chain(resume.iter().map(|r| &r.symbol)).cloned().collect();
         let (mut known, unknown) = resolve(desk.symbols, &names);
         let mut not_entitled = Vec::new();
@@ -475,14 +494,12 @@ impl Session<'_> {
                 entitled
             });
         }
-        if let Some(policy) = policy {
-            self.out.policy = policy;
-        }
         let universe = desk.symbols.capacity();
         let max = limits.max_subscriptions;
         let mut refused = Vec::new();
-        // Symbols not held before, and held ones that gain a channel: each gets a snapshot.
-        let mut added = Vec::new();
+        // Symbols not held before (`true`), and held ones that gain a channel: each gets a
+        // snapshot (or, resumed, what `Desk::resume` sends).
+        let mut added: Vec<(SymbolId, bool)> = Vec::new();
         let wanted = channels.unwrap_or(Channels::ALL);
         self.subs.reserve(known.len().min(max.saturating_sub(self.subs.len())), universe);
         known.retain(|&symbol| {
@@ -490,13 +507,13 @@ impl Session<'_> {
                 let held = index.channels_of(symbol, self.key).unwrap_or(Channels::ALL);
                 if !held.contains(wanted) {
                     index.set_channels(symbol, self.key, held.union(wanted));
-                    added.push(symbol);
+                    added.push((symbol, false));
                 }
                 true
             } else if self.subs.len() < max {
                 self.subs.insert(symbol, universe);
                 index.add_on(symbol, self.key, wanted);
-                added.push(symbol);
+                added.push((symbol, true));
                 true
             } else {
                 refused.push(symbol);
@@ -505,7 +522,7 @@ impl Session<'_> {
         });
         // What a rate cap holds back of a symbol that gains a channel goes out before the answer
         // (a snapshot follows it).
-        for &symbol in &added {
+        for &(symbol, _) in &added {
             desk.release_held(self.out, symbol)?;
         }
         // The rate of every symbol of the request is what the request says (none: the gateway's
@@ -522,7 +539,12 @@ impl Session<'_> {
                 }
             }
         }
+        // Answered with `subscribed` (which states the policy) when something was subscribed, or
+        // nothing was asked; a request refused whole changes nothing, its policy included.
         if !known.is_empty() || (unknown.is_empty() && refused.is_empty() && not_entitled.is_empty()) {
+            if let Some(policy) = policy {
+                self.out.policy = policy;
+            }
             let (symbols, policy) = (desk.symbols, self.out.policy);
             let frame = desk.builder.text_for(self.out.deflate_max_len(), |o| {
                 message::subscribed(o, id, known.iter().map(|&s| &*symbols.get(s).name), policy);
@@ -534,16 +556,18 @@ impl Session<'_> {
                 }
             });
             desk.push(self.out, frame)?;
-            for &symbol in &added {
+            for &(symbol, fresh) in &added {
+                // A symbol still replaying that gains a channel: the replay ends, with a gap
+                // ("history") over what it had not sent yet, and the snapshot.
+                if !fresh && desk.cut_replay(self.out, index, self.key, symbol)? {
+                    continue;
+                }
                 if desk.settle(self.out, symbol, None)? {
                     continue;
                 }
                 match resume_after.binary_search_by_key(&symbol, |&(s, _)| s) {
-                    Ok(i) => {
-                        let channels = index.channels_of(symbol, self.key).unwrap_or(Channels::ALL);
-                        desk.resume(self.out, symbol, resume_after[i].1, channels, &mut replay_left)?
-                    }
-                    Err(_) => desk.push_snapshot(self.out, symbol)?,
+                    Ok(i) if fresh => desk.resume(self.out, index, self.key, symbol, resume_after[i].1)?,
+                    _ => desk.push_snapshot(self.out, symbol)?,
                 }
             }
         }
@@ -600,6 +624,7 @@ impl Session<'_> {
                         if self.subs.remove(symbol) {
                             index.remove(symbol, self.key);
                         }
+                        desk.replays.cancel(self.key, symbol);
                         let _ = self.out.settle(symbol);
                         // A quote held back is not sent: nothing of the symbol follows the answer.
                         let _ = self.out.throttles.set(symbol, 0);

@@ -66,6 +66,8 @@ counters! {
         slow_gaps_sent,
         /// Gap messages sent to clients after this reactor fell behind the feed.
         overload_gaps_sent,
+        /// Gap messages sent to clients of a cluster edge for events it could not read from the bus.
+        bus_gaps_sent,
         /// `upstream_gap` messages sent to clients (events the upstream itself skipped).
         upstream_gaps_sent,
         /// HTTP requests answered without an upgrade (health checks, 400s, 404s).
@@ -117,6 +119,9 @@ counters! {
         /// Connections closed with 1009 because a compressed message inflated past
         /// limits.max_message_size (a deflate bomb), or came compressed past it.
         inflate_too_big,
+        /// Replays cut short by the history evicting events the client had not been sent yet
+        /// (answered with a gap "history" and a snapshot).
+        replays_cut,
     }
 }
 
@@ -225,4 +230,6 @@ pub struct ReactorStats {
     /// Bytes and events its resume history holds (gauges).
     pub history_bytes: AtomicU64,
     pub history_events: AtomicU64,
+    /// Resumes being replayed (gauge).
+    pub replays: AtomicU64,
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::json;
 use tickgate_server::config::ApiKey;
-use tickgate_testkit::{TestClient, http_request, start_gateway};
+use tickgate_testkit::{TestClient, eventually, http_request, metric, start_gateway};
 
 const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
 
@@ -41,6 +41,29 @@ fn a_bearer_token_grants_its_entitlements_only() {
     assert_eq!(err["code"], "not_entitled");
     assert_eq!(err["symbols"], json!(["MSFT"]));
     assert_eq!(err["id"], 1);
+}
+
+#[test]
+fn a_resume_of_a_symbol_outside_the_entitlements_is_refused_and_counted() {
+    let gateway = start_gateway(with_auth);
+    let token = hs256("alice", now() + 600, &["AAPL"]);
+    let mut client =
+        TestClient::try_connect_with(gateway.local_addr(), "/ws", &[("Authorization", &format!("Bearer {token}"))])
+            .unwrap();
+    // Nothing of it is entitled: no `subscribed`, only the error.
+    client.send_json(json!({"op":"subscribe","resume":[{"symbol":"MSFT","seq":3}],"id":1}));
+    let err = client.recv();
+    assert_eq!((err["type"].as_str(), err["code"].as_str()), (Some("error"), Some("not_entitled")), "{err}");
+    assert_eq!((err["symbols"].clone(), err["id"].clone()), (json!(["MSFT"]), json!(1)));
+    // With an entitled one: that one is resumed (or told the gap), the other refused.
+    client.send_json(json!({"op":"subscribe","resume":[{"symbol":"AAPL","seq":1},{"symbol":"MSFT","seq":3}],"id":2}));
+    assert_eq!(client.recv_type("subscribed")["symbols"], json!(["AAPL"]));
+    let err = client.recv_type("error");
+    assert_eq!((err["code"].as_str(), err["symbols"].clone()), (Some("not_entitled"), json!(["MSFT"])));
+    let addr = gateway.local_addr();
+    eventually("counted", || metric(addr, "tickgate_not_entitled_total{reactor=\"0\"}") == Some(2.0));
+    let failed = "tickgate_commands_total{op=\"subscribe\",result=\"error\"}";
+    eventually("counted as failed subscribes", || metric(addr, failed) == Some(2.0));
 }
 
 #[test]

@@ -6,6 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
 
 use tickgate_server::Gateway;
 use tickgate_server::proxy_protocol::V2_SIGNATURE;
@@ -128,4 +129,26 @@ fn forwarded_for_from_a_trusted_proxy_names_the_client_and_is_ignored_from_other
     });
     let _c = upgrade_forwarded_for(wary.local_addr(), "203.0.113.7").expect("first");
     assert_eq!(upgrade_forwarded_for(wary.local_addr(), "203.0.113.8").err(), Some(429), "spoofed header ignored");
+}
+
+#[test]
+fn connections_waiting_for_their_header_count_against_max_connections() {
+    let gateway = start_gateway(|c| {
+        c.server.proxy_protocol = true;
+        c.limits.max_connections = 2;
+        c.limits.handshake_timeout_ms = 60_000;
+    });
+    let addr = gateway.local_addr();
+    // Two connections from the balancer that have not sent their header yet fill the gateway.
+    let mut waiting: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let open = || gateway.stats().reactors.iter().map(|r| r.connections.load(Ordering::Relaxed)).sum::<u64>();
+    eventually("both accepted", || open() == 2);
+    assert_eq!(connect(addr, &v1("203.0.113.7")).err(), Some(503), "a third, even with a header");
+    // One of them goes away: its place is free again.
+    drop(waiting.pop());
+    eventually("one counted out", || open() == 1);
+    let _client = connect(addr, &v1("203.0.113.7")).expect("a client with a header");
+    // The one still waiting sends its header: it keeps its place, under its client's address.
+    waiting[0].write_all(&v1("203.0.113.9")).unwrap();
+    assert_eq!(connect(addr, &v1("203.0.113.8")).err(), Some(503), "still full");
 }

@@ -62,9 +62,9 @@ fn every_edge_sends_the_publishers_events_with_the_same_seq_and_bytes() {
         let (_, snaps) = client.subscribe(&[SYMBOL]);
         start = start.max(snaps[0]["seq"].as_u64().unwrap() + 1);
     }
-    // An edge that had read nothing of the symbol yet gives an empty snapshot (seq 0), and its
-    // first event is the stream's last of the symbol when the edge started: the two streams
-    // may start apart, so they are compared where both have the seq.
+    // An edge that had read nothing of the symbol yet gives an empty snapshot (seq 0), then a
+    // gap and a snapshot as of the first tick it reads: the two streams may start apart, so
+    // they are compared where both have the seq.
     let streams: Vec<_> = clients.iter_mut().map(|c| collect(c, start, 150)).collect();
     let common: Vec<u64> = streams[0].keys().filter(|seq| streams[1].contains_key(seq)).copied().collect();
     assert!(common.len() >= 100, "{} seqs in common", common.len());
@@ -122,11 +122,11 @@ fn a_bad_bus_message_is_rejected_and_counted_and_a_stray_writer_stops_the_publis
     // Core NATS publishes on the stream's subjects, as a stray client would: a truncated
     // message, an unknown version, a symbol this universe does not have.
     let mut raw = TcpStream::connect(nats.addr()).unwrap();
-    let mut unknown_symbol = vec![1u8, 0];
+    let mut unknown_symbol = vec![tickgate_bus::payload::VERSION, 0];
     unknown_symbol.extend_from_slice(&[1; 48]);
-    unknown_symbol.push(4);
+    unknown_symbol.extend_from_slice(&[0, 4]);
     unknown_symbol.extend_from_slice(b"ZZZZ");
-    for payload in [&b"\x01\x00\x01"[..], &[9u8; 60][..], &unknown_symbol[..]] {
+    for payload in [&[tickgate_bus::payload::VERSION, 0, 1][..], &[9u8; 60][..], &unknown_symbol[..]] {
         let mut command = format!("PUB tickgate.ticks.ZZZZ {}\r\n", payload.len()).into_bytes();
         command.extend_from_slice(payload);
         command.extend_from_slice(b"\r\n");
@@ -247,7 +247,7 @@ fn an_edge_that_loses_nats_says_so_and_carries_on_with_the_contract_when_it_retu
     assert_eq!(status["source"], "bus");
     eventually("the edge is not ready without its bus", || readyz(edge.local_addr()).starts_with("HTTP/1.1 503"));
     let ready = readyz(edge.local_addr());
-    assert!(ready.contains(r#""bus":{"connected":false"#), "{ready}");
+    assert!(ready.contains(r#""bus":{"caught_up":true,"connected":false"#), "{ready}");
     let ready = readyz(publisher.local_addr());
     assert!(ready.starts_with("HTTP/1.1 200") && ready.contains(r#""connected":false"#), "{ready}");
     let last = client_last_seq(&mut client, last);
@@ -266,4 +266,165 @@ fn client_last_seq(client: &mut TestClient, mut last: u64) -> u64 {
         }
     }
     last
+}
+
+/// Reads `events` events of [`SYMBOL`] on `client`, checking the contract from `last`: each event
+/// is `last + 1`, or comes after a `gap` (reason `bus`) starting right after `last` and the
+/// `snapshot` as of the gap's end, which are kept in `gaps`.
+fn follow(client: &mut TestClient, last: &mut u64, events: usize, gaps: &mut Vec<(Value, Value)>) {
+    let mut seen = 0;
+    while seen < events {
+        let msg = client.recv();
+        if msg["symbol"] != SYMBOL {
+            continue;
+        }
+        match msg["type"].as_str() {
+            Some("trade" | "quote") => {
+                assert_eq!(msg["seq"].as_u64().unwrap(), *last + 1, "no silent hole: {msg}");
+                *last += 1;
+                seen += 1;
+            }
+            Some("gap") => {
+                assert_eq!(msg["reason"], "bus", "{msg}");
+                assert_eq!(msg["from_seq"].as_u64().unwrap(), *last + 1, "{msg}");
+                let snapshot = client.recv();
+                assert_eq!(snapshot["type"], "snapshot", "a snapshot follows the gap: {snapshot}");
+                *last = msg["to_seq"].as_u64().unwrap();
+                assert_eq!(snapshot["seq"].as_u64(), Some(*last), "{snapshot}");
+                gaps.push((msg, snapshot));
+            }
+            _ => panic!("unexpected {msg}"),
+        }
+    }
+}
+
+/// The trade or quote of a snapshot, as an event message of `symbol` of that kind would say it.
+fn as_event(symbol: &str, kind: &str, state: &Value) -> Value {
+    let mut event = serde_json::json!({"type": kind, "symbol": symbol});
+    for (key, value) in state.as_object().expect("a trade or quote object") {
+        event[key] = value.clone();
+    }
+    event
+}
+
+#[test]
+fn ticks_an_edge_never_read_are_a_bus_gap_then_a_snapshot_as_of_its_end() {
+    let mut nats = NatsServer::start();
+    let slow = |c: &mut Config| c.sim.rate = 500.0;
+    // A publisher that can hold few ticks while NATS is away: the rest are never published.
+    let publisher = start_gateway(|c| {
+        on_bus(&nats, BusRole::Publisher)(c);
+        slow(c);
+        c.bus.publish_queue = 16;
+    });
+    let edge = start_gateway(|c| {
+        on_bus(&nats, BusRole::Edge)(c);
+        slow(c);
+    });
+    // The truth: the publisher's own client gets every event it sequenced.
+    let mut truth = TestClient::connect(publisher.local_addr());
+    let (_, truth_snaps) = truth.subscribe(&[SYMBOL]);
+    let mut client = TestClient::connect(edge.local_addr());
+    let (_, snaps) = client.subscribe(&[SYMBOL]);
+    let mut last = snaps[0]["seq"].as_u64().unwrap();
+    follow(&mut client, &mut last, 10, &mut Vec::new());
+    nats.kill();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    nats.restart();
+    let mut gaps = Vec::new();
+    while gaps.is_empty() {
+        follow(&mut client, &mut last, 1, &mut gaps);
+    }
+    follow(&mut client, &mut last, 20, &mut gaps);
+    // Each snapshot is the symbol's true state as of its gap's end: its latest trade and latest
+    // quote as the publisher's own client got them.
+    let end = gaps.iter().map(|(gap, _)| gap["to_seq"].as_u64().unwrap()).max().unwrap();
+    let mut truth_events = BTreeMap::new();
+    while truth_events.last_key_value().is_none_or(|(&seq, _)| seq <= end) {
+        let msg = truth.recv();
+        if msg["symbol"] == SYMBOL && is_event(&msg) {
+            truth_events.insert(msg["seq"].as_u64().unwrap(), msg);
+        }
+    }
+    for (gap, snapshot) in &gaps {
+        let to_seq = gap["to_seq"].as_u64().unwrap();
+        for kind in ["trade", "quote"] {
+            let from_truth =
+                truth_events.range(..=to_seq).rev().find(|(_, msg)| msg["type"] == kind).map(|(_, m)| m.clone());
+            let from_truth = from_truth.or_else(|| {
+                let state = &truth_snaps[0][kind];
+                (!state.is_null()).then(|| as_event(SYMBOL, kind, state))
+            });
+            assert_eq!(Some(as_event(SYMBOL, kind, &snapshot[kind])), from_truth, "{gap} {snapshot}");
+        }
+    }
+    assert!(metric(edge.local_addr(), "tickgate_bus_gaps_total").unwrap() >= 1.0);
+    assert!(metric(publisher.local_addr(), "tickgate_bus_publish_dropped_total").unwrap() >= 1.0);
+    let sent = r#"tickgate_gaps_sent_total{reason="bus"}"#;
+    eventually("the bus gap is counted", || metric(edge.local_addr(), sent) >= Some(1.0));
+}
+
+/// Resumes [`SYMBOL`] after `seq` on `client`: the reply, then `resumed` (nothing missing),
+/// then events from `seq + 1` on, contiguous; returns how many events were replayed.
+fn resume_contiguous(client: &mut TestClient, seq: u64, events: usize) -> u64 {
+    client.send_json(serde_json::json!({"op": "subscribe", "resume": [{"symbol": SYMBOL, "seq": seq}], "id": 1}));
+    let reply = client.recv();
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    let resumed = client.recv();
+    assert_eq!(resumed["type"], "resumed", "the events after its seq, no snapshot, no gap: {resumed}");
+    assert_eq!(resumed["after_seq"].as_u64(), Some(seq), "{resumed}");
+    let replayed = resumed["to_seq"].as_u64().unwrap() - seq;
+    let mut last = seq;
+    let mut seen = 0;
+    while seen < events {
+        let msg = client.recv();
+        assert_ne!(msg["type"], "gap", "{msg}");
+        assert_ne!(msg["type"], "snapshot", "{msg}");
+        if msg["symbol"] == SYMBOL && is_event(&msg) {
+            assert_eq!(msg["seq"].as_u64().unwrap(), last + 1, "contiguous across edges: {msg}");
+            last += 1;
+            seen += 1;
+        }
+    }
+    replayed
+}
+
+#[test]
+fn a_client_resumes_on_another_edge_with_nothing_missing() {
+    let nats = NatsServer::start();
+    let _publisher = start_gateway(on_bus(&nats, BusRole::Publisher));
+    let edge_a = start_gateway(on_bus(&nats, BusRole::Edge));
+    let edge_b = start_gateway(on_bus(&nats, BusRole::Edge));
+    let mut client = TestClient::connect(edge_a.local_addr());
+    let (_, snaps) = client.subscribe(&[SYMBOL]);
+    let seen = collect(&mut client, snaps[0]["seq"].as_u64().unwrap() + 1, 30);
+    let last = *seen.keys().last().unwrap();
+    drop(client);
+    // Away for a while: edge B sent on what the client missed.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut client = TestClient::connect(edge_b.local_addr());
+    let replayed = resume_contiguous(&mut client, last, 100);
+    assert!(replayed > 0, "events were missed meanwhile, and replayed by the other edge");
+    let whole = r#"tickgate_resumes_total{outcome="whole"}"#;
+    eventually("edge B counts the resume", || metric(edge_b.local_addr(), whole) >= Some(1.0));
+}
+
+#[test]
+fn an_edge_started_after_the_client_left_resumes_it_from_the_stream() {
+    let nats = NatsServer::start();
+    let _publisher = start_gateway(on_bus(&nats, BusRole::Publisher));
+    let edge_a = start_gateway(on_bus(&nats, BusRole::Edge));
+    let mut client = TestClient::connect(edge_a.local_addr());
+    let (_, snaps) = client.subscribe(&[SYMBOL]);
+    let seen = collect(&mut client, snaps[0]["seq"].as_u64().unwrap() + 1, 30);
+    let last = *seen.keys().last().unwrap();
+    drop(client);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Edge B starts now: what the client saw on A, and what came since, is only in the stream.
+    let edge_b = start_gateway(on_bus(&nats, BusRole::Edge));
+    let readyz = |addr| tickgate_testkit::http_request(addr, "GET /readyz HTTP/1.1\r\n\r\n");
+    eventually("edge B read the stream's past", || readyz(edge_b.local_addr()).starts_with("HTTP/1.1 200"));
+    let mut client = TestClient::connect(edge_b.local_addr());
+    let replayed = resume_contiguous(&mut client, last, 100);
+    assert!(replayed > 0, "events from before edge B started were replayed");
 }

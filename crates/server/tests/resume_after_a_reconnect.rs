@@ -127,6 +127,32 @@ fn a_seq_ahead_of_the_gateway_gets_a_gap_ahead_and_a_snapshot() {
     eventually("counted", || metric(gateway.local_addr(), "tickgate_resumes_total{outcome=\"ahead\"}") == Some(1.0));
 }
 
+/// The largest seq there is: a defined answer (the gateway is behind it), nothing overflows.
+#[test]
+fn the_largest_seq_is_ahead_and_a_symbol_named_twice_resumes_once() {
+    let gateway = start_gateway(|_| {});
+    let symbol = first_symbol(&gateway);
+    let mut client = TestClient::connect(gateway.local_addr());
+    client.send_json(json!({"op": "subscribe", "resume": [{"symbol": symbol, "seq": u64::MAX}], "id": 1}));
+    assert_eq!(client.recv()["type"], "subscribed");
+    let gap = client.recv();
+    assert_eq!((gap["reason"].as_str(), gap["to_seq"].as_u64()), (Some("ahead"), Some(u64::MAX)), "{gap}");
+    assert_eq!(client.recv()["type"], "snapshot");
+    // A symbol both in `symbols` and in `resume`: subscribed once, and resumed.
+    let mut client = TestClient::connect(gateway.local_addr());
+    client
+        .send_json(json!({"op": "subscribe", "symbols": [symbol], "resume": [{"symbol": symbol, "seq": 1}], "id": 2}));
+    let subscribed = client.recv();
+    assert_eq!(subscribed["symbols"], json!([symbol]), "{subscribed}");
+    let answer = client.recv();
+    assert!(answer["type"] == "resumed" || answer["reason"] == "history", "{answer}");
+    let resumes =
+        |outcome: &str| metric(gateway.local_addr(), &format!("tickgate_resumes_total{{outcome=\"{outcome}\"}}"));
+    eventually("counted", || {
+        resumes("ahead") == Some(1.0) && resumes("whole").unwrap_or(0.0) + resumes("history").unwrap_or(0.0) == 1.0
+    });
+}
+
 #[test]
 fn bad_resumes_get_a_clear_error_and_the_connection_goes_on() {
     let gateway = start_gateway(|_| {});
@@ -137,6 +163,7 @@ fn bad_resumes_get_a_clear_error_and_the_connection_goes_on() {
         (json!([{"symbol": symbol, "seq": -4}]), "bad_request", "at least 1"),
         (json!([{"symbol": symbol, "seq": 2.5}]), "bad_request", "must be an integer"),
         (json!([{"symbol": symbol, "seq": "12"}]), "bad_request", "must be an integer"),
+        (json!([{"symbol": symbol, "seq": 1e30}]), "bad_request", "must be an integer"),
         (json!([{"symbol": symbol, "seq": 3}, {"symbol": symbol, "seq": 4}]), "bad_request", "more than once"),
         (json!({"AAPL": 3}), "bad_request", "must be an array"),
         (json!([{"symbol": "NOPE", "seq": 3}]), "unknown_symbol", "NOPE"),
@@ -151,13 +178,21 @@ fn bad_resumes_get_a_clear_error_and_the_connection_goes_on() {
         );
         assert!(m["message"].as_str().unwrap().contains(text), "{m}");
     }
+    // Past what any integer of the parser holds: not a number it reads, so not a command (no id
+    // can be read from it either).
+    client.send_text(&format!(
+        r#"{{"op":"subscribe","resume":[{{"symbol":"{symbol}","seq":99999999999999999999999}}],"id":99}}"#
+    ));
+    let m = client.recv();
+    assert_eq!((m["type"].as_str(), m["code"].as_str()), (Some("error"), Some("bad_request")), "{m}");
+    assert!(m["message"].as_str().unwrap().contains("not valid JSON"), "{m}");
     // The connection is unharmed: a plain subscribe works.
     let (reply, snapshots) = client.subscribe(&[&symbol]);
     assert_eq!(reply["symbols"], json!([symbol]));
     assert_eq!(snapshots.len(), 1);
     // What cannot be parsed is counted as an invalid command; the unknown symbol as a failed subscribe.
     let invalid = "tickgate_commands_total{op=\"invalid\",result=\"error\"}";
-    eventually("each malformed resume counted", || metric(gateway.local_addr(), invalid) == Some(6.0));
+    eventually("each malformed resume counted", || metric(gateway.local_addr(), invalid) == Some(8.0));
     let failed = "tickgate_commands_total{op=\"subscribe\",result=\"error\"}";
     eventually("the unknown symbol counted", || metric(gateway.local_addr(), failed) == Some(1.0));
 }

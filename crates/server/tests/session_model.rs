@@ -1,14 +1,22 @@
 //! The connection path against a model of the client contract, sans IO.
 //!
 //! One connection's [`Session`] and outbox are driven the way a reactor drives them (commands
-//! parsed by the real parser, ticks offered with `deliver_tick`, upstream notices, resyncs after
-//! the reactor fell behind the feed, the announcement of dropped spans after each write, the
-//! sweep's slow-consumer checks, the close of a slow consumer), under each slow-consumer policy,
+//! parsed by the real parser, ticks recorded in a small history and offered with `deliver_tick`
+//! where the index's fan-out view admits them, upstream notices, resyncs after the reactor fell
+//! behind the feed, replays advanced a slice a turn, rate caps released from the wheel, the
+//! announcement of dropped spans after each write, the sweep's slow-consumer checks, the close
+//! of a slow consumer), under each slow-consumer policy,
 //! while a client reads the bytes in pieces of any size. Every byte the client reads is decoded
 //! and checked against the contract of docs/PROTOCOL.md, per symbol:
 //!
-//! - the first thing after `subscribed` for a symbol not held is its snapshot; re-subscribing a
-//!   held symbol sends no snapshot;
+//! - the first thing after `subscribed` for a symbol not held is its snapshot, or, when it was
+//!   resumed after a seq, `resumed` from exactly that seq (then the events after it, replayed
+//!   over the reactor's turns, then live, no snapshot) or a gap from right after it ("history")
+//!   or from the gateway's newest seq up to it ("ahead"), then a snapshot; re-subscribing a held
+//!   symbol sends no snapshot, resumed or not;
+//! - a replay keeps the contract while live ticks, notices, resyncs, stalls, commands and the
+//!   history's evictions interleave with it: one stream, replay then live, and history evicted
+//!   under the replay is announced (a gap "history", then a snapshot);
 //! - seq never goes back; an event's seq is exactly the one after what the client holds, plus
 //!   the quotes its `conflated` says it superseded (all quotes);
 //! - a gap starts right after what the client holds, and the next message about the symbol is
@@ -39,6 +47,7 @@ use tickgate_core::{
     SymbolId, SymbolInfo, SymbolSet, SymbolTable, Tick, TickKind, Verdict,
 };
 use tickgate_protocol::{CloseCode, FrameBuilder, close_frame, message, parse_command};
+use tickgate_server::replay::Replays;
 use tickgate_server::session::{CommandLimits, Desk, Moment, Outcome, Session, deliver_tick, release};
 use tickgate_server::stats::TurnCounters;
 
@@ -58,6 +67,18 @@ enum Op {
     Unsubscribe {
         mask: u8,
         channels: Option<Channels>,
+    },
+    /// Subscribes the symbols of `mask` on `channels`, resuming each after the gateway's seq
+    /// less `back` (at least 1), or, `ahead`, after a seq `back` + 1 past it.
+    Resume {
+        mask: u8,
+        back: u64,
+        ahead: bool,
+        channels: Option<Channels>,
+    },
+    /// A reactor turn: the replays under way advance by at most `slice` events each.
+    Turn {
+        slice: usize,
     },
     ListSubscriptions,
     ListSymbols,
@@ -114,6 +135,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (1u8..64, prop::option::weighted(0.2, policy()), channels(), max_rate())
             .prop_map(|(mask, policy, channels, max_rate)| Op::Subscribe { mask, policy, channels, max_rate }),
         1 => (1u8..64, channels()).prop_map(|(mask, channels)| Op::Unsubscribe { mask, channels }),
+        2 => (1u8..64, prop_oneof![0u64..4, 4u64..40], prop::bool::weighted(0.15), channels())
+            .prop_map(|(mask, back, ahead, channels)| Op::Resume { mask, back, ahead, channels }),
+        4 => prop_oneof![1usize..4, Just(256)].prop_map(|slice| Op::Turn { slice }),
         1 => Just(Op::ListSubscriptions),
         1 => Just(Op::ListSymbols),
         8 => (0..SYMBOLS, any::<bool>()).prop_map(|(symbol, trade)| Op::Tick { symbol, trade }),
@@ -134,6 +158,7 @@ macro_rules! desk {
             symbols: &$gw.symbols,
             lvc: &$gw.lvc,
             history: &$gw.history,
+            replays: &mut $gw.replays,
             builder: &mut $gw.builder,
             budget: $gw.budget,
             counters: &mut $gw.counters,
@@ -147,8 +172,10 @@ struct Gateway {
     symbols: SymbolTable,
     /// The reactor's last values (snapshots) and the feed's (what a resync carries).
     lvc: LastValueCache,
-    /// Empty: resumes are modelled in session_model_resume.rs.
+    /// The reactor's history: small, so resumes find it exhausted and replays have it evicted
+    /// under them.
     history: History,
+    replays: Replays,
     feed_lvc: LastValueCache,
     index: SubscriptionIndex,
     builder: FrameBuilder,
@@ -181,7 +208,11 @@ impl Gateway {
         Self {
             symbols,
             lvc: LastValueCache::new(n),
-            history: History::new(n, HistoryLimits { events_per_symbol: 0, bytes_per_symbol: 0, events: 0, bytes: 0 }),
+            history: History::new(
+                n,
+                HistoryLimits { events_per_symbol: 12, bytes_per_symbol: 1 << 20, events: 30, bytes: 1 << 20 },
+            ),
+            replays: Replays::default(),
             feed_lvc: LastValueCache::new(n),
             index: SubscriptionIndex::new(n),
             builder: FrameBuilder::new(),
@@ -214,6 +245,7 @@ impl Gateway {
         for symbol in self.subs.take().iter() {
             self.index.remove(symbol, KEY);
         }
+        self.replays.forget_connection(KEY);
         self.out.queue.discard_unstarted();
         self.out.push_control(close_frame(CloseCode::PolicyViolation, "slow consumer"), self.now);
     }
@@ -250,9 +282,12 @@ impl Gateway {
         self.index.subscribers(symbol).contains(&KEY)
     }
 
-    /// Whether the fan-out offers this tick to the connection.
+    /// Whether the fan-out offers this tick to the connection (as the reactor's fan-out sees the
+    /// index: a paused subscription admits nothing).
     fn offered(&self, tick: &Tick) -> bool {
-        self.index.channels_of(tick.symbol, KEY).is_some_and(|c| c.admits(&tick.kind))
+        let subscribers = self.index.subscribers(tick.symbol);
+        let channels = self.index.channels(tick.symbol);
+        subscribers.iter().zip(channels).any(|(&key, c)| key == KEY && c.admits(&tick.kind))
     }
 
     fn is_quote(&self, symbol: SymbolId, seq: u64) -> bool {
@@ -272,12 +307,13 @@ impl Gateway {
         let tick = Tick { symbol: id, seq, ts: seq, gw_ts: seq, kind };
         self.feed_lvc.record(&tick);
         self.lvc.record(&tick);
+        let info = self.symbols.get(id);
+        let frame = self.builder.text(|o| message::event(o, info, &tick, 0));
+        self.history.record(&tick, &frame);
         if self.closed || !self.offered(&tick) {
             return;
         }
         let at = self.moment();
-        let info = self.symbols.get(id);
-        let frame = self.builder.text(|o| message::event(o, info, &tick, 0));
         let verdict = deliver_tick(&mut self.out, &tick, &frame, info, &mut self.builder, &self.budget, at);
         match verdict {
             Verdict::Disconnect => self.close_slow_consumer(),
@@ -323,7 +359,7 @@ impl Gateway {
             return;
         }
         let (mut desk, out) = self.desk();
-        let outcome = desk.deliver_notice(out, id, notice);
+        let outcome = desk.deliver_notice(out, KEY, id, notice);
         self.act(outcome);
     }
 
@@ -339,13 +375,29 @@ impl Gateway {
         }
         let to_seq = self.seq[symbol as usize];
         self.lvc.replace(id, *self.feed_lvc.get(id));
+        self.history.forget(id);
         if self.closed || !self.subscribed_here(id) {
             return;
         }
         let (mut desk, out) = self.desk();
         let skipped = desk.resync(id, from_seq, to_seq);
-        let outcome = desk.deliver_resync(out, id, &skipped);
+        let outcome = desk.deliver_resync(out, KEY, id, &skipped);
         self.act(outcome);
+    }
+
+    /// A reactor turn's replays: each cursor of the connection by at most `slice` events.
+    fn turn(&mut self, slice: usize) {
+        let mut due = Vec::new();
+        self.replays.due(usize::MAX, &mut due);
+        for (key, symbol) in due {
+            if self.closed {
+                return;
+            }
+            let mut desk = desk!(self);
+            let (outcome, walked) = desk.advance_replay(&mut self.out, &mut self.index, key, symbol, slice);
+            assert!(walked <= slice);
+            self.act(outcome);
+        }
     }
 
     /// The client reads up to `max` bytes; then, as the reactor's flush does, what the policy
@@ -387,6 +439,10 @@ struct Held {
     gap_to: Option<u64>,
     /// The channels held, as the replies stated them.
     channels: Option<Channels>,
+    /// Subscribed resuming after `seq`: `resumed` or a gap comes next.
+    awaiting_resume: bool,
+    /// `resumed` was read: the replay may be cut short by a gap "history".
+    resumed: bool,
 }
 
 /// The kind of event `seq` of symbol `id` was (the ones the reactor skipped count as trades).
@@ -416,6 +472,10 @@ struct Client {
     held: BTreeMap<String, Held>,
     answered: BTreeSet<u64>,
     closed: bool,
+    /// The seqs each resuming command resumes after, by command id.
+    resuming: BTreeMap<u64, BTreeMap<String, u64>>,
+    /// Every event read: symbol and seq.
+    events: Vec<(String, u64)>,
 }
 
 impl Client {
@@ -461,14 +521,31 @@ impl Client {
         match kind {
             "subscribed" => {
                 let wanted = stated_channels(m);
+                let resuming = m["id"].as_u64().and_then(|id| self.resuming.remove(&id)).unwrap_or_default();
                 for name in names() {
-                    let held = self.held.entry(name.as_str().unwrap().to_string()).or_default();
+                    let name = name.as_str().unwrap().to_string();
+                    let new = !self.held.contains_key(&name);
+                    let held = self.held.entry(name.clone()).or_default();
                     let before = held.channels.unwrap_or(Channels::NONE);
-                    if held.seq.is_none() || !before.contains(wanted) {
-                        held.awaiting_snapshot = true;
+                    match resuming.get(&name) {
+                        Some(&after) if new => {
+                            *held = Held { seq: Some(after), awaiting_resume: true, ..Held::default() };
+                        }
+                        _ if held.seq.is_none() || !before.contains(wanted) => held.awaiting_snapshot = true,
+                        _ => {}
                     }
                     held.channels = Some(before.union(wanted));
                 }
+            }
+            "resumed" => {
+                let held = self.held.get_mut(&symbol);
+                prop_assert!(held.is_some(), "resumed {} not subscribed: {}", symbol, m);
+                let held = held.unwrap();
+                prop_assert!(held.awaiting_resume, "resumed without a resume: {} ({:?})", m, held);
+                prop_assert_eq!(Some(seq("after_seq")), held.seq, "resumed from the seq asked: {}", m);
+                prop_assert!(seq("to_seq") >= seq("after_seq"));
+                held.awaiting_resume = false;
+                held.resumed = true;
             }
             "unsubscribed" => {
                 let leaving = stated_channels(m);
@@ -497,7 +574,7 @@ impl Client {
                 if let Some(h) = held.seq {
                     prop_assert!(s >= h, "snapshot {} older than held {}", s, h);
                 }
-                *held = Held { seq: Some(s), awaiting_snapshot: false, gap_to: None, channels: held.channels };
+                *held = Held { seq: Some(s), channels: held.channels, resumed: held.resumed, ..Held::default() };
             }
             "gap" => {
                 let held = self.held.get_mut(&symbol);
@@ -511,6 +588,21 @@ impl Client {
                     held
                 );
                 let (from, to) = (seq("from_seq"), seq("to_seq"));
+                prop_assert!(to >= from);
+                if m["reason"] == "ahead" {
+                    prop_assert!(held.awaiting_resume, "gap ahead without a resume: {}", m);
+                    prop_assert_eq!(Some(to), held.seq, "gap ahead ends at the seq resumed from: {}", m);
+                    // The client drops what it holds past the gateway's newest event.
+                    *held = Held { gap_to: Some(from - 1), channels: held.channels, ..Held::default() };
+                    return Ok(());
+                }
+                let history = m["reason"] == "history";
+                prop_assert!(
+                    history == held.awaiting_resume || history && held.resumed,
+                    "a gap \"history\" answers a resume or cuts its replay: {} ({:?})",
+                    m,
+                    held
+                );
                 // Right after what is held, but for the seqs of a channel not held.
                 let h = held.seq.unwrap_or_default();
                 prop_assert!(from > h, "gap starts after what is held: {}", m);
@@ -519,13 +611,13 @@ impl Client {
                 for seq in h + 1..from {
                     prop_assert!(!channels.admits(&kind_of(quotes, id, seq)), "gap {} leaves {} out", m, seq);
                 }
-                prop_assert!(to >= from);
                 held.gap_to = Some(to);
+                held.awaiting_resume = false;
             }
             "trade" | "quote" => {
                 let held = self.held.get(&symbol).copied().unwrap_or_default();
                 prop_assert!(
-                    held.seq.is_some() && !held.awaiting_snapshot && held.gap_to.is_none(),
+                    held.seq.is_some() && !held.awaiting_snapshot && held.gap_to.is_none() && !held.awaiting_resume,
                     "event {} with {:?}",
                     m,
                     held
@@ -548,11 +640,12 @@ impl Client {
                 }
                 prop_assert_eq!(superseded, conflated, "every missing seq is accounted for: held {}, got {}", h, m);
                 self.held.get_mut(&symbol).unwrap().seq = Some(s);
+                self.events.push((symbol, s));
             }
             "upstream_gap" => {
                 let held = self.held.get(&symbol).copied().unwrap_or_default();
                 prop_assert!(
-                    held.seq.is_some() && !held.awaiting_snapshot && held.gap_to.is_none(),
+                    held.seq.is_some() && !held.awaiting_snapshot && held.gap_to.is_none() && !held.awaiting_resume,
                     "notice {} with {:?}",
                     m,
                     held
@@ -610,6 +703,24 @@ fn run(policy: Policy, soft: usize, cap: u16, ops: Vec<Op>) -> Result<(), TestCa
                 let channels = channels_field(channels);
                 sent.push(gw.command(format!("{{\"op\":\"unsubscribe\",\"symbols\":[{}]{channels}}}", names(mask))))
             }
+            Op::Resume { mask, back, ahead, channels } => {
+                let mut after = BTreeMap::new();
+                let mut entries = Vec::new();
+                for i in (0..SYMBOLS).filter(|i| mask & (1 << i) != 0) {
+                    let head = gw.seq[i as usize];
+                    let seq = if ahead { head + back + 1 } else { head.saturating_sub(back).max(1) };
+                    after.insert(format!("S{i}"), seq);
+                    entries.push(format!("{{\"symbol\":\"S{i}\",\"seq\":{seq}}}"));
+                }
+                if mask & (1 << SYMBOLS) != 0 {
+                    entries.push("{\"symbol\":\"NOPE\",\"seq\":5}".to_string());
+                }
+                let channels = channels_field(channels);
+                let id = gw.command(format!("{{\"op\":\"subscribe\",\"resume\":[{}]{channels}}}", entries.join(",")));
+                client.resuming.insert(id, after);
+                sent.push(id);
+            }
+            Op::Turn { slice } => gw.turn(slice),
             Op::ListSubscriptions => sent.push(gw.command("{\"op\":\"list_subscriptions\"}".into())),
             Op::ListSymbols => sent.push(gw.command("{\"op\":\"list_symbols\"}".into())),
             Op::Tick { symbol, trade } => gw.tick(symbol, trade),
@@ -635,14 +746,17 @@ fn run(policy: Policy, soft: usize, cap: u16, ops: Vec<Op>) -> Result<(), TestCa
         );
         client.absorb(&read, &gw.quotes)?;
     }
-    // The client reads everything, while time passes for what rate caps hold back.
+    // The client reads everything, while time passes for what rate caps hold back and the
+    // replays advance.
     for _ in 0..10_000 {
         gw.now += Duration::from_millis(200);
         gw.release_due();
+        gw.turn(256);
         let mut read = Vec::new();
         gw.read(usize::MAX, &mut read);
         client.absorb(&read, &gw.quotes)?;
-        if gw.out.queue.is_empty() && (gw.closed || !gw.out.has_gaps()) && gw.wheel.is_empty() {
+        let done = gw.out.queue.is_empty() && (gw.closed || !gw.out.has_gaps());
+        if done && gw.wheel.is_empty() && (gw.closed || gw.replays.is_empty()) {
             break;
         }
     }
@@ -712,4 +826,217 @@ fn re_subscribing_held_symbols_while_behind_keeps_the_contract() {
     }
     run(Policy::Conflate, 700, 0, ops.clone()).unwrap();
     run(Policy::Drop, 700, 0, ops).unwrap();
+}
+
+/// Resumes that find the history whole, exhausted, and behind the client, in one run.
+#[test]
+fn resumes_are_whole_exhausted_or_ahead() {
+    let resume = |mask, back, ahead| Op::Resume { mask, back, ahead, channels: None };
+    let ops = vec![
+        Op::Tick { symbol: 0, trade: true },
+        Op::Quotes { symbol: 0, n: 5 },
+        Op::Quotes { symbol: 1, n: 40 },
+        resume(0b001, 3, false),
+        resume(0b010, 30, false),
+        resume(0b100, 2, true),
+        Op::Turn { slice: 256 },
+        Op::Read(usize::MAX),
+    ];
+    for policy in [Policy::Conflate, Policy::Drop, Policy::Disconnect] {
+        run(policy, 4000, 0, ops.clone()).unwrap();
+    }
+    let mut gw = Gateway::new(Policy::Drop, 4000, 0);
+    for _ in 0..6 {
+        gw.tick(0, true);
+    }
+    gw.command("{\"op\":\"subscribe\",\"resume\":[{\"symbol\":\"S0\",\"seq\":3}]}".into());
+    gw.turn(256);
+    let mut read = Vec::new();
+    gw.read(usize::MAX, &mut read);
+    let text = String::from_utf8_lossy(&read);
+    assert!(text.contains("\"type\":\"resumed\",\"symbol\":\"S0\",\"after_seq\":3,\"to_seq\":6"), "{text}");
+    assert!(!text.contains("snapshot"), "{text}");
+    assert_eq!((gw.counters.resumes_whole, gw.counters.replayed), (1, 3));
+}
+
+/// A resume of a name not in the universe alone (a case the search once found).
+#[test]
+fn resuming_an_unknown_symbol_alone_is_answered() {
+    run(Policy::Conflate, 700, 0, vec![Op::Resume { mask: 32, back: 0, ahead: false, channels: None }]).unwrap();
+}
+
+/// A replay is spread over turns, a slice each; live ticks meanwhile join it in order, none
+/// twice, and the subscription goes live once it has caught up.
+#[test]
+fn a_replay_goes_a_slice_a_turn_and_live_ticks_join_it() {
+    let mut gw = Gateway::new(Policy::Drop, 1 << 20, 0);
+    let big = HistoryLimits { events_per_symbol: 1000, bytes_per_symbol: 1 << 30, events: 1000, bytes: 1 << 30 };
+    gw.history = History::new(gw.symbols.capacity(), big);
+    for _ in 0..100 {
+        gw.tick(0, true);
+    }
+    let mut client = Client::default();
+    let id = gw.command("{\"op\":\"subscribe\",\"resume\":[{\"symbol\":\"S0\",\"seq\":10}]}".into());
+    client.resuming.insert(id, BTreeMap::from([("S0".to_string(), 10)]));
+    for turn in 0..20 {
+        // Live ticks while replaying are not offered: the replay reads them from the history.
+        gw.tick(0, turn % 2 == 0);
+        let before = gw.counters.replayed;
+        gw.turn(16);
+        let mut read = Vec::new();
+        gw.read(usize::MAX, &mut read);
+        client.absorb(&read, &gw.quotes).unwrap();
+        if gw.replays.is_empty() {
+            assert!(!gw.index.is_paused(SymbolId(0), KEY), "live once caught up");
+            break;
+        }
+        assert_eq!(gw.counters.replayed - before, 16, "one slice a turn");
+        assert!(gw.index.is_paused(SymbolId(0), KEY));
+    }
+    assert!(gw.replays.is_empty(), "the replay caught up");
+    gw.tick(0, true);
+    let mut read = Vec::new();
+    gw.read(usize::MAX, &mut read);
+    client.absorb(&read, &gw.quotes).unwrap();
+    let head = gw.seq[0];
+    let seqs: Vec<u64> = client.events.iter().map(|(_, seq)| *seq).collect();
+    assert_eq!(seqs, (11..=head).collect::<Vec<_>>(), "replay then live, no hole, none twice");
+    assert_eq!(client.held["S0"].seq, Some(head));
+}
+
+/// History evicted under a replay's cursor: a gap "history" from the cursor on, a snapshot,
+/// then live; a client that does not read gets its policy's answer.
+#[test]
+fn a_replay_outrun_by_the_history_is_cut_and_a_stalled_one_meets_its_policy() {
+    let mut gw = Gateway::new(Policy::Conflate, 1 << 20, 0);
+    for _ in 0..12 {
+        gw.tick(1, true);
+    }
+    let mut client = Client::default();
+    let id = gw.command("{\"op\":\"subscribe\",\"resume\":[{\"symbol\":\"S1\",\"seq\":2}]}".into());
+    client.resuming.insert(id, BTreeMap::from([("S1".to_string(), 2)]));
+    gw.turn(2);
+    // 12 events a symbol are held: these push the cursor's next events out.
+    for _ in 0..20 {
+        gw.tick(1, true);
+    }
+    gw.turn(2);
+    assert_eq!(gw.counters.replays_cut, 1);
+    assert!(gw.replays.is_empty() && !gw.index.is_paused(SymbolId(1), KEY));
+    gw.tick(1, false);
+    let mut read = Vec::new();
+    gw.read(usize::MAX, &mut read);
+    client.absorb(&read, &gw.quotes).unwrap();
+    let text = String::from_utf8_lossy(&read);
+    assert!(
+        text.contains("\"type\":\"gap\",\"symbol\":\"S1\",\"from_seq\":5,\"to_seq\":32,\"reason\":\"history\""),
+        "{text}"
+    );
+    assert_eq!(client.held["S1"].seq, Some(gw.seq[1]));
+
+    // Disconnect: the slice that takes the queue past its soft limit closes the connection.
+    let mut gw = Gateway::new(Policy::Disconnect, 700, 0);
+    for _ in 0..12 {
+        gw.tick(2, true);
+    }
+    gw.command("{\"op\":\"subscribe\",\"resume\":[{\"symbol\":\"S2\",\"seq\":1}]}".into());
+    gw.turn(256);
+    assert!(gw.closed, "past the soft limit, disconnect");
+    assert!(gw.replays.is_empty(), "the closed connection's replays are forgotten");
+    // Drop and conflate: the replay stops at the soft limit and waits for the client to read;
+    // reading, it gets all of it. One that never reads meets the write deadline.
+    for policy in [Policy::Drop, Policy::Conflate] {
+        let mut gw = Gateway::new(policy, 700, 0);
+        for _ in 0..12 {
+            gw.tick(3, true);
+        }
+        let mut client = Client::default();
+        let id = gw.command("{\"op\":\"subscribe\",\"resume\":[{\"symbol\":\"S3\",\"seq\":1}]}".into());
+        client.resuming.insert(id, BTreeMap::from([("S3".to_string(), 1)]));
+        gw.turn(256);
+        let queued = gw.out.queue.queued_bytes();
+        assert!(gw.out.is_behind(&gw.budget) && !gw.replays.is_empty(), "{policy:?}");
+        assert!(queued < gw.budget.soft + 200, "at most a frame past the soft limit: {queued}");
+        gw.turn(256);
+        assert_eq!(gw.out.queue.queued_bytes(), queued, "behind: the replay waits");
+        assert!(!gw.out.has_gaps(), "nothing dropped");
+        for _ in 0..5 {
+            let mut read = Vec::new();
+            gw.read(usize::MAX, &mut read);
+            client.absorb(&read, &gw.quotes).unwrap();
+            gw.turn(256);
+        }
+        assert_eq!(client.held["S3"].seq, Some(12), "{policy:?}: the whole replay");
+        assert_eq!(client.events.len(), 11);
+        gw.command("{\"op\":\"unsubscribe\",\"symbols\":[\"S3\"]}".into());
+        for _ in 0..12 {
+            gw.tick(4, true);
+        }
+        gw.command("{\"op\":\"subscribe\",\"resume\":[{\"symbol\":\"S4\",\"seq\":1}]}".into());
+        gw.turn(256);
+        gw.now += Duration::from_secs(11);
+        gw.sweep();
+        assert!(gw.closed, "{policy:?}: a client that never reads");
+    }
+}
+
+/// Unsubscribing mid-replay ends it; subscribing again starts afresh; a channel added
+/// mid-replay cuts it (gap "history", snapshot).
+#[test]
+fn unsubscribing_or_adding_a_channel_mid_replay() {
+    let mut gw = Gateway::new(Policy::Drop, 1 << 20, 0);
+    for _ in 0..12 {
+        gw.tick(0, false);
+    }
+    let mut client = Client::default();
+    let id = gw
+        .command("{\"op\":\"subscribe\",\"resume\":[{\"symbol\":\"S0\",\"seq\":2}],\"channels\":[\"trades\"]}".into());
+    client.resuming.insert(id, BTreeMap::from([("S0".to_string(), 2)]));
+    gw.turn(3);
+    assert_eq!(gw.counters.replayed, 0, "quotes are skipped on trades alone");
+    gw.command("{\"op\":\"unsubscribe\",\"symbols\":[\"S0\"]}".into());
+    assert!(gw.replays.is_empty());
+    gw.command("{\"op\":\"subscribe\",\"symbols\":[\"S0\"]}".into());
+    gw.tick(0, true);
+    let mut read = Vec::new();
+    gw.read(usize::MAX, &mut read);
+    client.absorb(&read, &gw.quotes).unwrap();
+    for _ in 0..12 {
+        gw.tick(2, true);
+    }
+    let id = gw
+        .command("{\"op\":\"subscribe\",\"resume\":[{\"symbol\":\"S2\",\"seq\":3}],\"channels\":[\"trades\"]}".into());
+    client.resuming.insert(id, BTreeMap::from([("S2".to_string(), 3)]));
+    gw.turn(2);
+    gw.command("{\"op\":\"subscribe\",\"symbols\":[\"S2\"],\"channels\":[\"quotes\"]}".into());
+    assert!(gw.replays.is_empty() && gw.counters.replays_cut == 1);
+    let mut read = Vec::new();
+    gw.read(usize::MAX, &mut read);
+    client.absorb(&read, &gw.quotes).unwrap();
+    let text = String::from_utf8_lossy(&read);
+    assert!(text.contains("\"from_seq\":6,\"to_seq\":12,\"reason\":\"history\""), "{text}");
+    assert_eq!(client.held["S2"].seq, Some(12));
+    assert_eq!(client.held["S0"].seq, Some(gw.seq[0]));
+}
+
+/// A `subscribe` whose symbols are all refused changes nothing, its policy included; one that
+/// subscribes something, or asks for no symbol, applies it.
+#[test]
+fn a_subscribe_refused_whole_leaves_the_policy_alone() {
+    let mut gw = Gateway::new(Policy::Conflate, 4000, 0);
+    gw.command("{\"op\":\"subscribe\",\"symbols\":[\"NOPE\"],\"policy\":\"drop\"}".into());
+    assert_eq!(gw.out.policy, Policy::Conflate, "unknown symbols only");
+    gw.command("{\"op\":\"subscribe\",\"symbols\":[\"S0\",\"S1\",\"S2\",\"S3\"]}".into());
+    gw.command("{\"op\":\"subscribe\",\"symbols\":[\"S4\"],\"policy\":\"disconnect\"}".into());
+    assert_eq!(gw.out.policy, Policy::Conflate, "over the maximum of subscriptions");
+    gw.command("{\"op\":\"subscribe\",\"resume\":[{\"symbol\":\"NOPE\",\"seq\":3}],\"policy\":\"drop\"}".into());
+    assert_eq!(gw.out.policy, Policy::Conflate, "a resume of unknown symbols only");
+    gw.command("{\"op\":\"subscribe\",\"symbols\":[\"S0\",\"NOPE\"],\"policy\":\"drop\"}".into());
+    assert_eq!(gw.out.policy, Policy::Drop, "S0 is subscribed (again)");
+    gw.command("{\"op\":\"subscribe\",\"symbols\":[],\"policy\":\"disconnect\"}".into());
+    assert_eq!(gw.out.policy, Policy::Disconnect, "the policy alone");
+    let mut read = Vec::new();
+    gw.read(usize::MAX, &mut read);
+    let text = String::from_utf8_lossy(&read);
+    assert_eq!(text.matches("\"type\":\"subscribed\"").count(), 3, "{text}");
 }

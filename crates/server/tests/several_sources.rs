@@ -6,22 +6,10 @@
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use tickgate_server::config::{SourceConfig, SymbolConfig};
-use tickgate_testkit::{TestClient, eventually, http_request, metric, start_gateway};
-
-fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
-}
-
-fn trade(symbol: &str, seq: u64, price: &str, size: &str) -> String {
-    format!(
-        "{{\"type\":\"trade\",\"symbol\":\"{symbol}\",\"price\":\"{price}\",\"size\":\"{size}\",\"ts\":{},\"seq\":{seq}}}\n",
-        now_ns()
-    )
-}
+use tickgate_testkit::{TestClient, eventually, http_request, metric, start_gateway, trade_line};
 
 fn tcp_source(name: &str, upstream: &TcpListener) -> SourceConfig {
     SourceConfig { tcp_connect: Some(upstream.local_addr().unwrap()), ..SourceConfig::new(name, "tcp") }
@@ -65,14 +53,14 @@ fn two_sources_one_universe_gaps_announced_symbols_added() {
     let mut client = TestClient::connect(addr);
     client.subscribe(&["AAPL", "BTC-USD"]);
 
-    equities_feed.write_all(trade("AAPL", 1, "187.12", "100").as_bytes()).unwrap();
+    equities_feed.write_all(trade_line("AAPL", 1, "187.12", "100").as_bytes()).unwrap();
     assert_eq!(next_event(&mut client)["price"], "187.12");
-    crypto_feed.write_all(trade("XBTUSD", 10, "64000.5", "0.00012345").as_bytes()).unwrap();
+    crypto_feed.write_all(trade_line("XBTUSD", 10, "64000.5", "0.00012345").as_bytes()).unwrap();
     let first = next_event(&mut client);
     assert_eq!((first["symbol"].as_str(), first["seq"].as_u64()), (Some("BTC-USD"), Some(1)));
     assert_eq!(first["size"], "0.00012345", "exact at the configured scale");
     // Upstream seq 11 and 12 never come: the subscriber is told before the next tick.
-    crypto_feed.write_all(trade("BTC-USD", 13, "64001", "1").as_bytes()).unwrap();
+    crypto_feed.write_all(trade_line("BTC-USD", 13, "64001", "1").as_bytes()).unwrap();
     assert_eq!(
         next_event(&mut client),
         json!({"type":"upstream_gap","symbol":"BTC-USD","source":"crypto","after_seq":1,"missed":2})
@@ -81,13 +69,13 @@ fn two_sources_one_universe_gaps_announced_symbols_added() {
     assert_eq!((after["type"].as_str(), after["seq"].as_u64()), (Some("trade"), Some(2)), "no hole in tickgate's seq");
 
     // A bad message never adds its symbol (it would take the one place left)...
-    crypto_feed.write_all(trade("JUNK-USD", 1, "1.000001", "1").as_bytes()).unwrap();
+    crypto_feed.write_all(trade_line("JUNK-USD", 1, "1.000001", "1").as_bytes()).unwrap();
     eventually("the bad message counted", || {
         metric(addr, "tickgate_ticks_rejected_total{reason=\"bad_decimal\",source=\"crypto\"}") == Some(1.0)
     });
     // ...a good one with an unknown symbol adds it with the configured scales, then it is
     // served like any other.
-    crypto_feed.write_all(trade("SOL-USD", 1, "151.2345", "3.5").as_bytes()).unwrap();
+    crypto_feed.write_all(trade_line("SOL-USD", 1, "151.2345", "3.5").as_bytes()).unwrap();
     eventually("the new symbol is listed", || {
         let mut lister = TestClient::connect(addr);
         lister.send_json(json!({"op": "list_symbols"}));
@@ -101,14 +89,14 @@ fn two_sources_one_universe_gaps_announced_symbols_added() {
     let first_sol =
         if snapshots[0]["trade"].is_null() { next_event(&mut client) } else { snapshots[0]["trade"].clone() };
     assert_eq!((first_sol["price"].as_str(), first_sol["seq"].as_u64()), (Some("151.2345"), Some(1)));
-    crypto_feed.write_all(trade("SOL-USD", 2, "151.25", "0.01").as_bytes()).unwrap();
+    crypto_feed.write_all(trade_line("SOL-USD", 2, "151.25", "0.01").as_bytes()).unwrap();
     let sol = next_event(&mut client);
     assert_eq!(
         (sol["symbol"].as_str(), sol["price"].as_str(), sol["size"].as_str()),
         (Some("SOL-USD"), Some("151.2500"), Some("0.01"))
     );
     // The reserved room (one symbol) is used up: the next new name is refused and counted.
-    crypto_feed.write_all(trade("DOGE-USD", 1, "0.1", "1").as_bytes()).unwrap();
+    crypto_feed.write_all(trade_line("DOGE-USD", 1, "0.1", "1").as_bytes()).unwrap();
     eventually("universe_full counted", || {
         metric(addr, "tickgate_ticks_rejected_total{reason=\"universe_full\",source=\"crypto\"}") == Some(1.0)
     });
@@ -129,6 +117,6 @@ fn two_sources_one_universe_gaps_announced_symbols_added() {
     let sources = body["feed"]["sources"].as_array().unwrap();
     assert_eq!((sources[0]["name"].as_str(), sources[0]["connected"].as_bool()), (Some("equities"), Some(false)));
     assert_eq!((sources[1]["name"].as_str(), sources[1]["connected"].as_bool()), (Some("crypto"), Some(true)));
-    crypto_feed.write_all(trade("BTC-USD", 14, "64002", "1").as_bytes()).unwrap();
+    crypto_feed.write_all(trade_line("BTC-USD", 14, "64002", "1").as_bytes()).unwrap();
     assert_eq!(client.recv_type("trade")["price"], "64002.00");
 }

@@ -5,11 +5,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tickgate_server::{Config, Gateway};
-use tickgate_testkit::{TestClient, eventually, start_gateway};
+use tickgate_testkit::{TestClient, eventually, now_ns, start_gateway};
 use tungstenite::Message;
 
 fn tight_budget(c: &mut Config) {
@@ -19,10 +19,6 @@ fn tight_budget(c: &mut Config) {
     c.limits.outbound_hard_limit = 64 * 1024;
     c.sim.symbols = 20;
     c.sim.rate = 20_000.0;
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
 }
 
 fn names(gateway: &Gateway, n: usize) -> Vec<String> {

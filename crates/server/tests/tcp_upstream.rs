@@ -4,20 +4,9 @@
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use tickgate_testkit::{TestClient, eventually, http_request, metric, start_gateway};
-
-fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
-}
-
-fn trade(seq: u64, price: &str) -> String {
-    format!(
-        "{{\"type\":\"trade\",\"symbol\":\"AAPL\",\"price\":\"{price}\",\"size\":\"100\",\"ts\":{},\"seq\":{seq}}}\n",
-        now_ns()
-    )
-}
+use tickgate_testkit::{TestClient, eventually, http_request, metric, now_ns, start_gateway, trade_line};
 
 fn accept(listener: &TcpListener) -> TcpStream {
     listener.set_nonblocking(false).unwrap();
@@ -48,12 +37,12 @@ fn good_lines_come_out_exact_bad_ones_are_counted_and_outages_are_seen() {
         format!("{{\"pad\":\"{}\"}}\n", "x".repeat(100_000)),
         "{\"type\":\"trade\",\"symbol\":\"AAPL\",\"pri".to_string() + "\n",
     ];
-    feed.write_all(trade(1, "187.12").as_bytes()).unwrap();
+    feed.write_all(trade_line("AAPL", 1, "187.12", "100").as_bytes()).unwrap();
     for line in &hostile {
         feed.write_all(line.as_bytes()).unwrap();
     }
-    feed.write_all(trade(2, "187.13").as_bytes()).unwrap();
-    feed.write_all(trade(5, "187.10").as_bytes()).unwrap();
+    feed.write_all(trade_line("AAPL", 2, "187.13", "100").as_bytes()).unwrap();
+    feed.write_all(trade_line("AAPL", 5, "187.10", "100").as_bytes()).unwrap();
 
     let prices: Vec<String> =
         (0..3).map(|_| client.recv_type("trade")["price"].as_str().unwrap().to_string()).collect();
@@ -80,7 +69,7 @@ fn good_lines_come_out_exact_bad_ones_are_counted_and_outages_are_seen() {
     assert_eq!(TestClient::connect(addr).welcome["feed"], "down");
     // "up" once the upstream delivers again, before what it delivered.
     let mut feed = accept(&upstream);
-    feed.write_all(trade(6, "188.00").as_bytes()).unwrap();
+    feed.write_all(trade_line("AAPL", 6, "188.00", "100").as_bytes()).unwrap();
     let (status, trade) = (client.recv(), client.recv());
     assert_eq!((status["type"].as_str(), status["feed"].as_str()), (Some("status"), Some("up")));
     assert_eq!(trade["price"], "188.00");

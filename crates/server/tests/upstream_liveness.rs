@@ -7,11 +7,11 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tickgate_server::{Config, Gateway};
-use tickgate_testkit::{PATIENCE, TestClient, eventually, http_request, metric, start_gateway};
+use tickgate_testkit::{PATIENCE, TestClient, eventually, http_request, metric, start_gateway, trade_line};
 use tungstenite::Message;
 
 /// Short bounds, so that the tests are quick, but not so short that a loaded machine trips them.
@@ -22,17 +22,6 @@ fn short_liveness(c: &mut Config) {
     c.feed.reconnect_max_ms = 800;
     c.feed.healthy_session_ms = 60_000;
     c.feed.status_hold_ms = 0;
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
-}
-
-fn trade(seq: u64, price: &str) -> String {
-    format!(
-        "{{\"type\":\"trade\",\"symbol\":\"AAPL\",\"price\":\"{price}\",\"size\":\"100\",\"ts\":{},\"seq\":{seq}}}\n",
-        now_ns()
-    )
 }
 
 fn tcp_connect(c: &mut Config, upstream: &TcpListener) {
@@ -145,7 +134,7 @@ fn a_tcp_upstream_that_goes_silent_is_told_down_within_the_bound_and_reconnected
     let (mut feed, _) = upstream.accept().unwrap();
     client.subscribe(&["AAPL"]);
 
-    feed.write_all(trade(1, "187.12").as_bytes()).unwrap();
+    feed.write_all(trade_line("AAPL", 1, "187.12", "100").as_bytes()).unwrap();
     assert_eq!(client.recv_type("status")["feed"], "up", "up once it delivered");
     let delivered = Instant::now();
     assert_eq!(client.recv_type("trade")["price"], "187.12");
@@ -159,7 +148,7 @@ fn a_tcp_upstream_that_goes_silent_is_told_down_within_the_bound_and_reconnected
     feed.set_read_timeout(Some(PATIENCE)).unwrap();
     assert_eq!(feed.read(&mut [0u8; 16]).unwrap(), 0, "the silent connection is closed");
     let (mut feed, _) = upstream.accept().unwrap();
-    feed.write_all(trade(2, "187.20").as_bytes()).unwrap();
+    feed.write_all(trade_line("AAPL", 2, "187.20", "100").as_bytes()).unwrap();
     assert_eq!(client.recv_type("status")["feed"], "up");
     assert_eq!(client.recv_type("trade")["price"], "187.20");
 }
@@ -199,7 +188,7 @@ fn an_upstream_that_delivers_a_line_and_closes_every_time_does_not_flap_the_stat
                 Ok((mut session, _)) => {
                     session.set_nonblocking(false).unwrap();
                     sessions += 1;
-                    let _ = session.write_all(trade(sessions, "1.00").as_bytes());
+                    let _ = session.write_all(trade_line("AAPL", sessions, "1.00", "100").as_bytes());
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(2)),
             }
@@ -239,10 +228,10 @@ fn ticks_buffered_when_the_upstream_closes_come_before_down_and_the_last_line_ne
     let addr = gateway.local_addr();
     let (mut feed, _) = upstream.accept().unwrap();
     client.subscribe(&["AAPL"]);
-    let lines: String = (1..=500).map(|seq| trade(seq, "100.00")).collect();
+    let lines: String = (1..=500).map(|seq| trade_line("AAPL", seq, "100.00", "100")).collect();
     feed.write_all(lines.as_bytes()).unwrap();
     // The last line without its newline, then the upstream is gone.
-    feed.write_all(trade(501, "101.00").trim_end().as_bytes()).unwrap();
+    feed.write_all(trade_line("AAPL", 501, "101.00", "100").trim_end().as_bytes()).unwrap();
     drop(feed);
 
     let mut trades = 0;
@@ -422,7 +411,7 @@ fn listening_gateway_with_an_upstream() -> (Gateway, TestClient, SocketAddr, Tcp
     let mut client = client_once_down(gateway.local_addr());
     client.subscribe(&["AAPL"]);
     let mut upstream = connect_upstream(listen);
-    upstream.write_all(trade(1, "10.00").as_bytes()).unwrap();
+    upstream.write_all(trade_line("AAPL", 1, "10.00", "100").as_bytes()).unwrap();
     assert_eq!(client.recv_type("status")["feed"], "up");
     assert_eq!(client.recv_type("trade")["price"], "10.00");
     (gateway, client, listen, upstream)
@@ -435,14 +424,14 @@ fn in_listen_mode_a_newer_upstream_that_sends_replaces_a_half_open_one_without_a
     // The first upstream now hangs (half-open, as after a crash of its host); the restarted one
     // connects and is taken at its first byte, long before the silence bound.
     let mut second = connect_upstream(listen);
-    second.write_all(trade(2, "20.00").as_bytes()).unwrap();
+    second.write_all(trade_line("AAPL", 2, "20.00", "100").as_bytes()).unwrap();
     let m = client.recv();
     assert_eq!((m["type"].as_str(), m["price"].as_str()), (Some("trade"), Some("20.00")), "no status between");
     first.set_read_timeout(Some(PATIENCE)).unwrap();
     assert!(matches!(first.read(&mut [0u8; 16]), Ok(0) | Err(_)), "the replaced connection is closed");
     // A line the first one sends now goes nowhere; the second goes on.
-    let _ = first.write_all(trade(3, "30.00").as_bytes());
-    second.write_all(trade(4, "40.00").as_bytes()).unwrap();
+    let _ = first.write_all(trade_line("AAPL", 3, "30.00", "100").as_bytes());
+    second.write_all(trade_line("AAPL", 4, "40.00", "100").as_bytes()).unwrap();
     assert_eq!(client.recv_type("trade")["price"], "40.00");
     eventually("counted", || source_health(addr)["replaced"] == 1);
 }
@@ -455,7 +444,7 @@ fn tcp_probes_in_listen_mode_change_nothing_for_clients() {
         drop(connect_upstream(listen));
     }
     eventually("every probe counted", || metric(addr, "tickgate_source_probes_total{source=\"tcp\"}") == Some(30.0));
-    feed.write_all(trade(2, "11.00").as_bytes()).unwrap();
+    feed.write_all(trade_line("AAPL", 2, "11.00", "100").as_bytes()).unwrap();
     let messages = messages_within(&mut client, Duration::from_millis(500));
     assert_eq!(statuses(&messages), Vec::<String>::new(), "no status: {messages:?}");
     assert!(messages.iter().any(|m| m["price"] == "11.00"), "the upstream goes on: {messages:?}");
@@ -475,7 +464,7 @@ fn in_listen_mode_connections_held_open_without_a_byte_cannot_lock_a_restarted_u
     drop(first);
     assert_eq!(client.recv_type("status")["feed"], "down");
     let mut restarted = connect_upstream(listen);
-    restarted.write_all(trade(1, "12.00").as_bytes()).unwrap();
+    restarted.write_all(trade_line("AAPL", 1, "12.00", "100").as_bytes()).unwrap();
     assert_eq!(client.recv_type("status")["feed"], "up", "the restarted upstream got in");
     assert_eq!(client.recv_type("trade")["price"], "12.00");
     drop(silent);
@@ -514,12 +503,12 @@ fn in_listen_mode_a_takeover_in_the_middle_of_a_line_counts_the_cut_line_and_mix
     let (gateway, mut client, listen, mut first) = listening_gateway_with_an_upstream();
     let addr = gateway.local_addr();
     // Half a line whose other half never comes; the reader has it before the takeover.
-    let line = trade(2, "20.00");
+    let line = trade_line("AAPL", 2, "20.00", "100");
     first.write_all(&line.as_bytes()[..line.len() / 2]).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let mut second = connect_upstream(listen);
     // The second upstream's bytes are never glued onto the first one's half line.
-    second.write_all(trade(3, "30.00").as_bytes()).unwrap();
+    second.write_all(trade_line("AAPL", 3, "30.00", "100").as_bytes()).unwrap();
     // Its numbering carries on the first one's: the cut line's seq 2 is announced missing.
     let gap = client.recv();
     assert_eq!((gap["type"].as_str(), gap["missed"].as_u64()), (Some("upstream_gap"), Some(1)), "{gap}");

@@ -7,16 +7,11 @@
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tickgate_server::Gateway;
 use tickgate_server::config::SourceConfig;
-use tickgate_testkit::{TestClient, eventually, metric, start_gateway};
-
-fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
-}
+use tickgate_testkit::{TestClient, eventually, metric, now_ns, start_gateway};
 
 fn trade(symbol: &str, seq: u64, price: u64) -> String {
     format!(

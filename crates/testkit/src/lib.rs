@@ -6,12 +6,25 @@ pub mod nats;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tickgate_server::{Config, Gateway};
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
+
+/// The wall clock in nanoseconds since the Unix epoch (what `ts` and `gw_ts` carry).
+pub fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// One trade in tickgate's input schema, as a TCP upstream sends it (a line), stamped now.
+pub fn trade_line(symbol: &str, seq: u64, price: &str, size: &str) -> String {
+    format!(
+        "{{\"type\":\"trade\",\"symbol\":\"{symbol}\",\"price\":\"{price}\",\"size\":\"{size}\",\"ts\":{},\"seq\":{seq}}}\n",
+        now_ns()
+    )
+}
 
 /// How long a test waits for anything before failing.
 pub const PATIENCE: Duration = Duration::from_secs(10);

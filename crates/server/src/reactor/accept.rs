@@ -9,7 +9,7 @@ use tickgate_core::Frame;
 
 use super::{Backlog, MAX_ACCEPTS_PER_TURN, Reactor};
 use crate::admission::Refusal;
-use crate::connection::{CloseReason, Connection, Phase};
+use crate::connection::{Admitted, CloseReason, Connection, Phase};
 use crate::http;
 use crate::stats::HTTP_STATUSES;
 use crate::tls::TlsLayer;
@@ -92,9 +92,18 @@ impl Reactor {
                         io.tls = Some(Box::new(TlsLayer::new(session)));
                     }
                     // The admin port is for operators and is not counted against clients' limits.
-                    let counted = !admin && !deferred;
-                    let refusal = if counted { self.admission.admit(peer.ip()).err() } else { None };
-                    conn.admitted = counted && refusal.is_none();
+                    // A connection whose client address is not known yet counts in the total
+                    // (`limits.max_connections`) now, under its address later.
+                    let refusal = match (admin, deferred) {
+                        (true, _) => None,
+                        (false, true) => self.admission.admit_total().err(),
+                        (false, false) => self.admission.admit(peer.ip()).err(),
+                    };
+                    conn.admitted = match (admin || refusal.is_some(), deferred) {
+                        (true, _) => Admitted::No,
+                        (false, true) => Admitted::InTotal,
+                        (false, false) => Admitted::UnderAddress,
+                    };
                     entry.insert(conn);
                     self.turn.accepted += 1;
                     if let Some(refusal) = refusal {

@@ -9,7 +9,7 @@ use tickgate_core::subscription::ConnKey;
 use tickgate_protocol::{CloseCode, close_frame};
 
 use super::{READ_CHUNK, Reactor};
-use crate::connection::{AuthState, CloseReason, Closing, Connection, Phase, READ_BYTES_PER_TURN};
+use crate::connection::{Admitted, AuthState, CloseReason, Closing, Connection, Phase, READ_BYTES_PER_TURN};
 
 impl Reactor {
     /// Starts closing: unsubscribes, queues the close frame (if any), and lets the queue drain
@@ -24,6 +24,7 @@ impl Reactor {
         for symbol in conn.subs.take().iter() {
             self.index.remove(symbol, key as ConnKey);
         }
+        self.replays.forget_connection(key as ConnKey);
         let now = self.now;
         if let Some(io) = conn.io() {
             if reason == CloseReason::SlowConsumer {
@@ -80,6 +81,7 @@ impl Reactor {
         for symbol in conn.subs.take().iter() {
             self.index.remove(symbol, key as ConnKey);
         }
+        self.replays.forget_connection(key as ConnKey);
         let reason = conn.closing.as_ref().map_or(reason, |c| c.reason);
         if let Some(io) = conn.io() {
             let _ = self.poll.registry().deregister(&mut io.sock);
@@ -89,8 +91,10 @@ impl Reactor {
         }
         self.turn.closed += 1;
         self.stats.closed_by_reason[reason.index()].fetch_add(1, Ordering::Relaxed);
-        if conn.admitted {
-            self.admission.release(conn.peer.ip());
+        match conn.admitted {
+            Admitted::No => {}
+            Admitted::InTotal => self.admission.release_total(),
+            Admitted::UnderAddress => self.admission.release(conn.peer.ip()),
         }
         if let AuthState::Authenticated(principal) = &conn.auth {
             self.admission.release_user(&principal.user);

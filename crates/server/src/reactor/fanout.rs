@@ -10,6 +10,7 @@ use tickgate_feed::ingest::wall_clock_ns;
 
 use super::Reactor;
 use crate::connection::Phase;
+use crate::replay::{CURSORS_PER_TURN, REPLAY_PER_TURN, REPLAY_SLICE};
 use crate::session::{self, Desk, Moment, Outcome};
 
 impl Reactor {
@@ -74,16 +75,19 @@ impl Reactor {
                     }
                 }
                 FanoutMsg::Notice { symbol, frame } => {
-                    self.control_to_subscribers(symbol, |desk, out| desk.deliver_notice(out, symbol, frame.clone()));
+                    self.control_to_subscribers(symbol, |desk, key, out| {
+                        desk.deliver_notice(out, key, symbol, frame.clone())
+                    });
                 }
                 FanoutMsg::Broadcast { frame } => self.broadcast(&frame),
-                FanoutMsg::Resync { symbol, from_seq, to_seq, values } => {
+                FanoutMsg::Resync { symbol, from_seq, to_seq, reason, values } => {
                     self.lvc.replace(symbol, values);
                     self.history.forget(symbol);
                     let mut skipped = None;
-                    self.control_to_subscribers(symbol, |desk, out| {
-                        let skipped = skipped.get_or_insert_with(|| desk.resync(symbol, from_seq, to_seq));
-                        desk.deliver_resync(out, symbol, skipped)
+                    self.control_to_subscribers(symbol, |desk, key, out| {
+                        let skipped =
+                            skipped.get_or_insert_with(|| desk.resync_because(symbol, from_seq, to_seq, reason));
+                        desk.deliver_resync(out, key, symbol, skipped)
                     });
                 }
             }
@@ -133,19 +137,57 @@ impl Reactor {
     pub(super) fn control_to_subscribers(
         &mut self,
         symbol: SymbolId,
-        mut deliver: impl FnMut(&mut Desk<'_>, &mut Outbox) -> Outcome,
+        mut deliver: impl FnMut(&mut Desk<'_>, ConnKey, &mut Outbox) -> Outcome,
     ) {
         let mut desk = desk!(self);
         for &key in self.index.subscribers(symbol) {
             let conn = &mut self.conns[key as usize];
             let Phase::Ws(ws) = &mut conn.phase else { continue };
-            if deliver(&mut desk, &mut ws.get_mut().out) == Outcome::SlowConsumer {
+            if deliver(&mut desk, key, &mut ws.get_mut().out) == Outcome::SlowConsumer {
                 self.over_limit.push(key);
             }
             if !conn.dirty {
                 conn.dirty = true;
                 self.dirty.push(key);
             }
+        }
+    }
+
+    /// Advances the resumes being replayed (see [`crate::replay`]): round robin, each cursor by
+    /// at most [`REPLAY_SLICE`] events, all by at most [`REPLAY_PER_TURN`].
+    pub(super) fn advance_replays(&mut self) {
+        self.replay_moved = false;
+        if self.replays.is_empty() {
+            return;
+        }
+        let mut due = std::mem::take(&mut self.replay_due);
+        self.replays.due(CURSORS_PER_TURN, &mut due);
+        let mut left = REPLAY_PER_TURN;
+        for &(key, symbol) in &due {
+            if left == 0 {
+                break;
+            }
+            let Some(conn) = self.conns.get_mut(key as usize) else { continue };
+            let Phase::Ws(ws) = &mut conn.phase else { continue };
+            let mut desk = desk!(self);
+            let out = &mut ws.get_mut().out;
+            let before = (out.queue.len(), out.queue.queued_bytes());
+            let (outcome, walked) = desk.advance_replay(out, &mut self.index, key, symbol, REPLAY_SLICE.min(left));
+            let queued = before != (out.queue.len(), out.queue.queued_bytes());
+            left -= walked;
+            self.replays.stopped_at(key, symbol);
+            if outcome == Outcome::SlowConsumer {
+                self.over_limit.push(key);
+            }
+            if queued && !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+        self.replay_moved = left < REPLAY_PER_TURN;
+        self.replay_due = due;
+        while let Some(key) = self.over_limit.pop() {
+            self.close_slow_consumer(key as usize);
         }
     }
 

@@ -39,7 +39,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tickgate_core::subscription::ConnKey;
-use tickgate_core::{Budget, History, LastValueCache, Policy, SlotWheel, SubscriptionIndex, SymbolTable};
+use tickgate_core::{Budget, History, LastValueCache, Policy, SlotWheel, SubscriptionIndex, SymbolId, SymbolTable};
 use tickgate_feed::fanout::ReactorInbox;
 use tickgate_protocol::FrameBuilder;
 use tungstenite::protocol::WebSocketConfig;
@@ -50,6 +50,7 @@ use crate::config::Config;
 use crate::connection::{Connection, Millis, WriteCounts};
 use crate::hold::{HoldTimer, WriteHold};
 use crate::metrics::Telemetry;
+use crate::replay::Replays;
 use crate::stats::{ReactorStats, TurnCounters, latency_histogram};
 
 pub const LISTENER: Token = Token(usize::MAX - 1);
@@ -65,6 +66,7 @@ macro_rules! desk {
             symbols: &$reactor.symbols,
             lvc: &$reactor.lvc,
             history: &$reactor.history,
+            replays: &mut $reactor.replays,
             builder: &mut $reactor.builder,
             budget: $reactor.budget,
             counters: &mut $reactor.turn,
@@ -96,6 +98,8 @@ const MAX_OFFERS_PER_TURN: usize = 64 * 1024;
 const FLUSH_SLICE: usize = 32;
 /// How long `poll` sleeps when nothing happens: the housekeeping period.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// How long `poll` sleeps when nothing happens but replays wait for their clients to read.
+const REPLAY_POLL: Duration = Duration::from_millis(5);
 /// Bytes read from a socket per `read` while in the HTTP phase or draining.
 const READ_CHUNK: usize = 2048;
 /// Most connections accepted from one listener per turn, so a connect storm does not starve
@@ -163,6 +167,12 @@ pub struct Reactor {
     lvc: LastValueCache,
     /// The recent events of every symbol, as of the same tick as `lvc`: what a resume replays.
     history: History,
+    /// The resumes being replayed, advanced every turn (see [`crate::replay`]).
+    replays: Replays,
+    /// The cursors this turn advances (kept for its capacity).
+    replay_due: Vec<(ConnKey, SymbolId)>,
+    /// Last turn's replays moved on: turn again at once.
+    replay_moved: bool,
     /// Connections with something queued this turn.
     dirty: Vec<ConnKey>,
     /// Connections whose read allowance ran out with more to read, by key and session (a key
@@ -296,6 +306,9 @@ impl Reactor {
             index: SubscriptionIndex::new(n),
             lvc: LastValueCache::new(n),
             history,
+            replays: Replays::default(),
+            replay_due: Vec::new(),
+            replay_moved: false,
             dirty: Vec::with_capacity(1024),
             to_read_again: Vec::new(),
             revisiting: Vec::new(),
@@ -350,11 +363,14 @@ impl Reactor {
             let timeout = match self.hold_until {
                 _ if !self.to_read_again.is_empty() => Duration::ZERO,
                 Some(until) => until.saturating_duration_since(Instant::now()),
-                None if self.backlog.contains(&Backlog::Capped) => Duration::ZERO,
+                // Replays moved last turn: move them on at once.
+                None if self.backlog.contains(&Backlog::Capped) || self.replay_moved => Duration::ZERO,
                 None if self.inbox.park() => {
+                    // Replays waiting for their clients to read are looked at again soon.
+                    let idle = if self.replays.is_empty() { IDLE_POLL } else { REPLAY_POLL };
                     match self.wheel.next_due_in(Millis::since(self.epoch, Instant::now()).0) {
-                        Some(ms) => IDLE_POLL.min(Duration::from_millis(ms)),
-                        None => IDLE_POLL,
+                        Some(ms) => idle.min(Duration::from_millis(ms)),
+                        None => idle,
                     }
                 }
                 None => Duration::ZERO,
@@ -400,6 +416,7 @@ impl Reactor {
                 self.fanout_left = (MAX_FANOUT_PER_TURN, MAX_OFFERS_PER_TURN);
                 self.fan_out();
                 self.release_throttled();
+                self.advance_replays();
                 let written = self.flush_dirty(true);
                 self.time_deliveries(fanout_started);
                 self.turn.turns += 1;

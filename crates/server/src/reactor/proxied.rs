@@ -11,7 +11,7 @@
 use std::io;
 
 use super::Reactor;
-use crate::connection::{CloseReason, Phase};
+use crate::connection::{Admitted, CloseReason, Phase};
 use crate::forwarded;
 use crate::proxy_protocol::{self, Parsed, ProxyHeader, V2_MAX};
 
@@ -76,7 +76,7 @@ impl Reactor {
     /// connection is counted in under it. False when a limit refuses it (the refusal is answered).
     pub(super) fn take_forwarded_address(&mut self, key: usize) -> bool {
         let Some(conn) = self.conns.get_mut(key) else { return false };
-        if conn.admin || conn.admitted || !self.trusted_proxies.contains(conn.peer.ip()) {
+        if conn.admin || conn.admitted == Admitted::UnderAddress || !self.trusted_proxies.contains(conn.peer.ip()) {
             return true;
         }
         if let Phase::Http { head, .. } = &conn.phase {
@@ -95,13 +95,13 @@ impl Reactor {
         self.admit_client(key)
     }
 
-    /// Counts the connection in under its (client) address; false when a limit refuses it (the
-    /// refusal is answered).
+    /// Counts the connection (already in the total) in under its client address; false when a
+    /// limit refuses it (the refusal is answered).
     fn admit_client(&mut self, key: usize) -> bool {
         let Some(conn) = self.conns.get_mut(key) else { return false };
-        match self.admission.admit(conn.peer.ip()) {
+        match self.admission.admit_address(conn.peer.ip()) {
             Ok(()) => {
-                conn.admitted = true;
+                conn.admitted = Admitted::UnderAddress;
                 true
             }
             Err(refusal) => {

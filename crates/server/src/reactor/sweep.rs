@@ -64,6 +64,10 @@ impl Reactor {
             // After a failure the listener stays: health checks get their 503 until the exit.
             if !self.failed {
                 let _ = self.poll.registry().deregister(&mut self.listener);
+                // Leave the port at once: a client that reconnects after its 1001 reaches a
+                // process still listening on it (several share one with `server.share_port`),
+                // not this one's backlog, which nobody accepts from any more.
+                let _ = socket2::SockRef::from(&self.listener).shutdown(std::net::Shutdown::Read);
             }
             if failure.is_some_and(|f| f.part == Part::Ingest) {
                 self.announce_feed_lost();
@@ -227,6 +231,7 @@ impl Reactor {
         for (stat, n) in self.stats.inflated.iter().zip(crate::deflate::inflated_on_this_thread()) {
             stat.store(n, Ordering::Relaxed);
         }
+        self.stats.replays.store(self.replays.len() as u64, Ordering::Relaxed);
     }
 
     /// A fault a test armed (see `Gateway::start_with_fault_hook`), suffered as the real one.
