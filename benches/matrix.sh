@@ -8,6 +8,7 @@
 #   N=5000 S=500 RATES=1000,4000 bash benches/matrix.sh
 #   SERVERS=tickgate,ceiling DURATION=5 bash benches/matrix.sh
 #   MEMORY=1 N=10000 bash benches/matrix.sh         # idle memory per connection instead
+#   COMPRESS=1 RATES=2000,10000 bash benches/matrix.sh  # permessage-deflate, with and without
 #   TLS=1 SERVERS=tickgate,bun bash benches/matrix.sh   # each over ws:// and wss:// in one run
 #
 # What it does:
@@ -22,6 +23,12 @@
 #   With MEMORY=1, step 2 is one `tickgate-loadtest run` per server at MEMORY_RATE ticks/s (idle)
 #   with N connections, and step 3 a table of server.rss_per_connection ((RSS with every client
 #   connected and subscribed - RSS before) / N) in $OUT/memory.md.
+#   With COMPRESS=1, SERVERS defaults to tickgate,tickgate-deflate,bun,bun-deflate: each server
+#   with clients that do not offer permessage-deflate, then with clients that do (the loadtest's
+#   --deflate, inflating every compressed message and timing it; Bun with its shared compressor),
+#   every run with --wire-probe; step 3 adds $OUT/compression.md: bytes on the wire per tick, of a
+#   snapshot and of a list_symbols reply, server CPU per delivery and the load generator's inflate
+#   time per message, at each server's best passing rate.
 #
 # Everything goes to 127.0.0.1 only, every run is bounded in time (the loadtest's own limits, and
 # `timeout` around each server's runs as a safety net), and the script stops by itself.
@@ -34,11 +41,13 @@
 #   DURATION=10       seconds measured per step (MEMORY=1: 2)
 #   WARMUP=2          seconds between the last subscribe and the window (MEMORY=1: 1)
 #   SERVERS=tickgate,ceiling,bun,node-ws,tokio-tungstenite   in this order; the first is the baseline
-#                     (TLS=1: each of tickgate, tickgate-hold, tickgate-nohistory and bun is followed
-#                     by its TLS twin, <server>-tls, which can also be named on its own)
+#                     (TLS=1: each of tickgate, tickgate-hold, tickgate-nohistory, tickgate-deflate,
+#                     bun and bun-deflate is followed by its TLS twin, <server>-tls, which can also
+#                     be named on its own)
 #                     (also: tickgate-hold, tickgate with server.write_hold_max_us = 1000,
 #                     benches/tickgate-hold.toml; tickgate-nohistory, tickgate keeping no resume
-#                     history, benches/tickgate-nohistory.toml, to measure what the history costs)
+#                     history, benches/tickgate-nohistory.toml, to measure what the history costs;
+#                     tickgate-deflate and bun-deflate: the same servers with compressing clients)
 #   REPEAT=1          rounds; with more, each round runs every server in turn (so drift hits all
 #                     alike) into $OUT/round-<i>/, and a summary of medians and min-max follows
 #   P99_MS=5          p99 bound of a passing step, in ms
@@ -59,6 +68,7 @@
 #                     and certificate for localhost are made in $OUT/tls (scripts/make-test-cert.sh,
 #                     ECDSA P-256), tickgate gets a [tls] section with them, Bun its `tls` option,
 #                     and the loadtest speaks wss:// trusting that CA (--ca, --server-name localhost)
+#   COMPRESS=0        1: permessage-deflate with and without (see above)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -71,6 +81,7 @@ die() {
 }
 
 MEMORY="${MEMORY:-0}"
+COMPRESS="${COMPRESS:-0}"
 N="${N:-1000}"
 K="${K:-10}"
 S="${S:-100}"
@@ -83,7 +94,11 @@ else
   WARMUP="${WARMUP:-2}"
 fi
 MEMORY_RATE="${MEMORY_RATE:-1}"
-SERVERS="${SERVERS:-tickgate,ceiling,bun,node-ws,tokio-tungstenite}"
+if [ "$COMPRESS" = 1 ]; then
+  SERVERS="${SERVERS:-tickgate,tickgate-deflate,bun,bun-deflate}"
+else
+  SERVERS="${SERVERS:-tickgate,ceiling,bun,node-ws,tokio-tungstenite}"
+fi
 REPEAT="${REPEAT:-1}"
 P99_MS="${P99_MS:-5}"
 SLOW_SHARE="${SLOW_SHARE:-0}"
@@ -135,7 +150,7 @@ IFS=', ' read -r -a asked <<<"$SERVERS"
 [ "${#asked[@]}" -ge 1 ] || die "SERVERS is empty"
 [[ "$TLS" =~ ^[01]$ ]] || die "TLS must be 0 or 1, got '$TLS'"
 # The servers that can serve wss:// (their TLS twin is <server>-tls).
-has_tls() { case "$1" in tickgate | tickgate-hold | tickgate-nohistory | bun) return 0 ;; *) return 1 ;; esac; }
+has_tls() { case "$1" in tickgate | tickgate-hold | tickgate-nohistory | tickgate-deflate | bun | bun-deflate) return 0 ;; *) return 1 ;; esac; }
 servers=()
 for s in "${asked[@]}"; do
   servers+=("$s")
@@ -149,14 +164,14 @@ need_tls=0
 for s in "${servers[@]}"; do
   base="${s%-tls}"
   if [ "$base" != "$s" ]; then
-    has_tls "$base" || die "unknown server '$s' (only tickgate, tickgate-hold, tickgate-nohistory and bun have a -tls twin)"
+    has_tls "$base" || die "unknown server '$s' (only tickgate, tickgate-hold, tickgate-nohistory, tickgate-deflate, bun and bun-deflate have a -tls twin)"
     need_tls=1
   fi
   case "$base" in
-    tickgate | tickgate-hold | tickgate-nohistory) ;;
-    bun | node-ws) need_node=1 ;;
+    tickgate | tickgate-hold | tickgate-nohistory | tickgate-deflate) ;;
+    bun | bun-deflate | node-ws) need_node=1 ;;
     ceiling | tokio-tungstenite) need_rust_peers=1 ;;
-    *) die "unknown server '$s' (tickgate, tickgate-hold, tickgate-nohistory, ceiling, bun, node-ws, tokio-tungstenite, and <server>-tls)" ;;
+    *) die "unknown server '$s' (tickgate, tickgate-hold, tickgate-nohistory, tickgate-deflate, ceiling, bun, bun-deflate, node-ws, tokio-tungstenite, and <server>-tls)" ;;
   esac
 done
 
@@ -221,15 +236,21 @@ server_cmd() {
   local peer_args="--host 127.0.0.1 --port {port} --symbols-file {symbols_file} --rate {rate}"
   case "$1" in
     # One reactor: the server gets one core, as every peer does.
-    tickgate) echo "$PIN $(q "$TARGET/release/tickgate") --listen 127.0.0.1:{port} --sim-rate {rate} --sim-symbols {symbols} --sim-activity uniform --reactors 1 --log-level warn" ;;
+    # tickgate-deflate: the same server (permessage_deflate is on by default); its clients offer it.
+    tickgate | tickgate-deflate) echo "$PIN $(q "$TARGET/release/tickgate") --listen 127.0.0.1:{port} --sim-rate {rate} --sim-symbols {symbols} --sim-activity uniform --reactors 1 --log-level warn" ;;
     # The same, trading latency for CPU: a busy reactor holds its writes back up to 1 ms.
     tickgate-hold) echo "$PIN $(q "$TARGET/release/tickgate") --config $(q "$ROOT/benches/tickgate-hold.toml") --listen 127.0.0.1:{port} --sim-rate {rate} --sim-symbols {symbols} --sim-activity uniform --reactors 1 --log-level warn" ;;
     # The same without the resume history: what recording every tick costs the live path.
     tickgate-nohistory) echo "$PIN $(q "$TARGET/release/tickgate") --config $(q "$ROOT/benches/tickgate-nohistory.toml") --listen 127.0.0.1:{port} --sim-rate {rate} --sim-symbols {symbols} --sim-activity uniform --reactors 1 --log-level warn" ;;
+    # tickgate-deflate-tls: the same configuration as tickgate-tls (its clients offer permessage-deflate).
+    tickgate-deflate-tls) echo "$PIN $(q "$TARGET/release/tickgate") --config $(q "$TLS_DIR/tickgate.toml") --listen 127.0.0.1:{port} --sim-rate {rate} --sim-symbols {symbols} --sim-activity uniform --reactors 1 --log-level warn" ;;
     tickgate-tls | tickgate-hold-tls | tickgate-nohistory-tls) echo "$PIN $(q "$TARGET/release/tickgate") --config $(q "$TLS_DIR/${1%-tls}.toml") --listen 127.0.0.1:{port} --sim-rate {rate} --sim-symbols {symbols} --sim-activity uniform --reactors 1 --log-level warn" ;;
     ceiling) echo "$PIN $(q "$PEER_TARGET/release/peer-ceiling") $peer_args" ;;
     bun) echo "$PIN $(q "$PEERS/node_modules/.bin/bun") $(q "$PEERS/bun/server.js") $peer_args" ;;
     bun-tls) echo "$PIN $(q "$PEERS/node_modules/.bin/bun") $(q "$PEERS/bun/server.js") $peer_args --tls-cert $(q "$TLS_DIR/chain.pem") --tls-key $(q "$TLS_DIR/key.pem")" ;;
+    # Bun's shared compressor, for clients that offer permessage-deflate.
+    bun-deflate) echo "$PIN $(q "$PEERS/node_modules/.bin/bun") $(q "$PEERS/bun/server.js") $peer_args --compress 1" ;;
+    bun-deflate-tls) echo "$PIN $(q "$PEERS/node_modules/.bin/bun") $(q "$PEERS/bun/server.js") $peer_args --compress 1 --tls-cert $(q "$TLS_DIR/chain.pem") --tls-key $(q "$TLS_DIR/key.pem")" ;;
     node-ws) echo "$PIN $(q "$(command -v node)") $(q "$PEERS/node-ws/server.js") $peer_args" ;;
     # One worker thread on one core: more would only add context switches (peers/README.md).
     tokio-tungstenite) echo "$PIN $(q "$PEER_TARGET/release/peer-tokio") --threads 1 $peer_args" ;;
@@ -237,9 +258,9 @@ server_cmd() {
 }
 server_exe() {
   case "${1%-tls}" in
-    tickgate | tickgate-hold | tickgate-nohistory) echo "$TARGET/release/tickgate" ;;
+    tickgate | tickgate-hold | tickgate-nohistory | tickgate-deflate) echo "$TARGET/release/tickgate" ;;
     ceiling) echo "$PEER_TARGET/release/peer-ceiling" ;;
-    bun) echo "$PEERS/node_modules/.bin/bun" ;;
+    bun | bun-deflate) echo "$PEERS/node_modules/.bin/bun" ;;
     node-ws) command -v node || echo node ;;
     tokio-tungstenite) echo "$PEER_TARGET/release/peer-tokio" ;;
   esac
@@ -264,7 +285,7 @@ budget_s=$(awk -v n="$n_steps" -v w="$WARMUP" -v d="$DURATION" 'BEGIN { printf "
   echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
   echo "kernel: $(uname -sr), cores: $cores, load: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "rustc: $(rustc -V 2>/dev/null || echo '?'); node: $(node --version 2>/dev/null || echo '-'); bun: $("$PEERS/node_modules/.bin/bun" --version 2>/dev/null || echo '-')"
-  echo "mode: $([ "$MEMORY" = 1 ] && echo "memory (rate $MEMORY_RATE)" || echo "sweep (rates $RATES)")"
+  echo "mode: $([ "$MEMORY" = 1 ] && echo "memory (rate $MEMORY_RATE)" || echo "sweep (rates $RATES)")$([ "$COMPRESS" = 1 ] && echo ", permessage-deflate with and without")"
   echo "N=$N K=$K S=$S DURATION=$DURATION WARMUP=$WARMUP P99_MS=$P99_MS REPEAT=$REPEAT PORT=$PORT TLS=$TLS"
   echo "server on CPU $SERVER_CORE, load generator on CPU $LOADGEN_CORE"
   for s in "${servers[@]}"; do echo "$s: $(server_cmd "$s")"; done
@@ -309,21 +330,25 @@ run_round() {
   [ "$CHURN" = 0 ] || common+=(--churn "$CHURN")
   # Drops and resumes during the window (off unless asked for).
   [ "$RESUME_SHARE" = 0 ] || common+=(--resume-share "$RESUME_SHARE" --resume-every "$RESUME_EVERY")
+  [ "$COMPRESS" = 1 ] && common+=(--wire-probe)
   local s rc
   for s in "${servers[@]}"; do
+    # Clients that offer permessage-deflate to a -deflate server (and its TLS twin); wss:// to a
+    # TLS twin, trusting the test CA.
+    local own=()
+    case "$s" in *-deflate | *-deflate-tls) own+=(--deflate) ;; esac
+    [[ "$s" == *-tls ]] && own+=(--ca "$TLS_DIR/ca.pem" --server-name localhost)
     port_free_within 15 || die "127.0.0.1:$PORT is still in use before $s; a server did not stop"
     say "$s -> $dir/$s.json"
     rm -f "$dir/$s.json"
     : >"$dir/$s.log"
     rc=0
-    # wss:// to a TLS twin, trusting the test CA.
-    local wire=()
-    [[ "$s" == *-tls ]] && wire=(--ca "$TLS_DIR/ca.pem" --server-name localhost)
     if [ "$MEMORY" = 1 ]; then
-      run_loadtest "$dir/$s.log" run --rate "$MEMORY_RATE" --name "$s" --server-cmd "$(server_cmd "$s")" "${common[@]}" "${wire[@]}" || rc=$?
+      run_loadtest "$dir/$s.log" run --rate "$MEMORY_RATE" --name "$s" --server-cmd "$(server_cmd "$s")" "${common[@]}" \
+        ${own[@]+"${own[@]}"} || rc=$?
     else
       run_loadtest "$dir/$s.log" sweep --rates "$RATES" --stop-on-fail --name "$s" --server-cmd "$(server_cmd "$s")" \
-        "${common[@]}" "${wire[@]}" || rc=$?
+        "${common[@]}" ${own[@]+"${own[@]}"} || rc=$?
     fi
     # Exit status 2 is the loadtest's "measured, but no step passed": the JSON is complete and
     # still gives the memory figure, or a best rate of 0.
@@ -374,6 +399,22 @@ memory_table() {
   done
 }
 
+# Markdown table of permessage-deflate's effect in one directory (COMPRESS=1): at each server's
+# highest passing rate (or its first step when none passed), what a tick, a snapshot and a
+# list_symbols reply cost on the wire, the server's CPU per delivery, and what inflating cost
+# the load generator (its own CPU, not the server's).
+compression_table() {
+  local dir="$1" s f
+  echo "| server | rate | compressed ticks | bytes/tick on the wire | snapshot bytes | list_symbols bytes | server CPU ns/delivery | loadtest inflate ns/message | loadtest core share |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for s in "${servers[@]}"; do
+    f="$dir/$s.json"
+    [ -s "$f" ] || { echo "| $s | failed | | | | | | | |"; continue; }
+    jq -r --arg s "$s" '([.steps[] | select(.ok)] | last) // .steps[0] | . as $step | .result as $r | $r.wire as $w
+      | "| \($s) | \($step.rate) | \(if $w.event_frames > 0 then (100 * $w.compressed_events / $w.event_frames | round | tostring) + "%" else "–" end) | \($w.bytes_per_event * 10 | round / 10) | \(if $w.snapshot_bytes > 0 then $w.snapshot_bytes else "–" end) | \(if $w.list_symbols_bytes > 0 then $w.list_symbols_bytes else "–" end) | \(($r.server.cpu_ns_per_delivery // 0) | round) | \(if $w.inflated > 0 then ($w.inflate_ns_per_message | round | tostring) else "–" end) | \($r.loadtest_core_share * 100 | round)% |"' "$f"
+  done
+}
+
 # What one round produced: the comparison (sweeps) or the memory table.
 report_round() {
   local dir="$1" s
@@ -387,6 +428,10 @@ report_round() {
   done
   [ "${#files[@]}" -gt 0 ] || { say "no sweep finished in $dir"; return; }
   "$LOADTEST" compare "${files[@]}" --markdown "$dir/table.md" --svg "$dir/latency.svg"
+  if [ "$COMPRESS" = 1 ]; then
+    echo
+    compression_table "$dir" | tee "$dir/compression.md"
+  fi
 }
 
 say "$([ "$MEMORY" = 1 ] && echo "idle memory at N=$N" || echo "sweep over $RATES ticks/s"): ${servers[*]}; N=$N K=$K S=$S, ${DURATION}s per step; results in $OUT"
@@ -446,6 +491,7 @@ if [ "$MEMORY" = 1 ]; then
 else
   [ "$REPEAT" -gt 1 ] && say "  round-*/table.md and round-*/latency.svg per round, summary.md (medians)" ||
     say "  table.md (comparison), latency.svg (latency against delivered rate)"
+  [ "$COMPRESS" = 1 ] && say "  compression.md (wire bytes, CPU per delivery, inflate cost; per round with REPEAT)"
 fi
 for w in "${warnings[@]}"; do
   say "warning: $w"

@@ -7,6 +7,7 @@
 
 pub mod bus;
 pub mod command;
+pub mod deflate;
 pub mod exchange;
 pub mod http;
 pub mod normalize;

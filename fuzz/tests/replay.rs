@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use arbitrary::{Arbitrary, Unstructured};
-use tickgate_fuzz::{bus, command, exchange, http, normalize, outbox, proxy, replay as replay_file, utf8};
+use tickgate_fuzz::{bus, command, deflate, exchange, http, normalize, outbox, proxy, replay as replay_file, utf8};
 
 fn inputs(dir: &str, target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(target);
@@ -90,4 +90,14 @@ fn feed_normalizer() {
 #[test]
 fn replay_file() {
     replay("replay_file", replay_file::check);
+}
+
+#[test]
+fn deflate_offer() {
+    replay("deflate_offer", deflate::check_offer);
+}
+
+#[test]
+fn deflate_inflate() {
+    replay("deflate_inflate", deflate::check_inflate);
 }

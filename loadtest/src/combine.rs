@@ -143,6 +143,7 @@ pub fn combine_results(results: &[RunResult]) -> RunResult {
             resume.get_or_insert_with(ResumeCounts::default).add(r);
         }
         c.reconnect_ms = worst(c.reconnect_ms, r.reconnect_ms);
+        c.wire.add(&r.wire);
     }
     if !c.per_client_per_s_min.is_finite() {
         c.per_client_per_s_min = 0.0;

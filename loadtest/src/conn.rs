@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::deflate::{Inflater, WireFigures};
 use crate::scan::{agrees_with_full_parse, scan};
 use crate::silence::Silence;
 use crate::superseded::Superseded;
@@ -204,6 +205,17 @@ pub struct Reader<'u> {
     pub judging: bool,
     /// The `Sec-WebSocket-Accept` the upgrade must carry.
     accept: String,
+    /// With `--deflate`: inflates what arrives compressed.
+    pub inflater: Option<Inflater>,
+    /// Event frames of the window as they came on the wire.
+    pub wire: WireFigures,
+}
+
+/// Where a text message's payload is: in the read buffer, or inflated.
+#[derive(Debug, Clone, Copy)]
+enum Payload {
+    Read(usize, usize),
+    Inflated,
 }
 
 impl<'u> Reader<'u> {
@@ -227,6 +239,8 @@ impl<'u> Reader<'u> {
             silence: Silence::new(index.len()),
             judging: false,
             accept: expected_accept(),
+            inflater: None,
+            wire: WireFigures::default(),
         }
     }
 
@@ -317,6 +331,7 @@ impl<'u> Reader<'u> {
                 }
             }
             while c.state == State::Open {
+                let frame_start = at;
                 let frame = match parse_frame(&self.buf[..end], at) {
                     Ok(Some(frame)) => frame,
                     Ok(None) => break,
@@ -328,14 +343,25 @@ impl<'u> Reader<'u> {
                 };
                 at = frame.next;
                 let (from, to) = frame.payload;
-                if !is_readable(&frame) {
+                if !is_readable(&frame, self.inflater.is_some()) {
                     self.unreadable += 1;
                     continue;
                 }
+                let wire_bytes = (frame.next - frame_start) as u64;
                 match frame.opcode {
-                    1 if std::str::from_utf8(&self.buf[from..to]).is_err() => self.unreadable += 1,
                     1 => {
-                        let timed = self.on_text(c, from, to, now, received_ns, in_window);
+                        let compressed = frame.rsv & 0x40 != 0;
+                        let payload = if !compressed {
+                            Payload::Read(from, to)
+                        } else if self.inflater.as_mut().is_some_and(|i| i.inflate(&self.buf[from..to])) {
+                            Payload::Inflated
+                        } else {
+                            // Compressed without --deflate, or not valid deflate.
+                            self.unreadable += 1;
+                            continue;
+                        };
+                        let wire = (wire_bytes, compressed);
+                        let timed = self.on_text(c, payload, wire, now, received_ns, in_window);
                         if let Some(latency_ns) = timed {
                             let _ = self.latency.record(latency_ns.max(1_000));
                         }
@@ -370,14 +396,23 @@ impl<'u> Reader<'u> {
     fn on_text(
         &mut self,
         c: &mut Client,
-        from: usize,
-        to: usize,
+        payload: Payload,
+        (wire_bytes, compressed): (u64, bool),
         now: Instant,
         received_ns: u64,
         in_window: bool,
     ) -> Option<u64> {
-        let payload = &self.buf[from..to];
-        let f = scan(payload);
+        let bytes: &[u8] = match (payload, &self.inflater) {
+            (Payload::Read(from, to), _) => &self.buf[from..to],
+            (Payload::Inflated, Some(inflater)) => &inflater.out,
+            (Payload::Inflated, None) => &[],
+        };
+        // A text message is UTF-8 (RFC 6455 §5.6), compressed ones once inflated.
+        if std::str::from_utf8(bytes).is_err() {
+            self.unreadable += 1;
+            return None;
+        }
+        let f = scan(bytes);
         if f.malformed {
             self.unreadable += 1;
             return None;
@@ -391,7 +426,7 @@ impl<'u> Reader<'u> {
             c.sample_state = x;
             x & (FULL_PARSE_EVERY - 1) == 0
         };
-        if sampled && !agrees_with_full_parse(payload, &f) {
+        if sampled && !agrees_with_full_parse(bytes, &f) {
             self.json_mismatches += 1;
         }
         let symbol = self.index.get(f.symbol).copied();
@@ -428,6 +463,9 @@ impl<'u> Reader<'u> {
                 if counted {
                     c.delivered += 1;
                     c.tracked += u64::from(tracked);
+                    self.wire.event_frames += 1;
+                    self.wire.event_wire_bytes += wire_bytes;
+                    self.wire.compressed_events += u64::from(compressed);
                 }
                 if counted {
                     // Stamped and received on one clock: a stamp after the receipt is not a

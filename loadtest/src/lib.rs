@@ -3,6 +3,7 @@
 
 pub mod combine;
 pub mod conn;
+pub mod deflate;
 pub mod drops;
 pub mod metrics;
 pub mod procfs;

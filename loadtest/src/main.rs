@@ -205,6 +205,15 @@ struct LoadArgs {
     /// No progress display (a live bar on a terminal, a line a second otherwise).
     #[arg(long)]
     quiet: bool,
+    /// Offer permessage-deflate (as a browser does) and inflate what comes compressed; the
+    /// results' `wire` says what a tick, a snapshot and a symbol list cost on the wire, and what
+    /// inflating cost the load generator.
+    #[arg(long)]
+    deflate: bool,
+    /// After each window, measure the wire size of a snapshot and of a list_symbols reply with
+    /// one more connection (with --deflate, compressed).
+    #[arg(long)]
+    wire_probe: bool,
 }
 
 impl LoadArgs {
@@ -377,6 +386,8 @@ fn sweep(load: &LoadArgs, rates: &[f64], stop_on_fail: bool, rate_from: Option<S
             progress: !load.quiet,
             policy: load.policy.clone(),
             drain: Duration::from_secs_f64(load.drain),
+            deflate: load.deflate,
+            wire_probe: load.wire_probe,
             resume_share: load.resume_share,
             resume_every: Duration::from_secs_f64(load.resume_every),
         };

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 
+use crate::deflate::WireFigures;
 use crate::resume::ResumeCounts;
 use crate::tracker::SeqCounts;
 
@@ -167,6 +168,8 @@ pub struct RunResult {
     /// Load generator CPU over the window as a share of one core (near 1.0: saturated).
     pub loadtest_core_share: f64,
     pub tcp_socket_memory: Option<u64>,
+    /// Bytes on the wire per event, a snapshot and a symbol list, and the inflating done here.
+    pub wire: WireFigures,
     /// How the drops and resumes went (`--resume-share`), summed over the reading clients;
     /// None when the run dropped no one.
     pub resume: Option<ResumeCounts>,

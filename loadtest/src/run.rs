@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::conn::{Client, Reader, State, connect};
+use crate::deflate::WireFigures;
 use crate::drops::{self, Redial, Schedule};
 use crate::procfs::{self, ProcSample};
 pub use crate::result::{PairCounts, Percentiles, RunResult, ServerFigures, SlowFates, StaleSymbol};
@@ -64,6 +65,11 @@ pub struct RunParams {
     /// After the window: how long every subscription has to catch up with the last seq
     /// published in the window, and how long the stalled clients are read to learn their fate.
     pub drain: Duration,
+    /// Offer permessage-deflate and inflate what comes compressed (see [`crate::deflate`]).
+    pub deflate: bool,
+    /// After the window, probe the wire size of a snapshot and a symbol list with one more
+    /// connection (see [`crate::deflate::probe`]).
+    pub wire_probe: bool,
     /// Share of the reading clients dropped and resumed in each round (0: none).
     pub resume_share: f64,
     /// Time between two rounds of drops, from the window's start.
@@ -216,7 +222,8 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
     let host = first_addr.to_string();
     let handshake = format!(
         "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n{}\r\n",
+        if params.deflate { crate::deflate::OFFER_HEADER } else { "" }
     );
     let policy_json = params.policy.as_ref().map_or(String::new(), |p| format!(",\"policy\":\"{p}\""));
 
@@ -224,6 +231,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
     let mut events = Events::with_capacity(4096);
     let mut clients: Vec<Client> = Vec::with_capacity(params.connections);
     let mut reader = Reader::new(&index);
+    reader.inflater = params.deflate.then(crate::deflate::Inflater::new);
     let server_before = params.server_pid.map(|p| procfs::sample(Some(p))).transpose()?;
 
     let start = Instant::now();
@@ -516,6 +524,7 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
     let connect_ms = Percentiles::ms_from_ns(&reader.connect_hist);
     let connect_span = connected_at.map_or(0.0, |at| at.duration_since(start).as_secs_f64());
     let loadtest_cpu_s = own_end.cpu_s - own_start.cpu_s;
+    let wire = wire_figures(&reader, params);
     Ok(RunResult {
         connections: params.connections,
         connected: reader.connect_hist.len() as usize,
@@ -556,8 +565,34 @@ pub fn run(params: &RunParams) -> io::Result<RunResult> {
         loadtest_cpu_s,
         loadtest_core_share: loadtest_cpu_s / window_s,
         tcp_socket_memory: procfs::tcp_socket_memory(),
+        wire,
         resume: drop_schedule.is_some().then_some(resumes),
         reconnect_ms: Percentiles::ms_from_ns(&reader.reconnect_hist),
         latency_ns_buckets: crate::result::buckets(&reader.latency),
     })
+}
+
+/// The window's wire counts, the inflating done, and a probe of a snapshot's and a symbol
+/// list's size (while the server still runs).
+fn wire_figures(reader: &Reader<'_>, params: &RunParams) -> WireFigures {
+    let mut wire = if params.wire_probe {
+        match params.addrs.first() {
+            Some(&addr) => crate::deflate::probe(addr, params.tls.as_ref(), params.deflate, &params.universe[0]),
+            None => WireFigures::default(),
+        }
+    } else {
+        WireFigures::default()
+    };
+    let counted = reader.wire;
+    wire.event_frames = counted.event_frames;
+    wire.event_wire_bytes = counted.event_wire_bytes;
+    wire.compressed_events = counted.compressed_events;
+    wire.bytes_per_event =
+        if counted.event_frames > 0 { counted.event_wire_bytes as f64 / counted.event_frames as f64 } else { 0.0 };
+    if let Some(inflater) = &reader.inflater {
+        wire.inflated = inflater.messages;
+        wire.inflate_ns_per_message =
+            if inflater.messages > 0 { inflater.ns as f64 / inflater.messages as f64 } else { 0.0 };
+    }
+    wire
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 use rustls::client::Resumption;
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection};
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 /// What every TLS connection of a run uses: the configuration (the CA trusted) and the name
 /// the server's certificate must carry.
@@ -40,6 +40,15 @@ impl TlsClient {
     /// A new client session (its ClientHello waits to be written).
     pub fn connection(&self) -> io::Result<Box<ClientConnection>> {
         ClientConnection::new(Arc::clone(&self.config), self.name.clone()).map(Box::new).map_err(io::Error::other)
+    }
+
+    /// A new client session over a blocking socket (the handshake happens on first use).
+    pub fn blocking(
+        &self,
+        sock: std::net::TcpStream,
+    ) -> io::Result<StreamOwned<ClientConnection, std::net::TcpStream>> {
+        let conn = ClientConnection::new(Arc::clone(&self.config), self.name.clone()).map_err(io::Error::other)?;
+        Ok(StreamOwned::new(conn, sock))
     }
 }
 

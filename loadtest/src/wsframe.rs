@@ -7,7 +7,8 @@ pub struct FrameRef {
     /// FIN bit and opcode, as the first header byte.
     pub opcode: u8,
     pub fin: bool,
-    /// The RSV1-3 bits (no extension is negotiated: any set is a broken frame).
+    /// The RSV1-3 bits: RSV1 marks a compressed message where permessage-deflate was agreed;
+    /// any other set is a broken frame.
     pub rsv: u8,
     /// Payload start and end in the buffer.
     pub payload: (usize, usize),
@@ -58,10 +59,12 @@ pub fn parse_frame(buf: &[u8], at: usize) -> Result<Option<FrameRef>, FrameError
     }))
 }
 
-/// Whether a frame is one this client reads: whole (FIN, no fragmentation is used), no RSV bit,
-/// and text, close, ping or pong (binary and reserved opcodes are not the protocol's).
-pub fn is_readable(frame: &FrameRef) -> bool {
-    frame.fin && frame.rsv == 0 && matches!(frame.opcode, 1 | 8 | 9 | 0xA)
+/// Whether a frame is one this client reads: whole (FIN, no fragmentation is used), no RSV bit
+/// but RSV1 on a text message where permessage-deflate was agreed (`deflate`), and text, close,
+/// ping or pong (binary and reserved opcodes are not the protocol's).
+pub fn is_readable(frame: &FrameRef, deflate: bool) -> bool {
+    let rsv_ok = frame.rsv == 0 || (deflate && frame.rsv == 0x40 && frame.opcode == 1);
+    frame.fin && rsv_ok && matches!(frame.opcode, 1 | 8 | 9 | 0xA)
 }
 
 /// The `Sec-WebSocket-Key` every connection sends (RFC 6455 §1.3's example).
@@ -138,10 +141,16 @@ mod tests {
     fn fragments_rsv_bits_binary_and_reserved_opcodes_are_not_readable() {
         let frame = |b0: u8| parse_frame(&[b0, 0], 0).unwrap().unwrap();
         for ok in [0x81, 0x88, 0x89, 0x8A] {
-            assert!(is_readable(&frame(ok)), "{ok:#x}");
+            assert!(is_readable(&frame(ok), false), "{ok:#x}");
+            assert!(is_readable(&frame(ok), true), "{ok:#x}");
         }
         for broken in [0x01, 0x80, 0x82, 0x83, 0x87, 0x8B, 0x8F, 0xC1, 0xA1, 0x91, 0x72] {
-            assert!(!is_readable(&frame(broken)), "{broken:#x}");
+            assert!(!is_readable(&frame(broken), false), "{broken:#x}");
+        }
+        // RSV1 on a text message: compressed where permessage-deflate was agreed, broken otherwise.
+        assert!(is_readable(&frame(0xC1), true));
+        for broken in [0xA1, 0x91, 0xC8, 0xC9, 0xE1, 0x41] {
+            assert!(!is_readable(&frame(broken), true), "{broken:#x}");
         }
     }
 

@@ -239,6 +239,8 @@ fn against(fault: Answer) -> (RunResult, Verdict) {
         progress: false,
         policy: None,
         drain: Duration::from_secs(2),
+        deflate: false,
+        wire_probe: false,
         resume_share: 0.25,
         resume_every: Duration::from_millis(500),
     };

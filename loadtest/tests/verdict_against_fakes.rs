@@ -327,6 +327,8 @@ fn params(addr: SocketAddr, connections: usize, universe: Vec<String>, per_clien
         progress: false,
         policy: None,
         drain: Duration::from_secs(2),
+        deflate: false,
+        wire_probe: false,
         resume_share: 0.0,
         resume_every: Duration::from_secs(1),
     }

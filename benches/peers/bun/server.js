@@ -4,7 +4,11 @@
 // tree, frames the message once and queues it for every subscriber, corking each socket's writes.
 //
 // Settings that matter for the comparison:
-// - perMessageDeflate: false (as every peer and tickgate: ticks go out uncompressed).
+// - perMessageDeflate: false (as every peer and tickgate: ticks go out uncompressed), unless
+//   --compress 1: then Bun's shared compressor (uWebSockets' SHARED_COMPRESSOR, no context
+//   takeover: each published message compressed once for every subscriber that agreed to
+//   permessage-deflate) and shared decompressor, and publish/send ask for compression, as
+//   tickgate does for a client that offers it.
 // - backpressureLimit: 16 MiB per connection (Bun's default, set explicitly; --max-buffered) with
 //   closeOnBackpressureLimit: false: past the limit uWebSockets drops the message for that socket
 //   silently and keeps the connection, the closest to the other peers' policies.
@@ -19,10 +23,19 @@
 import { handleCommand, loadSymbols, onShutdown, parseArgs, startGenerator } from "../common/ticks.js";
 
 const USAGE = `usage: bun server.js [--host 127.0.0.1] [--port 9001] [--symbols-file FILE] [--rate 5000]
-                     [--max-buffered 16777216] [--tls-cert CHAIN.pem --tls-key KEY.pem]`;
+                     [--max-buffered 16777216] [--compress 0|1] [--tls-cert CHAIN.pem --tls-key KEY.pem]`;
 const opts = parseArgs(
   process.argv.slice(2),
-  { host: "127.0.0.1", port: 9001, symbolsFile: "", rate: 5000, maxBuffered: 16 * 1024 * 1024, tlsCert: "", tlsKey: "" },
+  {
+    host: "127.0.0.1",
+    port: 9001,
+    symbolsFile: "",
+    rate: 5000,
+    maxBuffered: 16 * 1024 * 1024,
+    compress: 0,
+    tlsCert: "",
+    tlsKey: "",
+  },
   USAGE,
 );
 if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) {
@@ -36,6 +49,7 @@ if (typeof Bun === "undefined") {
 }
 
 const NAME = "bun";
+const COMPRESS = opts.compress === 1;
 const symbols = loadSymbols(opts.symbolsFile);
 const known = new Set(symbols);
 const WELCOME = `{"type":"welcome","server":"${NAME}"}`;
@@ -51,13 +65,13 @@ const server = Bun.serve({
     return new Response("WebSocket only\n", { status: 426 });
   },
   websocket: {
-    perMessageDeflate: false,
+    perMessageDeflate: COMPRESS ? { compress: "shared", decompress: "shared" } : false,
     backpressureLimit: opts.maxBuffered,
     closeOnBackpressureLimit: false,
     idleTimeout: 120,
     sendPings: true,
     open(ws) {
-      ws.send(WELCOME);
+      ws.send(WELCOME, COMPRESS);
     },
     message(ws, message) {
       if (typeof message !== "string") return;
@@ -67,7 +81,7 @@ const server = Bun.serve({
         (s) => ws.subscribe(s),
         (s) => ws.unsubscribe(s),
       );
-      for (const r of replies) ws.send(r);
+      for (const r of replies) ws.send(r, COMPRESS);
     },
     // Topics are left by uWebSockets itself when a socket closes.
     close() {},
@@ -79,7 +93,7 @@ const gen = startGenerator({
   rate: opts.rate,
   emit(_i, symbol, json) {
     // A string publishes a text frame (a Buffer would be binary).
-    server.publish(symbol, json);
+    server.publish(symbol, json, COMPRESS);
   },
 });
 process.stdout.write(`ready ${NAME} port=${server.port}${opts.tlsCert ? " tls" : ""}\n`);

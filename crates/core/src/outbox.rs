@@ -170,6 +170,10 @@ pub struct Outbox {
     /// Gap messages queued for this connection (for operators: who is behind); saturates. A
     /// `u32` beside `policy`, in what was padding: a connection's size does not grow.
     pub gaps_sent: u32,
+    /// permessage-deflate: `0` when the connection did not agree to it, else the server window
+    /// bits it allows (8 to 15): messages of at most 2^bits bytes may go compressed. A `u8` in
+    /// what was padding, like `gaps_sent`.
+    pub deflate_bits: u8,
 }
 
 impl Outbox {
@@ -182,6 +186,18 @@ impl Outbox {
             throttles: Throttles::default(),
             bandwidth: BandwidthCap::default(),
             gaps_sent: 0,
+            deflate_bits: 0,
+        }
+    }
+
+    /// The longest payload that may go compressed to this connection (`0`: none may). With a
+    /// window of 15 bits, any: deflate never reaches further back than 2^15 bytes.
+    #[inline]
+    pub fn deflate_max_len(&self) -> usize {
+        match self.deflate_bits {
+            0 => 0,
+            15.. => usize::MAX,
+            bits => 1usize << bits,
         }
     }
 

@@ -22,8 +22,9 @@ use tickgate_core::{Frame, LastValueCache, LastValues, SymbolId, Tick};
 /// What the ingest thread sends a reactor.
 #[derive(Debug, Clone)]
 pub enum FanoutMsg {
-    /// A live event and its frame, built once and shared.
-    Tick { tick: Tick, frame: Frame },
+    /// A live event and its frame, built once and shared; with `deflated`, the same message
+    /// compressed once (permessage-deflate) for every connection that agreed to it.
+    Tick { tick: Tick, frame: Frame, deflated: Option<Frame> },
     /// The reactor's clients miss events `from_seq..=to_seq` of `symbol` (the `gap`'s `reason`:
     /// [`OVERLOAD`] when the reactor's channel was full); `values` is the symbol's state as of
     /// `to_seq`.
@@ -99,8 +100,14 @@ pub fn reactor_channel(capacity: usize, waker: Arc<mio::Waker>) -> (ReactorLink,
 impl ReactorLink {
     /// Offers one tick to the reactor; never blocks.
     pub fn publish(&mut self, tick: &Tick, frame: &Frame) {
+        self.publish_deflated(tick, frame, None);
+    }
+
+    /// [`ReactorLink::publish`] with the tick's compressed frame, if it was compressed.
+    pub fn publish_deflated(&mut self, tick: &Tick, frame: &Frame, deflated: Option<&Frame>) {
         if self.missed.is_empty() && self.pending_notices.is_empty() {
-            match self.tx.try_send(FanoutMsg::Tick { tick: *tick, frame: frame.clone() }) {
+            let msg = FanoutMsg::Tick { tick: *tick, frame: frame.clone(), deflated: deflated.cloned() };
+            match self.tx.try_send(msg) {
                 Ok(()) => {
                     self.sent_since_wake = true;
                     return;

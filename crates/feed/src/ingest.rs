@@ -38,6 +38,21 @@ pub struct IngestStats {
     pub paused: AtomicBool,
     /// Every configured source, in configuration order.
     pub sources: Vec<Arc<SourceStats>>,
+    /// permessage-deflate of the tick frames.
+    pub deflate: SharedDeflateStats,
+}
+
+/// The tick frames compressed once each for every connection that agreed to permessage-deflate.
+#[derive(Debug, Default)]
+pub struct SharedDeflateStats {
+    /// Connections with permessage-deflate (gauge, kept by the reactors): while it is 0, no tick
+    /// is compressed.
+    pub connections: AtomicU64,
+    /// Tick frames compressed (one per tick at most, whatever the number of connections).
+    pub frames: AtomicU64,
+    /// Their payload bytes before and after compression.
+    pub raw_bytes: AtomicU64,
+    pub compressed_bytes: AtomicU64,
 }
 
 impl IngestStats {
@@ -155,6 +170,7 @@ impl Ingest {
     /// time) unless the source set an earlier one: the simulated market stamps an event it
     /// released late with when it was due to leave (see [`crate::sim::SimMarket::poll`]).
     pub fn publish_batch(&mut self, batch: &mut Batch, gw_ts: u64) {
+        let deflate = self.stats.deflate.connections.load(Ordering::Relaxed) > 0;
         let mut gaps = batch.upstream_gaps.iter().peekable();
         let mut carried = batch.carried.iter().peekable();
         for (i, tick) in batch.ticks.iter_mut().enumerate() {
@@ -196,8 +212,9 @@ impl Ingest {
             }
             let info = self.symbols.get(tick.symbol);
             let frame = self.builder.text(|out| message::event(out, info, tick, 0));
+            let deflated = if deflate { self.builder.deflate_last() } else { None };
             for link in &mut self.links {
-                link.publish(tick, &frame);
+                link.publish_deflated(tick, &frame, deflated.as_ref());
             }
         }
         debug_assert!(gaps.next().is_none(), "every upstream gap comes before the tick that revealed it");
@@ -207,6 +224,12 @@ impl Ingest {
         let n = batch.len() as u64;
         self.stats.ticks.fetch_add(n, Ordering::Relaxed);
         self.stats.frames_built.store(self.builder.frames_built(), Ordering::Relaxed);
+        if deflate {
+            let counts = self.builder.deflate_counts();
+            self.stats.deflate.frames.store(counts.messages, Ordering::Relaxed);
+            self.stats.deflate.raw_bytes.store(counts.raw_bytes, Ordering::Relaxed);
+            self.stats.deflate.compressed_bytes.store(counts.compressed_bytes, Ordering::Relaxed);
+        }
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.last_batch_ns.store(gw_ts, Ordering::Relaxed);
     }

@@ -7,18 +7,49 @@
 
 use tickgate_core::Frame;
 
+use crate::deflate::{DeflateCounts, MessageDeflater};
+
 /// Largest header of an unmasked frame: 2 bytes + 8 bytes of extended length.
 pub const MAX_HEADER_LEN: usize = 10;
 
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
+pub(crate) const OP_TEXT: u8 = 0x1;
+pub(crate) const OP_BINARY: u8 = 0x2;
 const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
-const FIN: u8 = 0x80;
+pub(crate) const FIN: u8 = 0x80;
+/// RSV1: the message is compressed (permessage-deflate, RFC 7692 §6).
+pub(crate) const RSV1: u8 = 0x40;
+
+/// The first byte and payload of one whole unmasked frame built here (header and payload, no
+/// more, no less), or `None` for anything else.
+pub fn split_frame(frame: &[u8]) -> Option<(u8, &[u8])> {
+    let (&first, rest) = frame.split_first()?;
+    let (&second, rest) = rest.split_first()?;
+    if second & 0x80 != 0 {
+        return None;
+    }
+    let (len, rest) = match second {
+        126 => {
+            let (len, rest) = rest.split_at_checked(2)?;
+            (usize::from(u16::from_be_bytes([len[0], len[1]])), rest)
+        }
+        127 => {
+            let (len, rest) = rest.split_at_checked(8)?;
+            (usize::try_from(u64::from_be_bytes(len.try_into().ok()?)).ok()?, rest)
+        }
+        n => (usize::from(n), rest),
+    };
+    (rest.len() == len).then_some((first, rest))
+}
 
 /// Writes the header of an unmasked, final frame into the end of `dst`; returns its length.
 fn write_header(dst: &mut [u8; MAX_HEADER_LEN], opcode: u8, payload_len: usize) -> usize {
-    let first = FIN | opcode;
+    write_header_first(dst, FIN | opcode, payload_len)
+}
+
+/// Writes the header of an unmasked frame with first byte `first` (FIN, RSV bits, opcode) into
+/// the end of `dst`; returns its length.
+pub(crate) fn write_header_first(dst: &mut [u8; MAX_HEADER_LEN], first: u8, payload_len: usize) -> usize {
     if payload_len < 126 {
         dst[8] = first;
         dst[9] = payload_len as u8;
@@ -36,11 +67,14 @@ fn write_header(dst: &mut [u8; MAX_HEADER_LEN], opcode: u8, payload_len: usize) 
     }
 }
 
-/// Builds text frames from payloads encoded in place, reusing one scratch buffer.
+/// Builds text frames from payloads encoded in place, reusing one scratch buffer; and, for
+/// connections that agreed to permessage-deflate, compressed ones (the compressor is made the
+/// first time one is asked for).
 #[derive(Debug)]
 pub struct FrameBuilder {
     scratch: Vec<u8>,
     built: u64,
+    deflater: Option<Box<MessageDeflater>>,
 }
 
 impl Default for FrameBuilder {
@@ -51,21 +85,65 @@ impl Default for FrameBuilder {
 
 impl FrameBuilder {
     pub fn new() -> Self {
-        Self { scratch: Vec::with_capacity(512), built: 0 }
+        Self { scratch: Vec::with_capacity(512), built: 0, deflater: None }
     }
 
     /// Encodes a payload with `encode` and returns it as one complete text frame.
     pub fn text(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> Frame {
+        self.text_for(0, encode)
+    }
+
+    /// [`FrameBuilder::text`] for one connection: compressed (RSV1) when it agreed to
+    /// permessage-deflate for payloads of at most `deflate_max_len` bytes (`0`: it did not), the
+    /// payload fits, and compression makes it smaller; plain otherwise.
+    pub fn text_for(&mut self, deflate_max_len: usize, encode: impl FnOnce(&mut Vec<u8>)) -> Frame {
         self.scratch.clear();
         self.scratch.extend_from_slice(&[0; MAX_HEADER_LEN]);
         encode(&mut self.scratch);
+        self.built += 1;
         let payload_len = self.scratch.len() - MAX_HEADER_LEN;
+        if payload_len <= deflate_max_len {
+            if let Some(frame) = self.deflate_last() {
+                return frame;
+            }
+        }
         let mut header = [0u8; MAX_HEADER_LEN];
         let header_len = write_header(&mut header, OP_TEXT, payload_len);
         let start = MAX_HEADER_LEN - header_len;
         self.scratch[start..MAX_HEADER_LEN].copy_from_slice(&header[start..]);
-        self.built += 1;
         Frame::from_bytes(&self.scratch[start..])
+    }
+
+    /// The last frame's payload compressed into a frame of its own (RSV1), or `None` when
+    /// that does not make it smaller. The ingest thread compresses each tick this way once, for
+    /// every connection that agreed to permessage-deflate.
+    pub fn deflate_last(&mut self) -> Option<Frame> {
+        let payload = self.scratch.get(MAX_HEADER_LEN..).unwrap_or_default();
+        self.deflater.get_or_insert_with(Box::default).frame(OP_TEXT, payload)
+    }
+
+    /// A whole uncompressed data frame (a reply, an echo) compressed for a connection that
+    /// agreed to permessage-deflate for payloads of at most `deflate_max_len` bytes; `None`
+    /// when it goes as it is.
+    pub fn recompress(&mut self, frame: &[u8], deflate_max_len: usize) -> Option<Frame> {
+        if deflate_max_len == 0 {
+            return None;
+        }
+        self.deflater.get_or_insert_with(Box::default).recompress(frame, deflate_max_len)
+    }
+
+    /// [`FrameBuilder::recompress`] for the echo route: every data message compressed, messages
+    /// longer than `deflate_max_len` as stored blocks.
+    pub fn recompress_always(&mut self, frame: &[u8], deflate_max_len: usize) -> Option<Frame> {
+        if deflate_max_len == 0 {
+            return None;
+        }
+        self.deflater.get_or_insert_with(Box::default).recompress_always(frame, deflate_max_len)
+    }
+
+    /// What the compressor did so far (zero before it was first used).
+    pub fn deflate_counts(&self) -> DeflateCounts {
+        self.deflater.as_ref().map(|d| d.counts()).unwrap_or_default()
     }
 
     /// Frames built by this builder so far.

@@ -700,6 +700,10 @@ pub struct ServerConfig {
     /// The one forwarding header the trusted proxies maintain, the only one read from them:
     /// `"x-forwarded-for"` or `"forwarded"` (RFC 7239).
     pub forwarded_header: crate::forwarded::ForwardingHeader,
+    /// Agree to permessage-deflate (RFC 7692) when a client offers it: ticks are compressed
+    /// once each and shared by every such client, other frames per connection. Off: offers are
+    /// ignored and every frame goes uncompressed.
+    pub permessage_deflate: bool,
 }
 
 impl Default for ServerConfig {
@@ -720,6 +724,7 @@ impl Default for ServerConfig {
             proxy_protocol_peers: Vec::new(),
             trusted_proxies: Vec::new(),
             forwarded_header: crate::forwarded::ForwardingHeader::default(),
+            permessage_deflate: true,
         }
     }
 }

@@ -10,7 +10,9 @@ use tickgate_protocol::inbound::Utf8Watch;
 use tungstenite::WebSocket;
 
 use crate::auth::Principal;
+use crate::deflate::Inflating;
 use crate::tls::{TlsFailure, TlsLayer, classify_first_byte};
+use tickgate_protocol::deflate::InflateError;
 
 /// Most bytes read from one connection per reactor turn; past it the connection waits for the
 /// next turn (the reactor reads it again, see `Reactor::read_again`).
@@ -50,6 +52,9 @@ pub struct ConnIo {
     /// On a TLS listener: the session between the socket and the WebSocket bytes. Boxed: a
     /// rustls session is about 1 KB, and plain connections do not pay for it.
     pub tls: Option<Box<TlsLayer>>,
+    /// With permessage-deflate: the stage that inflates compressed client messages before the
+    /// frame parser and `utf8` see them. Boxed: other connections pay one pointer.
+    pub inflate: Option<Box<Inflating>>,
 }
 
 /// What [`ConnIo::write_out`] did.
@@ -76,7 +81,16 @@ pub enum WriteOutcome {
 
 impl ConnIo {
     pub fn new(sock: TcpStream, out: Outbox) -> Self {
-        Self { sock, out, utf8: Utf8Watch::new(), invalid_utf8: false, read_left: 0, frames_taken: 0, tls: None }
+        Self {
+            sock,
+            out,
+            utf8: Utf8Watch::new(),
+            invalid_utf8: false,
+            read_left: 0,
+            frames_taken: 0,
+            tls: None,
+            inflate: None,
+        }
     }
 
     /// Why this connection's TLS failed, if it did.
@@ -163,13 +177,19 @@ impl ConnIo {
 
     /// Frames (of every kind) read since they were last taken.
     pub fn frames_untaken(&self) -> u16 {
-        self.utf8.frames().wrapping_sub(self.frames_taken)
+        self.frames_seen().wrapping_sub(self.frames_taken)
+    }
+
+    /// Frames received, wrapping: those the parser saw, and those the inflating stage folded
+    /// into them.
+    fn frames_seen(&self) -> u16 {
+        self.utf8.frames().wrapping_add(self.inflate.as_ref().map_or(0, |i| i.merged()))
     }
 
     /// Takes the frames read since the last call, to charge them to the client's frame rate.
     pub fn take_frames(&mut self) -> u16 {
         let frames = self.frames_untaken();
-        self.frames_taken = self.utf8.frames();
+        self.frames_taken = self.frames_seen();
         frames
     }
 
@@ -252,8 +272,52 @@ impl ConnIo {
     }
 }
 
+impl ConnIo {
+    /// [`Read::read`] through the inflating stage: raw bytes are read within the turn's
+    /// allowance until the stage has something for the parser.
+    fn read_inflating(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(inflating) = self.inflate.as_deref_mut() else { return Ok(0) };
+            if self.invalid_utf8 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            if inflating.has_pending() {
+                let n = inflating.take_into(buf);
+                if self.utf8.feed(&buf[..n]).is_err() {
+                    self.invalid_utf8 = true;
+                }
+                return Ok(n);
+            }
+            if inflating.error.is_some() {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "permessage-deflate"));
+            }
+            if self.turn_spent() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut chunk = [0u8; 4096];
+            let room = chunk.len().min(self.read_left as usize);
+            let n = self.read_plain(&mut chunk[..room])?;
+            if n == 0 {
+                return Ok(0);
+            }
+            self.read_left = self.read_left.saturating_sub(n as u32);
+            if let Some(inflating) = self.inflate.as_deref_mut() {
+                inflating.feed(&chunk[..n]);
+            }
+        }
+    }
+
+    /// Why the inflating stage stopped the stream, if it did.
+    pub fn inflate_error(&self) -> Option<InflateError> {
+        self.inflate.as_ref().and_then(|i| i.error)
+    }
+}
+
 impl Read for ConnIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.inflate.is_some() {
+            return self.read_inflating(buf);
+        }
         if self.invalid_utf8 || self.turn_spent() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
@@ -569,8 +633,8 @@ mod tests {
     #[test]
     fn a_connection_stays_small() {
         // Every idle connection costs its slab entry (docs/BENCHMARKS.md: at most 1 KiB in all);
-        // 24 of these bytes are three pointers: the TLS session's, the rate caps' and the
-        // bandwidth cap's (all boxed, present only when used).
-        assert!(std::mem::size_of::<Connection>() <= 584, "{}", std::mem::size_of::<Connection>());
+        // 32 of these bytes are four pointers: the TLS session's, the rate caps', the bandwidth
+        // cap's and the permessage-deflate inflating stage's (all boxed, present only when used).
+        assert!(std::mem::size_of::<Connection>() <= 592, "{}", std::mem::size_of::<Connection>());
     }
 }

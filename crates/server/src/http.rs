@@ -4,6 +4,7 @@
 //! tungstenite's handshake code and answered with `101 Switching Protocols`; anything else gets
 //! a complete plain-text response and the connection is closed after it.
 
+use tickgate_protocol::deflate::{Negotiation, negotiate};
 use tungstenite::handshake::server::create_response;
 
 /// Most headers accepted in one request.
@@ -14,7 +15,9 @@ const MAX_HEADERS: usize = 32;
 pub enum Route {
     /// Switch to WebSocket: send `response` (the 101), then treat the bytes after the head as
     /// WebSocket frames.
-    Upgrade { response: Vec<u8>, head_len: usize, echo: bool, token: Option<String> },
+    /// `deflate` is what the client's permessage-deflate offers come to (the response does not
+    /// answer them yet: see [`with_extensions`]).
+    Upgrade { response: Vec<u8>, head_len: usize, echo: bool, token: Option<String>, deflate: Negotiation },
     /// Send this response and close.
     Respond(Vec<u8>),
     /// Answer with the Prometheus metrics (`head`: without the body, for a HEAD request).
@@ -172,7 +175,14 @@ fn upgrade(req: &httparse::Request<'_, '_>, head_len: usize, echo: bool) -> Rout
         Ok(accept) => {
             let mut out = Vec::with_capacity(160);
             match tungstenite::handshake::server::write_response(&mut out, &accept) {
-                Ok(()) => Route::Upgrade { response: out, head_len, echo, token: token(req) },
+                Ok(()) => {
+                    let offers = req
+                        .headers
+                        .iter()
+                        .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+                        .map(|h| h.value);
+                    Route::Upgrade { response: out, head_len, echo, token: token(req), deflate: negotiate(offers) }
+                }
                 Err(e) => Route::Respond(response(
                     500,
                     "Internal Server Error",
@@ -182,6 +192,17 @@ fn upgrade(req: &httparse::Request<'_, '_>, head_len: usize, echo: bool) -> Rout
         }
         Err(reason) => Route::Respond(response(400, "Bad Request", &format!("invalid WebSocket upgrade: {reason}\n"))),
     }
+}
+
+/// An upgrade response (a 101 built here) with `Sec-WebSocket-Extensions: value` added.
+pub fn with_extensions(mut response: Vec<u8>, value: &str) -> Vec<u8> {
+    if response.ends_with(b"\r\n\r\n") {
+        response.truncate(response.len() - 2);
+        response.extend_from_slice(b"Sec-WebSocket-Extensions: ");
+        response.extend_from_slice(value.as_bytes());
+        response.extend_from_slice(b"\r\n\r\n");
+    }
+    response
 }
 
 /// The client's token: `Authorization: Bearer TOKEN`, or `?token=TOKEN` in the URL.
@@ -295,6 +316,34 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn reads_deflate_offers_and_answers_them() {
+        let offer = |extra: &str| {
+            let raw = UPGRADE.replace("Host: x\r\n", &format!("Host: x\r\n{extra}"));
+            match parse_and_route(raw.as_bytes(), 8192, PUBLIC, &[]) {
+                Parsed::Complete(Route::Upgrade { deflate, response, .. }) => (deflate, response),
+                other => panic!("{other:?}"),
+            }
+        };
+        let (none, _) = offer("");
+        assert_eq!(none, Negotiation::default());
+        let (n, response) = offer(
+            "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=99\r\n\
+             Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
+        );
+        assert_eq!(n.declined, vec![tickgate_protocol::deflate::Decline::WindowBitsOutOfRange]);
+        let answer = with_extensions(response, &n.agreed.unwrap().response());
+        let text = String::from_utf8(answer).unwrap();
+        assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+        assert!(
+            text.ends_with(
+                "\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
+                 client_no_context_takeover\r\n\r\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod connz;
+pub mod deflate;
 pub mod forwarded;
 pub mod gateway;
 pub mod hold;

@@ -450,6 +450,7 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     // Registered without a bus too (reading 0), so dashboards and alerts need no special case.
     let no_bus = tickgate_bus::BusStats::default();
     render_bus(s.bus.as_deref().unwrap_or(&no_bus), &counter, &gauge, &float_gauge)?;
+    render_deflate(s, &counter, &gauge)?;
     for (id, l) in s.links.iter().enumerate() {
         missed.with_label_values(&[&id.to_string()]).inc_by(load(&l.ticks_missed));
         wakes.with_label_values(&[&id.to_string()]).inc_by(load(&l.wakes));
@@ -543,6 +544,73 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
 type Register<'a, T> = dyn Fn(&str, &str, &[&str]) -> Result<T, prometheus::Error> + 'a;
 
 /// The bus of a cluster's publisher or edge (see OPERATIONS.md, "Cluster").
+/// permessage-deflate: connections, offers declined, what was compressed (the shared tick frames
+/// once each, the per-connection frames) and inflated, and the deflate bombs refused.
+fn render_deflate(
+    s: &GatewayStats,
+    counter: &Register<'_, IntCounterVec>,
+    gauge: &Register<'_, IntGaugeVec>,
+) -> Result<(), prometheus::Error> {
+    use tickgate_protocol::deflate::Decline;
+    let none: &[&str] = &[];
+    let sum = |f: fn(&crate::stats::ReactorStats) -> &AtomicU64| s.reactors.iter().map(|r| load(f(r))).sum::<u64>();
+    let deflate = &s.ingest.deflate;
+    gauge("tickgate_deflate_connections", "Open connections that agreed to permessage-deflate.", &[])?
+        .with_label_values(none)
+        .set(load(&deflate.connections) as i64);
+    counter("tickgate_deflate_negotiated_total", "Upgrades that agreed to permessage-deflate.", &[])?
+        .with_label_values(none)
+        .inc_by(sum(|r| &r.counters.deflate_negotiated));
+    let declined = counter(
+        "tickgate_deflate_offers_declined_total",
+        "permessage-deflate offers declined (the upgrade goes on without them), by reason.",
+        &["reason"],
+    )?;
+    for why in Decline::ALL {
+        let n: u64 = s.reactors.iter().map(|r| load(&r.deflate_declined[why.index()])).sum();
+        declined.with_label_values(&[why.as_str()]).inc_by(n);
+    }
+    let messages = counter(
+        "tickgate_deflate_messages_total",
+        "Messages compressed: shared (each tick once, for every compressing client) or own (one connection's \
+         replies, snapshots, lists, echoes).",
+        &["kind"],
+    )?;
+    let raw = counter("tickgate_deflate_raw_bytes_total", "Payload bytes of compressed messages before.", &["kind"])?;
+    let compressed =
+        counter("tickgate_deflate_compressed_bytes_total", "Payload bytes of compressed messages after.", &["kind"])?;
+    messages.with_label_values(&["shared"]).inc_by(load(&deflate.frames));
+    raw.with_label_values(&["shared"]).inc_by(load(&deflate.raw_bytes));
+    compressed.with_label_values(&["shared"]).inc_by(load(&deflate.compressed_bytes));
+    messages.with_label_values(&["own"]).inc_by(sum(|r| &r.deflate_own[0]));
+    raw.with_label_values(&["own"]).inc_by(sum(|r| &r.deflate_own[1]));
+    compressed.with_label_values(&["own"]).inc_by(sum(|r| &r.deflate_own[2]));
+    counter(
+        "tickgate_deflate_shared_deliveries_total",
+        "Tick deliveries that queued the shared compressed frame (a reference, no compression).",
+        &[],
+    )?
+    .with_label_values(none)
+    .inc_by(sum(|r| &r.counters.deflated_deliveries));
+    counter("tickgate_inflate_messages_total", "Compressed client messages inflated.", &[])?
+        .with_label_values(none)
+        .inc_by(sum(|r| &r.inflated[0]));
+    counter("tickgate_inflate_compressed_bytes_total", "Their payload bytes as received.", &[])?
+        .with_label_values(none)
+        .inc_by(sum(|r| &r.inflated[1]));
+    counter("tickgate_inflate_bytes_total", "Their payload bytes inflated.", &[])?
+        .with_label_values(none)
+        .inc_by(sum(|r| &r.inflated[2]));
+    counter(
+        "tickgate_inflate_too_big_closes_total",
+        "Connections closed with 1009: a compressed message past limits.max_message_size, compressed or inflated.",
+        &[],
+    )?
+    .with_label_values(none)
+    .inc_by(sum(|r| &r.counters.inflate_too_big));
+    Ok(())
+}
+
 fn render_bus(
     bus: &tickgate_bus::BusStats,
     counter: &Register<'_, IntCounterVec>,

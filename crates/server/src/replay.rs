@@ -167,8 +167,8 @@ impl Desk<'_> {
                 continue;
             }
             sent = tick.seq;
-            let builder = &mut *self.builder;
-            let superseding = |n| builder.text(|o| message::event(o, info, tick, n));
+            let (builder, deflate) = (&mut *self.builder, out.deflate_max_len());
+            let superseding = |n| builder.text_for(deflate, |o| message::event(o, info, tick, n));
             match out.offer(tick, frame, &self.budget, self.now, superseding) {
                 Verdict::Queued | Verdict::Throttled { .. } => self.counters.replayed += 1,
                 Verdict::Conflated => self.counters.conflated += 1,
@@ -178,8 +178,8 @@ impl Desk<'_> {
                     // reaches the newest event now, and the subscription goes live (into the
                     // span, until it is announced).
                     if let Some((newest, frame)) = history.newest(symbol) {
-                        let builder = &mut *self.builder;
-                        let superseding = |n| builder.text(|o| message::event(o, info, newest, n));
+                        let (builder, deflate) = (&mut *self.builder, out.deflate_max_len());
+                        let superseding = |n| builder.text_for(deflate, |o| message::event(o, info, newest, n));
                         let _ = out.offer(newest, frame, &self.budget, self.now, superseding);
                     }
                     last = head;

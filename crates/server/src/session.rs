@@ -130,7 +130,10 @@ pub fn deliver_tick(
     if !out.throttles.is_empty() {
         return deliver_throttled(out, tick, frame, info, builder, budget, at);
     }
-    out.offer(tick, frame, budget, at.now, |superseded| builder.text(|o| message::event(o, info, tick, superseded)))
+    let deflate = out.deflate_max_len();
+    out.offer(tick, frame, budget, at.now, |superseded| {
+        builder.text_for(deflate, |o| message::event(o, info, tick, superseded))
+    })
 }
 
 /// [`deliver_tick`] to a connection with rate caps: a quote above its subscription's rate is
@@ -158,7 +161,10 @@ fn deliver_throttled(
             Some(QuoteVerdict::Release(newest)) => return release(out, &newest, info, builder, budget, at.now),
         }
     }
-    out.offer(tick, frame, budget, at.now, |superseded| builder.text(|o| message::event(o, info, tick, superseded)))
+    let deflate = out.deflate_max_len();
+    out.offer(tick, frame, budget, at.now, |superseded| {
+        builder.text_for(deflate, |o| message::event(o, info, tick, superseded))
+    })
 }
 
 /// Sends a quote that supersedes quotes held back by its subscription's rate: a frame of its
@@ -172,9 +178,10 @@ pub fn release(
     now: Instant,
 ) -> Verdict {
     let (quote, superseded) = (&r.quote, r.superseded);
-    let frame = builder.text(|o| message::event(o, info, quote, superseded));
+    let deflate = out.deflate_max_len();
+    let frame = builder.text_for(deflate, |o| message::event(o, info, quote, superseded));
     out.offer_superseding(quote, &frame, superseded, r.from_seq, budget, now, |total| {
-        builder.text(|o| message::event(o, info, quote, total))
+        builder.text_for(deflate, |o| message::event(o, info, quote, total))
     })
 }
 
@@ -196,7 +203,7 @@ impl Desk<'_> {
         reason: &str,
     ) -> Result<(), OverHardLimit> {
         let info = self.symbols.get(symbol);
-        let gap = self.builder.text(|o| message::gap(o, info, from_seq, to_seq, reason));
+        let gap = self.builder.text_for(out.deflate_max_len(), |o| message::gap(o, info, from_seq, to_seq, reason));
         self.push(out, gap)?;
         out.gaps_sent = out.gaps_sent.saturating_add(1);
         self.push_snapshot(out, symbol)
@@ -204,7 +211,7 @@ impl Desk<'_> {
 
     fn push_snapshot(&mut self, out: &mut Outbox, symbol: SymbolId) -> Result<(), OverHardLimit> {
         let (info, values) = (self.symbols.get(symbol), self.lvc.get(symbol));
-        let snapshot = self.builder.text(|o| message::snapshot(o, info, values));
+        let snapshot = self.builder.text_for(out.deflate_max_len(), |o| message::snapshot(o, info, values));
         self.push(out, snapshot)
     }
 
@@ -229,7 +236,9 @@ impl Desk<'_> {
             (Some(owed), Some(s)) => {
                 let info = self.symbols.get(symbol);
                 let from_seq = owed.from_seq.min(s.from_seq);
-                let gap = self.builder.text(|o| message::gap(o, info, from_seq, s.to_seq, s.reason));
+                let gap = self
+                    .builder
+                    .text_for(out.deflate_max_len(), |o| message::gap(o, info, from_seq, s.to_seq, s.reason));
                 self.push(out, gap)?;
                 out.gaps_sent = out.gaps_sent.saturating_add(1);
                 self.push(out, s.snapshot.clone())?;
@@ -312,7 +321,7 @@ impl Desk<'_> {
             Since::Whole(_) => {
                 self.counters.resumes_whole += 1;
                 let info = self.symbols.get(symbol);
-                let resumed = self.builder.text(|o| message::resumed(o, info, seq, head));
+                let resumed = self.builder.text_for(out.deflate_max_len(), |o| message::resumed(o, info, seq, head));
                 self.push(out, resumed)?;
                 if seq < head {
                     // What was missed is replayed whole: a rate cap paces the live stream, not
@@ -353,7 +362,8 @@ impl Desk<'_> {
         let to_seq = skipped.to_seq.max(after);
         self.replays.set(key, symbol, Cursor { after: to_seq, sent: to_seq });
         let info = self.symbols.get(symbol);
-        let gap = self.builder.text(|o| message::gap(o, info, sent + 1, to_seq, skipped.reason));
+        let gap =
+            self.builder.text_for(out.deflate_max_len(), |o| message::gap(o, info, sent + 1, to_seq, skipped.reason));
         let queued = self.settle(out, symbol, None).and_then(|_| self.push(out, gap)).and_then(|_| {
             out.gaps_sent = out.gaps_sent.saturating_add(1);
             self.push(out, skipped.snapshot.clone())
@@ -370,7 +380,7 @@ impl Desk<'_> {
         symbols: impl IntoIterator<Item = &'s str>,
     ) -> Result<(), OverHardLimit> {
         self.counters.command_errors += 1;
-        let frame = self.builder.text(|o| message::error(o, id, code, text, symbols));
+        let frame = self.builder.text_for(out.deflate_max_len(), |o| message::error(o, id, code, text, symbols));
         self.push(out, frame)
     }
 }
@@ -432,9 +442,9 @@ impl Session<'_> {
                 Command::Unsubscribe { symbols, channels } => self.unsubscribe(desk, index, id, symbols, *channels),
                 Command::ListSymbols => {
                     let symbols = desk.symbols;
-                    let frame = desk
-                        .builder
-                        .text(|o| message::symbol_list(o, "symbols", id, symbols.iter().map(|(_, s)| &*s.name)));
+                    let frame = desk.builder.text_for(self.out.deflate_max_len(), |o| {
+                        message::symbol_list(o, "symbols", id, symbols.iter().map(|(_, s)| &*s.name))
+                    });
                     desk.push(self.out, frame)
                 }
                 Command::ListSubscriptions => {
@@ -449,7 +459,9 @@ impl Session<'_> {
                         })
                         .collect();
                     let cap = out.bandwidth.rate();
-                    let frame = desk.builder.text(|o| message::subscriptions(o, id, &held, out.policy, cap));
+                    let frame = desk
+                        .builder
+                        .text_for(out.deflate_max_len(), |o| message::subscriptions(o, id, &held, out.policy, cap));
                     desk.push(self.out, frame)
                 }
                 Command::Auth { .. } => {
@@ -544,7 +556,7 @@ impl Session<'_> {
                 self.out.policy = policy;
             }
             let (symbols, policy) = (desk.symbols, self.out.policy);
-            let frame = desk.builder.text(|o| {
+            let frame = desk.builder.text_for(self.out.deflate_max_len(), |o| {
                 message::subscribed(o, id, known.iter().map(|&s| &*symbols.get(s).name), policy);
                 if let Some(channels) = channels {
                     message::with_channels(o, channels);
@@ -630,7 +642,7 @@ impl Session<'_> {
                 }
             }
             let symbols = desk.symbols;
-            let frame = desk.builder.text(|o| {
+            let frame = desk.builder.text_for(self.out.deflate_max_len(), |o| {
                 message::symbol_list(o, "unsubscribed", id, known.iter().map(|&s| &*symbols.get(s).name));
                 if let Some(channels) = channels {
                     message::with_channels(o, channels);

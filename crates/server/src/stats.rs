@@ -121,6 +121,13 @@ counters! {
         resumes_ahead,
         /// Events queued by resumes, from the history.
         replayed,
+        /// Upgrades that agreed to permessage-deflate.
+        deflate_negotiated,
+        /// Tick frames queued compressed: the shared compressed frame (deliveries counts them too).
+        deflated_deliveries,
+        /// Connections closed with 1009 because a compressed message inflated past
+        /// limits.max_message_size (a deflate bomb), or came compressed past it.
+        inflate_too_big,
         /// Replays cut short by the history evicting events the client had not been sent yet
         /// (answered with a gap "history" and a snapshot).
         replays_cut,
@@ -229,6 +236,13 @@ pub struct ReactorStats {
     pub bandwidth_held_bytes: AtomicU64,
     /// Subscriptions under a rate cap (`max_rate` or `limits.max_update_rate`) (gauge).
     pub rate_capped_subscriptions: AtomicU64,
+    /// permessage-deflate offers declined, by [`Decline::index`](tickgate_protocol::deflate::Decline::index).
+    pub deflate_declined: [AtomicU64; tickgate_protocol::deflate::Decline::ALL.len()],
+    /// Per-connection frames compressed (replies, snapshots, symbol lists, echoes), and their
+    /// payload bytes before and after; stored whole at each housekeeping pass.
+    pub deflate_own: [AtomicU64; 3],
+    /// Client messages inflated, and their bytes compressed and inflated; stored the same way.
+    pub inflated: [AtomicU64; 3],
     /// Bytes and events its resume history holds (gauges).
     pub history_bytes: AtomicU64,
     pub history_events: AtomicU64,

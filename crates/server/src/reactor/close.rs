@@ -91,6 +91,9 @@ impl Reactor {
         }
         if let Some(io) = conn.io() {
             let _ = self.poll.registry().deregister(&mut io.sock);
+            if io.out.deflate_bits != 0 {
+                self.telemetry.stats.ingest.deflate.connections.fetch_sub(1, Ordering::Relaxed);
+            }
         }
         self.turn.closed += 1;
         self.stats.closed_by_reason[reason.index()].fetch_add(1, Ordering::Relaxed);

@@ -136,6 +136,15 @@ impl Reactor {
         }
         let echo = conn.echo;
         let Some(io) = conn.io() else { return };
+        // Built for this connection alone: compressed for it when it agreed to permessage-deflate
+        // (on the echo route every message is, as conformance runners expect).
+        let max_len = io.out.deflate_max_len();
+        let compressed = if echo {
+            self.builder.recompress_always(&frame, max_len)
+        } else {
+            self.builder.recompress(&frame, max_len)
+        };
+        let frame = compressed.unwrap_or(frame);
         if echo {
             io.out.push_control(frame, self.now);
         } else if io.out.push_within(frame, &self.budget, self.now).is_err() {

@@ -25,7 +25,13 @@ impl Reactor {
             let Some(msg) = self.inbox.try_recv() else { break };
             self.fanout_left.0 -= 1;
             match msg {
-                FanoutMsg::Tick { tick, frame } => {
+                FanoutMsg::Tick { tick, frame, deflated } => {
+                    // The compressed frame goes to the connections whose window takes the
+                    // message whole (RFC 7692 §7.1.2.1): one comparison per delivery.
+                    let (deflated, needs_bits) = match &deflated {
+                        Some(d) => (d, window_bits_for(frame.len())),
+                        None => (&frame, u8::MAX),
+                    };
                     self.lvc.record(&tick);
                     self.history.record(&tick, &frame);
                     let subscribers = self.index.subscribers(tick.symbol);
@@ -42,7 +48,12 @@ impl Reactor {
                         let conn = &mut self.conns[key as usize];
                         let Phase::Ws(ws) = &mut conn.phase else { continue };
                         let out = &mut ws.get_mut().out;
-                        let verdict = session::deliver_tick(out, &tick, &frame, info, &mut self.builder, &budget, at);
+                        let compressed = out.deflate_bits >= needs_bits;
+                        let frame = if compressed { deflated } else { &frame };
+                        let verdict = session::deliver_tick(out, &tick, frame, info, &mut self.builder, &budget, at);
+                        if compressed && verdict == Verdict::Queued {
+                            self.turn.deflated_deliveries += 1;
+                        }
                         count(&mut self.turn, &mut self.over_limit, key, verdict);
                         if let Verdict::Throttled { schedule_at } = verdict {
                             // Nothing queued: nothing to write, nothing to time.
@@ -198,6 +209,14 @@ impl Reactor {
         std::mem::swap(&mut self.fanned_out, &mut self.carried);
         let _ = self.fanout_time.record((fanout_started.elapsed().as_nanos() as u64).max(1_000));
     }
+}
+
+/// The least window bits (8 to 15) a connection needs to take the compressed message of a
+/// frame of `frame_len` bytes (its back-references stay within the message, and the frame's
+/// length bounds its payload's).
+fn window_bits_for(frame_len: usize) -> u8 {
+    // 15 bits take any message: deflate never reaches further back than 2^15 bytes.
+    (8..15).find(|bits| frame_len <= 1usize << bits).unwrap_or(15)
 }
 
 /// Counts what became of one event offered to a connection; one to close joins `over_limit`.

@@ -4,6 +4,7 @@
 use std::io;
 
 use tickgate_core::subscription::ConnKey;
+use tickgate_protocol::deflate::InflateError;
 use tickgate_protocol::{CloseCode, ErrorCode, data_frame, message};
 use tungstenite::Message;
 
@@ -218,8 +219,27 @@ impl Reactor {
         false
     }
 
+    /// A compressed message the connection cannot take: 1009 past the size limit (a deflate
+    /// bomb), 1007 for data that does not inflate, 1002 for frames RFC 7692 forbids.
+    fn on_inflate_error(&mut self, key: usize, failure: InflateError) {
+        let (code, reason) = match failure {
+            InflateError::TooBig { .. } => {
+                self.turn.inflate_too_big += 1;
+                (CloseCode::MessageTooBig, CloseReason::MessageTooBig)
+            }
+            InflateError::BadData => (CloseCode::InvalidPayload, CloseReason::ProtocolError),
+            InflateError::Protocol(_) => (CloseCode::ProtocolError, CloseReason::ProtocolError),
+        };
+        self.turn.protocol_closes += 1;
+        tracing::debug!(reactor = self.id, error = %failure, "closing connection for a compressed message");
+        self.begin_close(key, Some((code, &failure.to_string())), reason);
+    }
+
     pub(super) fn on_ws_error(&mut self, key: usize, error: tungstenite::Error) {
         use tungstenite::error::{CapacityError, ProtocolError};
+        if let Some(failure) = self.conns.get_mut(key).and_then(|c| c.io()).and_then(|io| io.inflate_error()) {
+            return self.on_inflate_error(key, failure);
+        }
         let (code, reason, text) = match &error {
             tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)
             | tungstenite::Error::ConnectionClosed

@@ -256,6 +256,13 @@ impl Reactor {
         self.stats.subscriptions.store(self.index.total() as u64, Ordering::Relaxed);
         self.stats.history_bytes.store(self.history.bytes() as u64, Ordering::Relaxed);
         self.stats.history_events.store(self.history.events() as u64, Ordering::Relaxed);
+        let own = self.builder.deflate_counts();
+        for (stat, n) in self.stats.deflate_own.iter().zip([own.messages, own.raw_bytes, own.compressed_bytes]) {
+            stat.store(n, Ordering::Relaxed);
+        }
+        for (stat, n) in self.stats.inflated.iter().zip(crate::deflate::inflated_on_this_thread()) {
+            stat.store(n, Ordering::Relaxed);
+        }
         self.stats.replays.store(self.replays.len() as u64, Ordering::Relaxed);
     }
 

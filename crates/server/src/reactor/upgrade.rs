@@ -13,8 +13,10 @@ use tungstenite::protocol::Role;
 
 use super::{READ_CHUNK, Reactor};
 use crate::connection::{AuthState, CloseReason, Phase};
+use crate::deflate::Inflating;
 use crate::http::{self, Parsed, Route, Surface};
 use crate::stats::HTTP_STATUSES;
+use tickgate_protocol::deflate::Negotiation;
 
 impl Reactor {
     /// Reads the request head and answers it or upgrades.
@@ -68,7 +70,7 @@ impl Reactor {
                 "Service Unavailable",
                 "the gateway failed and is stopping; connect again once it has restarted\n",
             ),
-            Parsed::Complete(Route::Upgrade { response, head_len, echo, token }) => {
+            Parsed::Complete(Route::Upgrade { response, head_len, echo, token, deflate }) => {
                 if !self.take_forwarded_address(key) {
                     return;
                 }
@@ -84,7 +86,7 @@ impl Reactor {
                         if let Some(conn) = self.conns.get_mut(key) {
                             conn.auth = auth;
                         }
-                        return self.upgrade(key, &response, head_len, echo);
+                        return self.upgrade(key, response, head_len, echo, deflate);
                     }
                     Err(refusal) => refusal,
                 }
@@ -136,11 +138,32 @@ impl Reactor {
         self.begin_close(key, None, CloseReason::HttpAnswered);
     }
 
-    pub(super) fn upgrade(&mut self, key: usize, response: &[u8], head_len: usize, echo: bool) {
+    pub(super) fn upgrade(&mut self, key: usize, response: Vec<u8>, head_len: usize, echo: bool, deflate: Negotiation) {
+        let agreed = if self.config.server.permessage_deflate {
+            for why in &deflate.declined {
+                self.stats.deflate_declined[why.index()].fetch_add(1, Ordering::Relaxed);
+            }
+            deflate.agreed
+        } else {
+            None
+        };
         let Some(conn) = self.conns.get_mut(key) else { return };
         let Phase::Http { mut io, head } = std::mem::replace(&mut conn.phase, Phase::Moving) else { return };
-        io.out.push_control(Frame::from_bytes(response), self.now);
-        let early = head[head_len..].to_vec();
+        let mut early = head[head_len..].to_vec();
+        match agreed {
+            Some(agreed) => {
+                let response = http::with_extensions(response, &agreed.response());
+                io.out.push_control(Frame::from_bytes(&response), self.now);
+                io.out.deflate_bits = agreed.server_max_window_bits;
+                let mut inflating = Box::new(Inflating::new(self.config.limits.max_message_size));
+                inflating.feed(&early);
+                early = inflating.take_all();
+                io.inflate = Some(inflating);
+                self.turn.deflate_negotiated += 1;
+                self.telemetry.stats.ingest.deflate.connections.fetch_add(1, Ordering::Relaxed);
+            }
+            None => io.out.push_control(Frame::from_bytes(&response), self.now),
+        }
         // Bytes that came with the request head are WebSocket frames already (fewer than
         // READ_CHUNK bytes: the head is read in chunks until it is complete); their frames are
         // charged with the first read.
