@@ -138,7 +138,12 @@ fn the_largest_seq_is_ahead_and_a_symbol_named_twice_resumes_once() {
     let gap = client.recv();
     assert_eq!((gap["reason"].as_str(), gap["to_seq"].as_u64()), (Some("ahead"), Some(u64::MAX)), "{gap}");
     assert_eq!(client.recv()["type"], "snapshot");
-    // A symbol both in `symbols` and in `resume`: subscribed once, and resumed.
+    // A symbol both in `symbols` and in `resume`: subscribed once, and resumed (once the
+    // gateway has its event 1: before, seq 1 is ahead of it).
+    eventually("the symbol has an event", || {
+        let (_, snapshots) = TestClient::connect(gateway.local_addr()).subscribe(&[&symbol]);
+        snapshots[0]["seq"].as_u64().is_some_and(|seq| seq >= 1)
+    });
     let mut client = TestClient::connect(gateway.local_addr());
     client
         .send_json(json!({"op": "subscribe", "symbols": [symbol], "resume": [{"symbol": symbol, "seq": 1}], "id": 2}));
