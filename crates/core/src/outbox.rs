@@ -79,6 +79,10 @@ impl Policy {
     }
 }
 
+/// The first look at the kernel's queue of a connection whose writes wait is at this fraction of
+/// the write deadline (see [`Outbox::wants_kernel_look`]).
+const KERNEL_LOOK_AT_FRACTION: u32 = 4;
+
 /// A connection's byte budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
@@ -136,12 +140,16 @@ struct Replaceable {
 }
 
 /// What an outbox keeps only while its connection is behind: the quotes a newer one may still
-/// replace and the spans still to be announced. Boxed: most connections are never behind, and
-/// every connection pays for the inline size of its outbox.
+/// replace, the spans still to be announced, and what the kernel held when last looked at while
+/// no write went through. Boxed: most connections are never behind, and every connection pays
+/// for the inline size of its outbox.
 #[derive(Debug, Default)]
 struct Behind {
     replaceable: Vec<Replaceable>,
     missed: Vec<MissedSpan>,
+    /// Bytes the kernel still held for the client (unsent or unacknowledged) when last looked
+    /// at, since the last write (see [`Outbox::kernel_queue_seen`]).
+    kernel_queued: Option<usize>,
 }
 
 impl Behind {
@@ -344,6 +352,9 @@ impl Outbox {
             return 0;
         }
         self.last_progress = now;
+        if let Some(behind) = &mut self.behind {
+            behind.kernel_queued = None;
+        }
         self.bandwidth.spend(written);
         self.queue.consume(written)
     }
@@ -393,7 +404,8 @@ impl Outbox {
     /// milliseconds, so that a connection hovering at the watermark does not allocate per event.
     pub fn trim(&mut self, budget: &Budget) {
         self.queue.trim();
-        if !self.is_past_soft(budget) && !self.has_gaps() {
+        let watching_kernel = !self.queue.is_empty() && self.behind.as_ref().is_some_and(|b| b.kernel_queued.is_some());
+        if !self.is_past_soft(budget) && !self.has_gaps() && !watching_kernel {
             self.behind = None;
         }
     }
@@ -407,7 +419,36 @@ impl Outbox {
         }
     }
 
-    /// Whether bytes have waited longer than the write deadline with none written.
+    /// Whether the caller should look at how many bytes the kernel still holds for the client
+    /// and report it with [`Outbox::kernel_queue_seen`]: queued bytes have waited a quarter of
+    /// the write deadline with none written (the first look), or the whole deadline (the look
+    /// that decides). Asked once per sweep, so that is at most one system call per waiting
+    /// connection per sweep, and none for a connection whose writes go through.
+    pub fn wants_kernel_look(&self, budget: &Budget, now: Instant) -> bool {
+        let waited = self.waiting(now);
+        if waited.is_zero() {
+            return false;
+        }
+        match self.behind.as_ref().and_then(|b| b.kernel_queued) {
+            None => waited >= budget.write_deadline / KERNEL_LOOK_AT_FRACTION,
+            Some(_) => waited >= budget.write_deadline,
+        }
+    }
+
+    /// Records how many bytes the kernel still holds for the client (`SIOCOUTQ`). Fewer than at
+    /// the previous look is progress: the client is reading, only the kernel, whose buffer may
+    /// be megabytes, reports the socket writable again only once much of it drained. It counts
+    /// like a write for the write deadline.
+    pub fn kernel_queue_seen(&mut self, kernel_queued: usize, now: Instant) {
+        let behind = self.behind.get_or_insert_with(Box::default);
+        if behind.kernel_queued.is_some_and(|before| kernel_queued < before) {
+            self.last_progress = now;
+        }
+        behind.kernel_queued = Some(kernel_queued);
+    }
+
+    /// Whether bytes have waited longer than the write deadline with none written and the
+    /// kernel's queue not shrinking either (see [`Outbox::kernel_queue_seen`]).
     pub fn is_stalled(&self, budget: &Budget, now: Instant) -> bool {
         !self.queue.is_empty() && now.saturating_duration_since(self.last_progress) >= budget.write_deadline
     }
@@ -742,5 +783,44 @@ mod tests {
         assert!(o.is_stalled(&b, t0 + Duration::from_secs(10)));
         o.wrote(3, t0 + Duration::from_secs(10));
         assert!(!o.is_stalled(&b, t0 + Duration::from_secs(19)));
+    }
+
+    /// The sweep's part, as the reactor plays it: look at the kernel's queue when asked, then
+    /// decide.
+    fn sweep(o: &mut Outbox, b: &Budget, now: Instant, kernel_queued: usize) -> bool {
+        if o.wants_kernel_look(b, now) {
+            o.kernel_queue_seen(kernel_queued, now);
+        }
+        o.is_stalled(b, now)
+    }
+
+    #[test]
+    fn a_kernel_queue_that_shrinks_is_progress_and_one_that_does_not_is_a_stall() {
+        let t0 = Instant::now();
+        let b = budget();
+        let s = Duration::from_secs;
+        let mut o = Outbox::new(Policy::Conflate, t0);
+        o.offer(&tick(0, 1, true), &encode(b'T', 0, 1, 0, 0), &b, t0, |_| unreachable!());
+        assert!(!o.wants_kernel_look(&b, t0 + s(2)), "no look before a quarter of the deadline");
+        assert!(!sweep(&mut o, &b, t0 + s(3), 4_000_000), "the first look only records");
+        assert!(!o.wants_kernel_look(&b, t0 + s(5)), "then no look until the deadline");
+        assert!(!sweep(&mut o, &b, t0 + s(10), 3_990_000), "the kernel's queue shrank: progress");
+        assert!(!o.is_stalled(&b, t0 + s(19)), "the deadline starts again from that look");
+        o.trim(&b);
+        assert!(!sweep(&mut o, &b, t0 + s(20), 3_980_000), "the record survives a trim");
+        assert!(sweep(&mut o, &b, t0 + s(30), 3_980_000), "the kernel's queue stood still: stalled");
+
+        // A write forgets the record: the next look only records again.
+        let mut o = Outbox::new(Policy::Conflate, t0);
+        o.offer(&tick(0, 1, true), &encode(b'T', 0, 1, 0, 0), &b, t0, |_| unreachable!());
+        assert!(!sweep(&mut o, &b, t0 + s(3), 100));
+        o.wrote(3, t0 + s(4));
+        assert!(!sweep(&mut o, &b, t0 + s(8), 50), "a first look after the write");
+        assert!(sweep(&mut o, &b, t0 + s(14), 60), "the queue grew back: no progress since the write");
+
+        // Without a look in time (a short deadline), the deadline holds as before.
+        let mut o = Outbox::new(Policy::Conflate, t0);
+        o.offer(&tick(0, 1, true), &encode(b'T', 0, 1, 0, 0), &b, t0, |_| unreachable!());
+        assert!(sweep(&mut o, &b, t0 + s(10), 10), "a first look at the deadline decides nothing");
     }
 }

@@ -293,6 +293,13 @@ fn take_resume<'a>(
                      subscribe without resume for a snapshot"
                 )));
             }
+            // An integer past u64 arrives as a float (the parser's `big-int-as-float`).
+            Some(BorrowedValue::Static(StaticNode::F64(n))) if n.is_finite() && n.fract() == 0.0 && n >= 1.0 => {
+                return Err(bad(format!(
+                    "resume seq of {shown:?} is out of range: it must be an integer between 1 and \
+                     18446744073709551615"
+                )));
+            }
             Some(_) => {
                 return Err(bad(format!(
                     "resume seq of {shown:?} must be an integer between 1 and 18446744073709551615"
@@ -422,10 +429,16 @@ mod tests {
             (r#"{"op":"subscribe","resume":[{"symbol":"AAPL","seq":1.5}]}"#, None, "must be an integer"),
             (r#"{"op":"subscribe","resume":[{"symbol":"AAPL","seq":"7"}]}"#, None, "must be an integer"),
             (r#"{"op":"subscribe","resume":[{"symbol":"AAPL","seq":1e30}]}"#, None, "must be an integer"),
+            (r#"{"op":"subscribe","resume":[{"symbol":"AAPL","seq":2.5e30}]}"#, None, "out of range"),
             (
-                r#"{"op":"subscribe","resume":[{"symbol":"AAPL","seq":99999999999999999999999}]}"#,
-                None,
-                "not valid JSON",
+                r#"{"op":"subscribe","resume":[{"symbol":"AAPL","seq":99999999999999999999999}],"id":30}"#,
+                id("30"),
+                "resume seq of \"AAPL\" is out of range",
+            ),
+            (
+                r#"{"op":"subscribe","resume":[{"symbol":"AAPL","seq":18446744073709551616}],"id":31}"#,
+                id("31"),
+                "is out of range: it must be an integer between 1 and 18446744073709551615",
             ),
             (r#"{"op":"subscribe","resume":[{"symbol":"AAPL"}]}"#, None, "has no \"seq\""),
             (r#"{"op":"subscribe","resume":[{"seq":4}]}"#, None, "must be an array of {"),

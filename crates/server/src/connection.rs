@@ -198,6 +198,14 @@ impl ConnIo {
         self.read_left == 0 || self.frames_untaken() >= READ_FRAMES_PER_TURN
     }
 
+    /// Bytes the kernel still holds for the client: not yet sent, or sent and not yet
+    /// acknowledged (`SIOCOUTQ`). One system call: only for a connection whose writes have
+    /// waited (see [`Outbox::wants_kernel_look`]), never per frame. `None` where the kernel
+    /// cannot tell.
+    pub fn kernel_queued(&self) -> Option<usize> {
+        kernel_queued(&self.sock)
+    }
+
     /// Writes the queue with as many frames per `writev` as fit (and its bandwidth cap allows);
     /// returns where it stopped and counts calls and bytes.
     pub fn write_out(&mut self, now: Instant, counts: &mut WriteCounts) -> io::Result<WriteOutcome> {
@@ -612,6 +620,25 @@ impl Connection {
             Phase::Moving => None,
         }
     }
+}
+
+/// The one `unsafe` of the server: no safe wrapper (std, socket2, rustix) asks the kernel for a
+/// socket's send queue, and `TCP_INFO` would need one as well.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn kernel_queued(sock: &TcpStream) -> Option<usize> {
+    /// `SIOCOUTQ` (the same number as `TIOCOUTQ`): a TCP socket's bytes not yet acknowledged.
+    const SIOCOUTQ: rustix::ioctl::Opcode = 0x5411;
+    // SAFETY: SIOCOUTQ on a socket writes one C int, which is what the getter hands the kernel.
+    let getter = unsafe { rustix::ioctl::Getter::<SIOCOUTQ, std::ffi::c_int>::new() };
+    // SAFETY: the opcode and its operand agree (above); the call has no other effect.
+    let queued = unsafe { rustix::ioctl::ioctl(sock, getter) }.ok()?;
+    usize::try_from(queued).ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kernel_queued(_sock: &TcpStream) -> Option<usize> {
+    None
 }
 
 #[cfg(test)]

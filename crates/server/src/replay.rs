@@ -5,9 +5,10 @@
 //! The subscription itself is *paused* in the reactor's index
 //! ([`SubscriptionIndex::pause`]): the fan-out offers it no live event, and the replay reads
 //! those from the history too (the reactor records each tick there before fanning it out). Each
-//! turn the reactor advances the cursors round robin ([`Replays::due`]), each by at most
-//! [`REPLAY_SLICE`] events and all of them by at most [`REPLAY_PER_TURN`], through the
-//! connection's outbox ([`Desk::advance_replay`]). Once a cursor reaches the newest event, the subscription is
+//! turn, after the live fan-out and its writes, the reactor advances the cursors round robin
+//! ([`Replays::due`]), each by at most [`REPLAY_SLICE`] events and all of them by at most
+//! [`REPLAY_PER_TURN`] events, [`REPLAY_BYTES_PER_TURN`] bytes and [`REPLAY_TIME_PER_TURN`],
+//! through the connection's outbox ([`Desk::advance_replay`]), then writes what they queued. Once a cursor reaches the newest event, the subscription is
 //! unpaused: the next event comes live. So the client sees one stream, replay then live, with
 //! no hole and no duplicate.
 //!
@@ -44,6 +45,13 @@ pub const REPLAY_SLICE: usize = 256;
 /// Most events all cursors of a reactor advance per turn, so a resume storm costs every turn a
 /// bounded time.
 pub const REPLAY_PER_TURN: usize = 16 * 1024;
+/// Most bytes all cursors of a reactor queue per turn: what the turn's replay write pass then
+/// hands the kernel is bounded too (checked between cursors, so one slice more at most).
+pub const REPLAY_BYTES_PER_TURN: usize = 512 * 1024;
+/// Longest a reactor spends advancing cursors per turn (checked between cursors): a resume
+/// storm delays the live fan-out, the accepts and the commands of the next turn by about this
+/// much, not by the storm's size.
+pub const REPLAY_TIME_PER_TURN: std::time::Duration = std::time::Duration::from_micros(300);
 /// Most cursors looked at per turn (those waiting for their client to read cost a look).
 pub const CURSORS_PER_TURN: usize = 1024;
 

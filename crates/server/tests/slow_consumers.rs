@@ -131,6 +131,58 @@ fn a_stalled_client_is_cut_off_and_the_healthy_ones_see_no_gap() {
     }
 }
 
+#[test]
+fn a_client_reading_slowly_but_steadily_behind_a_full_kernel_buffer_is_kept() {
+    let gateway = start_gateway(|c| {
+        c.server.reactors = 1;
+        // A kernel buffer that takes this client seconds to drain: Linux reports the socket
+        // writable again only once a third of it drained, so no write goes through for far
+        // longer than the write deadline while the client reads all along.
+        c.server.socket_send_buffer = 256 * 1024;
+        c.limits.outbound_soft_limit = 64 * 1024;
+        c.limits.outbound_hard_limit = 512 * 1024;
+        c.limits.write_deadline_ms = 1_000;
+        c.sim.symbols = 2;
+        c.sim.rate = 20_000.0;
+        c.history.max_events_per_symbol = 1 << 20;
+        c.history.max_bytes_per_symbol = 512 << 20;
+        c.history.max_events = 1 << 21;
+        c.history.max_bytes = 1 << 30;
+    });
+    let symbol = names(&gateway, 1).remove(0);
+    // A resume far back: a replay, which only the client's reading moves (no live event of the
+    // symbol is offered meanwhile, so nothing else makes the gateway try to write).
+    std::thread::sleep(Duration::from_millis(200));
+    let (_, snapshots) = TestClient::connect(gateway.local_addr()).subscribe(&[&symbol]);
+    let held = snapshots[0]["seq"].as_u64().unwrap().max(1);
+    std::thread::sleep(Duration::from_millis(1_500));
+    let mut client = TestClient::connect_with_receive_buffer(gateway.local_addr(), 4096);
+    client.send_json(json!({"op": "subscribe", "resume": [{"symbol": symbol, "seq": held}], "id": 1}));
+    // About 200 messages a second, never pausing: tens of KB/s against a buffer of 512 KiB.
+    let started = Instant::now();
+    let mut received = 0u64;
+    let mut last_seq = held;
+    while started.elapsed() < Duration::from_secs(8) {
+        let Ok(m) = client.try_recv_for(Duration::from_secs(2)) else {
+            panic!(
+                "the steady reader was cut off after {:?}, {received} messages, at seq {last_seq}; slow consumers closed: {}",
+                started.elapsed(),
+                counter(&gateway, |c| &c.slow_consumer_closes)
+            )
+        };
+        if let Some(seq) = m["seq"].as_u64().filter(|_| m["type"] == "trade" || m["type"] == "quote") {
+            last_seq = seq;
+        }
+        received += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(counter(&gateway, |c| &c.slow_consumer_closes), 0, "kept; it read {received} messages");
+    assert!(received > 500, "it read all along: {received}");
+    // Still replaying at the end: the replay was behind the full kernel buffer all along.
+    let (_, now) = TestClient::connect(gateway.local_addr()).subscribe(&[&symbol]);
+    assert!(now[0]["seq"].as_u64().unwrap() > last_seq + 5_000, "still replaying, at {last_seq}");
+}
+
 /// Reads everything a client receives for a while, slowly, then fast until it has caught up.
 fn read_slowly(client: &mut TestClient, slow_for: Duration) -> Vec<Value> {
     let mut messages = Vec::new();

@@ -10,7 +10,7 @@ use tickgate_feed::ingest::wall_clock_ns;
 
 use super::Reactor;
 use crate::connection::Phase;
-use crate::replay::{CURSORS_PER_TURN, REPLAY_PER_TURN, REPLAY_SLICE};
+use crate::replay::{CURSORS_PER_TURN, REPLAY_BYTES_PER_TURN, REPLAY_PER_TURN, REPLAY_SLICE, REPLAY_TIME_PER_TURN};
 use crate::session::{self, Desk, Moment, Outcome};
 
 impl Reactor {
@@ -155,17 +155,20 @@ impl Reactor {
     }
 
     /// Advances the resumes being replayed (see [`crate::replay`]): round robin, each cursor by
-    /// at most [`REPLAY_SLICE`] events, all by at most [`REPLAY_PER_TURN`].
+    /// at most [`REPLAY_SLICE`] events, all by at most [`REPLAY_PER_TURN`] events,
+    /// [`REPLAY_BYTES_PER_TURN`] bytes and [`REPLAY_TIME_PER_TURN`]. Runs after the turn's live
+    /// fan-out and writes; the caller writes what it queued.
     pub(super) fn advance_replays(&mut self) {
         self.replay_moved = false;
         if self.replays.is_empty() {
             return;
         }
+        let started = Instant::now();
         let mut due = std::mem::take(&mut self.replay_due);
         self.replays.due(CURSORS_PER_TURN, &mut due);
-        let mut left = REPLAY_PER_TURN;
+        let (mut left, mut bytes_left) = (REPLAY_PER_TURN, REPLAY_BYTES_PER_TURN);
         for &(key, symbol) in &due {
-            if left == 0 {
+            if left == 0 || bytes_left == 0 || started.elapsed() >= REPLAY_TIME_PER_TURN {
                 break;
             }
             let Some(conn) = self.conns.get_mut(key as usize) else { continue };
@@ -175,6 +178,7 @@ impl Reactor {
             let before = (out.queue.len(), out.queue.queued_bytes());
             let (outcome, walked) = desk.advance_replay(out, &mut self.index, key, symbol, REPLAY_SLICE.min(left));
             let queued = before != (out.queue.len(), out.queue.queued_bytes());
+            bytes_left = bytes_left.saturating_sub(out.queue.queued_bytes().saturating_sub(before.1));
             left -= walked;
             self.replays.stopped_at(key, symbol);
             if outcome == Outcome::SlowConsumer {

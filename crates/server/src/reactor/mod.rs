@@ -434,12 +434,18 @@ impl Reactor {
                 self.fanout_left = (MAX_FANOUT_PER_TURN, MAX_OFFERS_PER_TURN);
                 self.fan_out();
                 self.release_throttled();
-                self.advance_replays();
                 let written = self.flush_dirty(true);
                 self.time_deliveries(fanout_started);
                 self.turn.turns += 1;
                 if let Some(pass_started) = pass_started {
                     self.hold_after(pass_started.elapsed(), written);
+                }
+                // Replays come after the live events are written, in a bounded slice of the
+                // turn, and what they queued is written at once (see crate::replay).
+                let replaying = !self.replays.is_empty();
+                self.advance_replays();
+                if replaying && !self.dirty.is_empty() {
+                    self.flush_dirty(false);
                 }
             }
             if self.now.duration_since(last_housekeeping) >= IDLE_POLL / 2 || self.draining_until.is_some() {

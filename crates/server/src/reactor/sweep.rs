@@ -148,6 +148,11 @@ impl Reactor {
             if closing {
                 continue;
             }
+            if io.out.wants_kernel_look(&budget, now)
+                && let Some(kernel_queued) = io.kernel_queued()
+            {
+                io.out.kernel_queue_seen(kernel_queued, now);
+            }
             let over = io.out.is_over(&budget);
             if io.out.is_stalled(&budget, now) || over {
                 actions.push((key, Sweep::SlowConsumer));
