@@ -68,7 +68,11 @@ fn snapshot_then_contiguous_stream_of_only_subscribed_symbols() {
         let msg = client.recv();
         match msg["type"].as_str().unwrap() {
             "subscriptions" => {
-                assert_eq!(msg, json!({"type":"subscriptions","id":9,"symbols":[wanted[0]]}));
+                assert_eq!(
+                    msg,
+                    json!({"type":"subscriptions","id":9,"symbols":[wanted[0]],"policy":"conflate",
+                        "subscriptions":[{"symbol":wanted[0],"channels":["trades","quotes"]}]})
+                );
                 listed = true;
             }
             _ => assert_eq!(msg["symbol"], wanted[0], "no events of unsubscribed symbols: {msg}"),
