@@ -9,25 +9,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# promtool (Debian's prometheus package) checks a live /metrics in the tests; the test fails
-# without it rather than skipping.
-if ! command -v promtool >/dev/null; then
-  sudo=
-  if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
-  echo "test.sh: installing promtool (apt-get install prometheus)"
-  $sudo apt-get install -y --no-install-recommends prometheus >/dev/null \
-    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends prometheus >/dev/null; }
-fi
-if ! command -v nats-server >/dev/null; then
-  sudo=
+# Debian packages the tests run for real, installed where missing: promtool (the prometheus
+# package) checks a live /metrics, nats-server carries the cluster's tests, openssl makes the
+# test certificates (TLS, wss:// conformance, TLS to NATS). A test fails without them rather than
+# skipping.
+install_if_missing() {
+  local command="$1" package="$2" sudo=
+  command -v "$command" >/dev/null && return 0
   if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || { echo "test: not root and no sudo: cannot install nats-server" >&2; exit 1; }
+    command -v sudo >/dev/null || { echo "test.sh: not root and no sudo: cannot install $package" >&2; exit 1; }
     sudo=sudo
   fi
-  echo "test: installing nats-server (apt-get)"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nats-server >/dev/null
-fi
+  echo "test.sh: installing $command (apt-get install $package)"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$package" >/dev/null \
+    || { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$package" >/dev/null; }
+}
+install_if_missing promtool prometheus
+install_if_missing nats-server nats-server
+install_if_missing openssl openssl
 
 cargo test --workspace --locked
 cargo test --manifest-path fuzz/Cargo.toml --locked
