@@ -126,6 +126,12 @@ enum Offer {
 /// Splits a header value at the commas outside quoted strings (an unterminated quote runs to
 /// the end, and that element is malformed).
 fn split_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    split_outside_quotes(value, b',')
+}
+
+/// Splits `value` at each `separator` outside quoted strings (a backslash inside quotes escapes
+/// the next byte).
+fn split_outside_quotes(value: &[u8], separator: u8) -> impl Iterator<Item = &[u8]> {
     let mut rest = Some(value);
     std::iter::from_fn(move || {
         let v = rest?;
@@ -135,7 +141,7 @@ fn split_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
                 _ if escaped => escaped = false,
                 b'\\' if quoted => escaped = true,
                 b'"' => quoted = !quoted,
-                b',' if !quoted => {
+                _ if b == separator && !quoted => {
                     rest = Some(&v[i + 1..]);
                     return Some(&v[..i]);
                 }
@@ -252,25 +258,7 @@ fn parse_offer(element: &[u8]) -> Offer {
 
 /// Splits an element at the semicolons outside quoted strings.
 fn split_params(element: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = Some(element);
-    std::iter::from_fn(move || {
-        let v = rest?;
-        let (mut quoted, mut escaped) = (false, false);
-        for (i, &b) in v.iter().enumerate() {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' if quoted => escaped = true,
-                b'"' => quoted = !quoted,
-                b';' if !quoted => {
-                    rest = Some(&v[i + 1..]);
-                    return Some(&v[..i]);
-                }
-                _ => {}
-            }
-        }
-        rest = None;
-        Some(v)
-    })
+    split_outside_quotes(element, b';')
 }
 
 /// The parameters of one permessage-deflate offer. Every problem is reported; the first one
