@@ -27,7 +27,11 @@
 #   EDGES=6             edge processes
 #   PER_PROCESS=17000   clients per loadtest process (at most ~19,000: one process's sockets)
 #   K=2 S=100           symbols per client, universe size
-#   RATE=100            ticks/s the publisher generates, over all S symbols
+#   RATE=25             ticks/s the publisher generates, over all S symbols (51,000 deliveries/s
+#                       at the defaults: what 13 processes on 2 cores carry without falling behind)
+#   P99_BOUND_MS=250    the verdict's p99 bound: the run is about connections and loss; with six
+#                       edges and six load generators on two cores, a tick waits for a core in
+#                       each (docs/BENCHMARKS.md, "Cluster at scale")
 #   WARMUP=30 DURATION=30
 #   CONNECT_RATE=2000   new connections per second per loadtest process (0: as fast as accepted)
 #   OUT=loadtest/results/<date>-cluster-scale   BUILD=1
@@ -47,14 +51,15 @@ EDGES="${EDGES:-6}"
 PER_PROCESS="${PER_PROCESS:-17000}"
 K="${K:-2}"
 S="${S:-100}"
-RATE="${RATE:-100}"
+RATE="${RATE:-25}"
+P99_BOUND_MS="${P99_BOUND_MS:-250}"
 WARMUP="${WARMUP:-30}"
 DURATION="${DURATION:-30}"
 CONNECT_RATE="${CONNECT_RATE:-2000}"
 BUILD="${BUILD:-1}"
 OUT="${OUT:-loadtest/results/$(date +%Y%m%d-%H%M%S)-cluster-scale}"
 
-for v in CONNECTIONS EDGES PER_PROCESS K S WARMUP DURATION CONNECT_RATE; do
+for v in CONNECTIONS EDGES PER_PROCESS K S WARMUP DURATION CONNECT_RATE P99_BOUND_MS; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
 [[ "$RATE" =~ ^[0-9]+([.][0-9]+)?$ ]] || die "RATE must be a number, got '$RATE'"
@@ -118,6 +123,8 @@ done
 say "nats-server on $nats_port, publisher on $publisher_port at $RATE ticks/s, edges ${edges[*]}"
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+tcp_mem_bytes() { awk '/^TCP:/ { for (i = 1; i <= NF; i++) if ($i == "mem") print $(i + 1) * 4096 }' /proc/net/sockstat; }
+tcp_before="$(tcp_mem_bytes)"
 rss_before=()
 for pid in "${edge_pids[@]}"; do rss_before+=("$(rss_kib "$pid")"); done
 
@@ -129,7 +136,7 @@ for p in $(seq "$processes"); do
   n=$((left < PER_PROCESS ? left : PER_PROCESS))
   left=$((left - n))
   "$LOADTEST" run "${addr_args[@]}" --source-addrs "127.0.0.$((p + 1))" -n "$n" -k "$K" -s "$S" --rate "$RATE" \
-    --warmup "$WARMUP" --duration "$DURATION" --connect-rate "$CONNECT_RATE" --quiet --name "lt-$p" --out "$OUT" \
+    --warmup "$WARMUP" --duration "$DURATION" --connect-rate "$CONNECT_RATE" --p99-bound-ms "$P99_BOUND_MS" --quiet --name "lt-$p" --out "$OUT" \
     >"$OUT/lt-$p.log" 2>&1 &
   runs+=($!)
   pids+=($!)
@@ -158,6 +165,9 @@ done
     awk -v e="$e" -v n="$n" -v b="${rss_before[$i]}" -v a="$now" \
       'BEGIN { printf "| %s | %d | %d | %d | %.0f |\n", e, n, b, a, (n > 0 ? (a - b) * 1024 / n : 0) }'
   done
+  # Both ends of every connection are on this box: the kernel's TCP memory is theirs together.
+  awk -v n="$CONNECTIONS" -v b="$tcp_before" -v a="$(tcp_mem_bytes)" \
+    'BEGIN { printf "\nKernel TCP memory, both ends of %d connections: %.0f MiB more than before them (%.0f bytes a connection)\n", n, (a - b) / 1048576, (a - b) / n }'
 } | tee "$OUT/edges.md"
 
 failed=0
