@@ -165,9 +165,10 @@ done
     awk -v e="$e" -v n="$n" -v b="${rss_before[$i]}" -v a="$now" \
       'BEGIN { printf "| %s | %d | %d | %d | %.0f |\n", e, n, b, a, (n > 0 ? (a - b) * 1024 / n : 0) }'
   done
-  # Both ends of every connection are on this box: the kernel's TCP memory is theirs together.
-  awk -v n="$CONNECTIONS" -v b="$tcp_before" -v a="$(tcp_mem_bytes)" \
-    'BEGIN { printf "\nKernel TCP memory, both ends of %d connections: %.0f MiB more than before them (%.0f bytes a connection)\n", n, (a - b) / 1048576, (a - b) / n }'
+  # The kernel's TCP buffer memory, the whole box's: both ends of every connection are here. A
+  # socket holds buffer pages only while data waits in it, so idle clients add next to nothing.
+  awk -v b="$tcp_before" -v a="$(tcp_mem_bytes)" \
+    'BEGIN { printf "\nKernel TCP buffer memory (/proc/net/sockstat): %.1f MiB before the clients, %.1f MiB with them\n", b / 1048576, a / 1048576 }'
 } | tee "$OUT/edges.md"
 
 failed=0
