@@ -5,21 +5,19 @@
 //! The fake keeps every event, so it can always replay; it answers each resume 30 ms late, so
 //! that events were missed and a replay has something in it.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod fakes;
+
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use fakes::{accept_client, one_at_a_time, text_frame, wall_ns};
 
 use tickgate_loadtest::resume::ResumeCounts;
 use tickgate_loadtest::run::{Pick, RunParams, RunResult, run};
 use tickgate_loadtest::verdict::{Criteria, Status, Verdict, judge};
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const SYMBOLS: [&str; 2] = ["AAA", "BBB"];
 const CLIENTS: usize = 4;
@@ -41,68 +39,11 @@ enum Answer {
     Ignores,
 }
 
-fn wall_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
-}
-
-fn text_frame(out: &mut Vec<u8>, text: &str) {
-    out.push(0x81);
-    match text.len() {
-        n if n < 126 => out.push(n as u8),
-        n => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(text.as_bytes());
-}
-
 fn event(out: &mut Vec<u8>, symbol: usize, seq: u64) {
     let (name, gw) = (SYMBOLS[symbol], wall_ns());
-    text_frame(
-        out,
-        &format!(
-            r#"{{"type":"trade","symbol":"{name}","seq":{seq},"price":"1.00","size":"1","ts":{gw},"gw_ts":{gw}}}"#
-        ),
-    );
-}
-
-/// Reads the upgrade request and the first (masked) text frame: the subscribe.
-fn accept_client(stream: &mut TcpStream) -> serde_json::Value {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut line = String::new();
-    let mut key = String::new();
-    while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
-        if let Some(value) = line.strip_prefix("Sec-WebSocket-Key:") {
-            key = value.trim().to_string();
-        }
-        line.clear();
-    }
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    stream
-        .write_all(
-            format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")
-                .as_bytes(),
-        )
-        .unwrap();
-    let mut head = [0u8; 2];
-    reader.read_exact(&mut head).unwrap();
-    let len = match head[1] & 0x7f {
-        126 => {
-            let mut l = [0u8; 2];
-            reader.read_exact(&mut l).unwrap();
-            usize::from(u16::from_be_bytes(l))
-        }
-        n => usize::from(n),
-    };
-    let mut mask = [0u8; 4];
-    reader.read_exact(&mut mask).unwrap();
-    let mut payload = vec![0u8; len];
-    reader.read_exact(&mut payload).unwrap();
-    for (i, b) in payload.iter_mut().enumerate() {
-        *b ^= mask[i % 4];
-    }
-    serde_json::from_slice(&payload).unwrap()
+    out.extend(text_frame(&format!(
+        r#"{{"type":"trade","symbol":"{name}","seq":{seq},"price":"1.00","size":"1","ts":{gw},"gw_ts":{gw}}}"#
+    )));
 }
 
 #[derive(Debug, Default)]
@@ -118,7 +59,9 @@ struct Fake {
 fn answer(out: &mut Vec<u8>, fake: &mut Fake, symbol: usize, held: Option<u64>, fault: Answer) {
     let (name, head) = (SYMBOLS[symbol], fake.published[symbol]);
     let Some(held) = held else {
-        text_frame(out, &format!(r#"{{"type":"snapshot","symbol":"{name}","seq":{head},"trade":null,"quote":null}}"#));
+        out.extend(text_frame(&format!(
+            r#"{{"type":"snapshot","symbol":"{name}","seq":{head},"trade":null,"quote":null}}"#
+        )));
         return;
     };
     let how = if symbol == 0 && !fake.struck {
@@ -130,23 +73,22 @@ fn answer(out: &mut Vec<u8>, fake: &mut Fake, symbol: usize, held: Option<u64>, 
     match how {
         Answer::HistoryGap if head > held => {
             let from = held + 1;
-            text_frame(
-                out,
-                &format!(r#"{{"type":"gap","symbol":"{name}","from_seq":{from},"to_seq":{head},"reason":"history"}}"#),
-            );
-            text_frame(
-                out,
-                &format!(r#"{{"type":"snapshot","symbol":"{name}","seq":{head},"trade":null,"quote":null}}"#),
-            );
+            out.extend(text_frame(&format!(
+                r#"{{"type":"gap","symbol":"{name}","from_seq":{from},"to_seq":{head},"reason":"history"}}"#
+            )));
+            out.extend(text_frame(&format!(
+                r#"{{"type":"snapshot","symbol":"{name}","seq":{head},"trade":null,"quote":null}}"#
+            )));
         }
         Answer::Ignores => {
-            text_frame(
-                out,
-                &format!(r#"{{"type":"snapshot","symbol":"{name}","seq":{head},"trade":null,"quote":null}}"#),
-            );
+            out.extend(text_frame(&format!(
+                r#"{{"type":"snapshot","symbol":"{name}","seq":{head},"trade":null,"quote":null}}"#
+            )));
         }
         _ => {
-            text_frame(out, &format!(r#"{{"type":"resumed","symbol":"{name}","after_seq":{held},"to_seq":{head}}}"#));
+            out.extend(text_frame(&format!(
+                r#"{{"type":"resumed","symbol":"{name}","after_seq":{held},"to_seq":{head}}}"#
+            )));
             for seq in held + 1..=head {
                 match how {
                     Answer::SkipsOne if seq == held + 1 => {}
@@ -185,7 +127,7 @@ fn fake_server(fault: Answer, lifetime: Duration) -> SocketAddr {
             }
             let mut fake = accepting.lock().unwrap();
             let mut hello = Vec::new();
-            text_frame(&mut hello, r#"{"type":"subscribed","symbols":["AAA","BBB"],"policy":"conflate"}"#);
+            hello.extend(text_frame(r#"{"type":"subscribed","symbols":["AAA","BBB"],"policy":"conflate"}"#));
             for (s, name) in SYMBOLS.iter().enumerate() {
                 answer(&mut hello, &mut fake, s, held(name), fault);
             }

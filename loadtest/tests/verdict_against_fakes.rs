@@ -5,23 +5,21 @@
 //! paced by the clock so that its rate holds on a loaded machine. Tests run one at a time: the
 //! load generator's CPU share is measured over this whole process.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod fakes;
+
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use fakes::{accept_client, one_at_a_time, text_frame, wall_ns};
 
 use tickgate_feed::sim::{SimConfig, universe};
 use tickgate_loadtest::run::{Pick, RunParams, RunResult, SlowFates, run};
 use tickgate_loadtest::tracker::SeqCounts;
 use tickgate_loadtest::verdict::{Criteria, Status, Verdict, judge};
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const SYMBOLS: [&str; 2] = ["AAA", "BBB"];
 const CLIENTS: usize = 4;
@@ -82,59 +80,9 @@ enum Fault {
 /// started, 1.5 s or more before the window ends.
 const STOP_ALL_SEQ: u64 = 200;
 
-fn wall_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
-}
-
-fn text_frame(text: &str) -> Vec<u8> {
-    let mut f = vec![0x81];
-    match text.len() {
-        n if n < 126 => f.push(n as u8),
-        n => {
-            f.push(126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(text.as_bytes());
-    f
-}
-
-/// Reads the upgrade request and the first (masked) text frame: the subscribe.
-fn accept_client(stream: &mut TcpStream) -> Vec<String> {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut line = String::new();
-    let mut key = String::new();
-    while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
-        if let Some(value) = line.strip_prefix("Sec-WebSocket-Key:") {
-            key = value.trim().to_string();
-        }
-        line.clear();
-    }
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    stream
-        .write_all(
-            format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")
-                .as_bytes(),
-        )
-        .unwrap();
-    let mut head = [0u8; 2];
-    reader.read_exact(&mut head).unwrap();
-    let len = match head[1] & 0x7f {
-        126 => {
-            let mut l = [0u8; 2];
-            reader.read_exact(&mut l).unwrap();
-            usize::from(u16::from_be_bytes(l))
-        }
-        n => usize::from(n),
-    };
-    let mut mask = [0u8; 4];
-    reader.read_exact(&mut mask).unwrap();
-    let mut payload = vec![0u8; len];
-    reader.read_exact(&mut payload).unwrap();
-    for (i, b) in payload.iter_mut().enumerate() {
-        *b ^= mask[i % 4];
-    }
-    let command: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+/// The symbols a client's subscribe names.
+fn subscribed_symbols(stream: &mut TcpStream) -> Vec<String> {
+    let command = accept_client(stream);
     command["symbols"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
 }
 
@@ -233,7 +181,7 @@ fn fake_server(fault: Fault, lifetime: Duration) -> SocketAddr {
                 let _ = stream.write_all(b"HTTP/1.1 101 whatever\r\nX: y\r\n\r\n");
                 continue;
             }
-            let symbols = accept_client(&mut stream);
+            let symbols = subscribed_symbols(&mut stream);
             assert_eq!(symbols.len(), SYMBOLS.len(), "every client holds every symbol");
             let first = i == 0;
             let mut hello = Vec::new();
