@@ -94,7 +94,9 @@ for v in HOLD P99_MS; do
 done
 [[ "$STOP_ON_FAIL" =~ ^[01]$ ]] || die "STOP_ON_FAIL must be 0 or 1, got '$STOP_ON_FAIL'"
 [[ "$BUILD" =~ ^[01]$ ]] || die "BUILD must be 0 or 1, got '$BUILD'"
-[ "$RATE" -ge 1 ] && [ "$N" -ge 1 ] && [ "$K" -ge 1 ] && [ "$S" -ge 1 ] || die "RATE, N, K and S must be at least 1"
+for v in RATE N K S; do
+  [ "${!v}" -ge 1 ] || die "$v must be at least 1"
+done
 [ "$K" -le "$S" ] || die "K=$K symbols per client out of a universe of S=$S"
 [ "$N" -le 19000 ] || die "N=$N: one process holds at most ~19,900 sockets (open files 20,000); use N <= 19000"
 [ "$DURATION" -ge 1 ] || die "DURATION must be at least 1"
@@ -102,7 +104,7 @@ awk -v h="$HOLD" 'BEGIN { exit !(h > 0 && h <= 1) }' || die "HOLD must be over 0
 IFS=', ' read -r -a rate_list <<<"$RATES"
 [ "${#rate_list[@]}" -ge 1 ] || die "RATES is empty"
 for r in "${rate_list[@]}"; do
-  is_uint "$r" && [ "$r" -ge 1 ] || die "RATES must be whole numbers of ticks/s, at least 1, got '$r'"
+  if ! is_uint "$r" || [ "$r" -lt 1 ]; then die "RATES must be whole numbers of ticks/s, at least 1, got '$r'"; fi
 done
 IFS=', ' read -r -a part_list <<<"$PARTS"
 do_latency=0
@@ -132,7 +134,9 @@ if [ "$BUILD" = 1 ]; then
 fi
 TICKGATE="${TICKGATE:-$TARGET/release/tickgate}"
 LOADTEST="${LOADTEST:-$TARGET/release/tickgate-loadtest}"
-[ -x "$TICKGATE" ] && [ -x "$LOADTEST" ] || die "release binaries missing: $TICKGATE, $LOADTEST (BUILD=0?)"
+for exe in "$TICKGATE" "$LOADTEST"; do
+  [ -x "$exe" ] || die "$exe is missing (BUILD=0? TICKGATE, LOADTEST or CARGO_TARGET_DIR)"
+done
 
 mkdir -p "$OUT"
 # This script's own polling (curl, awk, jq) runs on the load generator's core, off the servers'.
@@ -141,9 +145,10 @@ CLK_TCK="$(getconf CLK_TCK)"
 work="$(mktemp -d)"
 pids=()
 cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  # Last started first: the edge and the publisher before nats-server.
+  local i rev=()
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do rev+=("${pids[$i]}"); done
+  [ "${#rev[@]}" -eq 0 ] || stop "${rev[@]}"
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -175,11 +180,27 @@ wait_ready() { # addr what seconds
     sleep 0.2
   done
 }
-# Stops the processes given (children of this script) and forgets them.
+# Whether a child process still runs (not exited, not a zombie).
+running() {
+  local state
+  state="$(sed 's/^.*[)] //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)"
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+# Stops the processes given (children of this script), one after the other in that order, and
+# forgets them: SIGTERM, then SIGKILL after 10 s (said, as a process that ignores SIGTERM is a
+# finding of its own).
 stop() {
-  local pid keep=() p
-  for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+  local pid keep=() p deadline
+  for pid in "$@"; do
+    kill "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + 10))
+    while running "$pid" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+    if running "$pid"; then
+      say "warning: $(tr '\0' ' ' <"/proc/$pid/cmdline" | cut -c1-80) (pid $pid) still ran 10 s after SIGTERM: killed"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+  done
   for p in "${pids[@]}"; do
     [[ " $* " == *" $p "* ]] || keep+=("$p")
   done
@@ -352,12 +373,12 @@ if [ "$do_ramp" = 1 ]; then
           (if .generated_per_s < $hold * $rate then "generated \(.generated_per_s | round)/s" else empty end),
           (if .published_per_s < $hold * $rate then "published \(.published_per_s | round)/s" else empty end),
           (if .received_per_s < $hold * .published_per_s then "the edge read \(.received_per_s | round)/s" else empty end),
-          (if .lag_ms_max >= $lag_max_ms then "the edge lagged \(.lag_ms_max | round) ms" else empty end),
+          (if .lag_ms_max >= $lag_max_ms then "the edge lagged \((.lag_ms_max * 10 | round) / 10) ms" else empty end),
           (if .rejected > 0 or .bus_gaps > 0 then "the edge rejected \(.rejected) and announced \(.bus_gaps) gaps" else empty end)
         ])
       | .held = (.why | length == 0)')"
     echo "$step" >>"$ramp_file"
-    jq -r '"[cluster-bus]   published \(.published_per_s | round)/s, edge read \(.received_per_s | round)/s, lag max \(.lag_messages_max) messages / \(.lag_ms_max | round) ms: \(if .held then "held" else "not held (\(.why | join("; ")))" end)"' <<<"$step"
+    jq -r '"[cluster-bus]   published \(.published_per_s | round)/s, edge read \(.received_per_s | round)/s, lag max \(.lag_messages_max) messages / \((.lag_ms_max * 10 | round) / 10) ms: \(if .held then "held" else "not held (\(.why | join("; ")))" end)"' <<<"$step"
     if [ "$STOP_ON_FAIL" = 1 ] && [ "$(jq -r .held <<<"$step")" = false ]; then
       say "ramp: stopping at the first rate that did not hold"
       break
@@ -370,9 +391,9 @@ if [ "$do_ramp" = 1 ]; then
     "",
     "| rate/s | generated/s | published/s | stream msgs/s | edge read/s | not published | edge lag max (msgs / ms) | publisher µs CPU/tick | nats-server µs/tick | edge µs/tick | held? |",
     "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    (.[] | "| \(.rate) | \(.generated_per_s | f0) | \(.published_per_s | f0) | \(.stream_per_s | f0) | \(.received_per_s | f0) | \(.not_published | f0) | \(.lag_messages_max | f0) / \(.lag_ms_max | f0) | \(.publisher_us_per_tick | f1) | \(.nats_us_per_tick | f1) | \(.edge_us_per_tick | f1) | \(if .held then "yes" else "no: \(.why | join("; "))" end) |"),
+    (.[] | "| \(.rate) | \(.generated_per_s | f0) | \(.published_per_s | f0) | \(.stream_per_s | f0) | \(.received_per_s | f0) | \(.not_published | f0) | \(.lag_messages_max | f0) / \(.lag_ms_max | f1) | \(.publisher_us_per_tick | f1) | \(.nats_us_per_tick | f1) | \(.edge_us_per_tick | f1) | \(if .held then "yes" else "no: \(.why | join("; "))" end) |"),
     "",
-    "Highest rate held: \([.[] | select(.held) | .rate] | max // "none") ticks/s (held: nothing unpublished, generated and published >= \($hold) x the rate, the edge read >= \($hold) x published, its lag under \($lag) ms)."
+    "Highest rate held: \([.[] | select(.held) | .rate] | max | if . == null then "none" else "\(.) ticks/s" end) (held: nothing unpublished, generated and published >= \($hold) x the rate, the edge read >= \($hold) x published, its lag under \($lag) ms)."
   ' "$ramp_file" | tee "$OUT/ramp.md"
 fi
 
