@@ -19,7 +19,8 @@
 #      the loadtest's run, times the window: they do the same work whoever is subscribed).
 #      $OUT/latency.md: both rows and the ratio edge / standalone.
 #   3. The rate the bus sustains and its CPU per tick: for each rate of RATES in turn, a fresh
-#      nats-server, a publisher at that rate and an edge, no clients. After WARMUP s, over
+#      nats-server (its store in a new folder under $TMPDIR, removed after the step), a
+#      publisher at that rate and an edge, no clients. After WARMUP s, over
 #      DURATION s: ticks the publisher's market generated, ticks the stream acknowledged
 #      (tickgate_bus_published_total), ticks not published (queue full or refused), messages the
 #      stream gained (nats-server's /jsz), ticks the edge read (tickgate_bus_received_total), the
@@ -209,13 +210,14 @@ stop() {
 
 # A cluster of its own: nats-server -js (store in a fresh folder), a publisher at $1 ticks/s and
 # one edge, logs named after $2. Sets nats_pid pub_pid edge_pid, nats_mon (monitoring address),
-# pub_addr and edge_addr; returns once the edge is ready (it has read the stream's past).
+# pub_addr, edge_addr and nats_store; returns once the edge is ready (it has read the stream's
+# past). cluster_down stops them and removes the store.
 cluster_up() {
-  local rate="$1" name="$2" nats_port store
-  store="$(mktemp -d -p "$work")"
+  local rate="$1" name="$2" nats_port
+  nats_store="$(mktemp -d -p "$work")"
   nats_port="$(free_port)"
   nats_mon="127.0.0.1:$(free_port)"
-  taskset -c "$BUS_CORE" nats-server -js -a 127.0.0.1 -p "$nats_port" -m "${nats_mon##*:}" -sd "$store" \
+  taskset -c "$BUS_CORE" nats-server -js -a 127.0.0.1 -p "$nats_port" -m "${nats_mon##*:}" -sd "$nats_store" \
     >"$OUT/$name-nats.log" 2>&1 &
   nats_pid=$!
   pids+=("$nats_pid")
@@ -236,6 +238,10 @@ cluster_up() {
   edge_pid=$!
   pids+=("$edge_pid")
   wait_ready "$edge_addr" edge 60
+}
+cluster_down() {
+  stop "$edge_pid" "$pub_pid" "$nats_pid"
+  rm -rf "$nats_store"
 }
 stream_messages() {
   curl -sf --max-time 2 "http://$nats_mon/jsz?streams=true" |
@@ -277,7 +283,7 @@ if [ "$do_latency" = 1 ]; then
   bus_cpu1="$(awk -v a="$(cpu_s "$pub_pid")" -v b="$(cpu_s "$nats_pid")" 'BEGIN { print a + b }')"
   edge_metrics="$(scrape "$edge_addr")"
   pub_metrics="$(scrape "$pub_addr")"
-  stop "$edge_pid" "$pub_pid" "$nats_pid"
+  cluster_down
 
   # The publisher's and nats-server's share of a core over the loadtest's run.
   bus_share="$(awk -v c0="$bus_cpu0" -v c1="$bus_cpu1" -v t0="$t0" -v t1="$t1" 'BEGIN { print (c1 - c0) / (t1 - t0) }')"
@@ -342,7 +348,7 @@ if [ "$do_ramp" = 1 ]; then
     m1="$(stream_messages)"
     c1=("$(cpu_s "$pub_pid")" "$(cpu_s "$nats_pid")" "$(cpu_s "$edge_pid")")
     t1="$(now)"
-    stop "$edge_pid" "$pub_pid" "$nats_pid"
+    cluster_down
     step="$(jq -n \
       --argjson rate "$rate" --argjson seconds "$(d "$t0" "$t1")" \
       --argjson generated "$(d "$(metric tickgate_ticks_ingested_total <<<"$p0")" "$(metric tickgate_ticks_ingested_total <<<"$p1")")" \
