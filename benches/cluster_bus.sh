@@ -27,8 +27,8 @@
 #      edge's lag (tickgate_bus_lag_messages and tickgate_bus_lag_seconds polled every 0.2 s: the
 #      highest), and the CPU time of each process (/proc/PID/stat utime+stime) per tick
 #      published. A rate holds when nothing went unpublished, generated and published are each at
-#      least HOLD x the rate, the edge read at least HOLD x what was published, and the edge's
-#      lag stayed under LAG_MAX_MS. The ramp stops after the first rate that does not hold
+#      least HOLD x the rate, the edge read at least HOLD x what was published, rejected nothing
+#      and announced no `bus` gap, and its lag stayed under LAG_MAX_MS. The ramp stops after the first rate that does not hold
 #      (STOP_ON_FAIL=0 runs every rate). $OUT/ramp.md.
 #   $OUT also gets bus.json (every figure of both parts), params.txt, the loadtest's JSON files
 #   and every process's log.
@@ -36,8 +36,9 @@
 # Placement (shared/MACHINE.md, "How to measure"): the standalone tickgate and the edge on
 # SERVER_CORE, the publisher and nats-server on BUS_CORE (by default the same core: the cluster
 # gets the one core the standalone gets), the load generator on LOADGEN_CORE. Every process on
-# 127.0.0.1, on free ports; every run bounded in time; everything it started is stopped on exit.
-# The script's own polling runs on LOADGEN_CORE.
+# 127.0.0.1, on free ports; every run bounded in time; everything it started is stopped
+# (SIGTERM, the edge first and nats-server last; SIGKILL, with a warning, after 10 s). The
+# script's own polling runs on LOADGEN_CORE.
 #
 # Settings (environment variables):
 #   RATE=2000          ticks/s (over all S symbols) of the latency comparison
