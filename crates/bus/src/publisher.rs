@@ -32,6 +32,9 @@ use crate::{BusConfig, BusError, BusStats, connect};
 /// How often a publisher that lost NATS asks the stream again.
 const RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// How often a publisher waiting for NATS looks whether the gateway is stopping.
+const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Most ticks published before their acknowledgements are awaited.
 const MAX_IN_FLIGHT: usize = 1024;
 
@@ -166,6 +169,14 @@ struct Run {
     stats: Arc<BusStats>,
 }
 
+/// Resolves once the ingest thread's side is gone (the gateway stops), checked every
+/// [`STOP_POLL`]: a receiver cannot wait for its senders otherwise.
+async fn senders_gone<T>(rx: &mpsc::Receiver<T>) {
+    while !rx.is_closed() {
+        tokio::time::sleep(STOP_POLL).await;
+    }
+}
+
 impl Run {
     fn set_subject_last(&mut self, last: &[LastOnSubject]) {
         self.subject_last.fill(0);
@@ -230,7 +241,21 @@ impl Run {
                 }
             }
             if broken {
-                self.resync(verified, symbols).await?;
+                // The gateway may be stopping meanwhile (its sink dropped): then the ticks still
+                // queued are not published, and say so, rather than wait for NATS forever.
+                let stopped = tokio::select! {
+                    resynced = self.resync(verified, symbols) => { resynced?; false }
+                    () = senders_gone(&rx) => true,
+                };
+                if stopped {
+                    let unpublished = rx.len() as u64;
+                    self.stats.publish_dropped.fetch_add(unpublished, Ordering::Relaxed);
+                    tracing::warn!(
+                        unpublished,
+                        "stopping while NATS does not answer: the ticks still queued are not published"
+                    );
+                    return Ok(());
+                }
             }
         }
         Ok(())

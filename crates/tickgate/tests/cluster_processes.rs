@@ -1,7 +1,8 @@
 //! A cluster of tickgate processes on a real NATS JetStream: a publisher killed with SIGKILL
 //! and started again never reuses or lowers a seq, and its edges' clients are told; an edge
 //! stopped with SIGTERM hands its clients to another on the same port with nothing missed; NATS
-//! that cannot be reached or refuses the credentials is one clear line and a non-zero exit.
+//! that cannot be reached or refuses the credentials is one clear line and a non-zero exit; a
+//! publisher stopped while NATS is gone exits at once.
 
 mod support;
 
@@ -214,4 +215,18 @@ fn a_flood_of_bad_bus_messages_is_counted_every_one_and_logged_once_a_second() {
     let lines = edge.stdout().lines().filter(|l| l.contains("bus message rejected")).count();
     let seconds = started.elapsed().as_secs() as usize;
     assert!(lines >= 1 && lines <= seconds + 1, "{lines} lines in {seconds} s:\n{}", edge.stdout());
+}
+
+#[test]
+fn a_publisher_stopped_while_nats_is_gone_exits_at_once_and_says_what_it_did_not_publish() {
+    let mut nats = NatsServer::start();
+    let (mut publisher, _) = cluster_process("publisher", &nats.url());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    nats.kill();
+    // Its publishes time out; it then waits for NATS, asking the stream again and again.
+    publisher.wait_for_line("cannot read the stream; retrying");
+    publisher.signal("TERM");
+    let status = publisher.exit_status(std::time::Duration::from_secs(10));
+    assert!(status.success(), "{status:?}; output:\n{}", publisher.stdout());
+    assert!(publisher.stdout().contains("the ticks still queued are not published"), "{}", publisher.stdout());
 }
