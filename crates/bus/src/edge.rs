@@ -14,15 +14,15 @@
 //! tick of a new publisher epoch (the publisher restarted) is announced as an `upstream_reset`
 //! with reason `publisher_restart`.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use tickgate_core::SymbolTable;
 use tickgate_feed::ingest::wall_clock_ns;
-use tickgate_feed::source::{Batch, Discontinuity, Source, UpstreamGap};
+use tickgate_feed::source::{Batch, Discontinuity, IngestWaker, Source, UpstreamGap};
 use tickgate_feed::upstream_seq::ResetReason;
 use tokio::sync::mpsc;
 
@@ -39,6 +39,8 @@ pub const GAP_REASON: &str = "bus";
 #[derive(Debug)]
 pub struct BusSource {
     rx: mpsc::Receiver<BusTick>,
+    /// The ingest thread's, once it polls: woken after each tick queued.
+    waker: Arc<OnceLock<IngestWaker>>,
     stats: Arc<BusStats>,
     /// Per symbol: the last seq handed on and the publisher epoch that numbered it.
     last: Vec<(u64, u64)>,
@@ -49,6 +51,8 @@ pub struct BusSource {
 /// Connects, finds the stream, starts reading it on the bus thread.
 pub fn start(config: &BusConfig, symbols: Arc<SymbolTable>, stats: Arc<BusStats>) -> Result<BusSource, BusError> {
     let (tx, rx) = mpsc::channel(QUEUE);
+    let tx = Handoff { tx, waker: Arc::new(OnceLock::new()) };
+    let waker = tx.waker.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let config = config.clone();
     let thread_stats = stats.clone();
@@ -109,7 +113,7 @@ pub fn start(config: &BusConfig, symbols: Arc<SymbolTable>, stats: Arc<BusStats>
             _ = stopped => {}
         }
     })?;
-    Ok(BusSource { rx, stats, last: vec![(0, 0); capacity], thread: Some(thread), stop: Some(stop) })
+    Ok(BusSource { rx, waker, stats, last: vec![(0, 0); capacity], thread: Some(thread), stop: Some(stop) })
 }
 
 /// The last message of every symbol's subject that is older than `start_time`, in stream order.
@@ -139,7 +143,7 @@ async fn read(
     mut messages: consumer::push::Ordered,
     end: u64,
     symbols: &SymbolTable,
-    tx: &mpsc::Sender<BusTick>,
+    tx: &Handoff,
     stats: &BusStats,
     rejects: &mut RejectLog,
 ) {
@@ -179,14 +183,18 @@ async fn hand_on(
     bytes: &[u8],
     subject: &str,
     symbols: &SymbolTable,
-    tx: &mpsc::Sender<BusTick>,
+    tx: &Handoff,
     stats: &BusStats,
     rejects: &mut RejectLog,
 ) -> bool {
     match payload::decode(bytes, symbols) {
         Ok(bus) => {
             stats.lag_ns.store(wall_clock_ns().saturating_sub(bus.tick.gw_ts), Ordering::Relaxed);
-            tx.send(bus).await.is_ok()
+            let sent = tx.tx.send(bus).await.is_ok();
+            if let Some(waker) = tx.waker.get() {
+                waker.wake();
+            }
+            sent
         }
         Err(reject) => {
             stats.rejected[reject.index()].fetch_add(1, Ordering::Relaxed);
@@ -196,6 +204,13 @@ async fn hand_on(
             true
         }
     }
+}
+
+/// The bus thread's way to the ingest thread: the queue, and the waker to ring after a tick.
+#[derive(Debug)]
+struct Handoff {
+    tx: mpsc::Sender<BusTick>,
+    waker: Arc<OnceLock<IngestWaker>>,
 }
 
 /// At most one log line per [`RejectLog::EVERY`] for rejected bus messages, as for an upstream's
@@ -278,8 +293,13 @@ impl Source for BusSource {
     }
 
     fn next_due(&self) -> Option<Duration> {
-        // Ticks come when they come: look again after one batch interval.
-        Some(Duration::ZERO)
+        // Ticks come when they come: now if one is queued, else when the bus thread wakes the
+        // ingest thread.
+        Some(if self.rx.is_empty() { Duration::MAX } else { Duration::ZERO })
+    }
+
+    fn set_waker(&mut self, waker: IngestWaker) {
+        let _ = self.waker.set(waker);
     }
 
     fn is_up(&self) -> bool {
@@ -306,7 +326,7 @@ mod tests {
 
     fn source() -> BusSource {
         let (_tx, rx) = mpsc::channel(1);
-        BusSource { rx, stats: Arc::default(), last: vec![(0, 0); 2], thread: None, stop: None }
+        BusSource { rx, waker: Arc::default(), stats: Arc::default(), last: vec![(0, 0); 2], thread: None, stop: None }
     }
 
     fn bus(symbol: u32, seq: u64, epoch: u64) -> BusTick {

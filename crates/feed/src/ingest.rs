@@ -10,7 +10,7 @@ use tickgate_protocol::{FrameBuilder, message};
 
 use crate::fanout::ReactorLink;
 use crate::replay::Recorder;
-use crate::source::{Batch, Discontinuity, Source, SourceStats, UpstreamGap};
+use crate::source::{Batch, Discontinuity, IngestWaker, Source, SourceStats, UpstreamGap};
 
 /// Most events taken from the source in one batch.
 pub const MAX_BATCH: usize = 4096;
@@ -307,6 +307,10 @@ pub fn spawn_ingest(
         // The first source polled this turn, and each source's share of a batch.
         let mut first = 0;
         let share = if sources.len() > 1 { MAX_BATCH / sources.len() } else { MAX_BATCH };
+        let waker = IngestWaker::for_current_thread();
+        for source in &mut sources {
+            source.set_waker(waker.clone());
+        }
         while !shutdown.load(Ordering::Relaxed) {
             for (source, source_stats) in sources.iter().zip(&stats.sources) {
                 let up = source.is_up();
@@ -376,10 +380,22 @@ pub fn spawn_ingest(
             // batch interval after this one, so events due in between leave together.
             // Finished sources (the end of a recording) leave the loop idling: the feed is then
             // reported as not delivering.
-            let next_release = next_due.unwrap_or(polled_at + MAX_SLEEP).max(polled_at + batch_interval);
-            let wait = next_release.saturating_sub(start.elapsed()).min(MAX_SLEEP);
-            if !wait.is_zero() {
-                thread::sleep(wait);
+            let floor = polled_at + batch_interval;
+            let next_release = next_due.unwrap_or(polled_at + MAX_SLEEP).max(floor);
+            let until_floor = floor.saturating_sub(start.elapsed()).min(MAX_SLEEP);
+            if !until_floor.is_zero() {
+                thread::sleep(until_floor);
+            }
+            // Past the floor, a source fed from a thread of its own wakes this one when a tick
+            // arrives (see `Source::set_waker`).
+            if next_release.saturating_sub(start.elapsed()) > Duration::ZERO {
+                waker.arm();
+                let due = sources.iter().filter_map(|s| s.next_due()).min().unwrap_or(polled_at + MAX_SLEEP);
+                let wait = due.max(floor).saturating_sub(start.elapsed()).min(MAX_SLEEP);
+                if !wait.is_zero() {
+                    thread::park_timeout(wait);
+                }
+                waker.disarm();
             }
         }
         if let Some(rec) = &mut recorder {

@@ -30,6 +30,50 @@ pub trait Source: Send {
     fn is_up(&self) -> bool {
         true
     }
+
+    /// Given once, before the first poll. A source whose ticks arrive from a thread of its own
+    /// keeps it and calls [`IngestWaker::wake`] after queueing one, and answers `next_due` with
+    /// [`Duration::MAX`] while it has none queued: the ingest thread, idle, then takes a tick as
+    /// it arrives instead of at its next look one batch interval later.
+    fn set_waker(&mut self, _waker: IngestWaker) {}
+}
+
+/// Wakes the ingest thread, if it is idle, when a source fed from another thread has a tick.
+/// While the ingest thread is busy (or within a batch interval of its last poll, when ticks
+/// wait to leave together) a wake is one atomic swap and nothing else.
+#[derive(Debug, Clone)]
+pub struct IngestWaker(Arc<WakerState>);
+
+#[derive(Debug)]
+struct WakerState {
+    thread: std::thread::Thread,
+    /// The ingest thread is parked, or about to, waiting for ticks.
+    armed: AtomicBool,
+}
+
+impl IngestWaker {
+    /// A waker of the calling thread.
+    pub fn for_current_thread() -> IngestWaker {
+        IngestWaker(Arc::new(WakerState { thread: std::thread::current(), armed: AtomicBool::new(false) }))
+    }
+
+    /// A tick was queued: unparks the ingest thread if it waits for one.
+    pub fn wake(&self) {
+        if self.0.armed.swap(false, Ordering::AcqRel) {
+            self.0.thread.unpark();
+        }
+    }
+
+    /// The ingest thread is about to park: the next [`wake`](Self::wake) unparks it. Look at
+    /// the sources once more after this and before parking, or a tick queued just before it
+    /// waits for the park's timeout.
+    pub fn arm(&self) {
+        self.0.armed.store(true, Ordering::SeqCst);
+    }
+
+    pub fn disarm(&self) {
+        self.0.armed.store(false, Ordering::Relaxed);
+    }
 }
 
 /// What the sources hand the ingest thread in one turn.

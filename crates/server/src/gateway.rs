@@ -440,6 +440,10 @@ impl Source for FaultHook {
     fn is_up(&self) -> bool {
         self.inner.is_up()
     }
+
+    fn set_waker(&mut self, waker: tickgate_feed::source::IngestWaker) {
+        self.inner.set_waker(waker);
+    }
 }
 
 /// The listening sockets of `addr`, one per reactor (see ARCHITECTURE.md, "One listener per
