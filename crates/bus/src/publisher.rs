@@ -230,7 +230,17 @@ impl Run {
                 }
             }
             if broken {
-                self.resync(verified, symbols).await?;
+                // The process stops (the sink is dropped) while NATS does not answer: what is
+                // left in the queue will not be published anyway; do not hold the stop.
+                let stopped = async {
+                    while !rx.is_closed() {
+                        tokio::time::sleep(RETRY).await;
+                    }
+                };
+                tokio::select! {
+                    resynced = self.resync(verified, symbols) => resynced?,
+                    () = stopped => return Ok(()),
+                }
             }
         }
         Ok(())

@@ -1,7 +1,8 @@
 //! A cluster of tickgate processes on a real NATS JetStream: a publisher killed with SIGKILL
 //! and started again never reuses or lowers a seq, and its edges' clients are told; an edge
 //! stopped with SIGTERM hands its clients to another on the same port with nothing missed; NATS
-//! that cannot be reached or refuses the credentials is one clear line and a non-zero exit.
+//! that cannot be reached or refuses the credentials is one clear line and a non-zero exit; a
+//! publisher stops on SIGTERM while NATS is down.
 
 mod support;
 
@@ -214,4 +215,18 @@ fn a_flood_of_bad_bus_messages_is_counted_every_one_and_logged_once_a_second() {
     let lines = edge.stdout().lines().filter(|l| l.contains("bus message rejected")).count();
     let seconds = started.elapsed().as_secs() as usize;
     assert!(lines >= 1 && lines <= seconds + 1, "{lines} lines in {seconds} s:\n{}", edge.stdout());
+}
+
+#[test]
+fn a_publisher_stops_on_sigterm_while_nats_is_down() {
+    let mut nats = NatsServer::start();
+    let (mut publisher, _) = cluster_process("publisher", &nats.url());
+    nats.kill();
+    // Its publishes are refused or time out: it asks the stream, which does not answer, again
+    // and again until NATS is back. A stop must not wait for that.
+    publisher.wait_for_line("the stream did not take a tick");
+    let stop = std::time::Instant::now();
+    publisher.signal("TERM");
+    assert!(publisher.exit_status(std::time::Duration::from_secs(15)).success());
+    assert!(stop.elapsed() < std::time::Duration::from_secs(10), "stopped after {:?}", stop.elapsed());
 }
