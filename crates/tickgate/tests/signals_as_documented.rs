@@ -1,6 +1,6 @@
 //! Signals do what docs/OPERATIONS.md says: SIGHUP reloads the TLS certificate (a bad new pair
 //! keeps the old one) and is logged and ignored without TLS, SIGTERM and SIGINT close every client with 1001 and exit 0, from the first moment
-//! the port accepts.
+//! the port accepts, with no warning on the way.
 
 mod support;
 
@@ -104,4 +104,22 @@ fn a_second_sigterm_during_the_shutdown_exits_at_once_with_130() {
     assert_eq!(tickgate.exit_status(PATIENCE).code(), Some(130));
     assert!(second.elapsed() < Duration::from_secs(10), "exited {:?} after the second SIGTERM", second.elapsed());
     drop(holder);
+}
+
+#[test]
+fn a_sigterm_logs_no_failed_accept() {
+    // The reactors share one listening socket; the first to stop shuts it down, and the others'
+    // accept then fails (EINVAL) on the way out: no failure, nothing to warn about. Several
+    // reactors and several stops, for the race to show.
+    for _ in 0..5 {
+        let (mut tickgate, addr) = Tickgate::start(&["--listen", "127.0.0.1:0", "--reactors", "4"], &[]);
+        let mut client = TestClient::connect(addr);
+        client.subscribe(&["AAPL"]);
+        tickgate.signal("TERM");
+        assert_eq!(client.recv_close().expect("a close frame").code, CloseCode::Away);
+        assert!(tickgate.exit_status(PATIENCE).success());
+        tickgate.wait_for_line("INFO stopped");
+        let log = tickgate.stdout();
+        assert!(!log.contains("accept failed"), "a clean stop warned of a failed accept:\n{log}");
+    }
 }

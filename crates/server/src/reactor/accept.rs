@@ -123,6 +123,9 @@ impl Reactor {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+                // Stopping: the reactor that stopped first has shut the shared listening socket
+                // down, and accept fails (EINVAL) here until this one notices the stop too.
+                Err(_) if self.shutdown.load(Ordering::Relaxed) => return,
                 Err(e) => {
                     // Out of file descriptors or similar: the rest waits in the backlog, and is
                     // tried again at housekeeping.
