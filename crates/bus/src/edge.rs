@@ -1,10 +1,12 @@
 //! The edge: its one source is the stream.
 //!
-//! The bus thread reads the stream with an ordered push consumer that starts with the last
+//! The bus thread reads the stream with an ordered pull consumer that starts with the last
 //! message of every subject (each symbol's latest tick: the edge's snapshots) and then goes on
-//! live. When the connection drops, async-nats reconnects and the ordered consumer carries on
-//! from the last stream sequence it delivered: a short outage is caught up from the stream,
-//! with nothing missing while the stream still holds it.
+//! live. Pulled, not pushed: an edge that starts on a long stream asks for what it can take, and
+//! NATS never overruns the client's buffer (a push consumer would, dropping messages and
+//! recreating itself over and over). When the connection drops, async-nats reconnects and the
+//! edge reads on with a new consumer from the stream sequence after the last it read: a short
+//! outage is caught up from the stream, with nothing missing while the stream still holds it.
 //!
 //! [`BusSource`] is what the edge's ingest thread polls. It checks the publisher's numbering
 //! of each symbol: a tick already seen is dropped; a jump (ticks sequenced but not read here:
@@ -62,7 +64,7 @@ pub fn start(config: &BusConfig, symbols: Arc<SymbolTable>, stats: Arc<BusStats>
             |e: &dyn std::fmt::Display| BusError::Stream { stream: config.stream.clone(), reason: e.to_string() };
         let messages = async {
             let client = connect::connect(&config, thread_stats.clone()).await?;
-            let js = jetstream::new(client.clone());
+            let js = jetstream::new(client);
             let stream = connect::stream(&js, &config, false).await?;
             let end = stream.cached_info().state.last_sequence;
             if end == 0 {
@@ -77,18 +79,11 @@ pub fn start(config: &BusConfig, symbols: Arc<SymbolTable>, stats: Arc<BusStats>
                 let before = last_before(&stream, &config, &symbols, start_time).await?;
                 (consumer::DeliverPolicy::ByStartTime { start_time }, before)
             };
-            let consumer = stream
-                .create_consumer(consumer::push::OrderedConfig {
-                    deliver_subject: client.new_inbox(),
-                    filter_subject: format!("{}.>", config.subject_prefix),
-                    deliver_policy,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| stream_err(&e))?;
-            Ok::<_, BusError>((before, end, consumer.messages().await.map_err(|e| stream_err(&e))?))
+            let reader = Reader { stream, filter: format!("{}.>", config.subject_prefix), first: deliver_policy };
+            let messages = reader.messages_after(0).await.map_err(|e| stream_err(&e))?;
+            Ok::<_, BusError>((before, end, reader, messages))
         };
-        let (before, end, messages) = match messages.await {
+        let (before, end, reader, messages) = match messages.await {
             Ok(messages) => messages,
             Err(e) => {
                 let _ = started.send(Err(e));
@@ -106,7 +101,7 @@ pub fn start(config: &BusConfig, symbols: Arc<SymbolTable>, stats: Arc<BusStats>
                     thread_stats.caught_up.store(true, Ordering::Relaxed);
                 }
             }
-            read(messages, end, &symbols, &tx, &thread_stats, &mut rejects).await;
+            read(&reader, messages, end, &symbols, &tx, &thread_stats, &mut rejects).await;
         };
         tokio::select! {
             () = read_all => {}
@@ -137,10 +132,57 @@ async fn last_before(
     Ok(last)
 }
 
+/// How the edge reads the stream: an ordered pull consumer of every tick subject.
+struct Reader {
+    stream: jetstream::stream::Stream,
+    filter: String,
+    /// Where the first consumer starts (the edge's start: see [`start`]).
+    first: consumer::DeliverPolicy,
+}
+
+impl Reader {
+    /// A consumer from the message after stream sequence `last` (0: nothing read yet, from
+    /// where the edge starts).
+    async fn messages_after(&self, last: u64) -> Result<consumer::pull::Ordered, String> {
+        let deliver_policy = match last.checked_add(1) {
+            Some(start_sequence) if last > 0 => consumer::DeliverPolicy::ByStartSequence { start_sequence },
+            _ => self.first,
+        };
+        let consumer = self
+            .stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: self.filter.clone(),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        consumer.messages().await.map_err(|e| e.to_string())
+    }
+}
+
+/// How often the bus thread looks whether NATS came back after a loss.
+const RECONNECT_POLL: Duration = Duration::from_millis(100);
+
+/// Resolves when NATS is back after a loss (`tickgate_bus_reconnects_total` moved past `seen`).
+async fn back_after(stats: &BusStats, seen: &mut u64) {
+    loop {
+        let now = stats.reconnects.load(Ordering::Relaxed);
+        if now != *seen {
+            *seen = now;
+            return;
+        }
+        tokio::time::sleep(RECONNECT_POLL).await;
+    }
+}
+
 /// Reads the stream into `tx` until the source is dropped; the stream ended at `end` when the
-/// edge started.
+/// edge started. When NATS comes back after a loss, reading goes on from a new consumer after
+/// the last message read: a restarted nats-server has forgotten the old one, which would
+/// otherwise be noticed only after two missed heartbeats (30 s).
 async fn read(
-    mut messages: consumer::push::Ordered,
+    reader: &Reader,
+    mut messages: consumer::pull::Ordered,
     end: u64,
     symbols: &SymbolTable,
     tx: &Handoff,
@@ -148,7 +190,28 @@ async fn read(
     rejects: &mut RejectLog,
 ) {
     let mut reconnects_seen = stats.reconnects.load(Ordering::Relaxed);
-    while let Some(message) = messages.next().await {
+    let mut last_read = 0;
+    let mut catching_up = false;
+    loop {
+        let message = tokio::select! {
+            next = messages.next() => match next {
+                Some(message) => message,
+                None => return,
+            },
+            () = back_after(stats, &mut reconnects_seen) => {
+                messages = loop {
+                    match reader.messages_after(last_read).await {
+                        Ok(messages) => break messages,
+                        Err(reason) => {
+                            tracing::warn!(%reason, "reading the stream again after NATS came back; retrying");
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        }
+                    }
+                };
+                catching_up = true;
+                continue;
+            }
+        };
         let message = match message {
             Ok(message) => message,
             Err(e) => {
@@ -158,17 +221,14 @@ async fn read(
             }
         };
         if let Ok(info) = message.info() {
+            last_read = info.stream_sequence;
             stats.lag_messages.store(info.pending, Ordering::Relaxed);
             if info.stream_sequence >= end {
                 stats.caught_up.store(true, Ordering::Relaxed);
             }
-            let reconnects = stats.reconnects.load(Ordering::Relaxed);
-            if reconnects != reconnects_seen {
-                reconnects_seen = reconnects;
-                if info.pending > 0 {
-                    stats.catch_ups.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(behind = info.pending, "catching up from the stream");
-                }
+            if std::mem::take(&mut catching_up) && info.pending > 0 {
+                stats.catch_ups.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(behind = info.pending, "catching up from the stream");
             }
         }
         if !hand_on(&message.payload, &message.subject, symbols, tx, stats, rejects).await {

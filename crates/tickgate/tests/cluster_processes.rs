@@ -18,9 +18,19 @@ fn cluster_process(role: &str, url: &str) -> (Tickgate, std::net::SocketAddr) {
 }
 
 fn cluster_process_on(role: &str, url: &str, listen: &str, extra: &[&str]) -> (Tickgate, std::net::SocketAddr) {
+    cluster_process_at_rate(role, url, listen, "2000", extra)
+}
+
+fn cluster_process_at_rate(
+    role: &str,
+    url: &str,
+    listen: &str,
+    rate: &str,
+    extra: &[&str],
+) -> (Tickgate, std::net::SocketAddr) {
     let mut args =
         vec!["--bus-role", role, "--bus-url", url, "--listen", listen, "--reactors", "1", "--sim-symbols", "5"];
-    args.extend_from_slice(&["--sim-rate", "2000"]);
+    args.extend_from_slice(&["--sim-rate", rate]);
     args.extend_from_slice(extra);
     Tickgate::start(&args, &[])
 }
@@ -229,4 +239,22 @@ fn a_publisher_stopped_while_nats_is_gone_exits_at_once_and_says_what_it_did_not
     let status = publisher.exit_status(std::time::Duration::from_secs(10));
     assert!(status.success(), "{status:?}; output:\n{}", publisher.stdout());
     assert!(publisher.stdout().contains("the ticks still queued are not published"), "{}", publisher.stdout());
+}
+
+#[test]
+fn an_edge_that_starts_on_a_long_stream_reads_all_of_it_without_overrunning_its_client() {
+    let nats = NatsServer::start();
+    let (publisher, publisher_addr) = cluster_process_at_rate("publisher", &nats.url(), "127.0.0.1:0", "50000", &[]);
+    // More than the NATS client's buffer of 65,536 messages, all to be replayed at once.
+    tickgate_testkit::eventually("the stream holds 150,000 ticks", || {
+        tickgate_testkit::metric(publisher_addr, "tickgate_bus_published_total").unwrap_or(0.0) >= 150_000.0
+    });
+    drop(publisher);
+    let published = 150_000.0;
+    let (edge, addr) = cluster_process("edge", &nats.url());
+    tickgate_testkit::eventually("the edge read the whole stream", || {
+        tickgate_testkit::metric(addr, "tickgate_bus_received_total").unwrap_or(0.0) >= published
+    });
+    assert_eq!(tickgate_testkit::metric(addr, "tickgate_bus_gaps_total"), Some(0.0));
+    assert!(!edge.stdout().contains("slow consumer"), "{}", edge.stdout());
 }
