@@ -57,14 +57,9 @@
 #   TICKGATE, LOADTEST  the binaries (default: $CARGO_TARGET_DIR or target/, release/)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-
-say() { printf '[cluster-bus] %s\n' "$*"; }
-die() {
-  printf '[cluster-bus] error: %s\n' "$*" >&2
-  exit 2
-}
+# shellcheck source=benches/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+bench_start cluster-bus
 
 RATE="${RATE:-2000}"
 N="${N:-1000}"
@@ -86,11 +81,7 @@ OUT="${OUT:-loadtest/results/$(date +%Y%m%d-%H%M%S)-cluster-bus}"
 
 # ---- checks -------------------------------------------------------------------------------------
 
-is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
-is_num() { [[ "$1" =~ ^[0-9]+([.][0-9]+)?$ ]]; }
-for v in RATE N K S WARMUP DURATION LAG_MAX_MS SERVER_CORE BUS_CORE LOADGEN_CORE; do
-  is_uint "${!v}" || die "$v must be a whole number, got '${!v}'"
-done
+require_whole RATE N K S WARMUP DURATION LAG_MAX_MS SERVER_CORE BUS_CORE LOADGEN_CORE
 for v in HOLD P99_MS; do
   is_num "${!v}" || die "$v must be a number, got '${!v}'"
 done
@@ -124,21 +115,12 @@ for v in SERVER_CORE BUS_CORE LOADGEN_CORE; do
   [ "${!v}" -lt "$cores" ] || die "$v=${!v}: this machine has $cores cores (0..$((cores - 1)))"
 done
 [ "$SERVER_CORE" != "$LOADGEN_CORE" ] || die "SERVER_CORE and LOADGEN_CORE must differ"
-[[ "$OUT" =~ ^[A-Za-z0-9._/+-]+$ ]] || die "OUT must be a path without spaces or shell characters: '$OUT'"
+require_out_path
 for tool in nats-server taskset timeout jq curl python3 getconf; do
   command -v "$tool" >/dev/null || die "$tool not found (nats-server: apt-get install nats-server)"
 done
 
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-if [ "$BUILD" = 1 ]; then
-  say "cargo build --release -p tickgate -p tickgate-loadtest"
-  cargo build --release -p tickgate -p tickgate-loadtest
-fi
-TICKGATE="${TICKGATE:-$TARGET/release/tickgate}"
-LOADTEST="${LOADTEST:-$TARGET/release/tickgate-loadtest}"
-for exe in "$TICKGATE" "$LOADTEST"; do
-  [ -x "$exe" ] || die "$exe is missing (BUILD=0? TICKGATE, LOADTEST or CARGO_TARGET_DIR)"
-done
+release_binaries
 
 mkdir -p "$OUT"
 # This script's own polling (curl, awk, jq) runs on the load generator's core, off the servers'.
@@ -167,7 +149,6 @@ trap 'say "interrupted"; exit 130' INT TERM
 
 # ---- helpers ------------------------------------------------------------------------------------
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
 d() { awk -v a="$1" -v b="$2" 'BEGIN { print b - a }'; }
 # utime + stime of a process (every thread), in seconds.

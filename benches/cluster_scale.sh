@@ -37,14 +37,9 @@
 #   OUT=loadtest/results/<date>-cluster-scale   BUILD=1
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-
-say() { printf '[cluster-scale] %s\n' "$*"; }
-die() {
-  printf '[cluster-scale] error: %s\n' "$*" >&2
-  exit 2
-}
+# shellcheck source=benches/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+bench_start cluster-scale
 
 CONNECTIONS="${CONNECTIONS:-102000}"
 EDGES="${EDGES:-6}"
@@ -59,9 +54,7 @@ CONNECT_RATE="${CONNECT_RATE:-2000}"
 BUILD="${BUILD:-1}"
 OUT="${OUT:-loadtest/results/$(date +%Y%m%d-%H%M%S)-cluster-scale}"
 
-for v in CONNECTIONS EDGES PER_PROCESS K S WARMUP DURATION CONNECT_RATE P99_BOUND_MS; do
-  [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
-done
+require_whole CONNECTIONS EDGES PER_PROCESS K S WARMUP DURATION CONNECT_RATE P99_BOUND_MS
 [[ "$RATE" =~ ^[0-9]+([.][0-9]+)?$ ]] || die "RATE must be a number, got '$RATE'"
 [ "$EDGES" -ge 1 ] && [ "$CONNECTIONS" -ge 1 ] && [ "$PER_PROCESS" -ge 1 ] || die "CONNECTIONS, EDGES and PER_PROCESS must be at least 1"
 [ "$PER_PROCESS" -le 19000 ] || die "PER_PROCESS=$PER_PROCESS: one process holds at most ~19,900 sockets"
@@ -69,22 +62,14 @@ done
 [ "$K" -ge 1 ] && [ "$K" -le "$S" ] || die "K=$K symbols per client out of S=$S"
 processes=$(((CONNECTIONS + PER_PROCESS - 1) / PER_PROCESS))
 [ "$processes" -le 250 ] || die "$processes loadtest processes: more than the 127.0.0.2-251 source addresses"
-[[ "$OUT" =~ ^[A-Za-z0-9._/+-]+$ ]] || die "OUT must be a path without spaces or shell characters: '$OUT'"
+require_out_path
 for tool in nats-server jq curl python3; do
   command -v "$tool" >/dev/null || die "$tool not found (nats-server: apt-get install nats-server)"
 done
 
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-if [ "$BUILD" = 1 ]; then
-  say "cargo build --release -p tickgate -p tickgate-loadtest"
-  cargo build --release -p tickgate -p tickgate-loadtest
-fi
-TICKGATE="$TARGET/release/tickgate"
-LOADTEST="$TARGET/release/tickgate-loadtest"
-[ -x "$TICKGATE" ] && [ -x "$LOADTEST" ] || die "release binaries missing in $TARGET/release (BUILD=0?)"
+release_binaries
 
 mkdir -p "$OUT"
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 store="$(mktemp -d)"
 pids=()
 cleanup() {

@@ -24,42 +24,27 @@
 #           OUT=loadtest/results/<date>-handshake-rate
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-
-say() { printf '[handshake-rate] %s\n' "$*"; }
-die() {
-  printf '[handshake-rate] error: %s\n' "$*" >&2
-  exit 2
-}
+# shellcheck source=benches/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+bench_start handshake-rate
 
 N="${N:-5000}"
 SERVER_CORE="${SERVER_CORE:-0}"
 LOADGEN_CORE="${LOADGEN_CORE:-1}"
 BUILD="${BUILD:-1}"
 OUT="${OUT:-loadtest/results/$(date +%Y%m%d-%H%M%S)-handshake-rate}"
-for v in N SERVER_CORE LOADGEN_CORE; do
-  [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
-done
+require_whole N SERVER_CORE LOADGEN_CORE
 [ "$N" -ge 1 ] && [ "$N" -le 19000 ] || die "N must be 1 to 19000 (one process holds ~19,900 sockets)"
-[[ "$OUT" =~ ^[A-Za-z0-9._/+-]+$ ]] || die "OUT must be a path without spaces or shell characters: '$OUT'"
+require_out_path
 for tool in taskset jq curl python3 openssl; do
   command -v "$tool" >/dev/null || die "$tool not found"
 done
 
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-if [ "$BUILD" = 1 ]; then
-  say "cargo build --release -p tickgate -p tickgate-loadtest"
-  cargo build --release -p tickgate -p tickgate-loadtest
-fi
-TICKGATE="$TARGET/release/tickgate"
-LOADTEST="$TARGET/release/tickgate-loadtest"
-[ -x "$TICKGATE" ] && [ -x "$LOADTEST" ] || die "release binaries missing in $TARGET/release (BUILD=0?)"
+release_binaries
 
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 bash "$ROOT/scripts/make-test-cert.sh" "$OUT/tls" localhost >/dev/null
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 clock_ticks="$(getconf CLK_TCK)"
 # CPU seconds (user + system) of a process so far.
 cpu_s() { awk -v hz="$clock_ticks" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat"; }

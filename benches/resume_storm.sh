@@ -30,14 +30,9 @@
 #   OUT=loadtest/results/<date>-resume-storm   BUILD=1
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-
-say() { printf '[resume-storm] %s\n' "$*"; }
-die() {
-  printf '[resume-storm] error: %s\n' "$*" >&2
-  exit 2
-}
+# shellcheck source=benches/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+bench_start resume-storm
 
 HEALTHY="${HEALTHY:-1000}"
 STORM="${STORM:-5000}"
@@ -51,33 +46,22 @@ LOADGEN_CORE="${LOADGEN_CORE:-1}"
 BUILD="${BUILD:-1}"
 OUT="${OUT:-loadtest/results/$(date +%Y%m%d-%H%M%S)-resume-storm}"
 
-is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
-is_num() { [[ "$1" =~ ^[0-9]+([.][0-9]+)?$ ]]; }
-for v in HEALTHY STORM K S DURATION SERVER_CORE LOADGEN_CORE; do
-  is_uint "${!v}" || die "$v must be a whole number, got '${!v}'"
-done
+require_whole HEALTHY STORM K S DURATION SERVER_CORE LOADGEN_CORE
 for v in RATE EVERY; do
   is_num "${!v}" || die "$v must be a number, got '${!v}'"
 done
 [ "$HEALTHY" -ge 1 ] && [ "$STORM" -ge 1 ] && [ "$DURATION" -ge 1 ] || die "HEALTHY, STORM and DURATION must be at least 1"
 [ $((HEALTHY + STORM)) -le 19000 ] || die "HEALTHY + STORM must be at most 19000 (one gateway process holds ~19,900 sockets)"
 [ "$K" -ge 1 ] && [ "$K" -le "$S" ] || die "K=$K symbols per client out of S=$S"
-[[ "$OUT" =~ ^[A-Za-z0-9._/+-]+$ ]] || die "OUT must be a path without spaces or shell characters: '$OUT'"
+require_out_path
 for tool in taskset jq curl python3; do
   command -v "$tool" >/dev/null || die "$tool not found"
 done
 
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-if [ "$BUILD" = 1 ]; then
-  say "cargo build --release -p tickgate -p tickgate-loadtest"
-  cargo build --release -p tickgate -p tickgate-loadtest
-fi
-TICKGATE="$TARGET/release/tickgate"
-LOADTEST="$TARGET/release/tickgate-loadtest"
-[ -x "$TICKGATE" ] && [ -x "$LOADTEST" ] || die "release binaries missing in $TARGET/release (BUILD=0?)"
+release_binaries
 
 mkdir -p "$OUT"
-PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+PORT="$(free_port)"
 ADDR="127.0.0.1:$PORT"
 
 pids=()
