@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fakes::{accept_client, one_at_a_time, text_frame, wall_ns};
+use fakes::{accept_client, one_at_a_time, params, text_frame, wall_ns};
 
 use tickgate_loadtest::resume::ResumeCounts;
-use tickgate_loadtest::run::{Pick, RunParams, RunResult, run};
+use tickgate_loadtest::run::{RunParams, RunResult, run};
 use tickgate_loadtest::verdict::{Criteria, Status, Verdict, judge};
 
 const SYMBOLS: [&str; 2] = ["AAA", "BBB"];
@@ -164,27 +164,9 @@ fn against(fault: Answer) -> (RunResult, Verdict) {
     let _one = one_at_a_time();
     let addr = fake_server(fault, Duration::from_secs(8));
     let params = RunParams {
-        addrs: vec![addr],
-        tls: None,
-        connections: CLIENTS,
-        symbols_per_client: SYMBOLS.len(),
-        universe: SYMBOLS.iter().map(|s| s.to_string()).collect(),
-        pick: Pick::Uniform,
-        source_addrs: Vec::new(),
-        connect_rate: 0.0,
-        warmup: Duration::from_millis(500),
-        duration: Duration::from_secs(2),
-        slow_share: 0.0,
-        churn_per_s: 0.0,
-        seed: 1,
-        server_pid: None,
-        progress: false,
-        policy: None,
-        drain: Duration::from_secs(2),
-        deflate: false,
-        wire_probe: false,
         resume_share: 0.25,
         resume_every: Duration::from_millis(500),
+        ..params(addr, CLIENTS, SYMBOLS.iter().map(|s| s.to_string()).collect(), SYMBOLS.len())
     };
     let r = run(&params).expect("the run completes");
     // A loaded test machine: half the nominal rate, a p99 bound of 2 s.

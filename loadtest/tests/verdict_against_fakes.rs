@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fakes::{accept_client, one_at_a_time, text_frame, wall_ns};
+use fakes::{accept_client, one_at_a_time, params, text_frame, wall_ns};
 
 use tickgate_feed::sim::{SimConfig, universe};
-use tickgate_loadtest::run::{Pick, RunParams, RunResult, SlowFates, run};
+use tickgate_loadtest::run::{RunResult, SlowFates, run};
 use tickgate_loadtest::tracker::SeqCounts;
 use tickgate_loadtest::verdict::{Criteria, Status, Verdict, judge};
 
@@ -254,32 +254,6 @@ fn fake_server(fault: Fault, lifetime: Duration) -> SocketAddr {
         }
     });
     addr
-}
-
-fn params(addr: SocketAddr, connections: usize, universe: Vec<String>, per_client: usize) -> RunParams {
-    RunParams {
-        addrs: vec![addr],
-        tls: None,
-        connections,
-        symbols_per_client: per_client,
-        universe,
-        pick: Pick::Uniform,
-        source_addrs: Vec::new(),
-        connect_rate: 0.0,
-        warmup: Duration::from_millis(500),
-        duration: Duration::from_secs(2),
-        slow_share: 0.0,
-        churn_per_s: 0.0,
-        seed: 1,
-        server_pid: None,
-        progress: false,
-        policy: None,
-        drain: Duration::from_secs(2),
-        deflate: false,
-        wire_probe: false,
-        resume_share: 0.0,
-        resume_every: Duration::from_secs(1),
-    }
 }
 
 /// Criteria for a loaded test machine: half the nominal rate, a p99 bound of 2 s.

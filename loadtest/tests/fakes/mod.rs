@@ -2,9 +2,11 @@
 //! client's subscribe, writing unmasked text frames, the wall clock.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tickgate_loadtest::run::{Pick, RunParams};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -69,4 +71,31 @@ pub fn accept_client(stream: &mut TcpStream) -> serde_json::Value {
         *b ^= mask[i % 4];
     }
     serde_json::from_slice(&payload).unwrap()
+}
+
+/// A short run against a fake: 0.5 s of warm-up, a window of 2 s, nothing but the clients.
+pub fn params(addr: SocketAddr, connections: usize, universe: Vec<String>, per_client: usize) -> RunParams {
+    RunParams {
+        addrs: vec![addr],
+        tls: None,
+        connections,
+        symbols_per_client: per_client,
+        universe,
+        pick: Pick::Uniform,
+        source_addrs: Vec::new(),
+        connect_rate: 0.0,
+        warmup: Duration::from_millis(500),
+        duration: Duration::from_secs(2),
+        slow_share: 0.0,
+        churn_per_s: 0.0,
+        seed: 1,
+        server_pid: None,
+        progress: false,
+        policy: None,
+        drain: Duration::from_secs(2),
+        deflate: false,
+        wire_probe: false,
+        resume_share: 0.0,
+        resume_every: Duration::from_secs(1),
+    }
 }
