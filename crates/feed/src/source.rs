@@ -68,7 +68,9 @@ impl IngestWaker {
     /// the sources once more after this and before parking, or a tick queued just before it
     /// waits for the park's timeout.
     pub fn arm(&self) {
-        self.0.armed.store(true, Ordering::SeqCst);
+        // A read-modify-write, as `wake`'s is: if a wake found the waker unarmed, this reads
+        // its write and so sees the tick queued before it (the look after arming finds it).
+        self.0.armed.swap(true, Ordering::AcqRel);
     }
 
     pub fn disarm(&self) {
