@@ -230,3 +230,29 @@ impl Source for crate::sim::SimMarket {
         Some(crate::sim::SimMarket::next_due(self))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::IngestWaker;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_wake_unparks_an_armed_ingest_thread_once_and_an_unarmed_one_not_at_all() {
+        let waker = IngestWaker::for_current_thread();
+        // Unarmed: a wake does nothing (no unpark token is left for a later park).
+        waker.wake();
+        assert!(!waker.0.armed.load(std::sync::atomic::Ordering::Relaxed));
+        waker.arm();
+        let from_elsewhere = waker.clone();
+        let ringer = std::thread::spawn(move || from_elsewhere.wake());
+        let parked = Instant::now();
+        // Woken by the other thread, long before the timeout.
+        while waker.0.armed.load(std::sync::atomic::Ordering::Acquire) {
+            std::thread::park_timeout(Duration::from_secs(30));
+        }
+        ringer.join().unwrap();
+        assert!(parked.elapsed() < Duration::from_secs(30), "woken, not timed out");
+        // A wake disarms: the next one is a no-op until the ingest thread arms again.
+        assert!(!waker.0.armed.load(std::sync::atomic::Ordering::Relaxed));
+    }
+}
