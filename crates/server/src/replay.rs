@@ -178,6 +178,13 @@ impl Desk<'_> {
         let (mut last, mut sent, mut walked) = (after, sent, 0);
         // First what was read from the stream (on an edge), then the history.
         if let Some(mut pending) = self.replays.stream.take_pending(key, symbol) {
+            // A resync may have moved the cursor past some (its gap covered them).
+            if pending.events.back().is_some_and(|(t, _)| t.seq <= after) {
+                pending = Pending::default();
+            }
+            while pending.events.front().is_some_and(|(t, _)| t.seq <= after) {
+                pending.events.pop_front();
+            }
             while walked < max && !waits(out, &self.budget) {
                 let Some((tick, frame)) = pending.events.pop_front() else { break };
                 walked += 1;

@@ -361,3 +361,29 @@ fn the_history_evicted_while_fetched_events_go_out_slowly_ends_the_replay_with_a
     );
     assert_eq!(read[read.len() - 1]["seq"], 45, "then a snapshot");
 }
+
+#[test]
+fn a_resync_while_fetched_events_wait_skips_those_it_covered() {
+    let mut edge = Edge::new();
+    edge.feed_to(30);
+    let request = edge.resume(10, "");
+    let answer = edge.events(11..=25);
+    edge.answer(&request, answer);
+    let mut desk = desk!(edge);
+    let (_, walked) = desk.advance_replay(&mut edge.out, &mut edge.index, KEY, S, 5);
+    assert_eq!(walked, 5);
+    // The reactor skipped 31..=40 (it fell behind the feed): every subscriber gets a gap and a
+    // snapshot, the replay's from its cursor on.
+    edge.feed_to(40);
+    let mut desk = desk!(edge);
+    let skipped = desk.resync_because(S, 31, 40, "gateway_overload");
+    assert_eq!(desk.deliver_resync(&mut edge.out, KEY, S, &skipped), Outcome::Open);
+    edge.history.forget(S);
+    edge.feed_to(42);
+    edge.replay_all();
+    let read = edge.read();
+    let events = seqs(&read);
+    assert_eq!(events, [11, 12, 13, 14, 15, 41, 42], "nothing the gap covered comes after it: {read:?}");
+    let gap = read.iter().find(|m| m["type"] == "gap").unwrap();
+    assert_eq!((gap["from_seq"].as_u64(), gap["to_seq"].as_u64()), (Some(16), Some(40)));
+}
