@@ -77,6 +77,8 @@ pub enum Fetched {
     NotRetained,
     /// The stream could not be read (the bus is down, a timeout, a refusal).
     Unavailable,
+    /// Not asked: the fetch thread's queue was full (the reactor answers it itself).
+    Refused,
 }
 
 /// Where a reactor's answers go: its channel, and how to wake it.
@@ -144,7 +146,7 @@ pub fn start(
             let outcome = match &fetched {
                 Fetched::Events { .. } => 0,
                 Fetched::NotRetained => 1,
-                Fetched::Unavailable => 2,
+                Fetched::Unavailable | Fetched::Refused => 2,
             };
             stats.resume_fetches[outcome].fetch_add(1, Ordering::Relaxed);
             if let Fetched::Events { events, .. } = &fetched {

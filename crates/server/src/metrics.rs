@@ -321,8 +321,11 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     for (name, help, field) in fetch_counters {
         counter(name, help, &[])?.with_label_values(&[] as &[&str]).inc_by(sum(field));
     }
-    let replayed =
-        counter("tickgate_resume_replayed_events_total", "Events queued by resumes, from the history.", &[])?;
+    let replayed = counter(
+        "tickgate_resume_replayed_events_total",
+        "Events queued by resumes, from the history or the stream.",
+        &[],
+    )?;
     replayed.with_label_values(&[] as &[&str]).inc_by(sum(|c| &c.replayed));
     let cut = counter(
         "tickgate_resume_replays_cut_total",

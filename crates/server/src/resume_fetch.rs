@@ -243,8 +243,10 @@ impl Desk<'_> {
             self.counters.resume_fetches_stale += 1;
             return Outcome::Open;
         };
-        if matches!(fetched, Fetched::Unavailable) {
-            self.counters.resume_fetches_failed += 1;
+        match fetched {
+            Fetched::Unavailable => self.counters.resume_fetches_failed += 1,
+            Fetched::Refused => self.counters.resume_fetches_refused += 1,
+            Fetched::Events { .. } | Fetched::NotRetained => {}
         }
         // What earlier rounds fetched comes first.
         let earlier = self.replays.stream.take_pending(key, symbol);

@@ -282,7 +282,18 @@ fn a_hole_in_the_stream_is_a_bus_gap_and_a_snapshot_after_the_events_before_it()
 
 #[test]
 fn the_stream_not_holding_them_or_unreachable_is_a_history_gap_and_a_snapshot() {
-    for fetched in [Fetched::NotRetained, Fetched::Unavailable, Fetched::Events { events: Vec::new(), hole: false }] {
+    let answers = [
+        Fetched::NotRetained,
+        Fetched::Unavailable,
+        Fetched::Refused,
+        Fetched::Events { events: Vec::new(), hole: false },
+    ];
+    for fetched in answers {
+        let counted = match fetched {
+            Fetched::Unavailable => (1, 0),
+            Fetched::Refused => (0, 1),
+            _ => (0, 0),
+        };
         let mut edge = Edge::new();
         edge.feed_to(30);
         let request = edge.resume(10, "");
@@ -292,6 +303,8 @@ fn the_stream_not_holding_them_or_unreachable_is_a_history_gap_and_a_snapshot() 
         assert_eq!((read[1]["reason"].as_str(), read[1]["from_seq"].as_u64()), (Some("history"), Some(11)));
         assert!(edge.replays.get(KEY, S).is_none());
         assert_eq!(edge.index.channels_of(S, KEY).map(|c| c.admits(&edge.event(31).0.kind)), Some(true));
+        assert_eq!((edge.counters.resume_fetches_failed, edge.counters.resume_fetches_refused), counted);
+        assert_eq!(edge.counters.resumes_history, 1);
     }
 }
 

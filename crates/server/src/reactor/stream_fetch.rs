@@ -29,16 +29,8 @@ impl Reactor {
         for request in self.replays.stream.outgoing.drain(..) {
             if link.requests.try_send(request).is_err() {
                 // The fetch thread is behind or gone: answered at once, as without the stream.
-                self.turn.resume_fetches_refused += 1;
                 let tickgate_bus::fetch::FetchRequest { key, symbol, token, after, .. } = request;
-                answers.push(FetchAnswer {
-                    key,
-                    symbol,
-                    token,
-                    after,
-                    fetched: Fetched::Unavailable,
-                    next_stream_seq: 0,
-                });
+                answers.push(FetchAnswer { key, symbol, token, after, fetched: Fetched::Refused, next_stream_seq: 0 });
             }
         }
         while answers.len() < ANSWERS_PER_TURN {
