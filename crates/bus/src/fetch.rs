@@ -215,9 +215,11 @@ async fn fetch(
     let mut collect = Collect::new(request.after, request.up_to, max_events, FETCH_MAX_BYTES);
     let mut next_stream_seq = start;
     loop {
-        // Nothing more within a moment: the stream holds no more of the subject for now.
+        // Nothing more within a moment: the stream holds no more of the subject for now (or,
+        // when not even the message the search found came, NATS is too slow to tell).
         let Ok(message) = tokio::time::timeout(QUIET, messages.next()).await else {
-            return Ok((collect.end(), next_stream_seq));
+            let fetched = if collect.is_empty() { Fetched::Unavailable } else { collect.end() };
+            return Ok((fetched, next_stream_seq));
         };
         let Some(message) = message else { return Ok((collect.end(), next_stream_seq)) };
         let message = message.map_err(|e| stream_err(&e))?;
@@ -331,6 +333,11 @@ impl Collect {
         let full = self.events.len() >= self.max_events || self.bytes >= self.max_bytes;
         (tick.seq >= self.up_to || full)
             .then(|| Fetched::Events { events: std::mem::take(&mut self.events), hole: false })
+    }
+
+    /// Nothing was taken yet.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
     }
 
     /// The stream holds nothing more of the subject.
