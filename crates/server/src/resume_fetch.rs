@@ -11,11 +11,14 @@
 //!   client gets `resumed`, then those events, then the history's, then live, through the
 //!   replay cursor ([`crate::replay`]), which takes them from [`StreamFetches`] first. The
 //!   history evicting past `F` while they go out cuts the replay as usual (a gap `history`);
+//! - events the history no longer continues (it moved on while they were read): they are kept,
+//!   and what came since is asked for from where they ended, up to [`ROUNDS`] requests;
 //! - events that end at a seq the stream skips (the publisher did not publish it): they are
 //!   replayed, then a gap `bus` from the first seq not sent to the newest, and a snapshot, as
 //!   the live edge announces a skip;
-//! - anything else (the stream no longer holds the events, could not be read, or the history no
-//!   longer continues the events): a gap `history` and a snapshot, as without the stream.
+//! - anything else (the stream no longer holds the events, could not be read, or the rounds or
+//!   `bus.resume_fetch_max_events` ran out): a gap `history` and a snapshot, as without the
+//!   stream.
 //!
 //! An answer carries the token of its request: one for a subscription that went away, or was
 //! resumed again, meanwhile is dropped. A request the fetch thread does not answer within
