@@ -50,6 +50,12 @@ pub struct BusConfig {
     /// Edge: at start, read this many seconds of the stream's past into the resume history
     /// (0: only each symbol's last tick), so a client that saw them on another edge resumes here.
     pub replay_s: u64,
+    /// Edge: a resume older than the resume history is read from the stream, at most this many
+    /// events per symbol (0: never; the client gets a `gap` and a snapshot).
+    pub resume_fetch_max_events: usize,
+    /// Edge: resumes being read from the stream at once per reactor; more are answered with a
+    /// `gap` and a snapshot (counted).
+    pub resume_fetches_per_reactor: usize,
 }
 
 impl Default for BusConfig {
@@ -76,6 +82,8 @@ impl Default for BusConfig {
             // A minute of a busy market is read in a few seconds at start (see OPERATIONS.md,
             // "Resume on any edge").
             replay_s: 60,
+            resume_fetch_max_events: 4096,
+            resume_fetches_per_reactor: 16,
         }
     }
 }

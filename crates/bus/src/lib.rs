@@ -13,6 +13,7 @@
 pub mod config;
 pub mod connect;
 pub mod edge;
+pub mod fetch;
 pub mod payload;
 pub mod publisher;
 mod stats;

@@ -36,4 +36,8 @@ pub struct BusStats {
     pub gaps: AtomicU64,
     /// Publisher restarts announced as `upstream_reset` (edge).
     pub publisher_restarts: AtomicU64,
+    /// Resumes read from the stream (edge), by outcome ([`crate::fetch::OUTCOMES`]).
+    pub resume_fetches: [AtomicU64; crate::fetch::OUTCOMES.len()],
+    /// Events those reads returned.
+    pub resume_fetched_events: AtomicU64,
 }

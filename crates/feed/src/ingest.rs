@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tickgate_core::{LastValueCache, LastValues, Sequencer, SymbolId, SymbolTable, Tick};
+use tickgate_core::{Frame, LastValueCache, LastValues, Sequencer, SymbolId, SymbolInfo, SymbolTable, Tick};
 use tickgate_protocol::{FrameBuilder, message};
 
 use crate::fanout::ReactorLink;
@@ -111,6 +111,13 @@ pub enum Sequencing {
     Keep,
 }
 
+/// The live frame of one event: what every subscriber is sent for it, on every gateway that
+/// encodes it (an edge's fetches from the stream build their frames here too, so a replayed
+/// event is the same bytes as the live one).
+pub fn event_frame(builder: &mut FrameBuilder, info: &SymbolInfo, tick: &Tick) -> Frame {
+    builder.text(|out| message::event(out, info, tick, 0))
+}
+
 /// Sequences ticks, keeps the last values, builds each frame once and publishes it.
 ///
 /// Sans-IO apart from the reactor links: [`Ingest::publish_batch`] is what the thread loop
@@ -211,7 +218,7 @@ impl Ingest {
                 continue;
             }
             let info = self.symbols.get(tick.symbol);
-            let frame = self.builder.text(|out| message::event(out, info, tick, 0));
+            let frame = event_frame(&mut self.builder, info, tick);
             let deflated = if deflate { self.builder.deflate_last() } else { None };
             for link in &mut self.links {
                 link.publish_deflated(tick, &frame, deflated.as_ref());

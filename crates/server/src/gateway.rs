@@ -25,7 +25,7 @@ use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError, SOURCE_KINDS, SourceConfig};
 use crate::liveness::{Fault, Liveness, Part, panic_message};
 use crate::metrics::Telemetry;
-use crate::reactor::{Reactor, ReactorSetup, WAKER};
+use crate::reactor::{FetchLink, Reactor, ReactorSetup, WAKER};
 use crate::stats::ReactorStats;
 use crate::tls::Tls;
 use tickgate_bus::{BusRole, BusStats};
@@ -174,6 +174,33 @@ impl Gateway {
             config.limits.max_connections_per_ip,
             config.address_groups(),
         ));
+        // An edge reads resumes older than its history from the stream (crate::resume_fetch).
+        let mut fetch_links: Vec<Option<(FetchLink, usize)>> = (0..reactors).map(|_| None).collect();
+        let in_flight = config.bus.resume_fetches_per_reactor;
+        if let (true, Some(bus)) = (edge && config.bus.resume_fetch_max_events > 0 && in_flight > 0, &bus_stats) {
+            let mut answers = Vec::with_capacity(reactors);
+            let mut receivers = Vec::with_capacity(reactors);
+            for waker in &wakers {
+                // A reactor has at most `in_flight` fetches out (and some stale answers): an
+                // answer that finds it full is lost, and its deadline answers the resume.
+                let (tx, rx) = std::sync::mpsc::sync_channel(in_flight.saturating_mul(4));
+                let waker = waker.clone();
+                answers.push(tickgate_bus::fetch::AnswerTo {
+                    tx,
+                    wake: Box::new(move || {
+                        let _ = waker.wake();
+                    }),
+                });
+                receivers.push(rx);
+            }
+            let queue = reactors.saturating_mul(in_flight);
+            // The thread ends once every reactor has dropped its sender.
+            let (requests, _thread) =
+                tickgate_bus::fetch::start(&config.bus, symbols.clone(), bus.clone(), answers, queue)?;
+            for (link, answers) in fetch_links.iter_mut().zip(receivers) {
+                *link = Some((FetchLink { requests: requests.clone(), answers }, in_flight));
+            }
+        }
         for (id, ((listener, poll), inbox)) in listeners.into_iter().zip(polls).zip(inboxes).enumerate() {
             let setup = ReactorSetup {
                 id,
@@ -190,6 +217,7 @@ impl Gateway {
                 admission: admission.clone(),
                 authenticator: authenticator.clone(),
                 tls: tls.clone(),
+                fetch: fetch_links[id].take(),
             };
             let (started_tx, started) = std::sync::mpsc::sync_channel(1);
             let liveness = liveness.clone();

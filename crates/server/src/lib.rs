@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod proxy_protocol;
 pub mod reactor;
 pub mod replay;
+pub mod resume_fetch;
 pub mod session;
 pub mod stats;
 pub mod tls;

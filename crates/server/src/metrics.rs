@@ -293,14 +293,39 @@ pub fn render(t: &Telemetry, now_ns: u64) -> Result<String, prometheus::Error> {
     let resumes = counter(
         "tickgate_resumes_total",
         "Resuming subscriptions, by outcome: whole (every event after the client's seq, replayed), history (gap and \
-         snapshot: the history did not reach back), ahead (gap and snapshot: the client's seq was past ours).",
+         snapshot: the history did not reach back), ahead (gap and snapshot: the client's seq was past ours), stream \
+         (an edge: the events read from the stream, then the history's).",
         &["outcome"],
     )?;
     resumes.with_label_values(&["whole"]).inc_by(sum(|c| &c.resumes_whole));
     resumes.with_label_values(&["history"]).inc_by(sum(|c| &c.resumes_history));
     resumes.with_label_values(&["ahead"]).inc_by(sum(|c| &c.resumes_ahead));
-    let replayed =
-        counter("tickgate_resume_replayed_events_total", "Events queued by resumes, from the history.", &[])?;
+    resumes.with_label_values(&["stream"]).inc_by(sum(|c| &c.resumes_stream));
+    let fetch_counters: [(&str, &str, Field); 3] = [
+        (
+            "tickgate_resume_fetches_refused_total",
+            "Resumes an edge did not read from the stream: too many fetches in flight (gap history and snapshot).",
+            |c| &c.resume_fetches_refused,
+        ),
+        (
+            "tickgate_resume_fetches_failed_total",
+            "Resumes an edge could not read from the stream: the bus down, a timeout (gap history and snapshot).",
+            |c| &c.resume_fetches_failed,
+        ),
+        (
+            "tickgate_resume_fetches_stale_total",
+            "Answers from the stream for a subscription that went away or resumed again meanwhile: dropped.",
+            |c| &c.resume_fetches_stale,
+        ),
+    ];
+    for (name, help, field) in fetch_counters {
+        counter(name, help, &[])?.with_label_values(&[] as &[&str]).inc_by(sum(field));
+    }
+    let replayed = counter(
+        "tickgate_resume_replayed_events_total",
+        "Events queued by resumes, from the history or the stream.",
+        &[],
+    )?;
     replayed.with_label_values(&[] as &[&str]).inc_by(sum(|c| &c.replayed));
     let cut = counter(
         "tickgate_resume_replays_cut_total",
@@ -642,6 +667,18 @@ fn render_bus(
     for (i, reason) in tickgate_bus::payload::Reject::REASONS.iter().enumerate() {
         rejected.with_label_values(&[reason]).inc_by(load(&bus.rejected[i]));
     }
+    let fetches = counter(
+        "tickgate_bus_resume_fetches_total",
+        "Resumes older than the history read from the stream (edge), by outcome: events, not_retained (aged out), \
+         unavailable (the bus down, a timeout, an error).",
+        &["outcome"],
+    )?;
+    for (i, outcome) in tickgate_bus::fetch::OUTCOMES.iter().enumerate() {
+        fetches.with_label_values(&[outcome]).inc_by(load(&bus.resume_fetches[i]));
+    }
+    counter("tickgate_bus_resume_fetched_events_total", "Events read from the stream for resumes (edge).", &[])?
+        .with_label_values(none)
+        .inc_by(load(&bus.resume_fetched_events));
     gauge("tickgate_bus_lag_messages", "Messages of the stream this edge has not read yet.", &[])?
         .with_label_values(none)
         .set(i64::try_from(load(&bus.lag_messages)).unwrap_or(i64::MAX));

@@ -38,7 +38,20 @@ use tickgate_core::subscription::ConnKey;
 use tickgate_core::{Budget, Outbox, OverHardLimit, Policy, Since, SubscriptionIndex, SymbolId, Verdict};
 use tickgate_protocol::message;
 
-use crate::session::{Desk, HISTORY, Outcome};
+use tickgate_core::{Frame, SymbolInfo, Tick};
+
+use crate::resume_fetch::{Pending, StreamFetches};
+use crate::session::{BUS, Desk, HISTORY, Outcome};
+
+/// What became of one replayed event.
+enum Step {
+    /// Of a channel the connection does not hold.
+    Skipped,
+    Sent,
+    /// Dropped by the policy: the replay ends.
+    Dropped,
+    Disconnect,
+}
 
 /// Most events one cursor advances per reactor turn.
 pub const REPLAY_SLICE: usize = 256;
@@ -69,11 +82,19 @@ pub struct Cursor {
 #[derive(Debug, Default)]
 pub struct Replays {
     cursors: BTreeMap<(ConnKey, SymbolId), Cursor>,
+    /// Resumes read from the stream on an edge (see [`crate::resume_fetch`]): awaited, or
+    /// read and waiting to be replayed before the history.
+    pub stream: StreamFetches,
     /// Where the last turn stopped: the next turn starts after it.
     next: Option<(ConnKey, SymbolId)>,
 }
 
 impl Replays {
+    /// Replays that may also read from the stream (see [`crate::resume_fetch`]).
+    pub fn with_stream(stream: StreamFetches) -> Self {
+        Self { stream, ..Self::default() }
+    }
+
     pub fn len(&self) -> usize {
         self.cursors.len()
     }
@@ -93,11 +114,13 @@ impl Replays {
 
     /// Ends `key`'s replay of `symbol`; false if none was under way.
     pub fn cancel(&mut self, key: ConnKey, symbol: SymbolId) -> bool {
+        self.stream.cancel(key, symbol);
         self.cursors.remove(&(key, symbol)).is_some()
     }
 
     /// Forgets every replay of a connection that is closing (its key may be reused).
     pub fn forget_connection(&mut self, key: ConnKey) {
+        self.stream.forget_connection(key);
         let mine: Vec<_> =
             self.cursors.range((key, SymbolId(0))..=(key, SymbolId(u32::MAX))).map(|(&k, _)| k).collect();
         for k in mine {
@@ -139,6 +162,9 @@ impl Desk<'_> {
         max: usize,
     ) -> (Outcome, usize) {
         let Some(Cursor { after, sent }) = self.replays.get(key, symbol) else { return (Outcome::Open, 0) };
+        if self.replays.stream.is_awaiting(key, symbol) {
+            return (Outcome::Open, 0);
+        }
         let Some(channels) = index.channels_of(symbol, key) else {
             self.replays.cancel(key, symbol);
             return (Outcome::Open, 0);
@@ -148,52 +174,81 @@ impl Desk<'_> {
             return (Outcome::Open, 0);
         }
         let head = self.lvc.get(symbol).seq;
-        if after >= head {
+        let info = self.symbols.get(symbol);
+        let (mut last, mut sent, mut walked) = (after, sent, 0);
+        // First what was read from the stream (on an edge), then the history.
+        if let Some(mut pending) = self.replays.stream.take_pending(key, symbol) {
+            // A resync may have moved the cursor past some (its gap covered them).
+            if pending.events.back().is_some_and(|(t, _)| t.seq <= after) {
+                pending = Pending::default();
+            }
+            while pending.events.front().is_some_and(|(t, _)| t.seq <= after) {
+                pending.events.pop_front();
+            }
+            while walked < max && !waits(out, &self.budget) {
+                let Some((tick, frame)) = pending.events.pop_front() else { break };
+                walked += 1;
+                last = tick.seq;
+                match self.replay_one(out, channels, info, &tick, &frame) {
+                    Step::Skipped => {}
+                    Step::Sent => sent = tick.seq,
+                    Step::Dropped => {
+                        self.offer_newest(out, info, symbol);
+                        (last, pending) = (head, Pending::default());
+                        break;
+                    }
+                    Step::Disconnect => return (Outcome::SlowConsumer, walked),
+                }
+            }
+            if !pending.events.is_empty() {
+                self.replays.stream.put_pending(key, symbol, pending);
+                self.replays.set(key, symbol, Cursor { after: last, sent });
+                return (Outcome::Open, walked);
+            }
+            if pending.hole && last < head {
+                // The stream skips the next seq (its publisher did not publish it): a gap `bus`
+                // and a snapshot, as the live edge announces a skip; then live.
+                self.counters.bus_gaps_sent += 1;
+                self.finish_replay(index, key, symbol);
+                let announced =
+                    self.settle(out, symbol, None).and_then(|_| self.announce(out, symbol, sent + 1, head, BUS));
+                return (announced.into(), walked);
+            }
+            if last >= head {
+                self.finish_replay(index, key, symbol);
+                return (Outcome::Open, walked);
+            }
+        }
+        if last >= head {
             self.finish_replay(index, key, symbol);
-            return (Outcome::Open, 0);
+            return (Outcome::Open, walked);
         }
         let history = self.history;
-        let events = match history.since(symbol, after, head) {
+        let events = match history.since(symbol, last, head) {
             Since::Whole(events) => events,
             Since::NotHeld => {
                 self.counters.replays_cut += 1;
                 self.finish_replay(index, key, symbol);
                 let announced =
                     self.settle(out, symbol, None).and_then(|_| self.announce(out, symbol, sent + 1, head, HISTORY));
-                return (announced.into(), 0);
+                return (announced.into(), walked);
             }
         };
-        let info = self.symbols.get(symbol);
-        let (mut last, mut sent, mut walked) = (after, sent, 0);
-        for (tick, frame) in events.take(max) {
+        for (tick, frame) in events.take(max.saturating_sub(walked)) {
             if waits(out, &self.budget) {
                 break;
             }
             walked += 1;
             last = tick.seq;
-            if !channels.admits(&tick.kind) {
-                continue;
-            }
-            sent = tick.seq;
-            let (builder, deflate) = (&mut *self.builder, out.deflate_max_len());
-            let superseding = |n| builder.text_for(deflate, |o| message::event(o, info, tick, n));
-            match out.offer(tick, frame, &self.budget, self.now, superseding) {
-                Verdict::Queued | Verdict::Throttled { .. } => self.counters.replayed += 1,
-                Verdict::Conflated => self.counters.conflated += 1,
-                Verdict::Dropped => {
-                    self.counters.dropped += 1;
-                    // Every later event of the symbol would be dropped into the same span: it
-                    // reaches the newest event now, and the subscription goes live (into the
-                    // span, until it is announced).
-                    if let Some((newest, frame)) = history.newest(symbol) {
-                        let (builder, deflate) = (&mut *self.builder, out.deflate_max_len());
-                        let superseding = |n| builder.text_for(deflate, |o| message::event(o, info, newest, n));
-                        let _ = out.offer(newest, frame, &self.budget, self.now, superseding);
-                    }
+            match self.replay_one(out, channels, info, tick, frame) {
+                Step::Skipped => {}
+                Step::Sent => sent = tick.seq,
+                Step::Dropped => {
+                    self.offer_newest(out, info, symbol);
                     last = head;
                     break;
                 }
-                Verdict::Disconnect => return (Outcome::SlowConsumer, walked),
+                Step::Disconnect => return (Outcome::SlowConsumer, walked),
             }
         }
         if last >= head {
@@ -202,6 +257,48 @@ impl Desk<'_> {
             self.replays.set(key, symbol, Cursor { after: last, sent });
         }
         (Outcome::Open, walked)
+    }
+
+    /// Offers one replayed event to the connection, as a live one (a rate cap aside).
+    fn replay_one(
+        &mut self,
+        out: &mut Outbox,
+        channels: tickgate_core::Channels,
+        info: &SymbolInfo,
+        tick: &Tick,
+        frame: &Frame,
+    ) -> Step {
+        if !channels.admits(&tick.kind) {
+            return Step::Skipped;
+        }
+        let (builder, deflate) = (&mut *self.builder, out.deflate_max_len());
+        let superseding = |n| builder.text_for(deflate, |o| message::event(o, info, tick, n));
+        match out.offer(tick, frame, &self.budget, self.now, superseding) {
+            Verdict::Queued | Verdict::Throttled { .. } => {
+                self.counters.replayed += 1;
+                Step::Sent
+            }
+            Verdict::Conflated => {
+                self.counters.conflated += 1;
+                Step::Sent
+            }
+            Verdict::Dropped => {
+                self.counters.dropped += 1;
+                Step::Dropped
+            }
+            Verdict::Disconnect => Step::Disconnect,
+        }
+    }
+
+    /// Every later event of the symbol would be dropped into the span a drop opened: it reaches
+    /// the newest event now, and the subscription goes live (into the span, until it is
+    /// announced).
+    fn offer_newest(&mut self, out: &mut Outbox, info: &SymbolInfo, symbol: SymbolId) {
+        if let Some((newest, frame)) = self.history.newest(symbol) {
+            let (builder, deflate) = (&mut *self.builder, out.deflate_max_len());
+            let superseding = |n| builder.text_for(deflate, |o| message::event(o, info, newest, n));
+            let _ = out.offer(newest, frame, &self.budget, self.now, superseding);
+        }
     }
 
     /// Ends `key`'s replay of `symbol`, if one is under way, before a snapshot of it: a gap
@@ -227,7 +324,7 @@ impl Desk<'_> {
     }
 
     /// The replay has caught up (or was cut short): the next event of the symbol comes live.
-    fn finish_replay(&mut self, index: &mut SubscriptionIndex, key: ConnKey, symbol: SymbolId) {
+    pub(crate) fn finish_replay(&mut self, index: &mut SubscriptionIndex, key: ConnKey, symbol: SymbolId) {
         self.replays.cancel(key, symbol);
         index.unpause(symbol, key);
     }

@@ -72,7 +72,7 @@ pub struct Skipped {
 
 const OVERLOAD: &str = tickgate_feed::fanout::OVERLOAD;
 /// A cluster edge could not read these events from the bus (`tickgate_bus::edge::GAP_REASON`).
-const BUS: &str = "bus";
+pub(crate) const BUS: &str = "bus";
 const SLOW_CONSUMER: &str = "slow_consumer";
 /// A resume's `seq` is older than the history still held.
 pub(crate) const HISTORY: &str = "history";
@@ -187,7 +187,7 @@ pub fn release(
 
 impl Desk<'_> {
     /// Queues a control frame within the budget.
-    fn push(&mut self, out: &mut Outbox, frame: Frame) -> Result<(), OverHardLimit> {
+    pub(crate) fn push(&mut self, out: &mut Outbox, frame: Frame) -> Result<(), OverHardLimit> {
         out.push_within(frame, &self.budget, self.now)?;
         self.counters.replies += 1;
         Ok(())
@@ -315,6 +315,10 @@ impl Desk<'_> {
         }
         match self.history.since(symbol, seq, head) {
             Since::NotHeld => {
+                // On an edge, the stream may still hold them: the answer comes with its events.
+                if self.fetch_resume(index, key, symbol, seq, head) {
+                    return Ok(());
+                }
                 self.counters.resumes_history += 1;
                 self.announce(out, symbol, seq + 1, head, HISTORY)
             }

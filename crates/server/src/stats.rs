@@ -131,6 +131,16 @@ counters! {
         /// Replays cut short by the history evicting events the client had not been sent yet
         /// (answered with a gap "history" and a snapshot).
         replays_cut,
+        /// Resumes answered with the events after the client's seq read from the stream, then
+        /// the history (an edge).
+        resumes_stream,
+        /// Resumes the stream was not asked for: this reactor or connection had its most
+        /// fetches in flight, or the fetch thread's queue was full (a gap "history").
+        resume_fetches_refused,
+        /// Fetches from the stream that failed: the bus down, a timeout, an error.
+        resume_fetches_failed,
+        /// Answers from the stream for a subscription that went away or resumed again meanwhile.
+        resume_fetches_stale,
     }
 }
 

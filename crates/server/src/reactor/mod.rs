@@ -28,6 +28,7 @@
 //! | `fanout` | ingest messages onto subscribers' outboxes, delivery latency |
 //! | `write` | write passes, the write hold |
 //! | `close` | the close handshake, slow consumers, removing a connection |
+//! | `stream_fetch` | an edge's resumes read from the stream: requests out, answers in |
 //! | `sweep` | housekeeping: timers, shutdown, counters |
 
 use std::io;
@@ -51,7 +52,9 @@ use crate::connection::{Connection, Millis, WriteCounts};
 use crate::hold::{HoldTimer, WriteHold};
 use crate::metrics::Telemetry;
 use crate::replay::Replays;
+use crate::resume_fetch::StreamFetches;
 use crate::stats::{ReactorStats, TurnCounters, latency_histogram};
+pub use stream_fetch::FetchLink;
 
 pub const LISTENER: Token = Token(usize::MAX - 1);
 pub const WAKER: Token = Token(usize::MAX - 2);
@@ -82,6 +85,7 @@ mod connz;
 mod fanout;
 mod proxied;
 mod read;
+mod stream_fetch;
 mod sweep;
 mod tls_edge;
 mod upgrade;
@@ -149,6 +153,8 @@ pub struct ReactorSetup {
     pub authenticator: Option<Arc<Authenticator>>,
     /// Serve TLS (on the public listener, and on the admin one if it says so).
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// An edge's way to read resumes from the stream, and how many at once.
+    pub fetch: Option<(FetchLink, usize)>,
 }
 
 /// The reactor's state. Connections live in a slab whose keys are their mio tokens.
@@ -174,6 +180,10 @@ pub struct Reactor {
     history: History,
     /// The resumes being replayed, advanced every turn (see [`crate::replay`]).
     replays: Replays,
+    /// An edge's way to the fetch thread (see [`crate::resume_fetch`]).
+    fetch: Option<FetchLink>,
+    /// Answers being acted on (kept for its capacity).
+    fetch_answers: Vec<tickgate_bus::fetch::FetchAnswer>,
     /// The cursors this turn advances (kept for its capacity).
     replay_due: Vec<(ConnKey, SymbolId)>,
     /// Last turn's replays moved on: turn again at once.
@@ -273,6 +283,7 @@ impl Reactor {
             admission,
             authenticator,
             tls,
+            fetch,
         } = setup;
         if let Some(core) = core {
             if !core_affinity::set_for_current(core) {
@@ -295,6 +306,12 @@ impl Reactor {
         };
         let n = symbols.capacity();
         let history = History::new(n, config.history.limits());
+        let replays = match &fetch {
+            Some((_, in_flight)) => {
+                Replays::with_stream(StreamFetches::new(id, *in_flight, config.bus.resume_fetch_max_events))
+            }
+            None => Replays::default(),
+        };
         let (budget, default_policy) = (config.budget(), config.default_policy());
         let slab_capacity = config.limits.max_connections / config.reactor_count() + 16;
         // Validated with the configuration.
@@ -321,7 +338,9 @@ impl Reactor {
             index: SubscriptionIndex::new(n),
             lvc: LastValueCache::new(n),
             history,
-            replays: Replays::default(),
+            replays,
+            fetch: fetch.map(|(link, _)| link),
+            fetch_answers: Vec::new(),
             replay_due: Vec::new(),
             replay_moved: false,
             dirty: Vec::with_capacity(1024),
@@ -424,6 +443,7 @@ impl Reactor {
             }
             self.accept_from(to_accept);
             self.read_again();
+            self.exchange_fetches();
             // Holding (see crate::hold): ticks wait in the channel and replies in their queues
             // until the hold timer, unless shutdown has begun.
             let holding = self.hold_until.is_some_and(|until| until > self.now) && self.draining_until.is_none();

@@ -81,6 +81,7 @@ impl Reactor {
             }
         }
         self.connz_turn();
+        self.expire_fetches();
         if now.duration_since(self.last_sweep) >= SWEEP_EVERY {
             self.last_sweep = now;
             self.sweep(now);
