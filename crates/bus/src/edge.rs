@@ -44,6 +44,9 @@ pub struct BusSource {
     /// The ingest thread's, once it polls: woken after each tick queued.
     waker: Arc<OnceLock<IngestWaker>>,
     stats: Arc<BusStats>,
+    /// Ticks of a new publisher numbered below the last seq handed on: logged at most once a
+    /// second.
+    numbering_back: RejectLog,
     /// Per symbol: the last seq handed on and the publisher epoch that numbered it.
     last: Vec<(u64, u64)>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -108,7 +111,15 @@ pub fn start(config: &BusConfig, symbols: Arc<SymbolTable>, stats: Arc<BusStats>
             _ = stopped => {}
         }
     })?;
-    Ok(BusSource { rx, waker, stats, last: vec![(0, 0); capacity], thread: Some(thread), stop: Some(stop) })
+    Ok(BusSource {
+        rx,
+        waker,
+        stats,
+        numbering_back: RejectLog::default(),
+        last: vec![(0, 0); capacity],
+        thread: Some(thread),
+        stop: Some(stop),
+    })
 }
 
 /// The last message of every symbol's subject that is older than `start_time`, in stream order.
@@ -144,7 +155,18 @@ impl Reader {
     /// A consumer from the message after stream sequence `last` (0: nothing read yet, from
     /// where the edge starts).
     async fn messages_after(&self, last: u64) -> Result<consumer::pull::Ordered, String> {
+        let stream_last = self.last_sequence().await?;
         let deliver_policy = match last.checked_add(1) {
+            // The stream ends before the last message read: it was emptied or made again (a
+            // nats-server started without its store). What it holds now is all new.
+            Some(_) if last > 0 && stream_last < last => {
+                tracing::warn!(
+                    last_read = last,
+                    stream_last,
+                    "the stream is behind what this edge read: it was emptied or made again; reading it from its start"
+                );
+                consumer::DeliverPolicy::All
+            }
             Some(start_sequence) if last > 0 => consumer::DeliverPolicy::ByStartSequence { start_sequence },
             _ => self.first,
         };
@@ -159,7 +181,22 @@ impl Reader {
             .map_err(|e| e.to_string())?;
         consumer.messages().await.map_err(|e| e.to_string())
     }
+
+    /// The stream's last sequence now.
+    async fn last_sequence(&self) -> Result<u64, String> {
+        let mut stream = self.stream.clone();
+        let info = tokio::time::timeout(STALL_CHECK, stream.info()).await.map_err(|_| "timed out".to_string())?;
+        Ok(info.map_err(|e| e.to_string())?.state.last_sequence)
+    }
 }
+
+/// How long an edge reads nothing before it asks whether the stream holds more: a consumer
+/// that a hung nats-server let lapse is otherwise found out only after two missed heartbeats
+/// (30 s), with the connection up all along.
+const STALL_CHECK: Duration = Duration::from_secs(2);
+
+/// Failures to read the stream again in a row that are logged: the first, then one in this many.
+const RETRY_LOG_EVERY: u32 = 40;
 
 /// How often the bus thread looks whether NATS came back after a loss.
 const RECONNECT_POLL: Duration = Duration::from_millis(100);
@@ -177,9 +214,10 @@ async fn back_after(stats: &BusStats, seen: &mut u64) {
 }
 
 /// Reads the stream into `tx` until the source is dropped; the stream ended at `end` when the
-/// edge started. When NATS comes back after a loss, reading goes on from a new consumer after
-/// the last message read: a restarted nats-server has forgotten the old one, which would
-/// otherwise be noticed only after two missed heartbeats (30 s).
+/// edge started. When NATS comes back after a loss, or nothing was read for [`STALL_CHECK`]
+/// while the stream holds more, reading goes on from a new consumer after the last message
+/// read: a restarted nats-server has forgotten the old one, a hung one may have let it lapse,
+/// and either is otherwise noticed only after two missed heartbeats (30 s).
 async fn read(
     reader: &Reader,
     mut messages: consumer::pull::Ordered,
@@ -192,22 +230,47 @@ async fn read(
     let mut reconnects_seen = stats.reconnects.load(Ordering::Relaxed);
     let mut last_read = 0;
     let mut catching_up = false;
+    let mut read_at = tokio::time::Instant::now();
+    let mut stall_check = tokio::time::interval(STALL_CHECK);
+    stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let message = tokio::select! {
+        let again = tokio::select! {
             next = messages.next() => match next {
-                Some(message) => message,
+                Some(message) => {
+                    read_at = tokio::time::Instant::now();
+                    Ok(message)
+                }
                 None => return,
             },
-            () = back_after(stats, &mut reconnects_seen) => {
+            () = back_after(stats, &mut reconnects_seen) => Err(()),
+            _ = stall_check.tick() => {
+                // Nothing read for a while although the stream holds more: a new consumer.
+                if last_read == 0 || read_at.elapsed() < STALL_CHECK {
+                    continue;
+                }
+                match reader.last_sequence().await {
+                    Ok(stream_last) if stream_last != last_read => Err(()),
+                    _ => continue,
+                }
+            }
+        };
+        let message = match again {
+            Ok(message) => message,
+            Err(()) => {
+                let mut failures = 0u32;
                 messages = loop {
                     match reader.messages_after(last_read).await {
                         Ok(messages) => break messages,
                         Err(reason) => {
-                            tracing::warn!(%reason, "reading the stream again after NATS came back; retrying");
+                            if failures % RETRY_LOG_EVERY == 0 {
+                                tracing::warn!(%reason, failures, "reading the stream again after NATS came back; retrying");
+                            }
+                            failures = failures.saturating_add(1);
                             tokio::time::sleep(Duration::from_millis(250)).await;
                         }
                     }
                 };
+                read_at = tokio::time::Instant::now();
                 catching_up = true;
                 continue;
             }
@@ -234,6 +297,8 @@ async fn read(
         if !hand_on(&message.payload, &message.subject, symbols, tx, stats, rejects).await {
             return;
         }
+        // A wait for the ingest thread's queue is not a stall of the stream.
+        read_at = tokio::time::Instant::now();
     }
 }
 
@@ -309,6 +374,18 @@ impl BusSource {
         let (last_seq, last_epoch) = *last;
         if tick.seq <= last_seq {
             self.stats.repeats.fetch_add(1, Ordering::Relaxed);
+            if bus.epoch != last_epoch
+                && let Some(held_back) = self.numbering_back.due(std::time::Instant::now())
+            {
+                // A publisher that started on an emptied stream numbers afresh: its ticks are
+                // below what clients hold and cannot go out under those numbers.
+                tracing::error!(
+                    seq = tick.seq,
+                    last_seq,
+                    held_back,
+                    "a new publisher numbers below what this edge delivered (the stream was emptied?): its ticks are dropped; restart the edges"
+                );
+            }
             return false;
         }
         let before = out.ticks.len();
@@ -386,7 +463,15 @@ mod tests {
 
     fn source() -> BusSource {
         let (_tx, rx) = mpsc::channel(1);
-        BusSource { rx, waker: Arc::default(), stats: Arc::default(), last: vec![(0, 0); 2], thread: None, stop: None }
+        BusSource {
+            rx,
+            waker: Arc::default(),
+            stats: Arc::default(),
+            numbering_back: RejectLog::default(),
+            last: vec![(0, 0); 2],
+            thread: None,
+            stop: None,
+        }
     }
 
     fn bus(symbol: u32, seq: u64, epoch: u64) -> BusTick {

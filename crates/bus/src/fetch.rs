@@ -53,6 +53,8 @@ pub struct FetchRequest {
     /// Where to read from in the stream, when a previous fetch of the same resume said so
     /// (0: find it).
     pub from_stream_seq: u64,
+    /// Past it the reactor has answered the client without this fetch: it is not done.
+    pub deadline: std::time::Instant,
 }
 
 /// What the fetch thread found for a [`FetchRequest`].
@@ -116,11 +118,12 @@ pub fn start(
         while let Some(request) = rx.recv().await {
             // With the bus down (the edge's reader says so), answered at once.
             let up = stats.connected.load(Ordering::Relaxed);
-            let (fetched, next_stream_seq) = if !up {
+            let left = request.deadline.saturating_duration_since(std::time::Instant::now());
+            let (fetched, next_stream_seq) = if !up || left.is_zero() {
                 (Fetched::Unavailable, 0)
             } else {
                 match tokio::time::timeout(
-                    FETCH_TIMEOUT,
+                    FETCH_TIMEOUT.min(left),
                     fetch(&config, &symbols, &mut reader, &mut builder, &request, max_events),
                 )
                 .await

@@ -169,6 +169,11 @@ struct Run {
     stats: Arc<BusStats>,
 }
 
+/// Whether a JetStream error says the stream does not exist (its API error code 10059).
+fn is_stream_not_found(reason: &str) -> bool {
+    reason.contains("10059")
+}
+
 /// Resolves once the ingest thread's side is gone (the gateway stops), checked every
 /// [`STOP_POLL`]: a receiver cannot wait for its senders otherwise.
 async fn senders_gone<T>(rx: &mpsc::Receiver<T>) {
@@ -280,6 +285,21 @@ impl Run {
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot read the stream's last messages; retrying"),
                 },
+                Err(reason) if is_stream_not_found(&reason) => {
+                    // NATS came back without the stream (started without its store): make it
+                    // again and go on numbering where this publisher is; edges see a gap `bus`
+                    // for what the lost stream held and they had not read.
+                    match connect::stream(&self.js, &self.config, true).await {
+                        Ok(stream) => {
+                            tracing::warn!("the stream was gone; made it again, publishing goes on");
+                            self.stream = stream;
+                            self.expected = 0;
+                            self.subject_last.fill(0);
+                            return Ok(());
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot read the stream; retrying"),
+                    }
+                }
                 Err(reason) => tracing::warn!(%reason, "cannot read the stream; retrying"),
             }
             tokio::time::sleep(RETRY).await;

@@ -94,24 +94,27 @@ impl StreamFetches {
         if self.awaiting.len() >= in_flight || mine >= FETCHES_PER_CONNECTION {
             return false;
         }
-        let awaiting = Awaiting { token: 0, deadline: now, cursor: after, round: 1 };
-        self.request(FetchRequest { reactor, key, symbol, token: 0, after, up_to, from_stream_seq: 0 }, now, awaiting);
+        let awaiting = Awaiting { token: 0, deadline: now + FETCH_DEADLINE, cursor: after, round: 1 };
+        let request = FetchRequest { reactor, key, symbol, token: 0, after, up_to, from_stream_seq: 0, deadline: now };
+        self.request(request, awaiting);
         true
     }
 
-    fn request(&mut self, request: FetchRequest, now: Instant, awaiting: Awaiting) {
+    fn request(&mut self, request: FetchRequest, awaiting: Awaiting) {
         self.next_token = self.next_token.wrapping_add(1);
         let token = self.next_token;
         let (key, symbol) = (request.key, request.symbol);
-        self.awaiting.insert((key, symbol), Awaiting { token, deadline: now + FETCH_DEADLINE, ..awaiting });
-        self.outgoing.push(FetchRequest { token, ..request });
+        self.awaiting.insert((key, symbol), Awaiting { token, ..awaiting });
+        self.outgoing.push(FetchRequest { token, deadline: awaiting.deadline, ..request });
     }
 
     /// Asks for what came after `after` (the events already fetched end there, before stream
     /// sequence `from_stream_seq`), as round `round` of a resume whose cursor is at `cursor`.
-    fn follow_up(&mut self, request: FetchRequest, now: Instant, cursor: u64, round: u8) {
+    /// The resume keeps its first request's deadline: every round together answers within
+    /// [`FETCH_DEADLINE`].
+    fn follow_up(&mut self, request: FetchRequest, deadline: Instant, cursor: u64, round: u8) {
         let Some((reactor, _)) = self.limit else { return };
-        self.request(FetchRequest { reactor, ..request }, now, Awaiting { token: 0, deadline: now, cursor, round });
+        self.request(FetchRequest { reactor, ..request }, Awaiting { token: 0, deadline, cursor, round });
     }
 
     pub fn is_awaiting(&self, key: ConnKey, symbol: SymbolId) -> bool {
@@ -120,9 +123,11 @@ impl StreamFetches {
 
     /// Whether `token` is the one awaited for `key`'s `symbol` (it is then no longer awaited):
     /// where the cursor stood when it was first asked, and the round.
-    fn answered(&mut self, key: ConnKey, symbol: SymbolId, token: u64) -> Option<(u64, u8)> {
+    fn answered(&mut self, key: ConnKey, symbol: SymbolId, token: u64) -> Option<(u64, u8, Instant)> {
         match self.awaiting.get(&(key, symbol)) {
-            Some(a) if a.token == token => self.awaiting.remove(&(key, symbol)).map(|a| (a.cursor, a.round)),
+            Some(a) if a.token == token => {
+                self.awaiting.remove(&(key, symbol)).map(|a| (a.cursor, a.round, a.deadline))
+            }
             _ => None,
         }
     }
@@ -242,7 +247,7 @@ impl Desk<'_> {
     /// `answer.key`, whose outbox is `out` (see the module's documentation).
     pub fn on_fetched(&mut self, out: &mut Outbox, index: &mut SubscriptionIndex, answer: FetchAnswer) -> Outcome {
         let FetchAnswer { key, symbol, token, after: _, fetched, next_stream_seq } = answer;
-        let Some((cursor_at, round)) = self.replays.stream.answered(key, symbol, token) else {
+        let Some((cursor_at, round, deadline)) = self.replays.stream.answered(key, symbol, token) else {
             self.counters.resume_fetches_stale += 1;
             return Outcome::Open;
         };
@@ -285,8 +290,9 @@ impl Desk<'_> {
                     after: last,
                     up_to: head,
                     from_stream_seq: next_stream_seq,
+                    deadline,
                 };
-                self.replays.stream.follow_up(request, self.now, cursor_at, round + 1);
+                self.replays.stream.follow_up(request, deadline, cursor_at, round + 1);
                 Outcome::Open
             }
             Splice::Ready(pending) => {
@@ -391,5 +397,25 @@ mod tests {
             assert!(f.answered(a.key, a.symbol, a.token).is_some());
         }
         assert_eq!(f.in_flight(), 0);
+    }
+
+    #[test]
+    fn every_round_of_a_resume_answers_within_the_first_requests_deadline() {
+        let start = Instant::now();
+        let mut f = StreamFetches::new(0, 4, 100);
+        assert!(f.start(1, SymbolId(0), 1, 9, start));
+        let mut request = f.outgoing[0];
+        let mut deadline = start + FETCH_DEADLINE;
+        // Answers that each need one more round, arriving late: the deadline stays put.
+        for round in 2..=ROUNDS {
+            let (cursor, _, first) = f.answered(1, SymbolId(0), request.token).expect("awaited");
+            assert_eq!(first, deadline);
+            f.follow_up(request, first, cursor, round);
+            request = *f.outgoing.last().unwrap();
+            deadline = first;
+        }
+        let mut expired = Vec::new();
+        f.expired(start + FETCH_DEADLINE, &mut expired);
+        assert_eq!(expired.len(), 1, "the last round expires with the first request's deadline");
     }
 }

@@ -258,6 +258,29 @@ fn an_edge_that_loses_nats_says_so_and_carries_on_with_the_contract_when_it_retu
     assert!(publisher.liveness().failure().is_none(), "a publisher that lost NATS carries on");
 }
 
+#[test]
+fn nats_back_without_its_store_gets_a_new_stream_and_clients_a_gap_never_silence() {
+    let mut nats = NatsServer::start();
+    let (_publisher, _edge, mut client) = publisher_edge_client(&nats);
+    let seen = collect(&mut client, 0, 20);
+    let mut last = *seen.keys().last().unwrap();
+    nats.kill();
+    loop {
+        let msg = client.recv();
+        if msg["symbol"] == SYMBOL && is_event(&msg) {
+            last = msg["seq"].as_u64().unwrap();
+        } else if msg["type"] == "status" {
+            assert_eq!(msg["feed"], "down", "{msg}");
+            break;
+        }
+    }
+    let last = client_last_seq(&mut client, last);
+    nats.restart_empty();
+    // The publisher makes the stream again and numbers on; the edge reads the new stream from
+    // its start: seqs go on upward, what was lost is a gap `bus`.
+    events_after_recovery(&mut client, last, 50);
+}
+
 /// The last event of [`SYMBOL`] the client holds once the feed is down (none come then).
 fn client_last_seq(client: &mut TestClient, mut last: u64) -> u64 {
     while let Ok(msg) = client.try_recv_for(std::time::Duration::from_millis(300)) {

@@ -74,6 +74,13 @@ impl NatsServer {
         self.kill();
         self.spawn();
     }
+
+    /// Starts it again on the same port with its store emptied: the stream is gone.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.store);
+        self.spawn();
+    }
 }
 
 impl Drop for NatsServer {
