@@ -246,8 +246,8 @@ mod tests {
         let from_elsewhere = waker.clone();
         let ringer = std::thread::spawn(move || from_elsewhere.wake());
         let parked = Instant::now();
-        // Woken by the other thread, long before the timeout.
-        while waker.0.armed.load(std::sync::atomic::Ordering::Acquire) {
+        // Woken by the other thread, long before the timeout (a park may also end spuriously).
+        while waker.0.armed.load(std::sync::atomic::Ordering::Acquire) && parked.elapsed() < Duration::from_secs(30) {
             std::thread::park_timeout(Duration::from_secs(30));
         }
         ringer.join().unwrap();
